@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command: everything CI checks. Installs what the build needs when it is missing, then runs
+# formatting, clippy (warnings are errors), the docs, and every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/prereqs.sh
+tribune_ensure_build_deps
+
+start=$SECONDS
+step() { echo "==> $* ($((SECONDS - start))s)"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+step "cargo test"
+cargo test --workspace
+step "done"

@@ -1,0 +1,1 @@
+//! Tribune's snapshot archive codec: a versioned, self-describing, streaming format with a SHA-256 trailer.
