@@ -5,10 +5,21 @@
 # C++ and needs a C++ compiler.
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tribune/target}"
+# rustup installs cargo here; non-login shells (CI) may not have it on PATH.
+if [ -d "$HOME/.cargo/bin" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
 
 tribune_have_libclang() {
-    ldconfig -p 2>/dev/null | grep -q 'libclang\(-[0-9.]*\)\?\.so' && return 0
-    compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null
+    # bindgen needs both the shared library and clang's own headers (stddef.h and friends).
+    local lib=no headers=no
+    if ldconfig -p 2>/dev/null | grep -q 'libclang\(-[0-9.]*\)\?\.so' \
+        || compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null; then
+        lib=yes
+    fi
+    if compgen -G '/usr/lib/llvm-*/lib/clang/*/include/stddef.h' >/dev/null \
+        || compgen -G '/usr/lib/clang/*/include/stddef.h' >/dev/null; then
+        headers=yes
+    fi
+    [ "$lib" = yes ] && [ "$headers" = yes ]
 }
 
 tribune_apt_install() {
@@ -21,16 +32,15 @@ tribune_apt_install() {
 
 tribune_ensure_build_deps() {
     local missing=()
-    if ! tribune_have_libclang; then
-        if apt-cache show libclang1-14 >/dev/null 2>&1 || [ -z "$(apt-cache policy libclang-dev 2>/dev/null)" ]; then
-            missing+=(libclang1-14 libclang-common-14-dev)
-        else
-            missing+=(libclang-dev)
-        fi
-    fi
+    local need_clang=no
+    tribune_have_libclang || need_clang=yes
     command -v g++ >/dev/null || missing+=(g++)
     command -v make >/dev/null || missing+=(make)
-    if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$need_clang" = yes ]; then
+        # Debian 12 names the packages by LLVM version; other releases have the libclang-dev meta package.
+        tribune_apt_install libclang1-14 libclang-common-14-dev "${missing[@]}" \
+            || tribune_apt_install libclang-dev "${missing[@]}"
+    elif [ ${#missing[@]} -gt 0 ]; then
         tribune_apt_install "${missing[@]}"
     fi
     if ! command -v cargo >/dev/null; then
