@@ -1,3 +1,37 @@
 //! Consul's ACL rule language and policy engine: parse rules, merge a token's policies, decide.
 //!
-//! Pure: no IO, no clock. Tokens and policies come from a `TokenSource` the caller implements.
+//! What it is:
+//! - [`PolicyRules`]: rules parsed from HCL or JSON (`key_prefix "" { policy = "read" }`,
+//!   `acl = "write"`), with typed [`RuleError`]s naming the resource and what is wrong.
+//! - [`Authorizer`]: a token's policies merged (deny > write > list > read per segment) and indexed in
+//!   radix trees, answering [`Decision::Allow`] or [`Decision::Deny`] in O(length of the name); exact rules
+//!   beat prefix rules, the longest prefix wins, then the [`DefaultPolicy`].
+//! - [`Token`], [`Policy`], [`PolicyLink`], [`Secret`] as Consul models them, the anonymous token, the
+//!   `global-management` policy and the bootstrap-once rule ([`bootstrap_token`]).
+//! - [`Resolver`]: secret → [`Authorizer`] through a caller-implemented [`TokenSource`], with token and
+//!   policy TTLs and Consul's [`DownPolicy`] (allow, deny, extend-cache, async-cache).
+//!
+//! What it is NOT: it does no IO and reads no clock (`now` is always a parameter); it does not store
+//! tokens or policies (the node's replicated state does, behind [`TokenSource`]); it does not evaluate
+//! roles, service/node identities, intentions, mesh or peering rules (an `intentions` attribute on service
+//! rules is validated and otherwise ignored).
+#![doc = include_str!("../README.md")]
+
+mod access;
+mod authorizer;
+mod radix;
+mod resolver;
+mod rules;
+mod token;
+
+pub use access::{Access, AccessLevel, Decision, DefaultPolicy, DownPolicy, Resource};
+pub use authorizer::Authorizer;
+pub use resolver::{
+    DEFAULT_TTL, Freshness, ResolveError, Resolution, Resolver, ResolverConfig, SourceError, TokenSource,
+};
+pub use rules::{MatchKind, PolicyRules, Rule, RuleError, RuleSyntax};
+pub use token::{
+    ANONYMOUS_TOKEN_ACCESSOR_ID, ANONYMOUS_TOKEN_SECRET, BOOTSTRAP_TOKEN_DESCRIPTION, BootstrapError,
+    GLOBAL_MANAGEMENT_POLICY_ID, GLOBAL_MANAGEMENT_POLICY_NAME, Policy, PolicyLink, Secret, Token,
+    bootstrap_allowed, bootstrap_token,
+};
