@@ -1,0 +1,900 @@
+//! Agent configuration with Consul's keys, read from JSON and HCL files and merged like Consul does.
+//!
+//! Loading happens in two steps. Each source (a file, a directory of files, or values from flags) is parsed into a
+//! tree and checked against the schema on its own, so an unknown key or a value of the wrong type is reported with
+//! the file that holds it. The trees are then merged in order — objects key by key, lists appended, scalars
+//! replaced, later sources winning — and the result is resolved into a [`Config`] with defaults filled in and
+//! cross-field rules checked. Every error names the source, the key and the reason.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The datacenter an agent belongs to when none is configured, as in Consul.
+pub const DEFAULT_DATACENTER: &str = "dc1";
+
+/// A fully resolved, validated agent configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The datacenter this agent belongs to, lower-cased.
+    pub datacenter: String,
+    /// The node's name in the gossip pool and the catalog.
+    pub node_name: String,
+    /// A stable node identifier (a UUID); generated and persisted in `data_dir` when absent.
+    pub node_id: Option<String>,
+    /// Where state lives; `None` only for a development agent, which keeps everything in memory.
+    pub data_dir: Option<PathBuf>,
+    /// Whether this agent is a server (holds the replicated state) or a client.
+    pub server: bool,
+    /// Servers to wait for before forming the cluster; 0 disables automatic bootstrap.
+    pub bootstrap_expect: u32,
+    /// The address gossip and the server RPC port bind to.
+    pub bind_addr: IpAddr,
+    /// The address other agents use to reach this one, when it differs from `bind_addr`.
+    pub advertise_addr: Option<IpAddr>,
+    /// The addresses the HTTP API binds to.
+    pub client_addr: Vec<IpAddr>,
+    /// The ports of each listener.
+    pub ports: Ports,
+    /// LAN addresses to join at start, retried until one answers.
+    pub retry_join: Vec<String>,
+    /// The pause between join attempts.
+    pub retry_interval: Duration,
+    /// The number of join attempts before giving up; 0 retries forever.
+    pub retry_max: u32,
+    /// WAN addresses to join at start (servers only).
+    pub retry_join_wan: Vec<String>,
+    /// Whether a node that left gracefully rejoins its old cluster on restart.
+    pub rejoin_after_leave: bool,
+    /// Whether a terminate signal makes the agent leave the cluster gracefully.
+    pub leave_on_terminate: bool,
+    /// The gossip encryption key (16 or 32 bytes), decoded.
+    pub encrypt: Option<Vec<u8>>,
+    /// The log level.
+    pub log_level: LogLevel,
+    /// The datacenter authoritative for ACLs; defaults to this agent's datacenter.
+    pub primary_datacenter: String,
+    /// The ACL settings.
+    pub acl: AclConfig,
+}
+
+/// The ports an agent listens on; `None` means the listener is disabled (Consul's `-1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    /// The HTTP API (Consul: 8500).
+    pub http: Option<u16>,
+    /// LAN gossip (Consul: 8301).
+    pub serf_lan: Option<u16>,
+    /// WAN gossip, servers only (Consul: 8302).
+    pub serf_wan: Option<u16>,
+    /// The server RPC port that carries raft and forwarded requests (Consul: 8300).
+    pub server: Option<u16>,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            http: Some(8500),
+            serf_lan: Some(8301),
+            serf_wan: Some(8302),
+            server: Some(8300),
+        }
+    }
+}
+
+/// The ACL settings of an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclConfig {
+    /// Whether ACLs are enforced.
+    pub enabled: bool,
+    /// What happens when no rule matches.
+    pub default_policy: DefaultPolicy,
+    /// What happens when a token cannot be resolved.
+    pub down_policy: DownPolicy,
+    /// Whether tokens set through the agent API survive a restart.
+    pub enable_token_persistence: bool,
+    /// Whether secondary datacenters replicate global tokens.
+    pub enable_token_replication: bool,
+    /// Whether recursive reads need `list` on the prefix.
+    pub enable_key_list_policy: bool,
+    /// How long a resolved token is cached.
+    pub token_ttl: Duration,
+    /// How long a resolved policy is cached.
+    pub policy_ttl: Duration,
+    /// The special tokens.
+    pub tokens: AclTokens,
+}
+
+impl Default for AclConfig {
+    fn default() -> Self {
+        AclConfig {
+            enabled: false,
+            default_policy: DefaultPolicy::Allow,
+            down_policy: DownPolicy::ExtendCache,
+            enable_token_persistence: false,
+            enable_token_replication: false,
+            enable_key_list_policy: false,
+            token_ttl: Duration::from_secs(30),
+            policy_ttl: Duration::from_secs(30),
+            tokens: AclTokens::default(),
+        }
+    }
+}
+
+/// The special tokens of an agent (Consul's `acl.tokens`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AclTokens {
+    /// Installed as a management token when a server of the primary datacenter becomes leader.
+    pub initial_management: Option<String>,
+    /// The agent's own token for its internal requests.
+    pub agent: Option<String>,
+    /// The token used for requests that carry none.
+    pub default: Option<String>,
+    /// The token a secondary datacenter uses to replicate ACLs.
+    pub replication: Option<String>,
+}
+
+/// What an ACL decision falls back to when no rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultPolicy {
+    /// Everything not denied is allowed.
+    Allow,
+    /// Everything not allowed is denied.
+    Deny,
+}
+
+/// What happens when a token cannot be resolved because its source is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownPolicy {
+    /// Allow everything.
+    Allow,
+    /// Deny everything.
+    Deny,
+    /// Serve cached tokens past their TTL; unknown tokens get the default policy.
+    ExtendCache,
+    /// Like `ExtendCache`, but refresh stale entries in the background.
+    AsyncCache,
+}
+
+/// How much the agent logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Details useful when debugging.
+    Debug,
+    /// Normal operation (the default).
+    Info,
+    /// Something unexpected that the agent survives.
+    Warn,
+    /// Failures.
+    Error,
+}
+
+impl LogLevel {
+    /// The level's name as `tracing`'s filters spell it.
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceName {
+    /// A file, by path.
+    File(PathBuf),
+    /// Command-line flags.
+    Flags,
+    /// Built-in values, such as `-dev` mode's.
+    Builtin(&'static str),
+}
+
+impl fmt::Display for SourceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceName::File(path) => write!(f, "{}", path.display()),
+            SourceName::Flags => f.write_str("command-line flags"),
+            SourceName::Builtin(name) => write!(f, "built-in {name} settings"),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded. Each variant names the source and, where it applies, the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file or directory could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path that failed.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file is not valid JSON or HCL.
+    #[error("{source_name}: not valid {format}: {message}")]
+    Syntax {
+        /// The file.
+        source_name: SourceName,
+        /// "JSON" or "HCL".
+        format: &'static str,
+        /// The parser's explanation.
+        message: String,
+    },
+    /// A file is neither `.json` nor `.hcl`.
+    #[error("{path}: unknown configuration format (expected a .json or .hcl file)")]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A key that Tribune does not know.
+    #[error("{source_name}: unknown key `{key}`")]
+    UnknownKey {
+        /// Where the key was found.
+        source_name: SourceName,
+        /// The key's dotted path.
+        key: String,
+    },
+    /// A key whose value is of the wrong type or out of range.
+    #[error("{source_name}: invalid value for `{key}`: {reason}")]
+    InvalidValue {
+        /// Where the value was set (the last source that set it).
+        source_name: SourceName,
+        /// The key's dotted path.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The on-disk schema: every key optional, unknown keys refused. Values are checked here for their type only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    datacenter: Option<String>,
+    node_name: Option<String>,
+    node_id: Option<String>,
+    data_dir: Option<PathBuf>,
+    server: Option<bool>,
+    bootstrap_expect: Option<u32>,
+    bind_addr: Option<String>,
+    advertise_addr: Option<String>,
+    client_addr: Option<String>,
+    ports: Option<RawPorts>,
+    retry_join: Option<Vec<String>>,
+    retry_interval: Option<String>,
+    retry_max: Option<u32>,
+    retry_join_wan: Option<Vec<String>>,
+    rejoin_after_leave: Option<bool>,
+    leave_on_terminate: Option<bool>,
+    encrypt: Option<String>,
+    log_level: Option<String>,
+    primary_datacenter: Option<String>,
+    acl: Option<RawAcl>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPorts {
+    http: Option<i32>,
+    serf_lan: Option<i32>,
+    serf_wan: Option<i32>,
+    server: Option<i32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcl {
+    enabled: Option<bool>,
+    default_policy: Option<String>,
+    down_policy: Option<String>,
+    enable_token_persistence: Option<bool>,
+    enable_token_replication: Option<bool>,
+    enable_key_list_policy: Option<bool>,
+    token_ttl: Option<String>,
+    policy_ttl: Option<String>,
+    tokens: Option<RawAclTokens>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAclTokens {
+    initial_management: Option<String>,
+    /// Consul's name for `initial_management` before 1.11.
+    master: Option<String>,
+    agent: Option<String>,
+    default: Option<String>,
+    replication: Option<String>,
+}
+
+/// Collects configuration sources in order and resolves them into a [`Config`].
+///
+/// Later sources win over earlier ones, as with Consul's `-config-file`, `-config-dir` and flags.
+#[derive(Debug, Default)]
+pub struct ConfigLoader {
+    merged: Value,
+    /// The source that last set each leaf key, so validation errors can name it.
+    origin: BTreeMap<String, SourceName>,
+}
+
+impl ConfigLoader {
+    /// An empty loader: resolving it gives Consul's defaults.
+    pub fn new() -> Self {
+        ConfigLoader {
+            merged: Value::Object(serde_json::Map::new()),
+            origin: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one file; its format follows its extension (`.json` or `.hcl`).
+    pub fn add_file(&mut self, path: &Path) -> Result<&mut Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        match path.extension().and_then(|ext| ext.to_str()) {
+            Some("json") => self.add_json(SourceName::File(path.to_owned()), &text),
+            Some("hcl") => self.add_hcl(SourceName::File(path.to_owned()), &text),
+            _ => Err(ConfigError::UnknownFormat {
+                path: path.to_owned(),
+            }),
+        }
+    }
+
+    /// Adds every `.json` and `.hcl` file of a directory, in lexical order of their names.
+    pub fn add_dir(&mut self, dir: &Path) -> Result<&mut Self, ConfigError> {
+        let io_error = |source| ConfigError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io_error)? {
+            let path = entry.map_err(io_error)?.path();
+            let is_config = matches!(
+                path.extension().and_then(|ext| ext.to_str()),
+                Some("json" | "hcl")
+            );
+            if is_config && path.is_file() {
+                files.push(path);
+            }
+        }
+        files.sort();
+        for path in files {
+            self.add_file(&path)?;
+        }
+        Ok(self)
+    }
+
+    /// Adds a JSON document.
+    pub fn add_json(&mut self, source_name: SourceName, text: &str) -> Result<&mut Self, ConfigError> {
+        let value: Value = serde_json::from_str(text).map_err(|error| ConfigError::Syntax {
+            source_name: source_name.clone(),
+            format: "JSON",
+            message: error.to_string(),
+        })?;
+        self.add_value(source_name, value)
+    }
+
+    /// Adds an HCL document.
+    pub fn add_hcl(&mut self, source_name: SourceName, text: &str) -> Result<&mut Self, ConfigError> {
+        let body: hcl::Value = hcl::from_str(text).map_err(|error| ConfigError::Syntax {
+            source_name: source_name.clone(),
+            format: "HCL",
+            message: error.to_string(),
+        })?;
+        let value = serde_json::to_value(body).map_err(|error| ConfigError::Syntax {
+            source_name: source_name.clone(),
+            format: "HCL",
+            message: error.to_string(),
+        })?;
+        self.add_value(source_name, value)
+    }
+
+    /// Adds an already parsed tree, such as one built from command-line flags.
+    pub fn add_value(&mut self, source_name: SourceName, value: Value) -> Result<&mut Self, ConfigError> {
+        check_schema(&source_name, value.clone())?;
+        let mut leaves = Vec::new();
+        collect_leaves(&value, String::new(), &mut leaves);
+        for key in leaves {
+            self.origin.insert(key, source_name.clone());
+        }
+        merge(&mut self.merged, value);
+        Ok(self)
+    }
+
+    /// Resolves the merged sources into a validated configuration.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let raw = check_schema(&SourceName::Builtin("merged"), self.merged.clone())?;
+        self.resolve_raw(raw)
+    }
+
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        let source_name = self
+            .origin
+            .get(key)
+            .cloned()
+            .unwrap_or(SourceName::Builtin("default"));
+        ConfigError::InvalidValue {
+            source_name,
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn resolve_raw(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let datacenter = match raw.datacenter {
+            Some(dc) => self.datacenter_name("datacenter", &dc)?,
+            None => DEFAULT_DATACENTER.to_owned(),
+        };
+        let primary_datacenter = match raw.primary_datacenter {
+            Some(dc) => self.datacenter_name("primary_datacenter", &dc)?,
+            None => datacenter.clone(),
+        };
+        let node_name = match raw.node_name {
+            Some(name) => {
+                if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(self.invalid(
+                        "node_name",
+                        "must be non-empty, without spaces or control characters",
+                    ));
+                }
+                name
+            }
+            None => default_node_name(),
+        };
+        if let Some(id) = &raw.node_id
+            && uuid::Uuid::parse_str(id).is_err()
+        {
+            return Err(self.invalid("node_id", format!("{id:?} is not a UUID")));
+        }
+        let server = raw.server.unwrap_or(false);
+        let bootstrap_expect = raw.bootstrap_expect.unwrap_or(0);
+        if bootstrap_expect > 0 && !server {
+            return Err(self.invalid(
+                "bootstrap_expect",
+                "only servers can bootstrap; set \"server\": true",
+            ));
+        }
+        let bind_addr = match raw.bind_addr {
+            Some(addr) => self.ip("bind_addr", &addr)?,
+            None => IpAddr::from([0, 0, 0, 0]),
+        };
+        let advertise_addr = raw
+            .advertise_addr
+            .map(|addr| self.ip("advertise_addr", &addr))
+            .transpose()?;
+        if advertise_addr.is_some_and(|addr| addr.is_unspecified()) {
+            return Err(self.invalid("advertise_addr", "must be a routable address, not 0.0.0.0 or ::"));
+        }
+        let client_addr = match raw.client_addr {
+            Some(list) => {
+                let addrs = list
+                    .split_whitespace()
+                    .map(|addr| self.ip("client_addr", addr))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if addrs.is_empty() {
+                    return Err(self.invalid("client_addr", "needs at least one address"));
+                }
+                addrs
+            }
+            None => vec![IpAddr::from([127, 0, 0, 1])],
+        };
+        let ports = self.ports(raw.ports.unwrap_or_default())?;
+        let retry_interval = match raw.retry_interval {
+            Some(text) => self.duration("retry_interval", &text)?,
+            None => Duration::from_secs(30),
+        };
+        let retry_join_wan = raw.retry_join_wan.unwrap_or_default();
+        if !retry_join_wan.is_empty() && !server {
+            return Err(self.invalid("retry_join_wan", "only servers join the WAN pool"));
+        }
+        let encrypt = raw.encrypt.map(|key| self.gossip_key(&key)).transpose()?;
+        let log_level = match raw.log_level.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("info") => LogLevel::Info,
+            Some("trace") => LogLevel::Trace,
+            Some("debug") => LogLevel::Debug,
+            Some("warn") => LogLevel::Warn,
+            Some("err" | "error") => LogLevel::Error,
+            Some(other) => {
+                return Err(self.invalid(
+                    "log_level",
+                    format!("{other:?} is not one of trace, debug, info, warn, err"),
+                ));
+            }
+        };
+        let acl = self.acl(raw.acl.unwrap_or_default())?;
+        Ok(Config {
+            datacenter,
+            node_name,
+            node_id: raw.node_id,
+            data_dir: raw.data_dir,
+            server,
+            bootstrap_expect,
+            bind_addr,
+            advertise_addr,
+            client_addr,
+            ports,
+            retry_join: raw.retry_join.unwrap_or_default(),
+            retry_interval,
+            retry_max: raw.retry_max.unwrap_or(0),
+            retry_join_wan,
+            rejoin_after_leave: raw.rejoin_after_leave.unwrap_or(false),
+            // Consul: clients leave on terminate by default, servers do not (a server leaving shrinks the quorum).
+            leave_on_terminate: raw.leave_on_terminate.unwrap_or(!server),
+            encrypt,
+            log_level,
+            primary_datacenter,
+            acl,
+        })
+    }
+
+    fn datacenter_name(&self, key: &str, name: &str) -> Result<String, ConfigError> {
+        let lower = name.to_ascii_lowercase();
+        let valid = !lower.is_empty()
+            && lower
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if valid {
+            Ok(lower)
+        } else {
+            Err(self.invalid(
+                key,
+                format!("{name:?} may only contain letters, digits, '-' and '_'"),
+            ))
+        }
+    }
+
+    fn ip(&self, key: &str, text: &str) -> Result<IpAddr, ConfigError> {
+        text.parse()
+            .map_err(|_| self.invalid(key, format!("{text:?} is not an IP address")))
+    }
+
+    fn duration(&self, key: &str, text: &str) -> Result<Duration, ConfigError> {
+        humantime::parse_duration(text).map_err(|error| {
+            self.invalid(
+                key,
+                format!("{text:?} is not a duration such as \"30s\": {error}"),
+            )
+        })
+    }
+
+    fn ports(&self, raw: RawPorts) -> Result<Ports, ConfigError> {
+        let defaults = Ports::default();
+        let port = |key: &str, value: Option<i32>, default: Option<u16>| match value {
+            None => Ok(default),
+            Some(-1) => Ok(None),
+            Some(n) => u16::try_from(n)
+                .map(Some)
+                .map_err(|_| self.invalid(key, format!("{n} is not a port (0-65535, or -1 to disable)"))),
+        };
+        Ok(Ports {
+            http: port("ports.http", raw.http, defaults.http)?,
+            serf_lan: port("ports.serf_lan", raw.serf_lan, defaults.serf_lan)?,
+            serf_wan: port("ports.serf_wan", raw.serf_wan, defaults.serf_wan)?,
+            server: port("ports.server", raw.server, defaults.server)?,
+        })
+    }
+
+    fn gossip_key(&self, text: &str) -> Result<Vec<u8>, ConfigError> {
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|error| self.invalid("encrypt", format!("not valid base64: {error}")))?;
+        match key.len() {
+            16 | 32 => Ok(key),
+            24 => Err(self.invalid(
+                "encrypt",
+                "24-byte (AES-192) keys are not supported; use 16 or 32 bytes",
+            )),
+            n => Err(self.invalid("encrypt", format!("the key is {n} bytes; it must be 16 or 32"))),
+        }
+    }
+
+    fn acl(&self, raw: RawAcl) -> Result<AclConfig, ConfigError> {
+        let defaults = AclConfig::default();
+        let default_policy = match raw.default_policy.as_deref() {
+            None | Some("allow") => DefaultPolicy::Allow,
+            Some("deny") => DefaultPolicy::Deny,
+            Some(other) => {
+                return Err(self.invalid(
+                    "acl.default_policy",
+                    format!("{other:?} is not \"allow\" or \"deny\""),
+                ));
+            }
+        };
+        let down_policy = match raw.down_policy.as_deref() {
+            None | Some("extend-cache") => DownPolicy::ExtendCache,
+            Some("allow") => DownPolicy::Allow,
+            Some("deny") => DownPolicy::Deny,
+            Some("async-cache") => DownPolicy::AsyncCache,
+            Some(other) => {
+                return Err(self.invalid(
+                    "acl.down_policy",
+                    format!("{other:?} is not one of allow, deny, extend-cache, async-cache"),
+                ));
+            }
+        };
+        let ttl = |key: &str, value: Option<String>, default: Duration| match value {
+            Some(text) => self.duration(key, &text),
+            None => Ok(default),
+        };
+        let tokens = raw.tokens.unwrap_or_default();
+        if tokens.initial_management.is_some() && tokens.master.is_some() {
+            return Err(self.invalid(
+                "acl.tokens.master",
+                "set either acl.tokens.initial_management or its old name acl.tokens.master, not both",
+            ));
+        }
+        Ok(AclConfig {
+            enabled: raw.enabled.unwrap_or(defaults.enabled),
+            default_policy,
+            down_policy,
+            enable_token_persistence: raw.enable_token_persistence.unwrap_or(false),
+            enable_token_replication: raw.enable_token_replication.unwrap_or(false),
+            enable_key_list_policy: raw.enable_key_list_policy.unwrap_or(false),
+            token_ttl: ttl("acl.token_ttl", raw.token_ttl, defaults.token_ttl)?,
+            policy_ttl: ttl("acl.policy_ttl", raw.policy_ttl, defaults.policy_ttl)?,
+            tokens: AclTokens {
+                initial_management: tokens.initial_management.or(tokens.master),
+                agent: tokens.agent,
+                default: tokens.default,
+                replication: tokens.replication,
+            },
+        })
+    }
+}
+
+/// Checks a tree against the schema, turning serde's complaint into an error that names the key.
+fn check_schema(source_name: &SourceName, value: Value) -> Result<RawConfig, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner().to_string();
+        if let Some(rest) = inner.strip_prefix("unknown field `") {
+            // The path already ends with the unknown field; fall back to the field alone at the top level.
+            let field = rest.split('`').next().unwrap_or(rest);
+            let key = if path.is_empty() || path == "." {
+                field.to_owned()
+            } else {
+                path
+            };
+            ConfigError::UnknownKey {
+                source_name: source_name.clone(),
+                key,
+            }
+        } else {
+            ConfigError::InvalidValue {
+                source_name: source_name.clone(),
+                key: path,
+                reason: inner,
+            }
+        }
+    })
+}
+
+/// Lists the dotted paths of every leaf of a tree.
+fn collect_leaves(value: &Value, prefix: String, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                collect_leaves(child, path, out);
+            }
+        }
+        _ => out.push(prefix),
+    }
+}
+
+/// Merges `update` into `base` as Consul merges its sources: objects key by key, lists appended, scalars replaced.
+fn merge(base: &mut Value, update: Value) {
+    match (base, update) {
+        (Value::Object(base), Value::Object(update)) => {
+            for (key, value) in update {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (Value::Array(base), Value::Array(update)) => base.extend(update),
+        (base, update) => *base = update,
+    }
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "tribune".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_json(docs: &[&str]) -> Result<Config, ConfigError> {
+        let mut loader = ConfigLoader::new();
+        for (i, doc) in docs.iter().enumerate() {
+            loader.add_json(SourceName::File(PathBuf::from(format!("{i}.json"))), doc)?;
+        }
+        loader.resolve()
+    }
+
+    #[test]
+    fn defaults_follow_consul() {
+        let config = load_json(&[]).unwrap();
+        assert_eq!(config.datacenter, "dc1");
+        assert_eq!(config.primary_datacenter, "dc1");
+        assert_eq!(config.ports, Ports::default());
+        assert_eq!(config.client_addr, vec![IpAddr::from([127, 0, 0, 1])]);
+        assert_eq!(config.retry_interval, Duration::from_secs(30));
+        assert!(!config.server);
+        assert!(config.leave_on_terminate, "clients leave on terminate by default");
+        assert_eq!(config.acl.down_policy, DownPolicy::ExtendCache);
+        assert_eq!(config.acl.token_ttl, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn json_and_hcl_give_the_same_config() {
+        let json = r#"{"datacenter":"East-1","server":true,"bootstrap_expect":3,"ports":{"http":18500,"serf_wan":-1},
+            "retry_join":["10.0.0.1"],"acl":{"enabled":true,"default_policy":"deny","tokens":{"master":"root"}}}"#;
+        let hcl = r#"
+            datacenter = "East-1"
+            server = true
+            bootstrap_expect = 3
+            ports {
+              http = 18500
+              serf_wan = -1
+            }
+            retry_join = ["10.0.0.1"]
+            acl {
+              enabled = true
+              default_policy = "deny"
+              tokens { master = "root" }
+            }
+        "#;
+        let from_json = load_json(&[json]).unwrap();
+        let mut loader = ConfigLoader::new();
+        loader.add_hcl(SourceName::File("a.hcl".into()), hcl).unwrap();
+        let from_hcl = loader.resolve().unwrap();
+        assert_eq!(from_json, from_hcl);
+        assert_eq!(from_json.datacenter, "east-1");
+        assert_eq!(from_json.ports.http, Some(18500));
+        assert_eq!(from_json.ports.serf_wan, None);
+        assert_eq!(from_json.acl.tokens.initial_management.as_deref(), Some("root"));
+        assert!(
+            !from_json.leave_on_terminate,
+            "servers stay on terminate by default"
+        );
+    }
+
+    #[test]
+    fn later_sources_win_and_lists_append() {
+        let config = load_json(&[
+            r#"{"node_name":"a","retry_join":["x"],"acl":{"enabled":true,"default_policy":"deny"}}"#,
+            r#"{"node_name":"b","retry_join":["y"],"acl":{"default_policy":"allow"}}"#,
+        ])
+        .unwrap();
+        assert_eq!(config.node_name, "b");
+        assert_eq!(config.retry_join, vec!["x", "y"]);
+        assert!(
+            config.acl.enabled,
+            "a nested key not overridden survives the merge"
+        );
+        assert_eq!(config.acl.default_policy, DefaultPolicy::Allow);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file_and_the_key() {
+        let error = load_json(&[r#"{"acl":{"tokens":{"agnet":"x"}}}"#]).unwrap_err();
+        match error {
+            ConfigError::UnknownKey { source_name, key } => {
+                assert_eq!(source_name, SourceName::File("0.json".into()));
+                assert_eq!(key, "acl.tokens.agnet");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let error = load_json(&[r#"{"datacentre":"x"}"#]).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::UnknownKey { ref key, .. } if key == "datacentre"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_source_that_set_them() {
+        let error = load_json(&[
+            r#"{"acl":{"down_policy":"allow"}}"#,
+            r#"{"acl":{"down_policy":"maybe"}}"#,
+        ])
+        .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.starts_with("1.json: invalid value for `acl.down_policy`"),
+            "{text}"
+        );
+
+        let error = load_json(&[r#"{"server":"yes"}"#]).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::InvalidValue { ref key, .. } if key == "server"),
+            "{error}"
+        );
+
+        for (doc, key) in [
+            (r#"{"ports":{"http":70000}}"#, "ports.http"),
+            (r#"{"bind_addr":"not-an-ip"}"#, "bind_addr"),
+            (r#"{"bootstrap_expect":3}"#, "bootstrap_expect"),
+            (r#"{"datacenter":"dc 1"}"#, "datacenter"),
+            (r#"{"log_level":"loud"}"#, "log_level"),
+            (r#"{"retry_interval":"soon"}"#, "retry_interval"),
+            (r#"{"node_id":"abc"}"#, "node_id"),
+            (r#"{"advertise_addr":"0.0.0.0"}"#, "advertise_addr"),
+        ] {
+            let error = load_json(&[doc]).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::InvalidValue { key: ref k, .. } if k == key),
+                "{doc}: expected an error on {key}, got {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn gossip_keys_must_be_16_or_32_bytes() {
+        let b64 = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);
+        for n in [16, 32] {
+            let config = load_json(&[&format!(r#"{{"encrypt":"{}"}}"#, b64(n))]).unwrap();
+            assert_eq!(config.encrypt.map(|key| key.len()), Some(n));
+        }
+        let error = load_json(&[&format!(r#"{{"encrypt":"{}"}}"#, b64(24))]).unwrap_err();
+        assert!(error.to_string().contains("AES-192"), "{error}");
+        let error = load_json(&[&format!(r#"{{"encrypt":"{}"}}"#, b64(20))]).unwrap_err();
+        assert!(error.to_string().contains("20 bytes"), "{error}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_format() {
+        let mut loader = ConfigLoader::new();
+        let error = loader.add_json(SourceName::Flags, "{").unwrap_err();
+        assert!(
+            matches!(error, ConfigError::Syntax { format: "JSON", .. }),
+            "{error}"
+        );
+        let error = loader.add_hcl(SourceName::Flags, "acl {").unwrap_err();
+        assert!(
+            matches!(error, ConfigError::Syntax { format: "HCL", .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_directory_is_read_in_lexical_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.json"), r#"{"node_name":"second"}"#).unwrap();
+        std::fs::write(dir.path().join("a.hcl"), r#"node_name = "first""#).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+        let config = ConfigLoader::new()
+            .add_dir(dir.path())
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(config.node_name, "second");
+    }
+}
