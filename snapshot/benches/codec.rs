@@ -1,1 +1,101 @@
-fn main() {}
+//! Encode and decode throughput of the archive codec, SHA-256 included, over 1M records of ~100-byte values.
+//!
+//! Run: `cargo bench -p tribune-snapshot --bench codec -- --warm-up-time 1 --measurement-time 3`
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde::{Deserialize, Serialize};
+use tribune_snapshot::{RecordKind, SnapshotMeta, SnapshotReader, SnapshotWriter, verify};
+
+const RECORDS: usize = 1_000_000;
+const VALUE_LEN: usize = 100;
+const KV: RecordKind = RecordKind(1);
+
+/// Shaped like a KV entry: a key, a ~100-byte value and a few indexes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    key: String,
+    value: Vec<u8>,
+    create_index: u64,
+    modify_index: u64,
+    flags: u64,
+}
+
+fn entries() -> Vec<Entry> {
+    (0..RECORDS)
+        .map(|i| Entry {
+            key: format!("service/web/{i:08}"),
+            value: (0..VALUE_LEN).map(|j| (i + j) as u8).collect(),
+            create_index: i as u64,
+            modify_index: i as u64 + 7,
+            flags: 0,
+        })
+        .collect()
+}
+
+fn meta() -> SnapshotMeta {
+    SnapshotMeta { index: RECORDS as u64, term: 3, datacenter: "dc1".into(), ..SnapshotMeta::default() }
+}
+
+fn encode(entries: &[Entry], out: &mut Vec<u8>) {
+    out.clear();
+    let mut writer = SnapshotWriter::new(&mut *out, &meta()).unwrap();
+    for entry in entries {
+        writer.write_record(KV, entry).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+fn codec(c: &mut Criterion) {
+    let entries = entries();
+    let mut archive = Vec::new();
+    encode(&entries, &mut archive);
+    let raw_payloads: Vec<Vec<u8>> = {
+        let mut reader = SnapshotReader::new(archive.as_slice()).unwrap();
+        std::iter::from_fn(|| reader.next_record().unwrap().map(|record| record.payload)).collect()
+    };
+
+    let mut group = c.benchmark_group("snapshot_1M_records");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(archive.len() as u64));
+
+    let mut out = Vec::with_capacity(archive.len());
+    group.bench_function("encode_write_record", |b| b.iter(|| encode(black_box(&entries), &mut out)));
+    group.bench_function("encode_write_raw", |b| {
+        b.iter(|| {
+            out.clear();
+            let mut writer = SnapshotWriter::new(&mut out, &meta()).unwrap();
+            for payload in &raw_payloads {
+                writer.write_raw(KV, payload).unwrap();
+            }
+            writer.finish().unwrap();
+        })
+    });
+    group.bench_function("decode_next_record_and_decode", |b| {
+        b.iter(|| {
+            let mut reader = SnapshotReader::new(black_box(archive.as_slice())).unwrap();
+            let mut sum = 0u64;
+            while let Some(record) = reader.next_record().unwrap() {
+                sum += record.decode::<Entry>().unwrap().modify_index;
+            }
+            sum
+        })
+    });
+    group.bench_function("decode_next_record_raw", |b| {
+        b.iter(|| {
+            let mut reader = SnapshotReader::new(black_box(archive.as_slice())).unwrap();
+            let mut bytes = 0usize;
+            while let Some(record) = reader.next_record().unwrap() {
+                bytes += record.payload.len();
+            }
+            bytes
+        })
+    });
+    group.bench_function("verify", |b| b.iter(|| verify(black_box(archive.as_slice())).unwrap()));
+    group.finish();
+}
+
+criterion_group!(benches, codec);
+criterion_main!(benches);

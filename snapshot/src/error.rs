@@ -151,7 +151,9 @@ pub enum SnapshotError {
     },
 
     /// A record's payload decoded as the requested type but left bytes over: the type does not match.
-    #[error("record of kind {kind} decoded from {used} of its {len} bytes: the type does not match the payload")]
+    #[error(
+        "record of kind {kind} decoded from {used} of its {len} bytes: the type does not match the payload"
+    )]
     PayloadNotConsumed {
         /// The record's kind.
         kind: RecordKind,

@@ -40,7 +40,10 @@ where
 /// `<path>.unverified`, for a path that names a file.
 pub fn unverified_path(path: &Path) -> Result<PathBuf, SnapshotError> {
     let Some(name) = path.file_name() else {
-        return Err(SnapshotError::InvalidPath { path: path.to_path_buf(), reason: "it does not name a file" });
+        return Err(SnapshotError::InvalidPath {
+            path: path.to_path_buf(),
+            reason: "it does not name a file",
+        });
     };
     let mut temp_name = OsString::from(name);
     temp_name.push(UNVERIFIED_SUFFIX);
@@ -76,7 +79,9 @@ where
     let read_back = File::open(temp).map_err(file_error("reopen", temp))?;
     let verified = verify(read_back)?;
     if verified != written {
-        return Err(SnapshotError::SavedFileMismatch { path: temp.to_path_buf() });
+        return Err(SnapshotError::SavedFileMismatch {
+            path: temp.to_path_buf(),
+        });
     }
 
     fs::rename(temp, path).map_err(file_error("rename into place", path))?;
@@ -95,7 +100,11 @@ fn sync_parent_dir(path: &Path) -> Result<(), SnapshotError> {
         path: path.to_path_buf(),
         source,
     })?;
-    handle.sync_all().map_err(|source| SnapshotError::File { action: "sync the directory of", path: path.to_path_buf(), source })
+    handle.sync_all().map_err(|source| SnapshotError::File {
+        action: "sync the directory of",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(not(unix))]

@@ -68,13 +68,19 @@ impl<R: Read> SnapshotReader<R> {
         input.read_exact(&mut version, "format version")?;
         let format_version = u16::from_le_bytes(version);
         if format_version == 0 || format_version > FORMAT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion { found: format_version, supported: FORMAT_VERSION });
+            return Err(SnapshotError::UnsupportedVersion {
+                found: format_version,
+                supported: FORMAT_VERSION,
+            });
         }
         let mut meta_len = [0u8; 4];
         input.read_exact(&mut meta_len, "metadata length")?;
         let meta_len = u32::from_le_bytes(meta_len);
         if meta_len > MAX_META_LEN {
-            return Err(SnapshotError::MetaTooLarge { len: u64::from(meta_len), limit: MAX_META_LEN });
+            return Err(SnapshotError::MetaTooLarge {
+                len: u64::from(meta_len),
+                limit: MAX_META_LEN,
+            });
         }
         let mut meta_bytes = Vec::new();
         input.read_vec(meta_len as usize, &mut meta_bytes, "metadata")?;
@@ -192,7 +198,10 @@ impl<R: Read> SnapshotReader<R> {
                 self.finish_trailer(frame_at)?;
                 Ok(None)
             }
-            tag => Err(SnapshotError::UnknownFrameTag { tag, offset: frame_at }),
+            tag => Err(SnapshotError::UnknownFrameTag {
+                tag,
+                offset: frame_at,
+            }),
         }
     }
 
@@ -202,10 +211,15 @@ impl<R: Read> SnapshotReader<R> {
         let declared = u64::from_le_bytes(count);
         let actual_digest = self.input.finish_digest();
         let mut stored = [0u8; DIGEST_LEN];
-        self.input.read_exact(&mut stored, "trailer digest").map_err(|error| match error {
-            SnapshotError::Truncated { what, .. } => SnapshotError::Truncated { what, offset: frame_at },
-            other => other,
-        })?;
+        self.input
+            .read_exact(&mut stored, "trailer digest")
+            .map_err(|error| match error {
+                SnapshotError::Truncated { what, .. } => SnapshotError::Truncated {
+                    what,
+                    offset: frame_at,
+                },
+                other => other,
+            })?;
         let expected = self.expected_digest.unwrap_or(stored);
         if actual_digest.as_ref() != stored.as_slice() || actual_digest.as_ref() != expected.as_slice() {
             return Err(SnapshotError::DigestMismatch {
@@ -214,7 +228,10 @@ impl<R: Read> SnapshotReader<R> {
             });
         }
         if declared != self.tally.record_count {
-            return Err(SnapshotError::CountMismatch { declared, actual: self.tally.record_count });
+            return Err(SnapshotError::CountMismatch {
+                declared,
+                actual: self.tally.record_count,
+            });
         }
         let end = self.input.offset();
         if !self.input.at_eof()? {
@@ -245,7 +262,10 @@ impl<R: Read + Seek> SnapshotReader<R> {
     }
 
     /// [`open_verified`](Self::open_verified) with a record length limit.
-    pub fn open_verified_with_max_record_len(mut input: R, max_record_len: u32) -> Result<Self, SnapshotError> {
+    pub fn open_verified_with_max_record_len(
+        mut input: R,
+        max_record_len: u32,
+    ) -> Result<Self, SnapshotError> {
         let start = input.stream_position()?;
         let mut first_pass = SnapshotReader::with_max_record_len(&mut input, max_record_len)?;
         first_pass.drain()?;
@@ -281,7 +301,10 @@ pub fn verify<R: Read>(input: R) -> Result<Inspection, SnapshotError> {
 }
 
 /// [`verify`] with a record length limit.
-pub fn verify_with_max_record_len<R: Read>(input: R, max_record_len: u32) -> Result<Inspection, SnapshotError> {
+pub fn verify_with_max_record_len<R: Read>(
+    input: R,
+    max_record_len: u32,
+) -> Result<Inspection, SnapshotError> {
     SnapshotReader::with_max_record_len(input, max_record_len)?.verify_rest()
 }
 
@@ -364,7 +387,10 @@ impl<R: Read> HashingInput<R> {
         let mut done = 0;
         while done < out.len() {
             if self.pos == self.end && self.fill()? == 0 {
-                return Err(SnapshotError::Truncated { what, offset: started_at });
+                return Err(SnapshotError::Truncated {
+                    what,
+                    offset: started_at,
+                });
             }
             let n = (self.end - self.pos).min(out.len() - done);
             out[done..done + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
@@ -381,7 +407,10 @@ impl<R: Read> HashingInput<R> {
         let mut remaining = len;
         while remaining > 0 {
             if self.pos == self.end && self.fill()? == 0 {
-                return Err(SnapshotError::Truncated { what, offset: started_at });
+                return Err(SnapshotError::Truncated {
+                    what,
+                    offset: started_at,
+                });
             }
             let n = (self.end - self.pos).min(remaining);
             out.extend_from_slice(&self.buf[self.pos..self.pos + n]);

@@ -59,10 +59,17 @@ impl Record {
     /// ([`SnapshotError::PayloadNotConsumed`]). Lengths inside the payload are checked against the payload's size,
     /// so a corrupt payload cannot make the decoder allocate far more than the payload itself.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, SnapshotError> {
-        let (value, used) = codec::decode_bounded::<T>(&self.payload)
-            .map_err(|source| SnapshotError::Decode { kind: self.kind, source })?;
+        let (value, used) =
+            codec::decode_bounded::<T>(&self.payload).map_err(|source| SnapshotError::Decode {
+                kind: self.kind,
+                source,
+            })?;
         if used != self.payload.len() {
-            return Err(SnapshotError::PayloadNotConsumed { kind: self.kind, used, len: self.payload.len() });
+            return Err(SnapshotError::PayloadNotConsumed {
+                kind: self.kind,
+                used,
+                len: self.payload.len(),
+            });
         }
         Ok(value)
     }

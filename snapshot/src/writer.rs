@@ -47,17 +47,25 @@ impl<W: Write> SnapshotWriter<W> {
     /// Starts an archive whose records may be at most `max_record_len` payload bytes each.
     ///
     /// Readers enforce their own limit; an archive with records over a reader's limit is unreadable by it.
-    pub fn with_max_record_len(out: W, meta: &SnapshotMeta, max_record_len: u32) -> Result<Self, SnapshotError> {
+    pub fn with_max_record_len(
+        out: W,
+        meta: &SnapshotMeta,
+        max_record_len: u32,
+    ) -> Result<Self, SnapshotError> {
         let mut pending = Vec::with_capacity(CHUNK + CHUNK / 4);
         pending.extend_from_slice(&MAGIC);
         pending.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         let len_at = pending.len();
         pending.extend_from_slice(&[0; 4]);
-        let meta_len = codec::encode_into(meta, &mut pending).map_err(|source| SnapshotError::MetaEncode { source })?;
+        let meta_len =
+            codec::encode_into(meta, &mut pending).map_err(|source| SnapshotError::MetaEncode { source })?;
         let meta_len = u32::try_from(meta_len)
             .ok()
             .filter(|len| *len <= MAX_META_LEN)
-            .ok_or(SnapshotError::MetaTooLarge { len: meta_len as u64, limit: MAX_META_LEN })?;
+            .ok_or(SnapshotError::MetaTooLarge {
+                len: meta_len as u64,
+                limit: MAX_META_LEN,
+            })?;
         pending[len_at..len_at + 4].copy_from_slice(&meta_len.to_le_bytes());
         Ok(Self {
             out,
@@ -74,7 +82,11 @@ impl<W: Write> SnapshotWriter<W> {
     /// Encodes `value` with the format's bincode configuration and writes it as one record of `kind`.
     ///
     /// Read it back with [`Record::decode`](crate::Record::decode) into the same type.
-    pub fn write_record<T: Serialize + ?Sized>(&mut self, kind: RecordKind, value: &T) -> Result<(), SnapshotError> {
+    pub fn write_record<T: Serialize + ?Sized>(
+        &mut self,
+        kind: RecordKind,
+        value: &T,
+    ) -> Result<(), SnapshotError> {
         self.check_usable()?;
         let start = self.pending.len();
         self.push_record_header(kind, 0);
@@ -129,7 +141,8 @@ impl<W: Write> SnapshotWriter<W> {
     pub fn finish(mut self) -> Result<(W, Inspection), SnapshotError> {
         self.check_usable()?;
         self.pending.push(TAG_TRAILER);
-        self.pending.extend_from_slice(&self.tally.record_count.to_le_bytes());
+        self.pending
+            .extend_from_slice(&self.tally.record_count.to_le_bytes());
         self.flush_pending()?;
         let digest = std::mem::replace(&mut self.digest, digest::Context::new(&digest::SHA256)).finish();
         self.write_out(digest.as_ref())?;
@@ -146,7 +159,11 @@ impl<W: Write> SnapshotWriter<W> {
     }
 
     fn check_usable(&self) -> Result<(), SnapshotError> {
-        if self.poisoned { Err(SnapshotError::Poisoned { what: "writer" }) } else { Ok(()) }
+        if self.poisoned {
+            Err(SnapshotError::Poisoned { what: "writer" })
+        } else {
+            Ok(())
+        }
     }
 
     fn allowed_len(&self, len: usize) -> Option<u32> {
@@ -154,7 +171,12 @@ impl<W: Write> SnapshotWriter<W> {
     }
 
     fn too_large(&self, kind: RecordKind, len: usize) -> SnapshotError {
-        SnapshotError::RecordTooLarge { kind, len: len as u64, limit: self.max_record_len, offset: None }
+        SnapshotError::RecordTooLarge {
+            kind,
+            len: len as u64,
+            limit: self.max_record_len,
+            offset: None,
+        }
     }
 
     fn push_record_header(&mut self, kind: RecordKind, len: u32) {
