@@ -21,7 +21,12 @@ impl Segments {
     /// Paths such as `team-17/svc-4821/config/`, shaped like real KV layouts.
     fn next_segment(&mut self) -> String {
         let r = self.next_u64();
-        format!("team-{}/svc-{}/{}/", r % 64, (r >> 8) % 10_000, ["config", "secrets", "locks", "state"][(r >> 40) as usize % 4])
+        format!(
+            "team-{}/svc-{}/{}/",
+            r % 64,
+            (r >> 8) % 10_000,
+            ["config", "secrets", "locks", "state"][(r >> 40) as usize % 4]
+        )
     }
 }
 
@@ -31,35 +36,55 @@ fn hcl_rules(count: usize, seed: u64) -> String {
     let mut text = String::new();
     for i in 0..count {
         let kind = if i % 3 == 0 { "key" } else { "key_prefix" };
-        text.push_str(&format!("{kind} \"{}\" {{ policy = \"{}\" }}\n", segments.next_segment(), levels[i % 4]));
+        text.push_str(&format!(
+            "{kind} \"{}\" {{ policy = \"{}\" }}\n",
+            segments.next_segment(),
+            levels[i % 4]
+        ));
     }
     text
 }
 
 fn decision(c: &mut Criterion) {
     let rules = PolicyRules::parse(&hcl_rules(10_000, 0x9e37_79b9_7f4a_7c15)).unwrap();
-    assert!(rules.len() > 9_900, "expected ~10k distinct rules, got {}", rules.len());
+    assert!(
+        rules.len() > 9_900,
+        "expected ~10k distinct rules, got {}",
+        rules.len()
+    );
     let authz = Authorizer::from_merged(&rules, DefaultPolicy::Deny);
     // A 64-byte key under one of the indexed prefixes, so the walk goes deep before falling back.
-    let prefix = rules.rules().nth(5_000).and_then(|r| r.segment).unwrap().to_owned();
+    let prefix = rules
+        .rules()
+        .nth(5_000)
+        .and_then(|r| r.segment)
+        .unwrap()
+        .to_owned();
     let mut key = prefix.clone();
     while key.len() < 64 {
         key.push('x');
     }
     key.truncate(64);
     assert_eq!(key.len(), 64);
-    c.bench_function("acl/decision_10k_rules_64b_key", |b| b.iter(|| authz.key_read(black_box(&key))));
-    c.bench_function("acl/write_prefix_10k_rules", |b| b.iter(|| authz.key_write_prefix(black_box(&prefix))));
+    c.bench_function("acl/decision_10k_rules_64b_key", |b| {
+        b.iter(|| authz.key_read(black_box(&key)))
+    });
+    c.bench_function("acl/write_prefix_10k_rules", |b| {
+        b.iter(|| authz.key_write_prefix(black_box(&prefix)))
+    });
 }
 
 fn parse(c: &mut Criterion) {
     let text = hcl_rules(1_000, 7);
-    c.bench_function("acl/parse_1k_rules_hcl", |b| b.iter(|| PolicyRules::parse(black_box(&text)).unwrap()));
+    c.bench_function("acl/parse_1k_rules_hcl", |b| {
+        b.iter(|| PolicyRules::parse(black_box(&text)).unwrap())
+    });
 }
 
 fn merge(c: &mut Criterion) {
-    let policies: Vec<PolicyRules> =
-        (0..10).map(|i| PolicyRules::parse(&hcl_rules(100, 1_000 + i)).unwrap()).collect();
+    let policies: Vec<PolicyRules> = (0..10)
+        .map(|i| PolicyRules::parse(&hcl_rules(100, 1_000 + i)).unwrap())
+        .collect();
     c.bench_function("acl/merge_10_policies_100_rules_each", |b| {
         b.iter(|| Authorizer::new(black_box(&policies), DefaultPolicy::Deny))
     });

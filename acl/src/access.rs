@@ -149,7 +149,11 @@ impl AccessLevel {
 
     /// The decision a rule at this level gives for `required`.
     pub(crate) fn enforce(self, required: Access) -> Decision {
-        if self.grants(required) { Decision::Allow } else { Decision::Deny }
+        if self.grants(required) {
+            Decision::Allow
+        } else {
+            Decision::Deny
+        }
     }
 }
 
@@ -323,7 +327,12 @@ mod tests {
         for r in Resource::ALL {
             assert_eq!(Resource::from_name(r.as_str()), Some(r));
         }
-        for p in [DownPolicy::Allow, DownPolicy::Deny, DownPolicy::ExtendCache, DownPolicy::AsyncCache] {
+        for p in [
+            DownPolicy::Allow,
+            DownPolicy::Deny,
+            DownPolicy::ExtendCache,
+            DownPolicy::AsyncCache,
+        ] {
             assert_eq!(DownPolicy::from_name(p.as_str()), Some(p));
         }
         assert_eq!(AccessLevel::from_name(""), None);

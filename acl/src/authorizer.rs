@@ -28,7 +28,10 @@ pub struct Authorizer {
 
 impl Authorizer {
     /// Merges the given policies' rules (deny > write > list > read per segment) and indexes them.
-    pub fn new<'a>(policies: impl IntoIterator<Item = &'a PolicyRules>, default_policy: DefaultPolicy) -> Self {
+    pub fn new<'a>(
+        policies: impl IntoIterator<Item = &'a PolicyRules>,
+        default_policy: DefaultPolicy,
+    ) -> Self {
         Self::from_merged(&PolicyRules::merged(policies), default_policy)
     }
 
@@ -51,7 +54,10 @@ impl Authorizer {
 
     /// The authorizer of a management token (the `global-management` policy): everything is allowed.
     pub fn management() -> Self {
-        Authorizer { management: true, ..Self::from_default(DefaultPolicy::Deny) }
+        Authorizer {
+            management: true,
+            ..Self::from_default(DefaultPolicy::Deny)
+        }
     }
 
     /// An authorizer with no rules: only the default policy decides (Consul's allow-all / deny-all).
@@ -122,7 +128,10 @@ impl Authorizer {
         if self.management {
             return Decision::Allow;
         }
-        match self.tree(Resource::Key).and_then(|t| t.write_prefix(prefix.as_bytes())) {
+        match self
+            .tree(Resource::Key)
+            .and_then(|t| t.write_prefix(prefix.as_bytes()))
+        {
             Some(level) => level.enforce(Access::Write),
             None => self.default_policy.decision(),
         }
@@ -134,7 +143,11 @@ impl Authorizer {
     /// without it the listing is always permitted. Either way the results must then go through
     /// [`filter_keys`](Self::filter_keys).
     pub fn key_list_gate(&self, prefix: &str, enable_key_list_policy: bool) -> Decision {
-        if enable_key_list_policy { self.key_list(prefix) } else { Decision::Allow }
+        if enable_key_list_policy {
+            self.key_list(prefix)
+        } else {
+            Decision::Allow
+        }
     }
 
     /// Removes from `entries` every entry whose key is not readable, keeping order; returns how many were
@@ -252,7 +265,13 @@ mod tests {
 
     #[test]
     fn deny_in_one_policy_beats_write_in_another() {
-        let a = authz(&[r#"key "a" { policy = "write" }"#, r#"key "a" { policy = "deny" }"#], DefaultPolicy::Allow);
+        let a = authz(
+            &[
+                r#"key "a" { policy = "write" }"#,
+                r#"key "a" { policy = "deny" }"#,
+            ],
+            DefaultPolicy::Allow,
+        );
         assert_eq!(a.key_read("a"), Decision::Deny);
     }
 
@@ -267,7 +286,10 @@ mod tests {
 
     #[test]
     fn filter_keys_keeps_readable_in_order() {
-        let a = authz(&["key_prefix \"\" { policy = \"read\" }\nkey_prefix \"secret/\" { policy = \"deny\" }"], DefaultPolicy::Deny);
+        let a = authz(
+            &["key_prefix \"\" { policy = \"read\" }\nkey_prefix \"secret/\" { policy = \"deny\" }"],
+            DefaultPolicy::Deny,
+        );
         let mut keys = vec!["a", "secret/x", "b", "secret/y", "c"];
         assert_eq!(a.filter_keys(&mut keys, |k| k), 2);
         assert_eq!(keys, ["a", "b", "c"]);

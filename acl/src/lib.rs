@@ -27,7 +27,7 @@ mod token;
 pub use access::{Access, AccessLevel, Decision, DefaultPolicy, DownPolicy, Resource};
 pub use authorizer::Authorizer;
 pub use resolver::{
-    DEFAULT_TTL, Freshness, ResolveError, Resolution, Resolver, ResolverConfig, SourceError, TokenSource,
+    DEFAULT_TTL, Freshness, Resolution, ResolveError, Resolver, ResolverConfig, SourceError, TokenSource,
 };
 pub use rules::{MatchKind, PolicyRules, Rule, RuleError, RuleSyntax};
 pub use token::{

@@ -36,7 +36,9 @@ pub(crate) struct RuleTree {
 
 impl Default for RuleTree {
     fn default() -> Self {
-        RuleTree { nodes: vec![Node::default()] }
+        RuleTree {
+            nodes: vec![Node::default()],
+        }
     }
 }
 
@@ -98,13 +100,20 @@ impl RuleTree {
                 *entry = to_u32(mid);
             }
             let remaining = rest.get(common..).unwrap_or_default();
-            return if remaining.is_empty() { mid } else { self.add_child(mid, remaining) };
+            return if remaining.is_empty() {
+                mid
+            } else {
+                self.add_child(mid, remaining)
+            };
         }
     }
 
     fn add_child(&mut self, parent: usize, label: &[u8]) -> usize {
         let index = self.nodes.len();
-        self.nodes.push(Node { label: label.into(), ..Node::default() });
+        self.nodes.push(Node {
+            label: label.into(),
+            ..Node::default()
+        });
         if let (Some(&first), Some(p)) = (label.first(), self.nodes.get_mut(parent)) {
             let slot = p.child_bytes.partition_point(|&b| b < first);
             p.child_bytes.insert(slot, first);
@@ -126,11 +135,15 @@ impl RuleTree {
         }
         for &n in order.iter().rev() {
             let Some(node) = self.nodes.get(n) else { continue };
-            let own = [node.exact, node.prefix].into_iter().flatten().any(|a| a != AccessLevel::Write);
-            let below = node
-                .child_nodes
-                .iter()
-                .any(|&c| self.nodes.get(c as usize).is_some_and(|c| c.subtree_has_non_write));
+            let own = [node.exact, node.prefix]
+                .into_iter()
+                .flatten()
+                .any(|a| a != AccessLevel::Write);
+            let below = node.child_nodes.iter().any(|&c| {
+                self.nodes
+                    .get(c as usize)
+                    .is_some_and(|c| c.subtree_has_non_write)
+            });
             if let Some(node) = self.nodes.get_mut(n) {
                 node.subtree_has_non_write = own || below;
             }
@@ -151,7 +164,11 @@ impl RuleTree {
             if node.prefix.is_some() {
                 best = node.prefix;
             }
-            let Some(child) = rest.first().and_then(|&b| node.child(b)).and_then(|c| self.nodes.get(c)) else {
+            let Some(child) = rest
+                .first()
+                .and_then(|&b| node.child(b))
+                .and_then(|c| self.nodes.get(c))
+            else {
                 return best;
             };
             if !rest.starts_with(&child.label) {
@@ -175,8 +192,12 @@ impl RuleTree {
                 covering = node.prefix;
             }
             let rest = prefix.get(pos..).unwrap_or_default();
-            let Some(&first) = rest.first() else { break Some(node) };
-            let Some(child) = node.child(first).and_then(|c| self.nodes.get(c)) else { break None };
+            let Some(&first) = rest.first() else {
+                break Some(node);
+            };
+            let Some(child) = node.child(first).and_then(|c| self.nodes.get(c)) else {
+                break None;
+            };
             if rest.starts_with(&child.label) {
                 pos += child.label.len();
                 node = child;
@@ -219,20 +240,40 @@ mod tests {
     }
 
     /// The obvious O(rules) definition, to check the tree against.
-    fn naive(exact: &[(&str, AccessLevel)], prefix: &[(&str, AccessLevel)], name: &str) -> Option<AccessLevel> {
+    fn naive(
+        exact: &[(&str, AccessLevel)],
+        prefix: &[(&str, AccessLevel)],
+        name: &str,
+    ) -> Option<AccessLevel> {
         if let Some((_, a)) = exact.iter().find(|(s, _)| *s == name) {
             return Some(*a);
         }
-        prefix.iter().filter(|(s, _)| name.starts_with(s)).max_by_key(|(s, _)| s.len()).map(|(_, a)| *a)
+        prefix
+            .iter()
+            .filter(|(s, _)| name.starts_with(s))
+            .max_by_key(|(s, _)| s.len())
+            .map(|(_, a)| *a)
     }
 
     #[test]
     fn lookup_matches_naive_definition() {
         let exact = [("foo", Write), ("foo/bar", Deny), ("fob", Read), ("", List)];
-        let prefix = [("", Read), ("fo", Deny), ("foo/", Write), ("foo/b", List), ("zzz", Write)];
+        let prefix = [
+            ("", Read),
+            ("fo", Deny),
+            ("foo/", Write),
+            ("foo/b", List),
+            ("zzz", Write),
+        ];
         let t = tree(&exact, &prefix);
-        for name in ["", "f", "fo", "foo", "foo/", "foo/b", "foo/bar", "foo/baz", "fob", "fobx", "zz", "zzz", "zzzz"] {
-            assert_eq!(t.lookup(name.as_bytes()), naive(&exact, &prefix, name), "name {name:?}");
+        for name in [
+            "", "f", "fo", "foo", "foo/", "foo/b", "foo/bar", "foo/baz", "fob", "fobx", "zz", "zzz", "zzzz",
+        ] {
+            assert_eq!(
+                t.lookup(name.as_bytes()),
+                naive(&exact, &prefix, name),
+                "name {name:?}"
+            );
         }
     }
 

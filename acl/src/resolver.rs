@@ -173,7 +173,11 @@ pub struct Resolver {
 }
 
 enum PolicyOutcome {
-    Found { id: String, generation: u64, parsed: ParsedPolicy },
+    Found {
+        id: String,
+        generation: u64,
+        parsed: ParsedPolicy,
+    },
     Missing,
     Down,
 }
@@ -181,7 +185,11 @@ enum PolicyOutcome {
 impl Resolver {
     /// A resolver with an empty cache.
     pub fn new(config: ResolverConfig) -> Self {
-        Resolver { config, cache: Mutex::new(Cache::default()), management: Arc::new(Authorizer::management()) }
+        Resolver {
+            config,
+            cache: Mutex::new(Cache::default()),
+            management: Arc::new(Authorizer::management()),
+        }
     }
 
     /// The configuration.
@@ -249,7 +257,10 @@ impl Resolver {
     }
 
     fn serves_stale_on_failure(&self) -> bool {
-        matches!(self.config.down_policy, DownPolicy::ExtendCache | DownPolicy::AsyncCache)
+        matches!(
+            self.config.down_policy,
+            DownPolicy::ExtendCache | DownPolicy::AsyncCache
+        )
     }
 
     fn resolve_inner<S: TokenSource + ?Sized>(
@@ -261,16 +272,29 @@ impl Resolver {
     ) -> Result<Resolution, ResolveError> {
         let key = secret_key(secret);
         let mut freshness = Freshness::Fresh;
-        let cached = self.lock().tokens.get(&key).filter(|e| e.token.secret_id.matches(secret)).cloned();
+        let cached = self
+            .lock()
+            .tokens
+            .get(&key)
+            .filter(|e| e.token.secret_id.matches(secret))
+            .cloned();
         let token = match cached {
-            Some(entry) if !force && Self::is_fresh(entry.fetched_at, self.config.token_ttl, now) => entry.token,
+            Some(entry) if !force && Self::is_fresh(entry.fetched_at, self.config.token_ttl, now) => {
+                entry.token
+            }
             Some(entry) if !force && self.config.down_policy == DownPolicy::AsyncCache => {
                 freshness = freshness.max(Freshness::RefreshDue);
                 entry.token
             }
             cached => match source.token_by_secret(secret) {
                 Ok(Some(token)) if token.secret_id.matches(secret) => {
-                    self.lock().tokens.insert(key, TokenEntry { token: token.clone(), fetched_at: now });
+                    self.lock().tokens.insert(
+                        key,
+                        TokenEntry {
+                            token: token.clone(),
+                            fetched_at: now,
+                        },
+                    );
                     token
                 }
                 Ok(_) => {
@@ -295,7 +319,11 @@ impl Resolver {
         let mut parts: Vec<(String, u64, Arc<PolicyRules>)> = Vec::with_capacity(token.policies.len());
         for link in &token.policies {
             match self.resolve_policy(source, link, now, force, &mut freshness)? {
-                PolicyOutcome::Found { id, generation, parsed } => {
+                PolicyOutcome::Found {
+                    id,
+                    generation,
+                    parsed,
+                } => {
                     if !parsed.policy.applies_in(&self.config.datacenter) {
                         continue;
                     }
@@ -308,19 +336,33 @@ impl Resolver {
                 PolicyOutcome::Down => return Ok(self.down_resolution(Some(token))),
             }
         }
-        let authorizer = if management { self.management.clone() } else { self.authorizer_for(parts) };
-        Ok(Resolution { authorizer, token: Some(token), freshness })
+        let authorizer = if management {
+            self.management.clone()
+        } else {
+            self.authorizer_for(parts)
+        };
+        Ok(Resolution {
+            authorizer,
+            token: Some(token),
+            freshness,
+        })
     }
 
     fn authorizer_for(&self, mut parts: Vec<(String, u64, Arc<PolicyRules>)>) -> Arc<Authorizer> {
         parts.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         parts.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
-        let key: AuthorizerKey = parts.iter().map(|(id, generation, _)| (id.clone(), *generation)).collect();
+        let key: AuthorizerKey = parts
+            .iter()
+            .map(|(id, generation, _)| (id.clone(), *generation))
+            .collect();
         if let Some(found) = self.lock().authorizers.get(&key) {
             return found.clone();
         }
         // Built outside the lock: merging large policies takes a while.
-        let built = Arc::new(Authorizer::new(parts.iter().map(|(_, _, rules)| rules.as_ref()), self.config.default_policy));
+        let built = Arc::new(Authorizer::new(
+            parts.iter().map(|(_, _, rules)| rules.as_ref()),
+            self.config.default_policy,
+        ));
         let mut cache = self.lock();
         if cache.authorizers.len() >= MAX_CACHED_AUTHORIZERS {
             cache.authorizers.clear();
@@ -338,8 +380,14 @@ impl Resolver {
         freshness: &mut Freshness,
     ) -> Result<PolicyOutcome, ResolveError> {
         let by_name = link.id.is_empty();
-        let cached_id = if by_name { self.lock().policy_ids_by_name.get(&link.name).cloned() } else { Some(link.id.clone()) };
-        let cached = cached_id.as_ref().and_then(|id| self.lock().policies.get(id).cloned().map(|e| (id.clone(), e)));
+        let cached_id = if by_name {
+            self.lock().policy_ids_by_name.get(&link.name).cloned()
+        } else {
+            Some(link.id.clone())
+        };
+        let cached = cached_id
+            .as_ref()
+            .and_then(|id| self.lock().policies.get(id).cloned().map(|e| (id.clone(), e)));
 
         if let Some((id, entry)) = &cached
             && !force
@@ -353,7 +401,11 @@ impl Resolver {
             }
         }
 
-        let fetched = if by_name { source.policy_by_name(&link.name) } else { source.policy_by_id(&link.id) };
+        let fetched = if by_name {
+            source.policy_by_name(&link.name)
+        } else {
+            source.policy_by_id(&link.id)
+        };
         let fetched = match fetched {
             Ok(Some(policy)) => Some(policy),
             // The built-in management policy exists even in a source that does not store it.
@@ -372,9 +424,15 @@ impl Resolver {
 
         let parsed = match fetched {
             Some(policy) => {
-                let rules = PolicyRules::parse(&policy.rules)
-                    .map_err(|error| ResolveError::InvalidPolicy { policy_id: policy.id.clone(), error })?;
-                Some(ParsedPolicy { policy, rules: Arc::new(rules) })
+                let rules =
+                    PolicyRules::parse(&policy.rules).map_err(|error| ResolveError::InvalidPolicy {
+                        policy_id: policy.id.clone(),
+                        error,
+                    })?;
+                Some(ParsedPolicy {
+                    policy,
+                    rules: Arc::new(rules),
+                })
             }
             None => None,
         };
@@ -404,7 +462,11 @@ impl Resolver {
         if let Some(p) = &parsed {
             cache.policy_ids_by_name.insert(p.policy.name.clone(), id.clone());
         }
-        let entry = PolicyEntry { found: parsed, generation, fetched_at: now };
+        let entry = PolicyEntry {
+            found: parsed,
+            generation,
+            fetched_at: now,
+        };
         let result = outcome(&id, &entry);
         cache.policies.insert(id, entry);
         Ok(result)
@@ -413,7 +475,11 @@ impl Resolver {
 
 fn outcome(id: &str, entry: &PolicyEntry) -> PolicyOutcome {
     match &entry.found {
-        Some(parsed) => PolicyOutcome::Found { id: id.to_owned(), generation: entry.generation, parsed: parsed.clone() },
+        Some(parsed) => PolicyOutcome::Found {
+            id: id.to_owned(),
+            generation: entry.generation,
+            parsed: parsed.clone(),
+        },
         None => PolicyOutcome::Missing,
     }
 }

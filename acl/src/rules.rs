@@ -78,7 +78,10 @@ pub enum RuleError {
         value: String,
     },
     /// `list` on a rule other than `key` / `key_prefix`.
-    #[error("policy \"list\" is only valid for key and key_prefix rules, not {resource}{}", segment_suffix(segment))]
+    #[error(
+        "policy \"list\" is only valid for key and key_prefix rules, not {resource}{}",
+        segment_suffix(segment)
+    )]
     ListNotAllowed {
         /// The rule block.
         resource: String,
@@ -138,7 +141,10 @@ impl SegmentRules {
     }
 
     fn merge_from(&mut self, other: &SegmentRules) {
-        for (kind, map) in [(MatchKind::Exact, &other.exact), (MatchKind::Prefix, &other.prefix)] {
+        for (kind, map) in [
+            (MatchKind::Exact, &other.exact),
+            (MatchKind::Prefix, &other.prefix),
+        ] {
             for (segment, access) in map {
                 merge_into(self.map_mut(kind), segment, *access);
             }
@@ -181,27 +187,39 @@ impl PolicyRules {
         if trimmed.is_empty() {
             return Ok(PolicyRules::default());
         }
-        if trimmed.starts_with('{') { Self::parse_json(text) } else { Self::parse_hcl(text) }
+        if trimmed.starts_with('{') {
+            Self::parse_json(text)
+        } else {
+            Self::parse_hcl(text)
+        }
     }
 
     /// Parses HCL rules (block form `key "foo" { policy = "write" }`, attributes `acl = "write"`).
     pub fn parse_hcl(text: &str) -> Result<PolicyRules, RuleError> {
         check_nesting(text, RuleSyntax::Hcl)?;
-        let value: Value = hcl::from_str(text)
-            .map_err(|e| RuleError::Syntax { syntax: RuleSyntax::Hcl, message: e.to_string() })?;
+        let value: Value = hcl::from_str(text).map_err(|e| RuleError::Syntax {
+            syntax: RuleSyntax::Hcl,
+            message: e.to_string(),
+        })?;
         Self::from_value(&value)
     }
 
     /// Parses JSON rules (`{"key":{"foo":{"policy":"write"}},"acl":"write"}`).
     pub fn parse_json(text: &str) -> Result<PolicyRules, RuleError> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| RuleError::Syntax { syntax: RuleSyntax::Json, message: e.to_string() })?;
+        let value: Value = serde_json::from_str(text).map_err(|e| RuleError::Syntax {
+            syntax: RuleSyntax::Json,
+            message: e.to_string(),
+        })?;
         Self::from_value(&value)
     }
 
     fn from_value(root: &Value) -> Result<PolicyRules, RuleError> {
         let Value::Object(blocks) = root else {
-            return Err(RuleError::Malformed { resource: None, segment: None, expected: "an object" });
+            return Err(RuleError::Malformed {
+                resource: None,
+                segment: None,
+                expected: "an object",
+            });
         };
         let mut rules = PolicyRules::default();
         for (name, value) in blocks {
@@ -213,7 +231,11 @@ impl PolicyRules {
                 Some(Block::Labelled(resource, kind)) => {
                     rules.add_labelled(name, resource, kind, value)?;
                 }
-                None => return Err(RuleError::UnknownResource { resource: name.clone() }),
+                None => {
+                    return Err(RuleError::UnknownResource {
+                        resource: name.clone(),
+                    });
+                }
             }
         }
         Ok(rules)
@@ -234,9 +256,10 @@ impl PolicyRules {
         // HCL's JSON form may wrap blocks in arrays; accept both shapes.
         let groups: Vec<&serde_json::Map<String, Value>> = match value {
             Value::Object(map) => vec![map],
-            Value::Array(items) => {
-                items.iter().map(|item| item.as_object().ok_or_else(malformed)).collect::<Result<_, _>>()?
-            }
+            Value::Array(items) => items
+                .iter()
+                .map(|item| item.as_object().ok_or_else(malformed))
+                .collect::<Result<_, _>>()?,
             _ => return Err(malformed()),
         };
         for group in groups {
@@ -305,30 +328,53 @@ impl PolicyRules {
 
     /// Every rule, labelled resources first, in a stable order.
     pub fn rules(&self) -> impl Iterator<Item = Rule<'_>> + '_ {
-        let labelled = Resource::ALL.into_iter().filter(|r| r.is_labelled()).zip(self.labelled.iter()).flat_map(
-            |(resource, rules)| {
-                let exact = rules.exact.iter().map(move |(s, a)| (resource, MatchKind::Exact, s, a));
-                let prefix = rules.prefix.iter().map(move |(s, a)| (resource, MatchKind::Prefix, s, a));
+        let labelled = Resource::ALL
+            .into_iter()
+            .filter(|r| r.is_labelled())
+            .zip(self.labelled.iter())
+            .flat_map(|(resource, rules)| {
+                let exact = rules
+                    .exact
+                    .iter()
+                    .map(move |(s, a)| (resource, MatchKind::Exact, s, a));
+                let prefix = rules
+                    .prefix
+                    .iter()
+                    .map(move |(s, a)| (resource, MatchKind::Prefix, s, a));
                 exact.chain(prefix).map(|(resource, kind, segment, access)| Rule {
                     resource,
                     segment: Some(segment.as_str()),
                     kind,
                     access: *access,
                 })
-            },
-        );
-        let unlabelled = [(Resource::Acl, self.acl), (Resource::Operator, self.operator), (Resource::Keyring, self.keyring)]
-            .into_iter()
-            .filter_map(|(resource, access)| {
-                access.map(|access| Rule { resource, segment: None, kind: MatchKind::Exact, access })
             });
+        let unlabelled = [
+            (Resource::Acl, self.acl),
+            (Resource::Operator, self.operator),
+            (Resource::Keyring, self.keyring),
+        ]
+        .into_iter()
+        .filter_map(|(resource, access)| {
+            access.map(|access| Rule {
+                resource,
+                segment: None,
+                kind: MatchKind::Exact,
+                access,
+            })
+        });
         labelled.chain(unlabelled)
     }
 
     /// Number of rules.
     pub fn len(&self) -> usize {
-        self.labelled.iter().map(|r| r.exact.len() + r.prefix.len()).sum::<usize>()
-            + [self.acl, self.operator, self.keyring].iter().filter(|a| a.is_some()).count()
+        self.labelled
+            .iter()
+            .map(|r| r.exact.len() + r.prefix.len())
+            .sum::<usize>()
+            + [self.acl, self.operator, self.keyring]
+                .iter()
+                .filter(|a| a.is_some())
+                .count()
     }
 
     /// Whether there are no rules at all.
@@ -367,7 +413,10 @@ fn parse_level(
         segment: segment.map(str::to_owned),
         value: value.to_string(),
     };
-    let access = value.as_str().and_then(AccessLevel::from_name).ok_or_else(invalid)?;
+    let access = value
+        .as_str()
+        .and_then(AccessLevel::from_name)
+        .ok_or_else(invalid)?;
     if access == AccessLevel::List && resource != Resource::Key {
         return Err(RuleError::ListNotAllowed {
             resource: block.to_owned(),
@@ -404,9 +453,10 @@ fn labelled_access(
     };
     let bodies: Vec<&serde_json::Map<String, Value>> = match body {
         Value::Object(map) => vec![map],
-        Value::Array(items) if !items.is_empty() => {
-            items.iter().map(|item| item.as_object().ok_or_else(malformed)).collect::<Result<_, _>>()?
-        }
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|item| item.as_object().ok_or_else(malformed))
+            .collect::<Result<_, _>>()?,
         _ => return Err(malformed()),
     };
     let mut merged: Option<AccessLevel> = None;
@@ -495,9 +545,18 @@ mod tests {
         let b = PolicyRules::parse(json).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.len(), 7);
-        assert_eq!(a.rule(Resource::Key, MatchKind::Prefix, ""), Some(AccessLevel::Read));
-        assert_eq!(a.rule(Resource::Key, MatchKind::Exact, "bar"), Some(AccessLevel::Deny));
-        assert_eq!(a.rule(Resource::Keyring, MatchKind::Exact, ""), Some(AccessLevel::Deny));
+        assert_eq!(
+            a.rule(Resource::Key, MatchKind::Prefix, ""),
+            Some(AccessLevel::Read)
+        );
+        assert_eq!(
+            a.rule(Resource::Key, MatchKind::Exact, "bar"),
+            Some(AccessLevel::Deny)
+        );
+        assert_eq!(
+            a.rule(Resource::Keyring, MatchKind::Exact, ""),
+            Some(AccessLevel::Deny)
+        );
     }
 
     #[test]
@@ -511,8 +570,14 @@ mod tests {
         "#,
         )
         .unwrap();
-        assert_eq!(rules.rule(Resource::Key, MatchKind::Exact, "a"), Some(AccessLevel::Write));
-        assert_eq!(rules.rule(Resource::Node, MatchKind::Exact, "n"), Some(AccessLevel::Deny));
+        assert_eq!(
+            rules.rule(Resource::Key, MatchKind::Exact, "a"),
+            Some(AccessLevel::Write)
+        );
+        assert_eq!(
+            rules.rule(Resource::Node, MatchKind::Exact, "n"),
+            Some(AccessLevel::Deny)
+        );
     }
 
     #[test]

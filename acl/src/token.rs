@@ -87,7 +87,11 @@ impl fmt::Debug for Secret {
 pub(crate) fn secrets_equal(a: &str, b: &str) -> bool {
     let da = ring::digest::digest(&ring::digest::SHA256, a.as_bytes());
     let db = ring::digest::digest(&ring::digest::SHA256, b.as_bytes());
-    let diff = da.as_ref().iter().zip(db.as_ref()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    let diff = da
+        .as_ref()
+        .iter()
+        .zip(db.as_ref())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
 }
 
@@ -106,12 +110,18 @@ pub struct PolicyLink {
 impl PolicyLink {
     /// A link by policy ID.
     pub fn by_id(id: impl Into<String>) -> Self {
-        PolicyLink { id: id.into(), name: String::new() }
+        PolicyLink {
+            id: id.into(),
+            name: String::new(),
+        }
     }
 
     /// A link by policy name.
     pub fn by_name(name: impl Into<String>) -> Self {
-        PolicyLink { id: String::new(), name: name.into() }
+        PolicyLink {
+            id: String::new(),
+            name: name.into(),
+        }
     }
 }
 
@@ -164,7 +174,10 @@ impl Token {
     /// The built-in anonymous token, with no policies (operators attach policies to it to open up
     /// unauthenticated access).
     pub fn anonymous() -> Self {
-        Token { description: "Anonymous Token".to_owned(), ..Token::new(ANONYMOUS_TOKEN_ACCESSOR_ID, ANONYMOUS_TOKEN_SECRET) }
+        Token {
+            description: "Anonymous Token".to_owned(),
+            ..Token::new(ANONYMOUS_TOKEN_ACCESSOR_ID, ANONYMOUS_TOKEN_SECRET)
+        }
     }
 
     /// Whether this is the anonymous token.
@@ -256,7 +269,10 @@ pub enum BootstrapError {
 /// supplied exactly the index at which it last happened (`reset_index`, read from the reset file).
 ///
 /// `bootstrapped_at` is the raft index stored when bootstrap last succeeded.
-pub fn bootstrap_allowed(bootstrapped_at: Option<u64>, reset_index: Option<u64>) -> Result<(), BootstrapError> {
+pub fn bootstrap_allowed(
+    bootstrapped_at: Option<u64>,
+    reset_index: Option<u64>,
+) -> Result<(), BootstrapError> {
     match bootstrapped_at {
         None => Ok(()),
         Some(at) if reset_index == Some(at) => Ok(()),
@@ -310,7 +326,10 @@ mod tests {
     #[test]
     fn expiry_is_strictly_after() {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
-        let token = Token { expiration_time: Some(t0), ..Token::new("a", "s") };
+        let token = Token {
+            expiration_time: Some(t0),
+            ..Token::new("a", "s")
+        };
         assert!(!token.is_expired(t0));
         assert!(token.is_expired(t0 + Duration::from_millis(1)));
         assert!(!Token::new("a", "s").is_expired(t0));
@@ -323,7 +342,10 @@ mod tests {
         assert_eq!(token.description, BOOTSTRAP_TOKEN_DESCRIPTION);
         assert!(!token.local);
         let err = bootstrap_allowed(Some(42), None).unwrap_err();
-        assert_eq!(err.to_string(), "ACL bootstrap no longer allowed (reset index: 42)");
+        assert_eq!(
+            err.to_string(),
+            "ACL bootstrap no longer allowed (reset index: 42)"
+        );
         assert!(bootstrap_allowed(Some(42), Some(41)).is_err());
         assert!(bootstrap_allowed(Some(42), Some(42)).is_ok());
         assert!(bootstrap_token(None, None, ANONYMOUS_TOKEN_ACCESSOR_ID, "x").is_err());
@@ -341,7 +363,10 @@ mod tests {
 
     #[test]
     fn datacenter_scope() {
-        let p = Policy { datacenters: vec!["dc2".into()], ..Policy::global_management() };
+        let p = Policy {
+            datacenters: vec!["dc2".into()],
+            ..Policy::global_management()
+        };
         assert!(p.applies_in("dc2") && !p.applies_in("dc1"));
     }
 

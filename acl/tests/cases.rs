@@ -74,7 +74,11 @@ fn run_row(group: &Group, line: &str) -> Result<(), String> {
         Check::WritePrefix => return Err("write_prefix is for key only".to_owned()),
         Check::Access(access) => authorizer.allowed(resource, &name, access),
     };
-    if got == expected { Ok(()) } else { Err(format!("expected {expected:?}, got {got:?}")) }
+    if got == expected {
+        Ok(())
+    } else {
+        Err(format!("expected {expected:?}, got {got:?}"))
+    }
 }
 
 #[test]
@@ -89,7 +93,10 @@ fn decision_table() {
             continue;
         }
         if let Some(title) = line.strip_prefix("==") {
-            group = Group { title: title.trim().to_owned(), ..Group::default() };
+            group = Group {
+                title: title.trim().to_owned(),
+                ..Group::default()
+            };
         } else if let Some(text) = line.strip_prefix("policy:") {
             group.policies.push(text.trim().to_owned());
         } else if let Some(text) = raw.trim_start().strip_prefix('|') {
@@ -109,15 +116,26 @@ fn decision_table() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {cases} cases failed:\n{}", failures.len(), failures.join("\n"));
-    assert!(cases >= MIN_CASES, "only {cases} cases in the table, want at least {MIN_CASES}");
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        cases >= MIN_CASES,
+        "only {cases} cases in the table, want at least {MIN_CASES}"
+    );
     eprintln!("{cases} ACL cases passed");
 }
 
 /// The table is only as good as its harness: a row with the wrong expectation must be reported.
 #[test]
 fn harness_reports_a_wrong_row() {
-    let group = Group { policies: vec!["key \"a\" { policy = \"read\" }".to_owned()], ..Group::default() };
+    let group = Group {
+        policies: vec!["key \"a\" { policy = \"read\" }".to_owned()],
+        ..Group::default()
+    };
     assert!(run_row(&group, "deny key read a allow").is_ok());
     assert!(run_row(&group, "deny key read a deny").is_err());
     assert!(run_row(&group, "deny key bogus a deny").is_err());
