@@ -36,7 +36,12 @@ fn entries() -> Vec<Entry> {
 }
 
 fn meta() -> SnapshotMeta {
-    SnapshotMeta { index: RECORDS as u64, term: 3, datacenter: "dc1".into(), ..SnapshotMeta::default() }
+    SnapshotMeta {
+        index: RECORDS as u64,
+        term: 3,
+        datacenter: "dc1".into(),
+        ..SnapshotMeta::default()
+    }
 }
 
 fn encode(entries: &[Entry], out: &mut Vec<u8>) {
@@ -62,7 +67,9 @@ fn codec(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(archive.len() as u64));
 
     let mut out = Vec::with_capacity(archive.len());
-    group.bench_function("encode_write_record", |b| b.iter(|| encode(black_box(&entries), &mut out)));
+    group.bench_function("encode_write_record", |b| {
+        b.iter(|| encode(black_box(&entries), &mut out))
+    });
     group.bench_function("encode_write_raw", |b| {
         b.iter(|| {
             out.clear();
@@ -93,7 +100,9 @@ fn codec(c: &mut Criterion) {
             bytes
         })
     });
-    group.bench_function("verify", |b| b.iter(|| verify(black_box(archive.as_slice())).unwrap()));
+    group.bench_function("verify", |b| {
+        b.iter(|| verify(black_box(archive.as_slice())).unwrap())
+    });
     group.finish();
 }
 
