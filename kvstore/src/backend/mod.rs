@@ -1,0 +1,202 @@
+//! The storage contract: sorted byte tables, consistent read views, and atomic batches.
+//!
+//! The store's semantics live once, in [`crate::Store`]; a backend only keeps bytes. That is what lets
+//! one conformance suite and one property test show that both backends behave identically.
+
+pub(crate) mod memory;
+#[cfg(feature = "rocksdb")]
+pub(crate) mod rocks;
+
+use crate::error::BackendError;
+
+/// The tables a backend keeps. Every table except [`Table::Meta`] exists twice — a live copy and a
+/// staging copy — so a restore can be built beside the live state and swapped in atomically.
+///
+/// Table keys are UTF-8 text (joined with NUL for composite keys), so no key contains the byte 0xFF:
+/// backends may use `[0xFF]` as an upper bound for "the whole table".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Table {
+    /// KV entries by key.
+    Kv,
+    /// Tombstones by key.
+    Tombstones,
+    /// Sessions by ID.
+    Sessions,
+    /// `session NUL key` for every key a session holds (derived).
+    SessionLocks,
+    /// ACL tokens by accessor ID.
+    AclTokens,
+    /// Accessor ID by secret ID (derived).
+    AclTokenSecrets,
+    /// ACL policies by ID.
+    AclPolicies,
+    /// Policy ID by name (derived).
+    AclPolicyNames,
+    /// Replicated bookkeeping: table indexes, ACL bootstrap state.
+    State,
+    /// Local bookkeeping, never staged nor exported: last applied index, datacenter, restore in progress.
+    Meta,
+}
+
+impl Table {
+    /// Every table that has a live and a staging copy.
+    pub const SLOTTED: [Table; 9] = [
+        Table::Kv,
+        Table::Tombstones,
+        Table::Sessions,
+        Table::SessionLocks,
+        Table::AclTokens,
+        Table::AclTokenSecrets,
+        Table::AclPolicies,
+        Table::AclPolicyNames,
+        Table::State,
+    ];
+
+    /// A stable short name (RocksDB column families are named after it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Kv => "kv",
+            Table::Tombstones => "tombstones",
+            Table::Sessions => "sessions",
+            Table::SessionLocks => "session_locks",
+            Table::AclTokens => "acl_tokens",
+            Table::AclTokenSecrets => "acl_token_secrets",
+            Table::AclPolicies => "acl_policies",
+            Table::AclPolicyNames => "acl_policy_names",
+            Table::State => "state",
+            Table::Meta => "meta",
+        }
+    }
+
+    pub(crate) fn slot_position(self) -> Option<usize> {
+        Table::SLOTTED.iter().position(|t| *t == self)
+    }
+}
+
+/// Which copy of a slotted table a write targets. Writes to [`Table::Meta`] ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// The state readers see.
+    Live,
+    /// The restore being built.
+    Staging,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BatchOp {
+    /// Insert or replace.
+    Put {
+        /// Live or staging copy.
+        slot: Slot,
+        /// Table.
+        table: Table,
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// Remove (absent keys are fine).
+    Delete {
+        /// Live or staging copy.
+        slot: Slot,
+        /// Table.
+        table: Table,
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// Empty every staging table.
+    ClearStaging,
+}
+
+/// Writes that a backend applies all together or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    ops: Vec<BatchOp>,
+    promote_staging: bool,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a write.
+    pub fn push(&mut self, op: BatchOp) {
+        self.ops.push(op);
+    }
+
+    /// Asks that, after the writes, the staging tables become the live tables and the old live tables
+    /// are emptied (they become the next staging area).
+    pub fn promote_staging(&mut self) {
+        self.promote_staging = true;
+    }
+
+    /// The writes, in order.
+    pub fn ops(&self) -> &[BatchOp] {
+        &self.ops
+    }
+
+    /// Whether the batch ends with a promotion of the staging tables.
+    pub fn promotes_staging(&self) -> bool {
+        self.promote_staging
+    }
+
+    /// Number of writes.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True when the batch has no writes and no promotion.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && !self.promote_staging
+    }
+}
+
+/// A consistent, read-only view of the live tables (and [`Table::Meta`]).
+///
+/// Implementations MUST return data from one point in time for the whole life of the view: a batch
+/// committed after the view was taken is invisible through it, in every table.
+pub trait ReadView {
+    /// The value at `key`, if any.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
+
+    /// Calls `visit` with every entry whose key starts with `prefix`, in ascending key order, until it
+    /// returns `false`.
+    fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), BackendError>;
+}
+
+/// A place the store's tables live.
+///
+/// Implementations MUST:
+/// - apply a [`Batch`] atomically: after a crash or an error, either every write of the batch (and
+///   its promotion) is visible, or none is;
+/// - make a committed batch visible to every view taken after `commit` returns;
+/// - keep views consistent (see [`ReadView`]) and allow views to be used while another thread commits.
+pub trait Backend: Send + Sync + 'static {
+    /// A short-lived consistent view, used for reads and while applying one command.
+    type View<'a>: ReadView
+    where
+        Self: 'a;
+    /// A long-lived consistent view for export, which must not block commits while it lives.
+    type ExportView<'a>: ReadView
+    where
+        Self: 'a;
+
+    /// Takes a consistent view of the live tables.
+    fn view(&self) -> Result<Self::View<'_>, BackendError>;
+
+    /// Takes a point-in-time view for a long export.
+    fn export_view(&self) -> Result<Self::ExportView<'_>, BackendError>;
+
+    /// Applies a batch atomically.
+    fn commit(&self, batch: Batch) -> Result<(), BackendError>;
+}

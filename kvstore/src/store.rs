@@ -1,0 +1,428 @@
+//! [`Store`]: deterministic apply, the reads, and blocking waits, over any [`Backend`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::apply::{Tx, execute};
+use crate::backend::memory::MemoryBackend;
+use crate::backend::{Backend, Batch, BatchOp, ReadView, Slot, Table};
+use crate::command::Command;
+use crate::error::{ApplyError, OpenError, ReadError};
+use crate::model::{
+    AclBootstrapState, AclPolicy, AclToken, Indexed, IndexedTable, KvEntry, Session, Tombstone,
+};
+use crate::outcome::Outcome;
+use crate::tables::{self, encode_u64};
+use crate::watch::{WaitOutcome, Wake, WatchHub, WatchScope};
+
+/// How a store is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The datacenter this state belongs to. It is recorded on first open; reopening with another
+    /// name, or importing another datacenter's snapshot, is refused.
+    pub datacenter: String,
+}
+
+impl StoreConfig {
+    /// A configuration for `datacenter`.
+    pub fn new(datacenter: impl Into<String>) -> Self {
+        Self {
+            datacenter: datacenter.into(),
+        }
+    }
+
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<(), OpenError> {
+        if self.datacenter.is_empty()
+            || self
+                .datacenter
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(OpenError::Config(format!(
+                "datacenter {:?} must be non-empty without spaces",
+                self.datacenter
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The replicated state of one server.
+///
+/// - [`Store::apply`] is the only way state changes (besides [`Store::import`]): one command at one
+///   raft index, deterministic, all or nothing, one backend batch that also records the index.
+/// - Reads take a consistent view and return Consul's `X-Consul-Index` with the data.
+/// - [`Store::wait`] and [`Store::watch_hub`] serve blocking queries.
+///
+/// `Store` is `Sync`: share it behind an `Arc`; applies are serialised internally, reads run alongside.
+pub struct Store<B: Backend> {
+    pub(crate) backend: B,
+    pub(crate) datacenter: String,
+    pub(crate) last_applied: AtomicU64,
+    pub(crate) apply_lock: Mutex<()>,
+    pub(crate) hub: WatchHub,
+}
+
+impl<B: Backend> std::fmt::Debug for Store<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("datacenter", &self.datacenter)
+            .field("last_applied", &self.last_applied())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A store kept in memory.
+pub type MemoryStore = Store<MemoryBackend>;
+
+impl Store<MemoryBackend> {
+    /// An empty in-memory store.
+    pub fn in_memory(config: StoreConfig) -> Result<Self, OpenError> {
+        Self::with_backend(MemoryBackend::new(), config)
+    }
+}
+
+impl<B: Backend> Store<B> {
+    /// Opens a store over a backend: records the datacenter on first use, checks it afterwards, and
+    /// resumes from the stored last applied index.
+    pub fn with_backend(backend: B, config: StoreConfig) -> Result<Self, OpenError> {
+        config.validate()?;
+        let (stored_dc, last_applied) = {
+            let view = backend.view()?;
+            (
+                tables::get_string(&view, Table::Meta, tables::META_DATACENTER)?,
+                tables::get_u64(&view, Table::Meta, tables::META_APPLIED_INDEX)?.unwrap_or(0),
+            )
+        };
+        match stored_dc {
+            Some(stored) if stored != config.datacenter => {
+                return Err(OpenError::DatacenterMismatch {
+                    stored,
+                    configured: config.datacenter,
+                });
+            }
+            Some(_) => {}
+            None => {
+                let mut batch = Batch::new();
+                batch.push(BatchOp::Put {
+                    slot: Slot::Live,
+                    table: Table::Meta,
+                    key: tables::META_DATACENTER.to_vec(),
+                    value: config.datacenter.as_bytes().to_vec(),
+                });
+                backend.commit(batch)?;
+            }
+        }
+        Ok(Self {
+            backend,
+            datacenter: config.datacenter,
+            last_applied: AtomicU64::new(last_applied),
+            apply_lock: Mutex::new(()),
+            hub: WatchHub::new(),
+        })
+    }
+
+    /// The datacenter the state belongs to.
+    pub fn datacenter(&self) -> &str {
+        &self.datacenter
+    }
+
+    /// The index of the last command applied (0 for a new store).
+    pub fn last_applied(&self) -> u64 {
+        self.last_applied.load(Ordering::Acquire)
+    }
+
+    /// The backend (for its own maintenance calls).
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The watch hub, to subscribe directly (see [`WatchHub::subscribe`]).
+    pub fn watch_hub(&self) -> &WatchHub {
+        &self.hub
+    }
+
+    /// Applies `command` at raft `index`.
+    ///
+    /// - `index <= last_applied()`: nothing happens, [`Outcome::AlreadyApplied`] (replay after restart).
+    /// - A deterministic error (invalid input, unknown session, ACL conflicts — see
+    ///   [`ApplyError::is_deterministic`]): the state is unchanged but the index is recorded as applied.
+    /// - A storage error: nothing is recorded; the caller must stop and apply the same index again.
+    /// - Otherwise every change and the index are committed in one backend batch, then blocked readers
+    ///   of the touched keys are woken.
+    ///
+    /// No clock, no randomness: the same commands at the same indexes give the same state everywhere.
+    pub fn apply(&self, index: u64, command: &Command) -> Result<Outcome, ApplyError> {
+        let _serial = self.apply_lock.lock();
+        let last_applied = self.last_applied();
+        if index <= last_applied {
+            return Ok(Outcome::AlreadyApplied { last_applied });
+        }
+        let view = self.backend.view()?;
+        let (result, mut batch, touched) = match command.validate() {
+            Err(err) => (Err(err), Batch::new(), None),
+            Ok(()) => {
+                let mut tx = Tx::new(&view, index);
+                match execute(&mut tx, command) {
+                    Ok(outcome) => {
+                        let (batch, touched) = tx.into_batch();
+                        (Ok(outcome), batch, Some(touched))
+                    }
+                    Err(err) if !err.is_deterministic() => return Err(err),
+                    Err(err) => (Err(err), Batch::new(), None),
+                }
+            }
+        };
+        drop(view);
+        batch.push(BatchOp::Put {
+            slot: Slot::Live,
+            table: Table::Meta,
+            key: tables::META_APPLIED_INDEX.to_vec(),
+            value: encode_u64(index),
+        });
+        self.backend.commit(batch)?;
+        self.last_applied.store(index, Ordering::Release);
+        if let Some(touched) = touched {
+            self.hub.notify(index, &touched);
+        }
+        result
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&B::View<'_>) -> Result<T, ReadError>) -> Result<T, ReadError> {
+        let view = self.backend.view()?;
+        f(&view)
+    }
+
+    /// One key. The index is the entry's ModifyIndex, or the KV table's index when missing (never 0),
+    /// as Consul's `KVS.Get`.
+    pub fn get(&self, key: &str) -> Result<Indexed<Option<KvEntry>>, ReadError> {
+        self.read(|view| {
+            let entry = tables::kv_get(view, key)?;
+            let index = match &entry {
+                Some(e) => e.modify_index,
+                None => tables::table_index(view, IndexedTable::Kv)?,
+            };
+            Ok(Indexed {
+                index: index.max(1),
+                value: entry,
+            })
+        })
+    }
+
+    /// Every entry under `prefix` (`?recurse`), in key order. The index is the highest ModifyIndex
+    /// of the entries and of the tombstones under the prefix, or the KV table's index when the prefix
+    /// is empty or holds nothing; never 0.
+    pub fn list(&self, prefix: &str) -> Result<Indexed<Vec<KvEntry>>, ReadError> {
+        self.read(|view| {
+            let (max, entries) = tables::kv_list(view, prefix)?;
+            Ok(Indexed {
+                index: tables::prefix_read_index(view, prefix, max)?,
+                value: entries,
+            })
+        })
+    }
+
+    /// Key names under `prefix` (`?keys`), rolled up after the first `separator` following the
+    /// prefix (`?separator=/` lists "directories" once). Rolled-up keys still count toward the index,
+    /// which follows [`Store::list`]'s rule.
+    pub fn keys(&self, prefix: &str, separator: Option<&str>) -> Result<Indexed<Vec<String>>, ReadError> {
+        self.read(|view| {
+            let mut max = 0;
+            let mut keys: Vec<String> = Vec::new();
+            tables::scan(view, Table::Kv, prefix.as_bytes(), |entry: KvEntry| {
+                max = max.max(entry.modify_index);
+                let rolled = separator.filter(|s| !s.is_empty()).and_then(|sep| {
+                    let after = entry.key.get(prefix.len()..)?;
+                    after
+                        .find(sep)
+                        .and_then(|at| entry.key.get(..prefix.len() + at + sep.len()))
+                });
+                match rolled {
+                    Some(dir) => {
+                        if keys.last().map(String::as_str) != Some(dir) {
+                            keys.push(dir.to_owned());
+                        }
+                    }
+                    None => keys.push(entry.key),
+                }
+                true
+            })?;
+            Ok(Indexed {
+                index: tables::prefix_read_index(view, prefix, max)?,
+                value: keys,
+            })
+        })
+    }
+
+    /// The index a recursive read of `prefix` reports (see [`Store::list`]), without the entries.
+    pub fn prefix_index(&self, prefix: &str) -> Result<u64, ReadError> {
+        Ok(self.list(prefix)?.index)
+    }
+
+    /// Tombstones under a prefix (deleted keys not yet reaped), for replicators and tests.
+    pub fn tombstones(&self, prefix: &str) -> Result<Vec<Tombstone>, ReadError> {
+        self.read(|view| tables::collect(view, Table::Tombstones, prefix.as_bytes()))
+    }
+
+    fn table_indexed<T>(
+        &self,
+        table: IndexedTable,
+        f: impl FnOnce(&B::View<'_>) -> Result<T, ReadError>,
+    ) -> Result<Indexed<T>, ReadError> {
+        self.read(|view| {
+            let value = f(view)?;
+            Ok(Indexed {
+                index: tables::table_index(view, table)?.max(1),
+                value,
+            })
+        })
+    }
+
+    /// One session (`/v1/session/info/:id`); the index is the sessions table's.
+    pub fn session(&self, id: &str) -> Result<Indexed<Option<Session>>, ReadError> {
+        self.table_indexed(IndexedTable::Sessions, |view| {
+            tables::get(view, Table::Sessions, id.as_bytes())
+        })
+    }
+
+    /// Every session (`/v1/session/list`), by ID.
+    pub fn sessions(&self) -> Result<Indexed<Vec<Session>>, ReadError> {
+        self.table_indexed(IndexedTable::Sessions, |view| {
+            tables::collect(view, Table::Sessions, b"")
+        })
+    }
+
+    /// The sessions of one node (`/v1/session/node/:node`).
+    pub fn node_sessions(&self, node: &str) -> Result<Indexed<Vec<Session>>, ReadError> {
+        self.table_indexed(IndexedTable::Sessions, |view| {
+            let mut out = Vec::new();
+            tables::scan(view, Table::Sessions, b"", |s: Session| {
+                if s.node == node {
+                    out.push(s);
+                }
+                true
+            })?;
+            Ok(out)
+        })
+    }
+
+    /// A token by accessor ID.
+    pub fn acl_token(&self, accessor_id: &str) -> Result<Indexed<Option<AclToken>>, ReadError> {
+        self.table_indexed(IndexedTable::AclTokens, |view| {
+            tables::get(view, Table::AclTokens, accessor_id.as_bytes())
+        })
+    }
+
+    /// A token by secret ID (how a request's `X-Consul-Token` is resolved). The caller compares
+    /// expiration against its own clock.
+    pub fn acl_token_by_secret(&self, secret_id: &str) -> Result<Indexed<Option<AclToken>>, ReadError> {
+        self.table_indexed(IndexedTable::AclTokens, |view| {
+            match tables::get_string(view, Table::AclTokenSecrets, secret_id.as_bytes())? {
+                Some(accessor) => tables::get(view, Table::AclTokens, accessor.as_bytes()),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Every token, by accessor ID.
+    pub fn acl_tokens(&self) -> Result<Indexed<Vec<AclToken>>, ReadError> {
+        self.table_indexed(IndexedTable::AclTokens, |view| {
+            tables::collect(view, Table::AclTokens, b"")
+        })
+    }
+
+    /// A policy by ID.
+    pub fn acl_policy(&self, id: &str) -> Result<Indexed<Option<AclPolicy>>, ReadError> {
+        self.table_indexed(IndexedTable::AclPolicies, |view| {
+            tables::get(view, Table::AclPolicies, id.as_bytes())
+        })
+    }
+
+    /// A policy by name.
+    pub fn acl_policy_by_name(&self, name: &str) -> Result<Indexed<Option<AclPolicy>>, ReadError> {
+        self.table_indexed(IndexedTable::AclPolicies, |view| {
+            match tables::get_string(view, Table::AclPolicyNames, name.as_bytes())? {
+                Some(id) => tables::get(view, Table::AclPolicies, id.as_bytes()),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Every policy, by ID.
+    pub fn acl_policies(&self) -> Result<Indexed<Vec<AclPolicy>>, ReadError> {
+        self.table_indexed(IndexedTable::AclPolicies, |view| {
+            tables::collect(view, Table::AclPolicies, b"")
+        })
+    }
+
+    /// Whether ACLs were bootstrapped, and the reset index.
+    pub fn acl_bootstrap_state(&self) -> Result<AclBootstrapState, ReadError> {
+        self.read(|view| tables::acl_bootstrap(view))
+    }
+
+    /// The index a blocking query on `scope` compares against.
+    pub fn scope_index(&self, scope: &WatchScope) -> Result<u64, ReadError> {
+        match scope {
+            WatchScope::Key(key) => Ok(self.get(key)?.index),
+            WatchScope::Prefix(prefix) => self.prefix_index(prefix),
+            WatchScope::Sessions => self.read(|v| Ok(tables::table_index(v, IndexedTable::Sessions)?.max(1))),
+            WatchScope::Acl => self.read(|v| {
+                let tokens = tables::table_index(v, IndexedTable::AclTokens)?;
+                Ok(tokens
+                    .max(tables::table_index(v, IndexedTable::AclPolicies)?)
+                    .max(1))
+            }),
+        }
+    }
+
+    /// A blocking query's wait: returns as soon as the scope's index is above `after_index`, when the
+    /// state is restored, or at `deadline`. An idle wait costs one registered subscription; nothing polls.
+    /// Needs a tokio runtime with the time driver.
+    pub async fn wait(
+        &self,
+        scope: &WatchScope,
+        after_index: u64,
+        deadline: Instant,
+    ) -> Result<WaitOutcome, ReadError> {
+        loop {
+            let subscription = self.hub.subscribe(scope.clone());
+            let index = self.scope_index(scope)?;
+            if index > after_index {
+                return Ok(WaitOutcome::Changed { index });
+            }
+            match subscription.wait_until(deadline).await {
+                None => {
+                    return Ok(WaitOutcome::TimedOut {
+                        index: self.scope_index(scope)?,
+                    });
+                }
+                Some(Wake::Reset) => {
+                    return Ok(WaitOutcome::Reset {
+                        index: self.scope_index(scope)?,
+                    });
+                }
+                // A touch is not always a change of the scope's index (e.g. a tombstone elsewhere in
+                // the prefix's past): check again.
+                Some(Wake::Changed { .. }) => {}
+            }
+        }
+    }
+
+    /// Every record of the live state, in export order (tests compare backends with it).
+    pub fn dump(&self) -> Result<Vec<crate::model::StateRecord>, ReadError> {
+        let view = self.backend.view()?;
+        crate::export::collect_records(&view)
+    }
+
+    pub(crate) fn view_for_export(&self) -> Result<B::ExportView<'_>, ReadError> {
+        Ok(self.backend.export_view()?)
+    }
+}
+
+/// Reads the applied index recorded in a view.
+pub(crate) fn applied_index_of<V: ReadView + ?Sized>(view: &V) -> Result<u64, ReadError> {
+    Ok(tables::get_u64(view, Table::Meta, tables::META_APPLIED_INDEX)?.unwrap_or(0))
+}

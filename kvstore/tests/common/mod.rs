@@ -1,0 +1,160 @@
+//! Shared helpers of the integration tests: stores on every backend, and command builders.
+#![allow(dead_code, unreachable_pub)]
+
+use std::ops::Deref;
+use std::time::Duration;
+
+use tribune_kvstore::{
+    AclPolicy, AclToken, Backend, Command, MemoryBackend, NewSession, PolicyLink, SessionBehavior, Store,
+    StoreConfig, TxnOp,
+};
+
+pub const DC: &str = "dc1";
+
+/// A store plus whatever must live as long as it (the RocksDB directory).
+pub struct Harness<B: Backend> {
+    pub store: Store<B>,
+    pub dir: Option<tempfile::TempDir>,
+}
+
+impl<B: Backend> Deref for Harness<B> {
+    type Target = Store<B>;
+    fn deref(&self) -> &Store<B> {
+        &self.store
+    }
+}
+
+pub fn memory() -> Harness<MemoryBackend> {
+    Harness {
+        store: Store::in_memory(StoreConfig::new(DC)).unwrap(),
+        dir: None,
+    }
+}
+
+#[cfg(feature = "rocksdb")]
+pub fn rocks() -> Harness<tribune_kvstore::RocksBackend> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_rocksdb(dir.path(), StoreConfig::new(DC)).unwrap();
+    Harness {
+        store,
+        dir: Some(dir),
+    }
+}
+
+pub fn set(key: &str, value: &str) -> Command {
+    Command::KvSet {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        flags: 0,
+    }
+}
+
+pub fn set_flags(key: &str, value: &str, flags: u64) -> Command {
+    Command::KvSet {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        flags,
+    }
+}
+
+pub fn cas(key: &str, value: &str, index: u64) -> Command {
+    Command::KvCas {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        flags: 0,
+        index,
+    }
+}
+
+pub fn del(key: &str) -> Command {
+    Command::KvDelete { key: key.into() }
+}
+
+pub fn del_cas(key: &str, index: u64) -> Command {
+    Command::KvDeleteCas {
+        key: key.into(),
+        index,
+    }
+}
+
+pub fn del_tree(prefix: &str) -> Command {
+    Command::KvDeleteTree {
+        prefix: prefix.into(),
+    }
+}
+
+pub fn lock(key: &str, value: &str, session: &str) -> Command {
+    Command::KvLock {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        flags: 0,
+        session: session.into(),
+    }
+}
+
+pub fn unlock(key: &str, value: &str, session: &str) -> Command {
+    Command::KvUnlock {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        flags: 0,
+        session: session.into(),
+    }
+}
+
+pub fn session(id: &str, node: &str, behavior: SessionBehavior, lock_delay: Duration) -> Command {
+    Command::SessionCreate(NewSession {
+        id: id.into(),
+        name: format!("{id}-name"),
+        node: node.into(),
+        lock_delay,
+        behavior,
+        ttl: Some(Duration::from_secs(30)),
+    })
+}
+
+pub fn destroy(id: &str) -> Command {
+    Command::SessionDestroy { id: id.into() }
+}
+
+pub fn txn(ops: Vec<TxnOp>) -> Command {
+    Command::Txn { ops }
+}
+
+pub fn t_set(key: &str, value: &str) -> TxnOp {
+    TxnOp::Set {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        flags: 0,
+    }
+}
+
+pub fn policy(id: &str, name: &str) -> AclPolicy {
+    AclPolicy {
+        id: id.into(),
+        name: name.into(),
+        description: String::new(),
+        rules: r#"key_prefix "" { policy = "read" }"#.into(),
+        datacenters: vec![],
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+pub fn token(accessor: &str, secret: &str, policies: &[&str]) -> AclToken {
+    AclToken {
+        accessor_id: accessor.into(),
+        secret_id: secret.into(),
+        description: String::new(),
+        policies: policies
+            .iter()
+            .map(|id| PolicyLink {
+                id: (*id).into(),
+                name: String::new(),
+            })
+            .collect(),
+        local: false,
+        expiration_unix_ms: None,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
