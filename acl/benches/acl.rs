@@ -5,7 +5,12 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tribune_acl::{Authorizer, DefaultPolicy, PolicyRules};
+use std::time::{Duration, UNIX_EPOCH};
+
+use tribune_acl::{
+    Authorizer, DefaultPolicy, Policy, PolicyLink, PolicyRules, Resolver, ResolverConfig, SourceError, Token,
+    TokenSource,
+};
 
 /// Deterministic segment generator (xorshift), so every run indexes the same rules.
 struct Segments(u64);
@@ -90,5 +95,52 @@ fn merge(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decision, parse, merge);
+/// One token linking ten 100-rule policies.
+struct OneToken {
+    token: Token,
+    policies: Vec<Policy>,
+}
+
+impl TokenSource for OneToken {
+    fn token_by_secret(&self, secret: &str) -> Result<Option<Token>, SourceError> {
+        Ok(self.token.secret_id.matches(secret).then(|| self.token.clone()))
+    }
+    fn policy_by_id(&self, id: &str) -> Result<Option<Policy>, SourceError> {
+        Ok(self.policies.iter().find(|p| p.id == id).cloned())
+    }
+    fn policy_by_name(&self, name: &str) -> Result<Option<Policy>, SourceError> {
+        Ok(self.policies.iter().find(|p| p.name == name).cloned())
+    }
+}
+
+fn resolve(c: &mut Criterion) {
+    let policies: Vec<Policy> = (0..10)
+        .map(|i| Policy {
+            id: format!("policy-{i}"),
+            name: format!("name-{i}"),
+            description: String::new(),
+            rules: hcl_rules(100, 2_000 + i),
+            datacenters: vec![],
+            create_index: 1,
+            modify_index: 1,
+        })
+        .collect();
+    let mut token = Token::new("accessor", "0b6c3f9e-3f0e-4d8b-9a51-7d2c1e4f5a60");
+    token.policies = policies.iter().map(|p| PolicyLink::by_id(&p.id)).collect();
+    let source = OneToken { token, policies };
+    let resolver = Resolver::new(ResolverConfig::new("dc1"));
+    let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    resolver
+        .resolve(&source, "0b6c3f9e-3f0e-4d8b-9a51-7d2c1e4f5a60", now)
+        .unwrap();
+    c.bench_function("acl/resolve_cache_hit_10_policies", |b| {
+        b.iter(|| {
+            resolver
+                .resolve(&source, black_box("0b6c3f9e-3f0e-4d8b-9a51-7d2c1e4f5a60"), now)
+                .unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, decision, parse, merge, resolve);
 criterion_main!(benches);

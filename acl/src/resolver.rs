@@ -85,7 +85,7 @@ pub struct Resolution {
     /// What the token may do.
     pub authorizer: Arc<Authorizer>,
     /// The token, when it is known (absent when `down_policy` decided before any token was seen).
-    pub token: Option<Token>,
+    pub token: Option<Arc<Token>>,
     /// How current the answer is.
     pub freshness: Freshness,
 }
@@ -125,7 +125,7 @@ type SecretKey = [u8; 32];
 
 #[derive(Debug, Clone)]
 struct TokenEntry {
-    token: Token,
+    token: Arc<Token>,
     fetched_at: SystemTime,
 }
 
@@ -138,7 +138,7 @@ struct ParsedPolicy {
 #[derive(Debug, Clone)]
 struct PolicyEntry {
     /// `None` caches "the source says there is no such policy".
-    found: Option<ParsedPolicy>,
+    found: Option<Arc<ParsedPolicy>>,
     /// Bumped whenever the entry's content is replaced, so authorizers built from it are not reused.
     generation: u64,
     fetched_at: SystemTime,
@@ -176,7 +176,7 @@ enum PolicyOutcome {
     Found {
         id: String,
         generation: u64,
-        parsed: ParsedPolicy,
+        parsed: Arc<ParsedPolicy>,
     },
     Missing,
     Down,
@@ -243,7 +243,7 @@ impl Resolver {
         now.duration_since(fetched_at).map_or(true, |age| age <= ttl)
     }
 
-    fn down_resolution(&self, token: Option<Token>) -> Resolution {
+    fn down_resolution(&self, token: Option<Arc<Token>>) -> Resolution {
         let default_policy = match self.config.down_policy {
             DownPolicy::Allow => DefaultPolicy::Allow,
             DownPolicy::Deny => DefaultPolicy::Deny,
@@ -288,6 +288,7 @@ impl Resolver {
             }
             cached => match source.token_by_secret(secret) {
                 Ok(Some(token)) if token.secret_id.matches(secret) => {
+                    let token = Arc::new(token);
                     self.lock().tokens.insert(
                         key,
                         TokenEntry {
@@ -330,7 +331,7 @@ impl Resolver {
                     if parsed.policy.is_global_management() {
                         management = true;
                     }
-                    parts.push((id, generation, parsed.rules));
+                    parts.push((id, generation, parsed.rules.clone()));
                 }
                 PolicyOutcome::Missing => {}
                 PolicyOutcome::Down => return Ok(self.down_resolution(Some(token))),
@@ -429,10 +430,10 @@ impl Resolver {
                         policy_id: policy.id.clone(),
                         error,
                     })?;
-                Some(ParsedPolicy {
+                Some(Arc::new(ParsedPolicy {
                     policy,
                     rules: Arc::new(rules),
-                })
+                }))
             }
             None => None,
         };
