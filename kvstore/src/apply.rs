@@ -191,10 +191,13 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
             (None, Some(e)) => (e.session.clone(), e.lock_index),
             (None, None) => (None, 0),
         };
-        if let Some(e) = &existing {
-            if e.value == value && e.flags == flags && e.session == session && e.lock_index == lock_index {
-                return Ok(e.clone());
-            }
+        if let Some(e) = &existing
+            && e.value == value
+            && e.flags == flags
+            && e.session == session
+            && e.lock_index == lock_index
+        {
+            return Ok(e.clone());
         }
         let entry = KvEntry {
             key: key.to_owned(),
@@ -508,17 +511,17 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
             link.name = policy.name;
         }
         let existing = tables::get::<AclToken, _>(self, Table::AclTokens, token.accessor_id.as_bytes())?;
-        if let Some(existing) = &existing {
-            if existing.secret_id != token.secret_id {
-                return Err(ApplyError::SecretChanged {
-                    accessor_id: token.accessor_id.clone(),
-                });
-            }
+        if let Some(existing) = &existing
+            && existing.secret_id != token.secret_id
+        {
+            return Err(ApplyError::SecretChanged {
+                accessor_id: token.accessor_id.clone(),
+            });
         }
-        if let Some(owner) = tables::get_string(self, Table::AclTokenSecrets, token.secret_id.as_bytes())? {
-            if owner != token.accessor_id {
-                return Err(ApplyError::DuplicateSecret { accessor_id: owner });
-            }
+        if let Some(owner) = tables::get_string(self, Table::AclTokenSecrets, token.secret_id.as_bytes())?
+            && owner != token.accessor_id
+        {
+            return Err(ApplyError::DuplicateSecret { accessor_id: owner });
         }
         stored.create_index = existing.as_ref().map_or(self.index, |e| e.create_index);
         stored.modify_index = self.index;
@@ -553,18 +556,18 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
     }
 
     fn acl_policy_upsert(&mut self, policy: &AclPolicy) -> Result<AclPolicy, ApplyError> {
-        if let Some(owner) = tables::get_string(self, Table::AclPolicyNames, policy.name.as_bytes())? {
-            if owner != policy.id {
-                return Err(ApplyError::DuplicatePolicyName {
-                    name: policy.name.clone(),
-                });
-            }
+        if let Some(owner) = tables::get_string(self, Table::AclPolicyNames, policy.name.as_bytes())?
+            && owner != policy.id
+        {
+            return Err(ApplyError::DuplicatePolicyName {
+                name: policy.name.clone(),
+            });
         }
         let existing = tables::get::<AclPolicy, _>(self, Table::AclPolicies, policy.id.as_bytes())?;
-        if let Some(existing) = &existing {
-            if existing.name != policy.name {
-                self.delete(Table::AclPolicyNames, existing.name.as_bytes().to_vec());
-            }
+        if let Some(existing) = &existing
+            && existing.name != policy.name
+        {
+            self.delete(Table::AclPolicyNames, existing.name.as_bytes().to_vec());
         }
         let mut stored = policy.clone();
         stored.create_index = existing.as_ref().map_or(self.index, |e| e.create_index);
@@ -597,10 +600,10 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
 
     fn acl_bootstrap(&mut self, token: &AclToken, reset_index: Option<u64>) -> Result<Outcome, ApplyError> {
         let state = tables::acl_bootstrap(self)?;
-        if let Some(done_at) = state.bootstrapped_at {
-            if reset_index != Some(done_at) {
-                return Err(ApplyError::AclBootstrapNotAllowed { reset_index: done_at });
-            }
+        if let Some(done_at) = state.bootstrapped_at
+            && reset_index != Some(done_at)
+        {
+            return Err(ApplyError::AclBootstrapNotAllowed { reset_index: done_at });
         }
         if tables::get::<AclPolicy, _>(self, Table::AclPolicies, GLOBAL_MANAGEMENT_POLICY_ID.as_bytes())?
             .is_none()

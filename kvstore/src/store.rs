@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use crate::apply::{Tx, execute};
 use crate::backend::memory::MemoryBackend;
-use crate::backend::{Backend, Batch, BatchOp, ReadView, Slot, Table};
+use crate::backend::{Backend, Batch, BatchOp, Slot, Table};
 use crate::command::Command;
 use crate::error::{ApplyError, OpenError, ReadError};
 use crate::model::{
@@ -52,7 +52,7 @@ impl StoreConfig {
 
 /// The replicated state of one server.
 ///
-/// - [`Store::apply`] is the only way state changes (besides [`Store::import`]): one command at one
+/// - [`Store::apply`] is the only way state changes (besides `import`): one command at one
 ///   raft index, deterministic, all or nothing, one backend batch that also records the index.
 /// - Reads take a consistent view and return Consul's `X-Consul-Index` with the data.
 /// - [`Store::wait`] and [`Store::watch_hub`] serve blocking queries.
@@ -416,13 +416,4 @@ impl<B: Backend> Store<B> {
         let view = self.backend.view()?;
         crate::export::collect_records(&view)
     }
-
-    pub(crate) fn view_for_export(&self) -> Result<B::ExportView<'_>, ReadError> {
-        Ok(self.backend.export_view()?)
-    }
-}
-
-/// Reads the applied index recorded in a view.
-pub(crate) fn applied_index_of<V: ReadView + ?Sized>(view: &V) -> Result<u64, ReadError> {
-    Ok(tables::get_u64(view, Table::Meta, tables::META_APPLIED_INDEX)?.unwrap_or(0))
 }

@@ -1,5 +1,6 @@
 //! One conformance suite, run against every backend: Consul's KV, transaction, session and ACL
 //! semantics (../shared/reference/consul.md §1.1-1.3), staged restore and the watch hub.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -542,7 +543,8 @@ fn txn_limits<B: Backend>(s: &Store<B>) {
 
 fn input_validation<B: Backend>(s: &Store<B>) {
     let big = vec![0u8; MAX_VALUE_BYTES + 1];
-    let cases: Vec<(Command, fn(&ApplyError) -> bool)> = vec![
+    type Check = fn(&ApplyError) -> bool;
+    let cases: Vec<(Command, Check)> = vec![
         (
             Command::KvSet {
                 key: "k".into(),

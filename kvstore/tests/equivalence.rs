@@ -1,5 +1,6 @@
 //! Property tests: random command sequences give identical outcomes and identical state on every
 //! backend, survive a restore round trip, and never panic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
