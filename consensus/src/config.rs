@@ -1,0 +1,117 @@
+//! Server configuration: identity, cluster formation and the Raft timing that follows from them.
+
+use std::time::Duration;
+
+use crate::error::ConsensusError;
+use crate::types::NodeId;
+
+/// How one consensus server runs.
+///
+/// Start from [`ConsensusConfig::lan`] and override what differs; [`ConsensusConfig::validate`]
+/// checks the combination before anything starts.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConsensusConfig {
+    /// This server's Raft id. Unique in the datacenter and stable across restarts.
+    pub id: NodeId,
+    /// This server's node name (reported in the membership; informational).
+    pub name: String,
+    /// The datacenter this server belongs to, carried in forwarded requests.
+    pub datacenter: String,
+    /// Form a new cluster once this many servers are discovered (Consul's `bootstrap_expect`);
+    /// 0 disables automatic bootstrap.
+    pub bootstrap_expect: usize,
+    /// How often the leader sends heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Lower bound of the randomised election timeout; the upper bound is twice this.
+    pub election_timeout: Duration,
+    /// Most log entries in one replication request.
+    pub max_payload_entries: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_after_logs: u64,
+    /// Log entries kept behind the last snapshot, so a briefly lagging follower catches up from
+    /// the log rather than with a snapshot.
+    pub logs_kept_after_snapshot: u64,
+    /// Largest snapshot chunk sent in one request.
+    pub snapshot_chunk_bytes: u64,
+    /// Deadline for a forwarded write or application request.
+    pub request_timeout: Duration,
+}
+
+impl ConsensusConfig {
+    /// Settings for servers on one LAN: 50 ms heartbeats, 300–600 ms election timeout.
+    ///
+    /// Why these numbers: loopback or LAN round trips are well under a millisecond, so a 50 ms
+    /// heartbeat gives followers six chances to hear from the leader before the shortest
+    /// election timeout; the 300–600 ms timeout then bounds failover (detection + one election
+    /// round) to well under a second, where Consul's defaults (1 s heartbeat timeout) take
+    /// several seconds.
+    pub fn lan(id: NodeId, name: impl Into<String>) -> Self {
+        ConsensusConfig {
+            id,
+            name: name.into(),
+            datacenter: "dc1".into(),
+            bootstrap_expect: 0,
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(300),
+            max_payload_entries: 2048,
+            snapshot_after_logs: 100_000,
+            logs_kept_after_snapshot: 10_000,
+            snapshot_chunk_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Checks the settings; the error names the offending field.
+    pub fn validate(&self) -> Result<(), ConsensusError> {
+        if self.heartbeat_interval.is_zero() {
+            return Err(ConsensusError::Config { field: "heartbeat_interval", reason: "must be > 0".into() });
+        }
+        if self.election_timeout <= self.heartbeat_interval * 2 {
+            return Err(ConsensusError::Config {
+                field: "election_timeout",
+                reason: format!(
+                    "{:?} must exceed twice the heartbeat interval {:?}",
+                    self.election_timeout, self.heartbeat_interval
+                ),
+            });
+        }
+        if self.max_payload_entries == 0 {
+            return Err(ConsensusError::Config { field: "max_payload_entries", reason: "must be > 0".into() });
+        }
+        if self.snapshot_after_logs == 0 {
+            return Err(ConsensusError::Config { field: "snapshot_after_logs", reason: "must be > 0".into() });
+        }
+        if self.snapshot_chunk_bytes == 0 || self.snapshot_chunk_bytes > 64 * 1024 * 1024 {
+            return Err(ConsensusError::Config {
+                field: "snapshot_chunk_bytes",
+                reason: "must be between 1 byte and 64 MiB".into(),
+            });
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConsensusError::Config { field: "request_timeout", reason: "must be > 0".into() });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn raft_config(&self) -> Result<openraft::Config, ConsensusError> {
+        let millis = |d: Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+        let election = millis(self.election_timeout);
+        let config = openraft::Config {
+            cluster_name: self.datacenter.clone(),
+            heartbeat_interval: millis(self.heartbeat_interval),
+            election_timeout_min: election,
+            election_timeout_max: election * 2,
+            install_snapshot_timeout: millis(self.request_timeout).max(election),
+            max_payload_entries: self.max_payload_entries,
+            // A learner within this many entries of the leader counts as caught up for promotion.
+            replication_lag_threshold: 1000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after_logs),
+            snapshot_max_chunk_size: self.snapshot_chunk_bytes,
+            max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
+            purge_batch_size: 1024,
+            ..openraft::Config::default()
+        };
+        config.validate().map_err(|e| ConsensusError::Config { field: "raft", reason: e.to_string() })
+    }
+}

@@ -1,0 +1,438 @@
+//! The client side of the server RPC port: the [`Transport`] seam, the TCP implementation with
+//! one multiplexed connection per peer, and a fault-injecting wrapper for tests.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec;
+use crate::types::NodeId;
+use crate::wire::{self, KIND_REQUEST, KIND_RESPONSE, RpcKind, RpcRequest, RpcResponse};
+
+/// Why a request did not get an answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The peer could not be reached (connect refused, or still in reconnect backoff).
+    #[error("server {target} at {addr} unreachable: {reason}")]
+    Unreachable {
+        /// The peer's id.
+        target: NodeId,
+        /// The address we tried.
+        addr: String,
+        /// What happened.
+        reason: String,
+    },
+    /// No answer arrived before the deadline.
+    #[error("no answer from server {target} within {after:?}")]
+    Timeout {
+        /// The peer's id.
+        target: NodeId,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// The connection broke or carried something that does not decode.
+    #[error("connection to server {target} failed: {reason}")]
+    Connection {
+        /// The peer's id.
+        target: NodeId,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// Sends requests to other servers' RPC ports.
+///
+/// This is the seam between consensus and the network: [`TcpTransport`] is the real one and
+/// [`FaultyTransport`] wraps any transport to drop, delay, duplicate or partition messages.
+///
+/// Implementations MUST: answer each request with the response the target produced for *that*
+/// request (or an error), never block the caller beyond `timeout`, and be callable concurrently.
+/// They MAY deliver a request more than once or not at all (Raft tolerates both).
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `request` to server `target` listening at `addr` and waits for its response.
+    fn send(
+        &self,
+        target: NodeId,
+        addr: &str,
+        request: RpcRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<RpcResponse, TransportError>>;
+}
+
+impl<T: Transport + ?Sized> Transport for Arc<T> {
+    fn send(
+        &self,
+        target: NodeId,
+        addr: &str,
+        request: RpcRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<RpcResponse, TransportError>> {
+        (**self).send(target, addr, request, timeout)
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<RpcResponse, String>>>>>;
+
+/// One live connection to a peer: a writer task fed by a queue and a reader task that routes
+/// responses to waiting callers by request id.
+struct Conn {
+    frames: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Pending,
+    closed: Arc<AtomicBool>,
+}
+
+impl Conn {
+    fn fail_all(pending: &Pending, closed: &AtomicBool, reason: &str) {
+        closed.store(true, Ordering::Release);
+        let waiters: Vec<_> = pending.lock().drain().collect();
+        for (_, tx) in waiters {
+            let _ = tx.send(Err(reason.to_string()));
+        }
+    }
+}
+
+#[derive(Default)]
+struct PeerState {
+    addr: String,
+    conn: Option<Arc<Conn>>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// Reconnect backoff: 20 ms doubling up to 1 s. Short enough that a restarted server is
+/// reached again within an election timeout, long enough not to spin on a dead one.
+fn backoff(failures: u32) -> Duration {
+    let ms = 20u64.saturating_mul(1u64 << failures.min(6));
+    Duration::from_millis(ms.min(1000))
+}
+
+struct TcpInner {
+    peers: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<PeerState>>>>,
+    next_id: AtomicU64,
+    connect_timeout: Duration,
+}
+
+/// The TCP transport: one reused, multiplexed connection per peer, reconnecting with backoff.
+///
+/// Requests to a peer are pipelined on its connection; responses may come back in any order and
+/// are matched by request id. When the connection breaks, every waiting request fails at once
+/// and the next request reconnects (after a backoff if the last attempts failed).
+#[derive(Clone)]
+pub struct TcpTransport {
+    inner: Arc<TcpInner>,
+}
+
+impl Default for TcpTransport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TcpTransport {
+    /// A transport with no connections yet.
+    pub fn new() -> Self {
+        TcpTransport {
+            inner: Arc::new(TcpInner {
+                peers: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                connect_timeout: Duration::from_millis(500),
+            }),
+        }
+    }
+
+    async fn connection(&self, target: NodeId, addr: &str) -> Result<Arc<Conn>, TransportError> {
+        let peer = {
+            let mut peers = self.inner.peers.lock();
+            Arc::clone(peers.entry(target).or_default())
+        };
+        let mut state = peer.lock().await;
+        if state.addr != addr {
+            // The peer moved (or this is the first use): forget the old connection and backoff.
+            *state = PeerState { addr: addr.to_string(), ..PeerState::default() };
+        }
+        if let Some(conn) = &state.conn {
+            if !conn.closed.load(Ordering::Acquire) {
+                return Ok(Arc::clone(conn));
+            }
+            state.conn = None;
+        }
+        if let Some(at) = state.retry_at {
+            if Instant::now() < at {
+                return Err(TransportError::Unreachable {
+                    target,
+                    addr: addr.to_string(),
+                    reason: "in reconnect backoff".into(),
+                });
+            }
+        }
+        let connect = tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect(addr)).await;
+        let stream = match connect {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                state.failures = state.failures.saturating_add(1);
+                state.retry_at = Some(Instant::now() + backoff(state.failures));
+                return Err(TransportError::Unreachable { target, addr: addr.to_string(), reason: e.to_string() });
+            }
+            Err(_) => {
+                state.failures = state.failures.saturating_add(1);
+                state.retry_at = Some(Instant::now() + backoff(state.failures));
+                return Err(TransportError::Unreachable {
+                    target,
+                    addr: addr.to_string(),
+                    reason: "connect timed out".into(),
+                });
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        state.failures = 0;
+        state.retry_at = None;
+        let conn = Arc::new(spawn_conn(stream));
+        state.conn = Some(Arc::clone(&conn));
+        Ok(conn)
+    }
+}
+
+fn spawn_conn(stream: TcpStream) -> Conn {
+    let (read_half, write_half) = stream.into_split();
+    let (frames_tx, frames_rx) = mpsc::unbounded_channel();
+    let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+    let closed = Arc::new(AtomicBool::new(false));
+    {
+        let pending = Arc::clone(&pending);
+        let closed = Arc::clone(&closed);
+        tokio::spawn(async move {
+            let res = wire::write_frames(write_half, frames_rx).await;
+            let reason = match res {
+                Ok(()) => "connection closed".to_string(),
+                Err(e) => format!("write failed: {e}"),
+            };
+            Conn::fail_all(&pending, &closed, &reason);
+        });
+    }
+    {
+        let pending = Arc::clone(&pending);
+        let closed = Arc::clone(&closed);
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, read_half);
+            let reason = loop {
+                match wire::read_frame(&mut reader).await {
+                    Ok(Some(frame)) if frame.kind == KIND_RESPONSE => {
+                        let waiter = pending.lock().remove(&frame.id);
+                        if let Some(tx) = waiter {
+                            let decoded =
+                                codec::decode::<RpcResponse>(&frame.body).map_err(|e| format!("bad response: {e}"));
+                            let _ = tx.send(decoded);
+                        }
+                    }
+                    Ok(Some(frame)) => break format!("unexpected frame kind {} from server", frame.kind),
+                    Ok(None) => break "connection closed by peer".to_string(),
+                    Err(e) => break format!("read failed: {e}"),
+                }
+            };
+            Conn::fail_all(&pending, &closed, &reason);
+        });
+    }
+    Conn { frames: frames_tx, pending, closed }
+}
+
+impl Transport for TcpTransport {
+    fn send(
+        &self,
+        target: NodeId,
+        addr: &str,
+        request: RpcRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<RpcResponse, TransportError>> {
+        let this = self.clone();
+        let addr = addr.to_string();
+        Box::pin(async move {
+            let work = async {
+                let conn = this.connection(target, &addr).await?;
+                let id = this.inner.next_id.fetch_add(1, Ordering::Relaxed);
+                let frame = wire::encode_frame(id, KIND_REQUEST, &request)
+                    .map_err(|e| TransportError::Connection { target, reason: e.to_string() })?;
+                let (tx, rx) = oneshot::channel();
+                conn.pending.lock().insert(id, tx);
+                // Re-check after registering: a connection that closed in between has already
+                // failed its waiters and would never answer this one.
+                if conn.closed.load(Ordering::Acquire) || conn.frames.send(frame).is_err() {
+                    conn.pending.lock().remove(&id);
+                    return Err(TransportError::Connection { target, reason: "connection closed".into() });
+                }
+                let _guard = PendingGuard { pending: Arc::clone(&conn.pending), id };
+                match rx.await {
+                    Ok(Ok(resp)) => Ok(resp),
+                    Ok(Err(reason)) => Err(TransportError::Connection { target, reason }),
+                    Err(_) => Err(TransportError::Connection { target, reason: "connection dropped".into() }),
+                }
+            };
+            match tokio::time::timeout(timeout, work).await {
+                Ok(r) => r,
+                Err(_) => Err(TransportError::Timeout { target, after: timeout }),
+            }
+        })
+    }
+}
+
+/// Removes a waiter when its caller gives up (timeout or cancellation), so the map cannot grow.
+struct PendingGuard {
+    pending: Pending,
+    id: u64,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.pending.lock().remove(&self.id);
+    }
+}
+
+/// The faults a [`FaultyTransport`] applies, shared by every server of a test cluster.
+///
+/// Rules are directional: blocking `a → b` loses requests `a` sends to `b` (and so their
+/// responses) but not requests from `b` to `a`. Faults are deterministic (every n-th message, a
+/// fixed delay), so a failing test replays the same way.
+#[derive(Clone, Default)]
+pub struct Faults {
+    inner: Arc<Mutex<FaultState>>,
+}
+
+#[derive(Default)]
+struct FaultState {
+    blocked: HashSet<(NodeId, NodeId)>,
+    delay: Option<Duration>,
+    drop_every: Option<u64>,
+    duplicate: bool,
+    counter: u64,
+    only_kind: Option<RpcKind>,
+}
+
+enum Verdict {
+    Deliver { delay: Option<Duration>, duplicate: bool },
+    Drop,
+}
+
+impl Faults {
+    /// No faults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loses every request `from` sends to `to`.
+    pub fn block(&self, from: NodeId, to: NodeId) {
+        self.inner.lock().blocked.insert((from, to));
+    }
+
+    /// Loses every request in both directions between each server of `a` and each of `b`.
+    pub fn partition(&self, a: &[NodeId], b: &[NodeId]) {
+        let mut st = self.inner.lock();
+        for &x in a {
+            for &y in b {
+                st.blocked.insert((x, y));
+                st.blocked.insert((y, x));
+            }
+        }
+    }
+
+    /// Loses every request `node` sends, while requests to it still arrive (one-way isolation).
+    pub fn isolate_outbound(&self, node: NodeId, others: &[NodeId]) {
+        let mut st = self.inner.lock();
+        for &o in others {
+            st.blocked.insert((node, o));
+        }
+    }
+
+    /// Delays every delivered request by `delay` (or removes the delay).
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        self.inner.lock().delay = delay;
+    }
+
+    /// Drops every `n`-th request (or stops dropping with `None`).
+    pub fn drop_every(&self, n: Option<u64>) {
+        self.inner.lock().drop_every = n.filter(|&n| n > 0);
+    }
+
+    /// Delivers every request twice (the second answer is discarded).
+    pub fn set_duplicate(&self, duplicate: bool) {
+        self.inner.lock().duplicate = duplicate;
+    }
+
+    /// Applies delay, drops and duplication only to requests of this kind (`None`: to all).
+    pub fn only_kind(&self, kind: Option<RpcKind>) {
+        self.inner.lock().only_kind = kind;
+    }
+
+    /// Removes every fault.
+    pub fn heal(&self) {
+        *self.inner.lock() = FaultState::default();
+    }
+
+    fn verdict(&self, from: NodeId, to: NodeId, kind: RpcKind) -> Verdict {
+        let mut st = self.inner.lock();
+        if st.blocked.contains(&(from, to)) {
+            return Verdict::Drop;
+        }
+        if st.only_kind.is_some_and(|k| k != kind) {
+            return Verdict::Deliver { delay: None, duplicate: false };
+        }
+        st.counter = st.counter.wrapping_add(1);
+        if let Some(n) = st.drop_every {
+            if st.counter % n == 0 {
+                return Verdict::Drop;
+            }
+        }
+        Verdict::Deliver { delay: st.delay, duplicate: st.duplicate }
+    }
+}
+
+/// A [`Transport`] wrapper that applies [`Faults`] to what server `from` sends.
+pub struct FaultyTransport<T> {
+    inner: Arc<T>,
+    from: NodeId,
+    faults: Faults,
+}
+
+impl<T: Transport> FaultyTransport<T> {
+    /// Wraps `inner`, the transport of server `from`, with the shared `faults`.
+    pub fn new(inner: T, from: NodeId, faults: Faults) -> Self {
+        FaultyTransport { inner: Arc::new(inner), from, faults }
+    }
+}
+
+impl<T: Transport> Transport for FaultyTransport<T> {
+    fn send(
+        &self,
+        target: NodeId,
+        addr: &str,
+        request: RpcRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<RpcResponse, TransportError>> {
+        let verdict = self.faults.verdict(self.from, target, request.kind());
+        let inner = Arc::clone(&self.inner);
+        let addr = addr.to_string();
+        Box::pin(async move {
+            match verdict {
+                Verdict::Drop => {
+                    // A lost message looks like silence: the caller waits out its timeout.
+                    tokio::time::sleep(timeout).await;
+                    Err(TransportError::Timeout { target, after: timeout })
+                }
+                Verdict::Deliver { delay, duplicate } => {
+                    if let Some(d) = delay {
+                        tokio::time::sleep(d.min(timeout)).await;
+                    }
+                    if duplicate {
+                        let _ = inner.send(target, &addr, request.clone(), timeout).await;
+                    }
+                    inner.send(target, &addr, request, timeout).await
+                }
+            }
+        })
+    }
+}

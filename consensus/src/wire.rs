@@ -1,0 +1,189 @@
+//! What travels on the server RPC port: framing and the request/response messages.
+//!
+//! A frame is `len: u32 BE | request id: u64 BE | kind: u8 | body`, where `len` counts everything
+//! after itself and the body is bincode. Request ids let many requests share one connection and
+//! be answered out of order.
+
+use bytes::Bytes;
+use openraft::error::SnapshotMismatch;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::codec::{self, CodecError};
+use crate::types::{Command, NodeId, NodeInfo, TypeConfig};
+
+/// Largest frame accepted; bigger ones close the connection (a corrupt or hostile peer).
+pub(crate) const MAX_FRAME_BYTES: usize = 128 * 1024 * 1024;
+/// Frame header after the length: request id and kind.
+const HEADER_BYTES: usize = 9;
+
+pub(crate) const KIND_REQUEST: u8 = 0;
+pub(crate) const KIND_RESPONSE: u8 = 1;
+
+/// A request sent to another server's RPC port.
+///
+/// It is opaque to applications except for its [`RpcKind`], which a fault-injecting
+/// [`Transport`](crate::Transport) may use to pick what to disturb.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RpcRequest(pub(crate) Request);
+
+/// The answer to an [`RpcRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RpcResponse(pub(crate) Response);
+
+/// What an [`RpcRequest`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RpcKind {
+    /// Raft log replication and heartbeats.
+    AppendEntries,
+    /// Raft elections.
+    Vote,
+    /// One chunk of a Raft snapshot.
+    InstallSnapshot,
+    /// A client write forwarded to the leader.
+    ForwardWrite,
+    /// An opaque application request.
+    App,
+    /// A bootstrap probe ("do you already have Raft state?").
+    Probe,
+}
+
+impl RpcRequest {
+    /// What the request is for.
+    pub fn kind(&self) -> RpcKind {
+        match &self.0 {
+            Request::AppendEntries(_) => RpcKind::AppendEntries,
+            Request::Vote(_) => RpcKind::Vote,
+            Request::InstallSnapshot(_) => RpcKind::InstallSnapshot,
+            Request::Forward(_) => RpcKind::ForwardWrite,
+            Request::App(_) => RpcKind::App,
+            Request::Probe => RpcKind::Probe,
+        }
+    }
+}
+
+/// An opaque application request carried over the server RPC port, Consul-style: the node uses
+/// it to forward reads and client-agent requests to the leader or another server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRequest {
+    /// The datacenter the request is for; `None` means the receiving server's own. Reserved for
+    /// cross-datacenter forwarding: today a server answers whatever it receives.
+    pub datacenter: Option<String>,
+    /// The request bytes, meaningful to the registered [`AppHandler`](crate::AppHandler).
+    pub payload: Bytes,
+}
+
+/// A client write forwarded from a follower to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ForwardedWrite {
+    pub(crate) datacenter: Option<String>,
+    pub(crate) command: Command,
+}
+
+/// The result of a committed, applied write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteResponse {
+    /// The Raft log index the command was committed at.
+    pub index: u64,
+    /// What the state machine returned for it.
+    pub response: Bytes,
+}
+
+/// Why a remote server refused or failed a forwarded request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum RemoteError {
+    NotLeader { leader: Option<NodeId>, leader_info: Option<NodeInfo> },
+    NoAppHandler,
+    App(String),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Request {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    Forward(ForwardedWrite),
+    App(AppRequest),
+    Probe,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Response {
+    AppendEntries(AppendEntriesResponse<NodeId>),
+    Vote(VoteResponse<NodeId>),
+    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, SnapshotMismatch>),
+    Forward(Result<WriteResponse, RemoteError>),
+    App(Result<Bytes, RemoteError>),
+    Probe { initialized: bool },
+    /// The receiver could not serve the request at all (e.g. its Raft has stopped).
+    Failed(String),
+}
+
+/// One decoded frame.
+pub(crate) struct Frame {
+    pub(crate) id: u64,
+    pub(crate) kind: u8,
+    pub(crate) body: Vec<u8>,
+}
+
+/// Encodes a message into a complete frame.
+pub(crate) fn encode_frame<T: Serialize>(id: u64, kind: u8, msg: &T) -> Result<Vec<u8>, CodecError> {
+    let body = codec::encode(msg)?;
+    let len = HEADER_BYTES + body.len();
+    if len > MAX_FRAME_BYTES {
+        return Err(CodecError { reason: format!("frame of {len} bytes exceeds the {MAX_FRAME_BYTES} limit") });
+    }
+    let mut out = Vec::with_capacity(4 + len);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.extend_from_slice(&id.to_be_bytes());
+    out.push(kind);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream between frames.
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Frame>> {
+    let mut len_buf = [0u8; 4];
+    match r.read_exact(&mut len_buf).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len_buf) as usize;
+    if !(HEADER_BYTES..=MAX_FRAME_BYTES).contains(&len) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame length {len} outside {HEADER_BYTES}..={MAX_FRAME_BYTES}"),
+        ));
+    }
+    let mut header = [0u8; HEADER_BYTES];
+    r.read_exact(&mut header).await?;
+    let (id_bytes, kind) = header.split_at(8);
+    let mut id = [0u8; 8];
+    id.copy_from_slice(id_bytes);
+    let mut body = vec![0u8; len - HEADER_BYTES];
+    r.read_exact(&mut body).await?;
+    Ok(Some(Frame { id: u64::from_be_bytes(id), kind: kind.first().copied().unwrap_or(u8::MAX), body }))
+}
+
+/// Writes queued frames, coalescing whatever is queued into one flush.
+pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
+    w: W,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+) -> std::io::Result<()> {
+    let mut w = tokio::io::BufWriter::with_capacity(256 * 1024, w);
+    while let Some(frame) = rx.recv().await {
+        w.write_all(&frame).await?;
+        while let Ok(more) = rx.try_recv() {
+            w.write_all(&more).await?;
+        }
+        w.flush().await?;
+    }
+    w.shutdown().await
+}
