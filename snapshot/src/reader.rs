@@ -119,6 +119,9 @@ impl<R: Read> SnapshotReader<R> {
 
     /// The next record, or `Ok(None)` once the trailer has been read and the digest, the record count and the
     /// end of input have all checked out.
+    ///
+    /// Checking the end of input means reading until the input reports end of file: over a socket the sender
+    /// must close its side, or the caller bounds the input with [`Read::take`].
     pub fn next_record(&mut self) -> Result<Option<Record>, SnapshotError> {
         match self.state {
             State::Records => {}

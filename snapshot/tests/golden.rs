@@ -9,7 +9,12 @@ use std::path::Path;
 use tribune_snapshot::{KindStats, RecordKind, SnapshotMeta, SnapshotWriter, verify};
 
 fn seed(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/read_archive").join(name)).unwrap()
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/seeds/read_archive")
+            .join(name),
+    )
+    .unwrap()
 }
 
 fn meta() -> SnapshotMeta {
@@ -25,15 +30,22 @@ fn meta() -> SnapshotMeta {
 
 #[test]
 fn the_writer_reproduces_the_reference_files() {
-    let (empty, _) = SnapshotWriter::new(Vec::new(), &meta()).unwrap().finish().unwrap();
+    let (empty, _) = SnapshotWriter::new(Vec::new(), &meta())
+        .unwrap()
+        .finish()
+        .unwrap();
     assert_eq!(empty, seed("empty"));
 
     let mut writer = SnapshotWriter::new(Vec::new(), &meta()).unwrap();
-    writer.write_record(RecordKind(1), &("key", b"hi".to_vec(), 5u64)).unwrap();
+    writer
+        .write_record(RecordKind(1), &("key", b"hi".to_vec(), 5u64))
+        .unwrap();
     assert_eq!(writer.finish().unwrap().0, seed("one"));
 
     let mut writer = SnapshotWriter::new(Vec::new(), &meta()).unwrap();
-    writer.write_record(RecordKind(1), &("a/b", b"xyz".to_vec(), 9u64)).unwrap();
+    writer
+        .write_record(RecordKind(1), &("a/b", b"xyz".to_vec(), 9u64))
+        .unwrap();
     writer.write_record(RecordKind(2), &vec!["p", "q"]).unwrap();
     writer.write_raw(RecordKind(9), b"").unwrap();
     assert_eq!(writer.finish().unwrap().0, seed("mixed"));

@@ -30,9 +30,17 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    assert_eq!(verified.is_ok(), streamed_cleanly, "verify and the streaming reader disagree");
+    assert_eq!(
+        verified.is_ok(),
+        streamed_cleanly,
+        "verify and the streaming reader disagree"
+    );
 
     // open_verified yields a reader only for archives that verify.
     let opened = SnapshotReader::open_verified_with_max_record_len(Cursor::new(data), LIMIT);
-    assert_eq!(opened.is_ok(), verified.is_ok(), "open_verified and verify disagree");
+    assert_eq!(
+        opened.is_ok(),
+        verified.is_ok(),
+        "open_verified and verify disagree"
+    );
 });
