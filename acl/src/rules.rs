@@ -196,7 +196,8 @@ impl PolicyRules {
 
     /// Parses HCL rules (block form `key "foo" { policy = "write" }`, attributes `acl = "write"`).
     pub fn parse_hcl(text: &str) -> Result<PolicyRules, RuleError> {
-        check_nesting(text, RuleSyntax::Hcl)?;
+        // hcl-rs bounds nesting depth itself (it reports deeper input as a syntax error), so hostile
+        // input cannot exhaust the stack; serde_json does the same for JSON.
         let value: Value = hcl::from_str(text).map_err(|e| RuleError::Syntax {
             syntax: RuleSyntax::Hcl,
             message: e.to_string(),
@@ -486,42 +487,6 @@ fn labelled_access(
         merge_level(&mut merged, policy);
     }
     merged.ok_or_else(malformed)
-}
-
-/// Deepest bracket nesting accepted in HCL text. Real policies nest three levels; the limit keeps a
-/// hostile input from exhausting the stack of the recursive-descent parser.
-const MAX_HCL_NESTING: usize = 64;
-
-fn check_nesting(text: &str, syntax: RuleSyntax) -> Result<(), RuleError> {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for byte in text.bytes() {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'{' | b'[' | b'(' => {
-                depth += 1;
-                if depth > MAX_HCL_NESTING {
-                    return Err(RuleError::Syntax {
-                        syntax,
-                        message: format!("nesting deeper than {MAX_HCL_NESTING} levels"),
-                    });
-                }
-            }
-            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

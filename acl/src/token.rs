@@ -145,7 +145,8 @@ pub struct Token {
     /// A local token lives only in its datacenter and is never replicated.
     #[serde(default)]
     pub local: bool,
-    /// After this instant the token no longer resolves.
+    /// After this instant the token no longer resolves. Serialised in serde's `SystemTime` form; the HTTP
+    /// layer renders Consul's RFC 3339 `ExpirationTime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration_time: Option<SystemTime>,
     /// Raft index of creation (0 when not stored yet).
