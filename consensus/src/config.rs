@@ -109,7 +109,8 @@ impl ConsensusConfig {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after_logs),
             snapshot_max_chunk_size: self.snapshot_chunk_bytes,
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
-            purge_batch_size: 1024,
+            // Purge in batches no larger than the snapshot interval, so a small interval still purges.
+            purge_batch_size: self.snapshot_after_logs.clamp(1, 1024),
             ..openraft::Config::default()
         };
         config.validate().map_err(|e| ConsensusError::Config { field: "raft", reason: e.to_string() })
