@@ -367,6 +367,14 @@ impl<R: Read> HashingInput<R> {
         self.hashed = 0;
         loop {
             match self.inner.read(&mut self.buf) {
+                // A `Read` that claims more bytes than the buffer holds breaks its contract; refuse it rather
+                // than slice past the buffer.
+                Ok(n) if n > self.buf.len() => {
+                    return Err(SnapshotError::Io(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the input reported reading more bytes than the buffer holds",
+                    )));
+                }
                 Ok(n) => {
                     self.end = n;
                     return Ok(n);

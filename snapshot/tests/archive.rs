@@ -612,3 +612,14 @@ fn errors_name_what_went_wrong() {
     );
     let _ = BTreeMap::<u8, u8>::new();
 }
+
+#[test]
+fn a_reader_that_overstates_its_read_count_is_an_io_error() {
+    struct Liar;
+    impl io::Read for Liar {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            Ok(buf.len() + 1)
+        }
+    }
+    assert!(matches!(SnapshotReader::new(Liar), Err(SnapshotError::Io(_))));
+}

@@ -59,3 +59,19 @@ fn the_reader_accepts_the_reference_files() {
     assert_eq!(inspection.kinds[&RecordKind(2)], KindStats { count: 1, bytes: 5 });
     assert_eq!(inspection.total_bytes, 111);
 }
+
+#[test]
+fn serde_bytes_values_are_the_same_bytes_as_plain_vectors() {
+    // The README and the benches recommend `serde_bytes` for byte fields; it must not change the format.
+    #[derive(serde::Serialize)]
+    struct Fast<'a>(#[serde(with = "serde_bytes")] &'a [u8], u64);
+    let value: Vec<u8> = (0..=255).collect();
+    let write = |record: &dyn Fn(&mut SnapshotWriter<Vec<u8>>)| {
+        let mut writer = SnapshotWriter::new(Vec::new(), &meta()).unwrap();
+        record(&mut writer);
+        writer.finish().unwrap().0
+    };
+    let fast = write(&|w| w.write_record(RecordKind(1), &Fast(&value, 9)).unwrap());
+    let plain = write(&|w| w.write_record(RecordKind(1), &(value.clone(), 9u64)).unwrap());
+    assert_eq!(fast, plain);
+}
