@@ -1,1 +1,47 @@
-//! SWIM + Lifeguard gossip membership as a sans-IO state machine, with a tokio runtime and a simulator.
+//! SWIM + Lifeguard gossip membership for Tribune, as a sans-IO state machine.
+//!
+//! A [`Pool`] is one membership pool — a datacenter's LAN pool of agents or the WAN pool of all
+//! servers; a node runs one instance per pool, each with its own [`Config`] ([`Config::lan`],
+//! [`Config::wan`]) and optional [`Keyring`]. The pool tells the application who is alive
+//! ([`Event::Joined`], [`Event::Failed`], [`Event::Left`], …), carries each member's [`Tags`], and
+//! broadcasts small user events exactly once per member.
+//!
+//! The protocol is memberlist's: direct probes with acks, indirect probes through `k` members with
+//! nacks, suspicion refuted by incarnation, Lifeguard's local health multiplier and dynamic
+//! suspicion timeouts, piggybacked broadcasts retransmitted `mult × ceil(log10(N+1))` times in
+//! packets of at most 1400 bytes, push-pull full-state exchanges over a stream on join and
+//! periodically. It is not wire-compatible with Go memberlist.
+//!
+//! Main types:
+//! - [`Pool`]: the state machine. Inputs are `handle_packet`, `handle_stream`, `handle_timer`,
+//!   `join`, `leave`, `update_tags` and `send_user_event`, each given the current [`Instant`];
+//!   outputs ([`Output`]: packets, streams, timers, events) are drained with [`Pool::poll_output`].
+//! - [`Keyring`]: AES-GCM keys (ring) for encrypting every packet and stream; [`keygen`].
+//! - `runtime::GossipRuntime` (feature `tokio-runtime`, on by default): UDP + TCP on tokio.
+//! - [`sim::Simulation`]: a deterministic discrete-event simulator running thousands of pools
+//!   through the real codec, with latency, loss, partitions, crashes and restarts.
+//!
+//! What it is NOT: the core does no IO, reads no clock and uses no unseeded randomness; it has no
+//! Serf queries, Vivaldi coordinates, compression or TCP fallback probes, and it does not persist
+//! anything.
+
+mod broadcast;
+mod codec;
+mod config;
+mod keyring;
+mod member;
+mod pool;
+pub mod sim;
+mod time;
+mod user_events;
+
+
+pub use codec::{
+    DecodeError, MemberState, Message, PushPull, decode_packet, decode_push_pull, encode_packet,
+    encode_push_pull,
+};
+pub use config::{Config, ConfigError};
+pub use keyring::{Keyring, KeyringError, decode_key, keygen};
+pub use member::{Event, Member, MemberStatus, Tags, UserEvent};
+pub use pool::{LocalNode, MAX_NAME_LEN, Output, Pool, PoolError, Stats, Timer};
+pub use time::Instant;

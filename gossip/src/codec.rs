@@ -1,0 +1,616 @@
+//! The wire format: versioned binary packets (UDP) and streams (TCP push-pull).
+//!
+//! ```text
+//! packet  := VERSION count:u8 { len:u16 message }{count}
+//! message := kind:u8 body
+//! stream  := VERSION STREAM_PUSH_PULL flags:u8 event_ltime:u64 count:u32 { member_state }{count}
+//! ```
+//! Integers are little-endian; strings are `len:u16` + UTF-8; addresses are `family:u8` (4 or 6) +
+//! octets + `port:u16`. Decoding never panics and never allocates more than the input's length:
+//! every length and count is checked against the bytes that remain before anything is reserved.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::member::{MemberStatus, Tags};
+
+/// The first byte of every plaintext packet and stream.
+pub(crate) const PROTOCOL_VERSION: u8 = 1;
+const STREAM_PUSH_PULL: u8 = 0x40;
+/// Bytes a packet spends before its first message: version and count.
+pub(crate) const PACKET_HEADER: usize = 2;
+/// Bytes each message of a packet spends on its length prefix.
+pub(crate) const MESSAGE_OVERHEAD: usize = 2;
+/// Most messages in one packet.
+pub(crate) const MAX_MESSAGES_PER_PACKET: usize = 255;
+
+const KIND_PING: u8 = 1;
+const KIND_INDIRECT_PING: u8 = 2;
+const KIND_ACK: u8 = 3;
+const KIND_NACK: u8 = 4;
+const KIND_ALIVE: u8 = 5;
+const KIND_SUSPECT: u8 = 6;
+const KIND_DEAD: u8 = 7;
+const KIND_USER_EVENT: u8 = 8;
+
+/// One protocol message carried in a packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Message {
+    /// A direct probe of the member named `target`, to be acked to the sender.
+    Ping {
+        /// Sequence number echoed in the ack.
+        seq: u32,
+        /// Name of the member probed; a member with another name ignores the ping.
+        target: String,
+    },
+    /// A request to probe `target` on the sender's behalf.
+    IndirectPing {
+        /// Sequence number echoed in the ack or nack sent back to the requester.
+        seq: u32,
+        /// Name of the member to probe.
+        target: String,
+        /// Its address.
+        target_addr: SocketAddr,
+        /// Whether the requester wants a nack when the target stays silent (Lifeguard).
+        want_nack: bool,
+    },
+    /// Answer to a ping.
+    Ack {
+        /// The ping's sequence number.
+        seq: u32,
+    },
+    /// An indirect prober got no ack in time (Lifeguard): proof that the prober itself is healthy.
+    Nack {
+        /// The indirect ping's sequence number.
+        seq: u32,
+    },
+    /// `node` is alive at `incarnation`, with this address and these tags.
+    Alive {
+        /// Incarnation of the claim.
+        incarnation: u32,
+        /// Member name.
+        node: String,
+        /// Member address.
+        addr: SocketAddr,
+        /// Member tags.
+        tags: Tags,
+    },
+    /// `from` suspects `node` at `incarnation`.
+    Suspect {
+        /// Incarnation of the claim.
+        incarnation: u32,
+        /// Suspected member.
+        node: String,
+        /// Accuser.
+        from: String,
+    },
+    /// `from` declares `node` dead at `incarnation`; `from == node` is a graceful leave.
+    Dead {
+        /// Incarnation of the claim.
+        incarnation: u32,
+        /// Member declared dead.
+        node: String,
+        /// Who declared it.
+        from: String,
+    },
+    /// An application event broadcast to the whole pool.
+    UserEvent {
+        /// Lamport time of the event.
+        ltime: u64,
+        /// Event name.
+        name: String,
+        /// Event payload.
+        payload: Vec<u8>,
+    },
+}
+
+/// One member's state in a push-pull exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberState {
+    /// Member name.
+    pub name: String,
+    /// Member address.
+    pub addr: SocketAddr,
+    /// Incarnation.
+    pub incarnation: u32,
+    /// Status as seen by the sender.
+    pub status: MemberStatus,
+    /// Tags.
+    pub tags: Tags,
+}
+
+/// A full state exchange, sent over a stream on join and periodically.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushPull {
+    /// The sender is joining (asks the receiver to answer with its own state).
+    pub join: bool,
+    /// This is the answer to a request.
+    pub reply: bool,
+    /// The sender's user-event Lamport clock.
+    pub event_ltime: u64,
+    /// Every member the sender knows, itself included.
+    pub members: Vec<MemberState>,
+}
+
+/// Why bytes could not be decoded. Decoding stops at the first problem; nothing is applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The input is empty.
+    #[error("empty input")]
+    Empty,
+    /// The first byte is not a protocol version this build speaks (an encrypted packet received
+    /// without a keyring lands here too).
+    #[error("unsupported protocol version {version}")]
+    UnsupportedVersion {
+        /// The byte found.
+        version: u8,
+    },
+    /// The input ends in the middle of `what`.
+    #[error("truncated input while reading {what}")]
+    Truncated {
+        /// The field being read.
+        what: &'static str,
+    },
+    /// An unknown message or stream kind.
+    #[error("unknown message kind {kind}")]
+    UnknownKind {
+        /// The byte found.
+        kind: u8,
+    },
+    /// A string field is not UTF-8.
+    #[error("{what} is not valid UTF-8")]
+    InvalidUtf8 {
+        /// The field.
+        what: &'static str,
+    },
+    /// A field holds a value outside its domain.
+    #[error("invalid {what}: {value}")]
+    InvalidValue {
+        /// The field.
+        what: &'static str,
+        /// The value found.
+        value: u64,
+    },
+    /// Bytes remain after the last field of a message.
+    #[error("{count} unexpected trailing bytes")]
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+fn put_u16(out: &mut Vec<u8>, v: u16) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+/// Strings longer than `u16::MAX` are cut at a character boundary; the pool refuses such names and
+/// tags before they reach the encoder, so this only guards the format.
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let mut end = s.len().min(u16::MAX as usize);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    put_u16(out, end as u16);
+    out.extend_from_slice(&s.as_bytes()[..end]);
+}
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    let len = b.len().min(u16::MAX as usize);
+    put_u16(out, len as u16);
+    out.extend_from_slice(&b[..len]);
+}
+fn put_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    put_u16(out, addr.port());
+}
+fn put_tags(out: &mut Vec<u8>, tags: &Tags) {
+    let count = tags.len().min(u16::MAX as usize);
+    put_u16(out, count as u16);
+    for (k, v) in tags.iter().take(count) {
+        put_str(out, k);
+        put_str(out, v);
+    }
+}
+
+/// Size of `tags` once encoded.
+pub(crate) fn encoded_tags_len(tags: &Tags) -> usize {
+    2 + tags.iter().map(|(k, v)| 4 + k.len() + v.len()).sum::<usize>()
+}
+
+fn status_byte(s: MemberStatus) -> u8 {
+    match s {
+        MemberStatus::Alive => 0,
+        MemberStatus::Suspect => 1,
+        MemberStatus::Failed => 2,
+        MemberStatus::Left => 3,
+    }
+}
+
+/// Appends `msg` (kind and body, no length prefix) to `out`.
+pub(crate) fn encode_message(msg: &Message, out: &mut Vec<u8>) {
+    match msg {
+        Message::Ping { seq, target } => {
+            out.push(KIND_PING);
+            put_u32(out, *seq);
+            put_str(out, target);
+        }
+        Message::IndirectPing { seq, target, target_addr, want_nack } => {
+            out.push(KIND_INDIRECT_PING);
+            put_u32(out, *seq);
+            put_str(out, target);
+            put_addr(out, target_addr);
+            out.push(u8::from(*want_nack));
+        }
+        Message::Ack { seq } => {
+            out.push(KIND_ACK);
+            put_u32(out, *seq);
+        }
+        Message::Nack { seq } => {
+            out.push(KIND_NACK);
+            put_u32(out, *seq);
+        }
+        Message::Alive { incarnation, node, addr, tags } => {
+            out.push(KIND_ALIVE);
+            put_u32(out, *incarnation);
+            put_str(out, node);
+            put_addr(out, addr);
+            put_tags(out, tags);
+        }
+        Message::Suspect { incarnation, node, from } => {
+            out.push(KIND_SUSPECT);
+            put_u32(out, *incarnation);
+            put_str(out, node);
+            put_str(out, from);
+        }
+        Message::Dead { incarnation, node, from } => {
+            out.push(KIND_DEAD);
+            put_u32(out, *incarnation);
+            put_str(out, node);
+            put_str(out, from);
+        }
+        Message::UserEvent { ltime, name, payload } => {
+            out.push(KIND_USER_EVENT);
+            put_u64(out, *ltime);
+            put_str(out, name);
+            put_bytes(out, payload);
+        }
+    }
+}
+
+/// Encodes one message on its own.
+pub(crate) fn message_bytes(msg: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    encode_message(msg, &mut out);
+    out
+}
+
+/// A packet buffer holding only the header; append messages with [`push_framed`], then
+/// [`finish_packet`].
+pub(crate) fn start_packet() -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.push(PROTOCOL_VERSION);
+    out.push(0);
+    out
+}
+
+/// Appends one encoded message with its length prefix. The caller keeps messages under 64 KiB
+/// (the pool's are bounded by the MTU) and at most [`MAX_MESSAGES_PER_PACKET`] per packet.
+pub(crate) fn push_framed(out: &mut Vec<u8>, msg: &[u8]) {
+    put_u16(out, msg.len().min(u16::MAX as usize) as u16);
+    out.extend_from_slice(msg);
+}
+
+/// Writes the message count into the header.
+pub(crate) fn finish_packet(out: &mut [u8], count: usize) {
+    if let Some(c) = out.get_mut(1) {
+        *c = count.min(MAX_MESSAGES_PER_PACKET) as u8;
+    }
+}
+
+/// The raw messages of a framed packet, undecoded.
+#[cfg(test)]
+pub(crate) fn split_framed(packet: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = &packet[PACKET_HEADER..];
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
+        out.push(rest[2..2 + len].to_vec());
+        rest = &rest[2 + len..];
+    }
+    out
+}
+
+/// Encodes a packet holding `messages`.
+/// At most [`MAX_MESSAGES_PER_PACKET`] are encoded.
+pub fn encode_packet(messages: &[Message]) -> Vec<u8> {
+    let mut out = start_packet();
+    let count = messages.len().min(MAX_MESSAGES_PER_PACKET);
+    for m in messages.iter().take(count) {
+        push_framed(&mut out, &message_bytes(m));
+    }
+    finish_packet(&mut out, count);
+    out
+}
+
+/// Encodes a push-pull stream.
+pub fn encode_push_pull(pp: &PushPull) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + pp.members.len() * 48);
+    out.push(PROTOCOL_VERSION);
+    out.push(STREAM_PUSH_PULL);
+    out.push(u8::from(pp.join) | (u8::from(pp.reply) << 1));
+    put_u64(&mut out, pp.event_ltime);
+    put_u32(&mut out, pp.members.len() as u32);
+    for m in &pp.members {
+        put_str(&mut out, &m.name);
+        put_addr(&mut out, &m.addr);
+        put_u32(&mut out, m.incarnation);
+        out.push(status_byte(m.status));
+        put_tags(&mut out, &m.tags);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(DecodeError::Truncated { what });
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N, what)?);
+        Ok(a)
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.array(what)?))
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+    fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
+        let len = usize::from(self.u16(what)?);
+        let raw = self.take(len, what)?;
+        std::str::from_utf8(raw).map(str::to_owned).map_err(|_| DecodeError::InvalidUtf8 { what })
+    }
+    fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>, DecodeError> {
+        let len = usize::from(self.u16(what)?);
+        Ok(self.take(len, what)?.to_vec())
+    }
+    fn addr(&mut self) -> Result<SocketAddr, DecodeError> {
+        let ip = match self.u8("address family")? {
+            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>("IPv4 address")?)),
+            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>("IPv6 address")?)),
+            other => return Err(DecodeError::InvalidValue { what: "address family", value: other.into() }),
+        };
+        Ok(SocketAddr::new(ip, self.u16("port")?))
+    }
+    fn tags(&mut self) -> Result<Tags, DecodeError> {
+        let count = self.u16("tag count")?;
+        let mut tags = Tags::new();
+        for _ in 0..count {
+            let k = self.string("tag key")?;
+            let v = self.string("tag value")?;
+            tags.insert(k, v);
+        }
+        Ok(tags)
+    }
+    fn status(&mut self) -> Result<MemberStatus, DecodeError> {
+        match self.u8("member status")? {
+            0 => Ok(MemberStatus::Alive),
+            1 => Ok(MemberStatus::Suspect),
+            2 => Ok(MemberStatus::Failed),
+            3 => Ok(MemberStatus::Left),
+            other => Err(DecodeError::InvalidValue { what: "member status", value: other.into() }),
+        }
+    }
+    fn flag(&mut self, what: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(DecodeError::InvalidValue { what, value: other.into() }),
+        }
+    }
+    fn finish(&self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() { Ok(()) } else { Err(DecodeError::TrailingBytes { count: self.buf.len() }) }
+    }
+}
+
+fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
+    let mut r = Reader { buf: bytes };
+    let msg = match r.u8("message kind")? {
+        KIND_PING => Message::Ping { seq: r.u32("seq")?, target: r.string("target")? },
+        KIND_INDIRECT_PING => Message::IndirectPing {
+            seq: r.u32("seq")?,
+            target: r.string("target")?,
+            target_addr: r.addr()?,
+            want_nack: r.flag("nack flag")?,
+        },
+        KIND_ACK => Message::Ack { seq: r.u32("seq")? },
+        KIND_NACK => Message::Nack { seq: r.u32("seq")? },
+        KIND_ALIVE => Message::Alive {
+            incarnation: r.u32("incarnation")?,
+            node: r.string("node")?,
+            addr: r.addr()?,
+            tags: r.tags()?,
+        },
+        KIND_SUSPECT => Message::Suspect {
+            incarnation: r.u32("incarnation")?,
+            node: r.string("node")?,
+            from: r.string("from")?,
+        },
+        KIND_DEAD => Message::Dead {
+            incarnation: r.u32("incarnation")?,
+            node: r.string("node")?,
+            from: r.string("from")?,
+        },
+        KIND_USER_EVENT => Message::UserEvent {
+            ltime: r.u64("ltime")?,
+            name: r.string("event name")?,
+            payload: r.bytes("event payload")?,
+        },
+        kind => return Err(DecodeError::UnknownKind { kind }),
+    };
+    r.finish()?;
+    Ok(msg)
+}
+
+fn check_version(r: &mut Reader<'_>) -> Result<(), DecodeError> {
+    match r.u8("version") {
+        Err(_) => Err(DecodeError::Empty),
+        Ok(PROTOCOL_VERSION) => Ok(()),
+        Ok(version) => Err(DecodeError::UnsupportedVersion { version }),
+    }
+}
+
+/// Decodes a plaintext packet into its messages. Either every message decodes or none is returned.
+pub fn decode_packet(bytes: &[u8]) -> Result<Vec<Message>, DecodeError> {
+    let mut r = Reader { buf: bytes };
+    check_version(&mut r)?;
+    let count = r.u8("message count")?;
+    // Each message needs at least its length prefix and kind, so `count` is bounded by the input.
+    let mut out = Vec::with_capacity(usize::from(count).min(r.buf.len() / 3));
+    for _ in 0..count {
+        let len = usize::from(r.u16("message length")?);
+        out.push(decode_message(r.take(len, "message")?)?);
+    }
+    r.finish()?;
+    Ok(out)
+}
+
+/// Decodes a plaintext push-pull stream.
+pub fn decode_push_pull(bytes: &[u8]) -> Result<PushPull, DecodeError> {
+    let mut r = Reader { buf: bytes };
+    check_version(&mut r)?;
+    match r.u8("stream kind")? {
+        STREAM_PUSH_PULL => {}
+        kind => return Err(DecodeError::UnknownKind { kind }),
+    }
+    let flags = r.u8("flags")?;
+    if flags > 3 {
+        return Err(DecodeError::InvalidValue { what: "flags", value: flags.into() });
+    }
+    let event_ltime = r.u64("event ltime")?;
+    let count = r.u32("member count")? as usize;
+    // The smallest member state takes 2 + 7 + 4 + 1 + 2 = 16 bytes.
+    let mut members = Vec::with_capacity(count.min(r.buf.len() / 16));
+    for _ in 0..count {
+        members.push(MemberState {
+            name: r.string("member name")?,
+            addr: r.addr()?,
+            incarnation: r.u32("incarnation")?,
+            status: r.status()?,
+            tags: r.tags()?,
+        });
+    }
+    r.finish()?;
+    Ok(PushPull { join: flags & 1 != 0, reply: flags & 2 != 0, event_ltime, members })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_messages() -> Vec<Message> {
+        let mut tags = Tags::new();
+        tags.insert("role".into(), "consul".into());
+        tags.insert("dc".into(), "dc1".into());
+        vec![
+            Message::Ping { seq: 7, target: "a".into() },
+            Message::IndirectPing {
+                seq: 9,
+                target: "b".into(),
+                target_addr: "[::1]:8301".parse().unwrap(),
+                want_nack: true,
+            },
+            Message::Ack { seq: u32::MAX },
+            Message::Nack { seq: 0 },
+            Message::Alive { incarnation: 3, node: "né".into(), addr: "10.0.0.1:7946".parse().unwrap(), tags },
+            Message::Suspect { incarnation: 4, node: "x".into(), from: "y".into() },
+            Message::Dead { incarnation: 5, node: "x".into(), from: "x".into() },
+            Message::UserEvent { ltime: 42, name: "deploy".into(), payload: vec![1, 2, 3] },
+        ]
+    }
+
+    #[test]
+    fn packets_round_trip() {
+        let msgs = sample_messages();
+        let bytes = encode_packet(&msgs);
+        assert_eq!(decode_packet(&bytes).unwrap(), msgs);
+    }
+
+    #[test]
+    fn push_pull_round_trips() {
+        let pp = PushPull {
+            join: true,
+            reply: false,
+            event_ltime: 99,
+            members: vec![MemberState {
+                name: "n1".into(),
+                addr: "127.0.0.1:1".parse().unwrap(),
+                incarnation: 2,
+                status: MemberStatus::Left,
+                tags: Tags::new(),
+            }],
+        };
+        assert_eq!(decode_push_pull(&encode_push_pull(&pp)).unwrap(), pp);
+    }
+
+    #[test]
+    fn every_truncation_and_corruption_is_an_error_not_a_panic() {
+        let bytes = encode_packet(&sample_messages());
+        for cut in 0..bytes.len() {
+            assert!(decode_packet(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for i in 0..bytes.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[i] ^= flip;
+                let _ = decode_packet(&b);
+                let _ = decode_push_pull(&b);
+            }
+        }
+        assert_eq!(decode_packet(&[]), Err(DecodeError::Empty));
+        assert_eq!(decode_packet(&[9, 0]), Err(DecodeError::UnsupportedVersion { version: 9 }));
+    }
+
+    #[test]
+    fn huge_counts_do_not_allocate_ahead_of_input() {
+        let mut b = vec![PROTOCOL_VERSION, STREAM_PUSH_PULL, 0];
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode_push_pull(&b), Err(DecodeError::Truncated { .. })));
+    }
+}

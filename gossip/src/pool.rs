@@ -1,0 +1,1203 @@
+//! The sans-IO membership state machine.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom as _;
+use rand::{Rng as _, RngCore as _, SeedableRng as _};
+
+use crate::broadcast::BroadcastQueue;
+use crate::codec::{
+    self, MAX_MESSAGES_PER_PACKET, MemberState, Message, PACKET_HEADER, PushPull,
+};
+use crate::config::{Config, ConfigError};
+use crate::keyring::{ENCRYPTION_OVERHEAD, ENCRYPTION_VERSION, Keyring, OpenError};
+use crate::member::{Event, Member, MemberStatus, Tags, UserEvent};
+use crate::time::Instant;
+use crate::user_events::EventDedup;
+
+const AAD_PACKET: &[u8] = b"tribune-gossip/packet";
+const AAD_STREAM: &[u8] = b"tribune-gossip/stream";
+/// Longest member name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// The local member's identity, as given to [`Pool::new`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalNode {
+    /// Unique name in the pool.
+    pub name: String,
+    /// Address advertised to other members (where the runtime receives packets and streams).
+    pub addr: SocketAddr,
+    /// Initial tags.
+    pub tags: Tags,
+}
+
+/// A timer the pool asked for. The caller MUST deliver every timer to [`Pool::handle_timer`] at or
+/// after its `at` instant, exactly once; delivering one late only delays the protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Timer {
+    /// Probe the next member.
+    Probe,
+    /// The direct probe `seq` got no ack in time: probe indirectly.
+    ProbeTimeout {
+        /// Sequence number of the probe.
+        seq: u32,
+    },
+    /// Send queued broadcasts.
+    Gossip,
+    /// Exchange full state with a random member.
+    PushPull,
+    /// Try to reach a random failed member.
+    Reconnect,
+    /// The suspicion of `node` at `incarnation` may have expired.
+    Suspicion {
+        /// The suspected member.
+        node: String,
+        /// Its incarnation when suspected.
+        incarnation: u32,
+    },
+    /// An indirect probe relayed for another member expired.
+    RelayTimeout {
+        /// Our sequence number of the relayed ping.
+        seq: u32,
+    },
+}
+
+/// Something the caller must do for the pool. Drain with [`Pool::poll_output`] after every input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send `data` as one UDP datagram to `to`.
+    Packet {
+        /// Destination.
+        to: SocketAddr,
+        /// Datagram payload (at most [`Config::packet_size`] bytes).
+        data: Vec<u8>,
+    },
+    /// Open a stream to `to`, write `data`, read one reply and give it to [`Pool::handle_stream`].
+    Stream {
+        /// Destination.
+        to: SocketAddr,
+        /// Stream payload.
+        data: Vec<u8>,
+    },
+    /// Call [`Pool::handle_timer`] with `timer` at `at`.
+    Timer {
+        /// Which timer.
+        timer: Timer,
+        /// When it fires.
+        at: Instant,
+    },
+    /// Report an event to the application.
+    Event(Event),
+}
+
+/// Counters kept by a pool, for metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Datagrams emitted.
+    pub packets_sent: u64,
+    /// Bytes of datagrams emitted.
+    pub packet_bytes_sent: u64,
+    /// Streams emitted (requests and replies).
+    pub streams_sent: u64,
+    /// Bytes of streams emitted.
+    pub stream_bytes_sent: u64,
+    /// Datagrams received.
+    pub packets_received: u64,
+    /// Streams received.
+    pub streams_received: u64,
+    /// Encrypted packets or streams no installed key opens (or received without a keyring).
+    pub undecryptable_dropped: u64,
+    /// Plaintext packets or streams received while encryption is on.
+    pub plaintext_dropped: u64,
+    /// Packets or streams that do not decode.
+    pub malformed_dropped: u64,
+    /// Probes started.
+    pub probes: u64,
+    /// Probes that ended without any ack.
+    pub failed_probes: u64,
+    /// Times this node refuted a claim that it was suspect or dead.
+    pub refutations: u64,
+}
+
+/// Why an operation on a pool was refused. The pool is unchanged when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The member name is empty or longer than [`MAX_NAME_LEN`] bytes.
+    #[error("member name must be 1..={max} bytes, got {len}")]
+    InvalidName {
+        /// The name's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The encoded tags exceed [`Config::max_tags_size`].
+    #[error("tags take {size} bytes encoded, more than the limit of {limit}")]
+    TagsTooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The user event exceeds [`Config::user_event_size_limit`].
+    #[error("user event takes {size} bytes, more than the limit of {limit}")]
+    UserEventTooLarge {
+        /// Name plus payload size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The pool has left; it can no longer send events or change tags.
+    #[error("the local member has left the pool")]
+    Left,
+}
+
+struct Entry {
+    member: Member,
+    /// When the status last changed.
+    changed: Instant,
+}
+
+struct ProbeState {
+    seq: u32,
+    target: String,
+    acked: bool,
+    indirect: bool,
+    expected_nacks: u32,
+    nacks: u32,
+    finished: bool,
+}
+
+struct Relay {
+    requester: SocketAddr,
+    requester_seq: u32,
+    want_nack: bool,
+}
+
+/// Lifeguard's dynamic suspicion: starts at `max` and shrinks toward `min` as independent
+/// confirmations arrive.
+struct Suspicion {
+    incarnation: u32,
+    start: Instant,
+    min: Duration,
+    max: Duration,
+    /// Confirmations wanted for the minimum timeout.
+    wanted: u32,
+    /// The original accuser and every confirmer, each counted once.
+    accusers: HashSet<String>,
+    deadline: Instant,
+}
+
+impl Suspicion {
+    fn timeout_after(&self, confirmations: u32) -> Duration {
+        if self.wanted == 0 {
+            return self.min;
+        }
+        let frac = f64::from(confirmations + 1).ln() / f64::from(self.wanted + 1).ln();
+        let span = self.max.saturating_sub(self.min).as_secs_f64();
+        let timeout = self.max.as_secs_f64() - frac * span;
+        Duration::from_secs_f64(timeout.max(self.min.as_secs_f64()))
+    }
+}
+
+/// A gossip membership pool: SWIM failure detection with Lifeguard, piggybacked broadcasts,
+/// push-pull anti-entropy and user events, as a deterministic state machine.
+///
+/// Inputs are the `handle_*` methods plus [`Pool::join`], [`Pool::leave`], [`Pool::update_tags`] and
+/// [`Pool::send_user_event`], each taking the current [`Instant`]. Effects are queued as [`Output`]s,
+/// which the caller drains with [`Pool::poll_output`] after every input. The pool does no IO, reads
+/// no clock and draws randomness only from the RNG seeded in [`Pool::new`].
+pub struct Pool {
+    config: Config,
+    name: String,
+    addr: SocketAddr,
+    tags: Tags,
+    incarnation: u32,
+    leaving: bool,
+    keyring: Option<Keyring>,
+    rng: SmallRng,
+    nonce_rng: SmallRng,
+
+    members: Vec<Entry>,
+    index: HashMap<String, usize>,
+    live: usize,
+    probe_index: usize,
+
+    awareness: u32,
+    seq: u32,
+    probe: Option<ProbeState>,
+    relays: HashMap<u32, Relay>,
+    suspicions: HashMap<String, Suspicion>,
+    broadcasts: BroadcastQueue,
+    user_events: EventDedup,
+
+    probe_due: Instant,
+    gossip_due: Instant,
+    push_pull_due: Instant,
+    reconnect_due: Instant,
+
+    outputs: VecDeque<Output>,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .field("incarnation", &self.incarnation)
+            .field("members", &self.members.len())
+            .field("live", &self.live)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// Creates a pool holding only the local member, and queues its first timers.
+    ///
+    /// `seed` drives every random choice and, when `keyring` is set, the AES-GCM nonces. Outside the
+    /// simulator it MUST come from a real entropy source and differ between processes (the tokio
+    /// runtime does this): two nodes sharing a key and a seed would reuse nonces.
+    pub fn new(
+        config: Config,
+        local: LocalNode,
+        keyring: Option<Keyring>,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Pool, PoolError> {
+        config.validate()?;
+        if local.name.is_empty() || local.name.len() > MAX_NAME_LEN {
+            return Err(PoolError::InvalidName { len: local.name.len(), max: MAX_NAME_LEN });
+        }
+        check_tags(&config, &local.tags)?;
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let nonce_rng = SmallRng::seed_from_u64(rng.next_u64());
+        let user_events = EventDedup::new(config.user_event_buffer);
+        let mut pool = Pool {
+            name: local.name.clone(),
+            addr: local.addr,
+            tags: local.tags.clone(),
+            incarnation: 1,
+            leaving: false,
+            keyring,
+            rng,
+            nonce_rng,
+            members: Vec::new(),
+            index: HashMap::new(),
+            live: 0,
+            probe_index: 0,
+            awareness: 0,
+            seq: 0,
+            probe: None,
+            relays: HashMap::new(),
+            suspicions: HashMap::new(),
+            broadcasts: BroadcastQueue::default(),
+            user_events,
+            probe_due: now,
+            gossip_due: now,
+            push_pull_due: now,
+            reconnect_due: now,
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+            config,
+        };
+        pool.insert_entry(
+            Member {
+                name: local.name,
+                addr: local.addr,
+                tags: local.tags,
+                incarnation: 1,
+                status: MemberStatus::Alive,
+            },
+            now,
+        );
+        pool.broadcast_self_alive();
+        // Stagger the periodic work so that nodes started together do not act in lockstep.
+        let probe_at = now + jitter(&mut pool.rng, pool.config.probe_interval);
+        pool.probe_due = probe_at;
+        pool.schedule(Timer::Probe, probe_at);
+        let gossip_at = now + jitter(&mut pool.rng, pool.config.gossip_interval);
+        pool.gossip_due = gossip_at;
+        pool.schedule(Timer::Gossip, gossip_at);
+        if !pool.config.push_pull_interval.is_zero() {
+            let at = now + jitter(&mut pool.rng, pool.config.push_pull_interval);
+            pool.push_pull_due = at;
+            pool.schedule(Timer::PushPull, at);
+        }
+        if !pool.config.reconnect_interval.is_zero() {
+            let at = now + pool.config.reconnect_interval;
+            pool.reconnect_due = at;
+            pool.schedule(Timer::Reconnect, at);
+        }
+        Ok(pool)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Queries
+
+    /// The local member's name.
+    pub fn local_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The local member's advertised address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The local member's incarnation.
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
+    }
+
+    /// Every member known, the local one included, failed and departed ones until they are
+    /// forgotten (see [`Config::dead_member_retention`]).
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().map(|e| &e.member)
+    }
+
+    /// One member by name.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.index.get(name).and_then(|&i| self.members.get(i)).map(|e| &e.member)
+    }
+
+    /// Members alive or suspect, the local one included.
+    pub fn num_live(&self) -> usize {
+        self.live
+    }
+
+    /// Lifeguard's local health score: 0 is healthy; probe intervals are scaled by `score + 1`.
+    pub fn health_score(&self) -> u32 {
+        self.awareness
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Broadcasts waiting to be sent.
+    pub fn pending_broadcasts(&self) -> usize {
+        self.broadcasts.len()
+    }
+
+    /// The current user-event Lamport time.
+    pub fn event_clock(&self) -> u64 {
+        self.user_events.clock()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The keyring, when encryption is on.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_ref()
+    }
+
+    /// The keyring, to install, use or remove keys.
+    pub fn keyring_mut(&mut self) -> Option<&mut Keyring> {
+        self.keyring.as_mut()
+    }
+
+    /// Whether [`Pool::leave`] was called.
+    pub fn has_left(&self) -> bool {
+        self.leaving
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Application inputs
+
+    /// Starts joining through the members at `addrs`: a full state exchange with each.
+    pub fn join(&mut self, addrs: &[SocketAddr], _now: Instant) {
+        for &addr in addrs {
+            if addr != self.addr {
+                self.send_push_pull(addr, true);
+            }
+        }
+    }
+
+    /// Leaves gracefully: announces the departure, which every member reports as
+    /// [`Event::Left`], never as a failure. Keep driving the pool for
+    /// [`Config::leave_propagate_delay`] so the announcement spreads, then stop.
+    pub fn leave(&mut self, now: Instant) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        self.probe = None;
+        let inc = self.incarnation;
+        if let Some(&i) = self.index.get(&self.name) {
+            self.set_status(i, MemberStatus::Left, now);
+        }
+        let msg = Message::Dead { incarnation: inc, node: self.name.clone(), from: self.name.clone() };
+        self.broadcasts.push(Some(self.name.clone()), codec::message_bytes(&msg));
+        // Send the news now rather than at the next gossip round.
+        self.gossip(now);
+    }
+
+    /// Replaces the local member's tags and announces them.
+    pub fn update_tags(&mut self, tags: Tags, _now: Instant) -> Result<(), PoolError> {
+        if self.leaving {
+            return Err(PoolError::Left);
+        }
+        check_tags(&self.config, &tags)?;
+        self.tags = tags;
+        self.incarnation = self.incarnation.saturating_add(1);
+        self.sync_self_entry();
+        self.broadcast_self_alive();
+        Ok(())
+    }
+
+    /// Broadcasts a user event to the pool. It is also delivered locally as [`Event::User`].
+    pub fn send_user_event(&mut self, name: &str, payload: &[u8], _now: Instant) -> Result<(), PoolError> {
+        if self.leaving {
+            return Err(PoolError::Left);
+        }
+        let size = name.len() + payload.len();
+        if size > self.config.user_event_size_limit {
+            return Err(PoolError::UserEventTooLarge { size, limit: self.config.user_event_size_limit });
+        }
+        let ltime = self.user_events.next_local(name, payload);
+        let msg = Message::UserEvent { ltime, name: name.to_owned(), payload: payload.to_vec() };
+        self.broadcasts.push(None, codec::message_bytes(&msg));
+        self.emit(Event::User(UserEvent { ltime, name: name.to_owned(), payload: payload.to_vec() }));
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Network inputs
+
+    /// A datagram arrived from `from`. With encryption on, anything that is not an envelope opened
+    /// by an installed key is counted and dropped before decoding: it is never applied.
+    pub fn handle_packet(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        self.stats.packets_received += 1;
+        let Some(plain) = self.unwrap_envelope(AAD_PACKET, data) else { return };
+        let messages = match codec::decode_packet(&plain) {
+            Ok(m) => m,
+            Err(err) => {
+                self.stats.malformed_dropped += 1;
+                tracing::debug!(%from, %err, "dropping malformed gossip packet");
+                return;
+            }
+        };
+        for msg in messages {
+            self.handle_message(from, msg, now);
+        }
+    }
+
+    /// A stream arrived from `from`: either a push-pull request, whose reply is returned for the
+    /// caller to write back on the same stream, or the reply to one of ours (returns `None`).
+    pub fn handle_stream(&mut self, from: SocketAddr, data: &[u8], now: Instant) -> Option<Vec<u8>> {
+        self.stats.streams_received += 1;
+        if data.len() > self.config.max_stream_size + ENCRYPTION_OVERHEAD {
+            self.stats.malformed_dropped += 1;
+            return None;
+        }
+        let plain = self.unwrap_envelope(AAD_STREAM, data)?;
+        let pp = match codec::decode_push_pull(&plain) {
+            Ok(pp) => pp,
+            Err(err) => {
+                self.stats.malformed_dropped += 1;
+                tracing::debug!(%from, %err, "dropping malformed gossip stream");
+                return None;
+            }
+        };
+        self.merge_remote_state(&pp, now);
+        if pp.reply { None } else { Some(self.encode_push_pull(false, true)) }
+    }
+
+    /// A timer asked for through [`Output::Timer`] is due.
+    pub fn handle_timer(&mut self, timer: Timer, now: Instant) {
+        match timer {
+            Timer::Probe => {
+                if now < self.probe_due {
+                    return;
+                }
+                self.finish_probe(now);
+                let interval = self.scaled(self.config.probe_interval);
+                self.probe_due = now + interval;
+                self.schedule(Timer::Probe, self.probe_due);
+                if !self.leaving {
+                    self.start_probe(now);
+                }
+            }
+            Timer::ProbeTimeout { seq } => self.probe_indirectly(seq),
+            Timer::Gossip => {
+                if now < self.gossip_due {
+                    return;
+                }
+                self.gossip_due = now + self.config.gossip_interval;
+                self.schedule(Timer::Gossip, self.gossip_due);
+                self.gossip(now);
+            }
+            Timer::PushPull => {
+                if now < self.push_pull_due {
+                    return;
+                }
+                self.push_pull_due = now + self.config.scaled_push_pull_interval(self.live);
+                self.schedule(Timer::PushPull, self.push_pull_due);
+                if !self.leaving
+                    && let Some(&i) = self.random_members(1, None, |e| e.member.status == MemberStatus::Alive).first()
+                    && let Some(addr) = self.members.get(i).map(|e| e.member.addr)
+                {
+                    self.send_push_pull(addr, false);
+                }
+            }
+            Timer::Reconnect => {
+                if now < self.reconnect_due {
+                    return;
+                }
+                self.reconnect_due = now + self.config.reconnect_interval;
+                self.schedule(Timer::Reconnect, self.reconnect_due);
+                self.reconnect();
+            }
+            Timer::Suspicion { node, incarnation } => self.suspicion_expired(&node, incarnation, now),
+            Timer::RelayTimeout { seq } => {
+                if let Some(relay) = self.relays.remove(&seq)
+                    && relay.want_nack
+                {
+                    self.send_messages(relay.requester, vec![Message::Nack { seq: relay.requester_seq }]);
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Messages
+
+    fn handle_message(&mut self, from: SocketAddr, msg: Message, now: Instant) {
+        match msg {
+            Message::Ping { seq, target } => {
+                if target == self.name {
+                    self.send_messages(from, vec![Message::Ack { seq }]);
+                }
+            }
+            Message::IndirectPing { seq, target, target_addr, want_nack } => {
+                let our_seq = self.next_seq();
+                self.relays.insert(our_seq, Relay { requester: from, requester_seq: seq, want_nack });
+                self.send_messages(target_addr, vec![Message::Ping { seq: our_seq, target }]);
+                // Lifeguard: nack at 80 % of the probe timeout, leaving the requester time to hear it.
+                let at = now + self.config.probe_timeout.mul_f64(0.8);
+                self.schedule(Timer::RelayTimeout { seq: our_seq }, at);
+            }
+            Message::Ack { seq } => {
+                if let Some(relay) = self.relays.remove(&seq) {
+                    self.send_messages(relay.requester, vec![Message::Ack { seq: relay.requester_seq }]);
+                } else if let Some(p) = self.probe.as_mut()
+                    && p.seq == seq
+                    && !p.finished
+                    && !p.acked
+                {
+                    p.acked = true;
+                    if !p.indirect {
+                        self.apply_awareness(-1);
+                    }
+                }
+            }
+            Message::Nack { seq } => {
+                if let Some(p) = self.probe.as_mut()
+                    && p.seq == seq
+                    && !p.finished
+                {
+                    p.nacks += 1;
+                }
+            }
+            Message::Alive { incarnation, node, addr, tags } => {
+                self.alive_node(incarnation, node, addr, tags, now);
+            }
+            Message::Suspect { incarnation, node, from } => self.suspect_node(incarnation, &node, &from, now),
+            Message::Dead { incarnation, node, from } => self.dead_node(incarnation, &node, &from, now),
+            Message::UserEvent { ltime, name, payload } => {
+                if self.user_events.accept(ltime, &name, &payload) {
+                    let msg = Message::UserEvent { ltime, name: name.clone(), payload: payload.clone() };
+                    self.broadcasts.push(None, codec::message_bytes(&msg));
+                    self.emit(Event::User(UserEvent { ltime, name, payload }));
+                }
+            }
+        }
+    }
+
+    /// Applies an alive claim, and spreads it when it is news. Claims learned through push-pull
+    /// are spread too (as memberlist does): leaving that to the few members that heard them by
+    /// gossip was measured to strand members unseen until the next periodic exchange.
+    fn alive_node(&mut self, incarnation: u32, node: String, addr: SocketAddr, tags: Tags, now: Instant) {
+        if node == self.name {
+            if self.leaving {
+                return;
+            }
+            // A claim about us that we did not make (or an older self after a restart): outbid it.
+            if incarnation > self.incarnation
+                || (incarnation == self.incarnation && (addr != self.addr || tags != self.tags))
+            {
+                self.refute(incarnation);
+            }
+            return;
+        }
+        if node.is_empty() || node.len() > MAX_NAME_LEN {
+            return;
+        }
+        let Some(&i) = self.index.get(&node) else {
+            let member = Member { name: node.clone(), addr, tags: tags.clone(), incarnation, status: MemberStatus::Alive };
+            self.insert_entry(member.clone(), now);
+            self.emit(Event::Joined(member));
+            let msg = Message::Alive { incarnation, node: node.clone(), addr, tags };
+            self.broadcasts.push(Some(node), codec::message_bytes(&msg));
+            return;
+        };
+        let Some(entry) = self.members.get(i) else { return };
+        if incarnation <= entry.member.incarnation {
+            return;
+        }
+        let prev = entry.member.status;
+        let changed = entry.member.addr != addr || entry.member.tags != tags;
+        self.suspicions.remove(&node);
+        self.set_status(i, MemberStatus::Alive, now);
+        let Some(entry) = self.members.get_mut(i) else { return };
+        entry.member.incarnation = incarnation;
+        entry.member.addr = addr;
+        entry.member.tags = tags.clone();
+        let member = entry.member.clone();
+        match prev {
+            MemberStatus::Failed | MemberStatus::Left => self.emit(Event::Rejoined(member)),
+            _ if changed => self.emit(Event::Updated(member)),
+            _ => {}
+        }
+        let msg = Message::Alive { incarnation, node: node.clone(), addr, tags };
+        self.broadcasts.push(Some(node), codec::message_bytes(&msg));
+    }
+
+    fn suspect_node(&mut self, incarnation: u32, node: &str, from: &str, now: Instant) {
+        if node == self.name {
+            if !self.leaving && incarnation >= self.incarnation {
+                self.refute(incarnation);
+            }
+            return;
+        }
+        let Some(&i) = self.index.get(node) else { return };
+        let Some(entry) = self.members.get(i) else { return };
+        if incarnation < entry.member.incarnation {
+            return;
+        }
+        match entry.member.status {
+            MemberStatus::Suspect => {
+                self.confirm_suspicion(node, from, now);
+                return;
+            }
+            MemberStatus::Alive => {}
+            MemberStatus::Failed | MemberStatus::Left => return,
+        }
+        self.set_status(i, MemberStatus::Suspect, now);
+        let Some(entry) = self.members.get_mut(i) else { return };
+        entry.member.incarnation = incarnation;
+        let member = entry.member.clone();
+        self.emit(Event::Suspect(member));
+        let msg = Message::Suspect { incarnation, node: node.to_owned(), from: from.to_owned() };
+        self.broadcasts.push(Some(node.to_owned()), codec::message_bytes(&msg));
+
+        let n = self.live;
+        let mut wanted = if self.config.lifeguard { self.config.suspicion_mult.saturating_sub(2) } else { 0 };
+        if (n as u64) < u64::from(wanted) + 2 {
+            wanted = 0;
+        }
+        let min = self.config.min_suspicion_timeout(n);
+        let max = if self.config.lifeguard { min * self.config.suspicion_max_timeout_mult } else { min };
+        let timeout = if wanted == 0 { min } else { max };
+        let mut accusers = HashSet::new();
+        accusers.insert(from.to_owned());
+        let deadline = now + timeout;
+        self.suspicions.insert(
+            node.to_owned(),
+            Suspicion { incarnation, start: now, min, max, wanted, accusers, deadline },
+        );
+        self.schedule(Timer::Suspicion { node: node.to_owned(), incarnation }, deadline);
+    }
+
+    /// An independent accuser agrees: shrink the timeout (Lifeguard) and pass the news on.
+    fn confirm_suspicion(&mut self, node: &str, from: &str, now: Instant) {
+        let Some(s) = self.suspicions.get_mut(node) else { return };
+        let confirmations = s.accusers.len().saturating_sub(1) as u32;
+        if confirmations >= s.wanted || s.accusers.contains(from) {
+            return;
+        }
+        s.accusers.insert(from.to_owned());
+        let timeout = s.timeout_after(confirmations + 1);
+        let deadline = (s.start + timeout).max(now);
+        let incarnation = s.incarnation;
+        if deadline < s.deadline {
+            s.deadline = deadline;
+            self.schedule(Timer::Suspicion { node: node.to_owned(), incarnation }, deadline);
+        }
+        let msg = Message::Suspect { incarnation, node: node.to_owned(), from: from.to_owned() };
+        self.broadcasts.push(Some(node.to_owned()), codec::message_bytes(&msg));
+    }
+
+    fn suspicion_expired(&mut self, node: &str, incarnation: u32, now: Instant) {
+        let Some(s) = self.suspicions.get(node) else { return };
+        if s.incarnation != incarnation || now < s.deadline {
+            return;
+        }
+        let still_suspect = self
+            .member(node)
+            .is_some_and(|m| m.status == MemberStatus::Suspect && m.incarnation == incarnation);
+        if still_suspect {
+            let me = self.name.clone();
+            self.dead_node(incarnation, node, &me, now);
+        } else {
+            self.suspicions.remove(node);
+        }
+    }
+
+    fn dead_node(&mut self, incarnation: u32, node: &str, from: &str, now: Instant) {
+        if node == self.name {
+            if !self.leaving && incarnation >= self.incarnation {
+                self.refute(incarnation);
+            }
+            return;
+        }
+        let Some(&i) = self.index.get(node) else { return };
+        let Some(entry) = self.members.get(i) else { return };
+        if incarnation < entry.member.incarnation {
+            return;
+        }
+        let is_leave = from == node;
+        match entry.member.status {
+            MemberStatus::Left => return,
+            // A departure announced after we already declared a failure (the announcement was
+            // slower than our suspicion): the member's own word wins, so report the leave.
+            MemberStatus::Failed if !is_leave => return,
+            _ => {}
+        }
+        let status = if is_leave { MemberStatus::Left } else { MemberStatus::Failed };
+        self.suspicions.remove(node);
+        self.set_status(i, status, now);
+        let Some(entry) = self.members.get_mut(i) else { return };
+        entry.member.incarnation = incarnation;
+        let member = entry.member.clone();
+        self.emit(if is_leave { Event::Left(member) } else { Event::Failed(member) });
+        let msg = Message::Dead { incarnation, node: node.to_owned(), from: from.to_owned() };
+        self.broadcasts.push(Some(node.to_owned()), codec::message_bytes(&msg));
+    }
+
+    /// Outbids a claim about ourselves with a higher incarnation.
+    fn refute(&mut self, accused: u32) {
+        self.incarnation = self.incarnation.max(accused).saturating_add(1);
+        self.stats.refutations += 1;
+        self.apply_awareness(1);
+        self.sync_self_entry();
+        self.broadcast_self_alive();
+    }
+
+    fn merge_remote_state(&mut self, pp: &PushPull, now: Instant) {
+        self.user_events.witness(pp.event_ltime);
+        let sender = pp_sender(pp);
+        for m in &pp.members {
+            match m.status {
+                MemberStatus::Alive => self.alive_node(m.incarnation, m.name.clone(), m.addr, m.tags.clone(), now),
+                MemberStatus::Left => self.dead_node(m.incarnation, &m.name, &m.name, now),
+                // A remote verdict of failure is only a suspicion here: let our own probes and the
+                // member's refutation decide (memberlist does the same).
+                MemberStatus::Suspect | MemberStatus::Failed => {
+                    self.suspect_node(m.incarnation, &m.name, &sender, now)
+                }
+            }
+        }
+    }
+
+    /// Serf's reconnect: with probability `failed / live`, push-pull with one random failed
+    /// member. If it is in fact alive (a healed partition), the exchange makes it refute and both
+    /// sides merge.
+    fn reconnect(&mut self) {
+        if self.leaving {
+            return;
+        }
+        let failed = self.members.iter().filter(|e| e.member.status == MemberStatus::Failed).count();
+        if failed == 0 {
+            return;
+        }
+        let chance = (failed as f64 / self.live.max(1) as f64).min(1.0);
+        if !self.rng.random_bool(chance) {
+            return;
+        }
+        let picked = self.random_members(1, None, |e| e.member.status == MemberStatus::Failed);
+        if let Some(addr) = picked.first().and_then(|&i| self.members.get(i)).map(|e| e.member.addr) {
+            self.send_push_pull(addr, false);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Probing
+
+    fn start_probe(&mut self, now: Instant) {
+        let Some(i) = self.next_probe_target(now) else { return };
+        let Some(entry) = self.members.get(i) else { return };
+        let target = entry.member.name.clone();
+        let addr = entry.member.addr;
+        let (status, incarnation) = (entry.member.status, entry.member.incarnation);
+        let mut msgs = Vec::with_capacity(2);
+        let seq = self.next_seq();
+        msgs.push(Message::Ping { seq, target: target.clone() });
+        if status == MemberStatus::Suspect {
+            // Buddy system: tell the suspect directly so it can refute at once.
+            msgs.push(Message::Suspect {
+                incarnation,
+                node: target.clone(),
+                from: self.name.clone(),
+            });
+        }
+        self.stats.probes += 1;
+        self.probe = Some(ProbeState {
+            seq,
+            target,
+            acked: false,
+            indirect: false,
+            expected_nacks: 0,
+            nacks: 0,
+            finished: false,
+        });
+        self.send_messages(addr, msgs);
+        self.schedule(Timer::ProbeTimeout { seq }, now + self.config.probe_timeout);
+    }
+
+    fn next_probe_target(&mut self, now: Instant) -> Option<usize> {
+        for _ in 0..self.members.len().saturating_add(1) {
+            if self.probe_index >= self.members.len() {
+                self.reset_probe_round(now);
+            }
+            let i = self.probe_index;
+            self.probe_index += 1;
+            let Some(e) = self.members.get(i) else { continue };
+            if e.member.name != self.name && e.member.status.is_live() {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Ends a probe round: forgets long-dead members and reshuffles the probe order.
+    fn reset_probe_round(&mut self, now: Instant) {
+        let retention = self.config.dead_member_retention;
+        let before = self.members.len();
+        self.members.retain(|e| e.member.status.is_live() || now.saturating_duration_since(e.changed) < retention);
+        if self.members.len() != before {
+            let names: HashSet<&str> = self.members.iter().map(|e| e.member.name.as_str()).collect();
+            self.suspicions.retain(|n, _| names.contains(n.as_str()));
+        }
+        self.members.shuffle(&mut self.rng);
+        self.index = self.members.iter().enumerate().map(|(i, e)| (e.member.name.clone(), i)).collect();
+        self.probe_index = 0;
+    }
+
+    fn probe_indirectly(&mut self, seq: u32) {
+        let Some(p) = self.probe.as_ref() else { return };
+        if p.seq != seq || p.acked || p.finished {
+            return;
+        }
+        let target = p.target.clone();
+        let Some(target_addr) = self.member(&target).map(|m| m.addr) else { return };
+        let helpers = self.random_members(self.config.indirect_checks, Some(&target), |e| {
+            e.member.status == MemberStatus::Alive
+        });
+        let want_nack = self.config.lifeguard;
+        let mut sent = 0u32;
+        for i in helpers {
+            let Some(addr) = self.members.get(i).map(|e| e.member.addr) else { continue };
+            let msg = Message::IndirectPing { seq, target: target.clone(), target_addr, want_nack };
+            self.send_messages(addr, vec![msg]);
+            sent += 1;
+        }
+        if let Some(p) = self.probe.as_mut() {
+            p.indirect = true;
+            p.expected_nacks = if want_nack { sent } else { 0 };
+        }
+    }
+
+    fn finish_probe(&mut self, now: Instant) {
+        let Some(p) = self.probe.as_mut() else { return };
+        if p.finished {
+            return;
+        }
+        p.finished = true;
+        if p.acked {
+            return;
+        }
+        let (target, expected, nacks) = (p.target.clone(), p.expected_nacks, p.nacks);
+        self.stats.failed_probes += 1;
+        // Lifeguard: missing nacks mean *we* may be the slow one; with no nack-capable helper,
+        // any failed probe counts against us.
+        let delta = if expected > 0 { expected.saturating_sub(nacks) } else { 1 };
+        self.apply_awareness(delta as i64);
+        let Some(m) = self.member(&target) else { return };
+        if m.status.is_live() {
+            let inc = m.incarnation;
+            let me = self.name.clone();
+            self.suspect_node(inc, &target, &me, now);
+        }
+    }
+
+    fn apply_awareness(&mut self, delta: i64) {
+        if !self.config.lifeguard {
+            return;
+        }
+        let max = i64::from(self.config.awareness_max_multiplier) - 1;
+        self.awareness = (i64::from(self.awareness) + delta).clamp(0, max.max(0)) as u32;
+    }
+
+    fn scaled(&self, d: Duration) -> Duration {
+        d * (self.awareness + 1)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Gossip and sending
+
+    fn gossip(&mut self, now: Instant) {
+        if self.broadcasts.is_empty() {
+            return;
+        }
+        let dead_window = self.config.gossip_to_the_dead_time;
+        let targets = self.random_members(self.config.gossip_nodes, None, |e| {
+            e.member.status.is_live() || now.saturating_duration_since(e.changed) < dead_window
+        });
+        for i in targets {
+            let Some(addr) = self.members.get(i).map(|e| e.member.addr) else { continue };
+            let mut packet = codec::start_packet();
+            let limit = self.config.retransmit_limit(self.live);
+            let count = self.broadcasts.take_into(&mut packet, self.packet_budget(), MAX_MESSAGES_PER_PACKET, limit);
+            if count == 0 {
+                break;
+            }
+            codec::finish_packet(&mut packet, count);
+            self.emit_packet(addr, packet);
+        }
+    }
+
+    fn packet_budget(&self) -> usize {
+        let overhead = if self.keyring.is_some() { ENCRYPTION_OVERHEAD } else { 0 };
+        self.config.packet_size.saturating_sub(overhead + PACKET_HEADER)
+    }
+
+    /// Sends `msgs` to `to`, filling the rest of the packet with queued broadcasts.
+    fn send_messages(&mut self, to: SocketAddr, msgs: Vec<Message>) {
+        let mut packet = codec::start_packet();
+        for m in &msgs {
+            codec::push_framed(&mut packet, &codec::message_bytes(m));
+        }
+        let budget = self.packet_budget().saturating_sub(packet.len() - PACKET_HEADER);
+        let limit = self.config.retransmit_limit(self.live);
+        let room = MAX_MESSAGES_PER_PACKET.saturating_sub(msgs.len());
+        let extra = self.broadcasts.take_into(&mut packet, budget, room, limit);
+        codec::finish_packet(&mut packet, msgs.len() + extra);
+        self.emit_packet(to, packet);
+    }
+
+    fn emit_packet(&mut self, to: SocketAddr, plain: Vec<u8>) {
+        let data = self.seal(AAD_PACKET, plain);
+        self.stats.packets_sent += 1;
+        self.stats.packet_bytes_sent += data.len() as u64;
+        self.outputs.push_back(Output::Packet { to, data });
+    }
+
+    fn send_push_pull(&mut self, to: SocketAddr, join: bool) {
+        let data = self.encode_push_pull(join, false);
+        self.stats.streams_sent += 1;
+        self.stats.stream_bytes_sent += data.len() as u64;
+        self.outputs.push_back(Output::Stream { to, data });
+    }
+
+    fn encode_push_pull(&mut self, join: bool, reply: bool) -> Vec<u8> {
+        let mut members: Vec<MemberState> = Vec::with_capacity(self.members.len());
+        // The sender goes first: receivers use it to attribute accusations.
+        members.push(MemberState {
+            name: self.name.clone(),
+            addr: self.addr,
+            incarnation: self.incarnation,
+            status: if self.leaving { MemberStatus::Left } else { MemberStatus::Alive },
+            tags: self.tags.clone(),
+        });
+        for e in &self.members {
+            if e.member.name == self.name {
+                continue;
+            }
+            members.push(MemberState {
+                name: e.member.name.clone(),
+                addr: e.member.addr,
+                incarnation: e.member.incarnation,
+                status: e.member.status,
+                tags: e.member.tags.clone(),
+            });
+        }
+        let pp = PushPull { join, reply, event_ltime: self.user_events.clock(), members };
+        let plain = codec::encode_push_pull(&pp);
+        let data = self.seal(AAD_STREAM, plain);
+        if reply {
+            self.stats.streams_sent += 1;
+            self.stats.stream_bytes_sent += data.len() as u64;
+        }
+        data
+    }
+
+    fn seal(&mut self, aad: &[u8], plain: Vec<u8>) -> Vec<u8> {
+        match &self.keyring {
+            None => plain,
+            Some(keyring) => {
+                let mut nonce = [0u8; 12];
+                self.nonce_rng.fill_bytes(&mut nonce);
+                keyring.seal(nonce, aad, &plain)
+            }
+        }
+    }
+
+    /// Opens an envelope, or counts and drops what must not be applied.
+    fn unwrap_envelope(&mut self, aad: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+        match &self.keyring {
+            None => {
+                if data.first() == Some(&ENCRYPTION_VERSION) {
+                    self.stats.undecryptable_dropped += 1;
+                    return None;
+                }
+                Some(data.to_vec())
+            }
+            Some(keyring) => match keyring.open(aad, data) {
+                Ok(plain) => Some(plain),
+                Err(OpenError::NotEncrypted) => {
+                    self.stats.plaintext_dropped += 1;
+                    None
+                }
+                Err(OpenError::NoKeyMatches) => {
+                    self.stats.undecryptable_dropped += 1;
+                    None
+                }
+            },
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Helpers
+
+    /// Up to `k` distinct random members other than us (and `exclude`) that satisfy `eligible`,
+    /// found by bounded random sampling as memberlist's `kRandomNodes` does.
+    fn random_members(&mut self, k: usize, exclude: Option<&str>, eligible: impl Fn(&Entry) -> bool) -> Vec<usize> {
+        let n = self.members.len();
+        let mut out: Vec<usize> = Vec::with_capacity(k);
+        if n == 0 || k == 0 {
+            return out;
+        }
+        for _ in 0..(3 * n).max(8) {
+            if out.len() >= k {
+                break;
+            }
+            let i = self.rng.random_range(0..n);
+            let Some(e) = self.members.get(i) else { continue };
+            if e.member.name == self.name || exclude == Some(e.member.name.as_str()) || out.contains(&i) {
+                continue;
+            }
+            if eligible(e) {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    fn insert_entry(&mut self, member: Member, now: Instant) {
+        if member.status.is_live() {
+            self.live += 1;
+        }
+        // Insert at a random position so new members are probed in random order, as memberlist does.
+        let n = self.members.len();
+        self.index.insert(member.name.clone(), n);
+        self.members.push(Entry { member, changed: now });
+        if n > 0 {
+            let j = self.rng.random_range(0..=n);
+            if j != n {
+                self.members.swap(j, n);
+                let (a, b) = (self.members[j].member.name.clone(), self.members[n].member.name.clone());
+                self.index.insert(a, j);
+                self.index.insert(b, n);
+            }
+        }
+    }
+
+    fn set_status(&mut self, i: usize, status: MemberStatus, now: Instant) {
+        let Some(e) = self.members.get_mut(i) else { return };
+        let was_live = e.member.status.is_live();
+        if e.member.status != status {
+            e.changed = now;
+        }
+        e.member.status = status;
+        match (was_live, status.is_live()) {
+            (true, false) => self.live = self.live.saturating_sub(1),
+            (false, true) => self.live += 1,
+            _ => {}
+        }
+    }
+
+    fn sync_self_entry(&mut self) {
+        if let Some(&i) = self.index.get(&self.name)
+            && let Some(e) = self.members.get_mut(i)
+        {
+            e.member.incarnation = self.incarnation;
+            e.member.tags = self.tags.clone();
+            e.member.addr = self.addr;
+        }
+    }
+
+    fn broadcast_self_alive(&mut self) {
+        let msg = Message::Alive {
+            incarnation: self.incarnation,
+            node: self.name.clone(),
+            addr: self.addr,
+            tags: self.tags.clone(),
+        };
+        self.broadcasts.push(Some(self.name.clone()), codec::message_bytes(&msg));
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn schedule(&mut self, timer: Timer, at: Instant) {
+        self.outputs.push_back(Output::Timer { timer, at });
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.outputs.push_back(Output::Event(event));
+    }
+}
+
+/// The sender of a push-pull is its first member state (see `encode_push_pull`).
+fn pp_sender(pp: &PushPull) -> String {
+    pp.members.first().map(|m| m.name.clone()).unwrap_or_default()
+}
+
+fn check_tags(config: &Config, tags: &Tags) -> Result<(), PoolError> {
+    let size = codec::encoded_tags_len(tags);
+    if size > config.max_tags_size {
+        return Err(PoolError::TagsTooLarge { size, limit: config.max_tags_size });
+    }
+    Ok(())
+}
+
+fn jitter(rng: &mut SmallRng, upto: Duration) -> Duration {
+    let micros = u64::try_from(upto.as_micros()).unwrap_or(u64::MAX).max(1);
+    Duration::from_micros(rng.random_range(0..micros))
+}
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;

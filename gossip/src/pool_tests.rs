@@ -1,0 +1,274 @@
+use super::*;
+use crate::sim::{SimConfig, Simulation};
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn pool_with(name: &str, port: u16, keyring: Option<Keyring>) -> Pool {
+    let local = LocalNode { name: name.into(), addr: addr(port), tags: Tags::new() };
+    Pool::new(Config::local(), local, keyring, 7, Instant::ZERO).unwrap()
+}
+
+fn drain(p: &mut Pool) -> Vec<Output> {
+    std::iter::from_fn(|| p.poll_output()).collect()
+}
+
+fn events(outs: &[Output]) -> Vec<Event> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn alive(name: &str, port: u16, inc: u32) -> Vec<u8> {
+    encode_packet(&[Message::Alive { incarnation: inc, node: name.into(), addr: addr(port), tags: Tags::new() }])
+}
+
+fn encode_packet(m: &[Message]) -> Vec<u8> {
+    codec::encode_packet(m)
+}
+
+#[test]
+fn new_pool_schedules_its_timers_and_refuses_bad_input() {
+    let mut p = pool_with("a", 1, None);
+    let outs = drain(&mut p);
+    let timers: Vec<&Timer> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Timer { timer, .. } => Some(timer),
+            _ => None,
+        })
+        .collect();
+    for t in [Timer::Probe, Timer::Gossip, Timer::PushPull, Timer::Reconnect] {
+        assert!(timers.contains(&&t), "{t:?} not scheduled");
+    }
+    let local = LocalNode { name: String::new(), addr: addr(1), tags: Tags::new() };
+    assert!(matches!(
+        Pool::new(Config::lan(), local, None, 1, Instant::ZERO),
+        Err(PoolError::InvalidName { len: 0, .. })
+    ));
+    let mut big = Tags::new();
+    big.insert("k".into(), "v".repeat(600));
+    assert!(matches!(p.update_tags(big, Instant::ZERO), Err(PoolError::TagsTooLarge { .. })));
+    assert!(matches!(
+        p.send_user_event("e", &[0; 600], Instant::ZERO),
+        Err(PoolError::UserEventTooLarge { .. })
+    ));
+}
+
+#[test]
+fn alive_suspect_dead_transitions_and_events() {
+    let mut p = pool_with("a", 1, None);
+    drain(&mut p);
+    let t = Instant::from_micros(1000);
+    p.handle_packet(addr(2), &alive("b", 2, 1), t);
+    assert_eq!(p.num_live(), 2);
+    assert!(matches!(events(&drain(&mut p))[..], [Event::Joined(ref m)] if m.name == "b"));
+
+    // An older or equal claim changes nothing.
+    p.handle_packet(addr(2), &alive("b", 2, 1), t);
+    assert!(events(&drain(&mut p)).is_empty());
+
+    let suspect = encode_packet(&[Message::Suspect { incarnation: 1, node: "b".into(), from: "c".into() }]);
+    p.handle_packet(addr(3), &suspect, t);
+    assert!(matches!(events(&drain(&mut p))[..], [Event::Suspect(_)]));
+    assert_eq!(p.member("b").unwrap().status, MemberStatus::Suspect);
+
+    // Refuted by a higher incarnation: alive again, no event (it never stopped being live).
+    p.handle_packet(addr(2), &alive("b", 2, 2), t);
+    assert!(events(&drain(&mut p)).is_empty());
+    assert_eq!(p.member("b").unwrap().status, MemberStatus::Alive);
+
+    // A stale death claim is ignored; a current one is a failure.
+    let dead = |inc| encode_packet(&[Message::Dead { incarnation: inc, node: "b".into(), from: "c".into() }]);
+    p.handle_packet(addr(3), &dead(1), t);
+    assert!(events(&drain(&mut p)).is_empty());
+    p.handle_packet(addr(3), &dead(2), t);
+    assert!(matches!(events(&drain(&mut p))[..], [Event::Failed(_)]));
+    assert_eq!(p.num_live(), 1);
+
+    // It comes back with a higher incarnation: rejoined.
+    p.handle_packet(addr(2), &alive("b", 2, 3), t);
+    assert!(matches!(events(&drain(&mut p))[..], [Event::Rejoined(_)]));
+
+    // New tags at a new incarnation: updated.
+    let mut tags = Tags::new();
+    tags.insert("role".into(), "server".into());
+    let msg = encode_packet(&[Message::Alive { incarnation: 4, node: "b".into(), addr: addr(2), tags }]);
+    p.handle_packet(addr(2), &msg, t);
+    assert!(matches!(events(&drain(&mut p))[..], [Event::Updated(ref m)] if m.tags["role"] == "server"));
+
+    // A departure announced by the member itself is a leave, never a failure.
+    let leave = encode_packet(&[Message::Dead { incarnation: 4, node: "b".into(), from: "b".into() }]);
+    p.handle_packet(addr(2), &leave, t);
+    assert!(matches!(events(&drain(&mut p))[..], [Event::Left(_)]));
+    assert_eq!(p.member("b").unwrap().status, MemberStatus::Left);
+}
+
+#[test]
+fn a_late_leave_announcement_turns_a_failure_into_a_leave() {
+    let mut p = pool_with("a", 1, None);
+    let t = Instant::from_micros(1);
+    p.handle_packet(addr(2), &alive("b", 2, 1), t);
+    let dead = encode_packet(&[Message::Dead { incarnation: 1, node: "b".into(), from: "c".into() }]);
+    p.handle_packet(addr(3), &dead, t);
+    drain(&mut p);
+    let leave = encode_packet(&[Message::Dead { incarnation: 1, node: "b".into(), from: "b".into() }]);
+    p.handle_packet(addr(2), &leave, t);
+    assert!(matches!(events(&drain(&mut p))[..], [Event::Left(_)]));
+    // And a failure claim after the leave is ignored.
+    p.handle_packet(addr(3), &dead, t);
+    assert!(events(&drain(&mut p)).is_empty());
+}
+
+#[test]
+fn refutes_suspicion_about_itself_and_loses_health() {
+    let mut p = pool_with("a", 1, None);
+    drain(&mut p);
+    let inc = p.incarnation();
+    let suspect = encode_packet(&[Message::Suspect { incarnation: inc, node: "a".into(), from: "b".into() }]);
+    p.handle_packet(addr(2), &suspect, Instant::ZERO);
+    assert_eq!(p.incarnation(), inc + 1);
+    assert_eq!(p.health_score(), 1);
+    assert_eq!(p.stats().refutations, 1);
+    // A push-pull saying we are dead is refuted too (a restarted node outbids its old self).
+    let pp = PushPull {
+        join: false,
+        reply: true,
+        event_ltime: 0,
+        members: vec![MemberState {
+            name: "a".into(),
+            addr: addr(1),
+            incarnation: 9,
+            status: MemberStatus::Failed,
+            tags: Tags::new(),
+        }],
+    };
+    assert!(p.handle_stream(addr(2), &codec::encode_push_pull(&pp), Instant::ZERO).is_none());
+    assert_eq!(p.incarnation(), 10);
+}
+
+#[test]
+fn acks_pings_for_itself_only() {
+    let mut p = pool_with("a", 1, None);
+    drain(&mut p);
+    p.handle_packet(addr(2), &encode_packet(&[Message::Ping { seq: 5, target: "zz".into() }]), Instant::ZERO);
+    assert!(drain(&mut p).iter().all(|o| !matches!(o, Output::Packet { .. })));
+    p.handle_packet(addr(2), &encode_packet(&[Message::Ping { seq: 5, target: "a".into() }]), Instant::ZERO);
+    let outs = drain(&mut p);
+    let Some(Output::Packet { to, data }) = outs.first() else { panic!("no ack: {outs:?}") };
+    assert_eq!(*to, addr(2));
+    let msgs = codec::decode_packet(data).unwrap();
+    assert_eq!(msgs[0], Message::Ack { seq: 5 });
+    assert!(data.len() <= Config::local().packet_size);
+}
+
+#[test]
+fn encrypted_pool_drops_and_counts_plaintext_and_foreign_keys() {
+    let mut p = pool_with("a", 1, Some(Keyring::new(&[1; 32]).unwrap()));
+    drain(&mut p);
+    p.handle_packet(addr(2), &alive("b", 2, 1), Instant::ZERO);
+    assert_eq!(p.stats().plaintext_dropped, 1);
+    assert!(p.member("b").is_none(), "a plaintext packet must never be applied");
+
+    let mut other = pool_with("b", 2, Some(Keyring::new(&[2; 32]).unwrap()));
+    let outs = drain(&mut other);
+    other.join(&[addr(1)], Instant::ZERO);
+    let Some(Output::Stream { data, .. }) = other.poll_output() else { panic!("no stream") };
+    assert!(p.handle_stream(addr(2), &data, Instant::ZERO).is_none());
+    assert_eq!(p.stats().undecryptable_dropped, 1);
+    assert!(p.member("b").is_none());
+    drop(outs);
+
+    // Same key: applied, and the reply is encrypted too.
+    let mut friend = pool_with("c", 3, Some(Keyring::new(&[1; 32]).unwrap()));
+    friend.join(&[addr(1)], Instant::ZERO);
+    let stream = drain(&mut friend)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Stream { data, .. } => Some(data),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(stream[0], ENCRYPTION_VERSION);
+    let reply = p.handle_stream(addr(3), &stream, Instant::ZERO).unwrap();
+    assert!(p.member("c").is_some());
+    assert!(friend.handle_stream(addr(1), &reply, Instant::ZERO).is_none());
+    assert_eq!(friend.num_live(), 2);
+
+    // Without a keyring, an encrypted packet is counted as undecryptable.
+    let mut plain = pool_with("d", 4, None);
+    plain.handle_stream(addr(3), &stream, Instant::ZERO);
+    assert_eq!(plain.stats().undecryptable_dropped, 1);
+}
+
+#[test]
+fn dynamic_suspicion_timeout_shrinks_with_confirmations() {
+    let s = Suspicion {
+        incarnation: 1,
+        start: Instant::ZERO,
+        min: Duration::from_secs(12),
+        max: Duration::from_secs(72),
+        wanted: 2,
+        accusers: HashSet::new(),
+        deadline: Instant::ZERO,
+    };
+    assert_eq!(s.timeout_after(0), Duration::from_secs(72));
+    let one = s.timeout_after(1);
+    assert!(one < Duration::from_secs(72) && one > Duration::from_secs(12), "{one:?}");
+    assert_eq!(s.timeout_after(2), Duration::from_secs(12));
+    assert_eq!(s.timeout_after(5), Duration::from_secs(12));
+}
+
+#[test]
+fn missed_acks_raise_the_health_score_up_to_its_cap_only_with_lifeguard() {
+    for lifeguard in [true, false] {
+        let mut cfg = Config::local();
+        cfg.lifeguard = lifeguard;
+        let local = LocalNode { name: "a".into(), addr: addr(1), tags: Tags::new() };
+        let mut p = Pool::new(cfg.clone(), local, None, 3, Instant::ZERO).unwrap();
+        // Many members that never answer.
+        for i in 0..20u16 {
+            p.handle_packet(addr(100 + i), &alive(&format!("m{i}"), 100 + i, 1), Instant::ZERO);
+        }
+        let mut now = Instant::ZERO;
+        for _ in 0..200 {
+            now = now + cfg.probe_interval;
+            p.handle_timer(Timer::Probe, now);
+            drain(&mut p);
+        }
+        if lifeguard {
+            assert_eq!(p.health_score(), cfg.awareness_max_multiplier - 1);
+        } else {
+            assert_eq!(p.health_score(), 0);
+        }
+        assert!(p.stats().failed_probes > 0);
+    }
+}
+
+#[test]
+fn user_events_are_delivered_once_everywhere() {
+    let mut sim = Simulation::new(SimConfig { nodes: 30, pool: Config::local(), seed: 4, ..SimConfig::default() });
+    assert!(sim.run_until(Duration::from_secs(30), Duration::from_millis(100), |s| s.converged()));
+    assert!(sim.send_user_event(3, "deploy", b"v2"));
+    sim.run_for(Duration::from_secs(5));
+    let mut who: Vec<usize> = sim.deliveries("deploy").iter().map(|d| d.0).collect();
+    who.sort_unstable();
+    assert_eq!(who, (0..30).collect::<Vec<_>>(), "each node exactly once");
+}
+
+#[test]
+fn a_graceful_leave_is_never_reported_as_a_failure() {
+    let mut sim = Simulation::new(SimConfig { nodes: 20, pool: Config::local(), seed: 5, ..SimConfig::default() });
+    assert!(sim.run_until(Duration::from_secs(30), Duration::from_millis(100), |s| s.converged()));
+    sim.leave(7);
+    sim.run_for(Duration::from_secs(10));
+    let about_7: Vec<_> = sim.verdicts().iter().filter(|v| v.subject == 7).collect();
+    assert_eq!(about_7.len(), 19, "every other node saw the leave: {about_7:?}");
+    assert!(about_7.iter().all(|v| v.left));
+    assert!(!sim.is_up(7));
+    assert!(sim.converged());
+}
