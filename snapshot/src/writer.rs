@@ -81,7 +81,8 @@ impl<W: Write> SnapshotWriter<W> {
 
     /// Encodes `value` with the format's bincode configuration and writes it as one record of `kind`.
     ///
-    /// Read it back with [`Record::decode`](crate::Record::decode) into the same type.
+    /// Read it back with [`Record::decode`](crate::Record::decode) into the same type. Byte fields marked
+    /// `#[serde(with = "serde_bytes")]` encode to the same bytes as plain `Vec<u8>`, much faster.
     pub fn write_record<T: Serialize + ?Sized>(
         &mut self,
         kind: RecordKind,
