@@ -54,7 +54,13 @@ impl BroadcastQueue {
     /// Appends to `out`, framed as packet messages, the queued messages that fit in `budget`
     /// bytes (each costs its length plus the framing prefix), at most `max_count`; counts one
     /// transmission for each and drops those sent `limit` times. Returns how many were appended.
-    pub(crate) fn take_into(&mut self, out: &mut Vec<u8>, mut budget: usize, max_count: usize, limit: u32) -> usize {
+    pub(crate) fn take_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        mut budget: usize,
+        max_count: usize,
+        limit: u32,
+    ) -> usize {
         let mut chosen: Vec<Rank> = Vec::new();
         for (rank, q) in self.queue.iter().take(MAX_SCAN) {
             if chosen.len() >= max_count || budget < MIN_MESSAGE + MESSAGE_OVERHEAD {
@@ -68,7 +74,9 @@ impl BroadcastQueue {
         }
         let count = chosen.len();
         for rank in chosen {
-            let Some(q) = self.queue.remove(&rank) else { continue };
+            let Some(q) = self.queue.remove(&rank) else {
+                continue;
+            };
             let transmits = rank.0 + 1;
             codec::push_framed(out, &q.bytes);
             if transmits < limit {

@@ -251,7 +251,12 @@ pub(crate) fn encode_message(msg: &Message, out: &mut Vec<u8>) {
             put_u32(out, *seq);
             put_str(out, target);
         }
-        Message::IndirectPing { seq, target, target_addr, want_nack } => {
+        Message::IndirectPing {
+            seq,
+            target,
+            target_addr,
+            want_nack,
+        } => {
             out.push(KIND_INDIRECT_PING);
             put_u32(out, *seq);
             put_str(out, target);
@@ -266,20 +271,33 @@ pub(crate) fn encode_message(msg: &Message, out: &mut Vec<u8>) {
             out.push(KIND_NACK);
             put_u32(out, *seq);
         }
-        Message::Alive { incarnation, node, addr, tags } => {
+        Message::Alive {
+            incarnation,
+            node,
+            addr,
+            tags,
+        } => {
             out.push(KIND_ALIVE);
             put_u32(out, *incarnation);
             put_str(out, node);
             put_addr(out, addr);
             put_tags(out, tags);
         }
-        Message::Suspect { incarnation, node, from } => {
+        Message::Suspect {
+            incarnation,
+            node,
+            from,
+        } => {
             out.push(KIND_SUSPECT);
             put_u32(out, *incarnation);
             put_str(out, node);
             put_str(out, from);
         }
-        Message::Dead { incarnation, node, from } => {
+        Message::Dead {
+            incarnation,
+            node,
+            from,
+        } => {
             out.push(KIND_DEAD);
             put_u32(out, *incarnation);
             put_str(out, node);
@@ -338,7 +356,7 @@ pub(crate) fn split_framed(packet: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// Encodes a packet holding `messages`.
-/// At most [`MAX_MESSAGES_PER_PACKET`] are encoded.
+/// At most 255 messages are encoded; extra ones are left out.
 pub fn encode_packet(messages: &[Message]) -> Vec<u8> {
     let mut out = start_packet();
     let count = messages.len().min(MAX_MESSAGES_PER_PACKET);
@@ -403,7 +421,9 @@ impl<'a> Reader<'a> {
     fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
         let len = usize::from(self.u16(what)?);
         let raw = self.take(len, what)?;
-        std::str::from_utf8(raw).map(str::to_owned).map_err(|_| DecodeError::InvalidUtf8 { what })
+        std::str::from_utf8(raw)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::InvalidUtf8 { what })
     }
     fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>, DecodeError> {
         let len = usize::from(self.u16(what)?);
@@ -413,7 +433,12 @@ impl<'a> Reader<'a> {
         let ip = match self.u8("address family")? {
             4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>("IPv4 address")?)),
             6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>("IPv6 address")?)),
-            other => return Err(DecodeError::InvalidValue { what: "address family", value: other.into() }),
+            other => {
+                return Err(DecodeError::InvalidValue {
+                    what: "address family",
+                    value: other.into(),
+                });
+            }
         };
         Ok(SocketAddr::new(ip, self.u16("port")?))
     }
@@ -433,25 +458,40 @@ impl<'a> Reader<'a> {
             1 => Ok(MemberStatus::Suspect),
             2 => Ok(MemberStatus::Failed),
             3 => Ok(MemberStatus::Left),
-            other => Err(DecodeError::InvalidValue { what: "member status", value: other.into() }),
+            other => Err(DecodeError::InvalidValue {
+                what: "member status",
+                value: other.into(),
+            }),
         }
     }
     fn flag(&mut self, what: &'static str) -> Result<bool, DecodeError> {
         match self.u8(what)? {
             0 => Ok(false),
             1 => Ok(true),
-            other => Err(DecodeError::InvalidValue { what, value: other.into() }),
+            other => Err(DecodeError::InvalidValue {
+                what,
+                value: other.into(),
+            }),
         }
     }
     fn finish(&self) -> Result<(), DecodeError> {
-        if self.buf.is_empty() { Ok(()) } else { Err(DecodeError::TrailingBytes { count: self.buf.len() }) }
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes {
+                count: self.buf.len(),
+            })
+        }
     }
 }
 
 fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
     let mut r = Reader { buf: bytes };
     let msg = match r.u8("message kind")? {
-        KIND_PING => Message::Ping { seq: r.u32("seq")?, target: r.string("target")? },
+        KIND_PING => Message::Ping {
+            seq: r.u32("seq")?,
+            target: r.string("target")?,
+        },
         KIND_INDIRECT_PING => Message::IndirectPing {
             seq: r.u32("seq")?,
             target: r.string("target")?,
@@ -520,7 +560,10 @@ pub fn decode_push_pull(bytes: &[u8]) -> Result<PushPull, DecodeError> {
     }
     let flags = r.u8("flags")?;
     if flags > 3 {
-        return Err(DecodeError::InvalidValue { what: "flags", value: flags.into() });
+        return Err(DecodeError::InvalidValue {
+            what: "flags",
+            value: flags.into(),
+        });
     }
     let event_ltime = r.u64("event ltime")?;
     let count = r.u32("member count")? as usize;
@@ -536,7 +579,12 @@ pub fn decode_push_pull(bytes: &[u8]) -> Result<PushPull, DecodeError> {
         });
     }
     r.finish()?;
-    Ok(PushPull { join: flags & 1 != 0, reply: flags & 2 != 0, event_ltime, members })
+    Ok(PushPull {
+        join: flags & 1 != 0,
+        reply: flags & 2 != 0,
+        event_ltime,
+        members,
+    })
 }
 
 #[cfg(test)]
@@ -548,7 +596,10 @@ mod tests {
         tags.insert("role".into(), "consul".into());
         tags.insert("dc".into(), "dc1".into());
         vec![
-            Message::Ping { seq: 7, target: "a".into() },
+            Message::Ping {
+                seq: 7,
+                target: "a".into(),
+            },
             Message::IndirectPing {
                 seq: 9,
                 target: "b".into(),
@@ -557,10 +608,27 @@ mod tests {
             },
             Message::Ack { seq: u32::MAX },
             Message::Nack { seq: 0 },
-            Message::Alive { incarnation: 3, node: "né".into(), addr: "10.0.0.1:7946".parse().unwrap(), tags },
-            Message::Suspect { incarnation: 4, node: "x".into(), from: "y".into() },
-            Message::Dead { incarnation: 5, node: "x".into(), from: "x".into() },
-            Message::UserEvent { ltime: 42, name: "deploy".into(), payload: vec![1, 2, 3] },
+            Message::Alive {
+                incarnation: 3,
+                node: "né".into(),
+                addr: "10.0.0.1:7946".parse().unwrap(),
+                tags,
+            },
+            Message::Suspect {
+                incarnation: 4,
+                node: "x".into(),
+                from: "y".into(),
+            },
+            Message::Dead {
+                incarnation: 5,
+                node: "x".into(),
+                from: "x".into(),
+            },
+            Message::UserEvent {
+                ltime: 42,
+                name: "deploy".into(),
+                payload: vec![1, 2, 3],
+            },
         ]
     }
 
@@ -603,7 +671,10 @@ mod tests {
             }
         }
         assert_eq!(decode_packet(&[]), Err(DecodeError::Empty));
-        assert_eq!(decode_packet(&[9, 0]), Err(DecodeError::UnsupportedVersion { version: 9 }));
+        assert_eq!(
+            decode_packet(&[9, 0]),
+            Err(DecodeError::UnsupportedVersion { version: 9 })
+        );
     }
 
     #[test]

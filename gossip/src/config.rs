@@ -149,7 +149,10 @@ impl Config {
             ("gossip_nodes", self.gossip_nodes),
             ("retransmit_mult", self.retransmit_mult as usize),
             ("suspicion_mult", self.suspicion_mult as usize),
-            ("suspicion_max_timeout_mult", self.suspicion_max_timeout_mult as usize),
+            (
+                "suspicion_max_timeout_mult",
+                self.suspicion_max_timeout_mult as usize,
+            ),
             ("awareness_max_multiplier", self.awareness_max_multiplier as usize),
             ("user_event_buffer", self.user_event_buffer),
         ];
@@ -272,13 +275,19 @@ mod tests {
         let lan = Config::lan();
         assert_eq!(lan.probe_interval, Duration::from_secs(1));
         assert_eq!(lan.probe_timeout, Duration::from_millis(500));
-        assert_eq!((lan.gossip_interval, lan.gossip_nodes), (Duration::from_millis(200), 3));
+        assert_eq!(
+            (lan.gossip_interval, lan.gossip_nodes),
+            (Duration::from_millis(200), 3)
+        );
         assert_eq!(lan.suspicion_mult, 4);
         assert_eq!(lan.push_pull_interval, Duration::from_secs(30));
         let wan = Config::wan();
         assert_eq!(wan.probe_interval, Duration::from_secs(5));
         assert_eq!(wan.probe_timeout, Duration::from_secs(3));
-        assert_eq!((wan.gossip_interval, wan.gossip_nodes), (Duration::from_millis(500), 4));
+        assert_eq!(
+            (wan.gossip_interval, wan.gossip_nodes),
+            (Duration::from_millis(500), 4)
+        );
         assert_eq!(wan.suspicion_mult, 6);
         assert_eq!(wan.push_pull_interval, Duration::from_secs(60));
         for c in [lan, wan, Config::local()] {
@@ -290,13 +299,27 @@ mod tests {
     fn validate_names_the_bad_field() {
         let mut c = Config::lan();
         c.gossip_nodes = 0;
-        assert_eq!(c.validate(), Err(ConfigError::Zero { field: "gossip_nodes" }));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Zero {
+                field: "gossip_nodes"
+            })
+        );
         let mut c = Config::lan();
         c.probe_timeout = Duration::from_secs(2);
-        assert!(matches!(c.validate(), Err(ConfigError::ProbeTimeoutTooLong { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ProbeTimeoutTooLong { .. })
+        ));
         let mut c = Config::lan();
         c.packet_size = 100;
-        assert!(matches!(c.validate(), Err(ConfigError::OutOfRange { field: "packet_size", .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::OutOfRange {
+                field: "packet_size",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -19,7 +19,9 @@ pub(crate) const ENCRYPTION_OVERHEAD: usize = 1 + NONCE_LEN + 16;
 #[non_exhaustive]
 pub enum KeyringError {
     /// AES-192 (a 24-byte key) is valid for Consul but ring does not implement it.
-    #[error("24-byte (AES-192) gossip keys are not supported: ring implements only AES-128 and AES-256; use a 16- or 32-byte key")]
+    #[error(
+        "24-byte (AES-192) gossip keys are not supported: ring implements only AES-128 and AES-256; use a 16- or 32-byte key"
+    )]
     Aes192Unsupported,
     /// A key of a length that selects no AES variant.
     #[error("gossip key must be 16 or 32 bytes, got {len}")]
@@ -54,8 +56,12 @@ impl SecretKey {
             24 => return Err(KeyringError::Aes192Unsupported),
             len => return Err(KeyringError::InvalidKeyLength { len }),
         };
-        let unbound = UnboundKey::new(algorithm, raw).map_err(|_| KeyringError::InvalidKeyLength { len: raw.len() })?;
-        Ok(SecretKey { raw: raw.to_vec(), aead: LessSafeKey::new(unbound) })
+        let unbound =
+            UnboundKey::new(algorithm, raw).map_err(|_| KeyringError::InvalidKeyLength { len: raw.len() })?;
+        Ok(SecretKey {
+            raw: raw.to_vec(),
+            aead: LessSafeKey::new(unbound),
+        })
     }
 }
 
@@ -97,7 +103,9 @@ pub(crate) enum OpenError {
 impl Keyring {
     /// A keyring whose only (and primary) key is `primary`.
     pub fn new(primary: &[u8]) -> Result<Self, KeyringError> {
-        Ok(Keyring { keys: vec![SecretKey::new(primary)?] })
+        Ok(Keyring {
+            keys: vec![SecretKey::new(primary)?],
+        })
     }
 
     /// A keyring from a base64 key, the form `consul keygen` prints and `encrypt` takes.
@@ -139,11 +147,17 @@ impl Keyring {
 
     /// The primary key in base64.
     pub fn primary(&self) -> String {
-        self.keys.first().map(|k| BASE64.encode(&k.raw)).unwrap_or_default()
+        self.keys
+            .first()
+            .map(|k| BASE64.encode(&k.raw))
+            .unwrap_or_default()
     }
 
     fn position(&self, key: &[u8]) -> Result<usize, KeyringError> {
-        self.keys.iter().position(|k| k.raw == key).ok_or(KeyringError::KeyNotInstalled)
+        self.keys
+            .iter()
+            .position(|k| k.raw == key)
+            .ok_or(KeyringError::KeyNotInstalled)
     }
 
     /// Encrypts `plaintext` with the primary key under `nonce`. `aad` binds the envelope to its use
@@ -153,7 +167,9 @@ impl Keyring {
         out.push(ENCRYPTION_VERSION);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
-        let Some(primary) = self.keys.first() else { return Vec::new() };
+        let Some(primary) = self.keys.first() else {
+            return Vec::new();
+        };
         let mut body = out.split_off(1 + NONCE_LEN);
         // Sealing only fails when the input exceeds AES-GCM's ~64 GiB limit, far above any frame.
         if primary
@@ -181,9 +197,11 @@ impl Keyring {
         nonce_bytes.copy_from_slice(nonce);
         for key in &self.keys {
             let mut buf = sealed.to_vec();
-            if let Ok(plain) =
-                key.aead.open_in_place(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(aad), &mut buf)
-            {
+            if let Ok(plain) = key.aead.open_in_place(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(aad),
+                &mut buf,
+            ) {
                 let len = plain.len();
                 buf.truncate(len);
                 return Ok(buf);
@@ -195,7 +213,9 @@ impl Keyring {
 
 /// Decodes a base64 key and checks its length.
 pub fn decode_key(key: &str) -> Result<Vec<u8>, KeyringError> {
-    let raw = BASE64.decode(key.trim()).map_err(|_| KeyringError::InvalidBase64)?;
+    let raw = BASE64
+        .decode(key.trim())
+        .map_err(|_| KeyringError::InvalidBase64)?;
     SecretKey::new(&raw)?;
     Ok(raw)
 }
@@ -204,7 +224,9 @@ pub fn decode_key(key: &str) -> Result<Vec<u8>, KeyringError> {
 pub fn keygen() -> Result<String, KeyringError> {
     use ring::rand::SecureRandom as _;
     let mut raw = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut raw).map_err(|_| KeyringError::RandomSource)?;
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| KeyringError::RandomSource)?;
     Ok(BASE64.encode(raw))
 }
 
@@ -219,8 +241,14 @@ mod tests {
         let err = Keyring::new(&[1; 24]).unwrap_err();
         assert_eq!(err, KeyringError::Aes192Unsupported);
         assert!(err.to_string().contains("AES-192"));
-        assert_eq!(Keyring::new(&[1; 5]).unwrap_err(), KeyringError::InvalidKeyLength { len: 5 });
-        assert_eq!(Keyring::from_base64("!!").unwrap_err(), KeyringError::InvalidBase64);
+        assert_eq!(
+            Keyring::new(&[1; 5]).unwrap_err(),
+            KeyringError::InvalidKeyLength { len: 5 }
+        );
+        assert_eq!(
+            Keyring::from_base64("!!").unwrap_err(),
+            KeyringError::InvalidBase64
+        );
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //!   `join`, `leave`, `update_tags` and `send_user_event`, each given the current [`Instant`];
 //!   outputs ([`Output`]: packets, streams, timers, events) are drained with [`Pool::poll_output`].
 //! - [`Keyring`]: AES-GCM keys (ring) for encrypting every packet and stream; [`keygen`].
-//! - `runtime::GossipRuntime` (feature `tokio-runtime`, on by default): UDP + TCP on tokio.
+//! - `Gossip` (feature `tokio-runtime`, on by default): the pool on tokio, with UDP for packets,
+//!   TCP for push-pull, retry-join and clean shutdown.
 //! - [`sim::Simulation`]: a deterministic discrete-event simulator running thousands of pools
 //!   through the real codec, with latency, loss, partitions, crashes and restarts.
 //!
@@ -35,6 +36,8 @@ pub mod sim;
 mod time;
 mod user_events;
 
+#[cfg(feature = "tokio-runtime")]
+mod runtime;
 
 pub use codec::{
     DecodeError, MemberState, Message, PushPull, decode_packet, decode_push_pull, encode_packet,
@@ -45,3 +48,6 @@ pub use keyring::{Keyring, KeyringError, decode_key, keygen};
 pub use member::{Event, Member, MemberStatus, Tags, UserEvent};
 pub use pool::{LocalNode, MAX_NAME_LEN, Output, Pool, PoolError, Stats, Timer};
 pub use time::Instant;
+
+#[cfg(feature = "tokio-runtime")]
+pub use runtime::{Gossip, GossipOptions, RuntimeError};

@@ -9,9 +9,7 @@ use rand::seq::SliceRandom as _;
 use rand::{Rng as _, RngCore as _, SeedableRng as _};
 
 use crate::broadcast::BroadcastQueue;
-use crate::codec::{
-    self, MAX_MESSAGES_PER_PACKET, MemberState, Message, PACKET_HEADER, PushPull,
-};
+use crate::codec::{self, MAX_MESSAGES_PER_PACKET, MemberState, Message, PACKET_HEADER, PushPull};
 use crate::config::{Config, ConfigError};
 use crate::keyring::{ENCRYPTION_OVERHEAD, ENCRYPTION_VERSION, Keyring, OpenError};
 use crate::member::{Event, Member, MemberStatus, Tags, UserEvent};
@@ -276,7 +274,10 @@ impl Pool {
     ) -> Result<Pool, PoolError> {
         config.validate()?;
         if local.name.is_empty() || local.name.len() > MAX_NAME_LEN {
-            return Err(PoolError::InvalidName { len: local.name.len(), max: MAX_NAME_LEN });
+            return Err(PoolError::InvalidName {
+                len: local.name.len(),
+                max: MAX_NAME_LEN,
+            });
         }
         check_tags(&config, &local.tags)?;
         let mut rng = SmallRng::seed_from_u64(seed);
@@ -367,7 +368,10 @@ impl Pool {
 
     /// One member by name.
     pub fn member(&self, name: &str) -> Option<&Member> {
-        self.index.get(name).and_then(|&i| self.members.get(i)).map(|e| &e.member)
+        self.index
+            .get(name)
+            .and_then(|&i| self.members.get(i))
+            .map(|e| &e.member)
     }
 
     /// Members alive or suspect, the local one included.
@@ -445,8 +449,13 @@ impl Pool {
         if let Some(&i) = self.index.get(&self.name) {
             self.set_status(i, MemberStatus::Left, now);
         }
-        let msg = Message::Dead { incarnation: inc, node: self.name.clone(), from: self.name.clone() };
-        self.broadcasts.push(Some(self.name.clone()), codec::message_bytes(&msg));
+        let msg = Message::Dead {
+            incarnation: inc,
+            node: self.name.clone(),
+            from: self.name.clone(),
+        };
+        self.broadcasts
+            .push(Some(self.name.clone()), codec::message_bytes(&msg));
         // Send the news now rather than at the next gossip round.
         self.gossip(now);
     }
@@ -471,12 +480,23 @@ impl Pool {
         }
         let size = name.len() + payload.len();
         if size > self.config.user_event_size_limit {
-            return Err(PoolError::UserEventTooLarge { size, limit: self.config.user_event_size_limit });
+            return Err(PoolError::UserEventTooLarge {
+                size,
+                limit: self.config.user_event_size_limit,
+            });
         }
         let ltime = self.user_events.next_local(name, payload);
-        let msg = Message::UserEvent { ltime, name: name.to_owned(), payload: payload.to_vec() };
+        let msg = Message::UserEvent {
+            ltime,
+            name: name.to_owned(),
+            payload: payload.to_vec(),
+        };
         self.broadcasts.push(None, codec::message_bytes(&msg));
-        self.emit(Event::User(UserEvent { ltime, name: name.to_owned(), payload: payload.to_vec() }));
+        self.emit(Event::User(UserEvent {
+            ltime,
+            name: name.to_owned(),
+            payload: payload.to_vec(),
+        }));
         Ok(())
     }
 
@@ -487,7 +507,9 @@ impl Pool {
     /// by an installed key is counted and dropped before decoding: it is never applied.
     pub fn handle_packet(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
         self.stats.packets_received += 1;
-        let Some(plain) = self.unwrap_envelope(AAD_PACKET, data) else { return };
+        let Some(plain) = self.unwrap_envelope(AAD_PACKET, data) else {
+            return;
+        };
         let messages = match codec::decode_packet(&plain) {
             Ok(m) => m,
             Err(err) => {
@@ -519,7 +541,11 @@ impl Pool {
             }
         };
         self.merge_remote_state(&pp, now);
-        if pp.reply { None } else { Some(self.encode_push_pull(false, true)) }
+        if pp.reply {
+            None
+        } else {
+            Some(self.encode_push_pull(false, true))
+        }
     }
 
     /// A timer asked for through [`Output::Timer`] is due.
@@ -553,7 +579,9 @@ impl Pool {
                 self.push_pull_due = now + self.config.scaled_push_pull_interval(self.live);
                 self.schedule(Timer::PushPull, self.push_pull_due);
                 if !self.leaving
-                    && let Some(&i) = self.random_members(1, None, |e| e.member.status == MemberStatus::Alive).first()
+                    && let Some(&i) = self
+                        .random_members(1, None, |e| e.member.status == MemberStatus::Alive)
+                        .first()
                     && let Some(addr) = self.members.get(i).map(|e| e.member.addr)
                 {
                     self.send_push_pull(addr, false);
@@ -572,7 +600,12 @@ impl Pool {
                 if let Some(relay) = self.relays.remove(&seq)
                     && relay.want_nack
                 {
-                    self.send_messages(relay.requester, vec![Message::Nack { seq: relay.requester_seq }]);
+                    self.send_messages(
+                        relay.requester,
+                        vec![Message::Nack {
+                            seq: relay.requester_seq,
+                        }],
+                    );
                 }
             }
         }
@@ -588,9 +621,21 @@ impl Pool {
                     self.send_messages(from, vec![Message::Ack { seq }]);
                 }
             }
-            Message::IndirectPing { seq, target, target_addr, want_nack } => {
+            Message::IndirectPing {
+                seq,
+                target,
+                target_addr,
+                want_nack,
+            } => {
                 let our_seq = self.next_seq();
-                self.relays.insert(our_seq, Relay { requester: from, requester_seq: seq, want_nack });
+                self.relays.insert(
+                    our_seq,
+                    Relay {
+                        requester: from,
+                        requester_seq: seq,
+                        want_nack,
+                    },
+                );
                 self.send_messages(target_addr, vec![Message::Ping { seq: our_seq, target }]);
                 // Lifeguard: nack at 80 % of the probe timeout, leaving the requester time to hear it.
                 let at = now + self.config.probe_timeout.mul_f64(0.8);
@@ -598,7 +643,12 @@ impl Pool {
             }
             Message::Ack { seq } => {
                 if let Some(relay) = self.relays.remove(&seq) {
-                    self.send_messages(relay.requester, vec![Message::Ack { seq: relay.requester_seq }]);
+                    self.send_messages(
+                        relay.requester,
+                        vec![Message::Ack {
+                            seq: relay.requester_seq,
+                        }],
+                    );
                 } else if let Some(p) = self.probe.as_mut()
                     && p.seq == seq
                     && !p.finished
@@ -618,14 +668,31 @@ impl Pool {
                     p.nacks += 1;
                 }
             }
-            Message::Alive { incarnation, node, addr, tags } => {
+            Message::Alive {
+                incarnation,
+                node,
+                addr,
+                tags,
+            } => {
                 self.alive_node(incarnation, node, addr, tags, now);
             }
-            Message::Suspect { incarnation, node, from } => self.suspect_node(incarnation, &node, &from, now),
-            Message::Dead { incarnation, node, from } => self.dead_node(incarnation, &node, &from, now),
+            Message::Suspect {
+                incarnation,
+                node,
+                from,
+            } => self.suspect_node(incarnation, &node, &from, now),
+            Message::Dead {
+                incarnation,
+                node,
+                from,
+            } => self.dead_node(incarnation, &node, &from, now),
             Message::UserEvent { ltime, name, payload } => {
                 if self.user_events.accept(ltime, &name, &payload) {
-                    let msg = Message::UserEvent { ltime, name: name.clone(), payload: payload.clone() };
+                    let msg = Message::UserEvent {
+                        ltime,
+                        name: name.clone(),
+                        payload: payload.clone(),
+                    };
                     self.broadcasts.push(None, codec::message_bytes(&msg));
                     self.emit(Event::User(UserEvent { ltime, name, payload }));
                 }
@@ -653,10 +720,21 @@ impl Pool {
             return;
         }
         let Some(&i) = self.index.get(&node) else {
-            let member = Member { name: node.clone(), addr, tags: tags.clone(), incarnation, status: MemberStatus::Alive };
+            let member = Member {
+                name: node.clone(),
+                addr,
+                tags: tags.clone(),
+                incarnation,
+                status: MemberStatus::Alive,
+            };
             self.insert_entry(member.clone(), now);
             self.emit(Event::Joined(member));
-            let msg = Message::Alive { incarnation, node: node.clone(), addr, tags };
+            let msg = Message::Alive {
+                incarnation,
+                node: node.clone(),
+                addr,
+                tags,
+            };
             self.broadcasts.push(Some(node), codec::message_bytes(&msg));
             return;
         };
@@ -668,7 +746,9 @@ impl Pool {
         let changed = entry.member.addr != addr || entry.member.tags != tags;
         self.suspicions.remove(&node);
         self.set_status(i, MemberStatus::Alive, now);
-        let Some(entry) = self.members.get_mut(i) else { return };
+        let Some(entry) = self.members.get_mut(i) else {
+            return;
+        };
         entry.member.incarnation = incarnation;
         entry.member.addr = addr;
         entry.member.tags = tags.clone();
@@ -678,7 +758,12 @@ impl Pool {
             _ if changed => self.emit(Event::Updated(member)),
             _ => {}
         }
-        let msg = Message::Alive { incarnation, node: node.clone(), addr, tags };
+        let msg = Message::Alive {
+            incarnation,
+            node: node.clone(),
+            addr,
+            tags,
+        };
         self.broadcasts.push(Some(node), codec::message_bytes(&msg));
     }
 
@@ -703,34 +788,65 @@ impl Pool {
             MemberStatus::Failed | MemberStatus::Left => return,
         }
         self.set_status(i, MemberStatus::Suspect, now);
-        let Some(entry) = self.members.get_mut(i) else { return };
+        let Some(entry) = self.members.get_mut(i) else {
+            return;
+        };
         entry.member.incarnation = incarnation;
         let member = entry.member.clone();
         self.emit(Event::Suspect(member));
-        let msg = Message::Suspect { incarnation, node: node.to_owned(), from: from.to_owned() };
-        self.broadcasts.push(Some(node.to_owned()), codec::message_bytes(&msg));
+        let msg = Message::Suspect {
+            incarnation,
+            node: node.to_owned(),
+            from: from.to_owned(),
+        };
+        self.broadcasts
+            .push(Some(node.to_owned()), codec::message_bytes(&msg));
 
         let n = self.live;
-        let mut wanted = if self.config.lifeguard { self.config.suspicion_mult.saturating_sub(2) } else { 0 };
+        let mut wanted = if self.config.lifeguard {
+            self.config.suspicion_mult.saturating_sub(2)
+        } else {
+            0
+        };
         if (n as u64) < u64::from(wanted) + 2 {
             wanted = 0;
         }
         let min = self.config.min_suspicion_timeout(n);
-        let max = if self.config.lifeguard { min * self.config.suspicion_max_timeout_mult } else { min };
+        let max = if self.config.lifeguard {
+            min * self.config.suspicion_max_timeout_mult
+        } else {
+            min
+        };
         let timeout = if wanted == 0 { min } else { max };
         let mut accusers = HashSet::new();
         accusers.insert(from.to_owned());
         let deadline = now + timeout;
         self.suspicions.insert(
             node.to_owned(),
-            Suspicion { incarnation, start: now, min, max, wanted, accusers, deadline },
+            Suspicion {
+                incarnation,
+                start: now,
+                min,
+                max,
+                wanted,
+                accusers,
+                deadline,
+            },
         );
-        self.schedule(Timer::Suspicion { node: node.to_owned(), incarnation }, deadline);
+        self.schedule(
+            Timer::Suspicion {
+                node: node.to_owned(),
+                incarnation,
+            },
+            deadline,
+        );
     }
 
     /// An independent accuser agrees: shrink the timeout (Lifeguard) and pass the news on.
     fn confirm_suspicion(&mut self, node: &str, from: &str, now: Instant) {
-        let Some(s) = self.suspicions.get_mut(node) else { return };
+        let Some(s) = self.suspicions.get_mut(node) else {
+            return;
+        };
         let confirmations = s.accusers.len().saturating_sub(1) as u32;
         if confirmations >= s.wanted || s.accusers.contains(from) {
             return;
@@ -741,14 +857,27 @@ impl Pool {
         let incarnation = s.incarnation;
         if deadline < s.deadline {
             s.deadline = deadline;
-            self.schedule(Timer::Suspicion { node: node.to_owned(), incarnation }, deadline);
+            self.schedule(
+                Timer::Suspicion {
+                    node: node.to_owned(),
+                    incarnation,
+                },
+                deadline,
+            );
         }
-        let msg = Message::Suspect { incarnation, node: node.to_owned(), from: from.to_owned() };
-        self.broadcasts.push(Some(node.to_owned()), codec::message_bytes(&msg));
+        let msg = Message::Suspect {
+            incarnation,
+            node: node.to_owned(),
+            from: from.to_owned(),
+        };
+        self.broadcasts
+            .push(Some(node.to_owned()), codec::message_bytes(&msg));
     }
 
     fn suspicion_expired(&mut self, node: &str, incarnation: u32, now: Instant) {
-        let Some(s) = self.suspicions.get(node) else { return };
+        let Some(s) = self.suspicions.get(node) else {
+            return;
+        };
         if s.incarnation != incarnation || now < s.deadline {
             return;
         }
@@ -783,15 +912,30 @@ impl Pool {
             MemberStatus::Failed if !is_leave => return,
             _ => {}
         }
-        let status = if is_leave { MemberStatus::Left } else { MemberStatus::Failed };
+        let status = if is_leave {
+            MemberStatus::Left
+        } else {
+            MemberStatus::Failed
+        };
         self.suspicions.remove(node);
         self.set_status(i, status, now);
-        let Some(entry) = self.members.get_mut(i) else { return };
+        let Some(entry) = self.members.get_mut(i) else {
+            return;
+        };
         entry.member.incarnation = incarnation;
         let member = entry.member.clone();
-        self.emit(if is_leave { Event::Left(member) } else { Event::Failed(member) });
-        let msg = Message::Dead { incarnation, node: node.to_owned(), from: from.to_owned() };
-        self.broadcasts.push(Some(node.to_owned()), codec::message_bytes(&msg));
+        self.emit(if is_leave {
+            Event::Left(member)
+        } else {
+            Event::Failed(member)
+        });
+        let msg = Message::Dead {
+            incarnation,
+            node: node.to_owned(),
+            from: from.to_owned(),
+        };
+        self.broadcasts
+            .push(Some(node.to_owned()), codec::message_bytes(&msg));
     }
 
     /// Outbids a claim about ourselves with a higher incarnation.
@@ -808,7 +952,9 @@ impl Pool {
         let sender = pp_sender(pp);
         for m in &pp.members {
             match m.status {
-                MemberStatus::Alive => self.alive_node(m.incarnation, m.name.clone(), m.addr, m.tags.clone(), now),
+                MemberStatus::Alive => {
+                    self.alive_node(m.incarnation, m.name.clone(), m.addr, m.tags.clone(), now)
+                }
                 MemberStatus::Left => self.dead_node(m.incarnation, &m.name, &m.name, now),
                 // A remote verdict of failure is only a suspicion here: let our own probes and the
                 // member's refutation decide (memberlist does the same).
@@ -826,7 +972,11 @@ impl Pool {
         if self.leaving {
             return;
         }
-        let failed = self.members.iter().filter(|e| e.member.status == MemberStatus::Failed).count();
+        let failed = self
+            .members
+            .iter()
+            .filter(|e| e.member.status == MemberStatus::Failed)
+            .count();
         if failed == 0 {
             return;
         }
@@ -835,7 +985,11 @@ impl Pool {
             return;
         }
         let picked = self.random_members(1, None, |e| e.member.status == MemberStatus::Failed);
-        if let Some(addr) = picked.first().and_then(|&i| self.members.get(i)).map(|e| e.member.addr) {
+        if let Some(addr) = picked
+            .first()
+            .and_then(|&i| self.members.get(i))
+            .map(|e| e.member.addr)
+        {
             self.send_push_pull(addr, false);
         }
     }
@@ -844,14 +998,19 @@ impl Pool {
     // Probing
 
     fn start_probe(&mut self, now: Instant) {
-        let Some(i) = self.next_probe_target(now) else { return };
+        let Some(i) = self.next_probe_target(now) else {
+            return;
+        };
         let Some(entry) = self.members.get(i) else { return };
         let target = entry.member.name.clone();
         let addr = entry.member.addr;
         let (status, incarnation) = (entry.member.status, entry.member.incarnation);
         let mut msgs = Vec::with_capacity(2);
         let seq = self.next_seq();
-        msgs.push(Message::Ping { seq, target: target.clone() });
+        msgs.push(Message::Ping {
+            seq,
+            target: target.clone(),
+        });
         if status == MemberStatus::Suspect {
             // Buddy system: tell the suspect directly so it can refute at once.
             msgs.push(Message::Suspect {
@@ -893,13 +1052,19 @@ impl Pool {
     fn reset_probe_round(&mut self, now: Instant) {
         let retention = self.config.dead_member_retention;
         let before = self.members.len();
-        self.members.retain(|e| e.member.status.is_live() || now.saturating_duration_since(e.changed) < retention);
+        self.members
+            .retain(|e| e.member.status.is_live() || now.saturating_duration_since(e.changed) < retention);
         if self.members.len() != before {
             let names: HashSet<&str> = self.members.iter().map(|e| e.member.name.as_str()).collect();
             self.suspicions.retain(|n, _| names.contains(n.as_str()));
         }
         self.members.shuffle(&mut self.rng);
-        self.index = self.members.iter().enumerate().map(|(i, e)| (e.member.name.clone(), i)).collect();
+        self.index = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.member.name.clone(), i))
+            .collect();
         self.probe_index = 0;
     }
 
@@ -909,15 +1074,24 @@ impl Pool {
             return;
         }
         let target = p.target.clone();
-        let Some(target_addr) = self.member(&target).map(|m| m.addr) else { return };
+        let Some(target_addr) = self.member(&target).map(|m| m.addr) else {
+            return;
+        };
         let helpers = self.random_members(self.config.indirect_checks, Some(&target), |e| {
             e.member.status == MemberStatus::Alive
         });
         let want_nack = self.config.lifeguard;
         let mut sent = 0u32;
         for i in helpers {
-            let Some(addr) = self.members.get(i).map(|e| e.member.addr) else { continue };
-            let msg = Message::IndirectPing { seq, target: target.clone(), target_addr, want_nack };
+            let Some(addr) = self.members.get(i).map(|e| e.member.addr) else {
+                continue;
+            };
+            let msg = Message::IndirectPing {
+                seq,
+                target: target.clone(),
+                target_addr,
+                want_nack,
+            };
             self.send_messages(addr, vec![msg]);
             sent += 1;
         }
@@ -940,7 +1114,11 @@ impl Pool {
         self.stats.failed_probes += 1;
         // Lifeguard: missing nacks mean *we* may be the slow one; with no nack-capable helper,
         // any failed probe counts against us.
-        let delta = if expected > 0 { expected.saturating_sub(nacks) } else { 1 };
+        let delta = if expected > 0 {
+            expected.saturating_sub(nacks)
+        } else {
+            1
+        };
         self.apply_awareness(delta as i64);
         let Some(m) = self.member(&target) else { return };
         if m.status.is_live() {
@@ -974,10 +1152,14 @@ impl Pool {
             e.member.status.is_live() || now.saturating_duration_since(e.changed) < dead_window
         });
         for i in targets {
-            let Some(addr) = self.members.get(i).map(|e| e.member.addr) else { continue };
+            let Some(addr) = self.members.get(i).map(|e| e.member.addr) else {
+                continue;
+            };
             let mut packet = codec::start_packet();
             let limit = self.config.retransmit_limit(self.live);
-            let count = self.broadcasts.take_into(&mut packet, self.packet_budget(), MAX_MESSAGES_PER_PACKET, limit);
+            let count =
+                self.broadcasts
+                    .take_into(&mut packet, self.packet_budget(), MAX_MESSAGES_PER_PACKET, limit);
             if count == 0 {
                 break;
             }
@@ -987,7 +1169,11 @@ impl Pool {
     }
 
     fn packet_budget(&self) -> usize {
-        let overhead = if self.keyring.is_some() { ENCRYPTION_OVERHEAD } else { 0 };
+        let overhead = if self.keyring.is_some() {
+            ENCRYPTION_OVERHEAD
+        } else {
+            0
+        };
         self.config.packet_size.saturating_sub(overhead + PACKET_HEADER)
     }
 
@@ -1026,7 +1212,11 @@ impl Pool {
             name: self.name.clone(),
             addr: self.addr,
             incarnation: self.incarnation,
-            status: if self.leaving { MemberStatus::Left } else { MemberStatus::Alive },
+            status: if self.leaving {
+                MemberStatus::Left
+            } else {
+                MemberStatus::Alive
+            },
             tags: self.tags.clone(),
         });
         for e in &self.members {
@@ -1041,7 +1231,12 @@ impl Pool {
                 tags: e.member.tags.clone(),
             });
         }
-        let pp = PushPull { join, reply, event_ltime: self.user_events.clock(), members };
+        let pp = PushPull {
+            join,
+            reply,
+            event_ltime: self.user_events.clock(),
+            members,
+        };
         let plain = codec::encode_push_pull(&pp);
         let data = self.seal(AAD_STREAM, plain);
         if reply {
@@ -1091,7 +1286,12 @@ impl Pool {
 
     /// Up to `k` distinct random members other than us (and `exclude`) that satisfy `eligible`,
     /// found by bounded random sampling as memberlist's `kRandomNodes` does.
-    fn random_members(&mut self, k: usize, exclude: Option<&str>, eligible: impl Fn(&Entry) -> bool) -> Vec<usize> {
+    fn random_members(
+        &mut self,
+        k: usize,
+        exclude: Option<&str>,
+        eligible: impl Fn(&Entry) -> bool,
+    ) -> Vec<usize> {
         let n = self.members.len();
         let mut out: Vec<usize> = Vec::with_capacity(k);
         if n == 0 || k == 0 {
@@ -1125,7 +1325,10 @@ impl Pool {
             let j = self.rng.random_range(0..=n);
             if j != n {
                 self.members.swap(j, n);
-                let (a, b) = (self.members[j].member.name.clone(), self.members[n].member.name.clone());
+                let (a, b) = (
+                    self.members[j].member.name.clone(),
+                    self.members[n].member.name.clone(),
+                );
                 self.index.insert(a, j);
                 self.index.insert(b, n);
             }
@@ -1163,7 +1366,8 @@ impl Pool {
             addr: self.addr,
             tags: self.tags.clone(),
         };
-        self.broadcasts.push(Some(self.name.clone()), codec::message_bytes(&msg));
+        self.broadcasts
+            .push(Some(self.name.clone()), codec::message_bytes(&msg));
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -1188,7 +1392,10 @@ fn pp_sender(pp: &PushPull) -> String {
 fn check_tags(config: &Config, tags: &Tags) -> Result<(), PoolError> {
     let size = codec::encoded_tags_len(tags);
     if size > config.max_tags_size {
-        return Err(PoolError::TagsTooLarge { size, limit: config.max_tags_size });
+        return Err(PoolError::TagsTooLarge {
+            size,
+            limit: config.max_tags_size,
+        });
     }
     Ok(())
 }

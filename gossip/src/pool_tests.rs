@@ -6,7 +6,11 @@ fn addr(port: u16) -> SocketAddr {
 }
 
 fn pool_with(name: &str, port: u16, keyring: Option<Keyring>) -> Pool {
-    let local = LocalNode { name: name.into(), addr: addr(port), tags: Tags::new() };
+    let local = LocalNode {
+        name: name.into(),
+        addr: addr(port),
+        tags: Tags::new(),
+    };
     Pool::new(Config::local(), local, keyring, 7, Instant::ZERO).unwrap()
 }
 
@@ -24,7 +28,12 @@ fn events(outs: &[Output]) -> Vec<Event> {
 }
 
 fn alive(name: &str, port: u16, inc: u32) -> Vec<u8> {
-    encode_packet(&[Message::Alive { incarnation: inc, node: name.into(), addr: addr(port), tags: Tags::new() }])
+    encode_packet(&[Message::Alive {
+        incarnation: inc,
+        node: name.into(),
+        addr: addr(port),
+        tags: Tags::new(),
+    }])
 }
 
 fn encode_packet(m: &[Message]) -> Vec<u8> {
@@ -45,14 +54,21 @@ fn new_pool_schedules_its_timers_and_refuses_bad_input() {
     for t in [Timer::Probe, Timer::Gossip, Timer::PushPull, Timer::Reconnect] {
         assert!(timers.contains(&&t), "{t:?} not scheduled");
     }
-    let local = LocalNode { name: String::new(), addr: addr(1), tags: Tags::new() };
+    let local = LocalNode {
+        name: String::new(),
+        addr: addr(1),
+        tags: Tags::new(),
+    };
     assert!(matches!(
         Pool::new(Config::lan(), local, None, 1, Instant::ZERO),
         Err(PoolError::InvalidName { len: 0, .. })
     ));
     let mut big = Tags::new();
     big.insert("k".into(), "v".repeat(600));
-    assert!(matches!(p.update_tags(big, Instant::ZERO), Err(PoolError::TagsTooLarge { .. })));
+    assert!(matches!(
+        p.update_tags(big, Instant::ZERO),
+        Err(PoolError::TagsTooLarge { .. })
+    ));
     assert!(matches!(
         p.send_user_event("e", &[0; 600], Instant::ZERO),
         Err(PoolError::UserEventTooLarge { .. })
@@ -72,7 +88,11 @@ fn alive_suspect_dead_transitions_and_events() {
     p.handle_packet(addr(2), &alive("b", 2, 1), t);
     assert!(events(&drain(&mut p)).is_empty());
 
-    let suspect = encode_packet(&[Message::Suspect { incarnation: 1, node: "b".into(), from: "c".into() }]);
+    let suspect = encode_packet(&[Message::Suspect {
+        incarnation: 1,
+        node: "b".into(),
+        from: "c".into(),
+    }]);
     p.handle_packet(addr(3), &suspect, t);
     assert!(matches!(events(&drain(&mut p))[..], [Event::Suspect(_)]));
     assert_eq!(p.member("b").unwrap().status, MemberStatus::Suspect);
@@ -83,7 +103,13 @@ fn alive_suspect_dead_transitions_and_events() {
     assert_eq!(p.member("b").unwrap().status, MemberStatus::Alive);
 
     // A stale death claim is ignored; a current one is a failure.
-    let dead = |inc| encode_packet(&[Message::Dead { incarnation: inc, node: "b".into(), from: "c".into() }]);
+    let dead = |inc| {
+        encode_packet(&[Message::Dead {
+            incarnation: inc,
+            node: "b".into(),
+            from: "c".into(),
+        }])
+    };
     p.handle_packet(addr(3), &dead(1), t);
     assert!(events(&drain(&mut p)).is_empty());
     p.handle_packet(addr(3), &dead(2), t);
@@ -97,12 +123,21 @@ fn alive_suspect_dead_transitions_and_events() {
     // New tags at a new incarnation: updated.
     let mut tags = Tags::new();
     tags.insert("role".into(), "server".into());
-    let msg = encode_packet(&[Message::Alive { incarnation: 4, node: "b".into(), addr: addr(2), tags }]);
+    let msg = encode_packet(&[Message::Alive {
+        incarnation: 4,
+        node: "b".into(),
+        addr: addr(2),
+        tags,
+    }]);
     p.handle_packet(addr(2), &msg, t);
     assert!(matches!(events(&drain(&mut p))[..], [Event::Updated(ref m)] if m.tags["role"] == "server"));
 
     // A departure announced by the member itself is a leave, never a failure.
-    let leave = encode_packet(&[Message::Dead { incarnation: 4, node: "b".into(), from: "b".into() }]);
+    let leave = encode_packet(&[Message::Dead {
+        incarnation: 4,
+        node: "b".into(),
+        from: "b".into(),
+    }]);
     p.handle_packet(addr(2), &leave, t);
     assert!(matches!(events(&drain(&mut p))[..], [Event::Left(_)]));
     assert_eq!(p.member("b").unwrap().status, MemberStatus::Left);
@@ -113,10 +148,18 @@ fn a_late_leave_announcement_turns_a_failure_into_a_leave() {
     let mut p = pool_with("a", 1, None);
     let t = Instant::from_micros(1);
     p.handle_packet(addr(2), &alive("b", 2, 1), t);
-    let dead = encode_packet(&[Message::Dead { incarnation: 1, node: "b".into(), from: "c".into() }]);
+    let dead = encode_packet(&[Message::Dead {
+        incarnation: 1,
+        node: "b".into(),
+        from: "c".into(),
+    }]);
     p.handle_packet(addr(3), &dead, t);
     drain(&mut p);
-    let leave = encode_packet(&[Message::Dead { incarnation: 1, node: "b".into(), from: "b".into() }]);
+    let leave = encode_packet(&[Message::Dead {
+        incarnation: 1,
+        node: "b".into(),
+        from: "b".into(),
+    }]);
     p.handle_packet(addr(2), &leave, t);
     assert!(matches!(events(&drain(&mut p))[..], [Event::Left(_)]));
     // And a failure claim after the leave is ignored.
@@ -129,7 +172,11 @@ fn refutes_suspicion_about_itself_and_loses_health() {
     let mut p = pool_with("a", 1, None);
     drain(&mut p);
     let inc = p.incarnation();
-    let suspect = encode_packet(&[Message::Suspect { incarnation: inc, node: "a".into(), from: "b".into() }]);
+    let suspect = encode_packet(&[Message::Suspect {
+        incarnation: inc,
+        node: "a".into(),
+        from: "b".into(),
+    }]);
     p.handle_packet(addr(2), &suspect, Instant::ZERO);
     assert_eq!(p.incarnation(), inc + 1);
     assert_eq!(p.health_score(), 1);
@@ -147,7 +194,10 @@ fn refutes_suspicion_about_itself_and_loses_health() {
             tags: Tags::new(),
         }],
     };
-    assert!(p.handle_stream(addr(2), &codec::encode_push_pull(&pp), Instant::ZERO).is_none());
+    assert!(
+        p.handle_stream(addr(2), &codec::encode_push_pull(&pp), Instant::ZERO)
+            .is_none()
+    );
     assert_eq!(p.incarnation(), 10);
 }
 
@@ -155,11 +205,27 @@ fn refutes_suspicion_about_itself_and_loses_health() {
 fn acks_pings_for_itself_only() {
     let mut p = pool_with("a", 1, None);
     drain(&mut p);
-    p.handle_packet(addr(2), &encode_packet(&[Message::Ping { seq: 5, target: "zz".into() }]), Instant::ZERO);
+    p.handle_packet(
+        addr(2),
+        &encode_packet(&[Message::Ping {
+            seq: 5,
+            target: "zz".into(),
+        }]),
+        Instant::ZERO,
+    );
     assert!(drain(&mut p).iter().all(|o| !matches!(o, Output::Packet { .. })));
-    p.handle_packet(addr(2), &encode_packet(&[Message::Ping { seq: 5, target: "a".into() }]), Instant::ZERO);
+    p.handle_packet(
+        addr(2),
+        &encode_packet(&[Message::Ping {
+            seq: 5,
+            target: "a".into(),
+        }]),
+        Instant::ZERO,
+    );
     let outs = drain(&mut p);
-    let Some(Output::Packet { to, data }) = outs.first() else { panic!("no ack: {outs:?}") };
+    let Some(Output::Packet { to, data }) = outs.first() else {
+        panic!("no ack: {outs:?}")
+    };
     assert_eq!(*to, addr(2));
     let msgs = codec::decode_packet(data).unwrap();
     assert_eq!(msgs[0], Message::Ack { seq: 5 });
@@ -172,12 +238,17 @@ fn encrypted_pool_drops_and_counts_plaintext_and_foreign_keys() {
     drain(&mut p);
     p.handle_packet(addr(2), &alive("b", 2, 1), Instant::ZERO);
     assert_eq!(p.stats().plaintext_dropped, 1);
-    assert!(p.member("b").is_none(), "a plaintext packet must never be applied");
+    assert!(
+        p.member("b").is_none(),
+        "a plaintext packet must never be applied"
+    );
 
     let mut other = pool_with("b", 2, Some(Keyring::new(&[2; 32]).unwrap()));
     let outs = drain(&mut other);
     other.join(&[addr(1)], Instant::ZERO);
-    let Some(Output::Stream { data, .. }) = other.poll_output() else { panic!("no stream") };
+    let Some(Output::Stream { data, .. }) = other.poll_output() else {
+        panic!("no stream")
+    };
     assert!(p.handle_stream(addr(2), &data, Instant::ZERO).is_none());
     assert_eq!(p.stats().undecryptable_dropped, 1);
     assert!(p.member("b").is_none());
@@ -218,7 +289,10 @@ fn dynamic_suspicion_timeout_shrinks_with_confirmations() {
     };
     assert_eq!(s.timeout_after(0), Duration::from_secs(72));
     let one = s.timeout_after(1);
-    assert!(one < Duration::from_secs(72) && one > Duration::from_secs(12), "{one:?}");
+    assert!(
+        one < Duration::from_secs(72) && one > Duration::from_secs(12),
+        "{one:?}"
+    );
     assert_eq!(s.timeout_after(2), Duration::from_secs(12));
     assert_eq!(s.timeout_after(5), Duration::from_secs(12));
 }
@@ -228,7 +302,11 @@ fn missed_acks_raise_the_health_score_up_to_its_cap_only_with_lifeguard() {
     for lifeguard in [true, false] {
         let mut cfg = Config::local();
         cfg.lifeguard = lifeguard;
-        let local = LocalNode { name: "a".into(), addr: addr(1), tags: Tags::new() };
+        let local = LocalNode {
+            name: "a".into(),
+            addr: addr(1),
+            tags: Tags::new(),
+        };
         let mut p = Pool::new(cfg.clone(), local, None, 3, Instant::ZERO).unwrap();
         // Many members that never answer.
         for i in 0..20u16 {
@@ -251,8 +329,16 @@ fn missed_acks_raise_the_health_score_up_to_its_cap_only_with_lifeguard() {
 
 #[test]
 fn user_events_are_delivered_once_everywhere() {
-    let mut sim = Simulation::new(SimConfig { nodes: 30, pool: Config::local(), seed: 4, ..SimConfig::default() });
-    assert!(sim.run_until(Duration::from_secs(30), Duration::from_millis(100), |s| s.converged()));
+    let mut sim = Simulation::new(SimConfig {
+        nodes: 30,
+        pool: Config::local(),
+        seed: 4,
+        ..SimConfig::default()
+    });
+    assert!(
+        sim.run_until(Duration::from_secs(30), Duration::from_millis(100), |s| s
+            .converged())
+    );
     assert!(sim.send_user_event(3, "deploy", b"v2"));
     sim.run_for(Duration::from_secs(5));
     let mut who: Vec<usize> = sim.deliveries("deploy").iter().map(|d| d.0).collect();
@@ -262,8 +348,16 @@ fn user_events_are_delivered_once_everywhere() {
 
 #[test]
 fn a_graceful_leave_is_never_reported_as_a_failure() {
-    let mut sim = Simulation::new(SimConfig { nodes: 20, pool: Config::local(), seed: 5, ..SimConfig::default() });
-    assert!(sim.run_until(Duration::from_secs(30), Duration::from_millis(100), |s| s.converged()));
+    let mut sim = Simulation::new(SimConfig {
+        nodes: 20,
+        pool: Config::local(),
+        seed: 5,
+        ..SimConfig::default()
+    });
+    assert!(
+        sim.run_until(Duration::from_secs(30), Duration::from_millis(100), |s| s
+            .converged())
+    );
     sim.leave(7);
     sim.run_for(Duration::from_secs(10));
     let about_7: Vec<_> = sim.verdicts().iter().filter(|v| v.subject == 7).collect();

@@ -89,12 +89,34 @@ pub struct Verdict {
 }
 
 enum Action {
-    Start { node: usize },
-    Timer { node: usize, epoch: u32, timer: Timer },
-    Packet { to: usize, from: usize, data: Vec<u8> },
-    StreamRequest { to: usize, from: usize, data: Vec<u8> },
-    StreamReply { to: usize, from: usize, epoch: u32, data: Vec<u8> },
-    Shutdown { node: usize, epoch: u32 },
+    Start {
+        node: usize,
+    },
+    Timer {
+        node: usize,
+        epoch: u32,
+        timer: Timer,
+    },
+    Packet {
+        to: usize,
+        from: usize,
+        data: Vec<u8>,
+    },
+    StreamRequest {
+        to: usize,
+        from: usize,
+        data: Vec<u8>,
+    },
+    StreamReply {
+        to: usize,
+        from: usize,
+        epoch: u32,
+        data: Vec<u8>,
+    },
+    Shutdown {
+        node: usize,
+        epoch: u32,
+    },
 }
 
 struct Scheduled {
@@ -181,7 +203,9 @@ impl Simulation {
     /// A cluster whose nodes start within [`SimConfig::start_window`] from time zero.
     pub fn new(cfg: SimConfig) -> Self {
         let mut rng = SmallRng::seed_from_u64(cfg.seed);
-        let key = cfg.encrypt.then(|| (0..32).map(|_| rng.random::<u8>()).collect::<Vec<u8>>());
+        let key = cfg
+            .encrypt
+            .then(|| (0..32).map(|_| rng.random::<u8>()).collect::<Vec<u8>>());
         let nodes = (0..cfg.nodes)
             .map(|_| SimNode {
                 pool: None,
@@ -209,10 +233,16 @@ impl Simulation {
             scratch: Vec::new(),
             cfg,
         };
-        let window = u64::try_from(sim.cfg.start_window.as_micros()).unwrap_or(u64::MAX).max(1);
+        let window = u64::try_from(sim.cfg.start_window.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
         for node in 0..sim.cfg.nodes {
             // Node 0 starts first so that every later node has someone to join.
-            let at = if node == 0 { 0 } else { sim.rng.random_range(1..=window) };
+            let at = if node == 0 {
+                0
+            } else {
+                sim.rng.random_range(1..=window)
+            };
             sim.push(Instant::from_micros(at), Action::Start { node });
         }
         sim
@@ -254,15 +284,23 @@ impl Simulation {
         if self.nodes.iter().any(|n| n.epoch == 0) {
             return false;
         }
-        let up: Vec<usize> = self.up_nodes().filter(|&i| self.pool(i).is_some_and(|p| !p.has_left())).collect();
+        let up: Vec<usize> = self
+            .up_nodes()
+            .filter(|&i| self.pool(i).is_some_and(|p| !p.has_left()))
+            .collect();
         // Cheap test first: most calls before convergence fail on a count.
-        if !up.iter().all(|&i| self.pool(i).is_some_and(|p| p.num_live() == up.len())) {
+        if !up
+            .iter()
+            .all(|&i| self.pool(i).is_some_and(|p| p.num_live() == up.len()))
+        {
             return false;
         }
         let names: Vec<String> = up.iter().map(|&j| node_name(j)).collect();
         up.iter().all(|&i| {
             self.pool(i).is_some_and(|p| {
-                names.iter().all(|n| p.member(n).is_some_and(|m| m.status == MemberStatus::Alive))
+                names
+                    .iter()
+                    .all(|n| p.member(n).is_some_and(|m| m.status == MemberStatus::Alive))
             })
         })
     }
@@ -274,7 +312,10 @@ impl Simulation {
 
     /// Failure verdicts about members that were running at the time: false positives.
     pub fn false_failures(&self) -> usize {
-        self.verdicts.iter().filter(|v| !v.left && v.subject_was_up).count()
+        self.verdicts
+            .iter()
+            .filter(|v| !v.left && v.subject_was_up)
+            .count()
     }
 
     /// Suspicions raised so far (true and false).
@@ -294,14 +335,20 @@ impl Simulation {
 
     /// Bytes and packets sent by all nodes.
     pub fn totals(&self) -> (u64, u64) {
-        self.nodes.iter().fold((0, 0), |(b, p), n| (b + n.bytes_sent, p + n.packets_sent))
+        self.nodes
+            .iter()
+            .fold((0, 0), |(b, p), n| (b + n.bytes_sent, p + n.packets_sent))
     }
 
     /// Total time nodes were up, summed over nodes.
     pub fn total_uptime(&self) -> Duration {
         self.nodes
             .iter()
-            .map(|n| n.uptime + n.started.map_or(Duration::ZERO, |s| self.now.saturating_duration_since(s)))
+            .map(|n| {
+                n.uptime
+                    + n.started
+                        .map_or(Duration::ZERO, |s| self.now.saturating_duration_since(s))
+            })
             .sum()
     }
 
@@ -380,7 +427,11 @@ impl Simulation {
     /// Node `i` replaces its tags.
     pub fn update_tags(&mut self, i: usize, tags: Tags) -> bool {
         let now = self.now;
-        let ok = self.nodes.get_mut(i).and_then(|n| n.pool.as_mut()).is_some_and(|p| p.update_tags(tags, now).is_ok());
+        let ok = self
+            .nodes
+            .get_mut(i)
+            .and_then(|n| n.pool.as_mut())
+            .is_some_and(|p| p.update_tags(tags, now).is_ok());
         self.drain(i);
         ok
     }
@@ -404,7 +455,12 @@ impl Simulation {
     }
 
     /// Runs in steps of `step` until `done` holds (true) or `limit` of virtual time passed (false).
-    pub fn run_until(&mut self, limit: Duration, step: Duration, mut done: impl FnMut(&Simulation) -> bool) -> bool {
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        step: Duration,
+        mut done: impl FnMut(&Simulation) -> bool,
+    ) -> bool {
         let end = self.now + limit;
         loop {
             if done(self) {
@@ -421,20 +477,33 @@ impl Simulation {
 
     fn push(&mut self, at: Instant, action: Action) {
         self.seq += 1;
-        self.queue.push(Scheduled { at, seq: self.seq, action });
+        self.queue.push(Scheduled {
+            at,
+            seq: self.seq,
+            action,
+        });
     }
 
     fn start(&mut self, i: usize) {
         let now = self.now;
         let keyring = self.key.as_deref().and_then(|k| Keyring::new(k).ok());
         let seed = self.rng.random::<u64>();
-        let local = LocalNode { name: node_name(i), addr: node_addr(i), tags: Tags::new() };
-        let Ok(mut pool) = Pool::new(self.cfg.pool.clone(), local, keyring, seed, now) else { return };
+        let local = LocalNode {
+            name: node_name(i),
+            addr: node_addr(i),
+            tags: Tags::new(),
+        };
+        let Ok(mut pool) = Pool::new(self.cfg.pool.clone(), local, keyring, seed, now) else {
+            return;
+        };
         // Join through a few running nodes, as an agent's retry_join list would.
-        let running: Vec<usize> = (0..self.nodes.len()).filter(|&j| j != i && self.is_up(j)).collect();
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&j| j != i && self.is_up(j))
+            .collect();
         if !running.is_empty() {
-            let seeds: Vec<SocketAddr> =
-                (0..3).map(|_| node_addr(running[self.rng.random_range(0..running.len())])).collect();
+            let seeds: Vec<SocketAddr> = (0..3)
+                .map(|_| node_addr(running[self.rng.random_range(0..running.len())]))
+                .collect();
             pool.join(&seeds, now);
         }
         if let Some(n) = self.nodes.get_mut(i) {
@@ -477,10 +546,23 @@ impl Simulation {
                     let epoch = self.nodes.get(from).map_or(0, |n| n.epoch);
                     self.account(to, reply.len(), false);
                     let at = now + self.cfg.latency;
-                    self.push(at, Action::StreamReply { to: from, from: to, epoch, data: reply });
+                    self.push(
+                        at,
+                        Action::StreamReply {
+                            to: from,
+                            from: to,
+                            epoch,
+                            data: reply,
+                        },
+                    );
                 }
             }
-            Action::StreamReply { to, from, epoch, data } => {
+            Action::StreamReply {
+                to,
+                from,
+                epoch,
+                data,
+            } => {
                 let Some(n) = self.nodes.get_mut(to) else { return };
                 if n.epoch != epoch {
                     return;
@@ -552,7 +634,14 @@ impl Simulation {
                         self.push(at, Action::StreamRequest { to: j, from: i, data });
                     }
                 }
-                Output::Timer { timer, at } => self.push(at.max(self.now), Action::Timer { node: i, epoch, timer }),
+                Output::Timer { timer, at } => self.push(
+                    at.max(self.now),
+                    Action::Timer {
+                        node: i,
+                        epoch,
+                        timer,
+                    },
+                ),
                 Output::Event(event) => self.observe(i, event),
             }
         }
@@ -568,13 +657,24 @@ impl Simulation {
                 return;
             }
             Event::User(u) => {
-                self.deliveries.entry(u.name).or_default().push((observer, self.now));
+                self.deliveries
+                    .entry(u.name)
+                    .or_default()
+                    .push((observer, self.now));
                 return;
             }
             _ => return,
         };
-        let Some(subject) = name_index(&member.name) else { return };
+        let Some(subject) = name_index(&member.name) else {
+            return;
+        };
         let subject_was_up = self.pool(subject).is_some_and(|p| !p.has_left());
-        self.verdicts.push(Verdict { at: self.now, observer, subject, left, subject_was_up });
+        self.verdicts.push(Verdict {
+            at: self.now,
+            observer,
+            subject,
+            left,
+            subject_was_up,
+        });
     }
 }

@@ -64,7 +64,13 @@ mod tests {
         let t = Instant::from_micros(5);
         assert_eq!(t - Duration::from_secs(1), Instant::ZERO);
         assert_eq!((t + Duration::from_micros(7)).as_micros(), 12);
-        assert_eq!(Instant::from_micros(u64::MAX) + Duration::from_secs(1), Instant::from_micros(u64::MAX));
-        assert_eq!(t.saturating_duration_since(Instant::from_micros(9)), Duration::ZERO);
+        assert_eq!(
+            Instant::from_micros(u64::MAX) + Duration::from_secs(1),
+            Instant::from_micros(u64::MAX)
+        );
+        assert_eq!(
+            t.saturating_duration_since(Instant::from_micros(9)),
+            Duration::ZERO
+        );
     }
 }

@@ -15,7 +15,10 @@ struct Slot {
 
 impl EventDedup {
     pub(crate) fn new(buffer: usize) -> Self {
-        EventDedup { clock: 0, slots: vec![Slot::default(); buffer.max(1)] }
+        EventDedup {
+            clock: 0,
+            slots: vec![Slot::default(); buffer.max(1)],
+        }
     }
 
     /// The current Lamport time.
@@ -44,7 +47,9 @@ impl EventDedup {
         if self.clock > len && ltime < self.clock - len {
             return false;
         }
-        let Some(slot) = self.slots.get_mut((ltime % len) as usize) else { return false };
+        let Some(slot) = self.slots.get_mut((ltime % len) as usize) else {
+            return false;
+        };
         if slot.ltime != ltime {
             slot.ltime = ltime;
             slot.seen.clear();

@@ -1,0 +1,569 @@
+//! The tokio adapter: drives a [`Pool`] with a UDP socket for packets, a TCP listener for
+//! push-pull streams and a timer queue.
+//!
+//! One task owns the pool; everything else talks to it through channels. Streams are framed as a
+//! 4-byte big-endian length followed by the payload; each exchange is one request and one reply.
+//! Dropping every [`Gossip`] handle stops the task; [`Gossip::shutdown`] also waits for it.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::config::Config;
+use crate::keyring::{ENCRYPTION_OVERHEAD, Keyring, KeyringError};
+use crate::member::{Event, Member, Tags};
+use crate::pool::{LocalNode, Output, Pool, PoolError, Stats, Timer};
+use crate::time::Instant;
+
+/// What [`Gossip::start`] needs.
+#[derive(Debug, Clone)]
+pub struct GossipOptions {
+    /// Pool configuration.
+    pub config: Config,
+    /// Unique member name.
+    pub name: String,
+    /// Address to bind UDP and TCP on (port 0 picks a free port, the same for both).
+    pub bind: SocketAddr,
+    /// Address other members use to reach us; defaults to the bound address, which must then
+    /// not be unspecified (0.0.0.0 or ::).
+    pub advertise: Option<SocketAddr>,
+    /// Initial tags.
+    pub tags: Tags,
+    /// Encryption keys; `None` sends and accepts plaintext only.
+    pub keyring: Option<Keyring>,
+}
+
+impl GossipOptions {
+    /// LAN defaults, no tags, no encryption.
+    pub fn new(name: impl Into<String>, bind: SocketAddr) -> Self {
+        GossipOptions {
+            config: Config::lan(),
+            name: name.into(),
+            bind,
+            advertise: None,
+            tags: Tags::new(),
+            keyring: None,
+        }
+    }
+}
+
+/// Why a runtime operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// Binding the UDP socket or TCP listener failed.
+    #[error("binding gossip sockets on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The advertised address would be unreachable.
+    #[error("cannot advertise unspecified address {addr}; set `advertise`")]
+    UnspecifiedAdvertise {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// The pool refused the operation.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// The keyring refused the operation.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// A keyring operation on a pool without encryption.
+    #[error("encryption is not enabled on this pool")]
+    NoKeyring,
+    /// No member could be reached.
+    #[error("could not join any of the given members after {attempts} attempt(s)")]
+    JoinFailed {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The runtime has stopped.
+    #[error("the gossip runtime has stopped")]
+    Stopped,
+}
+
+enum KeyOp {
+    Install(Vec<u8>),
+    Use(Vec<u8>),
+    Remove(Vec<u8>),
+    List,
+}
+
+enum Command {
+    Join(Vec<SocketAddr>, oneshot::Sender<usize>),
+    Leave(oneshot::Sender<()>),
+    UpdateTags(Tags, oneshot::Sender<Result<(), PoolError>>),
+    UserEvent(String, Vec<u8>, oneshot::Sender<Result<(), PoolError>>),
+    Members(oneshot::Sender<Vec<Member>>),
+    Stats(oneshot::Sender<Stats>),
+    Keyring(KeyOp, oneshot::Sender<Result<Vec<String>, RuntimeError>>),
+    Shutdown,
+}
+
+struct Incoming {
+    from: SocketAddr,
+    data: Vec<u8>,
+    reply: oneshot::Sender<Option<Vec<u8>>>,
+}
+
+/// A handle to a running pool. Cheap to clone; the pool stops when every handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Gossip {
+    commands: mpsc::UnboundedSender<Command>,
+    local_addr: SocketAddr,
+    leave_delay: Duration,
+    task: std::sync::Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Gossip {
+    /// Binds the sockets and starts the pool. Events arrive on the returned receiver, which the
+    /// caller should keep draining (it is unbounded).
+    pub async fn start(
+        opts: GossipOptions,
+    ) -> Result<(Gossip, mpsc::UnboundedReceiver<Event>), RuntimeError> {
+        opts.config.validate().map_err(PoolError::from)?;
+        let (listener, udp) = bind_pair(opts.bind).await?;
+        let bound = listener.local_addr().map_err(|source| RuntimeError::Bind {
+            addr: opts.bind,
+            source,
+        })?;
+        let advertise = opts.advertise.unwrap_or(bound);
+        if advertise.ip().is_unspecified() {
+            return Err(RuntimeError::UnspecifiedAdvertise { addr: advertise });
+        }
+        let epoch = tokio::time::Instant::now();
+        let local = LocalNode {
+            name: opts.name.clone(),
+            addr: advertise,
+            tags: opts.tags.clone(),
+        };
+        let pool = Pool::new(
+            opts.config.clone(),
+            local,
+            opts.keyring,
+            random_seed(),
+            Instant::ZERO,
+        )?;
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            pool,
+            epoch,
+            udp,
+            listener,
+            events: event_tx,
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            streams: JoinSet::new(),
+            incoming: JoinSet::new(),
+            joins: Vec::new(),
+            advertise,
+        };
+        let task = tokio::spawn(driver.run(cmd_rx));
+        let handle = Gossip {
+            commands: cmd_tx,
+            local_addr: advertise,
+            leave_delay: opts.config.leave_propagate_delay,
+            task: std::sync::Arc::new(std::sync::Mutex::new(Some(task))),
+        };
+        Ok((handle, event_rx))
+    }
+
+    /// The advertised address (the bound one unless `advertise` was set).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    async fn call<R>(&self, make: impl FnOnce(oneshot::Sender<R>) -> Command) -> Result<R, RuntimeError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).map_err(|_| RuntimeError::Stopped)?;
+        rx.await.map_err(|_| RuntimeError::Stopped)
+    }
+
+    /// Exchanges state with each address; returns how many answered. Errors when none did.
+    pub async fn join(&self, addrs: &[SocketAddr]) -> Result<usize, RuntimeError> {
+        let n = self.call(|tx| Command::Join(addrs.to_vec(), tx)).await?;
+        if n == 0 {
+            Err(RuntimeError::JoinFailed { attempts: 1 })
+        } else {
+            Ok(n)
+        }
+    }
+
+    /// Like Consul's `retry_join`: tries [`Gossip::join`] up to `max_attempts` times (0 means 1),
+    /// `interval` apart, until at least one member answers.
+    pub async fn retry_join(
+        &self,
+        addrs: &[SocketAddr],
+        interval: Duration,
+        max_attempts: u32,
+    ) -> Result<usize, RuntimeError> {
+        let attempts = max_attempts.max(1);
+        for attempt in 1..=attempts {
+            match self.join(addrs).await {
+                Ok(n) => return Ok(n),
+                Err(RuntimeError::JoinFailed { .. }) if attempt < attempts => {
+                    tracing::debug!(attempt, "gossip join failed, retrying");
+                    tokio::time::sleep(interval).await;
+                }
+                Err(RuntimeError::JoinFailed { .. }) => return Err(RuntimeError::JoinFailed { attempts }),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RuntimeError::JoinFailed { attempts })
+    }
+
+    /// Every known member, this node included.
+    pub async fn members(&self) -> Result<Vec<Member>, RuntimeError> {
+        self.call(Command::Members).await
+    }
+
+    /// The pool's counters.
+    pub async fn stats(&self) -> Result<Stats, RuntimeError> {
+        self.call(Command::Stats).await
+    }
+
+    /// Replaces this node's tags.
+    pub async fn update_tags(&self, tags: Tags) -> Result<(), RuntimeError> {
+        Ok(self.call(|tx| Command::UpdateTags(tags, tx)).await??)
+    }
+
+    /// Broadcasts a user event.
+    pub async fn send_user_event(&self, name: &str, payload: &[u8]) -> Result<(), RuntimeError> {
+        Ok(self
+            .call(|tx| Command::UserEvent(name.to_owned(), payload.to_vec(), tx))
+            .await??)
+    }
+
+    /// Installs a raw key (decode a base64 one with [`crate::decode_key`]); returns the keys.
+    pub async fn install_key(&self, key: &[u8]) -> Result<Vec<String>, RuntimeError> {
+        self.call(|tx| Command::Keyring(KeyOp::Install(key.to_vec()), tx))
+            .await?
+    }
+
+    /// Makes an installed key primary.
+    pub async fn use_key(&self, key: &[u8]) -> Result<Vec<String>, RuntimeError> {
+        self.call(|tx| Command::Keyring(KeyOp::Use(key.to_vec()), tx))
+            .await?
+    }
+
+    /// Removes a secondary key.
+    pub async fn remove_key(&self, key: &[u8]) -> Result<Vec<String>, RuntimeError> {
+        self.call(|tx| Command::Keyring(KeyOp::Remove(key.to_vec()), tx))
+            .await?
+    }
+
+    /// Installed keys in base64, primary first.
+    pub async fn list_keys(&self) -> Result<Vec<String>, RuntimeError> {
+        self.call(|tx| Command::Keyring(KeyOp::List, tx)).await?
+    }
+
+    /// Leaves gracefully: announces the departure, keeps gossiping for
+    /// [`Config::leave_propagate_delay`], then returns. Call [`Gossip::shutdown`] afterwards.
+    pub async fn leave(&self) -> Result<(), RuntimeError> {
+        self.call(Command::Leave).await?;
+        tokio::time::sleep(self.leave_delay).await;
+        Ok(())
+    }
+
+    /// Stops the pool (without announcing a leave) and waits for its task to end.
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+struct JoinWaiter {
+    pending: Vec<SocketAddr>,
+    answered: usize,
+    reply: oneshot::Sender<usize>,
+}
+
+struct Driver {
+    pool: Pool,
+    epoch: tokio::time::Instant,
+    udp: UdpSocket,
+    listener: TcpListener,
+    events: mpsc::UnboundedSender<Event>,
+    timers: BTreeMap<(Instant, u64), Timer>,
+    timer_seq: u64,
+    streams: JoinSet<(SocketAddr, io::Result<Vec<u8>>)>,
+    incoming: JoinSet<()>,
+    joins: Vec<JoinWaiter>,
+    advertise: SocketAddr,
+}
+
+impl Driver {
+    fn now(&self) -> Instant {
+        Instant::from_micros(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let (in_tx, mut in_rx) = mpsc::channel::<Incoming>(128);
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            self.flush().await;
+            let next_timer = self.timers.keys().next().map(|(at, _)| *at);
+            let sleep_until = next_timer.map_or(self.epoch + Duration::from_secs(3600), |at| {
+                self.epoch + at.since_epoch()
+            });
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    None | Some(Command::Shutdown) => break,
+                    Some(cmd) => self.command(cmd),
+                },
+                recv = self.udp.recv_from(&mut buf) => match recv {
+                    Ok((n, from)) => {
+                        let now = self.now();
+                        if let Some(data) = buf.get(..n) {
+                            self.pool.handle_packet(from, data, now);
+                        }
+                    }
+                    Err(err) => tracing::debug!(%err, "gossip UDP receive failed"),
+                },
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, from)) => {
+                        let limit = self.pool.config().max_stream_size + ENCRYPTION_OVERHEAD;
+                        let timeout = self.pool.config().tcp_timeout;
+                        let in_tx = in_tx.clone();
+                        self.incoming.spawn(serve_stream(stream, from, limit, timeout, in_tx));
+                    }
+                    Err(err) => tracing::debug!(%err, "gossip TCP accept failed"),
+                },
+                Some(req) = in_rx.recv() => {
+                    let now = self.now();
+                    let reply = self.pool.handle_stream(req.from, &req.data, now);
+                    let _ = req.reply.send(reply);
+                },
+                Some(done) = self.streams.join_next(), if !self.streams.is_empty() => {
+                    if let Ok((to, result)) = done {
+                        let ok = match result {
+                            Ok(reply) => {
+                                let now = self.now();
+                                let _ = self.pool.handle_stream(to, &reply, now);
+                                true
+                            }
+                            Err(err) => {
+                                tracing::debug!(%to, %err, "gossip stream exchange failed");
+                                false
+                            }
+                        };
+                        self.stream_done(to, ok);
+                    }
+                },
+                Some(_) = self.incoming.join_next(), if !self.incoming.is_empty() => {},
+                () = tokio::time::sleep_until(sleep_until) => {
+                    let now = self.now();
+                    while let Some(entry) = self.timers.first_entry() {
+                        if entry.key().0 > now {
+                            break;
+                        }
+                        let timer = entry.remove();
+                        self.pool.handle_timer(timer, now);
+                    }
+                },
+            }
+        }
+        self.streams.abort_all();
+        self.incoming.abort_all();
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = self.now();
+        match cmd {
+            Command::Join(addrs, reply) => {
+                let pending: Vec<SocketAddr> = addrs.into_iter().filter(|a| *a != self.advertise).collect();
+                if pending.is_empty() {
+                    let _ = reply.send(0);
+                    return;
+                }
+                self.pool.join(&pending, now);
+                self.joins.push(JoinWaiter {
+                    pending,
+                    answered: 0,
+                    reply,
+                });
+            }
+            Command::Leave(reply) => {
+                self.pool.leave(now);
+                let _ = reply.send(());
+            }
+            Command::UpdateTags(tags, reply) => {
+                let _ = reply.send(self.pool.update_tags(tags, now));
+            }
+            Command::UserEvent(name, payload, reply) => {
+                let _ = reply.send(self.pool.send_user_event(&name, &payload, now));
+            }
+            Command::Members(reply) => {
+                let _ = reply.send(self.pool.members().cloned().collect());
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.pool.stats().clone());
+            }
+            Command::Keyring(op, reply) => {
+                let result = match self.pool.keyring_mut() {
+                    None => Err(RuntimeError::NoKeyring),
+                    Some(ring) => match op {
+                        KeyOp::Install(k) => ring.install(&k),
+                        KeyOp::Use(k) => ring.use_key(&k),
+                        KeyOp::Remove(k) => ring.remove(&k),
+                        KeyOp::List => Ok(()),
+                    }
+                    .map(|()| ring.keys())
+                    .map_err(RuntimeError::from),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn stream_done(&mut self, to: SocketAddr, ok: bool) {
+        let mut finished = Vec::new();
+        for (i, w) in self.joins.iter_mut().enumerate() {
+            if let Some(pos) = w.pending.iter().position(|a| *a == to) {
+                w.pending.swap_remove(pos);
+                w.answered += usize::from(ok);
+                if w.pending.is_empty() {
+                    finished.push(i);
+                }
+            }
+        }
+        for i in finished.into_iter().rev() {
+            let w = self.joins.swap_remove(i);
+            let _ = w.reply.send(w.answered);
+        }
+    }
+
+    /// Carries out everything the pool asked for.
+    async fn flush(&mut self) {
+        while let Some(out) = self.pool.poll_output() {
+            match out {
+                Output::Packet { to, data } => {
+                    if let Err(err) = self.udp.send_to(&data, to).await {
+                        tracing::debug!(%to, %err, "gossip UDP send failed");
+                    }
+                }
+                Output::Stream { to, data } => {
+                    let limit = self.pool.config().max_stream_size + ENCRYPTION_OVERHEAD;
+                    let timeout = self.pool.config().tcp_timeout;
+                    self.streams
+                        .spawn(async move { (to, exchange(to, data, limit, timeout).await) });
+                }
+                Output::Timer { timer, at } => {
+                    self.timer_seq += 1;
+                    self.timers.insert((at, self.timer_seq), timer);
+                }
+                Output::Event(event) => {
+                    let _ = self.events.send(event);
+                }
+            }
+        }
+    }
+}
+
+async fn bind_pair(addr: SocketAddr) -> Result<(TcpListener, UdpSocket), RuntimeError> {
+    let err = |source| RuntimeError::Bind { addr, source };
+    // With port 0 the TCP port the OS picks may be taken for UDP: retry a few times.
+    let attempts = if addr.port() == 0 { 10 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let listener = TcpListener::bind(addr).await.map_err(err)?;
+        let port = listener.local_addr().map_err(err)?.port();
+        match UdpSocket::bind(SocketAddr::new(addr.ip(), port)).await {
+            Ok(udp) => return Ok((listener, udp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(err(last.unwrap_or_else(|| io::Error::other("no attempt made"))))
+}
+
+async fn read_frame(stream: &mut TcpStream, limit: usize) -> io::Result<Vec<u8>> {
+    let len = stream.read_u32().await? as usize;
+    if len > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("stream frame of {len} bytes exceeds {limit}"),
+        ));
+    }
+    let mut data = vec![0u8; len];
+    stream.read_exact(&mut data).await?;
+    Ok(data)
+}
+
+async fn write_frame(stream: &mut TcpStream, data: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(data.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    stream.write_u32(len).await?;
+    stream.write_all(data).await?;
+    stream.flush().await
+}
+
+/// One outgoing push-pull: connect, send, read the reply.
+async fn exchange(to: SocketAddr, data: Vec<u8>, limit: usize, timeout: Duration) -> io::Result<Vec<u8>> {
+    let work = async {
+        let mut stream = TcpStream::connect(to).await?;
+        write_frame(&mut stream, &data).await?;
+        read_frame(&mut stream, limit).await
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "stream timed out"))?
+}
+
+/// One incoming push-pull: read, hand to the pool, write its reply (or close when it has none).
+async fn serve_stream(
+    mut stream: TcpStream,
+    from: SocketAddr,
+    limit: usize,
+    timeout: Duration,
+    to_pool: mpsc::Sender<Incoming>,
+) {
+    let work = async {
+        let data = read_frame(&mut stream, limit).await?;
+        let (tx, rx) = oneshot::channel();
+        to_pool
+            .send(Incoming {
+                from,
+                data,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| io::Error::other("gossip runtime stopped"))?;
+        if let Ok(Some(reply)) = rx.await {
+            write_frame(&mut stream, &reply).await?;
+        }
+        Ok::<(), io::Error>(())
+    };
+    if let Ok(Err(err)) = tokio::time::timeout(timeout, work).await {
+        tracing::debug!(%from, %err, "gossip stream from peer failed");
+    }
+}
+
+/// A seed for the pool's RNG from the system's secure source: it also drives AES-GCM nonces, so
+/// two processes must never share one.
+fn random_seed() -> u64 {
+    use ring::rand::SecureRandom as _;
+    let mut b = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        // The OS random source failing is not recoverable in any sensible way; fall back to the
+        // clock and the process id so that at least distinct processes differ.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return t ^ (u64::from(std::process::id()) << 32);
+    }
+    u64::from_le_bytes(b)
+}

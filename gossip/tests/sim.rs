@@ -1,0 +1,195 @@
+//! Cluster behaviour in the deterministic simulator: convergence, failure detection, partitions,
+//! loss, restarts. Sized to run in seconds in the dev profile; the 1,000 and 10,000-node runs are
+//! ignored here (run them with `--release -- --ignored`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use tribune_gossip::sim::{SimConfig, Simulation, node_name};
+use tribune_gossip::{Config, MemberStatus};
+
+const STEP: Duration = Duration::from_millis(250);
+
+fn converged_cluster(cfg: SimConfig) -> Simulation {
+    let n = cfg.nodes;
+    let mut sim = Simulation::new(cfg);
+    assert!(
+        sim.run_until(Duration::from_secs(120), STEP, |s| s.converged()),
+        "{n} nodes did not converge in 120 s of virtual time"
+    );
+    sim
+}
+
+/// Every running node except `subject` has reported it failed.
+fn failed_everywhere(sim: &Simulation, subject: usize) -> bool {
+    sim.up_nodes().all(|i| {
+        i == subject
+            || sim
+                .pool(i)
+                .and_then(|p| p.member(&node_name(subject)))
+                .is_some_and(|m| m.status == MemberStatus::Failed)
+    })
+}
+
+#[test]
+fn a_200_node_cluster_converges() {
+    let sim = converged_cluster(SimConfig {
+        nodes: 200,
+        seed: 11,
+        ..SimConfig::default()
+    });
+    assert!(
+        sim.now().since_epoch() < Duration::from_secs(60),
+        "took {:?}",
+        sim.now()
+    );
+    assert_eq!(sim.false_failures(), 0);
+}
+
+#[test]
+fn a_crashed_node_is_declared_failed_by_every_node() {
+    let mut sim = converged_cluster(SimConfig {
+        nodes: 100,
+        seed: 12,
+        ..SimConfig::default()
+    });
+    sim.crash(42);
+    let crashed_at = sim.now();
+    assert!(sim.run_until(Duration::from_secs(60), STEP, |s| failed_everywhere(s, 42)));
+    let took = sim.now().saturating_duration_since(crashed_at);
+    // memberlist's LAN defaults at this size: suspicion min 8 s, max 48 s, plus the probe that finds it.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    let about: Vec<_> = sim.verdicts().iter().filter(|v| v.subject == 42).collect();
+    assert_eq!(about.len(), 99);
+    assert!(about.iter().all(|v| !v.left && !v.subject_was_up));
+    assert_eq!(sim.false_failures(), 0);
+}
+
+#[test]
+fn a_partition_is_detected_and_heals() {
+    let mut sim = converged_cluster(SimConfig {
+        nodes: 40,
+        seed: 13,
+        pool: Config::local(),
+        ..SimConfig::default()
+    });
+    sim.partition(|i| u32::from(i >= 20));
+    // Each side declares the other failed.
+    assert!(
+        sim.run_until(Duration::from_secs(60), STEP, |s| failed_everywhere(s, 0)
+            && failed_everywhere(s, 39)
+            || (0..20).all(|i| s.pool(i).is_some_and(|p| p.num_live() == 20))
+                && (20..40).all(|i| s.pool(i).is_some_and(|p| p.num_live() == 20)))
+    );
+    // Stay split well past the time the dead are still gossiped to.
+    sim.run_for(Config::local().gossip_to_the_dead_time * 3);
+    assert!(!sim.converged());
+    sim.heal();
+    assert!(
+        sim.run_until(Duration::from_secs(60), STEP, |s| s.converged()),
+        "the two halves did not merge after the partition healed"
+    );
+}
+
+#[test]
+fn no_healthy_node_is_declared_failed_at_10_percent_loss() {
+    let mut sim = converged_cluster(SimConfig {
+        nodes: 100,
+        seed: 14,
+        ..SimConfig::default()
+    });
+    sim.set_loss(0.10);
+    sim.run_for(Duration::from_secs(120));
+    assert!(
+        sim.suspicions() > 0,
+        "the loss must at least cause suspicions, or the test proves nothing"
+    );
+    assert_eq!(sim.false_failures(), 0, "verdicts: {:?}", sim.verdicts());
+}
+
+#[test]
+fn a_restarted_node_rejoins_with_a_higher_incarnation() {
+    let mut sim = converged_cluster(SimConfig {
+        nodes: 30,
+        seed: 15,
+        pool: Config::local(),
+        ..SimConfig::default()
+    });
+    sim.crash(5);
+    assert!(sim.run_until(Duration::from_secs(30), STEP, |s| failed_everywhere(s, 5)));
+    sim.restart(5);
+    assert!(sim.run_until(Duration::from_secs(30), STEP, |s| s.converged()));
+    let inc = sim.pool(5).unwrap().incarnation();
+    assert!(
+        inc > 1,
+        "the restarted node must outbid its failed self, incarnation {inc}"
+    );
+}
+
+#[test]
+fn an_encrypted_cluster_converges_and_detects_failures() {
+    let mut sim = converged_cluster(SimConfig {
+        nodes: 50,
+        seed: 16,
+        encrypt: true,
+        pool: Config::local(),
+        ..SimConfig::default()
+    });
+    for i in sim.up_nodes().collect::<Vec<_>>() {
+        let stats = sim.pool(i).unwrap().stats();
+        assert_eq!(
+            stats.undecryptable_dropped + stats.plaintext_dropped + stats.malformed_dropped,
+            0
+        );
+    }
+    sim.crash(3);
+    assert!(sim.run_until(Duration::from_secs(30), STEP, |s| failed_everywhere(s, 3)));
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let run = |seed| {
+        let mut sim = Simulation::new(SimConfig {
+            nodes: 40,
+            seed,
+            loss: 0.05,
+            ..SimConfig::default()
+        });
+        sim.run_for(Duration::from_secs(20));
+        sim.crash(1);
+        sim.run_for(Duration::from_secs(20));
+        (sim.totals(), sim.verdicts().to_vec(), sim.suspicions())
+    };
+    assert_eq!(run(3), run(3));
+    assert_ne!(run(3).0, run(4).0);
+}
+
+#[test]
+#[ignore = "1,000 nodes: run with --release -- --ignored"]
+fn a_1000_node_cluster_converges_and_detects_a_crash() {
+    let mut sim = converged_cluster(SimConfig {
+        nodes: 1000,
+        seed: 21,
+        ..SimConfig::default()
+    });
+    sim.crash(500);
+    assert!(sim.run_until(Duration::from_secs(60), STEP, |s| failed_everywhere(s, 500)));
+    assert_eq!(sim.false_failures(), 0);
+}
+
+#[test]
+#[ignore = "10,000 nodes: needs several GiB and minutes in release"]
+fn a_10000_node_cluster_converges() {
+    let sim = Simulation::new(SimConfig {
+        nodes: 10_000,
+        seed: 22,
+        start_window: Duration::from_secs(20),
+        ..SimConfig::default()
+    });
+    let mut sim = sim;
+    assert!(
+        sim.run_until(Duration::from_secs(300), Duration::from_secs(1), |s| s
+            .converged())
+    );
+}
