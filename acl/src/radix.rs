@@ -73,15 +73,19 @@ impl RuleTree {
             let Some(child) = self.nodes.get(node).and_then(|n| n.child(first)) else {
                 return self.add_child(node, rest);
             };
-            let label = self.nodes.get(child).map(|c| c.label.clone()).unwrap_or_default();
-            let common = common_prefix_len(&label, rest);
-            if common == label.len() {
+            let (common, label_len) = self
+                .nodes
+                .get(child)
+                .map_or((0, 0), |c| (common_prefix_len(&c.label, rest), c.label.len()));
+            if common == label_len {
                 node = child;
                 rest = rest.get(common..).unwrap_or_default();
                 continue;
             }
-            // Split the edge: parent -> mid (label[..common]) -> child (label[common..]).
-            let (head, tail) = label.split_at(common);
+            // Split the edge: parent -> mid (label[..common]) -> child (label[common..]). Only splits copy
+            // labels; plain descents borrow them.
+            let label = self.nodes.get(child).map(|c| c.label.clone()).unwrap_or_default();
+            let (head, tail) = label.split_at(common.min(label.len()));
             let mid = self.nodes.len();
             let tail_first = tail.first().copied().unwrap_or_default();
             self.nodes.push(Node {

@@ -144,8 +144,9 @@ struct PolicyEntry {
     fetched_at: SystemTime,
 }
 
-/// Authorizers are keyed by the (policy ID, generation) pairs they were built from.
-type AuthorizerKey = Vec<(String, u64)>;
+/// Authorizers are keyed by the sorted generations of the policies they were built from: a generation is
+/// unique to one policy ID and content.
+type AuthorizerKey = Vec<u64>;
 
 /// Beyond this many cached authorizers the cache is cleared: it only holds derived data, and clearing
 /// bounds the growth caused by superseded policy generations.
@@ -174,7 +175,6 @@ pub struct Resolver {
 
 enum PolicyOutcome {
     Found {
-        id: String,
         generation: u64,
         parsed: Arc<ParsedPolicy>,
     },
@@ -272,12 +272,9 @@ impl Resolver {
     ) -> Result<Resolution, ResolveError> {
         let key = secret_key(secret);
         let mut freshness = Freshness::Fresh;
-        let cached = self
-            .lock()
-            .tokens
-            .get(&key)
-            .filter(|e| e.token.secret_id.matches(secret))
-            .cloned();
+        // The cache is keyed by the secret's SHA-256, so a hit compares digests, never secrets; secrets
+        // themselves meet only in the constant-time check of what the source returns.
+        let cached = self.lock().tokens.get(&key).cloned();
         let token = match cached {
             Some(entry) if !force && Self::is_fresh(entry.fetched_at, self.config.token_ttl, now) => {
                 entry.token
@@ -317,21 +314,17 @@ impl Resolver {
         }
 
         let mut management = false;
-        let mut parts: Vec<(String, u64, Arc<PolicyRules>)> = Vec::with_capacity(token.policies.len());
+        let mut parts: Vec<(u64, Arc<PolicyRules>)> = Vec::with_capacity(token.policies.len());
         for link in &token.policies {
             match self.resolve_policy(source, link, now, force, &mut freshness)? {
-                PolicyOutcome::Found {
-                    id,
-                    generation,
-                    parsed,
-                } => {
+                PolicyOutcome::Found { generation, parsed } => {
                     if !parsed.policy.applies_in(&self.config.datacenter) {
                         continue;
                     }
                     if parsed.policy.is_global_management() {
                         management = true;
                     }
-                    parts.push((id, generation, parsed.rules.clone()));
+                    parts.push((generation, parsed.rules.clone()));
                 }
                 PolicyOutcome::Missing => {}
                 PolicyOutcome::Down => return Ok(self.down_resolution(Some(token))),
@@ -349,19 +342,16 @@ impl Resolver {
         })
     }
 
-    fn authorizer_for(&self, mut parts: Vec<(String, u64, Arc<PolicyRules>)>) -> Arc<Authorizer> {
-        parts.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        parts.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
-        let key: AuthorizerKey = parts
-            .iter()
-            .map(|(id, generation, _)| (id.clone(), *generation))
-            .collect();
+    fn authorizer_for(&self, mut parts: Vec<(u64, Arc<PolicyRules>)>) -> Arc<Authorizer> {
+        parts.sort_by_key(|(generation, _)| *generation);
+        parts.dedup_by_key(|(generation, _)| *generation);
+        let key: AuthorizerKey = parts.iter().map(|(generation, _)| *generation).collect();
         if let Some(found) = self.lock().authorizers.get(&key) {
             return found.clone();
         }
         // Built outside the lock: merging large policies takes a while.
         let built = Arc::new(Authorizer::new(
-            parts.iter().map(|(_, _, rules)| rules.as_ref()),
+            parts.iter().map(|(_, rules)| rules.as_ref()),
             self.config.default_policy,
         ));
         let mut cache = self.lock();
@@ -388,17 +378,17 @@ impl Resolver {
         };
         let cached = cached_id
             .as_ref()
-            .and_then(|id| self.lock().policies.get(id).cloned().map(|e| (id.clone(), e)));
+            .and_then(|id| self.lock().policies.get(id).cloned());
 
-        if let Some((id, entry)) = &cached
+        if let Some(entry) = &cached
             && !force
         {
             if Self::is_fresh(entry.fetched_at, self.config.policy_ttl, now) {
-                return Ok(outcome(id, entry));
+                return Ok(outcome(entry));
             }
             if self.config.down_policy == DownPolicy::AsyncCache {
                 *freshness = (*freshness).max(Freshness::RefreshDue);
-                return Ok(outcome(id, entry));
+                return Ok(outcome(entry));
             }
         }
 
@@ -414,9 +404,9 @@ impl Resolver {
             Ok(None) => None,
             Err(SourceError::Unreachable { .. }) => {
                 return Ok(match cached {
-                    Some((id, entry)) if self.serves_stale_on_failure() => {
+                    Some(entry) if self.serves_stale_on_failure() => {
                         *freshness = (*freshness).max(Freshness::Extended);
-                        outcome(&id, &entry)
+                        outcome(&entry)
                     }
                     _ => PolicyOutcome::Down,
                 });
@@ -468,16 +458,15 @@ impl Resolver {
             generation,
             fetched_at: now,
         };
-        let result = outcome(&id, &entry);
+        let result = outcome(&entry);
         cache.policies.insert(id, entry);
         Ok(result)
     }
 }
 
-fn outcome(id: &str, entry: &PolicyEntry) -> PolicyOutcome {
+fn outcome(entry: &PolicyEntry) -> PolicyOutcome {
     match &entry.found {
         Some(parsed) => PolicyOutcome::Found {
-            id: id.to_owned(),
             generation: entry.generation,
             parsed: parsed.clone(),
         },
