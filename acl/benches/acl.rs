@@ -8,8 +8,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::time::{Duration, UNIX_EPOCH};
 
 use tribune_acl::{
-    Authorizer, DefaultPolicy, Policy, PolicyLink, PolicyRules, Resolver, ResolverConfig, SourceError, Token,
-    TokenSource,
+    Authorizer, DefaultPolicy, MatchKind, Policy, PolicyLink, PolicyRules, Resolver, ResolverConfig,
+    SourceError, Token, TokenSource,
 };
 
 /// Deterministic segment generator (xorshift), so every run indexes the same rules.
@@ -81,8 +81,25 @@ fn decision(c: &mut Criterion) {
 
 fn parse(c: &mut Criterion) {
     let text = hcl_rules(1_000, 7);
+    eprintln!("1k-rule HCL policy: {} bytes", text.len());
     c.bench_function("acl/parse_1k_rules_hcl", |b| {
         b.iter(|| PolicyRules::parse(black_box(&text)).unwrap())
+    });
+    // The same rules in JSON, as the HTTP API may carry them.
+    let parsed = PolicyRules::parse(&text).unwrap();
+    let mut json = serde_json::Map::new();
+    for rule in parsed.rules() {
+        let block = match rule.kind {
+            MatchKind::Exact => "key",
+            MatchKind::Prefix => "key_prefix",
+        };
+        let entry = json.entry(block).or_insert_with(|| serde_json::json!({}));
+        entry[rule.segment.unwrap()] = serde_json::json!({ "policy": rule.access.as_str() });
+    }
+    let json = serde_json::Value::Object(json).to_string();
+    assert_eq!(PolicyRules::parse(&json).unwrap(), parsed);
+    c.bench_function("acl/parse_1k_rules_json", |b| {
+        b.iter(|| PolicyRules::parse(black_box(&json)).unwrap())
     });
 }
 
