@@ -5,7 +5,9 @@ use libfuzzer_sys::fuzz_target;
 use tribune_acl::{Access, Authorizer, DefaultPolicy, MatchKind, PolicyRules, Resource};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let _ = PolicyRules::parse_json(text);
     if let Ok(rules) = PolicyRules::parse(text) {
         // Whatever parsed must index and answer without panicking, and a rule's own segment must be
@@ -13,12 +15,16 @@ fuzz_target!(|data: &[u8]| {
         let authz = Authorizer::from_merged(&rules, DefaultPolicy::Deny);
         for rule in rules.rules() {
             let name = rule.segment.unwrap_or("");
-            let shadowed = rule.kind == MatchKind::Prefix
-                && rules.rule(rule.resource, MatchKind::Exact, name).is_some();
+            let shadowed =
+                rule.kind == MatchKind::Prefix && rules.rule(rule.resource, MatchKind::Exact, name).is_some();
             for access in [Access::Read, Access::List, Access::Write] {
                 let decision = authz.allowed(rule.resource, name, access);
                 if !shadowed {
-                    assert_eq!(decision.is_allowed(), rule.access.grants(access), "{rule:?} {access:?}");
+                    assert_eq!(
+                        decision.is_allowed(),
+                        rule.access.grants(access),
+                        "{rule:?} {access:?}"
+                    );
                 }
             }
             if rule.resource == Resource::Key {
