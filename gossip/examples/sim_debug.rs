@@ -6,25 +6,22 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().unwrap())
         .unwrap_or(1000);
+    let mut tags = tribune_gossip::Tags::new();
+    tags.insert("role".into(), "node-with-a-long-tag-value".into());
     let mut sim = Simulation::new(SimConfig {
         nodes: n,
+        tags,
         ..SimConfig::default()
     });
-    for _ in 0..40 {
-        sim.run_for(Duration::from_secs(5));
-        let mut counts: Vec<usize> = sim.up_nodes().map(|i| sim.pool(i).unwrap().num_live()).collect();
-        counts.sort();
-        let pend: usize = sim
-            .up_nodes()
-            .map(|i| sim.pool(i).unwrap().pending_broadcasts())
-            .sum();
+    for _ in 0..8 {
+        sim.run_for(Duration::from_secs(30));
+        let p = sim.pool(5).unwrap();
         println!(
-            "t={:?} min {} median {} max {} pending {pend} conv {}",
+            "t={:?} stats {:?} bytes {} tags {:?}",
             sim.now().since_epoch(),
-            counts[0],
-            counts[counts.len() / 2],
-            counts[counts.len() - 1],
-            sim.converged()
+            p.stats(),
+            sim.bytes_sent(5),
+            p.member("n7").map(|m| m.tags.clone())
         );
     }
 }

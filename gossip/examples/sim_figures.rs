@@ -1,31 +1,207 @@
+//! Measures the figures reported in BENCHMARKS.md with the simulator: broadcast dissemination,
+//! crash detection, false positives under loss (with and without Lifeguard) and bandwidth.
+//!
+//! ```text
+//! cargo run --release -p tribune-gossip --example sim_figures -- all 100 1000
+//! cargo run --release -p tribune-gossip --example sim_figures -- dissemination 2000
+//! ```
+//! Sections: `dissemination`, `detection`, `false-positives`, `bandwidth`, `all`. Every run is
+//! seeded and reproducible; all nodes use memberlist's LAN defaults (`Config::lan()`).
+
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! placeholder
+
 use std::time::Duration;
+
 use tribune_gossip::sim::{SimConfig, Simulation};
-fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse().unwrap())
-        .unwrap_or(1000);
-    let t0 = std::time::Instant::now();
+use tribune_gossip::{Config, Tags};
+
+const STEP: Duration = Duration::from_millis(250);
+
+fn consul_tags() -> Tags {
+    [
+        ("role", "node"),
+        ("dc", "dc1"),
+        ("port", "8300"),
+        ("build", "0.1.0:5f3c2a1"),
+        ("vsn", "2"),
+        ("segment", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn cluster(nodes: usize, seed: u64, pool: Config, tags: Tags) -> Simulation {
+    let wall = std::time::Instant::now();
     let mut sim = Simulation::new(SimConfig {
-        nodes: n,
+        nodes,
+        seed,
+        pool,
+        tags,
+        start_window: Duration::from_millis((nodes as u64 * 5).max(2000)),
         ..SimConfig::default()
     });
-    let ok = sim.run_until(Duration::from_secs(120), Duration::from_millis(500), |s| {
-        s.converged()
-    });
-    println!(
-        "converged={ok} at {:?} wall {:?}",
-        sim.now().since_epoch(),
-        t0.elapsed()
+    assert!(
+        sim.run_until(Duration::from_secs(600), STEP, |s| s.converged()),
+        "no convergence"
     );
-    sim.run_for(Duration::from_secs(60));
-    let (b, p) = sim.totals();
-    println!(
-        "after 60s more: wall {:?} bytes {b} packets {p} false {} susp {}",
-        t0.elapsed(),
-        sim.false_failures(),
-        sim.suspicions()
+    // Let the join storm's broadcasts drain before measuring.
+    sim.run_for(Duration::from_secs(30));
+    eprintln!(
+        "  [{nodes} nodes converged at {:.1} s virtual; setup took {:.1} s wall]",
+        sim.now().since_epoch().as_secs_f64(),
+        wall.elapsed().as_secs_f64()
     );
+    sim
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn dissemination(nodes: usize) {
+    let mut sim = cluster(nodes, 100 + nodes as u64, Config::lan(), Tags::new());
+    let target = ((nodes as f64) * 0.9999).ceil() as usize;
+    let mut times = Vec::new();
+    for k in 0..5usize {
+        let from = (k * 7919) % nodes;
+        let name = format!("event-{k}");
+        let sent = sim.now();
+        assert!(sim.send_user_event(from, &name, b"payload"));
+        let done = sim.run_until(Duration::from_secs(60), Duration::from_millis(50), |s| {
+            s.deliveries(&name).len() >= nodes
+        });
+        assert!(done, "event {k} did not reach every node");
+        let mut at: Vec<Duration> = sim
+            .deliveries(&name)
+            .iter()
+            .map(|d| d.1.saturating_duration_since(sent))
+            .collect();
+        at.sort();
+        times.push((at[nodes / 2 - 1], at[target - 1]));
+        sim.run_for(Duration::from_secs(5));
+    }
+    let mut t50: Vec<_> = times.iter().map(|t| t.0).collect();
+    let mut t9999: Vec<_> = times.iter().map(|t| t.1).collect();
+    t50.sort();
+    t9999.sort();
+    println!(
+        "dissemination n={nodes}: 50% in {} (median of 5), 99.99% in {} median, {} worst",
+        secs(t50[2]),
+        secs(t9999[2]),
+        secs(t9999[4])
+    );
+}
+
+fn detection(nodes: usize) {
+    let mut sim = cluster(nodes, 200 + nodes as u64, Config::lan(), Tags::new());
+    for k in 0..3usize {
+        let victim = 1 + (k * 104_729) % (nodes - 1);
+        sim.crash(victim);
+        let t0 = sim.now();
+        let up = sim.up_nodes().count();
+        let all = |s: &Simulation| {
+            s.verdicts()
+                .iter()
+                .filter(|v| v.subject == victim && !v.left)
+                .count()
+                >= up
+        };
+        assert!(sim.run_until(Duration::from_secs(300), Duration::from_millis(100), all));
+        let about: Vec<_> = sim.verdicts().iter().filter(|v| v.subject == victim).collect();
+        let first = about.first().unwrap().at.saturating_duration_since(t0);
+        let last = about
+            .iter()
+            .map(|v| v.at)
+            .max()
+            .unwrap()
+            .saturating_duration_since(t0);
+        println!(
+            "detection n={nodes}: crash of n{victim}: first node declares it failed after {}, every node after {}",
+            secs(first),
+            secs(last)
+        );
+        sim.run_for(Duration::from_secs(10));
+    }
+    println!(
+        "detection n={nodes}: false failures during the run: {}",
+        sim.false_failures()
+    );
+}
+
+fn false_positives(nodes: usize) {
+    let window = Duration::from_secs(300);
+    for loss in [0.0, 0.05, 0.10, 0.20] {
+        for lifeguard in [true, false] {
+            let mut cfg = Config::lan();
+            cfg.lifeguard = lifeguard;
+            let mut sim = cluster(nodes, 300 + nodes as u64, cfg, Tags::new());
+            let before = (sim.false_failures(), sim.suspicions());
+            sim.set_loss(loss);
+            sim.run_for(window);
+            let mut subjects: Vec<usize> = sim
+                .verdicts()
+                .iter()
+                .filter(|v| !v.left && v.subject_was_up)
+                .map(|v| v.subject)
+                .collect();
+            subjects.sort_unstable();
+            subjects.dedup();
+            println!(
+                "false-positives n={nodes} loss={:>2}% lifeguard={:<5}: {} false failure verdicts ({} healthy members declared failed), {} suspicions in {} s",
+                (loss * 100.0) as u32,
+                lifeguard,
+                sim.false_failures() - before.0,
+                subjects.len(),
+                sim.suspicions() - before.1,
+                window.as_secs()
+            );
+        }
+    }
+}
+
+fn bandwidth(nodes: usize) {
+    for (label, tags) in [("no tags", Tags::new()), ("Consul-like tags", consul_tags())] {
+        let mut sim = cluster(nodes, 400 + nodes as u64, Config::lan(), tags);
+        let before: Vec<u64> = (0..nodes).map(|i| sim.bytes_sent(i)).collect();
+        let window = Config::lan().scaled_push_pull_interval(nodes);
+        sim.run_for(window);
+        let per_node: Vec<f64> = (0..nodes)
+            .map(|i| (sim.bytes_sent(i) - before[i]) as f64 / window.as_secs_f64())
+            .collect();
+        let mean = per_node.iter().sum::<f64>() / nodes as f64;
+        let max = per_node.iter().cloned().fold(0.0, f64::max);
+        println!(
+            "bandwidth n={nodes} ({label}): {:.0} B/s mean, {:.0} B/s max sent per node over {} s (one push-pull period)",
+            mean,
+            max,
+            window.as_secs()
+        );
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let section = args.next().unwrap_or_else(|| "all".into());
+    let mut sizes: Vec<usize> = args.map(|a| a.parse().expect("node count")).collect();
+    if sizes.is_empty() {
+        sizes = vec![100, 1000];
+    }
+    let wall = std::time::Instant::now();
+    for &n in &sizes {
+        match section.as_str() {
+            "dissemination" => dissemination(n),
+            "detection" => detection(n),
+            "false-positives" => false_positives(n),
+            "bandwidth" => bandwidth(n),
+            "all" => {
+                dissemination(n);
+                detection(n);
+                false_positives(n);
+                bandwidth(n);
+            }
+            other => panic!("unknown section {other}"),
+        }
+    }
+    eprintln!("total wall time {:.1} s", wall.elapsed().as_secs_f64());
 }

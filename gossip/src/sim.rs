@@ -47,6 +47,8 @@ pub struct SimConfig {
     /// Nodes start at random instants within this window; every node but node 0 joins through
     /// a node that started before it.
     pub start_window: Duration,
+    /// Tags every node carries (they travel in alive messages and push-pull state).
+    pub tags: Tags,
 }
 
 impl Default for SimConfig {
@@ -60,6 +62,7 @@ impl Default for SimConfig {
             loss: 0.0,
             encrypt: false,
             start_window: Duration::from_secs(2),
+            tags: Tags::new(),
         }
     }
 }
@@ -491,7 +494,7 @@ impl Simulation {
         let local = LocalNode {
             name: node_name(i),
             addr: node_addr(i),
-            tags: Tags::new(),
+            tags: self.cfg.tags.clone(),
         };
         let Ok(mut pool) = Pool::new(self.cfg.pool.clone(), local, keyring, seed, now) else {
             return;
