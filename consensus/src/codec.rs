@@ -12,14 +12,19 @@ fn config() -> impl bincode::config::Config {
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError { reason: e.to_string() })
+    bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError {
+        reason: e.to_string(),
+    })
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| CodecError { reason: e.to_string() })?;
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config()).map_err(|e| CodecError {
+        reason: e.to_string(),
+    })?;
     if used != bytes.len() {
-        return Err(CodecError { reason: format!("{} trailing bytes after the value", bytes.len() - used) });
+        return Err(CodecError {
+            reason: format!("{} trailing bytes after the value", bytes.len() - used),
+        });
     }
     Ok(value)
 }

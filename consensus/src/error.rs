@@ -100,12 +100,16 @@ pub enum StateMachineError {
 impl StateMachineError {
     /// An I/O failure with a message.
     pub fn io(reason: impl std::fmt::Display) -> Self {
-        StateMachineError::Io { reason: reason.to_string() }
+        StateMachineError::Io {
+            reason: reason.to_string(),
+        }
     }
 
     /// Corrupt data with a message.
     pub fn corrupt(reason: impl std::fmt::Display) -> Self {
-        StateMachineError::Corrupt { reason: reason.to_string() }
+        StateMachineError::Corrupt {
+            reason: reason.to_string(),
+        }
     }
 }
 

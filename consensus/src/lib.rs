@@ -45,16 +45,17 @@ pub use error::{ConsensusError, CorruptRecord, StateMachineError};
 pub use log_mem::MemLogStore;
 #[cfg(feature = "rocksdb")]
 pub use log_rocks::RocksLogStore;
+/// openraft itself, for metrics types and `Raft::wait` conditions.
+pub use openraft;
 pub use server::{
     AppHandler, BootstrapStatus, Consensus, DiscoveredServer, ReadMode, ServerEntry, ServerRole,
 };
 pub use sm_store::StateMachineStore;
 pub use snapshot_file::SnapshotFile;
 pub use state_machine::{AppliedState, CommittedCommand, StateMachine, StateSnapshot};
-pub use transport::{FaultyTransport, Faults, TcpTransport, Transport, TransportError};
+pub use transport::{Faults, FaultyTransport, TcpTransport, Transport, TransportError};
 pub use types::{
-    Command, CommandResponse, Entry, LogId, NodeId, NodeInfo, Raft, StorageError, StoredMembership, TypeConfig,
+    Command, CommandResponse, Entry, LogId, NodeId, NodeInfo, Raft, StorageError, StoredMembership,
+    TypeConfig,
 };
 pub use wire::{AppRequest, RpcKind, RpcRequest, RpcResponse, WriteResponse};
-/// openraft itself, for metrics types and `Raft::wait` conditions.
-pub use openraft;

@@ -50,8 +50,16 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let log = self.inner.lock();
-        let last = log.entries.values().next_back().map(|e| e.log_id).or(log.last_purged);
-        Ok(LogState { last_purged_log_id: log.last_purged, last_log_id: last })
+        let last = log
+            .entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(log.last_purged);
+        Ok(LogState {
+            last_purged_log_id: log.last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {

@@ -35,20 +35,35 @@ const KEY_COMMITTED: &[u8] = b"committed";
 const FORMAT_V1: u8 = 1;
 
 fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
-    let body = codec::encode(value).map_err(|e| StorageError::from(StorageIOError::write(AnyError::new(&e))))?;
+    let body =
+        codec::encode(value).map_err(|e| StorageError::from(StorageIOError::write(AnyError::new(&e))))?;
     let mut out = Vec::with_capacity(body.len() + 1);
     out.push(FORMAT_V1);
     out.extend_from_slice(&body);
     Ok(out)
 }
 
-fn decode_value<T: DeserializeOwned>(bytes: &[u8], what: &'static str, index: Option<u64>) -> Result<T, CorruptRecord> {
+fn decode_value<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+    index: Option<u64>,
+) -> Result<T, CorruptRecord> {
     match bytes.split_first() {
-        Some((&FORMAT_V1, body)) => {
-            codec::decode(body).map_err(|e| CorruptRecord { what, index, reason: e.reason })
-        }
-        Some((v, _)) => Err(CorruptRecord { what, index, reason: format!("unknown format version {v}") }),
-        None => Err(CorruptRecord { what, index, reason: "empty value".into() }),
+        Some((&FORMAT_V1, body)) => codec::decode(body).map_err(|e| CorruptRecord {
+            what,
+            index,
+            reason: e.reason,
+        }),
+        Some((v, _)) => Err(CorruptRecord {
+            what,
+            index,
+            reason: format!("unknown format version {v}"),
+        }),
+        None => Err(CorruptRecord {
+            what,
+            index,
+            reason: "empty value".into(),
+        }),
     }
 }
 
@@ -72,9 +87,11 @@ fn index_key(index: u64) -> [u8; 8] {
 }
 
 fn key_index(key: &[u8]) -> Result<u64, CorruptRecord> {
-    let bytes: [u8; 8] = key
-        .try_into()
-        .map_err(|_| CorruptRecord { what: "log key", index: None, reason: format!("{} bytes, want 8", key.len()) })?;
+    let bytes: [u8; 8] = key.try_into().map_err(|_| CorruptRecord {
+        what: "log key",
+        index: None,
+        reason: format!("{} bytes, want 8", key.len()),
+    })?;
     Ok(u64::from_be_bytes(bytes))
 }
 
@@ -85,7 +102,9 @@ fn sync_opts() -> WriteOptions {
 }
 
 fn meta_get<T: DeserializeOwned>(db: &DB, key: &[u8], what: &'static str) -> Result<Option<T>, StorageError> {
-    let cf = db.cf_handle(CF_META).ok_or_else(|| read_err(MissingCf(CF_META)))?;
+    let cf = db
+        .cf_handle(CF_META)
+        .ok_or_else(|| read_err(MissingCf(CF_META)))?;
     match db.get_cf(cf, key).map_err(read_err)? {
         Some(bytes) => Ok(Some(decode_value(&bytes, what, None).map_err(corrupt)?)),
         None => Ok(None),
@@ -133,7 +152,10 @@ fn read_range<RB: RangeBounds<u64>>(db: &DB, range: RB) -> Result<Vec<Entry>, St
             return Err(corrupt(CorruptRecord {
                 what: "log entry",
                 index: Some(index),
-                reason: format!("stored under index {index} but carries index {}", entry.log_id.index),
+                reason: format!(
+                    "stored under index {index} but carries index {}",
+                    entry.log_id.index
+                ),
             }));
         }
         out.push(entry);
@@ -155,15 +177,18 @@ impl RocksLogStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         let cfs = [CF_LOG, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, path, cfs)
-            .map_err(|e| ConsensusError::Startup { reason: format!("open log store {}: {e}", path.display()) })?;
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| ConsensusError::Startup {
+            reason: format!("open log store {}: {e}", path.display()),
+        })?;
         let db = Arc::new(db);
         let (tx, rx) = std_mpsc::channel::<LogFlushed<TypeConfig>>();
         let flusher_db = Arc::clone(&db);
         std::thread::Builder::new()
             .name("raft-log-flush".into())
             .spawn(move || flush_loop(&flusher_db, &rx))
-            .map_err(|e| ConsensusError::Startup { reason: format!("spawn log flusher: {e}") })?;
+            .map_err(|e| ConsensusError::Startup {
+                reason: format!("spawn log flusher: {e}"),
+            })?;
         Ok(RocksLogStore { db, flush_queue: tx })
     }
 
@@ -172,7 +197,10 @@ impl RocksLogStore {
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
-        let cf = self.db.cf_handle(CF_LOG).ok_or_else(|| read_err(MissingCf(CF_LOG)))?;
+        let cf = self
+            .db
+            .cf_handle(CF_LOG)
+            .ok_or_else(|| read_err(MissingCf(CF_LOG)))?;
         match self.db.iterator_cf(cf, IteratorMode::End).next() {
             None => Ok(None),
             Some(item) => {
@@ -219,11 +247,16 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let purged: Option<LogId> = meta_get(&self.db, KEY_PURGED, "purged log id")?;
         let last = self.last_entry_log_id()?.or(purged);
-        Ok(LogState { last_purged_log_id: purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        RocksLogReader { db: Arc::clone(&self.db) }
+        RocksLogReader {
+            db: Arc::clone(&self.db),
+        }
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
@@ -301,7 +334,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = RocksLogStore::open(dir.path()).unwrap();
         let cf = store.db.cf_handle(CF_LOG).unwrap();
-        store.db.put_cf(cf, index_key(1), [FORMAT_V1, 0xff, 0xff, 0xff]).unwrap();
+        store
+            .db
+            .put_cf(cf, index_key(1), [FORMAT_V1, 0xff, 0xff, 0xff])
+            .unwrap();
         store.db.put_cf(cf, index_key(2), [9u8, 1, 2]).unwrap();
         let err = store.try_get_log_entries(1..2).await.unwrap_err();
         assert!(err.to_string().contains("corrupt log entry"), "{err}");

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use openraft::error::{
-    CheckIsLeaderError, ClientWriteError, InitializeError, InstallSnapshotError, NetworkError, RPCError, RaftError,
-    Unreachable,
+    CheckIsLeaderError, ClientWriteError, InitializeError, InstallSnapshotError, NetworkError, RPCError,
+    RaftError, Unreachable,
 };
 use openraft::network::{Backoff, RPCOption};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::storage::RaftLogStorage;
 use openraft::{ChangeMembers, RaftNetwork, RaftNetworkFactory, ServerState};
@@ -30,8 +30,8 @@ use crate::state_machine::StateMachine;
 use crate::transport::{Transport, TransportError};
 use crate::types::{Command, NodeId, NodeInfo, Raft, TypeConfig};
 use crate::wire::{
-    self, AppRequest, ForwardedWrite, KIND_REQUEST, KIND_RESPONSE, RemoteError, Request, Response, RpcRequest,
-    RpcResponse, WriteResponse,
+    self, AppRequest, ForwardedWrite, KIND_REQUEST, KIND_RESPONSE, RemoteError, Request, Response,
+    RpcRequest, RpcResponse, WriteResponse,
 };
 
 /// Handles opaque application requests arriving on the server RPC port.
@@ -148,12 +148,18 @@ pub struct Consensus<S: StateMachine> {
 
 impl<S: StateMachine> Clone for Consensus<S> {
     fn clone(&self) -> Self {
-        Consensus { shared: Arc::clone(&self.shared), sm: self.sm.clone(), local_addr: self.local_addr }
+        Consensus {
+            shared: Arc::clone(&self.shared),
+            sm: self.sm.clone(),
+            local_addr: self.local_addr,
+        }
     }
 }
 
 fn stopped(e: impl std::fmt::Display) -> ConsensusError {
-    ConsensusError::Stopped { reason: e.to_string() }
+    ConsensusError::Stopped {
+        reason: e.to_string(),
+    }
 }
 
 impl<S: StateMachine> Consensus<S> {
@@ -176,14 +182,22 @@ impl<S: StateMachine> Consensus<S> {
         let raft_config = Arc::new(config.raft_config()?);
         let listener = TcpListener::bind(bind)
             .await
-            .map_err(|e| ConsensusError::Startup { reason: format!("bind {bind}: {e}") })?;
-        let local_addr =
-            listener.local_addr().map_err(|e| ConsensusError::Startup { reason: format!("local addr: {e}") })?;
+            .map_err(|e| ConsensusError::Startup {
+                reason: format!("bind {bind}: {e}"),
+            })?;
+        let local_addr = listener.local_addr().map_err(|e| ConsensusError::Startup {
+            reason: format!("local addr: {e}"),
+        })?;
         let transport: Arc<dyn Transport> = Arc::new(transport);
-        let network = NetworkFactory { transport: Arc::clone(&transport), timeout: config.request_timeout };
+        let network = NetworkFactory {
+            transport: Arc::clone(&transport),
+            timeout: config.request_timeout,
+        };
         let raft = Raft::new(config.id, raft_config, network, log_store, state_machine.clone())
             .await
-            .map_err(|e| ConsensusError::Startup { reason: e.to_string() })?;
+            .map_err(|e| ConsensusError::Startup {
+                reason: e.to_string(),
+            })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             id: config.id,
@@ -196,7 +210,11 @@ impl<S: StateMachine> Consensus<S> {
             shutdown,
         });
         tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx));
-        Ok(Consensus { shared, sm: state_machine, local_addr })
+        Ok(Consensus {
+            shared,
+            sm: state_machine,
+            local_addr,
+        })
     }
 
     /// This server's Raft id.
@@ -250,7 +268,8 @@ impl<S: StateMachine> Consensus<S> {
             };
             match result {
                 Err(ConsensusError::NotLeader { .. } | ConsensusError::NoLeader) if !retried => {}
-                Err(ConsensusError::Transport { ref reason, .. }) if !retried && reason.starts_with("unsent:") => {}
+                Err(ConsensusError::Transport { ref reason, .. })
+                    if !retried && reason.starts_with("unsent:") => {}
                 other => return other,
             }
             retried = true;
@@ -291,14 +310,18 @@ impl<S: StateMachine> Consensus<S> {
     }
 
     async fn send(&self, target: NodeId, addr: &str, req: RpcRequest) -> Result<RpcResponse, ConsensusError> {
-        self.shared.transport.send(target, addr, req, self.shared.config.request_timeout).await.map_err(|e| {
-            // A request that never left (no connection) is safe to retry; others are ambiguous.
-            let reason = match &e {
-                TransportError::Unreachable { .. } => format!("unsent: {e}"),
-                _ => e.to_string(),
-            };
-            ConsensusError::Transport { target, reason }
-        })
+        self.shared
+            .transport
+            .send(target, addr, req, self.shared.config.request_timeout)
+            .await
+            .map_err(|e| {
+                // A request that never left (no connection) is safe to retry; others are ambiguous.
+                let reason = match &e {
+                    TransportError::Unreachable { .. } => format!("unsent: {e}"),
+                    _ => e.to_string(),
+                };
+                ConsensusError::Transport { target, reason }
+            })
     }
 
     fn leader_wait(&self) -> Duration {
@@ -359,15 +382,24 @@ impl<S: StateMachine> Consensus<S> {
     async fn linearizable(&self) -> Result<(), ConsensusError> {
         let timeout = self.shared.config.request_timeout;
         match tokio::time::timeout(timeout, self.shared.raft.ensure_linearizable()).await {
-            Err(_) => Err(ConsensusError::Timeout { operation: "consistent read", after: timeout }),
+            Err(_) => Err(ConsensusError::Timeout {
+                operation: "consistent read",
+                after: timeout,
+            }),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(ConsensusError::NotLeader { leader: f.leader_id, leader_info: f.leader_node })
+                Err(ConsensusError::NotLeader {
+                    leader: f.leader_id,
+                    leader_info: f.leader_node,
+                })
             }
             Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => {
-                Err(ConsensusError::Timeout { operation: "quorum confirmation", after: timeout }).map_err(|e| {
+                Err(ConsensusError::Timeout {
+                    operation: "quorum confirmation",
+                    after: timeout,
+                })
+                .inspect_err(|_e| {
                     tracing::debug!(quorum = %q, "consistent read could not reach a quorum");
-                    e
                 })
             }
             Ok(Err(RaftError::Fatal(f))) => Err(stopped(f)),
@@ -376,7 +408,10 @@ impl<S: StateMachine> Consensus<S> {
 
     fn not_leader(&self) -> ConsensusError {
         let leader = self.shared.raft.metrics().borrow().current_leader;
-        ConsensusError::NotLeader { leader, leader_info: leader.and_then(|l| self.node(l)) }
+        ConsensusError::NotLeader {
+            leader,
+            leader_info: leader.and_then(|l| self.node(l)),
+        }
     }
 
     // ----- status -------------------------------------------------------------------------
@@ -407,7 +442,11 @@ impl<S: StateMachine> Consensus<S> {
             .map(|(id, info)| ServerEntry {
                 id: *id,
                 info: info.clone(),
-                role: if voters.contains(id) { ServerRole::Voter } else { ServerRole::Learner },
+                role: if voters.contains(id) {
+                    ServerRole::Voter
+                } else {
+                    ServerRole::Learner
+                },
             })
             .collect()
     }
@@ -435,14 +474,26 @@ impl<S: StateMachine> Consensus<S> {
     }
 
     fn node(&self, id: NodeId) -> Option<NodeInfo> {
-        self.shared.raft.metrics().borrow().membership_config.membership().get_node(&id).cloned()
+        self.shared
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
     }
 
     // ----- application requests -----------------------------------------------------------
 
     /// Sends an opaque application request to server `target` at `addr` and returns its
     /// handler's answer.
-    pub async fn call_app(&self, target: NodeId, addr: &str, request: AppRequest) -> Result<Bytes, ConsensusError> {
+    pub async fn call_app(
+        &self,
+        target: NodeId,
+        addr: &str,
+        request: AppRequest,
+    ) -> Result<Bytes, ConsensusError> {
         let resp = self.send(target, addr, RpcRequest(Request::App(request))).await?;
         match resp.0 {
             Response::App(Ok(b)) => Ok(b),
@@ -481,7 +532,10 @@ impl<S: StateMachine> Consensus<S> {
         let mut known: BTreeMap<NodeId, NodeInfo> = servers.iter().map(|s| (s.id, s.info.clone())).collect();
         known.entry(self.shared.id).or_insert_with(|| self.node_info());
         if known.len() < expected {
-            return Ok(BootstrapStatus::Waiting { known: known.len(), expected });
+            return Ok(BootstrapStatus::Waiting {
+                known: known.len(),
+                expected,
+            });
         }
         let chosen: BTreeMap<NodeId, NodeInfo> = known.into_iter().take(expected).collect();
         let bootstrapper = chosen.keys().next().copied().unwrap_or(self.shared.id);
@@ -503,8 +557,12 @@ impl<S: StateMachine> Consensus<S> {
                 tracing::info!(?voters, "bootstrapped the cluster");
                 Ok(BootstrapStatus::Bootstrapped { voters })
             }
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(BootstrapStatus::AlreadyInitialized),
-            Err(e) => Err(ConsensusError::Membership { reason: e.to_string() }),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                Ok(BootstrapStatus::AlreadyInitialized)
+            }
+            Err(e) => Err(ConsensusError::Membership {
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -513,14 +571,20 @@ impl<S: StateMachine> Consensus<S> {
     pub async fn initialize(&self, voters: BTreeMap<NodeId, NodeInfo>) -> Result<(), ConsensusError> {
         match self.shared.raft.initialize(voters).await {
             Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
-            Err(e) => Err(ConsensusError::Membership { reason: e.to_string() }),
+            Err(e) => Err(ConsensusError::Membership {
+                reason: e.to_string(),
+            }),
         }
     }
 
     /// On the leader: adds server `id` as a learner and returns once it has caught up with the
     /// log (by entries or by snapshot).
     pub async fn add_learner(&self, id: NodeId, info: NodeInfo) -> Result<(), ConsensusError> {
-        self.shared.raft.add_learner(id, info, true).await.map_err(write_error)?;
+        self.shared
+            .raft
+            .add_learner(id, info, true)
+            .await
+            .map_err(write_error)?;
         Ok(())
     }
 
@@ -564,7 +628,11 @@ impl<S: StateMachine> Consensus<S> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        let failed: BTreeSet<NodeId> = failed.iter().copied().filter(|id| *id != self.shared.id).collect();
+        let failed: BTreeSet<NodeId> = failed
+            .iter()
+            .copied()
+            .filter(|id| *id != self.shared.id)
+            .collect();
         let servers = self.servers();
         let voters = servers.iter().filter(|s| s.role == ServerRole::Voter).count();
         let configured = voters.max(self.shared.config.bootstrap_expect);
@@ -574,7 +642,10 @@ impl<S: StateMachine> Consensus<S> {
         for s in servers.iter().filter(|s| failed.contains(&s.id)) {
             if s.role == ServerRole::Voter {
                 if removable_voters == 0 {
-                    tracing::warn!(server = s.id, "not removing failed voter: it would leave less than a quorum");
+                    tracing::warn!(
+                        server = s.id,
+                        "not removing failed voter: it would leave less than a quorum"
+                    );
                     continue;
                 }
                 removable_voters -= 1;
@@ -588,19 +659,23 @@ impl<S: StateMachine> Consensus<S> {
 
 async fn leader_write(raft: &Raft, command: Command) -> Result<WriteResponse, ConsensusError> {
     match raft.client_write(command).await {
-        Ok(resp) => Ok(WriteResponse { index: resp.log_id.index, response: resp.data.0 }),
+        Ok(resp) => Ok(WriteResponse {
+            index: resp.log_id.index,
+            response: resp.data.0,
+        }),
         Err(e) => Err(write_error(e)),
     }
 }
 
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ConsensusError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            ConsensusError::NotLeader { leader: f.leader_id, leader_info: f.leader_node }
-        }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
-            ConsensusError::Membership { reason: c.to_string() }
-        }
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ConsensusError::NotLeader {
+            leader: f.leader_id,
+            leader_info: f.leader_node,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => ConsensusError::Membership {
+            reason: c.to_string(),
+        },
         RaftError::Fatal(f) => stopped(f),
     }
 }
@@ -616,8 +691,13 @@ fn remote_to_error(e: RemoteError) -> ConsensusError {
 
 fn unexpected(target: NodeId, resp: &Response) -> ConsensusError {
     match resp {
-        Response::Failed(reason) => ConsensusError::Stopped { reason: reason.clone() },
-        _ => ConsensusError::Transport { target, reason: "mismatched response kind".into() },
+        Response::Failed(reason) => ConsensusError::Stopped {
+            reason: reason.clone(),
+        },
+        _ => ConsensusError::Transport {
+            target,
+            reason: "mismatched response kind".into(),
+        },
     }
 }
 
@@ -704,12 +784,16 @@ async fn handle(shared: &Shared, req: Request) -> Response {
                 *shared.last_contact.lock() = Some(Instant::now());
                 Response::InstallSnapshot(Ok(resp))
             }
-            Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m))) => Response::InstallSnapshot(Err(m)),
+            Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m))) => {
+                Response::InstallSnapshot(Err(m))
+            }
             Err(e) => Response::Failed(e.to_string()),
         },
         Request::Forward(fw) => Response::Forward(match leader_write(raft, fw.command).await {
             Ok(w) => Ok(w),
-            Err(ConsensusError::NotLeader { leader, leader_info }) => Err(RemoteError::NotLeader { leader, leader_info }),
+            Err(ConsensusError::NotLeader { leader, leader_info }) => {
+                Err(RemoteError::NotLeader { leader, leader_info })
+            }
             Err(e) => Err(RemoteError::Failed(e.to_string())),
         }),
         Request::App(r) => {
@@ -773,7 +857,10 @@ impl PeerNetwork {
     async fn call(&self, req: Request, option: &RPCOption) -> Result<Response, TransportError> {
         // openraft's hard TTL bounds replication RPCs; client requests use the configured one.
         let timeout = option.hard_ttl().min(self.timeout.max(option.hard_ttl()));
-        let resp = self.transport.send(self.target, &self.addr, RpcRequest(req), timeout).await?;
+        let resp = self
+            .transport
+            .send(self.target, &self.addr, RpcRequest(req), timeout)
+            .await?;
         Ok(resp.0)
     }
 
@@ -783,7 +870,10 @@ impl PeerNetwork {
             _ => "mismatched response kind".into(),
         };
         // A server whose Raft stopped will not answer soon: back off like an unreachable one.
-        RPCError::Unreachable(Unreachable::new(&RemoteFailure { target: self.target, reason }))
+        RPCError::Unreachable(Unreachable::new(&RemoteFailure {
+            target: self.target,
+            reason,
+        }))
     }
 }
 
@@ -793,7 +883,11 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        match self.call(Request::AppendEntries(rpc), &option).await.map_err(transport_to_rpc)? {
+        match self
+            .call(Request::AppendEntries(rpc), &option)
+            .await
+            .map_err(transport_to_rpc)?
+        {
             Response::AppendEntries(r) => Ok(r),
             other => Err(self.failed(other)),
         }
@@ -804,18 +898,32 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
-        match self.call(Request::InstallSnapshot(rpc), &option).await.map_err(transport_to_rpc)? {
+        match self
+            .call(Request::InstallSnapshot(rpc), &option)
+            .await
+            .map_err(transport_to_rpc)?
+        {
             Response::InstallSnapshot(Ok(r)) => Ok(r),
-            Response::InstallSnapshot(Err(mismatch)) => Err(RPCError::RemoteError(openraft::error::RemoteError::new(
-                self.target,
-                RaftError::APIError(InstallSnapshotError::SnapshotMismatch(mismatch)),
-            ))),
+            Response::InstallSnapshot(Err(mismatch)) => {
+                Err(RPCError::RemoteError(openraft::error::RemoteError::new(
+                    self.target,
+                    RaftError::APIError(InstallSnapshotError::SnapshotMismatch(mismatch)),
+                )))
+            }
             other => Err(self.failed(other)),
         }
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
-        match self.call(Request::Vote(rpc), &option).await.map_err(transport_to_rpc)? {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        match self
+            .call(Request::Vote(rpc), &option)
+            .await
+            .map_err(transport_to_rpc)?
+        {
             Response::Vote(r) => Ok(r),
             other => Err(self.failed(other)),
         }

@@ -47,7 +47,9 @@ pub struct StateMachineStore<S: StateMachine> {
 
 impl<S: StateMachine> Clone for StateMachineStore<S> {
     fn clone(&self) -> Self {
-        StateMachineStore { shared: Arc::clone(&self.shared) }
+        StateMachineStore {
+            shared: Arc::clone(&self.shared),
+        }
     }
 }
 
@@ -98,13 +100,13 @@ impl<S: StateMachine> StateMachineStore<S> {
             Err(e) => return Err(e.into()),
         };
         let mut applied = sm.applied_state()?.unwrap_or_default();
-        if let Some(cur) = &current {
-            if cur.meta.last_log_id > applied.last_applied() {
-                let snap_applied = AppliedState::new(cur.meta.last_log_id, cur.meta.last_membership.clone());
-                let file = std::fs::File::open(data_path(&dir, cur.file_seq))?;
-                sm.restore(&mut BufReader::new(file), &snap_applied)?;
-                applied = snap_applied;
-            }
+        if let Some(cur) = &current
+            && cur.meta.last_log_id > applied.last_applied()
+        {
+            let snap_applied = AppliedState::new(cur.meta.last_log_id, cur.meta.last_membership.clone());
+            let file = std::fs::File::open(data_path(&dir, cur.file_seq))?;
+            sm.restore(&mut BufReader::new(file), &snap_applied)?;
+            applied = snap_applied;
         }
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
@@ -134,12 +136,15 @@ impl<S: StateMachine> StateMachineStore<S> {
     /// Makes the data file `seq` the current snapshot, unless a newer one is already current.
     fn make_current(&self, meta: &SnapshotMeta<NodeId, NodeInfo>, seq: u64) -> std::io::Result<bool> {
         let mut current = self.shared.current.lock();
-        if let Some(cur) = current.as_ref() {
-            if cur.meta.last_log_id > meta.last_log_id {
-                return Ok(false);
-            }
+        if let Some(cur) = current.as_ref()
+            && cur.meta.last_log_id > meta.last_log_id
+        {
+            return Ok(false);
         }
-        let record = CurrentSnapshot { meta: meta.clone(), file_seq: seq };
+        let record = CurrentSnapshot {
+            meta: meta.clone(),
+            file_seq: seq,
+        };
         let bytes = codec::encode(&record).map_err(std::io::Error::other)?;
         let tmp = self.shared.dir.join(META_TMP);
         {
@@ -149,10 +154,10 @@ impl<S: StateMachine> StateMachineStore<S> {
         }
         std::fs::rename(&tmp, self.shared.dir.join(META_FILE))?;
         sync_dir(&self.shared.dir)?;
-        if let Some(old) = current.replace(record) {
-            if old.file_seq != seq {
-                let _ = std::fs::remove_file(data_path(&self.shared.dir, old.file_seq));
-            }
+        if let Some(old) = current.replace(record)
+            && old.file_seq != seq
+        {
+            let _ = std::fs::remove_file(data_path(&self.shared.dir, old.file_seq));
         }
         Ok(true)
     }
@@ -160,7 +165,10 @@ impl<S: StateMachine> StateMachineStore<S> {
     async fn open_snapshot(&self, cur: &CurrentSnapshot) -> Result<Snapshot<TypeConfig>, StorageError> {
         let path = data_path(&self.shared.dir, cur.file_seq);
         let file = tokio::fs::File::open(&path).await.map_err(snap_read_err)?;
-        Ok(Snapshot { meta: cur.meta.clone(), snapshot: Box::new(SnapshotFile::new(file, path)) })
+        Ok(Snapshot {
+            meta: cur.meta.clone(),
+            snapshot: Box::new(SnapshotFile::new(file, path)),
+        })
     }
 }
 
@@ -297,10 +305,14 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
         let received_here = snapshot.path().parent() == Some(self.shared.dir.as_path())
             && snapshot.path().extension().is_some_and(|e| e == "tmp");
         if received_here {
-            tokio::fs::rename(snapshot.path(), &final_path).await.map_err(snap_write_err)?;
+            tokio::fs::rename(snapshot.path(), &final_path)
+                .await
+                .map_err(snap_write_err)?;
         } else {
             // The data came from elsewhere (another store's file): keep our own copy.
-            tokio::fs::copy(snapshot.path(), &final_path).await.map_err(snap_write_err)?;
+            tokio::fs::copy(snapshot.path(), &final_path)
+                .await
+                .map_err(snap_write_err)?;
         }
         drop(snapshot);
         let applied = AppliedState::new(meta.last_log_id, meta.last_membership.clone());

@@ -36,7 +36,10 @@ const APPLIED_STATE_VERSION: u8 = 1;
 
 impl AppliedState {
     pub(crate) fn new(last_applied: Option<LogId>, membership: StoredMembership) -> Self {
-        AppliedState { last_applied, membership }
+        AppliedState {
+            last_applied,
+            membership,
+        }
     }
 
     /// The index of the last applied log entry; `None` for a state machine that applied nothing.
@@ -72,7 +75,9 @@ impl AppliedState {
             Some((&APPLIED_STATE_VERSION, body)) => {
                 codec::decode(body).map_err(|e| StateMachineError::corrupt(format!("applied state: {e}")))
             }
-            Some((v, _)) => Err(StateMachineError::corrupt(format!("applied state: unknown version {v}"))),
+            Some((v, _)) => Err(StateMachineError::corrupt(format!(
+                "applied state: unknown version {v}"
+            ))),
             None => Err(StateMachineError::corrupt("applied state: empty")),
         }
     }
@@ -135,4 +140,23 @@ pub trait StateMachine: Send + 'static {
 pub trait StateSnapshot: Send + 'static {
     /// Writes the whole view to `out`. Called on a blocking thread; may take long.
     fn write_to(self, out: &mut dyn Write) -> Result<(), StateMachineError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applied_state_round_trips_and_rejects_garbage() {
+        let s = AppliedState::new(
+            Some(LogId::new(openraft::CommittedLeaderId::new(3, 1), 9)),
+            Default::default(),
+        );
+        let back = AppliedState::decode(&s.encode()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.last_applied_index(), Some(9));
+        assert!(AppliedState::decode(&[]).is_err());
+        assert!(AppliedState::decode(&[7, 1, 2]).is_err());
+        assert!(AppliedState::decode(&[APPLIED_STATE_VERSION, 0xff]).is_err());
+    }
 }

@@ -155,7 +155,10 @@ impl TcpTransport {
         let mut state = peer.lock().await;
         if state.addr != addr {
             // The peer moved (or this is the first use): forget the old connection and backoff.
-            *state = PeerState { addr: addr.to_string(), ..PeerState::default() };
+            *state = PeerState {
+                addr: addr.to_string(),
+                ..PeerState::default()
+            };
         }
         if let Some(conn) = &state.conn {
             if !conn.closed.load(Ordering::Acquire) {
@@ -163,14 +166,14 @@ impl TcpTransport {
             }
             state.conn = None;
         }
-        if let Some(at) = state.retry_at {
-            if Instant::now() < at {
-                return Err(TransportError::Unreachable {
-                    target,
-                    addr: addr.to_string(),
-                    reason: "in reconnect backoff".into(),
-                });
-            }
+        if let Some(at) = state.retry_at
+            && Instant::now() < at
+        {
+            return Err(TransportError::Unreachable {
+                target,
+                addr: addr.to_string(),
+                reason: "in reconnect backoff".into(),
+            });
         }
         let connect = tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect(addr)).await;
         let stream = match connect {
@@ -178,7 +181,11 @@ impl TcpTransport {
             Ok(Err(e)) => {
                 state.failures = state.failures.saturating_add(1);
                 state.retry_at = Some(Instant::now() + backoff(state.failures));
-                return Err(TransportError::Unreachable { target, addr: addr.to_string(), reason: e.to_string() });
+                return Err(TransportError::Unreachable {
+                    target,
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                });
             }
             Err(_) => {
                 state.failures = state.failures.saturating_add(1);
@@ -226,8 +233,8 @@ fn spawn_conn(stream: TcpStream) -> Conn {
                     Ok(Some(frame)) if frame.kind == KIND_RESPONSE => {
                         let waiter = pending.lock().remove(&frame.id);
                         if let Some(tx) = waiter {
-                            let decoded =
-                                codec::decode::<RpcResponse>(&frame.body).map_err(|e| format!("bad response: {e}"));
+                            let decoded = codec::decode::<RpcResponse>(&frame.body)
+                                .map_err(|e| format!("bad response: {e}"));
                             let _ = tx.send(decoded);
                         }
                     }
@@ -239,7 +246,11 @@ fn spawn_conn(stream: TcpStream) -> Conn {
             Conn::fail_all(&pending, &closed, &reason);
         });
     }
-    Conn { frames: frames_tx, pending, closed }
+    Conn {
+        frames: frames_tx,
+        pending,
+        closed,
+    }
 }
 
 impl Transport for TcpTransport {
@@ -256,26 +267,42 @@ impl Transport for TcpTransport {
             let work = async {
                 let conn = this.connection(target, &addr).await?;
                 let id = this.inner.next_id.fetch_add(1, Ordering::Relaxed);
-                let frame = wire::encode_frame(id, KIND_REQUEST, &request)
-                    .map_err(|e| TransportError::Connection { target, reason: e.to_string() })?;
+                let frame = wire::encode_frame(id, KIND_REQUEST, &request).map_err(|e| {
+                    TransportError::Connection {
+                        target,
+                        reason: e.to_string(),
+                    }
+                })?;
                 let (tx, rx) = oneshot::channel();
                 conn.pending.lock().insert(id, tx);
                 // Re-check after registering: a connection that closed in between has already
                 // failed its waiters and would never answer this one.
                 if conn.closed.load(Ordering::Acquire) || conn.frames.send(frame).is_err() {
                     conn.pending.lock().remove(&id);
-                    return Err(TransportError::Connection { target, reason: "connection closed".into() });
+                    return Err(TransportError::Connection {
+                        target,
+                        reason: "connection closed".into(),
+                    });
                 }
-                let _guard = PendingGuard { pending: Arc::clone(&conn.pending), id };
+                let _guard = PendingGuard {
+                    pending: Arc::clone(&conn.pending),
+                    id,
+                };
                 match rx.await {
                     Ok(Ok(resp)) => Ok(resp),
                     Ok(Err(reason)) => Err(TransportError::Connection { target, reason }),
-                    Err(_) => Err(TransportError::Connection { target, reason: "connection dropped".into() }),
+                    Err(_) => Err(TransportError::Connection {
+                        target,
+                        reason: "connection dropped".into(),
+                    }),
                 }
             };
             match tokio::time::timeout(timeout, work).await {
                 Ok(r) => r,
-                Err(_) => Err(TransportError::Timeout { target, after: timeout }),
+                Err(_) => Err(TransportError::Timeout {
+                    target,
+                    after: timeout,
+                }),
             }
         })
     }
@@ -314,7 +341,10 @@ struct FaultState {
 }
 
 enum Verdict {
-    Deliver { delay: Option<Duration>, duplicate: bool },
+    Deliver {
+        delay: Option<Duration>,
+        duplicate: bool,
+    },
     Drop,
 }
 
@@ -379,15 +409,21 @@ impl Faults {
             return Verdict::Drop;
         }
         if st.only_kind.is_some_and(|k| k != kind) {
-            return Verdict::Deliver { delay: None, duplicate: false };
+            return Verdict::Deliver {
+                delay: None,
+                duplicate: false,
+            };
         }
         st.counter = st.counter.wrapping_add(1);
-        if let Some(n) = st.drop_every {
-            if st.counter % n == 0 {
-                return Verdict::Drop;
-            }
+        if let Some(n) = st.drop_every
+            && st.counter.is_multiple_of(n)
+        {
+            return Verdict::Drop;
         }
-        Verdict::Deliver { delay: st.delay, duplicate: st.duplicate }
+        Verdict::Deliver {
+            delay: st.delay,
+            duplicate: st.duplicate,
+        }
     }
 }
 
@@ -401,7 +437,11 @@ pub struct FaultyTransport<T> {
 impl<T: Transport> FaultyTransport<T> {
     /// Wraps `inner`, the transport of server `from`, with the shared `faults`.
     pub fn new(inner: T, from: NodeId, faults: Faults) -> Self {
-        FaultyTransport { inner: Arc::new(inner), from, faults }
+        FaultyTransport {
+            inner: Arc::new(inner),
+            from,
+            faults,
+        }
     }
 }
 
@@ -421,7 +461,10 @@ impl<T: Transport> Transport for FaultyTransport<T> {
                 Verdict::Drop => {
                     // A lost message looks like silence: the caller waits out its timeout.
                     tokio::time::sleep(timeout).await;
-                    Err(TransportError::Timeout { target, after: timeout })
+                    Err(TransportError::Timeout {
+                        target,
+                        after: timeout,
+                    })
                 }
                 Verdict::Deliver { delay, duplicate } => {
                     if let Some(d) = delay {

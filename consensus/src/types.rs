@@ -62,7 +62,10 @@ pub struct NodeInfo {
 impl NodeInfo {
     /// A node description from its RPC address and name.
     pub fn new(rpc_addr: impl Into<String>, name: impl Into<String>) -> Self {
-        NodeInfo { rpc_addr: rpc_addr.into(), name: name.into() }
+        NodeInfo {
+            rpc_addr: rpc_addr.into(),
+            name: name.into(),
+        }
     }
 }
 

@@ -7,8 +7,8 @@
 use bytes::Bytes;
 use openraft::error::SnapshotMismatch;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -97,7 +97,10 @@ pub struct WriteResponse {
 /// Why a remote server refused or failed a forwarded request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum RemoteError {
-    NotLeader { leader: Option<NodeId>, leader_info: Option<NodeInfo> },
+    NotLeader {
+        leader: Option<NodeId>,
+        leader_info: Option<NodeInfo>,
+    },
     NoAppHandler,
     App(String),
     Failed(String),
@@ -120,7 +123,9 @@ pub(crate) enum Response {
     InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, SnapshotMismatch>),
     Forward(Result<WriteResponse, RemoteError>),
     App(Result<Bytes, RemoteError>),
-    Probe { initialized: bool },
+    Probe {
+        initialized: bool,
+    },
     /// The receiver could not serve the request at all (e.g. its Raft has stopped).
     Failed(String),
 }
@@ -137,7 +142,9 @@ pub(crate) fn encode_frame<T: Serialize>(id: u64, kind: u8, msg: &T) -> Result<V
     let body = codec::encode(msg)?;
     let len = HEADER_BYTES + body.len();
     if len > MAX_FRAME_BYTES {
-        return Err(CodecError { reason: format!("frame of {len} bytes exceeds the {MAX_FRAME_BYTES} limit") });
+        return Err(CodecError {
+            reason: format!("frame of {len} bytes exceeds the {MAX_FRAME_BYTES} limit"),
+        });
     }
     let mut out = Vec::with_capacity(4 + len);
     out.extend_from_slice(&(len as u32).to_be_bytes());
@@ -169,7 +176,11 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Resu
     id.copy_from_slice(id_bytes);
     let mut body = vec![0u8; len - HEADER_BYTES];
     r.read_exact(&mut body).await?;
-    Ok(Some(Frame { id: u64::from_be_bytes(id), kind: kind.first().copied().unwrap_or(u8::MAX), body }))
+    Ok(Some(Frame {
+        id: u64::from_be_bytes(id),
+        kind: kind.first().copied().unwrap_or(u8::MAX),
+        body,
+    }))
 }
 
 /// Writes queued frames, coalescing whatever is queued into one flush.
@@ -186,4 +197,36 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
         w.flush().await?;
     }
     w.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_bad_lengths_are_errors() {
+        let req = RpcRequest(Request::App(AppRequest {
+            datacenter: Some("dc2".into()),
+            payload: Bytes::from("x"),
+        }));
+        let bytes = encode_frame(42, KIND_REQUEST, &req).unwrap();
+        let mut r = bytes.as_slice();
+        let frame = read_frame(&mut r).await.unwrap().unwrap();
+        assert_eq!((frame.id, frame.kind), (42, KIND_REQUEST));
+        let back: RpcRequest = codec::decode(&frame.body).unwrap();
+        assert_eq!(back.kind(), RpcKind::App);
+        // Clean end of stream between frames.
+        assert!(read_frame(&mut r).await.unwrap().is_none());
+        // A length below the header, or above the limit, is an error, not an allocation.
+        for len in [3u32, u32::MAX] {
+            let mut bad = len.to_be_bytes().to_vec();
+            bad.extend_from_slice(&[0; 16]);
+            assert!(read_frame(&mut bad.as_slice()).await.is_err());
+        }
+        // A truncated frame is an error.
+        let mut cut = &bytes[..bytes.len() - 1];
+        assert!(read_frame(&mut cut).await.is_err());
+        // Garbage bodies do not decode.
+        assert!(codec::decode::<RpcRequest>(&[0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
 }

@@ -1,6 +1,8 @@
 //! openraft's own storage conformance suite, run against every log store with the state
 //! machine adapter over the test KV machine.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::KvMachine;
@@ -32,7 +34,9 @@ mod rocks {
 
     struct RocksBuilder;
 
-    impl StoreBuilder<TypeConfig, RocksLogStore, StateMachineStore<KvMachine>, tempfile::TempDir> for RocksBuilder {
+    impl StoreBuilder<TypeConfig, RocksLogStore, StateMachineStore<KvMachine>, tempfile::TempDir>
+        for RocksBuilder
+    {
         async fn build(
             &self,
         ) -> Result<(tempfile::TempDir, RocksLogStore, StateMachineStore<KvMachine>), StorageError> {

@@ -18,7 +18,13 @@ async fn bootstrap_expect_forms_one_cluster_whatever_the_discovery_order() {
     let all = c.discovered_all();
     // Server 3 sees only itself and 2 at first: not enough.
     let partial = c.server(3).discovered(&all[1..]).await.unwrap();
-    assert_eq!(partial, BootstrapStatus::Waiting { known: 2, expected: 3 });
+    assert_eq!(
+        partial,
+        BootstrapStatus::Waiting {
+            known: 2,
+            expected: 3
+        }
+    );
     // Every server sees all three, each in its own order.
     let orders = [vec![2usize, 0, 1], vec![1, 2, 0], vec![0, 1, 2]];
     let mut statuses = Vec::new();
@@ -28,16 +34,30 @@ async fn bootstrap_expect_forms_one_cluster_whatever_the_discovery_order() {
     }
     assert_eq!(statuses[0], BootstrapStatus::NotChosen { bootstrapper: 1 });
     assert_eq!(statuses[1], BootstrapStatus::NotChosen { bootstrapper: 1 });
-    assert_eq!(statuses[2], BootstrapStatus::Bootstrapped { voters: vec![1, 2, 3] });
+    assert_eq!(
+        statuses[2],
+        BootstrapStatus::Bootstrapped {
+            voters: vec![1, 2, 3]
+        }
+    );
     let leader = c.wait_leader(T).await;
     for s in c.running() {
         let peers: Vec<_> = s.peers().into_iter().map(|(id, _)| id).collect();
-        wait_until(T, "membership replicated", || (s.peers().len() == 3).then_some(())).await;
+        wait_until(T, "membership replicated", || {
+            (s.peers().len() == 3).then_some(())
+        })
+        .await;
         assert!(peers.len() <= 3);
         // Once a server has state, discovery never bootstraps it again.
-        assert_eq!(s.discovered(&all).await.unwrap(), BootstrapStatus::AlreadyInitialized);
+        assert_eq!(
+            s.discovered(&all).await.unwrap(),
+            BootstrapStatus::AlreadyInitialized
+        );
     }
-    assert!(c.running().iter().filter(|s| s.is_leader()).count() == 1, "one leader: {leader}");
+    assert!(
+        c.running().iter().filter(|s| s.is_leader()).count() == 1,
+        "one leader: {leader}"
+    );
 }
 
 /// A bootstrapper that finds a peer already holding Raft state backs off instead of forming a
@@ -49,14 +69,22 @@ async fn bootstrap_backs_off_when_a_peer_has_state() {
     let all = c.discovered_all();
     // Servers 2, 3, 4 form a cluster among themselves (2 is their lowest id).
     c.server(2).discovered(&all[1..]).await.unwrap();
-    c.server(2).raft().wait(Some(T)).current_leader(2, "2 leads").await.unwrap();
+    c.server(2)
+        .raft()
+        .wait(Some(T))
+        .current_leader(2, "2 leads")
+        .await
+        .unwrap();
     wait_until(T, "3 and 4 have state", || {
         (c.server(3).leader().is_some() && c.server(4).leader().is_some()).then_some(())
     })
     .await;
     // Server 1, pristine, now sees all four and would be the bootstrapper: it must not.
     let status = c.server(1).discovered(&all).await.unwrap();
-    assert!(matches!(status, BootstrapStatus::PeerHasState { .. }), "{status:?}");
+    assert!(
+        matches!(status, BootstrapStatus::PeerHasState { .. }),
+        "{status:?}"
+    );
     assert!(!c.server(1).raft().is_initialized().await.unwrap());
 }
 
@@ -73,19 +101,32 @@ async fn writes_and_reads_in_each_mode() {
     let w1 = l.write(b"a=1".as_slice()).await.unwrap();
     assert_eq!(w1.response.as_ref(), b"");
     let w2 = f.write(b"a=2".as_slice()).await.unwrap();
-    assert_eq!(w2.response.as_ref(), b"1", "forwarded write returns the state machine's answer");
+    assert_eq!(
+        w2.response.as_ref(),
+        b"1",
+        "forwarded write returns the state machine's answer"
+    );
     assert!(w2.index > w1.index);
     let bad = f.write(b"no-equals-sign".as_slice()).await.unwrap();
     assert_eq!(bad.response.as_ref(), b"bad command");
 
     // Consistent on the leader: sees the last acknowledged write.
-    assert_eq!(l.read(ReadMode::Consistent, get("a")).await.unwrap().as_deref(), Some("2"));
+    assert_eq!(
+        l.read(ReadMode::Consistent, get("a")).await.unwrap().as_deref(),
+        Some("2")
+    );
     // Default on the leader: allowed.
-    assert_eq!(l.read(ReadMode::Default, get("a")).await.unwrap().as_deref(), Some("2"));
+    assert_eq!(
+        l.read(ReadMode::Default, get("a")).await.unwrap().as_deref(),
+        Some("2")
+    );
     // Default and consistent on a follower: refused with a leader hint.
     for mode in [ReadMode::Default, ReadMode::Consistent] {
         match f.read(mode, get("a")).await {
-            Err(ConsensusError::NotLeader { leader: hint, leader_info }) => {
+            Err(ConsensusError::NotLeader {
+                leader: hint,
+                leader_info,
+            }) => {
                 assert_eq!(hint, Some(leader));
                 assert_eq!(leader_info.unwrap().rpc_addr, l.local_addr().to_string());
             }
@@ -94,7 +135,10 @@ async fn writes_and_reads_in_each_mode() {
     }
     // Stale on a follower: local state, which catches up.
     c.wait_applied(bad.index, T).await;
-    assert_eq!(f.read(ReadMode::Stale, get("a")).await.unwrap().as_deref(), Some("2"));
+    assert_eq!(
+        f.read(ReadMode::Stale, get("a")).await.unwrap().as_deref(),
+        Some("2")
+    );
     // Status queries.
     assert_eq!(f.leader().map(|(id, _)| id), Some(leader));
     assert_eq!(f.peers().len(), 3);
@@ -126,7 +170,10 @@ async fn leader_loss_keeps_every_acknowledged_write() {
         }));
     }
     // Let some writes commit, then kill the leader.
-    wait_until(T, "some writes applied", || (follower.applied_index() > 40).then_some(())).await;
+    wait_until(T, "some writes applied", || {
+        (follower.applied_index() > 40).then_some(())
+    })
+    .await;
     c.stop(leader).await;
     let mut acked = Vec::new();
     for t in tasks {
@@ -139,7 +186,11 @@ async fn leader_loss_keeps_every_acknowledged_write() {
     nl.write(b"after=1".as_slice()).await.unwrap();
     let missing: Vec<_> = nl
         .read(ReadMode::Consistent, move |m| {
-            acked.iter().filter(|k| !m.map.contains_key(*k)).cloned().collect::<Vec<_>>()
+            acked
+                .iter()
+                .filter(|k| !m.map.contains_key(*k))
+                .cloned()
+                .collect::<Vec<_>>()
         })
         .await
         .unwrap();
@@ -155,7 +206,12 @@ async fn restart_every_server_from_disk() {
     let leader = c.bootstrap().await;
     let mut last = 0;
     for i in 0..50 {
-        last = c.server(leader).write(format!("k{i}={i}").into_bytes()).await.unwrap().index;
+        last = c
+            .server(leader)
+            .write(format!("k{i}={i}").into_bytes())
+            .await
+            .unwrap()
+            .index;
     }
     c.wait_applied(last, T).await;
     for id in 1..=3 {
@@ -173,7 +229,10 @@ async fn restart_every_server_from_disk() {
     for s in c.running() {
         let v = s.read(ReadMode::Stale, get("k7")).await.unwrap();
         assert_eq!(v.as_deref(), Some("7"));
-        assert_eq!(s.discovered(&c.discovered_all()).await.unwrap(), BootstrapStatus::AlreadyInitialized);
+        assert_eq!(
+            s.discovered(&c.discovered_all()).await.unwrap(),
+            BootstrapStatus::AlreadyInitialized
+        );
     }
 }
 
@@ -196,13 +255,25 @@ async fn learner_added_after_purge_catches_up_by_snapshot() {
     for i in 0..120 {
         last = l.write(format!("k{i}={i}").into_bytes()).await.unwrap().index;
     }
-    let m = l
-        .raft()
-        .wait(Some(T))
-        .metrics(|m| m.purged.is_some_and(|p| p.index > 40), "leader purged its log")
-        .await
-        .unwrap();
-    let purged = m.purged.unwrap().index;
+    // Automatic snapshots ran during the writes; trigger more (a trigger that lands while a
+    // build is running is dropped) until the leader has purged a good part of its log.
+    let mut purged = 0;
+    for _ in 0..20 {
+        l.raft().trigger().snapshot().await.unwrap();
+        let waited = l
+            .raft()
+            .wait(Some(Duration::from_millis(500)))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= 60),
+                "leader purged its log",
+            )
+            .await;
+        if let Ok(m) = waited {
+            purged = m.purged.unwrap().index;
+            break;
+        }
+    }
+    assert!(purged >= 60, "the leader never purged its log");
     let new_id = c.add_slot();
     let n = c.start(new_id).await;
     l.add_server(new_id, n.node_info()).await.unwrap();
@@ -212,13 +283,27 @@ async fn learner_added_after_purge_catches_up_by_snapshot() {
         .applied_index_at_least(Some(last), "new server caught up")
         .await
         .unwrap();
-    assert!(nm.snapshot.is_some_and(|s| s.index >= purged), "caught up by snapshot: {:?}", nm.snapshot);
-    assert_eq!(n.read(ReadMode::Stale, get("k3")).await.unwrap().as_deref(), Some("3"));
+    assert!(
+        nm.snapshot.is_some_and(|s| s.index >= purged),
+        "caught up by snapshot: {:?}",
+        nm.snapshot
+    );
+    assert_eq!(
+        n.read(ReadMode::Stale, get("k3")).await.unwrap().as_deref(),
+        Some("3")
+    );
     assert_eq!(n.read(ReadMode::Stale, |m| m.map.len()).await.unwrap(), 120);
     // It follows the log after the snapshot too.
     let w = l.write(b"late=1".as_slice()).await.unwrap();
-    n.raft().wait(Some(T)).applied_index_at_least(Some(w.index), "late write").await.unwrap();
-    assert_eq!(n.read(ReadMode::Stale, get("late")).await.unwrap().as_deref(), Some("1"));
+    n.raft()
+        .wait(Some(T))
+        .applied_index_at_least(Some(w.index), "late write")
+        .await
+        .unwrap();
+    assert_eq!(
+        n.read(ReadMode::Stale, get("late")).await.unwrap().as_deref(),
+        Some("1")
+    );
     assert!(l.peers().iter().any(|(id, _)| *id == new_id), "promoted to voter");
 }
 
@@ -237,7 +322,10 @@ async fn minority_partition_cannot_commit() {
     // The majority side elects a leader among itself and commits.
     let majority = c.server(others[0]);
     let new_leader = wait_until(T, "majority leader", || {
-        majority.leader().map(|(id, _)| id).filter(|id| *id != leader && c.server(*id).is_leader())
+        majority
+            .leader()
+            .map(|(id, _)| id)
+            .filter(|id| *id != leader && c.server(*id).is_leader())
     })
     .await;
     let w = c.server(new_leader).write(b"kept=1".as_slice()).await.unwrap();
@@ -247,7 +335,10 @@ async fn minority_partition_cannot_commit() {
     c.wait_applied(w.index, T).await;
     for s in c.running() {
         assert_eq!(s.read(ReadMode::Stale, get("lost")).await.unwrap(), None);
-        assert_eq!(s.read(ReadMode::Stale, get("kept")).await.unwrap().as_deref(), Some("1"));
+        assert_eq!(
+            s.read(ReadMode::Stale, get("kept")).await.unwrap().as_deref(),
+            Some("1")
+        );
     }
 }
 
@@ -262,14 +353,24 @@ async fn one_way_isolation_of_the_leader() {
     c.faults.isolate_outbound(leader, &others);
     let follower = c.server(others[0]);
     let new_leader = wait_until(T, "new leader", || {
-        follower.leader().map(|(id, _)| id).filter(|id| *id != leader && c.server(*id).is_leader())
+        follower
+            .leader()
+            .map(|(id, _)| id)
+            .filter(|id| *id != leader && c.server(*id).is_leader())
     })
     .await;
     let old = c.server(leader);
     wait_until(T, "old leader steps down", || (!old.is_leader()).then_some(())).await;
     let w = c.server(new_leader).write(b"x=1".as_slice()).await.unwrap();
-    old.raft().wait(Some(T)).applied_index_at_least(Some(w.index), "old leader follows").await.unwrap();
-    assert_eq!(old.read(ReadMode::Stale, get("x")).await.unwrap().as_deref(), Some("1"));
+    old.raft()
+        .wait(Some(T))
+        .applied_index_at_least(Some(w.index), "old leader follows")
+        .await
+        .unwrap();
+    assert_eq!(
+        old.read(ReadMode::Stale, get("x")).await.unwrap().as_deref(),
+        Some("1")
+    );
 }
 
 /// Lossy, duplicating, slow links: writes still commit exactly once each, and servers converge.
@@ -278,7 +379,8 @@ async fn writes_survive_drops_duplicates_and_delay() {
     let mut c = Cluster::new(3, default_config);
     c.start_all().await;
     let leader = c.bootstrap().await;
-    c.faults.only_kind(Some(tribune_consensus::RpcKind::AppendEntries));
+    c.faults
+        .only_kind(Some(tribune_consensus::RpcKind::AppendEntries));
     c.faults.drop_every(Some(7));
     c.faults.set_duplicate(true);
     c.faults.set_delay(Some(Duration::from_millis(3)));

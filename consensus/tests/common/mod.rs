@@ -1,5 +1,5 @@
 //! Shared test support: a small KV state machine and a loopback cluster harness.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tribune_consensus::{
-    AppliedState, CommittedCommand, Consensus, ConsensusConfig, DiscoveredServer, Faults, FaultyTransport, NodeId,
-    StateMachine, StateMachineError, StateMachineStore, StateSnapshot, TcpTransport,
+    AppliedState, CommittedCommand, Consensus, ConsensusConfig, DiscoveredServer, Faults, FaultyTransport,
+    NodeId, StateMachine, StateMachineError, StateMachineStore, StateSnapshot, TcpTransport,
 };
 
 /// Commands are `key=value`; the response is the previous value (empty if none). A command
@@ -56,8 +56,7 @@ impl StateMachine for KvMachine {
 
     fn restore(&mut self, data: &mut dyn Read, applied: &AppliedState) -> Result<(), StateMachineError> {
         let mut map = BTreeMap::new();
-        loop {
-            let Some(k) = read_field(data)? else { break };
+        while let Some(k) = read_field(data)? {
             let v = read_field(data)?.ok_or_else(|| StateMachineError::corrupt("key without value"))?;
             map.insert(k, v);
         }
@@ -76,7 +75,9 @@ fn read_field(r: &mut dyn Read) -> Result<Option<String>, StateMachineError> {
     }
     let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
     r.read_exact(&mut buf)?;
-    String::from_utf8(buf).map(Some).map_err(StateMachineError::corrupt)
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(StateMachineError::corrupt)
 }
 
 pub struct KvSnapshot(BTreeMap<String, String>);
@@ -149,7 +150,12 @@ impl Cluster {
     pub fn new(n: usize, config: fn(NodeId) -> ConsensusConfig) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let slots = (1..=n as u64).map(|id| Self::slot(tmp.path(), id)).collect();
-        Cluster { _tmp: tmp, slots, faults: Faults::new(), config }
+        Cluster {
+            _tmp: tmp,
+            slots,
+            faults: Faults::new(),
+            config,
+        }
     }
 
     fn slot(root: &Path, id: NodeId) -> Slot {
@@ -191,7 +197,10 @@ impl Cluster {
     }
 
     pub fn server(&self, id: NodeId) -> Server {
-        self.slots[(id - 1) as usize].server.clone().expect("server running")
+        self.slots[(id - 1) as usize]
+            .server
+            .clone()
+            .expect("server running")
     }
 
     pub fn running(&self) -> Vec<Server> {
@@ -205,7 +214,13 @@ impl Cluster {
     }
 
     pub fn discovered_all(&self) -> Vec<DiscoveredServer> {
-        self.running().iter().map(|s| DiscoveredServer { id: s.id(), info: s.node_info() }).collect()
+        self.running()
+            .iter()
+            .map(|s| DiscoveredServer {
+                id: s.id(),
+                info: s.node_info(),
+            })
+            .collect()
     }
 
     /// Feeds every running server the full member list and waits for one agreed leader.
@@ -248,7 +263,10 @@ pub async fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() ->
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
