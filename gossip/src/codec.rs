@@ -4,6 +4,8 @@
 //! packet  := VERSION count:u8 { len:u16 message }{count}
 //! message := kind:u8 body
 //! stream  := VERSION STREAM_PUSH_PULL flags:u8 event_ltime:u64 count:u32 { member_state }{count}
+//!          | VERSION STREAM_PING seq:u32 target:str      (the TCP fallback probe)
+//!          | VERSION STREAM_ACK seq:u32
 //! ```
 //! Integers are little-endian; strings are `len:u16` + UTF-8; addresses are `family:u8` (4 or 6) +
 //! octets + `port:u16`. Decoding never panics and never allocates more than the input's length:
@@ -16,6 +18,8 @@ use crate::member::{MemberStatus, Tags};
 /// The first byte of every plaintext packet and stream.
 pub(crate) const PROTOCOL_VERSION: u8 = 1;
 const STREAM_PUSH_PULL: u8 = 0x40;
+const STREAM_PING: u8 = 0x41;
+const STREAM_ACK: u8 = 0x42;
 /// Bytes a packet spends before its first message: version and count.
 pub(crate) const PACKET_HEADER: usize = 2;
 /// Bytes each message of a packet spends on its length prefix.
@@ -130,6 +134,27 @@ pub struct PushPull {
     pub event_ltime: u64,
     /// Every member the sender knows, itself included.
     pub members: Vec<MemberState>,
+}
+
+/// One message carried over a stream (TCP): a request and its reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamMessage {
+    /// A full state exchange.
+    PushPull(PushPull),
+    /// A fallback probe over a reliable stream, sent alongside indirect probes (memberlist's TCP
+    /// ping): tells a lossy network from a dead member.
+    Ping {
+        /// The probe's sequence number.
+        seq: u32,
+        /// Name of the member probed.
+        target: String,
+    },
+    /// Reply to a stream ping.
+    Ack {
+        /// The probe's sequence number.
+        seq: u32,
+    },
 }
 
 /// Why bytes could not be decoded. Decoding stops at the first problem; nothing is applied.
@@ -550,14 +575,51 @@ pub fn decode_packet(bytes: &[u8]) -> Result<Vec<Message>, DecodeError> {
     Ok(out)
 }
 
-/// Decodes a plaintext push-pull stream.
-pub fn decode_push_pull(bytes: &[u8]) -> Result<PushPull, DecodeError> {
+/// Encodes a stream message.
+pub fn encode_stream(msg: &StreamMessage) -> Vec<u8> {
+    match msg {
+        StreamMessage::PushPull(pp) => encode_push_pull(pp),
+        StreamMessage::Ping { seq, target } => {
+            let mut out = vec![PROTOCOL_VERSION, STREAM_PING];
+            put_u32(&mut out, *seq);
+            put_str(&mut out, target);
+            out
+        }
+        StreamMessage::Ack { seq } => {
+            let mut out = vec![PROTOCOL_VERSION, STREAM_ACK];
+            put_u32(&mut out, *seq);
+            out
+        }
+    }
+}
+
+/// Decodes a plaintext stream message.
+pub fn decode_stream(bytes: &[u8]) -> Result<StreamMessage, DecodeError> {
     let mut r = Reader { buf: bytes };
     check_version(&mut r)?;
-    match r.u8("stream kind")? {
-        STREAM_PUSH_PULL => {}
+    let msg = match r.u8("stream kind")? {
+        STREAM_PUSH_PULL => StreamMessage::PushPull(push_pull_body(&mut r)?),
+        STREAM_PING => StreamMessage::Ping {
+            seq: r.u32("seq")?,
+            target: r.string("target")?,
+        },
+        STREAM_ACK => StreamMessage::Ack { seq: r.u32("seq")? },
         kind => return Err(DecodeError::UnknownKind { kind }),
+    };
+    r.finish()?;
+    Ok(msg)
+}
+
+/// Decodes a plaintext push-pull stream (any other stream message is an error).
+pub fn decode_push_pull(bytes: &[u8]) -> Result<PushPull, DecodeError> {
+    match decode_stream(bytes)? {
+        StreamMessage::PushPull(pp) => Ok(pp),
+        StreamMessage::Ping { .. } => Err(DecodeError::UnknownKind { kind: STREAM_PING }),
+        StreamMessage::Ack { .. } => Err(DecodeError::UnknownKind { kind: STREAM_ACK }),
     }
+}
+
+fn push_pull_body(r: &mut Reader<'_>) -> Result<PushPull, DecodeError> {
     let flags = r.u8("flags")?;
     if flags > 3 {
         return Err(DecodeError::InvalidValue {
@@ -578,7 +640,6 @@ pub fn decode_push_pull(bytes: &[u8]) -> Result<PushPull, DecodeError> {
             tags: r.tags()?,
         });
     }
-    r.finish()?;
     Ok(PushPull {
         join: flags & 1 != 0,
         reply: flags & 2 != 0,
@@ -654,6 +715,16 @@ mod tests {
             }],
         };
         assert_eq!(decode_push_pull(&encode_push_pull(&pp)).unwrap(), pp);
+        for m in [
+            StreamMessage::Ping {
+                seq: 3,
+                target: "b".into(),
+            },
+            StreamMessage::Ack { seq: 3 },
+        ] {
+            assert_eq!(decode_stream(&encode_stream(&m)).unwrap(), m);
+        }
+        assert!(decode_push_pull(&encode_stream(&StreamMessage::Ack { seq: 1 })).is_err());
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct Config {
     pub dead_member_retention: Duration,
     /// Cap of the Lifeguard local health multiplier (8): probe intervals stretch up to this factor.
     pub awareness_max_multiplier: u32,
+    /// Alongside indirect probes, also probe the silent member over a stream (TCP in the runtime),
+    /// as memberlist does unless `DisableTcpPings`: a member reachable over a reliable stream is not
+    /// suspected merely because UDP packets were lost. On by default.
+    pub tcp_fallback_probe: bool,
     /// Lifeguard on (the default): local health awareness, nacks from indirect probers and suspicion
     /// timeouts that shrink with independent confirmations. Off gives plain SWIM with suspicion, which
     /// exists to measure what Lifeguard buys.
@@ -82,6 +86,7 @@ impl Config {
             dead_member_retention: Duration::from_secs(24 * 3600),
             awareness_max_multiplier: 8,
             lifeguard: true,
+            tcp_fallback_probe: true,
             packet_size: 1400,
             max_stream_size: 20 * 1024 * 1024,
             tcp_timeout: Duration::from_secs(10),

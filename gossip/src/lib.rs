@@ -23,7 +23,7 @@
 //!   through the real codec, with latency, loss, partitions, crashes and restarts.
 //!
 //! What it is NOT: the core does no IO, reads no clock and uses no unseeded randomness; it has no
-//! Serf queries, Vivaldi coordinates, compression or TCP fallback probes, and it does not persist
+//! Serf queries, Vivaldi coordinates or compression, and it does not persist
 //! anything.
 
 mod broadcast;
@@ -40,8 +40,8 @@ mod user_events;
 mod runtime;
 
 pub use codec::{
-    DecodeError, MemberState, Message, PushPull, decode_packet, decode_push_pull, encode_packet,
-    encode_push_pull,
+    DecodeError, MemberState, Message, PushPull, StreamMessage, decode_packet, decode_push_pull,
+    decode_stream, encode_packet, encode_push_pull, encode_stream,
 };
 pub use config::{Config, ConfigError};
 pub use keyring::{Keyring, KeyringError, decode_key, keygen};

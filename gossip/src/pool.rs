@@ -9,7 +9,9 @@ use rand::seq::SliceRandom as _;
 use rand::{Rng as _, RngCore as _, SeedableRng as _};
 
 use crate::broadcast::BroadcastQueue;
-use crate::codec::{self, MAX_MESSAGES_PER_PACKET, MemberState, Message, PACKET_HEADER, PushPull};
+use crate::codec::{
+    self, MAX_MESSAGES_PER_PACKET, MemberState, Message, PACKET_HEADER, PushPull, StreamMessage,
+};
 use crate::config::{Config, ConfigError};
 use crate::keyring::{ENCRYPTION_OVERHEAD, ENCRYPTION_VERSION, Keyring, OpenError};
 use crate::member::{Event, Member, MemberStatus, Tags, UserEvent};
@@ -117,6 +119,8 @@ pub struct Stats {
     pub malformed_dropped: u64,
     /// Probes started.
     pub probes: u64,
+    /// Probes whose direct ack did not come in time, so indirect (and stream) probes were sent.
+    pub indirect_probes: u64,
     /// Probes that ended without any ack.
     pub failed_probes: u64,
     /// Times this node refuted a claim that it was suspect or dead.
@@ -532,19 +536,42 @@ impl Pool {
             return None;
         }
         let plain = self.unwrap_envelope(AAD_STREAM, data)?;
-        let pp = match codec::decode_push_pull(&plain) {
-            Ok(pp) => pp,
+        let msg = match codec::decode_stream(&plain) {
+            Ok(msg) => msg,
             Err(err) => {
                 self.stats.malformed_dropped += 1;
                 tracing::debug!(%from, %err, "dropping malformed gossip stream");
                 return None;
             }
         };
-        self.merge_remote_state(&pp, now);
-        if pp.reply {
-            None
-        } else {
-            Some(self.encode_push_pull(false, true))
+        match msg {
+            StreamMessage::PushPull(pp) => {
+                self.merge_remote_state(&pp, now);
+                if pp.reply {
+                    None
+                } else {
+                    Some(self.encode_push_pull(false, true))
+                }
+            }
+            StreamMessage::Ping { seq, target } => {
+                if target != self.name {
+                    return None;
+                }
+                let reply = codec::encode_stream(&StreamMessage::Ack { seq });
+                let data = self.seal(AAD_STREAM, reply);
+                self.stats.streams_sent += 1;
+                self.stats.stream_bytes_sent += data.len() as u64;
+                Some(data)
+            }
+            StreamMessage::Ack { seq } => {
+                if let Some(p) = self.probe.as_mut()
+                    && p.seq == seq
+                    && !p.finished
+                {
+                    p.acked = true;
+                }
+                None
+            }
         }
     }
 
@@ -1081,6 +1108,7 @@ impl Pool {
             e.member.status == MemberStatus::Alive
         });
         let want_nack = self.config.lifeguard;
+        self.stats.indirect_probes += 1;
         let mut sent = 0u32;
         for i in helpers {
             let Some(addr) = self.members.get(i).map(|e| e.member.addr) else {
@@ -1094,6 +1122,19 @@ impl Pool {
             };
             self.send_messages(addr, vec![msg]);
             sent += 1;
+        }
+        if self.config.tcp_fallback_probe {
+            let ping = codec::encode_stream(&StreamMessage::Ping {
+                seq,
+                target: target.clone(),
+            });
+            let data = self.seal(AAD_STREAM, ping);
+            self.stats.streams_sent += 1;
+            self.stats.stream_bytes_sent += data.len() as u64;
+            self.outputs.push_back(Output::Stream {
+                to: target_addr,
+                data,
+            });
         }
         if let Some(p) = self.probe.as_mut() {
             p.indirect = true;

@@ -4,8 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use tribune_gossip::{
-    Config, Instant, Keyring, LocalNode, Pool, Tags, decode_packet, decode_push_pull, encode_packet,
-    encode_push_pull,
+    Config, Instant, Keyring, LocalNode, Pool, Tags, decode_packet, decode_stream, encode_packet,
+    encode_stream,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -13,9 +13,9 @@ fuzz_target!(|data: &[u8]| {
         let again = encode_packet(&msgs);
         assert_eq!(decode_packet(&again).ok(), Some(msgs));
     }
-    if let Ok(pp) = decode_push_pull(data) {
-        let again = encode_push_pull(&pp);
-        assert_eq!(decode_push_pull(&again).ok(), Some(pp));
+    if let Ok(msg) = decode_stream(data) {
+        let again = encode_stream(&msg);
+        assert_eq!(decode_stream(&again).ok(), Some(msg));
     }
     let from = "10.0.0.9:7946".parse().unwrap();
     for keyring in [None, Keyring::new(&[9; 16]).ok()] {
