@@ -133,6 +133,7 @@ struct Shared {
     last_contact: Mutex<Option<Instant>>,
     bootstrap_lock: tokio::sync::Mutex<()>,
     shutdown: watch::Sender<bool>,
+    accept_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A running consensus server.
@@ -208,8 +209,10 @@ impl<S: StateMachine> Consensus<S> {
             last_contact: Mutex::new(None),
             bootstrap_lock: tokio::sync::Mutex::new(()),
             shutdown,
+            accept_task: Mutex::new(None),
         });
-        tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx));
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx));
+        *shared.accept_task.lock() = Some(task);
         Ok(Consensus {
             shared,
             sm: state_machine,
@@ -245,6 +248,11 @@ impl<S: StateMachine> Consensus<S> {
     /// Stops Raft and the RPC port. Open connections are closed; the stores are released.
     pub async fn shutdown(&self) -> Result<(), ConsensusError> {
         let _ = self.shared.shutdown.send(true);
+        // Wait for the listener to close, so the port can be bound again at once.
+        let task = self.shared.accept_task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
         self.shared.raft.shutdown().await.map_err(stopped)
     }
 

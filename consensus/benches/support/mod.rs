@@ -76,15 +76,21 @@ pub fn config(id: u64) -> ConsensusConfig {
     c
 }
 
-async fn start_one(dir: &std::path::Path, id: u64, bind: std::net::SocketAddr) -> Server {
-    let sm = StateMachineStore::open(Counter::default(), dir.join(format!("s{id}/snap"))).unwrap();
+async fn try_start(
+    dir: &std::path::Path,
+    id: u64,
+    bind: std::net::SocketAddr,
+) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
+    let sm = StateMachineStore::open(Counter::default(), dir.join(format!("s{id}/snap")))?;
     #[cfg(feature = "rocksdb")]
-    let log = tribune_consensus::RocksLogStore::open(dir.join(format!("s{id}/log"))).unwrap();
+    let log = tribune_consensus::RocksLogStore::open(dir.join(format!("s{id}/log")))?;
     #[cfg(not(feature = "rocksdb"))]
     let log = tribune_consensus::MemLogStore::new();
-    Consensus::start(config(id), bind, log, sm, TcpTransport::new())
-        .await
-        .unwrap()
+    Ok(Consensus::start(config(id), bind, log, sm, TcpTransport::new()).await?)
+}
+
+async fn start_one(dir: &std::path::Path, id: u64, bind: std::net::SocketAddr) -> Server {
+    try_start(dir, id, bind).await.unwrap()
 }
 
 impl BenchCluster {
@@ -155,12 +161,7 @@ impl BenchCluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         let server = loop {
             // The stopped server's RocksDB lock and port are released asynchronously.
-            let started = tokio::spawn({
-                let dir = self.dir.path().to_path_buf();
-                async move { start_one(&dir, id, bind).await }
-            })
-            .await;
-            match started {
+            match try_start(self.dir.path(), id, bind).await {
                 Ok(s) => break s,
                 Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
                 Err(e) => panic!("restart {id}: {e}"),
