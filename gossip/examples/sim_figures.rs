@@ -131,31 +131,33 @@ fn detection(nodes: usize) {
 
 fn false_positives(nodes: usize) {
     let window = Duration::from_secs(300);
-    for loss in [0.0, 0.05, 0.10, 0.20] {
-        for lifeguard in [true, false] {
-            let mut cfg = Config::lan();
-            cfg.lifeguard = lifeguard;
-            let mut sim = cluster(nodes, 300 + nodes as u64, cfg, Tags::new());
-            let before = (sim.false_failures(), sim.suspicions());
-            sim.set_loss(loss);
-            sim.run_for(window);
-            let mut subjects: Vec<usize> = sim
-                .verdicts()
-                .iter()
-                .filter(|v| !v.left && v.subject_was_up)
-                .map(|v| v.subject)
-                .collect();
-            subjects.sort_unstable();
-            subjects.dedup();
-            println!(
-                "false-positives n={nodes} loss={:>2}% lifeguard={:<5}: {} false failure verdicts ({} healthy members declared failed), {} suspicions in {} s",
-                (loss * 100.0) as u32,
-                lifeguard,
-                sim.false_failures() - before.0,
-                subjects.len(),
-                sim.suspicions() - before.1,
-                window.as_secs()
-            );
+    for tcp_fallback in [true, false] {
+        for loss in [0.0, 0.05, 0.10, 0.20] {
+            for lifeguard in [true, false] {
+                let mut cfg = Config::lan();
+                cfg.lifeguard = lifeguard;
+                cfg.tcp_fallback_probe = tcp_fallback;
+                let mut sim = cluster(nodes, 300 + nodes as u64, cfg, Tags::new());
+                let before = (sim.false_failures(), sim.suspicions());
+                sim.set_loss(loss);
+                sim.run_for(window);
+                let mut subjects: Vec<usize> = sim
+                    .verdicts()
+                    .iter()
+                    .filter(|v| !v.left && v.subject_was_up)
+                    .map(|v| v.subject)
+                    .collect();
+                subjects.sort_unstable();
+                subjects.dedup();
+                println!(
+                    "false-positives n={nodes} tcp_fallback={tcp_fallback:<5} loss={:>2}% lifeguard={lifeguard:<5}: {} false failure verdicts ({} healthy members declared failed), {} suspect events in {} s",
+                    (loss * 100.0) as u32,
+                    sim.false_failures() - before.0,
+                    subjects.len(),
+                    sim.suspicions() - before.1,
+                    window.as_secs()
+                );
+            }
         }
     }
 }

@@ -239,6 +239,8 @@ pub struct Pool {
     probe: Option<ProbeState>,
     relays: HashMap<u32, Relay>,
     suspicions: HashMap<String, Suspicion>,
+    /// Suspects to probe ourselves once their suspicion has stood for a while: (name, incarnation, due).
+    suspect_probes: VecDeque<(String, u32, Instant)>,
     broadcasts: BroadcastQueue,
     user_events: EventDedup,
 
@@ -305,6 +307,7 @@ impl Pool {
             probe: None,
             relays: HashMap::new(),
             suspicions: HashMap::new(),
+            suspect_probes: VecDeque::new(),
             broadcasts: BroadcastQueue::default(),
             user_events,
             probe_due: now,
@@ -706,13 +709,19 @@ impl Pool {
             Message::Suspect {
                 incarnation,
                 node,
-                from,
-            } => self.suspect_node(incarnation, &node, &from, now),
+                from: accuser,
+            } => {
+                self.correct_stale_claim(from, &node, incarnation);
+                self.suspect_node(incarnation, &node, &accuser, now)
+            }
             Message::Dead {
                 incarnation,
                 node,
-                from,
-            } => self.dead_node(incarnation, &node, &from, now),
+                from: accuser,
+            } => {
+                self.correct_stale_claim(from, &node, incarnation);
+                self.dead_node(incarnation, &node, &accuser, now)
+            }
             Message::UserEvent { ltime, name, payload } => {
                 if self.user_events.accept(ltime, &name, &payload) {
                     let msg = Message::UserEvent {
@@ -730,6 +739,35 @@ impl Pool {
     /// Applies an alive claim, and spreads it when it is news. Claims learned through push-pull
     /// are spread too (as memberlist does): leaving that to the few members that heard them by
     /// gossip was measured to strand members unseen until the next periodic exchange.
+    /// A peer passed on a suspicion or death that we know was refuted (we hold the member alive
+    /// at a higher incarnation): it holds stale state, so send it the newer claim directly rather
+    /// than wait for gossip to reach it. Gossip's tail is what makes lossy networks produce false
+    /// failures; this closes it at the cost of one packet per stale claim received.
+    fn correct_stale_claim(&mut self, peer: SocketAddr, node: &str, incarnation: u32) {
+        let alive = if node == self.name {
+            if self.leaving || incarnation >= self.incarnation {
+                return;
+            }
+            Message::Alive {
+                incarnation: self.incarnation,
+                node: self.name.clone(),
+                addr: self.addr,
+                tags: self.tags.clone(),
+            }
+        } else {
+            match self.member(node) {
+                Some(m) if m.status == MemberStatus::Alive && incarnation < m.incarnation => Message::Alive {
+                    incarnation: m.incarnation,
+                    node: m.name.clone(),
+                    addr: m.addr,
+                    tags: m.tags.clone(),
+                },
+                _ => return,
+            }
+        };
+        self.send_messages(peer, vec![alive]);
+    }
+
     fn alive_node(&mut self, incarnation: u32, node: String, addr: SocketAddr, tags: Tags, now: Instant) {
         if node == self.name {
             if self.leaving {
@@ -806,21 +844,34 @@ impl Pool {
         if incarnation < entry.member.incarnation {
             return;
         }
-        match entry.member.status {
-            MemberStatus::Suspect => {
+        let renewed = match entry.member.status {
+            // The same suspicion again: an independent confirmation.
+            MemberStatus::Suspect if incarnation == entry.member.incarnation => {
                 self.confirm_suspicion(node, from, now);
                 return;
             }
-            MemberStatus::Alive => {}
+            // A suspicion of a newer incarnation (it refuted the old one, but we missed that):
+            // start over rather than let the stale timer declare it dead.
+            MemberStatus::Suspect => true,
+            MemberStatus::Alive => false,
             MemberStatus::Failed | MemberStatus::Left => return,
-        }
+        };
         self.set_status(i, MemberStatus::Suspect, now);
         let Some(entry) = self.members.get_mut(i) else {
             return;
         };
         entry.member.incarnation = incarnation;
         let member = entry.member.clone();
-        self.emit(Event::Suspect(member));
+        if !renewed {
+            self.emit(Event::Suspect(member));
+        }
+        {
+            // Re-probe it ourselves if the suspicion is still standing in a while: a refutation we
+            // missed is then learned directly (see `Message::Suspect` handling), and a real failure
+            // gathers independent confirmations sooner.
+            let due = now + self.config.probe_interval * 3;
+            self.suspect_probes.push_back((node.to_owned(), incarnation, due));
+        }
         let msg = Message::Suspect {
             incarnation,
             node: node.to_owned(),
@@ -1025,7 +1076,7 @@ impl Pool {
     // Probing
 
     fn start_probe(&mut self, now: Instant) {
-        let Some(i) = self.next_probe_target(now) else {
+        let Some(i) = self.due_suspect(now).or_else(|| self.next_probe_target(now)) else {
             return;
         };
         let Some(entry) = self.members.get(i) else { return };
@@ -1058,6 +1109,25 @@ impl Pool {
         });
         self.send_messages(addr, msgs);
         self.schedule(Timer::ProbeTimeout { seq }, now + self.config.probe_timeout);
+    }
+
+    /// A member whose suspicion has stood since before `now - 3 probe intervals`, if any.
+    fn due_suspect(&mut self, now: Instant) -> Option<usize> {
+        while let Some((_, _, due)) = self.suspect_probes.front() {
+            if *due > now {
+                return None;
+            }
+            let (name, inc, _) = self.suspect_probes.pop_front()?;
+            if let Some(&i) = self.index.get(&name)
+                && self
+                    .members
+                    .get(i)
+                    .is_some_and(|e| e.member.status == MemberStatus::Suspect && e.member.incarnation == inc)
+            {
+                return Some(i);
+            }
+        }
+        None
     }
 
     fn next_probe_target(&mut self, now: Instant) -> Option<usize> {

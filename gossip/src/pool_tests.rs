@@ -366,3 +366,44 @@ fn a_graceful_leave_is_never_reported_as_a_failure() {
     assert!(!sim.is_up(7));
     assert!(sim.converged());
 }
+
+#[test]
+fn a_stale_accusation_is_answered_with_the_newer_claim() {
+    let mut p = pool_with("a", 1, None);
+    let t = Instant::from_micros(1);
+    p.handle_packet(addr(2), &alive("b", 2, 5), t);
+    drain(&mut p);
+    // Peer 3 passes on an old suspicion of b, and one of us from before our last refutation.
+    let stale = encode_packet(&[Message::Suspect {
+        incarnation: 4,
+        node: "b".into(),
+        from: "c".into(),
+    }]);
+    p.handle_packet(addr(3), &stale, t);
+    let inc = p.incarnation();
+    let about_me = encode_packet(&[Message::Dead {
+        incarnation: inc - 1,
+        node: "a".into(),
+        from: "c".into(),
+    }]);
+    p.handle_packet(addr(3), &about_me, t);
+    let sent: Vec<Message> = drain(&mut p)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Packet { to, data } if to == addr(3) => Some(codec::decode_packet(&data).unwrap()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(sent.contains(&Message::Alive {
+        incarnation: 5,
+        node: "b".into(),
+        addr: addr(2),
+        tags: Tags::new()
+    }));
+    assert!(sent.iter().any(
+        |m| matches!(m, Message::Alive { node, incarnation, .. } if node == "a" && *incarnation == inc)
+    ));
+    assert_eq!(p.member("b").unwrap().status, MemberStatus::Alive);
+    assert_eq!(p.incarnation(), inc, "a stale claim is not refuted again");
+}

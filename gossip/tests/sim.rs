@@ -113,6 +113,28 @@ fn no_healthy_node_is_declared_failed_at_10_percent_loss() {
 }
 
 #[test]
+fn no_false_failures_at_10_percent_loss_over_udp_alone() {
+    // Without the stream fallback probe every lost packet counts: suspicions are frequent and the
+    // refutations must win every race.
+    let mut pool = Config::lan();
+    pool.tcp_fallback_probe = false;
+    let mut sim = converged_cluster(SimConfig {
+        nodes: 100,
+        seed: 17,
+        pool,
+        ..SimConfig::default()
+    });
+    sim.set_loss(0.10);
+    sim.run_for(Duration::from_secs(120));
+    assert!(
+        sim.suspicions() > 100,
+        "the loss must cause suspicions ({})",
+        sim.suspicions()
+    );
+    assert_eq!(sim.false_failures(), 0, "verdicts: {:?}", sim.verdicts());
+}
+
+#[test]
 fn a_restarted_node_rejoins_with_a_higher_incarnation() {
     let mut sim = converged_cluster(SimConfig {
         nodes: 30,
