@@ -198,7 +198,7 @@ impl<R: Read> SnapshotReader<R> {
                 Ok(Some(kind))
             }
             TAG_TRAILER => {
-                self.finish_trailer(frame_at)?;
+                self.finish_trailer()?;
                 Ok(None)
             }
             tag => Err(SnapshotError::UnknownFrameTag {
@@ -208,21 +208,13 @@ impl<R: Read> SnapshotReader<R> {
         }
     }
 
-    fn finish_trailer(&mut self, frame_at: u64) -> Result<(), SnapshotError> {
+    fn finish_trailer(&mut self) -> Result<(), SnapshotError> {
         let mut count = [0u8; 8];
         self.input.read_exact(&mut count, "trailer")?;
         let declared = u64::from_le_bytes(count);
         let actual_digest = self.input.finish_digest();
         let mut stored = [0u8; DIGEST_LEN];
-        self.input
-            .read_exact(&mut stored, "trailer digest")
-            .map_err(|error| match error {
-                SnapshotError::Truncated { what, .. } => SnapshotError::Truncated {
-                    what,
-                    offset: frame_at,
-                },
-                other => other,
-            })?;
+        self.input.read_exact(&mut stored, "trailer digest")?;
         let expected = self.expected_digest.unwrap_or(stored);
         if actual_digest.as_ref() != stored.as_slice() || actual_digest.as_ref() != expected.as_slice() {
             return Err(SnapshotError::DigestMismatch {
