@@ -623,3 +623,47 @@ fn a_reader_that_overstates_its_read_count_is_an_io_error() {
     }
     assert!(matches!(SnapshotReader::new(Liar), Err(SnapshotError::Io(_))));
 }
+
+#[test]
+fn open_verified_notices_an_input_replaced_between_its_passes() {
+    // First pass sees one valid archive, the second pass another: the second digest must match the first.
+    struct Swapping {
+        first: Cursor<Vec<u8>>,
+        second: Cursor<Vec<u8>>,
+        rewound: bool,
+    }
+    impl io::Read for Swapping {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.rewound {
+                self.second.read(buf)
+            } else {
+                self.first.read(buf)
+            }
+        }
+    }
+    impl Seek for Swapping {
+        fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+            if pos == SeekFrom::Start(0) && self.first.position() > 0 {
+                self.rewound = true;
+            }
+            if self.rewound {
+                self.second.seek(pos)
+            } else {
+                self.first.seek(pos)
+            }
+        }
+    }
+    let mut other = SnapshotWriter::new(Vec::new(), &meta()).unwrap();
+    other.write_record(KV, &entry(99)).unwrap();
+    let input = Swapping {
+        first: Cursor::new(small_archive()),
+        second: Cursor::new(other.finish().unwrap().0),
+        rewound: false,
+    };
+    let mut reader = SnapshotReader::open_verified(input).unwrap();
+    assert!(reader.next_record().unwrap().is_some());
+    assert!(matches!(
+        reader.next_record(),
+        Err(SnapshotError::DigestMismatch { .. })
+    ));
+}
