@@ -91,6 +91,10 @@ pub enum RuntimeError {
     Stopped,
 }
 
+/// Incoming stream exchanges served at once (memberlist's `maxPushPullRequests`); more are closed
+/// at once, so a flood of connections cannot exhaust memory.
+const MAX_INCOMING_STREAMS: usize = 128;
+
 enum KeyOp {
     Install(Vec<u8>),
     Use(Vec<u8>),
@@ -334,6 +338,9 @@ impl Driver {
                     Err(err) => tracing::debug!(%err, "gossip UDP receive failed"),
                 },
                 accepted = self.listener.accept() => match accepted {
+                    Ok((_, from)) if self.incoming.len() >= MAX_INCOMING_STREAMS => {
+                        tracing::debug!(%from, "too many gossip streams in flight; dropping one");
+                    }
                     Ok((stream, from)) => {
                         let limit = self.pool.config().max_stream_size + ENCRYPTION_OVERHEAD;
                         let timeout = self.pool.config().tcp_timeout;
@@ -498,8 +505,15 @@ async fn read_frame(stream: &mut TcpStream, limit: usize) -> io::Result<Vec<u8>>
             format!("stream frame of {len} bytes exceeds {limit}"),
         ));
     }
-    let mut data = vec![0u8; len];
-    stream.read_exact(&mut data).await?;
+    // Grow with the bytes that actually arrive rather than trusting the announced length.
+    let mut data = Vec::with_capacity(len.min(64 * 1024));
+    (&mut *stream).take(len as u64).read_to_end(&mut data).await?;
+    if data.len() != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "stream frame truncated",
+        ));
+    }
     Ok(data)
 }
 
