@@ -1,4 +1,5 @@
-//! Criterion benches of the store: apply throughput, get latency, a 10k-key list.
+//! Criterion benches of the store: apply throughput, get latency, a 10k-key list, export and import
+//! of a 1M-key state.
 //!
 //! `cargo bench -p tribune-kvstore --bench kvstore -- --warm-up-time 1 --measurement-time 3`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -6,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use tribune_kvstore::{Backend, Command, Store, StoreConfig};
+use tribune_kvstore::{Backend, Command, ExportOptions, Store, StoreConfig};
 
 fn set(i: u64) -> Command {
     Command::KvSet {
@@ -61,9 +62,29 @@ fn bench_backend<B: Backend>(c: &mut Criterion, name: &str, store: &Store<B>) {
     group.finish();
 }
 
+/// Export and import of a 1M-key state: each iteration streams the whole state into an in-memory
+/// archive, or replaces the whole state from one.
+fn snapshot_1m<B: Backend>(c: &mut Criterion, name: &str, store: &Store<B>) {
+    const KEYS: u64 = 1_000_000;
+    fill(store, "snap/", KEYS);
+    let options = ExportOptions::default();
+    let (archive, inspection) = store.export(Vec::new(), &options).unwrap();
+    let mut group = c.benchmark_group(format!("snapshot_1m/{name}"));
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(inspection.record_count));
+    group.bench_function("export", |b| {
+        b.iter(|| black_box(store.export(std::io::sink(), &options).unwrap().1))
+    });
+    group.bench_function("import", |b| {
+        b.iter(|| black_box(store.import(archive.as_slice()).unwrap().records))
+    });
+    group.finish();
+}
+
 fn memory(c: &mut Criterion) {
     let store = Store::in_memory(StoreConfig::new("dc1")).unwrap();
     bench_backend(c, "memory", &store);
+    snapshot_1m(c, "memory", &store);
 }
 
 #[cfg(feature = "rocksdb")]
@@ -71,6 +92,7 @@ fn rocksdb(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_rocksdb(dir.path(), StoreConfig::new("dc1")).unwrap();
     bench_backend(c, "rocksdb", &store);
+    snapshot_1m(c, "rocksdb", &store);
 }
 
 #[cfg(not(feature = "rocksdb"))]

@@ -9,8 +9,23 @@
 //!   LockIndex, tombstones, transactions with `Errors[{OpIndex, What}]`, session behaviors).
 //! - Reads ([`Store::get`], [`Store::list`], [`Store::keys`], sessions, ACL lookups) return Consul's
 //!   `X-Consul-Index` with the data; [`Store::wait`] and the [`WatchHub`] serve blocking queries.
+//! - [`Store::export`] / [`Store::import`] move the whole state through `tribune-snapshot` archives.
 //! - Backends: [`MemoryBackend`] and, with the default `rocksdb` feature, `RocksBackend`, behind the
 //!   [`Backend`] trait.
+//!
+//! ```
+//! use tribune_kvstore::{Command, Outcome, Store, StoreConfig, decode_command, encode_command};
+//!
+//! let store = Store::in_memory(StoreConfig::new("dc1"))?;
+//! // The leader encodes a command into the raft log...
+//! let bytes = encode_command(&Command::KvCas { key: "app/config".into(), value: b"v1".to_vec(), flags: 0, index: 0 })?;
+//! // ...and every server applies the committed entry at its index.
+//! let outcome = store.apply(7, &decode_command(&bytes)?)?;
+//! assert_eq!(outcome, Outcome::Kv(true));
+//! let read = store.get("app/config")?;
+//! assert_eq!((read.index, read.value.map(|e| e.value)), (7, Some(b"v1".to_vec())));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! What it is NOT: no HTTP, no ACL rule evaluation (rules are stored as text), no wall-clock behaviour
 //! (session TTLs, lock-delay enforcement and token expiry belong to the node), no service catalog yet.
@@ -23,6 +38,7 @@ mod error;
 mod export;
 mod model;
 mod outcome;
+mod snapshot_io;
 mod store;
 mod tables;
 mod watch;
@@ -43,5 +59,9 @@ pub use model::{
     NewSession, PolicyLink, Session, SessionBehavior, StateRecord, Tombstone,
 };
 pub use outcome::{Outcome, SessionInvalidation, TxnOpError, TxnOutcome, TxnResult};
+pub use snapshot_io::{
+    ACL_BOOTSTRAP_RECORD, ACL_POLICY_RECORD, ACL_TOKEN_RECORD, ExportError, ExportOptions, ImportError,
+    ImportReport, KV_RECORD, SESSION_RECORD, TABLE_INDEX_RECORD, TOMBSTONE_RECORD,
+};
 pub use store::{MemoryStore, Store, StoreConfig};
 pub use watch::{Subscription, WaitOutcome, Wake, WatchHub, WatchScope};

@@ -52,7 +52,7 @@ impl StoreConfig {
 
 /// The replicated state of one server.
 ///
-/// - [`Store::apply`] is the only way state changes (besides `import`): one command at one
+/// - [`Store::apply`] is the only way state changes (besides [`Store::import`]): one command at one
 ///   raft index, deterministic, all or nothing, one backend batch that also records the index.
 /// - Reads take a consistent view and return Consul's `X-Consul-Index` with the data.
 /// - [`Store::wait`] and [`Store::watch_hub`] serve blocking queries.

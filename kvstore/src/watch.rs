@@ -153,7 +153,7 @@ impl WatchHub {
         let (sender, receiver) = oneshot::channel();
         let mut state = self.state.lock();
         let id = state.next_id;
-        state.next_id += 1;
+        state.next_id = state.next_id.wrapping_add(1);
         match &scope {
             WatchScope::Key(key) => {
                 state.keys.entry(key.clone()).or_default().insert(id, sender);

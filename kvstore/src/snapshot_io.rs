@@ -1,0 +1,252 @@
+//! Export and import of the whole state through tribune-snapshot archives.
+//!
+//! Record kinds (payloads are the serde types of [`crate::model`], bincode-encoded by the archive):
+//! 1 KV entry, 2 tombstone, 3 session, 4 ACL token, 5 ACL policy, 6 table index `(IndexedTable, u64)`,
+//! 7 ACL bootstrap state. A reader refuses unknown kinds: a restore never skips a record.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use tribune_snapshot::{
+    Inspection, Record, RecordKind, SnapshotError, SnapshotMeta, SnapshotReader, SnapshotWriter,
+};
+
+use crate::apply::{Touched, stage_record};
+use crate::backend::{Backend, Batch, BatchOp, Slot, Table};
+use crate::error::{BackendError, ReadError};
+use crate::model::{
+    AclBootstrapState, AclPolicy, AclToken, IndexedTable, KvEntry, Session, StateRecord, Tombstone,
+};
+use crate::store::Store;
+use crate::tables::{self, encode_u64};
+
+/// Record kind of a KV entry.
+pub const KV_RECORD: RecordKind = RecordKind(1);
+/// Record kind of a tombstone.
+pub const TOMBSTONE_RECORD: RecordKind = RecordKind(2);
+/// Record kind of a session.
+pub const SESSION_RECORD: RecordKind = RecordKind(3);
+/// Record kind of an ACL token.
+pub const ACL_TOKEN_RECORD: RecordKind = RecordKind(4);
+/// Record kind of an ACL policy.
+pub const ACL_POLICY_RECORD: RecordKind = RecordKind(5);
+/// Record kind of a table index.
+pub const TABLE_INDEX_RECORD: RecordKind = RecordKind(6);
+/// Record kind of the ACL bootstrap state.
+pub const ACL_BOOTSTRAP_RECORD: RecordKind = RecordKind(7);
+
+/// Staging writes are committed in batches of about this many operations while importing, so memory
+/// stays bounded by one batch, not by the archive.
+const IMPORT_BATCH_OPS: usize = 16 * 1024;
+
+/// What the caller adds to an export's metadata (the store supplies index and datacenter).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// The raft term of the entry at the exported index (the store does not know terms).
+    pub term: u64,
+    /// When the snapshot is taken; the store reads no clock.
+    pub created_at_unix_ms: u64,
+    /// Free-form labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An export failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// Reading the state failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Writing the archive failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// An import failed; the live state is unchanged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The archive is malformed, truncated, tampered with (digest mismatch) or unreadable.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The archive holds a record kind this build does not know.
+    #[error("unknown record kind {kind} in the archive")]
+    UnknownKind {
+        /// The kind.
+        kind: RecordKind,
+    },
+    /// The archive belongs to another datacenter.
+    #[error("the archive belongs to datacenter {archive:?}, this store to {store:?}")]
+    DatacenterMismatch {
+        /// Datacenter in the archive.
+        archive: String,
+        /// The store's datacenter.
+        store: String,
+    },
+    /// The backend failed while staging or swapping.
+    #[error(transparent)]
+    Storage(#[from] BackendError),
+}
+
+/// What an import installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// The archive's metadata; `meta.index` is now the store's last applied index.
+    pub meta: SnapshotMeta,
+    /// Records installed.
+    pub records: u64,
+}
+
+impl StateRecord {
+    /// The archive record kind of this record.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            StateRecord::Kv(_) => KV_RECORD,
+            StateRecord::Tombstone(_) => TOMBSTONE_RECORD,
+            StateRecord::Session(_) => SESSION_RECORD,
+            StateRecord::AclToken(_) => ACL_TOKEN_RECORD,
+            StateRecord::AclPolicy(_) => ACL_POLICY_RECORD,
+            StateRecord::TableIndex { .. } => TABLE_INDEX_RECORD,
+            StateRecord::AclBootstrap(_) => ACL_BOOTSTRAP_RECORD,
+        }
+    }
+
+    /// Writes this record to an archive.
+    pub fn write_to<W: Write>(&self, writer: &mut SnapshotWriter<W>) -> Result<(), SnapshotError> {
+        let kind = self.kind();
+        match self {
+            StateRecord::Kv(v) => writer.write_record(kind, v),
+            StateRecord::Tombstone(v) => writer.write_record(kind, v),
+            StateRecord::Session(v) => writer.write_record(kind, v),
+            StateRecord::AclToken(v) => writer.write_record(kind, v),
+            StateRecord::AclPolicy(v) => writer.write_record(kind, v),
+            StateRecord::TableIndex { table, index } => writer.write_record(kind, &(*table, *index)),
+            StateRecord::AclBootstrap(v) => writer.write_record(kind, v),
+        }
+    }
+
+    /// Decodes an archive record (for example to build `RestoreChunk` commands).
+    pub fn from_archive(record: &Record) -> Result<StateRecord, ImportError> {
+        Ok(match record.kind {
+            KV_RECORD => StateRecord::Kv(record.decode::<KvEntry>()?),
+            TOMBSTONE_RECORD => StateRecord::Tombstone(record.decode::<Tombstone>()?),
+            SESSION_RECORD => StateRecord::Session(record.decode::<Session>()?),
+            ACL_TOKEN_RECORD => StateRecord::AclToken(record.decode::<AclToken>()?),
+            ACL_POLICY_RECORD => StateRecord::AclPolicy(record.decode::<AclPolicy>()?),
+            TABLE_INDEX_RECORD => {
+                let (table, index) = record.decode::<(IndexedTable, u64)>()?;
+                StateRecord::TableIndex { table, index }
+            }
+            ACL_BOOTSTRAP_RECORD => StateRecord::AclBootstrap(record.decode::<AclBootstrapState>()?),
+            kind => return Err(ImportError::UnknownKind { kind }),
+        })
+    }
+}
+
+impl<B: Backend> Store<B> {
+    /// Streams a point-in-time copy of the whole state into an archive. The view is a RocksDB snapshot
+    /// (or a private copy for the memory backend): applies continue while the export runs, and the
+    /// archive's `meta.index` is the last applied index of exactly the state written.
+    pub fn export<W: Write>(&self, out: W, options: &ExportOptions) -> Result<(W, Inspection), ExportError> {
+        let view = self.backend.export_view().map_err(ReadError::from)?;
+        let meta = SnapshotMeta {
+            index: tables::get_u64(&view, Table::Meta, tables::META_APPLIED_INDEX)?.unwrap_or(0),
+            term: options.term,
+            datacenter: self.datacenter.clone(),
+            created_at_unix_ms: options.created_at_unix_ms,
+            producer: concat!("tribune-kvstore ", env!("CARGO_PKG_VERSION")).to_owned(),
+            labels: options.labels.clone(),
+        };
+        let mut writer = SnapshotWriter::new(out, &meta)?;
+        crate::export::for_each_record(&view, |record| {
+            record.write_to(&mut writer).map_err(ExportError::from)
+        })?;
+        Ok(writer.finish()?)
+    }
+
+    /// Replaces the whole state with an archive's, atomically.
+    ///
+    /// Records are streamed into the staging tables in bounded batches; only after the reader has
+    /// checked the trailer digest does one batch swap staging and live and set the last applied index to
+    /// the archive's. Any failure — truncation, tampering, an unknown kind, another datacenter — leaves
+    /// the live state untouched. Applies wait while an import runs; every blocked reader is woken with
+    /// [`crate::Wake::Reset`] afterwards.
+    pub fn import<R: Read>(&self, input: R) -> Result<ImportReport, ImportError> {
+        let _serial = self.apply_lock.lock();
+        let mut reader = SnapshotReader::new(input)?;
+        let meta = reader.meta().clone();
+        if meta.datacenter != self.datacenter {
+            return Err(ImportError::DatacenterMismatch {
+                archive: meta.datacenter,
+                store: self.datacenter.clone(),
+            });
+        }
+        let mut batch = Batch::new();
+        // The staging area is about to be overwritten: a staged restore in progress cannot continue.
+        batch.push(BatchOp::Delete {
+            slot: Slot::Live,
+            table: Table::Meta,
+            key: tables::META_RESTORE_ID.to_vec(),
+        });
+        batch.push(BatchOp::ClearStaging);
+        let staged = self.stage_archive(&mut reader, batch);
+        let records = match staged {
+            Ok(records) => records,
+            Err(err) => {
+                // Free the staging area; the live state was never touched.
+                let mut clear = Batch::new();
+                clear.push(BatchOp::ClearStaging);
+                let _ = self.backend.commit(clear);
+                return Err(err);
+            }
+        };
+        let mut swap = Batch::new();
+        swap.push(BatchOp::Delete {
+            slot: Slot::Live,
+            table: Table::Meta,
+            key: tables::META_RESTORE_ID.to_vec(),
+        });
+        swap.push(BatchOp::Put {
+            slot: Slot::Live,
+            table: Table::Meta,
+            key: tables::META_APPLIED_INDEX.to_vec(),
+            value: encode_u64(meta.index),
+        });
+        swap.promote_staging();
+        self.backend.commit(swap)?;
+        self.last_applied
+            .store(meta.index, std::sync::atomic::Ordering::Release);
+        self.hub.notify(
+            meta.index,
+            &Touched {
+                reset: true,
+                ..Touched::default()
+            },
+        );
+        Ok(ImportReport { meta, records })
+    }
+
+    fn stage_archive<R: Read>(
+        &self,
+        reader: &mut SnapshotReader<R>,
+        mut batch: Batch,
+    ) -> Result<u64, ImportError> {
+        let mut ops = Vec::new();
+        let mut records = 0u64;
+        while let Some(record) = reader.next_record()? {
+            stage_record(&StateRecord::from_archive(&record)?, &mut ops);
+            records += 1;
+            if ops.len() >= IMPORT_BATCH_OPS {
+                for op in ops.drain(..) {
+                    batch.push(op);
+                }
+                self.backend.commit(std::mem::take(&mut batch))?;
+            }
+        }
+        for op in ops {
+            batch.push(op);
+        }
+        self.backend.commit(batch)?;
+        Ok(records)
+    }
+}
