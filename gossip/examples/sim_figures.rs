@@ -5,14 +5,14 @@
 //! cargo run --release -p tribune-gossip --example sim_figures -- all 100 1000
 //! cargo run --release -p tribune-gossip --example sim_figures -- dissemination 2000
 //! ```
-//! Sections: `dissemination`, `detection`, `false-positives`, `bandwidth`, `all`. Every run is
+//! Sections: `dissemination`, `detection`, `false-positives`, `slow-node`, `bandwidth`, `all`. Every run is
 //! seeded and reproducible; all nodes use memberlist's LAN defaults (`Config::lan()`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use tribune_gossip::sim::{SimConfig, Simulation};
+use tribune_gossip::sim::{Link, SimConfig, Simulation};
 use tribune_gossip::{Config, Tags};
 
 const STEP: Duration = Duration::from_millis(250);
@@ -162,6 +162,40 @@ fn false_positives(nodes: usize) {
     }
 }
 
+/// Lifeguard's own scenario: one member is slow (600 ms each way, as if CPU-starved), so its probes
+/// of healthy members time out. Counts the suspicions it raises and any false failure.
+fn slow_node(nodes: usize) {
+    let window = Duration::from_secs(300);
+    for lifeguard in [true, false] {
+        let mut cfg = Config::lan();
+        cfg.lifeguard = lifeguard;
+        cfg.tcp_fallback_probe = false;
+        let mut sim = cluster(nodes, 500 + nodes as u64, cfg, Tags::new());
+        let slow = Link {
+            latency: Duration::from_millis(600),
+            loss: 0.0,
+        };
+        for j in 1..nodes {
+            sim.set_link(0, j, slow);
+            sim.set_link(j, 0, slow);
+        }
+        let before = (
+            sim.false_failures(),
+            sim.suspicions(),
+            sim.pool(0).unwrap().stats().failed_probes,
+        );
+        sim.run_for(window);
+        println!(
+            "slow-node n={nodes} lifeguard={lifeguard:<5}: the slow member failed {} probes, {} suspect events, {} false failure verdicts in {} s (health score {})",
+            sim.pool(0).unwrap().stats().failed_probes - before.2,
+            sim.suspicions() - before.1,
+            sim.false_failures() - before.0,
+            window.as_secs(),
+            sim.pool(0).unwrap().health_score()
+        );
+    }
+}
+
 fn bandwidth(nodes: usize) {
     for (label, tags) in [("no tags", Tags::new()), ("Consul-like tags", consul_tags())] {
         let mut sim = cluster(nodes, 400 + nodes as u64, Config::lan(), tags);
@@ -196,10 +230,12 @@ fn main() {
             "detection" => detection(n),
             "false-positives" => false_positives(n),
             "bandwidth" => bandwidth(n),
+            "slow-node" => slow_node(n),
             "all" => {
                 dissemination(n);
                 detection(n);
                 false_positives(n);
+                slow_node(n);
                 bandwidth(n);
             }
             other => panic!("unknown section {other}"),

@@ -173,6 +173,7 @@ pub struct Simulation {
     deliveries: HashMap<String, Vec<(usize, Instant)>>,
     packets_delivered: u64,
     packets_lost: u64,
+    oversized: u64,
     scratch: Vec<Output>,
 }
 
@@ -233,6 +234,7 @@ impl Simulation {
             deliveries: HashMap::new(),
             packets_delivered: 0,
             packets_lost: 0,
+            oversized: 0,
             scratch: Vec::new(),
             cfg,
         };
@@ -358,6 +360,11 @@ impl Simulation {
     /// Packets delivered and lost so far.
     pub fn packet_counts(&self) -> (u64, u64) {
         (self.packets_delivered, self.packets_lost)
+    }
+
+    /// Packets larger than [`Config::packet_size`] sent so far (there should be none).
+    pub fn oversized_packets(&self) -> u64 {
+        self.oversized
     }
 
     /// Overrides the link from `a` to `b`.
@@ -610,6 +617,9 @@ impl Simulation {
             match out {
                 Output::Packet { to, data } => {
                     self.account(i, data.len(), true);
+                    if data.len() > self.cfg.pool.packet_size {
+                        self.oversized += 1;
+                    }
                     let Some(j) = node_index(to) else { continue };
                     if j >= self.nodes.len() || !self.reachable(i, j) {
                         self.packets_lost += 1;

@@ -45,6 +45,11 @@ fn a_200_node_cluster_converges() {
         sim.now()
     );
     assert_eq!(sim.false_failures(), 0);
+    assert_eq!(
+        sim.oversized_packets(),
+        0,
+        "the join storm fills packets, never past the MTU"
+    );
 }
 
 #[test]
@@ -171,6 +176,7 @@ fn an_encrypted_cluster_converges_and_detects_failures() {
     }
     sim.crash(3);
     assert!(sim.run_until(Duration::from_secs(30), STEP, |s| failed_everywhere(s, 3)));
+    assert_eq!(sim.oversized_packets(), 0, "encryption overhead included");
 }
 
 #[test]
