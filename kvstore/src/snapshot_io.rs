@@ -83,6 +83,12 @@ pub enum ImportError {
         /// The store's datacenter.
         store: String,
     },
+    /// The caller's record stream (see [`Store::import_records`]) failed.
+    #[error("record source failed: {reason}")]
+    Source {
+        /// What went wrong.
+        reason: String,
+    },
     /// The backend failed while staging or swapping.
     #[error(transparent)]
     Storage(#[from] BackendError),
@@ -172,7 +178,6 @@ impl<B: Backend> Store<B> {
     /// the live state untouched. Applies wait while an import runs; every blocked reader is woken with
     /// [`crate::Wake::Reset`] afterwards.
     pub fn import<R: Read>(&self, input: R) -> Result<ImportReport, ImportError> {
-        let _serial = self.apply_lock.lock();
         let mut reader = SnapshotReader::new(input)?;
         let meta = reader.meta().clone();
         if meta.datacenter != self.datacenter {
@@ -181,6 +186,26 @@ impl<B: Backend> Store<B> {
                 store: self.datacenter.clone(),
             });
         }
+        // `next_record` returns `Ok(None)` only after the trailer digest checked out, so the swap in
+        // `import_records` happens only for a verified archive.
+        let records = std::iter::from_fn(|| match reader.next_record() {
+            Ok(Some(record)) => Some(StateRecord::from_archive(&record)),
+            Ok(None) => None,
+            Err(err) => Some(Err(err.into())),
+        });
+        let records = self.import_records(meta.index, records)?;
+        Ok(ImportReport { meta, records })
+    }
+
+    /// Replaces the whole state with a stream of records, atomically, and sets the last applied index
+    /// to `index` (for a snapshot installed by consensus in its own format). The records are staged in
+    /// bounded batches; the first `Err` from the stream aborts with the live state untouched; when the
+    /// stream ends, one batch swaps the staged state in. Returns how many records were installed.
+    pub fn import_records<I>(&self, index: u64, records: I) -> Result<u64, ImportError>
+    where
+        I: IntoIterator<Item = Result<StateRecord, ImportError>>,
+    {
+        let _serial = self.apply_lock.lock();
         let mut batch = Batch::new();
         // The staging area is about to be overwritten: a staged restore in progress cannot continue.
         batch.push(BatchOp::Delete {
@@ -189,9 +214,8 @@ impl<B: Backend> Store<B> {
             key: tables::META_RESTORE_ID.to_vec(),
         });
         batch.push(BatchOp::ClearStaging);
-        let staged = self.stage_archive(&mut reader, batch);
-        let records = match staged {
-            Ok(records) => records,
+        let count = match self.stage_records(records, batch) {
+            Ok(count) => count,
             Err(err) => {
                 // Free the staging area; the live state was never touched.
                 let mut clear = Batch::new();
@@ -201,41 +225,35 @@ impl<B: Backend> Store<B> {
             }
         };
         let mut swap = Batch::new();
-        swap.push(BatchOp::Delete {
-            slot: Slot::Live,
-            table: Table::Meta,
-            key: tables::META_RESTORE_ID.to_vec(),
-        });
         swap.push(BatchOp::Put {
             slot: Slot::Live,
             table: Table::Meta,
             key: tables::META_APPLIED_INDEX.to_vec(),
-            value: encode_u64(meta.index),
+            value: encode_u64(index),
         });
         swap.promote_staging();
         self.backend.commit(swap)?;
         self.last_applied
-            .store(meta.index, std::sync::atomic::Ordering::Release);
+            .store(index, std::sync::atomic::Ordering::Release);
         self.hub.notify(
-            meta.index,
+            index,
             &Touched {
                 reset: true,
                 ..Touched::default()
             },
         );
-        Ok(ImportReport { meta, records })
+        Ok(count)
     }
 
-    fn stage_archive<R: Read>(
-        &self,
-        reader: &mut SnapshotReader<R>,
-        mut batch: Batch,
-    ) -> Result<u64, ImportError> {
+    fn stage_records<I>(&self, records: I, mut batch: Batch) -> Result<u64, ImportError>
+    where
+        I: IntoIterator<Item = Result<StateRecord, ImportError>>,
+    {
         let mut ops = Vec::new();
-        let mut records = 0u64;
-        while let Some(record) = reader.next_record()? {
-            stage_record(&StateRecord::from_archive(&record)?, &mut ops);
-            records += 1;
+        let mut count = 0u64;
+        for record in records {
+            stage_record(&record?, &mut ops);
+            count += 1;
             if ops.len() >= IMPORT_BATCH_OPS {
                 for op in ops.drain(..) {
                     batch.push(op);
@@ -247,6 +265,6 @@ impl<B: Backend> Store<B> {
             batch.push(op);
         }
         self.backend.commit(batch)?;
-        Ok(records)
+        Ok(count)
     }
 }

@@ -115,6 +115,16 @@ fn import_replaces_state<B: Backend>(source: &Store<B>, target: &Store<B>) {
         panic!()
     };
     assert_eq!(inv.held_keys, vec!["svc/leader"]);
+    // A plain record stream (consensus's own snapshot format) installs the same way, at its index.
+    let records = source.dump().unwrap();
+    assert_eq!(
+        target
+            .import_records(70, records.clone().into_iter().map(Ok))
+            .unwrap(),
+        records.len() as u64
+    );
+    assert_eq!(target.dump().unwrap(), records);
+    assert_eq!(target.last_applied(), 70);
     // Importing the same archive twice is fine and gives the same state.
     let again = export_bytes(source);
     target.import(Cursor::new(&again)).unwrap();
@@ -186,6 +196,20 @@ fn bad_archives_change_nothing<B: Backend>(source: &Store<B>, target: &Store<B>)
         "other dc",
     );
     assert!(matches!(err, ImportError::DatacenterMismatch { .. }));
+    // A record stream that fails part-way.
+    let stream = source
+        .dump()
+        .unwrap()
+        .into_iter()
+        .take(5)
+        .map(Ok)
+        .chain([Err(ImportError::Source {
+            reason: "connection lost".into(),
+        })]);
+    let err = target.import_records(99, stream).unwrap_err();
+    assert!(matches!(err, ImportError::Source { .. }));
+    assert_eq!(target.dump().unwrap(), before);
+    assert_eq!(target.last_applied(), 7);
     // A good archive still imports afterwards (no staging leftovers leak in).
     target.import(Cursor::new(&bytes)).unwrap();
     assert_eq!(target.dump().unwrap(), source.dump().unwrap());
