@@ -24,6 +24,7 @@ pub enum Command {
         /// Key.
         key: String,
         /// Value.
+        #[serde(with = "crate::serde_bytes")]
         value: Vec<u8>,
         /// Flags (0 unless set).
         flags: u64,
@@ -33,6 +34,7 @@ pub enum Command {
         /// Key.
         key: String,
         /// Value.
+        #[serde(with = "crate::serde_bytes")]
         value: Vec<u8>,
         /// Flags.
         flags: u64,
@@ -61,6 +63,7 @@ pub enum Command {
         /// Key.
         key: String,
         /// Value.
+        #[serde(with = "crate::serde_bytes")]
         value: Vec<u8>,
         /// Flags.
         flags: u64,
@@ -72,6 +75,7 @@ pub enum Command {
         /// Key.
         key: String,
         /// Value.
+        #[serde(with = "crate::serde_bytes")]
         value: Vec<u8>,
         /// Flags.
         flags: u64,
@@ -145,6 +149,7 @@ pub enum TxnOp {
         /// Key.
         key: String,
         /// Value.
+        #[serde(with = "crate::serde_bytes")]
         value: Vec<u8>,
         /// Flags.
         flags: u64,
@@ -154,6 +159,7 @@ pub enum TxnOp {
         /// Key.
         key: String,
         /// Value.
+        #[serde(with = "crate::serde_bytes")]
         value: Vec<u8>,
         /// Flags.
         flags: u64,
@@ -165,6 +171,7 @@ pub enum TxnOp {
         /// Key.
         key: String,
         /// Value.
+        #[serde(with = "crate::serde_bytes")]
         value: Vec<u8>,
         /// Flags.
         flags: u64,
@@ -176,6 +183,7 @@ pub enum TxnOp {
         /// Key.
         key: String,
         /// Value.
+        #[serde(with = "crate::serde_bytes")]
         value: Vec<u8>,
         /// Flags.
         flags: u64,

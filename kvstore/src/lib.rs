@@ -11,7 +11,9 @@
 //!   `X-Consul-Index` with the data; [`Store::wait`] and the [`WatchHub`] serve blocking queries.
 //! - [`Store::export`] / [`Store::import`] move the whole state through `tribune-snapshot` archives.
 //! - Backends: [`MemoryBackend`] and, with the default `rocksdb` feature, `RocksBackend`, behind the
-//!   [`Backend`] trait.
+//!   [`Backend`] trait. RocksDB batches go to the WAL unsynced: the raft log is synced and replays from
+//!   `last_applied + 1` after a crash, and a command's writes and its index share one atomic batch, so the
+//!   recorded index never runs ahead of the data and no command is ever half-applied.
 //!
 //! ```
 //! use tribune_kvstore::{Command, Outcome, Store, StoreConfig, decode_command, encode_command};
@@ -38,6 +40,7 @@ mod error;
 mod export;
 mod model;
 mod outcome;
+mod serde_bytes;
 mod snapshot_io;
 mod store;
 mod tables;

@@ -10,6 +10,7 @@ pub struct KvEntry {
     /// The full key.
     pub key: String,
     /// The opaque value bytes.
+    #[serde(with = "crate::serde_bytes")]
     pub value: Vec<u8>,
     /// Opaque flags chosen by the client.
     pub flags: u64,
