@@ -102,11 +102,24 @@ fn detection(nodes: usize) {
         sim.crash(victim);
         let t0 = sim.now();
         let up = sim.up_nodes().count();
-        let all = |s: &Simulation| s.verdicts().iter().filter(|v| v.subject == victim && !v.left).count() >= up;
+        let all = |s: &Simulation| {
+            s.verdicts()
+                .iter()
+                .filter(|v| v.subject == victim && !v.left)
+                .count()
+                >= up
+        };
         assert!(sim.run_until(Duration::from_secs(300), Duration::from_millis(100), all));
         let about: Vec<_> = sim.verdicts().iter().filter(|v| v.subject == victim).collect();
         firsts.push(about.first().unwrap().at.saturating_duration_since(t0));
-        alls.push(about.iter().map(|v| v.at).max().unwrap().saturating_duration_since(t0));
+        alls.push(
+            about
+                .iter()
+                .map(|v| v.at)
+                .max()
+                .unwrap()
+                .saturating_duration_since(t0),
+        );
         // Let the verdict's gossip settle before the next crash.
         sim.run_for(Duration::from_secs(20));
     }

@@ -551,9 +551,14 @@ impl Pool {
             StreamMessage::PushPull(pp) => {
                 self.merge_remote_state(&pp, now);
                 if pp.reply {
+                    if pp.join {
+                        // Like Consul's join (Serf's `ignoreOld`): events older than the pool's
+                        // clock when we joined are history, not news, and are not delivered.
+                        self.user_events.ignore_before(pp.event_ltime);
+                    }
                     None
                 } else {
-                    Some(self.encode_push_pull(false, true))
+                    Some(self.encode_push_pull(pp.join, true))
                 }
             }
             StreamMessage::Ping { seq, target } => {
@@ -1026,7 +1031,7 @@ impl Pool {
     }
 
     fn merge_remote_state(&mut self, pp: &PushPull, now: Instant) {
-        self.user_events.witness(pp.event_ltime);
+        self.user_events.catch_up(pp.event_ltime);
         let sender = pp_sender(pp);
         for m in &pp.members {
             match m.status {

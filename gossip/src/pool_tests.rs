@@ -407,3 +407,36 @@ fn a_stale_accusation_is_answered_with_the_newer_claim() {
     assert_eq!(p.member("b").unwrap().status, MemberStatus::Alive);
     assert_eq!(p.incarnation(), inc, "a stale claim is not refuted again");
 }
+
+#[test]
+fn a_joiner_ignores_events_from_before_its_join() {
+    let mut a = pool_with("a", 1, None);
+    for i in 0..3 {
+        a.send_user_event(&format!("old-{i}"), b"", Instant::ZERO)
+            .unwrap();
+    }
+    drain(&mut a);
+    let mut b = pool_with("b", 2, None);
+    drain(&mut b);
+    b.join(&[addr(1)], Instant::ZERO);
+    let Some(Output::Stream { data, .. }) = b.poll_output() else {
+        panic!("no join stream")
+    };
+    let reply = a.handle_stream(addr(2), &data, Instant::ZERO).unwrap();
+    assert!(b.handle_stream(addr(1), &reply, Instant::ZERO).is_none());
+    drain(&mut b);
+    let event = |ltime: u64, name: &str| {
+        encode_packet(&[Message::UserEvent {
+            ltime,
+            name: name.into(),
+            payload: vec![],
+        }])
+    };
+    b.handle_packet(addr(1), &event(1, "old-1"), Instant::ZERO);
+    assert!(
+        events(&drain(&mut b)).is_empty(),
+        "an event from before the join is history"
+    );
+    b.handle_packet(addr(1), &event(3, "new"), Instant::ZERO);
+    assert!(matches!(&events(&drain(&mut b))[..], [Event::User(u)] if u.name == "new"));
+}
