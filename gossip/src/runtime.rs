@@ -203,27 +203,30 @@ impl Gossip {
         }
     }
 
-    /// Like Consul's `retry_join`: tries [`Gossip::join`] up to `max_attempts` times (0 means 1),
-    /// `interval` apart, until at least one member answers.
+    /// Like Consul's `retry_join` / `retry_max`: tries [`Gossip::join`] every `interval` until at
+    /// least one member answers, at most `max_attempts` times — or, as Consul's `retry_max = 0`,
+    /// until it succeeds or the runtime stops when `max_attempts` is 0 (drop the future to give up).
     pub async fn retry_join(
         &self,
         addrs: &[SocketAddr],
         interval: Duration,
         max_attempts: u32,
     ) -> Result<usize, RuntimeError> {
-        let attempts = max_attempts.max(1);
-        for attempt in 1..=attempts {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt = attempt.saturating_add(1);
             match self.join(addrs).await {
                 Ok(n) => return Ok(n),
-                Err(RuntimeError::JoinFailed { .. }) if attempt < attempts => {
+                Err(RuntimeError::JoinFailed { .. }) if max_attempts == 0 || attempt < max_attempts => {
                     tracing::debug!(attempt, "gossip join failed, retrying");
                     tokio::time::sleep(interval).await;
                 }
-                Err(RuntimeError::JoinFailed { .. }) => return Err(RuntimeError::JoinFailed { attempts }),
+                Err(RuntimeError::JoinFailed { .. }) => {
+                    return Err(RuntimeError::JoinFailed { attempts: attempt });
+                }
                 Err(e) => return Err(e),
             }
         }
-        Err(RuntimeError::JoinFailed { attempts })
     }
 
     /// Every known member, this node included.

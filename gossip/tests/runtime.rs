@@ -191,7 +191,31 @@ async fn retry_join_gives_up_after_max_attempts_and_succeeds_when_a_member_appea
         .unwrap_err();
     assert!(matches!(err, RuntimeError::JoinFailed { attempts: 3 }), "{err}");
 
+    // With no limit it keeps trying until a member appears at the address.
+    let later = {
+        let l = std::net::TcpListener::bind(loopback()).unwrap();
+        l.local_addr().unwrap()
+    };
+    let before = a.stats().await.unwrap().streams_sent;
+    let unlimited = {
+        let a = a.clone();
+        tokio::spawn(async move { a.retry_join(&[later], Duration::from_millis(10), 0).await })
+    };
+    wait_for("a few failed attempts", || async {
+        a.stats().await.unwrap().streams_sent >= before + 3
+    })
+    .await;
+    assert!(!unlimited.is_finished());
+    let mut opts = GossipOptions::new("late", later);
+    opts.config = Config::local();
+    let (late, _le) = Gossip::start(opts).await.unwrap();
+    let joined = tokio::time::timeout(DEADLINE, unlimited)
+        .await
+        .expect("retry_join kept failing");
+    assert_eq!(joined.unwrap().unwrap(), 1);
+    late.shutdown().await;
     let (b, _be) = start("b", None).await;
+
     assert_eq!(
         a.retry_join(&[closed, b.local_addr()], Duration::from_millis(10), 3)
             .await
