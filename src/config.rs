@@ -60,9 +60,51 @@ pub struct Config {
     pub log_level: LogLevel,
     /// The datacenter authoritative for ACLs; defaults to this agent's datacenter.
     pub primary_datacenter: String,
+    /// The shortest session TTL accepted (Consul's `session_ttl_min`, default 10 s).
+    pub session_ttl_min: Duration,
     /// The ACL settings.
     pub acl: AclConfig,
 }
+
+impl Config {
+    /// A development server, as `consul agent -dev`: datacenter `dc1`, node `dev`, state in memory, a
+    /// one-server cluster, and every listener on 127.0.0.1 with port 0 (the OS picks free ports; the
+    /// running node reports them).
+    pub fn dev() -> Self {
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        Config {
+            datacenter: DEFAULT_DATACENTER.to_owned(),
+            node_name: "dev".to_owned(),
+            node_id: None,
+            data_dir: None,
+            server: true,
+            bootstrap_expect: 1,
+            bind_addr: loopback,
+            advertise_addr: None,
+            client_addr: vec![loopback],
+            ports: Ports {
+                http: Some(0),
+                serf_lan: Some(0),
+                serf_wan: None,
+                server: Some(0),
+            },
+            retry_join: Vec::new(),
+            retry_interval: Duration::from_secs(30),
+            retry_max: 0,
+            retry_join_wan: Vec::new(),
+            rejoin_after_leave: false,
+            leave_on_terminate: false,
+            encrypt: None,
+            log_level: LogLevel::Info,
+            primary_datacenter: DEFAULT_DATACENTER.to_owned(),
+            session_ttl_min: DEFAULT_SESSION_TTL_MIN,
+            acl: AclConfig::default(),
+        }
+    }
+}
+
+/// Consul's default `session_ttl_min`.
+pub const DEFAULT_SESSION_TTL_MIN: Duration = Duration::from_secs(10);
 
 /// The ports an agent listens on; `None` means the listener is disabled (Consul's `-1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,6 +324,7 @@ struct RawConfig {
     encrypt: Option<String>,
     log_level: Option<String>,
     primary_datacenter: Option<String>,
+    session_ttl_min: Option<String>,
     acl: Option<RawAcl>,
 }
 
@@ -496,6 +539,13 @@ impl ConfigLoader {
             Some(text) => self.duration("retry_interval", &text)?,
             None => Duration::from_secs(30),
         };
+        let session_ttl_min = match raw.session_ttl_min {
+            Some(text) => self.duration("session_ttl_min", &text)?,
+            None => DEFAULT_SESSION_TTL_MIN,
+        };
+        if session_ttl_min.is_zero() {
+            return Err(self.invalid("session_ttl_min", "must be above zero"));
+        }
         let retry_join_wan = raw.retry_join_wan.unwrap_or_default();
         if !retry_join_wan.is_empty() && !server {
             return Err(self.invalid("retry_join_wan", "only servers join the WAN pool"));
@@ -536,6 +586,7 @@ impl ConfigLoader {
             encrypt,
             log_level,
             primary_datacenter,
+            session_ttl_min,
             acl,
         })
     }
@@ -746,6 +797,7 @@ mod tests {
         assert_eq!(config.ports, Ports::default());
         assert_eq!(config.client_addr, vec![IpAddr::from([127, 0, 0, 1])]);
         assert_eq!(config.retry_interval, Duration::from_secs(30));
+        assert_eq!(config.session_ttl_min, Duration::from_secs(10));
         assert!(!config.server);
         assert!(config.leave_on_terminate, "clients leave on terminate by default");
         assert_eq!(config.acl.down_policy, DownPolicy::ExtendCache);
@@ -845,6 +897,7 @@ mod tests {
             (r#"{"datacenter":"dc 1"}"#, "datacenter"),
             (r#"{"log_level":"loud"}"#, "log_level"),
             (r#"{"retry_interval":"soon"}"#, "retry_interval"),
+            (r#"{"session_ttl_min":"0s"}"#, "session_ttl_min"),
             (r#"{"node_id":"abc"}"#, "node_id"),
             (r#"{"advertise_addr":"0.0.0.0"}"#, "advertise_addr"),
         ] {

@@ -1,7 +1,33 @@
-//! The Tribune node: assembles gossip, consensus, the replicated state and ACLs into a Consul-compatible agent.
+//! The Tribune node: assembles consensus, the replicated state and Consul's HTTP API into a server agent
+//! that a Rust program embeds and that Consul's clients talk to unmodified.
 //!
-//! Today this package holds the agent's configuration ([`config`]): Consul's keys, read from JSON and HCL files,
-//! merged in order and validated with errors that name the file, the key and the reason. The node itself
-//! (`Node::start`), its RPC layer, HTTP API and CLI are assembled on top of the workspace's crates next.
+//! - [`Node::start`] takes a validated [`config::Config`] (load one with [`config::ConfigLoader`], or start
+//!   from [`config::Config::dev`]) and returns a [`NodeHandle`] once its listeners are bound;
+//!   [`NodeHandle::shutdown`] stops every task and waits for it.
+//! - The server keeps tribune-kvstore's state (in memory for a development agent, RocksDB under `data_dir`
+//!   with the default `rocksdb` feature) behind tribune-consensus: every write is a kvstore `Command`
+//!   replicated through the raft log; followers forward writes to the leader and serve reads after the
+//!   leader's read index.
+//! - The HTTP API follows Consul's paths, parameters, bodies, headers and status codes for `/v1/kv`,
+//!   `/v1/txn`, `/v1/session`, `/v1/status`, `/v1/agent/self` and `/v1/catalog/datacenters`, with blocking
+//!   queries and the three consistency modes.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tribune::NodeError> {
+//! let node = tribune::Node::start(tribune::config::Config::dev()).await?;
+//! println!("Consul API on http://{:?}", node.http_addr());
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! What it is NOT (yet): no client agents, no gossip (servers find each other through `retry_join` server
+//! RPC addresses), no ACL enforcement, no snapshot or operator endpoints, no CLI.
 
 pub mod config;
+mod error;
+mod fsm;
+mod http;
+mod node;
+
+pub use error::NodeError;
+pub use node::{Node, NodeHandle};

@@ -1,0 +1,199 @@
+//! `/v1/kv/*`: Consul's KV endpoint.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::Serialize;
+use tribune_kvstore::{Backend, Command, KvEntry, MAX_VALUE_BYTES, WatchScope};
+
+use super::{ApiError, Params, Shared, accepted, json_response, percent_decode};
+use crate::fsm::ApplyResponse;
+
+/// Consul's `DirEntry` as JSON.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct DirEntry {
+    lock_index: u64,
+    key: String,
+    flags: u64,
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<String>,
+    create_index: u64,
+    modify_index: u64,
+}
+
+impl From<KvEntry> for DirEntry {
+    fn from(entry: KvEntry) -> Self {
+        DirEntry {
+            lock_index: entry.lock_index,
+            key: entry.key,
+            flags: entry.flags,
+            // Go encodes an empty byte slice as null.
+            value: (!entry.value.is_empty())
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&entry.value)),
+            session: entry.session,
+            create_index: entry.create_index,
+            modify_index: entry.modify_index,
+        }
+    }
+}
+
+/// The key of a KV request: everything after `/v1/kv/`, percent-decoded (`%2F` included).
+fn key_of(uri: &Uri) -> String {
+    let raw = uri.path().strip_prefix("/v1/kv").unwrap_or("");
+    percent_decode(raw.strip_prefix('/').unwrap_or(raw))
+}
+
+fn missing_key() -> ApiError {
+    ApiError::bad_request("Missing key name")
+}
+
+pub(crate) async fn get_kv<B: Backend>(
+    State(agent): State<Shared<B>>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(uri.query());
+    let key = key_of(&uri);
+    let list_keys = params.has("keys");
+    let recurse = params.has("recurse");
+    if key.is_empty() && !recurse && !list_keys {
+        return Err(missing_key());
+    }
+    let scope = if recurse || list_keys {
+        WatchScope::Prefix(key.clone())
+    } else {
+        WatchScope::Key(key.clone())
+    };
+    let meta = agent.prepare_read(&params, scope).await?;
+    if list_keys {
+        let separator = params.get("separator").or_else(|| params.get("seperator"));
+        let found = agent.store.keys(&key, separator).map_err(ApiError::read)?;
+        let headers = meta.with_index(found.index).headers();
+        // An empty root listing is `[]`; an empty sub-prefix is a 404, as Consul.
+        if found.value.is_empty() && !key.is_empty() {
+            return Ok((StatusCode::NOT_FOUND, headers).into_response());
+        }
+        return Ok(json_response(headers, &found.value));
+    }
+    if recurse {
+        let found = agent.store.list(&key).map_err(ApiError::read)?;
+        let headers = meta.with_index(found.index).headers();
+        if found.value.is_empty() {
+            return Ok((StatusCode::NOT_FOUND, headers).into_response());
+        }
+        let entries: Vec<DirEntry> = found.value.into_iter().map(DirEntry::from).collect();
+        return Ok(json_response(headers, &entries));
+    }
+    let found = agent.store.get(&key).map_err(ApiError::read)?;
+    let mut headers = meta.with_index(found.index).headers();
+    let Some(entry) = found.value else {
+        return Ok((StatusCode::NOT_FOUND, headers).into_response());
+    };
+    if params.has("raw") {
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+        headers.insert("content-security-policy", HeaderValue::from_static("sandbox"));
+        return Ok((headers, entry.value).into_response());
+    }
+    Ok(json_response(headers, &[DirEntry::from(entry)]))
+}
+
+pub(crate) async fn put_kv<B: Backend>(
+    State(agent): State<Shared<B>>,
+    uri: Uri,
+    request_headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(uri.query());
+    let key = key_of(&uri);
+    if key.is_empty() {
+        return Err(missing_key());
+    }
+    let declared_len = request_headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if body.len() > MAX_VALUE_BYTES || declared_len.is_some_and(|len| len > MAX_VALUE_BYTES) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body(value) too large, max size: {MAX_VALUE_BYTES} bytes"),
+        ));
+    }
+    let flags = params.u64("flags")?.unwrap_or(0);
+    let cas = params.u64("cas")?;
+    let acquire = params.get("acquire").map(str::to_owned);
+    let release = params.get("release").map(str::to_owned);
+    let given = usize::from(cas.is_some()) + usize::from(acquire.is_some()) + usize::from(release.is_some());
+    if given > 1 {
+        return Err(ApiError::bad_request(
+            "Conflicting flags: cas, acquire and release are mutually exclusive",
+        ));
+    }
+    let value = body.to_vec();
+    let command = match (cas, acquire, release) {
+        (Some(index), _, _) => Command::KvCas {
+            key,
+            value,
+            flags,
+            index,
+        },
+        (_, Some(session), _) => {
+            // Lock-delay is wall-clock, so the leader enforces it before proposing (as Consul).
+            if agent.in_lock_delay(&key) {
+                return Ok(bool_response(false));
+            }
+            Command::KvLock {
+                key,
+                value,
+                flags,
+                session,
+            }
+        }
+        (_, _, Some(session)) => Command::KvUnlock {
+            key,
+            value,
+            flags,
+            session,
+        },
+        _ => Command::KvSet { key, value, flags },
+    };
+    write_bool(&agent, command).await
+}
+
+pub(crate) async fn delete_kv<B: Backend>(
+    State(agent): State<Shared<B>>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(uri.query());
+    let key = key_of(&uri);
+    let recurse = params.has("recurse");
+    let cas = params.u64("cas")?;
+    if recurse && cas.is_some() {
+        return Err(ApiError::bad_request(
+            "Conflicting flags: cas and recurse are mutually exclusive",
+        ));
+    }
+    let command = match cas {
+        _ if recurse => Command::KvDeleteTree { prefix: key },
+        _ if key.is_empty() => return Err(missing_key()),
+        Some(index) => Command::KvDeleteCas { key, index },
+        None => Command::KvDelete { key },
+    };
+    write_bool(&agent, command).await
+}
+
+async fn write_bool<B: Backend>(agent: &Shared<B>, command: Command) -> Result<Response, ApiError> {
+    command.validate().map_err(|e| ApiError::from_apply_error(&e))?;
+    let (response, _) = agent.propose(&command).await.map_err(ApiError::propose)?;
+    match accepted(response)? {
+        ApplyResponse::Kv(ok) => Ok(bool_response(ok)),
+        _ => Ok(bool_response(true)),
+    }
+}
+
+pub(crate) fn bool_response(ok: bool) -> Response {
+    json_response(HeaderMap::new(), &ok)
+}

@@ -1,0 +1,79 @@
+//! `/v1/status/*`, `/v1/agent/self` and `/v1/catalog/datacenters`: no ACL, no leader needed.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::json;
+use tribune_kvstore::Backend;
+
+use super::{Shared, json_response};
+
+/// `GET /v1/status/leader`: the leader's RPC address, or `""` when none is known.
+pub(crate) async fn status_leader<B: Backend>(State(agent): State<Shared<B>>) -> Response {
+    let leader = agent
+        .consensus
+        .leader()
+        .map(|(_, info)| info.rpc_addr)
+        .unwrap_or_default();
+    json_response(HeaderMap::new(), &leader)
+}
+
+/// `GET /v1/status/peers`: the RPC addresses of the voters.
+pub(crate) async fn status_peers<B: Backend>(State(agent): State<Shared<B>>) -> Response {
+    let peers: Vec<String> = agent
+        .consensus
+        .peers()
+        .into_iter()
+        .map(|(_, info)| info.rpc_addr)
+        .collect();
+    json_response(HeaderMap::new(), &peers)
+}
+
+/// `GET /v1/agent/self`: the parts of Consul's answer clients read (datacenter, node name, role).
+pub(crate) async fn agent_self<B: Backend>(State(agent): State<Shared<B>>) -> Response {
+    let config = &agent.config;
+    let rpc = agent.consensus.local_addr();
+    let body = json!({
+        "Config": {
+            "Datacenter": config.datacenter,
+            "PrimaryDatacenter": config.primary_datacenter,
+            "NodeName": config.node_name,
+            "NodeID": config.node_id.clone().unwrap_or_default(),
+            "Server": config.server,
+            "Version": env!("CARGO_PKG_VERSION"),
+            "Revision": "",
+        },
+        "DebugConfig": {
+            "ACLsEnabled": config.acl.enabled,
+        },
+        "Member": {
+            "Name": config.node_name,
+            "Addr": rpc.ip().to_string(),
+            "Port": rpc.port(),
+            "Tags": {
+                "role": if config.server { "consul" } else { "node" },
+                "dc": config.datacenter,
+                "port": rpc.port().to_string(),
+                "id": config.node_id.clone().unwrap_or_default(),
+                "raft_id": agent.node_id.to_string(),
+            },
+            "Status": 1,
+        },
+        "Stats": {
+            "consul": {
+                "server": config.server.to_string(),
+                "leader": agent.consensus.is_leader().to_string(),
+                "known_servers": agent.consensus.peers().len().to_string(),
+            },
+            "raft": {
+                "applied_index": agent.consensus.applied_index().to_string(),
+            },
+        },
+    });
+    json_response(HeaderMap::new(), &body)
+}
+
+/// `GET /v1/catalog/datacenters`: this agent's datacenter (the WAN pool is not assembled yet).
+pub(crate) async fn datacenters<B: Backend>(State(agent): State<Shared<B>>) -> Response {
+    json_response(HeaderMap::new(), std::slice::from_ref(&agent.config.datacenter))
+}

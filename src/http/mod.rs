@@ -1,0 +1,511 @@
+//! Consul's HTTP API over axum: routing, query parameters, consistency modes, blocking queries, the
+//! query-meta headers, error mapping, and forwarding writes from a follower to the leader.
+
+mod kv;
+mod misc;
+mod session;
+mod txn;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use tokio::time::Instant;
+use tower::ServiceExt as _;
+use tribune_consensus::{AppRequest, ConsensusError, ReadMode};
+use tribune_kvstore::{Backend, ReadError, WatchScope};
+
+use crate::config::DefaultPolicy;
+use crate::fsm::{ApplyResponse, Rejection};
+use crate::node::{Agent, AppCall, AppReply, ForwardedHttp, ForwardedResponse, ProposeError};
+
+/// Consul's default blocking wait (`default_query_time`).
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+/// Consul's longest blocking wait (`max_query_time`).
+const MAX_WAIT: Duration = Duration::from_secs(600);
+/// Marks a request a follower forwarded, so it is never forwarded twice.
+const FORWARDED_HEADER: &str = "x-tribune-forwarded";
+/// Largest request body a follower forwards to the leader.
+const MAX_FORWARDED_BODY: usize = 16 * 1024 * 1024;
+
+type Shared<B> = Arc<Agent<B>>;
+
+/// Builds the router of the whole API.
+pub(crate) fn router<B: Backend>(agent: Shared<B>) -> Router {
+    Router::new()
+        .route(
+            "/v1/kv/",
+            get(kv::get_kv::<B>)
+                .put(kv::put_kv::<B>)
+                .delete(kv::delete_kv::<B>),
+        )
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get_kv::<B>)
+                .put(kv::put_kv::<B>)
+                .delete(kv::delete_kv::<B>),
+        )
+        .route("/v1/txn", put(txn::txn::<B>))
+        .route("/v1/session/create", put(session::create::<B>))
+        .route("/v1/session/destroy/{id}", put(session::destroy::<B>))
+        .route("/v1/session/renew/{id}", put(session::renew::<B>))
+        .route("/v1/session/info/{id}", get(session::info::<B>))
+        .route("/v1/session/node/{node}", get(session::node::<B>))
+        .route("/v1/session/list", get(session::list::<B>))
+        .route("/v1/status/leader", get(misc::status_leader::<B>))
+        .route("/v1/status/peers", get(misc::status_peers::<B>))
+        .route("/v1/agent/self", get(misc::agent_self::<B>))
+        .route("/v1/catalog/datacenters", get(misc::datacenters::<B>))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORWARDED_BODY))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&agent),
+            forward_to_leader::<B>,
+        ))
+        .layer(middleware::from_fn_with_state(
+            agent.config.acl.default_policy,
+            default_acl_policy,
+        ))
+        .with_state(agent)
+}
+
+/// Every response carries `X-Consul-Default-ACL-Policy`, as Consul's.
+async fn default_acl_policy(State(policy): State<DefaultPolicy>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let value = match policy {
+        DefaultPolicy::Allow => "allow",
+        DefaultPolicy::Deny => "deny",
+    };
+    response
+        .headers_mut()
+        .insert("x-consul-default-acl-policy", HeaderValue::from_static(value));
+    response
+}
+
+/// On a follower, writes (anything but GET on the replicated state) go to the leader whole: the
+/// leader's checks that use its wall clock (lock-delay, session timers) and its choices (session IDs)
+/// then happen in one place. Reads stay local (see [`Agent::read_barrier`]).
+async fn forward_to_leader<B: Backend>(
+    State(agent): State<Shared<B>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let local = request.method() == Method::GET
+        || request.headers().contains_key(FORWARDED_HEADER)
+        || request.uri().path().starts_with("/v1/agent/")
+        || agent.consensus.is_leader();
+    if local {
+        return next.run(request).await;
+    }
+    match forward(&agent, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn forward<B: Backend>(agent: &Agent<B>, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))?;
+    let forwarded = ForwardedHttp {
+        method: parts.method.to_string(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.to_string())
+            .unwrap_or_default(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+            .collect(),
+        body: body.to_vec(),
+    };
+    let reply = agent
+        .consensus
+        .call_leader(AppRequest {
+            datacenter: None,
+            payload: AppCall::Http(forwarded).encode(),
+        })
+        .await
+        .map_err(ApiError::consensus)?;
+    let response = match AppReply::decode(&reply) {
+        Ok(AppReply::Http(response)) => response,
+        Ok(_) => return Err(ApiError::internal("unexpected answer from the leader")),
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let mut out = Response::new(Body::from(response.body));
+    *out.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in response.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_bytes(&value)) {
+            out.headers_mut().append(name, value);
+        }
+    }
+    Ok(out)
+}
+
+/// Serves a request a follower forwarded, through this server's router.
+pub(crate) async fn serve_forwarded(
+    router: Router,
+    request: ForwardedHttp,
+) -> Result<ForwardedResponse, String> {
+    let method = Method::from_bytes(request.method.as_bytes()).map_err(|e| e.to_string())?;
+    let mut builder = axum::http::Request::builder().method(method).uri(request.uri);
+    for (name, value) in request.headers {
+        builder = builder.header(name, value);
+    }
+    let http_request = builder
+        .header(FORWARDED_HEADER, "1")
+        .body(Body::from(request.body))
+        .map_err(|e| e.to_string())?;
+    let response = router.oneshot(http_request).await.map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ForwardedResponse {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .filter(|(name, _)| *name != "content-length")
+            .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+            .collect(),
+        body: body.to_vec(),
+    })
+}
+
+/// An error response: a status and Consul's plain-text message.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    pub(crate) fn consensus(error: ConsensusError) -> Self {
+        match error {
+            ConsensusError::NoLeader | ConsensusError::NotLeader { .. } => {
+                Self::internal("No cluster leader")
+            }
+            other => Self::internal(other.to_string()),
+        }
+    }
+
+    pub(crate) fn read(error: ReadError) -> Self {
+        Self::internal(format!("state store read failed: {error}"))
+    }
+
+    pub(crate) fn propose(error: ProposeError) -> Self {
+        match error {
+            ProposeError::Consensus(e) => Self::consensus(e),
+            ProposeError::Codec(message) => Self::internal(message),
+        }
+    }
+
+    /// The error for a command that fails the store's input checks.
+    pub(crate) fn from_apply_error(error: &tribune_kvstore::ApplyError) -> Self {
+        match ApplyResponse::from_error(error) {
+            ApplyResponse::Rejected { kind, message } => Self::rejected(kind, message),
+            _ => Self::internal(error.to_string()),
+        }
+    }
+
+    /// The error for a command the store refused, as Consul reports it.
+    pub(crate) fn rejected(kind: Rejection, message: String) -> Self {
+        match kind {
+            Rejection::Invalid => Self::bad_request(message),
+            Rejection::TooLarge => Self::new(StatusCode::PAYLOAD_TOO_LARGE, message),
+            Rejection::InvalidSession => Self::internal("invalid session"),
+            Rejection::BootstrapNotAllowed => Self::new(StatusCode::FORBIDDEN, message),
+            Rejection::Other => Self::internal(message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, self.message).into_response()
+    }
+}
+
+/// Turns a refusal in the response into an error.
+pub(crate) fn accepted(response: ApplyResponse) -> Result<ApplyResponse, ApiError> {
+    match response {
+        ApplyResponse::Rejected { kind, message } => Err(ApiError::rejected(kind, message)),
+        other => Ok(other),
+    }
+}
+
+/// Query parameters, Consul-style: flags may appear without a value (`?recurse`).
+#[derive(Debug, Default)]
+pub(crate) struct Params(HashMap<String, String>);
+
+impl Params {
+    pub(crate) fn parse(query: Option<&str>) -> Self {
+        let mut map = HashMap::new();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            map.insert(decode_query_component(name), decode_query_component(value));
+        }
+        Params(map)
+    }
+
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// A `u64` parameter; a malformed one is a 400 naming it.
+    pub(crate) fn u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(text) => text.parse().map(Some).map_err(|_| {
+                ApiError::bad_request(format!("Invalid {name}: {text:?} is not an unsigned integer"))
+            }),
+        }
+    }
+
+    /// The consistency mode: `?stale`, `?consistent` or the default; both at once is a 400, as Consul.
+    pub(crate) fn read_mode(&self) -> Result<ReadMode, ApiError> {
+        match (self.has("stale"), self.has("consistent")) {
+            (true, true) => Err(ApiError::bad_request(
+                "Cannot specify ?stale with ?consistent, conflicting semantics.",
+            )),
+            (true, false) => Ok(ReadMode::Stale),
+            (false, true) => Ok(ReadMode::Consistent),
+            (false, false) => Ok(ReadMode::Default),
+        }
+    }
+
+    /// The blocking part of a query (`?index=N&wait=D`): `None` unless `index` is above 0.
+    pub(crate) fn blocking(&self) -> Result<Option<Blocking>, ApiError> {
+        let Some(index) = self.u64("index")?.filter(|index| *index > 0) else {
+            return Ok(None);
+        };
+        let wait = match self.get("wait") {
+            None | Some("") => DEFAULT_WAIT,
+            Some(text) => parse_wait(text)?,
+        };
+        Ok(Some(Blocking {
+            index,
+            wait: wait.min(MAX_WAIT),
+        }))
+    }
+}
+
+/// A Go-style duration as Consul's `wait` takes it (`"10s"`, `"5m"`, `"1m30s"`, `"100ms"`); a bare
+/// number is seconds.
+fn parse_wait(text: &str) -> Result<Duration, ApiError> {
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).map_err(|_| ApiError::bad_request(format!("Invalid wait time: {text:?}")))
+}
+
+/// Percent-decodes a path or query component (`+` is a space in a query).
+pub(crate) fn decode_query_component(text: &str) -> String {
+    percent_decode(&text.replace('+', " "))
+}
+
+/// Percent-decodes a path (`%2F` included); invalid escapes are kept as they are.
+pub(crate) fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escape = match (bytes.get(i), bytes.get(i + 1), bytes.get(i + 2)) {
+            (Some(b'%'), Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| h * 16 + l),
+            _ => None,
+        };
+        match escape {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A blocking query's parameters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Blocking {
+    /// Return once the scope's index is above this.
+    pub(crate) index: u64,
+    /// The longest wait, before jitter.
+    pub(crate) wait: Duration,
+}
+
+impl Blocking {
+    /// When the wait ends: `wait` plus up to `wait / 16` of random jitter, so that many clients
+    /// blocked on the same data do not all come back at once.
+    fn deadline(&self) -> Instant {
+        let jitter_limit = self.wait.as_millis() / 16;
+        let jitter_ms = if jitter_limit == 0 {
+            0
+        } else {
+            rand::random_range(0..=jitter_limit)
+        };
+        Instant::now() + self.wait + Duration::from_millis(u64::try_from(jitter_ms).unwrap_or(0))
+    }
+}
+
+/// The headers of a read (Consul's query meta).
+pub(crate) struct QueryMeta {
+    index: u64,
+    known_leader: bool,
+    last_contact_ms: u128,
+}
+
+impl QueryMeta {
+    pub(crate) fn with_index(mut self, index: u64) -> Self {
+        // Never 0: a blocking client sending index=0 would not block at all.
+        self.index = index.max(1);
+        self
+    }
+
+    pub(crate) fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let mut set = |name: &'static str, value: String| {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        };
+        set("x-consul-index", self.index.to_string());
+        set("x-consul-knownleader", self.known_leader.to_string());
+        set("x-consul-lastcontact", self.last_contact_ms.to_string());
+        headers
+    }
+}
+
+impl<B: Backend> Agent<B> {
+    /// The read preamble of every GET: the consistency barrier, then, for a blocking query, the wait
+    /// on `scope` (which ends early when the agent shuts down).
+    pub(crate) async fn prepare_read(
+        &self,
+        params: &Params,
+        scope: WatchScope,
+    ) -> Result<QueryMeta, ApiError> {
+        let mode = params.read_mode()?;
+        let blocking = params.blocking()?;
+        self.read_barrier(mode).await.map_err(ApiError::consensus)?;
+        if let Some(blocking) = blocking {
+            let deadline = blocking.deadline();
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                waited = self.store.wait(&scope, blocking.index, deadline) => {
+                    waited.map_err(ApiError::read)?;
+                }
+                _ = shutdown.wait_for(|stopped| *stopped) => {}
+            }
+        }
+        Ok(self.query_meta())
+    }
+
+    pub(crate) fn query_meta(&self) -> QueryMeta {
+        QueryMeta {
+            index: 1,
+            known_leader: self.consensus.leader().is_some(),
+            last_contact_ms: self.consensus.last_contact().map(|d| d.as_millis()).unwrap_or(0),
+        }
+    }
+}
+
+/// A JSON body with the given headers.
+pub(crate) fn json_response(headers: HeaderMap, value: &(impl serde::Serialize + ?Sized)) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut response = (headers, body).into_response();
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(e) => ApiError::internal(format!("encoding the response: {e}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_take_flags_values_and_escapes() {
+        let params = Params::parse(Some("recurse&separator=%2F&index=12&wait=1m30s&x=a+b"));
+        assert!(params.has("recurse"));
+        assert_eq!(params.get("separator"), Some("/"));
+        assert_eq!(params.get("x"), Some("a b"));
+        let blocking = params.blocking().unwrap().unwrap();
+        assert_eq!((blocking.index, blocking.wait), (12, Duration::from_secs(90)));
+        assert!(Params::parse(Some("index=abc")).blocking().is_err());
+        assert!(Params::parse(Some("index=0")).blocking().unwrap().is_none());
+        let capped = Params::parse(Some("index=3&wait=1h"))
+            .blocking()
+            .unwrap()
+            .unwrap();
+        assert_eq!(capped.wait, MAX_WAIT);
+        let default = Params::parse(Some("index=3")).blocking().unwrap().unwrap();
+        assert_eq!(default.wait, DEFAULT_WAIT);
+        assert!(Params::parse(Some("stale&consistent")).read_mode().is_err());
+        assert_eq!(Params::parse(Some("stale")).read_mode().unwrap(), ReadMode::Stale);
+    }
+
+    #[test]
+    fn percent_decoding_keeps_bad_escapes() {
+        assert_eq!(percent_decode("a%2Fb%2fc"), "a/b/c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%E2%9C%93"), "✓");
+    }
+
+    #[test]
+    fn jitter_stays_within_a_sixteenth() {
+        let blocking = Blocking {
+            index: 1,
+            wait: Duration::from_secs(16),
+        };
+        for _ in 0..100 {
+            let left = blocking.deadline() - Instant::now();
+            assert!(left <= Duration::from_secs(17), "{left:?}");
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! `/v1/session/*`: sessions, with the leader's TTL timers.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use tribune_kvstore::{Backend, Command, NewSession, Session, SessionBehavior, WatchScope};
+
+use super::kv::bool_response;
+use super::{ApiError, Params, Shared, accepted, json_response};
+
+/// Consul's longest session TTL (`SessionTTLMax`).
+const SESSION_TTL_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Consul's default lock-delay.
+const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(15);
+/// A numeric `LockDelay` below this is seconds, above it nanoseconds (Consul's `lockDelayMinThreshold`).
+const LOCK_DELAY_SECONDS_THRESHOLD: u64 = 1000;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateRequest {
+    #[serde(default)]
+    lock_delay: Option<serde_json::Value>,
+    #[serde(default)]
+    node: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    behavior: Option<String>,
+    #[serde(default, rename = "TTL")]
+    ttl: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateResponse {
+    #[serde(rename = "ID")]
+    id: String,
+}
+
+/// A session as Consul's JSON shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SessionJson {
+    #[serde(rename = "ID")]
+    id: String,
+    name: String,
+    node: String,
+    /// Nanoseconds, as Go encodes a `time.Duration`.
+    lock_delay: u128,
+    behavior: &'static str,
+    #[serde(rename = "TTL")]
+    ttl: String,
+    node_checks: Vec<String>,
+    service_checks: Option<Vec<String>>,
+    checks: Vec<String>,
+    create_index: u64,
+    modify_index: u64,
+}
+
+impl From<Session> for SessionJson {
+    fn from(session: Session) -> Self {
+        SessionJson {
+            id: session.id,
+            name: session.name,
+            node: session.node,
+            lock_delay: session.lock_delay.as_nanos(),
+            behavior: match session.behavior {
+                SessionBehavior::Release => "release",
+                SessionBehavior::Delete => "delete",
+            },
+            ttl: session.ttl.map(go_duration).unwrap_or_default(),
+            node_checks: Vec::new(),
+            service_checks: None,
+            checks: Vec::new(),
+            create_index: session.create_index,
+            modify_index: session.modify_index,
+        }
+    }
+}
+
+/// A duration as Go's `time.Duration.String()` writes it (`10s`, `1m30s`, `1h0m0s`, `250ms`).
+fn go_duration(duration: Duration) -> String {
+    if duration.is_zero() {
+        return "0s".into();
+    }
+    if duration < Duration::from_secs(1) {
+        return format!("{}ms", duration.as_millis());
+    }
+    let total = duration.as_secs();
+    let (hours, minutes, seconds) = (total / 3600, (total / 60) % 60, total % 60);
+    let fraction = duration.subsec_millis();
+    let seconds = if fraction == 0 {
+        format!("{seconds}s")
+    } else {
+        format!("{}s", format!("{seconds}.{fraction:03}").trim_end_matches('0'))
+    };
+    match (hours, minutes) {
+        (0, 0) => seconds,
+        (0, m) => format!("{m}m{seconds}"),
+        (h, m) => format!("{h}h{m}m{seconds}"),
+    }
+}
+
+fn parse_lock_delay(value: &serde_json::Value) -> Result<Duration, ApiError> {
+    match value {
+        serde_json::Value::Number(n) => {
+            let n = n
+                .as_u64()
+                .ok_or_else(|| ApiError::bad_request("Invalid LockDelay: must be a non-negative number"))?;
+            Ok(if n < LOCK_DELAY_SECONDS_THRESHOLD {
+                Duration::from_secs(n)
+            } else {
+                Duration::from_nanos(n)
+            })
+        }
+        serde_json::Value::String(text) if text.is_empty() => Ok(DEFAULT_LOCK_DELAY),
+        serde_json::Value::String(text) => humantime::parse_duration(text)
+            .map_err(|_| ApiError::bad_request(format!("Invalid LockDelay {text:?}"))),
+        serde_json::Value::Null => Ok(DEFAULT_LOCK_DELAY),
+        other => Err(ApiError::bad_request(format!("Invalid LockDelay {other}"))),
+    }
+}
+
+pub(crate) async fn create<B: Backend>(
+    State(agent): State<Shared<B>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: CreateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?
+    };
+    let ttl = match request.ttl.as_deref() {
+        None | Some("") => None,
+        Some(text) => {
+            let ttl = humantime::parse_duration(text)
+                .map_err(|_| ApiError::bad_request(format!("Request decode failed: invalid TTL {text:?}")))?;
+            let min = agent.config.session_ttl_min;
+            if !ttl.is_zero() && (ttl < min || ttl > SESSION_TTL_MAX) {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid Session TTL '{}', must be between [{}={}]",
+                    go_duration(ttl),
+                    go_duration(min),
+                    go_duration(SESSION_TTL_MAX)
+                )));
+            }
+            (!ttl.is_zero()).then_some(ttl)
+        }
+    };
+    let behavior = match request.behavior.as_deref() {
+        None | Some("") | Some("release") => SessionBehavior::Release,
+        Some("delete") => SessionBehavior::Delete,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid Behavior setting '{other}'"
+            )));
+        }
+    };
+    let lock_delay = match &request.lock_delay {
+        Some(value) => parse_lock_delay(value)?,
+        None => DEFAULT_LOCK_DELAY,
+    };
+    // The leader picks the ID; the store never draws randomness.
+    let id = uuid::Uuid::new_v4().to_string();
+    let command = Command::SessionCreate(NewSession {
+        id: id.clone(),
+        name: request.name.unwrap_or_default(),
+        node: request
+            .node
+            .filter(|node| !node.is_empty())
+            .unwrap_or_else(|| agent.config.node_name.clone()),
+        lock_delay,
+        behavior,
+        ttl,
+    });
+    command.validate().map_err(|e| ApiError::from_apply_error(&e))?;
+    let (response, _) = agent.propose(&command).await.map_err(ApiError::propose)?;
+    accepted(response)?;
+    if let Some(ttl) = ttl {
+        agent.arm_session_timer(&id, ttl);
+    }
+    Ok(json_response(HeaderMap::new(), &CreateResponse { id }))
+}
+
+pub(crate) async fn destroy<B: Backend>(
+    State(agent): State<Shared<B>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let command = Command::SessionDestroy { id: id.clone() };
+    command.validate().map_err(|e| ApiError::from_apply_error(&e))?;
+    let (response, _) = agent.propose(&command).await.map_err(ApiError::propose)?;
+    accepted(response)?;
+    agent.clear_session_timer(&id);
+    Ok(bool_response(true))
+}
+
+pub(crate) async fn renew<B: Backend>(
+    State(agent): State<Shared<B>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    // Writes reach the leader (followers forward them), whose state is current for its own timers.
+    let found = agent.store.session(&id).map_err(ApiError::read)?;
+    let Some(session) = found.value else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Session id '{id}' not found"),
+        ));
+    };
+    if let Some(ttl) = session.ttl {
+        agent.arm_session_timer(&id, ttl);
+    }
+    let headers = agent.query_meta().with_index(found.index).headers();
+    Ok(json_response(headers, &[SessionJson::from(session)]))
+}
+
+pub(crate) async fn info<B: Backend>(
+    State(agent): State<Shared<B>>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(uri.query());
+    let meta = agent.prepare_read(&params, WatchScope::Sessions).await?;
+    let found = agent.store.session(&id).map_err(ApiError::read)?;
+    let sessions: Vec<SessionJson> = found.value.into_iter().map(SessionJson::from).collect();
+    Ok(json_response(meta.with_index(found.index).headers(), &sessions))
+}
+
+pub(crate) async fn node<B: Backend>(
+    State(agent): State<Shared<B>>,
+    Path(node): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(uri.query());
+    let meta = agent.prepare_read(&params, WatchScope::Sessions).await?;
+    let found = agent.store.node_sessions(&node).map_err(ApiError::read)?;
+    let sessions: Vec<SessionJson> = found.value.into_iter().map(SessionJson::from).collect();
+    Ok(json_response(meta.with_index(found.index).headers(), &sessions))
+}
+
+pub(crate) async fn list<B: Backend>(State(agent): State<Shared<B>>, uri: Uri) -> Result<Response, ApiError> {
+    let params = Params::parse(uri.query());
+    let meta = agent.prepare_read(&params, WatchScope::Sessions).await?;
+    let found = agent.store.sessions().map_err(ApiError::read)?;
+    let sessions: Vec<SessionJson> = found.value.into_iter().map(SessionJson::from).collect();
+    Ok(json_response(meta.with_index(found.index).headers(), &sessions))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_as_go_does() {
+        assert_eq!(go_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_secs(86400)), "24h0m0s");
+        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+    }
+
+    #[test]
+    fn numeric_lock_delays_below_1000_are_seconds() {
+        assert_eq!(
+            parse_lock_delay(&serde_json::json!(15)).unwrap(),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            parse_lock_delay(&serde_json::json!(2_000_000_000u64)).unwrap(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            parse_lock_delay(&serde_json::json!("1s")).unwrap(),
+            Duration::from_secs(1)
+        );
+        assert!(parse_lock_delay(&serde_json::json!("soon")).is_err());
+    }
+}

@@ -1,0 +1,182 @@
+//! `PUT /v1/txn`: KV transactions, applied all or nothing through the log.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use tribune_kvstore::{Backend, Command, MAX_TXN_OPS, TxnOp};
+
+use super::kv::DirEntry;
+use super::{ApiError, Shared, accepted, json_response};
+use crate::fsm::ApplyResponse;
+
+/// One operation of the request body; only `KV` operations are supported.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RequestOp {
+    #[serde(rename = "KV")]
+    kv: Option<KvOp>,
+    node: Option<serde_json::Value>,
+    service: Option<serde_json::Value>,
+    check: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct KvOp {
+    verb: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    flags: u64,
+    #[serde(default)]
+    index: u64,
+    #[serde(default)]
+    session: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TxnBody {
+    results: Option<Vec<ResultEntry>>,
+    errors: Option<Vec<ErrorEntry>>,
+}
+
+#[derive(Debug, Serialize)]
+struct ResultEntry {
+    #[serde(rename = "KV")]
+    kv: DirEntry,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorEntry {
+    op_index: usize,
+    what: String,
+}
+
+fn to_op(position: usize, op: RequestOp) -> Result<TxnOp, ApiError> {
+    let Some(kv) = op.kv else {
+        let kind = if op.node.is_some() {
+            "Node"
+        } else if op.service.is_some() {
+            "Service"
+        } else if op.check.is_some() {
+            "Check"
+        } else {
+            return Err(ApiError::bad_request(format!(
+                "operation {position} names no KV operation"
+            )));
+        };
+        return Err(ApiError::bad_request(format!(
+            "operation {position}: {kind} operations are not supported"
+        )));
+    };
+    let value = match kv.value.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(text) => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| ApiError::bad_request(format!("operation {position}: Value is not base64: {e}")))?,
+    };
+    let KvOp {
+        verb,
+        key,
+        flags,
+        index,
+        session,
+        ..
+    } = kv;
+    Ok(match verb.as_str() {
+        "set" => TxnOp::Set { key, value, flags },
+        "cas" => TxnOp::Cas {
+            key,
+            value,
+            flags,
+            index,
+        },
+        "lock" => TxnOp::Lock {
+            key,
+            value,
+            flags,
+            session,
+        },
+        "unlock" => TxnOp::Unlock {
+            key,
+            value,
+            flags,
+            session,
+        },
+        "get" => TxnOp::Get { key },
+        "get-tree" => TxnOp::GetTree { prefix: key },
+        "check-index" => TxnOp::CheckIndex { key, index },
+        "check-session" => TxnOp::CheckSession { key, session },
+        "check-not-exists" => TxnOp::CheckNotExists { key },
+        "delete" => TxnOp::Delete { key },
+        "delete-tree" => TxnOp::DeleteTree { prefix: key },
+        "delete-cas" => TxnOp::DeleteCas { key, index },
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "operation {position}: unknown KV verb {other:?}"
+            )));
+        }
+    })
+}
+
+pub(crate) async fn txn<B: Backend>(
+    State(agent): State<Shared<B>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let ops: Vec<RequestOp> = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("Failed to parse body: {e}")))?;
+    if ops.len() > MAX_TXN_OPS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "Transaction contains too many operations ({} > {MAX_TXN_OPS})",
+                ops.len()
+            ),
+        ));
+    }
+    let ops = ops
+        .into_iter()
+        .enumerate()
+        .map(|(position, op)| to_op(position, op))
+        .collect::<Result<Vec<_>, _>>()?;
+    let command = Command::Txn { ops };
+    command.validate().map_err(|e| ApiError::from_apply_error(&e))?;
+    let (response, _) = agent.propose(&command).await.map_err(ApiError::propose)?;
+    let ApplyResponse::Txn { results, errors } = accepted(response)? else {
+        return Err(ApiError::internal("unexpected response to a transaction"));
+    };
+    if errors.is_empty() {
+        let body = TxnBody {
+            results: Some(
+                results
+                    .into_iter()
+                    .map(|entry| ResultEntry {
+                        kv: DirEntry::from(entry),
+                    })
+                    .collect(),
+            ),
+            errors: None,
+        };
+        Ok(json_response(HeaderMap::new(), &body))
+    } else {
+        let body = TxnBody {
+            results: None,
+            errors: Some(
+                errors
+                    .into_iter()
+                    .map(|(op_index, what)| ErrorEntry { op_index, what })
+                    .collect(),
+            ),
+        };
+        let mut response = json_response(HeaderMap::new(), &body);
+        *response.status_mut() = StatusCode::CONFLICT;
+        Ok(response.into_response())
+    }
+}

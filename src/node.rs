@@ -1,0 +1,782 @@
+//! `Node::start`: opens the state, starts consensus over it, binds the RPC and HTTP ports, forms the
+//! cluster, runs the leader's duties, and stops all of it on `NodeHandle::shutdown`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tribune_consensus::openraft::storage::RaftLogStorage;
+use tribune_consensus::{
+    AppHandler, AppRequest, BootstrapStatus, Consensus, ConsensusConfig, ConsensusError, DiscoveredServer,
+    MemLogStore, NodeId, NodeInfo, ReadMode, StateMachineStore, TcpTransport, TypeConfig,
+};
+use tribune_kvstore::{Backend, Command, Store, StoreConfig, encode_command};
+
+use crate::config::Config;
+use crate::error::NodeError;
+use crate::fsm::{ApplyResponse, KvStateMachine};
+use crate::http;
+
+/// Consul's session TTL multiplier: a session is invalidated after twice its TTL without a renewal.
+pub(crate) const SESSION_TTL_MULTIPLIER: u32 = 2;
+
+/// How long a deleted key's tombstone is kept before the leader reaps it (Consul's `TombstoneTTL`).
+const TOMBSTONE_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// How often the leader samples the applied index for tombstone reaping (Consul's granularity).
+const TOMBSTONE_GRANULARITY: Duration = Duration::from_secs(30);
+
+/// How often the leader's duty loop looks at session timers.
+const LEADER_TICK: Duration = Duration::from_millis(100);
+
+/// How often a server that waits for `bootstrap_expect` peers asks its `retry_join` addresses again.
+const DISCOVERY_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Starts agents.
+#[derive(Debug)]
+pub struct Node;
+
+impl Node {
+    /// Starts a server agent described by `config` and returns once its listeners are bound.
+    ///
+    /// - `data_dir = None` (a development agent) keeps the state and the raft log in memory; otherwise they
+    ///   live in RocksDB under `data_dir` (feature `rocksdb`).
+    /// - `bootstrap_expect = 1` forms a one-server cluster at once. With more, the server asks the servers
+    ///   listed in `retry_join` (their server RPC addresses, `host:port`) who they are, and the cluster forms
+    ///   once `bootstrap_expect` of them answered.
+    /// - Port 0 binds a free port: [`NodeHandle::http_addr`] and [`NodeHandle::rpc_addr`] report it.
+    ///
+    /// Client agents (`server = false`) are not supported yet and give [`NodeError::Unsupported`].
+    pub async fn start(config: Config) -> Result<NodeHandle, NodeError> {
+        if !config.server {
+            return Err(NodeError::Unsupported {
+                field: "server",
+                reason: "client agents are not supported yet; set \"server\": true".into(),
+            });
+        }
+        match config.data_dir.clone() {
+            None => {
+                let store = Store::in_memory(StoreConfig::new(config.datacenter.clone()))?;
+                let scratch = tempfile::tempdir().map_err(|source| NodeError::DataDir {
+                    path: std::env::temp_dir(),
+                    source,
+                })?;
+                let snapshots = scratch.path().join("snapshots");
+                let node_id = random_node_id(&config);
+                start_with(
+                    config,
+                    store,
+                    MemLogStore::new(),
+                    &snapshots,
+                    node_id,
+                    Some(scratch),
+                )
+                .await
+            }
+            Some(dir) => start_on_disk(config, &dir).await,
+        }
+    }
+}
+
+#[cfg(feature = "rocksdb")]
+async fn start_on_disk(config: Config, dir: &Path) -> Result<NodeHandle, NodeError> {
+    let io = |source| NodeError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let node_id = persistent_node_id(&config, dir).map_err(io)?;
+    let store = Store::open_rocksdb(&dir.join("state"), StoreConfig::new(config.datacenter.clone()))?;
+    let log = tribune_consensus::RocksLogStore::open(dir.join("raft"))?;
+    start_with(config, store, log, &dir.join("snapshots"), node_id, None).await
+}
+
+#[cfg(not(feature = "rocksdb"))]
+async fn start_on_disk(_config: Config, _dir: &Path) -> Result<NodeHandle, NodeError> {
+    Err(NodeError::Unsupported {
+        field: "data_dir",
+        reason: "this build has no durable storage (feature `rocksdb`); leave data_dir unset for an in-memory agent"
+            .into(),
+    })
+}
+
+/// A raft id for a server without a data directory: from its configured `node_id`, else random.
+fn random_node_id(config: &Config) -> NodeId {
+    config
+        .node_id
+        .as_deref()
+        .and_then(id_from_uuid)
+        .unwrap_or_else(|| rand::random::<u64>() | 1)
+}
+
+/// A raft id that survives restarts: from the configured `node_id`, else from `<data_dir>/node-id`,
+/// written on first start.
+#[cfg(feature = "rocksdb")]
+fn persistent_node_id(config: &Config, dir: &Path) -> std::io::Result<NodeId> {
+    if let Some(id) = config.node_id.as_deref().and_then(id_from_uuid) {
+        return Ok(id);
+    }
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => id_from_uuid(text.trim()).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not a UUID", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let uuid = uuid::Uuid::new_v4().to_string();
+            std::fs::write(&path, &uuid)?;
+            id_from_uuid(&uuid).ok_or_else(|| std::io::Error::other("generated UUID does not parse"))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn id_from_uuid(text: &str) -> Option<NodeId> {
+    let uuid = uuid::Uuid::parse_str(text).ok()?;
+    let (high, _) = uuid.as_u64_pair();
+    // Raft ids must be non-zero in practice; the low bit keeps them so.
+    Some(high | 1)
+}
+
+async fn start_with<B, L>(
+    config: Config,
+    store: Store<B>,
+    log: L,
+    snapshot_dir: &Path,
+    node_id: NodeId,
+    scratch: Option<tempfile::TempDir>,
+) -> Result<NodeHandle, NodeError>
+where
+    B: Backend,
+    L: RaftLogStorage<TypeConfig>,
+{
+    let store = Arc::new(store);
+    let sm = StateMachineStore::open(KvStateMachine::new(Arc::clone(&store)), snapshot_dir)?;
+    let server_port = config.ports.server.ok_or(NodeError::Unsupported {
+        field: "ports.server",
+        reason: "a server needs its RPC port".into(),
+    })?;
+    let rpc_bind = SocketAddr::new(config.bind_addr, server_port);
+    let mut consensus_config = ConsensusConfig::lan(node_id, config.node_name.clone());
+    consensus_config.datacenter = config.datacenter.clone();
+    consensus_config.bootstrap_expect = config.bootstrap_expect as usize;
+    let consensus = Consensus::start(consensus_config, rpc_bind, log, sm, TcpTransport::new()).await?;
+
+    let http_listener = match config.ports.http {
+        Some(port) => {
+            let ip = config.client_addr.first().copied().unwrap_or(config.bind_addr);
+            let addr = SocketAddr::new(ip, port);
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => Some(listener),
+                Err(source) => {
+                    let _ = consensus.shutdown().await;
+                    return Err(NodeError::Bind {
+                        listener: "http",
+                        addr: addr.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        None => None,
+    };
+    let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let agent = Arc::new(Agent {
+        config,
+        node_id,
+        store,
+        consensus: consensus.clone(),
+        lock_delays: Mutex::new(HashMap::new()),
+        session_timers: Mutex::new(HashMap::new()),
+        discovered: Mutex::new(BTreeMap::new()),
+        shutdown: shutdown_rx.clone(),
+        router: OnceLock::new(),
+    });
+    let router = http::router(Arc::clone(&agent));
+    let _ = agent.router.set(router.clone());
+    consensus.set_app_handler(Arc::new(AppService {
+        agent: Arc::downgrade(&agent),
+    }));
+
+    let mut tasks = Vec::new();
+    if let Some(listener) = http_listener {
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(form_cluster(
+        Arc::clone(&agent),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(leader_duties(Arc::clone(&agent), shutdown_rx)));
+
+    let control: Arc<dyn Control> = agent;
+    Ok(NodeHandle {
+        http_addr,
+        rpc_addr: consensus.local_addr(),
+        node_id,
+        control,
+        shutdown: shutdown_tx,
+        tasks,
+        _scratch: scratch,
+    })
+}
+
+/// What the handle needs from the running agent, whatever its storage backend.
+trait Control: Send + Sync {
+    fn stop(&self) -> BoxFuture<'_, ()>;
+    fn leader_rpc_addr(&self) -> Option<String>;
+    fn is_leader(&self) -> bool;
+}
+
+/// A running agent. Dropping it stops its tasks without waiting; [`NodeHandle::shutdown`] stops them
+/// and waits.
+pub struct NodeHandle {
+    http_addr: Option<SocketAddr>,
+    rpc_addr: SocketAddr,
+    node_id: NodeId,
+    control: Arc<dyn Control>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("http_addr", &self.http_addr)
+            .field("rpc_addr", &self.rpc_addr)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeHandle {
+    /// The address the HTTP API is bound to, or `None` when `ports.http` is disabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The address the server RPC port (raft, forwarded requests) is bound to.
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.rpc_addr
+    }
+
+    /// This server's raft id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Whether this server is the raft leader now.
+    pub fn is_leader(&self) -> bool {
+        self.control.is_leader()
+    }
+
+    /// The RPC address of the leader this server knows, if any.
+    pub fn leader(&self) -> Option<String> {
+        self.control.leader_rpc_addr()
+    }
+
+    /// Stops the agent: the HTTP server (blocked queries return at once), the background tasks and
+    /// consensus, and waits for each.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        self.control.stop().await;
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The state every part of a running server shares.
+pub(crate) struct Agent<B: Backend> {
+    pub(crate) config: Config,
+    pub(crate) node_id: NodeId,
+    pub(crate) store: Arc<Store<B>>,
+    pub(crate) consensus: Consensus<KvStateMachine<B>>,
+    /// Keys a destroyed session held, and until when the leader refuses to lock them again.
+    lock_delays: Mutex<HashMap<String, Instant>>,
+    /// Sessions with a TTL and when the leader invalidates them (leader only).
+    session_timers: Mutex<HashMap<String, Instant>>,
+    /// Servers of this datacenter met through `retry_join` or their own hello, for bootstrap_expect.
+    discovered: Mutex<BTreeMap<NodeId, NodeInfo>>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    router: OnceLock<axum::Router>,
+}
+
+impl<B: Backend> Control for Agent<B> {
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.consensus.shutdown().await {
+                tracing::warn!(error = %e, "consensus shutdown");
+            }
+        })
+    }
+
+    fn leader_rpc_addr(&self) -> Option<String> {
+        self.consensus.leader().map(|(_, info)| info.rpc_addr)
+    }
+
+    fn is_leader(&self) -> bool {
+        self.consensus.is_leader()
+    }
+}
+
+/// Why a proposal failed.
+#[derive(Debug)]
+pub(crate) enum ProposeError {
+    /// Consensus could not commit it (no leader, timeout, stopped).
+    Consensus(ConsensusError),
+    /// The command could not be encoded or the response not decoded.
+    Codec(String),
+}
+
+impl<B: Backend> Agent<B> {
+    /// Replicates a command and returns the state machine's response and the command's index.
+    pub(crate) async fn propose(&self, command: &Command) -> Result<(ApplyResponse, u64), ProposeError> {
+        let bytes = encode_command(command).map_err(|e| ProposeError::Codec(e.to_string()))?;
+        let written = self
+            .consensus
+            .write(bytes)
+            .await
+            .map_err(ProposeError::Consensus)?;
+        let response = ApplyResponse::decode(&written.response).map_err(ProposeError::Codec)?;
+        if let ApplyResponse::SessionDestroyed {
+            lock_delay_keys,
+            lock_delay,
+        } = &response
+        {
+            self.start_lock_delay(lock_delay_keys, *lock_delay);
+        }
+        Ok((response, written.index))
+    }
+
+    /// Makes sure a read in `mode` may be served from the local state: on the leader, consensus's
+    /// read barrier; on a follower, the leader's read index, then waits until the local state has
+    /// applied it (so blocked readers wait here, not on the leader).
+    pub(crate) async fn read_barrier(&self, mode: ReadMode) -> Result<(), ConsensusError> {
+        if mode == ReadMode::Stale {
+            return Ok(());
+        }
+        if self.consensus.is_leader() {
+            return self.consensus.read_barrier(mode).await.map(|_| ());
+        }
+        let request = AppCall::ReadIndex {
+            consistent: mode == ReadMode::Consistent,
+        };
+        let reply = self
+            .consensus
+            .call_leader(AppRequest {
+                datacenter: None,
+                payload: request.encode(),
+            })
+            .await?;
+        let index = match AppReply::decode(&reply) {
+            Ok(AppReply::ReadIndex(index)) => index,
+            Ok(_) | Err(_) => {
+                return Err(ConsensusError::App {
+                    reason: "unexpected answer to a read-index request".into(),
+                });
+            }
+        };
+        let wait = Duration::from_secs(5);
+        self.consensus
+            .raft()
+            .wait(Some(wait))
+            .applied_index_at_least(Some(index), "the leader's read index")
+            .await
+            .map(|_| ())
+            .map_err(|_| ConsensusError::Timeout {
+                operation: "catching up with the leader's read index",
+                after: wait,
+            })
+    }
+
+    /// Whether the leader refuses to lock `key` now because a session that held it was invalidated.
+    pub(crate) fn in_lock_delay(&self, key: &str) -> bool {
+        let mut delays = self.lock_delays.lock();
+        match delays.get(key) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                delays.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn start_lock_delay(&self, keys: &[String], delay: Duration) {
+        if delay.is_zero() || keys.is_empty() {
+            return;
+        }
+        let until = Instant::now() + delay;
+        let mut delays = self.lock_delays.lock();
+        for key in keys {
+            delays.insert(key.clone(), until);
+        }
+    }
+
+    /// Arms (or re-arms, on renewal) a session's invalidation timer at `2 × ttl` (leader only).
+    pub(crate) fn arm_session_timer(&self, id: &str, ttl: Duration) {
+        let deadline = Instant::now() + ttl * SESSION_TTL_MULTIPLIER;
+        self.session_timers.lock().insert(id.to_owned(), deadline);
+    }
+
+    pub(crate) fn clear_session_timer(&self, id: &str) {
+        self.session_timers.lock().remove(id);
+    }
+
+    fn self_peer(&self) -> Peer {
+        Peer {
+            id: self.node_id,
+            name: self.config.node_name.clone(),
+            rpc_addr: self.consensus.local_addr().to_string(),
+            datacenter: self.config.datacenter.clone(),
+        }
+    }
+
+    /// Records a server of this datacenter for cluster formation.
+    fn learn_peer(&self, peer: Peer) {
+        if peer.datacenter == self.config.datacenter && peer.id != self.node_id {
+            self.discovered
+                .lock()
+                .insert(peer.id, NodeInfo::new(peer.rpc_addr, peer.name));
+        }
+    }
+
+    /// Runs a forwarded HTTP request through this server's own router.
+    async fn serve_forwarded(&self, request: ForwardedHttp) -> Result<ForwardedResponse, String> {
+        let router = self.router.get().cloned().ok_or("the HTTP API is not ready")?;
+        http::serve_forwarded(router, request).await
+    }
+}
+
+/// An application request between servers, on the RPC port.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum AppCall {
+    /// "Who are you?": discovery through static server addresses. Carries the caller, whom the
+    /// receiver then knows too (so discovery works whichever side lists the other).
+    Hello {
+        /// The calling server.
+        from: Peer,
+    },
+    /// The leader's read index for a default (`consistent = false`) or consistent read.
+    ReadIndex {
+        /// Whether the leader must confirm its leadership with a quorum first.
+        consistent: bool,
+    },
+    /// An HTTP request a follower forwards to the leader (writes and their leader-only checks).
+    Http(ForwardedHttp),
+}
+
+/// A server as discovery describes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Peer {
+    /// Raft id.
+    id: NodeId,
+    /// Node name.
+    name: String,
+    /// RPC address.
+    rpc_addr: String,
+    /// Datacenter.
+    datacenter: String,
+}
+
+/// The answer to an [`AppCall`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum AppReply {
+    /// The answering server.
+    Hello(Peer),
+    /// The index a follower must have applied before serving the read.
+    ReadIndex(u64),
+    /// The leader's HTTP response.
+    Http(ForwardedResponse),
+}
+
+/// An HTTP request as forwarded between servers.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ForwardedHttp {
+    pub(crate) method: String,
+    pub(crate) uri: String,
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
+    pub(crate) body: Vec<u8>,
+}
+
+/// An HTTP response as returned to the forwarding server.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ForwardedResponse {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
+    pub(crate) body: Vec<u8>,
+}
+
+const APP_DECODE_LIMIT: usize = 16 * 1024 * 1024;
+
+fn app_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<APP_DECODE_LIMIT>()
+}
+
+impl AppCall {
+    pub(crate) fn encode(&self) -> Bytes {
+        Bytes::from(bincode::serde::encode_to_vec(self, app_config()).unwrap_or_default())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        bincode::serde::decode_from_slice(bytes, app_config())
+            .map(|(call, _)| call)
+            .map_err(|e| format!("undecodable application request: {e}"))
+    }
+}
+
+impl AppReply {
+    fn encode(&self) -> Bytes {
+        Bytes::from(bincode::serde::encode_to_vec(self, app_config()).unwrap_or_default())
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, String> {
+        bincode::serde::decode_from_slice(bytes, app_config())
+            .map(|(reply, _)| reply)
+            .map_err(|e| format!("undecodable application reply: {e}"))
+    }
+}
+
+/// Serves [`AppCall`]s arriving on the RPC port.
+struct AppService<B: Backend> {
+    agent: Weak<Agent<B>>,
+}
+
+impl<B: Backend> AppHandler for AppService<B> {
+    fn handle(&self, request: AppRequest) -> BoxFuture<'static, Result<Bytes, String>> {
+        let agent = self.agent.clone();
+        Box::pin(async move {
+            let agent = agent.upgrade().ok_or("the agent is shutting down")?;
+            let reply = match AppCall::decode(&request.payload)? {
+                AppCall::Hello { from } => {
+                    agent.learn_peer(from);
+                    AppReply::Hello(agent.self_peer())
+                }
+                AppCall::ReadIndex { consistent } => {
+                    let mode = if consistent {
+                        ReadMode::Consistent
+                    } else {
+                        ReadMode::Default
+                    };
+                    let index = agent
+                        .consensus
+                        .read_barrier(mode)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    AppReply::ReadIndex(index)
+                }
+                AppCall::Http(request) => AppReply::Http(agent.serve_forwarded(request).await?),
+            };
+            Ok(reply.encode())
+        })
+    }
+}
+
+/// Forms the cluster: feeds consensus's bootstrap_expect discovery with this server and the servers
+/// that answered at the `retry_join` addresses, until the cluster exists.
+async fn form_cluster<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: watch::Receiver<bool>) {
+    if agent.config.bootstrap_expect == 0 {
+        return;
+    }
+    loop {
+        for addr in &agent.config.retry_join {
+            if let Some(peer) = hello(&agent, addr).await {
+                agent.learn_peer(peer);
+            }
+        }
+        let known = agent.discovered.lock().clone();
+        let servers: Vec<DiscoveredServer> = known
+            .iter()
+            .map(|(id, info)| DiscoveredServer {
+                id: *id,
+                info: info.clone(),
+            })
+            .collect();
+        match agent.consensus.discovered(&servers).await {
+            Ok(BootstrapStatus::Bootstrapped { voters }) => {
+                tracing::info!(?voters, "formed the cluster");
+                return;
+            }
+            Ok(BootstrapStatus::AlreadyInitialized | BootstrapStatus::Disabled) => return,
+            Ok(status) => tracing::debug!(?status, "waiting to form the cluster"),
+            Err(e) => tracing::warn!(error = %e, "cluster formation"),
+        }
+        // A server that is not the bootstrapper is done once someone made it a member.
+        if agent.consensus.leader().is_some() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(DISCOVERY_INTERVAL) => {}
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
+
+/// Asks the server at `addr` who it is.
+async fn hello<B: Backend>(agent: &Agent<B>, addr: &str) -> Option<Peer> {
+    // The transport keys connections by raft id, which is what we are asking for: use a stable
+    // placeholder id per address, distinct from real ids (they have the low bit set).
+    let placeholder = address_placeholder_id(addr);
+    let request = AppRequest {
+        datacenter: None,
+        payload: AppCall::Hello {
+            from: agent.self_peer(),
+        }
+        .encode(),
+    };
+    let reply = agent.consensus.call_app(placeholder, addr, request).await.ok()?;
+    match AppReply::decode(&reply).ok()? {
+        AppReply::Hello(peer) => Some(peer),
+        _ => None,
+    }
+}
+
+fn address_placeholder_id(addr: &str) -> NodeId {
+    // FNV-1a: stable and dependency-free; the low bit cleared keeps it apart from real ids.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in addr.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash & !1
+}
+
+/// The leader's duties: session TTL invalidation and tombstone reaping. Runs on every server and acts
+/// only while this server leads; timers are re-armed from the state on each new term of leadership.
+async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: watch::Receiver<bool>) {
+    let mut was_leader = false;
+    // (when sampled, applied index then): tombstones at or below the index can go once TOMBSTONE_TTL passed.
+    let mut reap_marks: VecDeque<(Instant, u64)> = VecDeque::new();
+    let mut next_mark = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LEADER_TICK) => {}
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+        }
+        let leader = agent.consensus.is_leader();
+        if !leader {
+            if was_leader {
+                agent.session_timers.lock().clear();
+                reap_marks.clear();
+            }
+            was_leader = false;
+            continue;
+        }
+        let now = Instant::now();
+        if !was_leader {
+            was_leader = true;
+            arm_all_session_timers(&agent);
+            next_mark = now;
+        }
+        let expired: Vec<String> = {
+            let timers = agent.session_timers.lock();
+            timers
+                .iter()
+                .filter(|(_, deadline)| **deadline <= now)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in expired {
+            agent.clear_session_timer(&id);
+            tracing::debug!(session = %id, "session TTL expired");
+            if let Err(e) = agent.propose(&Command::SessionDestroy { id }).await {
+                tracing::warn!(error = ?e, "invalidating an expired session");
+            }
+        }
+        if now >= next_mark {
+            reap_marks.push_back((now, agent.store.last_applied()));
+            next_mark = now + TOMBSTONE_GRANULARITY;
+        }
+        let mut reap_up_to = None;
+        while let Some(&(at, index)) = reap_marks.front() {
+            if at + TOMBSTONE_TTL > now {
+                break;
+            }
+            reap_up_to = Some(index);
+            reap_marks.pop_front();
+        }
+        if let Some(up_to_index) = reap_up_to
+            && let Err(e) = agent.propose(&Command::ReapTombstones { up_to_index }).await
+        {
+            tracing::warn!(error = ?e, "reaping tombstones");
+        }
+    }
+}
+
+/// On gaining leadership, every session with a TTL gets a fresh full timer (as Consul's leader does).
+fn arm_all_session_timers<B: Backend>(agent: &Agent<B>) {
+    let sessions = match agent.store.sessions() {
+        Ok(sessions) => sessions.value,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading sessions to arm their timers");
+            return;
+        }
+    };
+    let mut timers = agent.session_timers.lock();
+    timers.clear();
+    let now = Instant::now();
+    for session in sessions {
+        if let Some(ttl) = session.ttl {
+            timers.insert(session.id, now + ttl * SESSION_TTL_MULTIPLIER);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_from_uuids_are_stable_and_apart_from_placeholders() {
+        let uuid = "6f1d8a43-7c0e-4d8b-9a43-0b1f3c2d5e6f";
+        assert_eq!(id_from_uuid(uuid), id_from_uuid(uuid));
+        assert_eq!(id_from_uuid(uuid).map(|id| id & 1), Some(1));
+        assert_eq!(id_from_uuid("not a uuid"), None);
+        assert_eq!(address_placeholder_id("127.0.0.1:8300") & 1, 0);
+        assert_ne!(
+            address_placeholder_id("127.0.0.1:8300"),
+            address_placeholder_id("127.0.0.1:8301")
+        );
+    }
+
+    #[test]
+    fn app_messages_round_trip_and_garbage_is_an_error() {
+        let reply = AppReply::ReadIndex(42);
+        assert!(matches!(
+            AppReply::decode(&reply.encode()),
+            Ok(AppReply::ReadIndex(42))
+        ));
+        assert!(AppCall::decode(b"\xff\xff\xff").is_err());
+        assert!(AppReply::decode(b"").is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! Shared helpers of the node's integration tests: start dev servers and talk HTTP/1.1 to them over
+//! loopback with a minimal client (one request per connection), and wait on conditions with deadlines.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tribune::config::Config;
+use tribune::{Node, NodeHandle};
+
+/// The longest any single request of a test may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// An HTTP response.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Reply {
+    /// A header's value (case-insensitive name).
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `X-Consul-Index` as a number.
+    pub(crate) fn index(&self) -> u64 {
+        self.header("x-consul-index")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no X-Consul-Index in {self:?}"))
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request and reads the whole response.
+pub(crate) async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    tokio::time::timeout(REQUEST_TIMEOUT, send(addr, method, path, headers, body))
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path} took over {REQUEST_TIMEOUT:?}"))
+}
+
+async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    stream.write_all(body).await.expect("write body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read response");
+    parse(&raw)
+}
+
+fn parse(raw: &[u8]) -> Reply {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size_text = String::from_utf8_lossy(&data[..line_end]).into_owned();
+        let size =
+            usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).expect("chunk size");
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// A client bound to one node's HTTP address.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Client(pub(crate) SocketAddr);
+
+impl Client {
+    pub(crate) fn of(node: &NodeHandle) -> Self {
+        Client(node.http_addr().expect("HTTP enabled"))
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Reply {
+        request(self.0, "GET", path, &[], b"").await
+    }
+
+    pub(crate) async fn put(&self, path: &str, body: &[u8]) -> Reply {
+        request(self.0, "PUT", path, &[], body).await
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> Reply {
+        request(self.0, "DELETE", path, &[], b"").await
+    }
+}
+
+/// Starts a development server and waits until it leads its one-server cluster.
+pub(crate) async fn dev_server() -> NodeHandle {
+    start_leader(Config::dev()).await
+}
+
+/// Starts a one-server cluster from `config` and waits until it is the leader.
+pub(crate) async fn start_leader(config: Config) -> NodeHandle {
+    let node = Node::start(config).await.expect("start the node");
+    wait_for("the node to lead", Duration::from_secs(10), || async {
+        node.is_leader()
+    })
+    .await;
+    node
+}
+
+/// Waits until `condition` holds, checking every 20 ms, and fails the test after `limit`.
+pub(crate) async fn wait_for<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

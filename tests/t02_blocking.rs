@@ -1,0 +1,82 @@
+//! Blocking queries: a GET with `?index=` parks until the data changes past that index or `wait` passes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, dev_server};
+use tokio::time::Instant;
+
+#[tokio::test]
+async fn a_blocked_read_returns_when_the_key_changes() {
+    let node = dev_server().await;
+    let http = Client::of(&node);
+    assert_eq!(http.put("/v1/kv/watched", b"v1").await.text(), "true");
+    let index = http.get("/v1/kv/watched").await.index();
+
+    let reader =
+        tokio::spawn(async move { http.get(&format!("/v1/kv/watched?index={index}&wait=15s")).await });
+    // The reader must still be parked: nothing changed yet.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !reader.is_finished(),
+        "a blocking read returned before any change"
+    );
+
+    assert_eq!(http.put("/v1/kv/watched", b"v2").await.text(), "true");
+    let woke = reader.await.unwrap();
+    assert_eq!(woke.status, 200);
+    assert!(woke.index() > index);
+    assert_eq!(woke.json()[0]["ModifyIndex"].as_u64(), Some(woke.index()));
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_blocked_prefix_read_sees_a_delete() {
+    let node = dev_server().await;
+    let http = Client::of(&node);
+    assert_eq!(http.put("/v1/kv/dir/a", b"1").await.text(), "true");
+    assert_eq!(http.put("/v1/kv/dir/b", b"2").await.text(), "true");
+    let index = http.get("/v1/kv/dir/?recurse").await.index();
+    let reader = tokio::spawn(async move {
+        http.get(&format!("/v1/kv/dir/?recurse&index={index}&wait=15s"))
+            .await
+    });
+    assert_eq!(http.delete("/v1/kv/dir/b").await.text(), "true");
+    let woke = reader.await.unwrap();
+    assert_eq!(woke.json().as_array().unwrap().len(), 1);
+    assert!(woke.index() > index, "the tombstone raises the prefix's index");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_blocked_read_times_out_after_wait_plus_jitter() {
+    let node = dev_server().await;
+    let http = Client::of(&node);
+    assert_eq!(http.put("/v1/kv/quiet", b"v").await.text(), "true");
+    let index = http.get("/v1/kv/quiet").await.index();
+    let started = Instant::now();
+    let reply = http.get(&format!("/v1/kv/quiet?index={index}&wait=400ms")).await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.index(), index);
+    assert!(took >= Duration::from_millis(400), "returned after {took:?}");
+    // wait + wait/16 of jitter, plus generous slack for a loaded machine.
+    assert!(took < Duration::from_secs(5), "returned after {took:?}");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_releases_blocked_readers() {
+    let node = dev_server().await;
+    let http = Client::of(&node);
+    assert_eq!(http.put("/v1/kv/k", b"v").await.text(), "true");
+    let index = http.get("/v1/kv/k").await.index();
+    let reader = tokio::spawn(async move { http.get(&format!("/v1/kv/k?index={index}&wait=10m")).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    node.shutdown().await;
+    let reply = reader.await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -1,0 +1,204 @@
+//! Sessions and locks: create, info, acquire and release, lock-delay, behaviors, TTL invalidation.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, dev_server, start_leader, wait_for};
+use tribune::config::Config;
+
+async fn create_session(http: &Client, body: &str) -> String {
+    let reply = http.put("/v1/session/create", body.as_bytes()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    match reply.json()["ID"].as_str() {
+        Some(id) => id.to_owned(),
+        None => panic!("no ID in {}", reply.text()),
+    }
+}
+
+#[tokio::test]
+async fn locks_follow_consul_semantics() {
+    let node = dev_server().await;
+    let http = Client::of(&node);
+    let first = create_session(&http, r#"{"Name":"first","LockDelay":"0s"}"#).await;
+    let second = create_session(&http, "").await;
+
+    let info = http.get(&format!("/v1/session/info/{first}")).await.json();
+    assert_eq!(info[0]["ID"], first.as_str());
+    assert_eq!(info[0]["Name"], "first");
+    assert_eq!(info[0]["Node"], "dev");
+    assert_eq!(info[0]["Behavior"], "release");
+    assert_eq!(info[0]["LockDelay"], 0);
+    let info = http.get(&format!("/v1/session/info/{second}")).await.json();
+    assert_eq!(
+        info[0]["LockDelay"].as_u64(),
+        Some(15_000_000_000),
+        "Consul's default lock-delay"
+    );
+    assert_eq!(
+        http.get("/v1/session/info/unknown").await.json(),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        http.get("/v1/session/list")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        http.get("/v1/session/node/dev")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        http.get("/v1/session/node/other").await.json(),
+        serde_json::json!([])
+    );
+
+    assert_eq!(
+        http.put(&format!("/v1/kv/lock?acquire={first}"), b"held")
+            .await
+            .text(),
+        "true"
+    );
+    assert_eq!(
+        http.put(&format!("/v1/kv/lock?acquire={second}"), b"x")
+            .await
+            .text(),
+        "false"
+    );
+    assert_eq!(
+        http.put(&format!("/v1/kv/lock?release={second}"), b"x")
+            .await
+            .text(),
+        "false"
+    );
+    let entry = http.get("/v1/kv/lock").await.json();
+    assert_eq!(entry[0]["Session"], first.as_str());
+    assert_eq!(entry[0]["LockIndex"], 1);
+    assert_eq!(
+        http.put(&format!("/v1/kv/lock?release={first}"), b"free")
+            .await
+            .text(),
+        "true"
+    );
+    let entry = http.get("/v1/kv/lock").await.json();
+    assert!(entry[0].get("Session").is_none());
+    assert_eq!(entry[0]["LockIndex"], 1);
+
+    let invalid = http.put("/v1/kv/lock?acquire=no-such-session", b"x").await;
+    assert_eq!(
+        (invalid.status, invalid.text().as_str()),
+        (500, "invalid session")
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn destroying_a_session_puts_its_keys_under_lock_delay() {
+    let node = dev_server().await;
+    let http = Client::of(&node);
+    let holder = create_session(&http, r#"{"LockDelay":"10s"}"#).await;
+    let other = create_session(&http, "").await;
+    assert_eq!(
+        http.put(&format!("/v1/kv/leader?acquire={holder}"), b"me")
+            .await
+            .text(),
+        "true"
+    );
+    assert_eq!(
+        http.put(&format!("/v1/session/destroy/{holder}"), b"")
+            .await
+            .text(),
+        "true"
+    );
+    assert_eq!(
+        http.get(&format!("/v1/session/info/{holder}")).await.json(),
+        serde_json::json!([])
+    );
+    // The key was released (behavior "release") but stays locked against new holders for 10 s.
+    let entry = http.get("/v1/kv/leader").await.json();
+    assert!(entry[0].get("Session").is_none());
+    assert_eq!(
+        http.put(&format!("/v1/kv/leader?acquire={other}"), b"me2")
+            .await
+            .text(),
+        "false"
+    );
+    // Destroying an unknown session is fine.
+    assert_eq!(http.put("/v1/session/destroy/unknown", b"").await.text(), "true");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn delete_behavior_removes_held_keys() {
+    let node = dev_server().await;
+    let http = Client::of(&node);
+    let session = create_session(&http, r#"{"Behavior":"delete","LockDelay":0}"#).await;
+    assert_eq!(
+        http.put(&format!("/v1/kv/eph?acquire={session}"), b"x")
+            .await
+            .text(),
+        "true"
+    );
+    assert_eq!(
+        http.put(&format!("/v1/session/destroy/{session}"), b"")
+            .await
+            .text(),
+        "true"
+    );
+    assert_eq!(http.get("/v1/kv/eph").await.status, 404);
+    let bad = http.put("/v1/session/create", br#"{"Behavior":"explode"}"#).await;
+    assert_eq!(bad.status, 400);
+    let short = http.put("/v1/session/create", br#"{"TTL":"1s"}"#).await;
+    assert_eq!(short.status, 400, "below session_ttl_min (10s)");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn ttl_sessions_expire_unless_renewed() {
+    let mut config = Config::dev();
+    config.session_ttl_min = Duration::from_millis(500);
+    let node = start_leader(config).await;
+    let http = Client::of(&node);
+    let kept = create_session(&http, r#"{"TTL":"1s","LockDelay":"0s"}"#).await;
+    let dropped = create_session(&http, r#"{"TTL":"1s","LockDelay":"0s"}"#).await;
+    assert_eq!(
+        http.put(&format!("/v1/kv/ttl?acquire={dropped}"), b"x")
+            .await
+            .text(),
+        "true"
+    );
+    let renewed = http.put(&format!("/v1/session/renew/{kept}"), b"").await;
+    assert_eq!(renewed.status, 200);
+    assert_eq!(renewed.json()[0]["TTL"], "1s");
+    assert_eq!(http.put("/v1/session/renew/unknown", b"").await.status, 404);
+
+    // Renew `kept` while waiting for `dropped` to be invalidated (after 2 × TTL).
+    wait_for(
+        "the unrenewed session to expire",
+        Duration::from_secs(10),
+        || async {
+            http.put(&format!("/v1/session/renew/{kept}"), b"").await;
+            http.get(&format!("/v1/session/info/{dropped}")).await.json() == serde_json::json!([])
+        },
+    )
+    .await;
+    assert_eq!(
+        http.get(&format!("/v1/session/info/{kept}")).await.json()[0]["ID"],
+        kept.as_str()
+    );
+    let entry = http.get("/v1/kv/ttl").await.json();
+    assert!(
+        entry[0].get("Session").is_none(),
+        "the expired session's lock was released"
+    );
+    node.shutdown().await;
+}
