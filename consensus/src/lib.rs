@@ -44,7 +44,7 @@ pub use config::ConsensusConfig;
 pub use error::{ConsensusError, CorruptRecord, StateMachineError};
 pub use log_mem::MemLogStore;
 #[cfg(feature = "rocksdb")]
-pub use log_rocks::RocksLogStore;
+pub use log_rocks::{RocksLogReader, RocksLogStore};
 /// openraft itself, for metrics types and `Raft::wait` conditions.
 pub use openraft;
 pub use server::{

@@ -67,11 +67,11 @@ fn decode_value<T: DeserializeOwned>(
     }
 }
 
-fn read_err(e: impl std::error::Error) -> StorageError {
+fn read_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::read(AnyError::new(&e)).into()
 }
 
-fn write_err(e: impl std::error::Error) -> StorageError {
+fn write_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write(AnyError::new(&e)).into()
 }
 
@@ -351,7 +351,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = RocksLogStore::open(dir.path()).unwrap();
         let cf = store.db.cf_handle(CF_META).unwrap();
-        store.db.put_cf(cf, KEY_VOTE, []).unwrap();
+        store.db.put_cf(cf, KEY_VOTE, b"").unwrap();
         let err = store.read_vote().await.unwrap_err();
         assert!(err.to_string().contains("empty value"), "{err}");
     }

@@ -192,7 +192,6 @@ impl<S: StateMachine> Consensus<S> {
         let transport: Arc<dyn Transport> = Arc::new(transport);
         let network = NetworkFactory {
             transport: Arc::clone(&transport),
-            timeout: config.request_timeout,
         };
         let raft = Raft::new(config.id, raft_config, network, log_store, state_machine.clone())
             .await
@@ -822,7 +821,6 @@ async fn handle(shared: &Shared, req: Request) -> Response {
 
 struct NetworkFactory {
     transport: Arc<dyn Transport>,
-    timeout: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -833,7 +831,6 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.rpc_addr.clone(),
             transport: Arc::clone(&self.transport),
-            timeout: self.timeout,
         }
     }
 }
@@ -842,7 +839,6 @@ struct PeerNetwork {
     target: NodeId,
     addr: String,
     transport: Arc<dyn Transport>,
-    timeout: Duration,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
@@ -863,8 +859,9 @@ struct RemoteFailure {
 
 impl PeerNetwork {
     async fn call(&self, req: Request, option: &RPCOption) -> Result<Response, TransportError> {
-        // openraft's hard TTL bounds replication RPCs; client requests use the configured one.
-        let timeout = option.hard_ttl().min(self.timeout.max(option.hard_ttl()));
+        // openraft gives each replication RPC its deadline (the heartbeat interval for
+        // AppendEntries, the snapshot timeout for chunks) and retries on expiry.
+        let timeout = option.hard_ttl();
         let resp = self
             .transport
             .send(self.target, &self.addr, RpcRequest(req), timeout)
