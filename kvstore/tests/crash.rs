@@ -86,7 +86,7 @@ fn killed_mid_apply_reopens_consistent() {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut last_seen = 0;
-    for round in 0..3u64 {
+    for round in 0..8u64 {
         let mut child = Process::new(&exe)
             .args([
                 "crash_child",
