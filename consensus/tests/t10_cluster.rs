@@ -405,3 +405,44 @@ async fn writes_survive_drops_duplicates_and_delay() {
         assert!(!dup, "an index was applied twice");
     }
 }
+
+/// After snapshots and purges, a full restart rebuilds each state machine from its snapshot file
+/// plus the remaining log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_snapshot_restores_from_the_snapshot_file() {
+    let mut c = Cluster::new(3, snapshot_often);
+    c.start_all().await;
+    let leader = c.bootstrap().await;
+    let mut last = 0;
+    for i in 0..100 {
+        last = c
+            .server(leader)
+            .write(format!("k{i}={i}").into_bytes())
+            .await
+            .unwrap()
+            .index;
+    }
+    c.wait_applied(last, T).await;
+    for s in c.running() {
+        s.raft().trigger().snapshot().await.unwrap();
+        s.raft()
+            .wait(Some(T))
+            .metrics(|m| m.snapshot.is_some_and(|x| x.index >= 60), "snapshot built")
+            .await
+            .unwrap();
+    }
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+    c.start_all().await;
+    let leader = c.wait_leader(T).await;
+    let w = c.server(leader).write(b"after=1".as_slice()).await.unwrap();
+    c.wait_applied(w.index, T).await;
+    for s in c.running() {
+        assert_eq!(s.read(ReadMode::Stale, |m| m.map.len()).await.unwrap(), 101);
+        assert_eq!(
+            s.read(ReadMode::Stale, get("k99")).await.unwrap().as_deref(),
+            Some("99")
+        );
+    }
+}
