@@ -10,7 +10,8 @@
 //!   leader's read index.
 //! - The HTTP API follows Consul's paths, parameters, bodies, headers and status codes for `/v1/kv`,
 //!   `/v1/txn`, `/v1/session`, `/v1/status`, `/v1/agent/self` and `/v1/catalog/datacenters`, with blocking
-//!   queries and the three consistency modes.
+//!   queries and the three consistency modes, and `/v1/acl/{bootstrap,token,tokens,policy,policies}` with
+//!   ACLs enforced on every endpoint when `acl.enabled` (tribune-acl over the replicated ACL tables).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), tribune::NodeError> {
@@ -21,8 +22,9 @@
 //! ```
 //!
 //! What it is NOT (yet): no client agents, no gossip (servers find each other through `retry_join` server
-//! RPC addresses), no ACL enforcement, no snapshot or operator endpoints, no CLI.
+//! RPC addresses), no snapshot, operator or `agent/token` endpoints, no CLI.
 
+mod acl;
 pub mod config;
 mod error;
 mod fsm;

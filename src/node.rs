@@ -19,7 +19,10 @@ use tribune_consensus::{
     AppHandler, AppRequest, BootstrapStatus, Consensus, ConsensusConfig, ConsensusError, DiscoveredServer,
     MemLogStore, NodeId, NodeInfo, ReadMode, StateMachineStore, TcpTransport, TypeConfig,
 };
-use tribune_kvstore::{Backend, Command, Store, StoreConfig, encode_command};
+use tribune_kvstore::{
+    AclPolicy, AclToken, Backend, Command, GLOBAL_MANAGEMENT_POLICY_ID, GLOBAL_MANAGEMENT_POLICY_NAME,
+    GLOBAL_MANAGEMENT_RULES, PolicyLink, Store, StoreConfig, encode_command,
+};
 
 use crate::config::Config;
 use crate::error::NodeError;
@@ -193,6 +196,7 @@ where
     };
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let resolver = crate::acl::resolver(&config.datacenter, &config.acl);
     let agent = Arc::new(Agent {
         config,
         node_id,
@@ -202,6 +206,7 @@ where
         session_timers: Mutex::new(HashMap::new()),
         discovered: Mutex::new(BTreeMap::new()),
         shutdown: shutdown_rx.clone(),
+        resolver,
         router: OnceLock::new(),
     });
     let router = http::router(Arc::clone(&agent));
@@ -328,6 +333,8 @@ pub(crate) struct Agent<B: Backend> {
     /// Servers of this datacenter met through `retry_join` or their own hello, for bootstrap_expect.
     discovered: Mutex<BTreeMap<NodeId, NodeInfo>>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Resolves request tokens to authorizers over the local state (used when ACLs are enabled).
+    pub(crate) resolver: tribune_acl::Resolver,
     router: OnceLock<axum::Router>,
 }
 
@@ -697,6 +704,9 @@ async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: watch::Re
             was_leader = true;
             arm_all_session_timers(&agent);
             next_mark = now;
+            if let Err(e) = install_initial_management(&agent).await {
+                tracing::warn!(error = ?e, "installing the initial management token");
+            }
         }
         let expired: Vec<String> = {
             let timers = agent.session_timers.lock();
@@ -731,6 +741,61 @@ async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: watch::Re
             tracing::warn!(error = ?e, "reaping tombstones");
         }
     }
+}
+
+/// On gaining leadership in the primary datacenter, installs `acl.tokens.initial_management` as a
+/// management token unless a token with that secret exists (as Consul's leader does).
+async fn install_initial_management<B: Backend>(agent: &Agent<B>) -> Result<(), ProposeError> {
+    let acl = &agent.config.acl;
+    let Some(secret) = acl.tokens.initial_management.as_deref() else {
+        return Ok(());
+    };
+    if !acl.enabled || agent.config.datacenter != agent.config.primary_datacenter {
+        return Ok(());
+    }
+    let read = |e: tribune_kvstore::ReadError| ProposeError::Codec(e.to_string());
+    if agent
+        .store
+        .acl_token_by_secret(secret)
+        .map_err(read)?
+        .value
+        .is_some()
+    {
+        return Ok(());
+    }
+    if agent
+        .store
+        .acl_policy(GLOBAL_MANAGEMENT_POLICY_ID)
+        .map_err(read)?
+        .value
+        .is_none()
+    {
+        let policy = AclPolicy {
+            id: GLOBAL_MANAGEMENT_POLICY_ID.to_owned(),
+            name: GLOBAL_MANAGEMENT_POLICY_NAME.to_owned(),
+            description: "Builtin Policy that grants unlimited access".to_owned(),
+            rules: GLOBAL_MANAGEMENT_RULES.to_owned(),
+            datacenters: Vec::new(),
+            create_index: 0,
+            modify_index: 0,
+        };
+        agent.propose(&Command::AclPolicyUpsert(policy)).await?;
+    }
+    let token = AclToken {
+        accessor_id: uuid::Uuid::new_v4().to_string(),
+        secret_id: secret.to_owned(),
+        description: "Initial Management Token".to_owned(),
+        policies: vec![PolicyLink {
+            id: GLOBAL_MANAGEMENT_POLICY_ID.to_owned(),
+            name: GLOBAL_MANAGEMENT_POLICY_NAME.to_owned(),
+        }],
+        local: false,
+        expiration_unix_ms: None,
+        create_index: 0,
+        modify_index: 0,
+    };
+    agent.propose(&Command::AclTokenUpsert(token)).await?;
+    Ok(())
 }
 
 /// On gaining leadership, every session with a TTL gets a fresh full timer (as Consul's leader does).

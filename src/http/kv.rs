@@ -54,6 +54,7 @@ fn missing_key() -> ApiError {
 pub(crate) async fn get_kv<B: Backend>(
     State(agent): State<Shared<B>>,
     uri: Uri,
+    request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(uri.query());
     let key = key_of(&uri);
@@ -61,6 +62,13 @@ pub(crate) async fn get_kv<B: Backend>(
     let recurse = params.has("recurse");
     if key.is_empty() && !recurse && !list_keys {
         return Err(missing_key());
+    }
+    let access = agent.access(&request_headers, &uri)?;
+    if recurse || list_keys {
+        let gate = agent.config.acl.enable_key_list_policy;
+        access.require(|a| a.key_list_gate(&key, gate))?;
+    } else {
+        access.require(|a| a.key_read(&key))?;
     }
     let scope = if recurse || list_keys {
         WatchScope::Prefix(key.clone())
@@ -70,7 +78,8 @@ pub(crate) async fn get_kv<B: Backend>(
     let meta = agent.prepare_read(&params, scope).await?;
     if list_keys {
         let separator = params.get("separator").or_else(|| params.get("seperator"));
-        let found = agent.store.keys(&key, separator).map_err(ApiError::read)?;
+        let mut found = agent.store.keys(&key, separator).map_err(ApiError::read)?;
+        access.filter(&mut found.value, |a, listed| a.key_read(listed));
         let headers = meta.with_index(found.index).headers();
         // An empty root listing is `[]`; an empty sub-prefix is a 404, as Consul.
         if found.value.is_empty() && !key.is_empty() {
@@ -79,7 +88,8 @@ pub(crate) async fn get_kv<B: Backend>(
         return Ok(json_response(headers, &found.value));
     }
     if recurse {
-        let found = agent.store.list(&key).map_err(ApiError::read)?;
+        let mut found = agent.store.list(&key).map_err(ApiError::read)?;
+        access.filter(&mut found.value, |a, entry| a.key_read(&entry.key));
         let headers = meta.with_index(found.index).headers();
         if found.value.is_empty() {
             return Ok((StatusCode::NOT_FOUND, headers).into_response());
@@ -112,6 +122,7 @@ pub(crate) async fn put_kv<B: Backend>(
     if key.is_empty() {
         return Err(missing_key());
     }
+    agent.authorize(&request_headers, &uri, |a| a.key_write(&key))?;
     let declared_len = request_headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
@@ -166,6 +177,7 @@ pub(crate) async fn put_kv<B: Backend>(
 pub(crate) async fn delete_kv<B: Backend>(
     State(agent): State<Shared<B>>,
     uri: Uri,
+    request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(uri.query());
     let key = key_of(&uri);
@@ -175,6 +187,12 @@ pub(crate) async fn delete_kv<B: Backend>(
         return Err(ApiError::bad_request(
             "Conflicting flags: cas and recurse are mutually exclusive",
         ));
+    }
+    // Deleting a tree needs write on every key under it (Consul's KeyWritePrefix).
+    if recurse {
+        agent.authorize(&request_headers, &uri, |a| a.key_write_prefix(&key))?;
+    } else if !key.is_empty() {
+        agent.authorize(&request_headers, &uri, |a| a.key_write(&key))?;
     }
     let command = match cas {
         _ if recurse => Command::KvDeleteTree { prefix: key },

@@ -30,8 +30,13 @@ pub(crate) async fn status_peers<B: Backend>(State(agent): State<Shared<B>>) -> 
 }
 
 /// `GET /v1/agent/self`: the parts of Consul's answer clients read (datacenter, node name, role).
-pub(crate) async fn agent_self<B: Backend>(State(agent): State<Shared<B>>) -> Response {
+pub(crate) async fn agent_self<B: Backend>(
+    State(agent): State<Shared<B>>,
+    uri: axum::http::Uri,
+    request_headers: HeaderMap,
+) -> Result<Response, super::ApiError> {
     let config = &agent.config;
+    agent.authorize(&request_headers, &uri, |a| a.agent_read(&config.node_name))?;
     let rpc = agent.consensus.local_addr();
     let body = json!({
         "Config": {
@@ -70,7 +75,7 @@ pub(crate) async fn agent_self<B: Backend>(State(agent): State<Shared<B>>) -> Re
             },
         },
     });
-    json_response(HeaderMap::new(), &body)
+    Ok(json_response(HeaderMap::new(), &body))
 }
 
 /// `GET /v1/catalog/datacenters`: this agent's datacenter (the WAN pool is not assembled yet).

@@ -1,6 +1,7 @@
 //! Consul's HTTP API over axum: routing, query parameters, consistency modes, blocking queries, the
 //! query-meta headers, error mapping, and forwarding writes from a follower to the leader.
 
+mod acl;
 mod kv;
 mod misc;
 mod session;
@@ -19,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use tokio::time::Instant;
 use tower::ServiceExt as _;
+use tribune_acl::{Authorizer, Decision};
 use tribune_consensus::{AppRequest, ConsensusError, ReadMode};
 use tribune_kvstore::{Backend, ReadError, WatchScope};
 
@@ -63,6 +65,25 @@ pub(crate) fn router<B: Backend>(agent: Shared<B>) -> Router {
         .route("/v1/status/peers", get(misc::status_peers::<B>))
         .route("/v1/agent/self", get(misc::agent_self::<B>))
         .route("/v1/catalog/datacenters", get(misc::datacenters::<B>))
+        .route("/v1/acl/bootstrap", put(acl::bootstrap::<B>))
+        .route("/v1/acl/token", put(acl::token_create::<B>))
+        .route("/v1/acl/token/self", get(acl::token_self::<B>))
+        .route(
+            "/v1/acl/token/{accessor}",
+            get(acl::token_read::<B>)
+                .put(acl::token_update::<B>)
+                .delete(acl::token_delete::<B>),
+        )
+        .route("/v1/acl/tokens", get(acl::token_list::<B>))
+        .route("/v1/acl/policy", put(acl::policy_create::<B>))
+        .route("/v1/acl/policy/name/{name}", get(acl::policy_read_by_name::<B>))
+        .route(
+            "/v1/acl/policy/{id}",
+            get(acl::policy_read::<B>)
+                .put(acl::policy_update::<B>)
+                .delete(acl::policy_delete::<B>),
+        )
+        .route("/v1/acl/policies", get(acl::policy_list::<B>))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORWARDED_BODY))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&agent),
@@ -418,6 +439,51 @@ impl QueryMeta {
 }
 
 impl<B: Backend> Agent<B> {
+    /// The ACL endpoints answer 401 when ACLs are disabled, as Consul's.
+    pub(crate) fn acls_enabled(&self) -> Result<(), ApiError> {
+        if self.config.acl.enabled {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "ACL support disabled"))
+        }
+    }
+
+    /// The secret the request presents (see [`crate::acl::request_secret`]).
+    pub(crate) fn request_secret(&self, headers: &HeaderMap, uri: &axum::http::Uri) -> String {
+        let params = Params::parse(uri.query());
+        crate::acl::request_secret(headers, params.get("token"), &self.config.acl)
+    }
+
+    /// What the request may do: unrestricted when ACLs are off, else its token's authorizer;
+    /// an unknown or expired token is a 403 "ACL not found".
+    pub(crate) fn access(&self, headers: &HeaderMap, uri: &axum::http::Uri) -> Result<Access, ApiError> {
+        if !self.config.acl.enabled {
+            return Ok(Access::Unrestricted);
+        }
+        let secret = self.request_secret(headers, uri);
+        match crate::acl::resolve(&self.resolver, &self.store, &secret) {
+            Ok(resolution) => Ok(Access::Token {
+                authorizer: resolution.authorizer,
+            }),
+            Err(tribune_acl::ResolveError::AclNotFound) => {
+                Err(ApiError::new(StatusCode::FORBIDDEN, "ACL not found"))
+            }
+            Err(other) => Err(ApiError::new(StatusCode::FORBIDDEN, other.to_string())),
+        }
+    }
+
+    /// Resolves the request's token and requires `check` to allow; 403 "Permission denied" otherwise.
+    pub(crate) fn authorize(
+        &self,
+        headers: &HeaderMap,
+        uri: &axum::http::Uri,
+        check: impl FnOnce(&Authorizer) -> Decision,
+    ) -> Result<Access, ApiError> {
+        let access = self.access(headers, uri)?;
+        access.require(check)?;
+        Ok(access)
+    }
+
     /// The read preamble of every GET: the consistency barrier, then, for a blocking query, the wait
     /// on `scope` (which ends early when the agent shuts down).
     pub(crate) async fn prepare_read(
@@ -446,6 +512,38 @@ impl<B: Backend> Agent<B> {
             index: 1,
             known_leader: self.consensus.leader().is_some(),
             last_contact_ms: self.consensus.last_contact().map(|d| d.as_millis()).unwrap_or(0),
+        }
+    }
+}
+
+/// What a request may do: everything when ACLs are off, else what its token's authorizer allows.
+#[derive(Clone)]
+pub(crate) enum Access {
+    /// ACLs are disabled.
+    Unrestricted,
+    /// ACLs are enabled: the resolved token's authorizer.
+    Token {
+        /// The authorizer.
+        authorizer: Arc<Authorizer>,
+    },
+}
+
+impl Access {
+    /// Requires `check` to allow; 403 "Permission denied" otherwise.
+    pub(crate) fn require(&self, check: impl FnOnce(&Authorizer) -> Decision) -> Result<(), ApiError> {
+        match self {
+            Access::Unrestricted => Ok(()),
+            Access::Token { authorizer } => match check(authorizer) {
+                Decision::Allow => Ok(()),
+                Decision::Deny => Err(ApiError::new(StatusCode::FORBIDDEN, "Permission denied")),
+            },
+        }
+    }
+
+    /// Keeps the items `check` allows.
+    pub(crate) fn filter<T>(&self, items: &mut Vec<T>, check: impl Fn(&Authorizer, &T) -> Decision) {
+        if let Access::Token { authorizer } = self {
+            items.retain(|item| check(authorizer, item) == Decision::Allow);
         }
     }
 }

@@ -127,6 +127,8 @@ fn parse_lock_delay(value: &serde_json::Value) -> Result<Duration, ApiError> {
 
 pub(crate) async fn create<B: Backend>(
     State(agent): State<Shared<B>>,
+    uri: Uri,
+    request_headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: CreateRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -165,15 +167,17 @@ pub(crate) async fn create<B: Backend>(
         Some(value) => parse_lock_delay(value)?,
         None => DEFAULT_LOCK_DELAY,
     };
+    let node = request
+        .node
+        .filter(|node| !node.is_empty())
+        .unwrap_or_else(|| agent.config.node_name.clone());
+    agent.authorize(&request_headers, &uri, |a| a.session_write(&node))?;
     // The leader picks the ID; the store never draws randomness.
     let id = uuid::Uuid::new_v4().to_string();
     let command = Command::SessionCreate(NewSession {
         id: id.clone(),
         name: request.name.unwrap_or_default(),
-        node: request
-            .node
-            .filter(|node| !node.is_empty())
-            .unwrap_or_else(|| agent.config.node_name.clone()),
+        node,
         lock_delay,
         behavior,
         ttl,
@@ -190,7 +194,13 @@ pub(crate) async fn create<B: Backend>(
 pub(crate) async fn destroy<B: Backend>(
     State(agent): State<Shared<B>>,
     Path(id): Path<String>,
+    uri: Uri,
+    request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let access = agent.access(&request_headers, &uri)?;
+    if let Some(session) = agent.store.session(&id).map_err(ApiError::read)?.value {
+        access.require(|a| a.session_write(&session.node))?;
+    }
     let command = Command::SessionDestroy { id: id.clone() };
     command.validate().map_err(|e| ApiError::from_apply_error(&e))?;
     let (response, _) = agent.propose(&command).await.map_err(ApiError::propose)?;
@@ -202,7 +212,10 @@ pub(crate) async fn destroy<B: Backend>(
 pub(crate) async fn renew<B: Backend>(
     State(agent): State<Shared<B>>,
     Path(id): Path<String>,
+    uri: Uri,
+    request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let access = agent.access(&request_headers, &uri)?;
     // Writes reach the leader (followers forward them), whose state is current for its own timers.
     let found = agent.store.session(&id).map_err(ApiError::read)?;
     let Some(session) = found.value else {
@@ -211,6 +224,7 @@ pub(crate) async fn renew<B: Backend>(
             format!("Session id '{id}' not found"),
         ));
     };
+    access.require(|a| a.session_write(&session.node))?;
     if let Some(ttl) = session.ttl {
         agent.arm_session_timer(&id, ttl);
     }
@@ -222,11 +236,15 @@ pub(crate) async fn info<B: Backend>(
     State(agent): State<Shared<B>>,
     Path(id): Path<String>,
     uri: Uri,
+    request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let access = agent.access(&request_headers, &uri)?;
     let params = Params::parse(uri.query());
     let meta = agent.prepare_read(&params, WatchScope::Sessions).await?;
     let found = agent.store.session(&id).map_err(ApiError::read)?;
-    let sessions: Vec<SessionJson> = found.value.into_iter().map(SessionJson::from).collect();
+    let mut sessions: Vec<Session> = found.value.into_iter().collect();
+    access.filter(&mut sessions, |a, session| a.session_read(&session.node));
+    let sessions: Vec<SessionJson> = sessions.into_iter().map(SessionJson::from).collect();
     Ok(json_response(meta.with_index(found.index).headers(), &sessions))
 }
 
@@ -234,19 +252,30 @@ pub(crate) async fn node<B: Backend>(
     State(agent): State<Shared<B>>,
     Path(node): Path<String>,
     uri: Uri,
+    request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let access = agent.access(&request_headers, &uri)?;
     let params = Params::parse(uri.query());
     let meta = agent.prepare_read(&params, WatchScope::Sessions).await?;
     let found = agent.store.node_sessions(&node).map_err(ApiError::read)?;
-    let sessions: Vec<SessionJson> = found.value.into_iter().map(SessionJson::from).collect();
+    let mut sessions: Vec<Session> = found.value.into_iter().collect();
+    access.filter(&mut sessions, |a, session| a.session_read(&session.node));
+    let sessions: Vec<SessionJson> = sessions.into_iter().map(SessionJson::from).collect();
     Ok(json_response(meta.with_index(found.index).headers(), &sessions))
 }
 
-pub(crate) async fn list<B: Backend>(State(agent): State<Shared<B>>, uri: Uri) -> Result<Response, ApiError> {
+pub(crate) async fn list<B: Backend>(
+    State(agent): State<Shared<B>>,
+    uri: Uri,
+    request_headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let access = agent.access(&request_headers, &uri)?;
     let params = Params::parse(uri.query());
     let meta = agent.prepare_read(&params, WatchScope::Sessions).await?;
     let found = agent.store.sessions().map_err(ApiError::read)?;
-    let sessions: Vec<SessionJson> = found.value.into_iter().map(SessionJson::from).collect();
+    let mut sessions: Vec<Session> = found.value.into_iter().collect();
+    access.filter(&mut sessions, |a, session| a.session_read(&session.node));
+    let sessions: Vec<SessionJson> = sessions.into_iter().map(SessionJson::from).collect();
     Ok(json_response(meta.with_index(found.index).headers(), &sessions))
 }
 

@@ -128,6 +128,8 @@ fn to_op(position: usize, op: RequestOp) -> Result<TxnOp, ApiError> {
 
 pub(crate) async fn txn<B: Backend>(
     State(agent): State<Shared<B>>,
+    uri: axum::http::Uri,
+    request_headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let ops: Vec<RequestOp> = serde_json::from_slice(&body)
@@ -146,6 +148,10 @@ pub(crate) async fn txn<B: Backend>(
         .enumerate()
         .map(|(position, op)| to_op(position, op))
         .collect::<Result<Vec<_>, _>>()?;
+    let access = agent.access(&request_headers, &uri)?;
+    for op in &ops {
+        access.require(|a| required_access(a, op))?;
+    }
     let command = Command::Txn { ops };
     command.validate().map_err(|e| ApiError::from_apply_error(&e))?;
     let (response, _) = agent.propose(&command).await.map_err(ApiError::propose)?;
@@ -178,5 +184,26 @@ pub(crate) async fn txn<B: Backend>(
         let mut response = json_response(HeaderMap::new(), &body);
         *response.status_mut() = StatusCode::CONFLICT;
         Ok(response.into_response())
+    }
+}
+
+/// What one operation needs, as Consul's `kvsPreApply`: reads and checks need read, writes need write,
+/// `delete-tree` needs write on the whole subtree.
+fn required_access(authorizer: &tribune_acl::Authorizer, op: &TxnOp) -> tribune_acl::Decision {
+    match op {
+        TxnOp::Get { key }
+        | TxnOp::CheckIndex { key, .. }
+        | TxnOp::CheckSession { key, .. }
+        | TxnOp::CheckNotExists { key } => authorizer.key_read(key),
+        TxnOp::GetTree { prefix } => authorizer.key_read(prefix),
+        TxnOp::DeleteTree { prefix } => authorizer.key_write_prefix(prefix),
+        TxnOp::Set { key, .. }
+        | TxnOp::Cas { key, .. }
+        | TxnOp::Lock { key, .. }
+        | TxnOp::Unlock { key, .. }
+        | TxnOp::Delete { key }
+        | TxnOp::DeleteCas { key, .. } => authorizer.key_write(key),
+        // An operation this build does not know is refused rather than let through.
+        _ => tribune_acl::Decision::Deny,
     }
 }

@@ -1,0 +1,142 @@
+//! ACLs in the node: the [`TokenSource`] over the replicated state, the resolver, and how a request's
+//! token is found.
+
+use std::time::{Duration, SystemTime};
+
+use axum::http::HeaderMap;
+use tribune_acl::{
+    ANONYMOUS_TOKEN_SECRET, DefaultPolicy as AclDefault, DownPolicy as AclDown, Policy, PolicyLink,
+    Resolution, ResolveError, Resolver, ResolverConfig, SourceError, Token, TokenSource,
+};
+use tribune_kvstore::{AclPolicy, AclToken, Backend, GLOBAL_MANAGEMENT_POLICY_ID, Store};
+
+use crate::config::{AclConfig, DefaultPolicy, DownPolicy};
+
+/// Tokens and policies read from this server's replicated state.
+///
+/// "Not found" is authoritative here (the state is local); a read failure is reported as unreachable
+/// so that `down_policy` applies.
+pub(crate) struct StoreTokens<'a, B: Backend>(pub(crate) &'a Store<B>);
+
+fn unreachable(error: impl std::fmt::Display) -> SourceError {
+    SourceError::Unreachable {
+        reason: error.to_string(),
+    }
+}
+
+/// The ACL crate's view of a stored token.
+pub(crate) fn token_from_store(token: AclToken) -> Token {
+    Token {
+        accessor_id: token.accessor_id,
+        secret_id: tribune_acl::Secret::new(token.secret_id),
+        description: token.description,
+        policies: token
+            .policies
+            .into_iter()
+            .map(|link| PolicyLink {
+                id: link.id,
+                name: link.name,
+            })
+            .collect(),
+        local: token.local,
+        expiration_time: token
+            .expiration_unix_ms
+            .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+        create_index: token.create_index,
+        modify_index: token.modify_index,
+    }
+}
+
+/// The ACL crate's view of a stored policy.
+pub(crate) fn policy_from_store(policy: AclPolicy) -> Policy {
+    Policy {
+        id: policy.id,
+        name: policy.name,
+        description: policy.description,
+        rules: policy.rules,
+        datacenters: policy.datacenters,
+        create_index: policy.create_index,
+        modify_index: policy.modify_index,
+    }
+}
+
+impl<B: Backend> TokenSource for StoreTokens<'_, B> {
+    fn token_by_secret(&self, secret: &str) -> Result<Option<Token>, SourceError> {
+        let found = self.0.acl_token_by_secret(secret).map_err(unreachable)?.value;
+        match found {
+            Some(token) => Ok(Some(token_from_store(token))),
+            // The anonymous token exists even before anything is stored.
+            None if secret == ANONYMOUS_TOKEN_SECRET => Ok(Some(Token::anonymous())),
+            None => Ok(None),
+        }
+    }
+
+    fn policy_by_id(&self, id: &str) -> Result<Option<Policy>, SourceError> {
+        // The built-in management policy means what the ACL engine says it means, whatever rules text
+        // the stored copy carries.
+        if id == GLOBAL_MANAGEMENT_POLICY_ID {
+            return Ok(Some(Policy::global_management()));
+        }
+        let found = self.0.acl_policy(id).map_err(unreachable)?.value;
+        Ok(found.map(policy_from_store))
+    }
+
+    fn policy_by_name(&self, name: &str) -> Result<Option<Policy>, SourceError> {
+        let found = self.0.acl_policy_by_name(name).map_err(unreachable)?.value;
+        Ok(found.map(|policy| {
+            if policy.id == GLOBAL_MANAGEMENT_POLICY_ID {
+                Policy::global_management()
+            } else {
+                policy_from_store(policy)
+            }
+        }))
+    }
+}
+
+/// The resolver configured from the agent's `acl` block.
+pub(crate) fn resolver(datacenter: &str, acl: &AclConfig) -> Resolver {
+    let mut config = ResolverConfig::new(datacenter);
+    config.default_policy = match acl.default_policy {
+        DefaultPolicy::Allow => AclDefault::Allow,
+        DefaultPolicy::Deny => AclDefault::Deny,
+    };
+    config.down_policy = match acl.down_policy {
+        DownPolicy::Allow => AclDown::Allow,
+        DownPolicy::Deny => AclDown::Deny,
+        DownPolicy::ExtendCache => AclDown::ExtendCache,
+        DownPolicy::AsyncCache => AclDown::AsyncCache,
+    };
+    config.token_ttl = acl.token_ttl;
+    config.policy_ttl = acl.policy_ttl;
+    Resolver::new(config)
+}
+
+/// The secret a request presents: `X-Consul-Token`, then `Authorization: Bearer`, then `?token=`, then the
+/// agent's `default` token, then the anonymous token.
+pub(crate) fn request_secret(headers: &HeaderMap, query_token: Option<&str>, acl: &AclConfig) -> String {
+    let header = headers
+        .get("x-consul-token")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty());
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    header
+        .or(bearer)
+        .or(query_token.filter(|v| !v.is_empty()))
+        .or(acl.tokens.default.as_deref())
+        .unwrap_or(ANONYMOUS_TOKEN_SECRET)
+        .to_owned()
+}
+
+/// Resolves a secret against the local state.
+pub(crate) fn resolve<B: Backend>(
+    resolver: &Resolver,
+    store: &Store<B>,
+    secret: &str,
+) -> Result<Resolution, ResolveError> {
+    resolver.resolve(&StoreTokens(store), secret, SystemTime::now())
+}
