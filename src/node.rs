@@ -241,6 +241,7 @@ where
         control,
         shutdown: shutdown_tx,
         tasks,
+        stopped: false,
         _scratch: scratch,
     })
 }
@@ -252,8 +253,8 @@ trait Control: Send + Sync {
     fn is_leader(&self) -> bool;
 }
 
-/// A running agent. Dropping it stops its tasks without waiting; [`NodeHandle::shutdown`] stops them
-/// and waits.
+/// A running agent. Dropping it stops its tasks without waiting (raft's shutdown is spawned on the
+/// current runtime); [`NodeHandle::shutdown`] stops them and waits.
 pub struct NodeHandle {
     http_addr: Option<SocketAddr>,
     rpc_addr: SocketAddr,
@@ -261,6 +262,8 @@ pub struct NodeHandle {
     control: Arc<dyn Control>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Set once `shutdown` finished, so that dropping the handle does not stop anything twice.
+    stopped: bool,
     _scratch: Option<tempfile::TempDir>,
 }
 
@@ -308,14 +311,23 @@ impl NodeHandle {
             let _ = task.await;
         }
         self.control.stop().await;
+        self.stopped = true;
     }
 }
 
 impl Drop for NodeHandle {
     fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
         let _ = self.shutdown.send(true);
         for task in &self.tasks {
             task.abort();
+        }
+        // Raft cannot be stopped synchronously: hand its shutdown to the runtime, if one is running.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let control = Arc::clone(&self.control);
+            runtime.spawn(async move { control.stop().await });
         }
     }
 }
