@@ -73,6 +73,11 @@ pub struct BenchCluster {
 pub fn config(id: u64) -> ConsensusConfig {
     let mut c = ConsensusConfig::lan(id, format!("s{id}"));
     c.bootstrap_expect = 3;
+    if let Ok(ms) = std::env::var("TRIBUNE_BENCH_HEARTBEAT_MS") {
+        let ms: u64 = ms.parse().unwrap();
+        c.heartbeat_interval = Duration::from_millis(ms);
+        c.election_timeout = Duration::from_millis(ms * 5);
+    }
     c
 }
 
