@@ -170,7 +170,22 @@ fn read_range<RB: RangeBounds<u64>>(db: &DB, range: RB) -> Result<Vec<Entry>, St
 /// The Raft log and vote on RocksDB, with synced writes and group commit.
 pub struct RocksLogStore {
     db: Arc<DB>,
-    flush_queue: std_mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// `None` only while the store is being dropped.
+    flush_queue: Option<std_mpsc::Sender<LogFlushed<TypeConfig>>>,
+    flusher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RocksLogStore {
+    /// Closes the flush queue and waits for the flusher to finish its last sync and let go of the
+    /// database. A flusher left running could close RocksDB after the store's owner is gone — or
+    /// while the process is exiting and RocksDB's own statics are being torn down, which aborts it.
+    fn drop(&mut self) {
+        self.flush_queue.take();
+        if let Some(flusher) = self.flusher.take() {
+            // A panicked flusher has nothing left to release; there is nothing more to do here.
+            let _ = flusher.join();
+        }
+    }
 }
 
 impl RocksLogStore {
@@ -187,13 +202,17 @@ impl RocksLogStore {
         let db = Arc::new(db);
         let (tx, rx) = std_mpsc::channel::<LogFlushed<TypeConfig>>();
         let flusher_db = Arc::clone(&db);
-        std::thread::Builder::new()
+        let flusher = std::thread::Builder::new()
             .name("raft-log-flush".into())
             .spawn(move || flush_loop(&flusher_db, &rx))
             .map_err(|e| ConsensusError::Startup {
                 reason: format!("spawn log flusher: {e}"),
             })?;
-        Ok(RocksLogStore { db, flush_queue: tx })
+        Ok(RocksLogStore {
+            db,
+            flush_queue: Some(tx),
+            flusher: Some(flusher),
+        })
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StorageError> {
@@ -299,6 +318,8 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
         // Unsynced: readable now, durable once the flusher's sync covers it.
         self.db.write(batch).map_err(write_err)?;
         self.flush_queue
+            .as_ref()
+            .ok_or_else(|| write_err(std::io::Error::other("log store is closing")))?
             .send(callback)
             .map_err(|_| write_err(std::io::Error::other("log flusher stopped")))?;
         Ok(())
