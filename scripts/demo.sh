@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prereqs.sh
 tribune_ensure_build_deps
+tribune_use_cached_rocksdb
 exec cargo run --quiet -p tribune-snapshot --example save_inspect -- "$@"

@@ -48,3 +48,38 @@ tribune_ensure_build_deps() {
         exit 1
     fi
 }
+
+# RocksDB's C++ takes about 15 minutes to compile on 2 cores, and cargo compiles it again whenever the
+# dependency graph of librocksdb-sys's build script changes (a new proc-macro somewhere in the workspace is
+# enough). The static library itself depends only on the librocksdb-sys version and the rocksdb features
+# we select, so the scripts keep one copy per (version, features) under $HOME/.cache and let every later
+# dev build link it through librocksdb-sys's ROCKSDB_LIB_DIR. Release builds (benches) never use it: it is
+# compiled without optimisation.
+tribune_rocksdb_cache_dir() {
+    local version features
+    version=$(awk '$0 == "name = \"librocksdb-sys\"" { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock 2>/dev/null)
+    features=$(grep -E '^rocksdb = ' Cargo.toml | cksum | cut -d' ' -f1)
+    [ -n "$version" ] && echo "$HOME/.cache/tribune/rocksdb/$version-$features"
+}
+
+tribune_use_cached_rocksdb() {
+    [ -n "${ROCKSDB_LIB_DIR:-}" ] && return 0
+    local dir
+    dir=$(tribune_rocksdb_cache_dir)
+    if [ -n "$dir" ] && [ -f "$dir/librocksdb.a" ]; then
+        export ROCKSDB_LIB_DIR="$dir" ROCKSDB_STATIC=1
+        echo "tribune: linking the cached RocksDB library in $dir" >&2
+    fi
+}
+
+tribune_save_built_rocksdb() {
+    [ -n "${ROCKSDB_LIB_DIR:-}" ] && return 0
+    local dir lib
+    dir=$(tribune_rocksdb_cache_dir)
+    lib=$(ls -t "$CARGO_TARGET_DIR"/debug/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -n 1)
+    if [ -n "$dir" ] && [ -n "$lib" ]; then
+        mkdir -p "$dir"
+        cp "$lib" "$dir/librocksdb.a.partial" && mv "$dir/librocksdb.a.partial" "$dir/librocksdb.a"
+        echo "tribune: cached the RocksDB library in $dir for later builds" >&2
+    fi
+}

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prereqs.sh
 tribune_ensure_build_deps
+tribune_use_cached_rocksdb
 
 start=$SECONDS
 step() { echo "==> $* ($((SECONDS - start))s)"; }
@@ -13,6 +14,7 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+tribune_save_built_rocksdb
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 step "cargo test"
