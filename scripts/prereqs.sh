@@ -58,14 +58,14 @@ tribune_ensure_build_deps() {
 tribune_rocksdb_cache_dir() {
     local version features
     version=$(awk '$0 == "name = \"librocksdb-sys\"" { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock 2>/dev/null)
-    features=$(grep -E '^rocksdb = ' Cargo.toml | cksum | cut -d' ' -f1)
+    features=$( (grep -E '^rocksdb = ' Cargo.toml || true) | cksum | cut -d' ' -f1)
     [ -n "$version" ] && echo "$HOME/.cache/tribune/rocksdb/$version-$features"
 }
 
 tribune_use_cached_rocksdb() {
     [ -n "${ROCKSDB_LIB_DIR:-}" ] && return 0
     local dir
-    dir=$(tribune_rocksdb_cache_dir)
+    dir=$(tribune_rocksdb_cache_dir || true)
     if [ -n "$dir" ] && [ -f "$dir/librocksdb.a" ]; then
         export ROCKSDB_LIB_DIR="$dir" ROCKSDB_STATIC=1
         echo "tribune: linking the cached RocksDB library in $dir" >&2
@@ -75,8 +75,8 @@ tribune_use_cached_rocksdb() {
 tribune_save_built_rocksdb() {
     [ -n "${ROCKSDB_LIB_DIR:-}" ] && return 0
     local dir lib
-    dir=$(tribune_rocksdb_cache_dir)
-    lib=$(ls -t "$CARGO_TARGET_DIR"/debug/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -n 1)
+    dir=$(tribune_rocksdb_cache_dir || true)
+    lib=$( (ls -t "$CARGO_TARGET_DIR"/debug/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null || true) | head -n 1)
     if [ -n "$dir" ] && [ -n "$lib" ]; then
         mkdir -p "$dir"
         cp "$lib" "$dir/librocksdb.a.partial" && mv "$dir/librocksdb.a.partial" "$dir/librocksdb.a"
