@@ -140,3 +140,15 @@ pub(crate) fn resolve<B: Backend>(
 ) -> Result<Resolution, ResolveError> {
     resolver.resolve(&StoreTokens(store), secret, SystemTime::now())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The store seeds the built-in policy with its own copy of the rules (it does not depend on tribune-acl);
+    /// the copy must be the one tribune-acl defines, or resolving the stored policy would fail to parse.
+    #[test]
+    fn the_stored_global_management_rules_are_the_acl_engine_s() {
+        let builtin = tribune_acl::Policy::global_management();
+        assert_eq!(tribune_kvstore::GLOBAL_MANAGEMENT_RULES, builtin.rules);
+        assert!(tribune_acl::PolicyRules::parse(tribune_kvstore::GLOBAL_MANAGEMENT_RULES).is_ok());
+    }
+}

@@ -141,17 +141,30 @@ pub const GLOBAL_MANAGEMENT_POLICY_ID: &str = "00000000-0000-0000-0000-000000000
 pub const GLOBAL_MANAGEMENT_POLICY_NAME: &str = "global-management";
 /// The rules of the built-in management policy: write on every resource.
 pub const GLOBAL_MANAGEMENT_RULES: &str = r#"acl = "write"
-agent_prefix "" { policy = "write" }
-event_prefix "" { policy = "write" }
-key_prefix "" { policy = "write" }
+agent_prefix "" {
+  policy = "write"
+}
+event_prefix "" {
+  policy = "write"
+}
+key_prefix "" {
+  policy = "write"
+}
 keyring = "write"
-node_prefix "" { policy = "write" }
+node_prefix "" {
+  policy = "write"
+}
 operator = "write"
-mesh = "write"
-peering = "write"
-query_prefix "" { policy = "write" }
-service_prefix "" { policy = "write" intentions = "write" }
-session_prefix "" { policy = "write" }
+query_prefix "" {
+  policy = "write"
+}
+service_prefix "" {
+  policy = "write"
+  intentions = "write"
+}
+session_prefix "" {
+  policy = "write"
+}
 "#;
 
 /// Whether ACLs were bootstrapped, and at which index (the "reset index" needed to bootstrap again).
