@@ -7,10 +7,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use tribune_kvstore::{Backend, Command, NewSession, Session, SessionBehavior, WatchScope};
+use tribune_kvstore::{Backend, Command, Indexed, NewSession, Session, SessionBehavior, WatchScope};
 
 use super::kv::bool_response;
-use super::{ApiError, Params, Shared, accepted, json_response};
+use super::{Access, ApiError, Params, QueryMeta, Shared, accepted, json_response};
 
 /// Consul's longest session TTL (`SessionTTLMax`).
 const SESSION_TTL_MAX: Duration = Duration::from_secs(24 * 3600);
@@ -242,10 +242,7 @@ pub(crate) async fn info<B: Backend>(
     let params = Params::parse(uri.query());
     let meta = agent.prepare_read(&params, WatchScope::Sessions).await?;
     let found = agent.store.session(&id).map_err(ApiError::read)?;
-    let mut sessions: Vec<Session> = found.value.into_iter().collect();
-    access.filter(&mut sessions, |a, session| a.session_read(&session.node));
-    let sessions: Vec<SessionJson> = sessions.into_iter().map(SessionJson::from).collect();
-    Ok(json_response(meta.with_index(found.index).headers(), &sessions))
+    Ok(readable_sessions(&access, meta, found))
 }
 
 pub(crate) async fn node<B: Backend>(
@@ -258,10 +255,7 @@ pub(crate) async fn node<B: Backend>(
     let params = Params::parse(uri.query());
     let meta = agent.prepare_read(&params, WatchScope::Sessions).await?;
     let found = agent.store.node_sessions(&node).map_err(ApiError::read)?;
-    let mut sessions: Vec<Session> = found.value.into_iter().collect();
-    access.filter(&mut sessions, |a, session| a.session_read(&session.node));
-    let sessions: Vec<SessionJson> = sessions.into_iter().map(SessionJson::from).collect();
-    Ok(json_response(meta.with_index(found.index).headers(), &sessions))
+    Ok(readable_sessions(&access, meta, found))
 }
 
 pub(crate) async fn list<B: Backend>(
@@ -273,10 +267,20 @@ pub(crate) async fn list<B: Backend>(
     let params = Params::parse(uri.query());
     let meta = agent.prepare_read(&params, WatchScope::Sessions).await?;
     let found = agent.store.sessions().map_err(ApiError::read)?;
+    Ok(readable_sessions(&access, meta, found))
+}
+
+/// The answer to a session read: the sessions the caller may read (`session:read` on their node), with the
+/// query's headers at the index the store reported.
+fn readable_sessions(
+    access: &Access,
+    meta: QueryMeta,
+    found: Indexed<impl IntoIterator<Item = Session>>,
+) -> Response {
     let mut sessions: Vec<Session> = found.value.into_iter().collect();
     access.filter(&mut sessions, |a, session| a.session_read(&session.node));
     let sessions: Vec<SessionJson> = sessions.into_iter().map(SessionJson::from).collect();
-    Ok(json_response(meta.with_index(found.index).headers(), &sessions))
+    json_response(meta.with_index(found.index).headers(), &sessions)
 }
 
 #[cfg(test)]
