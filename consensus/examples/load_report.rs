@@ -66,7 +66,7 @@ fn main() {
             cluster.restart(killed).await;
             // Let the restarted server catch up before the next kill.
             let l = cluster.leader(Duration::from_secs(10)).await;
-            let idx = l.write(b"x".as_slice()).await.unwrap().index;
+            let idx = l.write(b"x".as_slice()).await.unwrap().log_index;
             for s in cluster.servers.iter().flatten() {
                 s.raft()
                     .wait(Some(Duration::from_secs(10)))

@@ -27,8 +27,17 @@ pub struct ConsensusConfig {
     /// openraft also uses the upper bound as the leader lease: a follower refuses to vote for a
     /// new leader until that long after it last heard from the current one.
     pub election_timeout: Duration,
-    /// Most log entries in one replication request.
+    /// Most log entries in one replication request. With `max_batch_bytes` it bounds a request's
+    /// size: their product must stay within 64 MiB.
     pub max_payload_entries: u64,
+    /// Most commands the leader packs into one log entry.
+    pub max_batch_commands: usize,
+    /// Most command bytes in one log entry; a single larger command travels alone.
+    pub max_batch_bytes: usize,
+    /// Proposals (log entries of batched commands) the leader keeps in flight at once. Commands
+    /// that arrive while all are in flight wait and join the next proposal, which is what makes
+    /// batches grow with load.
+    pub max_proposals_in_flight: usize,
     /// Build a snapshot after this many log entries since the last one.
     pub snapshot_after_logs: u64,
     /// Log entries kept behind the last snapshot, so a briefly lagging follower catches up from
@@ -39,6 +48,10 @@ pub struct ConsensusConfig {
     /// Deadline for a forwarded write or application request.
     pub request_timeout: Duration,
 }
+
+/// The largest replication request the batching settings may produce: half of the transport's
+/// frame limit, leaving room for a command larger than `max_batch_bytes` travelling alone.
+const MAX_REPLICATION_REQUEST_BYTES: u128 = (crate::wire::MAX_FRAME_BYTES / 2) as u128;
 
 impl ConsensusConfig {
     /// Settings for servers on one LAN: 50 ms heartbeats, 250–375 ms election timeout.
@@ -57,7 +70,10 @@ impl ConsensusConfig {
             bootstrap_expect: 0,
             heartbeat_interval: Duration::from_millis(50),
             election_timeout: Duration::from_millis(250),
-            max_payload_entries: 2048,
+            max_payload_entries: 64,
+            max_batch_commands: 1024,
+            max_batch_bytes: 1024 * 1024,
+            max_proposals_in_flight: 4,
             snapshot_after_logs: 100_000,
             logs_kept_after_snapshot: 10_000,
             snapshot_chunk_bytes: 4 * 1024 * 1024,
@@ -86,6 +102,22 @@ impl ConsensusConfig {
             return Err(ConsensusError::Config {
                 field: "max_payload_entries",
                 reason: "must be > 0".into(),
+            });
+        }
+        if self.max_batch_commands == 0 || self.max_batch_bytes == 0 || self.max_proposals_in_flight == 0 {
+            return Err(ConsensusError::Config {
+                field: "max_batch_commands",
+                reason: "max_batch_commands, max_batch_bytes and max_proposals_in_flight must be > 0".into(),
+            });
+        }
+        let request_bytes = u128::from(self.max_payload_entries) * self.max_batch_bytes as u128;
+        if request_bytes > MAX_REPLICATION_REQUEST_BYTES {
+            return Err(ConsensusError::Config {
+                field: "max_batch_bytes",
+                reason: format!(
+                    "max_payload_entries ({}) x max_batch_bytes ({}) exceeds {MAX_REPLICATION_REQUEST_BYTES} bytes",
+                    self.max_payload_entries, self.max_batch_bytes
+                ),
             });
         }
         if self.snapshot_after_logs == 0 {

@@ -32,6 +32,7 @@ mod error;
 mod log_mem;
 #[cfg(feature = "rocksdb")]
 mod log_rocks;
+mod proposer;
 mod server;
 mod sm_store;
 mod snapshot_file;
@@ -55,7 +56,7 @@ pub use snapshot_file::SnapshotFile;
 pub use state_machine::{AppliedState, CommittedCommand, StateMachine, StateSnapshot};
 pub use transport::{Faults, FaultyTransport, TcpTransport, Transport, TransportError};
 pub use types::{
-    Command, CommandResponse, Entry, LogId, NodeId, NodeInfo, Raft, StorageError, StoredMembership,
-    TypeConfig,
+    AppliedCommand, BatchResponse, Command, CommandBatch, Entry, LogId, NodeId, NodeInfo, Raft, StorageError,
+    StoredMembership, TypeConfig,
 };
 pub use wire::{AppRequest, RpcKind, RpcRequest, RpcResponse, WriteResponse};

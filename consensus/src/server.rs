@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use openraft::error::{
-    CheckIsLeaderError, ClientWriteError, InitializeError, InstallSnapshotError, NetworkError, RPCError,
-    RaftError, Unreachable,
+    CheckIsLeaderError, InitializeError, InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable,
 };
 use openraft::network::{Backoff, RPCOption};
 use openraft::raft::{
@@ -25,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::codec;
 use crate::config::ConsensusConfig;
 use crate::error::ConsensusError;
+use crate::proposer::{BatchLimits, Proposer, write_error};
 use crate::sm_store::StateMachineStore;
 use crate::state_machine::StateMachine;
 use crate::transport::{Transport, TransportError};
@@ -128,6 +128,7 @@ struct Shared {
     id: NodeId,
     config: ConsensusConfig,
     raft: Raft,
+    proposer: Proposer,
     transport: Arc<dyn Transport>,
     app_handler: RwLock<Option<Arc<dyn AppHandler>>>,
     last_contact: Mutex<Option<Instant>>,
@@ -199,10 +200,19 @@ impl<S: StateMachine> Consensus<S> {
                 reason: e.to_string(),
             })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let proposer = Proposer::start(
+            raft.clone(),
+            BatchLimits {
+                max_commands: config.max_batch_commands,
+                max_bytes: config.max_batch_bytes,
+                max_in_flight: config.max_proposals_in_flight,
+            },
+        );
         let shared = Arc::new(Shared {
             id: config.id,
             config,
             raft,
+            proposer,
             transport,
             app_handler: RwLock::new(None),
             last_contact: Mutex::new(None),
@@ -299,7 +309,7 @@ impl<S: StateMachine> Consensus<S> {
     }
 
     async fn local_write(&self, command: Command) -> Result<WriteResponse, ConsensusError> {
-        leader_write(&self.shared.raft, command).await
+        self.shared.proposer.write(command.0).await
     }
 
     async fn forward_write(&self, leader: NodeId, command: Command) -> Result<WriteResponse, ConsensusError> {
@@ -664,29 +674,6 @@ impl<S: StateMachine> Consensus<S> {
     }
 }
 
-async fn leader_write(raft: &Raft, command: Command) -> Result<WriteResponse, ConsensusError> {
-    match raft.client_write(command).await {
-        Ok(resp) => Ok(WriteResponse {
-            index: resp.log_id.index,
-            response: resp.data.0,
-        }),
-        Err(e) => Err(write_error(e)),
-    }
-}
-
-fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ConsensusError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ConsensusError::NotLeader {
-            leader: f.leader_id,
-            leader_info: f.leader_node,
-        },
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => ConsensusError::Membership {
-            reason: c.to_string(),
-        },
-        RaftError::Fatal(f) => stopped(f),
-    }
-}
-
 fn remote_to_error(e: RemoteError) -> ConsensusError {
     match e {
         RemoteError::NotLeader { leader, leader_info } => ConsensusError::NotLeader { leader, leader_info },
@@ -796,7 +783,7 @@ async fn handle(shared: &Shared, req: Request) -> Response {
             }
             Err(e) => Response::Failed(e.to_string()),
         },
-        Request::Forward(fw) => Response::Forward(match leader_write(raft, fw.command).await {
+        Request::Forward(fw) => Response::Forward(match shared.proposer.write(fw.command.0).await {
             Ok(w) => Ok(w),
             Err(ConsensusError::NotLeader { leader, leader_info }) => {
                 Err(RemoteError::NotLeader { leader, leader_info })

@@ -1,12 +1,11 @@
 //! The adapter between openraft's `RaftStateMachine` and the application's [`StateMachine`]:
 //! applies batches, keeps snapshots as files in a directory, restores on startup.
 
-use std::io::{BufReader, BufWriter, Write as _};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use parking_lot::Mutex;
@@ -16,10 +15,50 @@ use crate::codec;
 use crate::error::StateMachineError;
 use crate::snapshot_file::SnapshotFile;
 use crate::state_machine::{AppliedState, CommittedCommand, StateMachine, StateSnapshot};
-use crate::types::{CommandResponse, Entry, NodeId, NodeInfo, StorageError, TypeConfig};
+use crate::types::{AppliedCommand, BatchResponse, Entry, NodeId, NodeInfo, StorageError, TypeConfig};
 
 const META_FILE: &str = "current.meta";
 const META_TMP: &str = "current.meta.tmp";
+
+/// Every snapshot data file starts with this, then the last applied command index (u64, little
+/// endian), then the application's bytes. openraft's snapshot metadata has no room for the
+/// command index, and a server installing the snapshot must continue counting from it.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"TRBRAFT\x01";
+
+fn write_snapshot_header(out: &mut impl Write, last_command_index: u64) -> std::io::Result<()> {
+    out.write_all(SNAPSHOT_MAGIC)?;
+    out.write_all(&last_command_index.to_le_bytes())
+}
+
+fn read_snapshot_header(input: &mut impl Read) -> Result<u64, StateMachineError> {
+    let mut header = [0u8; 16];
+    input.read_exact(&mut header).map_err(|e| {
+        StateMachineError::corrupt(format!("snapshot header: {e} (want {} bytes)", header.len()))
+    })?;
+    let (magic, index) = header.split_at(SNAPSHOT_MAGIC.len());
+    if magic != SNAPSHOT_MAGIC {
+        return Err(StateMachineError::corrupt(
+            "snapshot header: not a Tribune consensus snapshot",
+        ));
+    }
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(index);
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// Opens a snapshot data file, reads its header and restores the application from the rest.
+fn restore_from_file<S: StateMachine>(
+    sm: &mut S,
+    path: &Path,
+    last_applied: Option<crate::types::LogId>,
+    membership: crate::types::StoredMembership,
+) -> Result<AppliedState, StateMachineError> {
+    let mut input = BufReader::new(std::fs::File::open(path)?);
+    let last_command_index = read_snapshot_header(&mut input)?;
+    let applied = AppliedState::new(last_applied, membership, last_command_index);
+    sm.restore(&mut input, &applied)?;
+    Ok(applied)
+}
 
 /// What `current.meta` records: the snapshot's Raft metadata and which data file holds it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,10 +142,12 @@ impl<S: StateMachine> StateMachineStore<S> {
         if let Some(cur) = &current
             && cur.meta.last_log_id > applied.last_applied()
         {
-            let snap_applied = AppliedState::new(cur.meta.last_log_id, cur.meta.last_membership.clone());
-            let file = std::fs::File::open(data_path(&dir, cur.file_seq))?;
-            sm.restore(&mut BufReader::new(file), &snap_applied)?;
-            applied = snap_applied;
+            applied = restore_from_file(
+                &mut sm,
+                &data_path(&dir, cur.file_seq),
+                cur.meta.last_log_id,
+                cur.meta.last_membership.clone(),
+            )?;
         }
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
@@ -192,11 +233,13 @@ impl<S: StateMachine> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<S> {
         let dir = self.shared.dir.clone();
         let tmp = dir.join(format!("build-{seq}.tmp"));
         let final_path = data_path(&dir, seq);
+        let last_command_index = applied.last_command_index();
         let write = {
             let tmp = tmp.clone();
             move || -> Result<(), StateMachineError> {
                 let file = std::fs::File::create(&tmp)?;
                 let mut out = BufWriter::new(file);
+                write_snapshot_header(&mut out, last_command_index)?;
                 view.write_to(&mut out)?;
                 let file = out.into_inner().map_err(|e| StateMachineError::io(e.error()))?;
                 file.sync_all()?;
@@ -225,37 +268,44 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
         Ok((applied.last_applied(), applied.membership().clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResponse>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut applied = self.shared.applied.lock().clone();
         let already = applied.last_applied_index();
+        let mut command_index = applied.last_command_index();
         let mut commands = Vec::new();
-        // For each entry: Some(i) = the i-th command's response, None = an empty response.
+        // For each entry, the range of `commands` it carried (empty for entries without any).
         let mut slots = Vec::new();
         let mut last = applied.last_applied();
         let mut membership = applied.membership().clone();
         for entry in entries {
             let index = entry.log_id.index;
             last = Some(entry.log_id);
+            let first = commands.len();
             match entry.payload {
-                EntryPayload::Normal(cmd) if already.is_none_or(|a| index > a) => {
-                    slots.push(Some(commands.len()));
-                    commands.push(CommittedCommand { index, data: cmd.0 });
+                EntryPayload::Normal(batch) if already.is_none_or(|a| index > a) => {
+                    for data in batch.0 {
+                        command_index += 1;
+                        commands.push(CommittedCommand {
+                            index: command_index,
+                            data,
+                        });
+                    }
                 }
                 EntryPayload::Membership(m) => {
                     membership = crate::types::StoredMembership::new(Some(entry.log_id), m);
-                    slots.push(None);
                 }
-                _ => slots.push(None),
+                _ => {}
             }
+            slots.push(first..commands.len());
         }
         if slots.is_empty() {
             return Ok(Vec::new());
         }
-        applied = AppliedState::new(last, membership);
+        applied = AppliedState::new(last, membership, command_index);
         let responses = {
             let mut sm = self.shared.sm.lock();
             sm.apply(&commands, &applied).map_err(sm_err)?
@@ -268,11 +318,20 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
             )));
         }
         *self.shared.applied.lock() = applied;
+        let mut responses = commands.iter().zip(responses);
         Ok(slots
             .into_iter()
-            .map(|slot| match slot.and_then(|i| responses.get(i)) {
-                Some(r) => CommandResponse(r.clone()),
-                None => CommandResponse(Bytes::new()),
+            .map(|slot| {
+                BatchResponse(
+                    responses
+                        .by_ref()
+                        .take(slot.len())
+                        .map(|(command, response)| AppliedCommand {
+                            index: command.index,
+                            response,
+                        })
+                        .collect(),
+                )
             })
             .collect())
     }
@@ -315,21 +374,22 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
                 .map_err(snap_write_err)?;
         }
         drop(snapshot);
-        let applied = AppliedState::new(meta.last_log_id, meta.last_membership.clone());
         let shared = Arc::clone(&self.shared);
         let restore_path = final_path.clone();
-        let restore_applied = applied.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<(), StateMachineError> {
-            let file = std::fs::File::open(&restore_path)?;
+        let (last_log_id, membership) = (meta.last_log_id, meta.last_membership.clone());
+        let result = tokio::task::spawn_blocking(move || {
             let mut sm = shared.sm.lock();
-            sm.restore(&mut BufReader::new(file), &restore_applied)
+            restore_from_file(&mut *sm, &restore_path, last_log_id, membership)
         })
         .await
         .map_err(sm_err)?;
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&final_path);
-            return Err(sm_err(e));
-        }
+        let applied = match result {
+            Ok(applied) => applied,
+            Err(e) => {
+                let _ = std::fs::remove_file(&final_path);
+                return Err(sm_err(e));
+            }
+        };
         *self.shared.applied.lock() = applied;
         self.make_current(meta, seq).map_err(snap_write_err)?;
         Ok(())

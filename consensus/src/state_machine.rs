@@ -12,14 +12,17 @@ use crate::types::{LogId, NodeId, StoredMembership};
 /// One committed command, in log order, handed to [`StateMachine::apply`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedCommand {
-    /// The command's Raft log index (Consul's ModifyIndex for the writes it makes).
+    /// The command's index: one more than the previous command's, in log order, starting at 1
+    /// (Consul's ModifyIndex for the writes it makes). Several commands can share one Raft log
+    /// entry (the proposer batches them), so this is not the Raft log index; it is the same on
+    /// every server and across restarts, because it is counted from the stored [`AppliedState`].
     pub index: u64,
     /// The command bytes as the client wrote them.
     pub data: Bytes,
 }
 
-/// Raft's bookkeeping about the state machine: the last applied log id and the last applied
-/// cluster membership.
+/// Raft's bookkeeping about the state machine: the last applied log id, the last applied
+/// cluster membership and the index of the last applied command.
 ///
 /// The state machine stores it as opaque bytes ([`AppliedState::encode`]) next to its data and
 /// hands it back on [`StateMachine::applied_state`]. Keeping it inside the application's own
@@ -29,17 +32,36 @@ pub struct CommittedCommand {
 pub struct AppliedState {
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    last_command_index: u64,
+}
+
+/// The layout of version 1, written before commands were batched: then every entry held one
+/// command and the command index was the log index.
+#[derive(Deserialize)]
+struct AppliedStateV1 {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
 }
 
 /// Version tag in front of the encoded applied state, so a future layout can be told apart.
-const APPLIED_STATE_VERSION: u8 = 1;
+const APPLIED_STATE_VERSION: u8 = 2;
 
 impl AppliedState {
-    pub(crate) fn new(last_applied: Option<LogId>, membership: StoredMembership) -> Self {
+    pub(crate) fn new(
+        last_applied: Option<LogId>,
+        membership: StoredMembership,
+        last_command_index: u64,
+    ) -> Self {
         AppliedState {
             last_applied,
             membership,
+            last_command_index,
         }
+    }
+
+    /// The index of the last applied command (0 before the first one).
+    pub fn last_command_index(&self) -> u64 {
+        self.last_command_index
     }
 
     /// The index of the last applied log entry; `None` for a state machine that applied nothing.
@@ -75,6 +97,16 @@ impl AppliedState {
             Some((&APPLIED_STATE_VERSION, body)) => {
                 codec::decode(body).map_err(|e| StateMachineError::corrupt(format!("applied state: {e}")))
             }
+            Some((1, body)) => {
+                let v1: AppliedStateV1 = codec::decode(body)
+                    .map_err(|e| StateMachineError::corrupt(format!("applied state (version 1): {e}")))?;
+                let last_command_index = v1.last_applied.map_or(0, |l| l.index);
+                Ok(AppliedState::new(
+                    v1.last_applied,
+                    v1.membership,
+                    last_command_index,
+                ))
+            }
             Some((v, _)) => Err(StateMachineError::corrupt(format!(
                 "applied state: unknown version {v}"
             ))),
@@ -100,9 +132,10 @@ impl AppliedState {
 ///    returns the last one stored, or `None` for a pristine state machine.
 /// 3. **Idempotence at the boundary.** If the applied state is stored after the data (not
 ///    atomically), a crash between the two makes consensus hand the same commands again after a
-///    restart; applying a command with an index at or below the one already reflected in the data
-///    must then leave the state unchanged. (Consensus itself never re-sends a command whose index
-///    is at or below the stored [`AppliedState::last_applied_index`].)
+///    restart, with the same command indexes; applying a command with an index at or below the
+///    one already reflected in the data must then leave the state unchanged. (Consensus itself
+///    never re-sends a command of a log entry at or below the stored
+///    [`AppliedState::last_applied_index`].)
 /// 4. **One response per command**, in order. A batch may contain no command at all (only Raft
 ///    membership or leader-change entries were committed): store the new applied state anyway.
 /// 5. **Errors stop the server.** An `Err` from `apply` or `restore` means this server's state can
@@ -151,12 +184,32 @@ mod tests {
         let s = AppliedState::new(
             Some(LogId::new(openraft::CommittedLeaderId::new(3, 1), 9)),
             Default::default(),
+            40,
         );
         let back = AppliedState::decode(&s.encode()).unwrap();
         assert_eq!(back, s);
         assert_eq!(back.last_applied_index(), Some(9));
+        assert_eq!(back.last_command_index(), 40);
         assert!(AppliedState::decode(&[]).is_err());
         assert!(AppliedState::decode(&[7, 1, 2]).is_err());
         assert!(AppliedState::decode(&[APPLIED_STATE_VERSION, 0xff]).is_err());
+    }
+
+    #[test]
+    fn version_1_counts_one_command_per_log_index() {
+        #[derive(Serialize)]
+        struct V1 {
+            last_applied: Option<LogId>,
+            membership: StoredMembership,
+        }
+        let v1 = V1 {
+            last_applied: Some(LogId::new(openraft::CommittedLeaderId::new(2, 1), 17)),
+            membership: Default::default(),
+        };
+        let mut bytes = vec![1u8];
+        bytes.extend(codec::encode(&v1).unwrap());
+        let s = AppliedState::decode(&bytes).unwrap();
+        assert_eq!(s.last_applied_index(), Some(17));
+        assert_eq!(s.last_command_index(), 17);
     }
 }

@@ -39,15 +39,48 @@ impl From<&[u8]> for Command {
     }
 }
 
-/// The opaque bytes the state machine returned for one applied command.
+/// What one Raft log entry carries: the commands of one proposal, in the order they were
+/// submitted.
+///
+/// openraft 0.9 appends (and syncs) one entry per client write before it looks at the next, so
+/// one command per entry would cap a leader at one fsync per command. The server's proposer
+/// packs every command that arrives while earlier proposals are in flight into one entry; the
+/// state machine still sees each command on its own, with its own index.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommandResponse(pub Bytes);
+pub struct CommandBatch(pub Vec<Bytes>);
 
-impl fmt::Debug for CommandResponse {
+impl fmt::Debug for CommandBatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CommandResponse({} bytes)", self.0.len())
+        let bytes: usize = self.0.iter().map(Bytes::len).sum();
+        write!(f, "CommandBatch({} commands, {bytes} bytes)", self.0.len())
     }
 }
+
+/// What applying one command produced: its command index and the state machine's response.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedCommand {
+    /// The index the state machine applied the command at (see
+    /// [`CommittedCommand::index`](crate::CommittedCommand::index)).
+    pub index: u64,
+    /// The state machine's response bytes.
+    pub response: Bytes,
+}
+
+impl fmt::Debug for AppliedCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AppliedCommand(#{}, {} bytes)",
+            self.index,
+            self.response.len()
+        )
+    }
+}
+
+/// The responses to one log entry's commands, in the same order; empty for entries that carry
+/// no command (blank and membership entries) or that were applied before (a replay).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResponse(pub Vec<AppliedCommand>);
 
 /// What the cluster knows about a server besides its id: where its RPC port is and its name.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -76,11 +109,11 @@ impl fmt::Display for NodeInfo {
 }
 
 openraft::declare_raft_types!(
-    /// Tribune's openraft type configuration: opaque command bytes in, opaque response bytes out,
-    /// `u64` server ids, [`NodeInfo`] per server and file-backed snapshots.
+    /// Tribune's openraft type configuration: batches of opaque commands in, their responses
+    /// out, `u64` server ids, [`NodeInfo`] per server and file-backed snapshots.
     pub TypeConfig:
-        D = Command,
-        R = CommandResponse,
+        D = CommandBatch,
+        R = BatchResponse,
         NodeId = NodeId,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,

@@ -88,8 +88,11 @@ pub(crate) struct ForwardedWrite {
 /// The result of a committed, applied write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteResponse {
-    /// The Raft log index the command was committed at.
+    /// The command's index as the state machine saw it
+    /// ([`CommittedCommand::index`](crate::CommittedCommand::index)).
     pub index: u64,
+    /// The Raft log index of the entry that carried the command (for `Raft::wait` conditions).
+    pub log_index: u64,
     /// What the state machine returned for it.
     pub response: Bytes,
 }

@@ -134,7 +134,7 @@ async fn writes_and_reads_in_each_mode() {
         }
     }
     // Stale on a follower: local state, which catches up.
-    c.wait_applied(bad.index, T).await;
+    c.wait_applied(bad.log_index, T).await;
     assert_eq!(
         f.read(ReadMode::Stale, get("a")).await.unwrap().as_deref(),
         Some("2")
@@ -211,7 +211,7 @@ async fn restart_every_server_from_disk() {
             .write(format!("k{i}={i}").into_bytes())
             .await
             .unwrap()
-            .index;
+            .log_index;
     }
     c.wait_applied(last, T).await;
     for id in 1..=3 {
@@ -222,10 +222,10 @@ async fn restart_every_server_from_disk() {
     let leader = c.wait_leader(T).await;
     let l = c.server(leader);
     let w = l.write(b"k50=50".as_slice()).await.unwrap();
-    assert!(w.index > last);
+    assert!(w.log_index > last);
     let all = l.read(ReadMode::Consistent, |m| m.map.len()).await.unwrap();
     assert_eq!(all, 51);
-    c.wait_applied(w.index, T).await;
+    c.wait_applied(w.log_index, T).await;
     for s in c.running() {
         let v = s.read(ReadMode::Stale, get("k7")).await.unwrap();
         assert_eq!(v.as_deref(), Some("7"));
@@ -253,7 +253,7 @@ async fn learner_added_after_purge_catches_up_by_snapshot() {
     let l = c.server(leader);
     let mut last = 0;
     for i in 0..120 {
-        last = l.write(format!("k{i}={i}").into_bytes()).await.unwrap().index;
+        last = l.write(format!("k{i}={i}").into_bytes()).await.unwrap().log_index;
     }
     // Automatic snapshots ran during the writes; trigger more (a trigger that lands while a
     // build is running is dropped) until the leader has purged a good part of its log.
@@ -297,7 +297,7 @@ async fn learner_added_after_purge_catches_up_by_snapshot() {
     let w = l.write(b"late=1".as_slice()).await.unwrap();
     n.raft()
         .wait(Some(T))
-        .applied_index_at_least(Some(w.index), "late write")
+        .applied_index_at_least(Some(w.log_index), "late write")
         .await
         .unwrap();
     assert_eq!(
@@ -332,7 +332,7 @@ async fn minority_partition_cannot_commit() {
     c.faults.heal();
     let agreed = c.wait_leader(T).await;
     assert_ne!(agreed, leader);
-    c.wait_applied(w.index, T).await;
+    c.wait_applied(w.log_index, T).await;
     for s in c.running() {
         assert_eq!(s.read(ReadMode::Stale, get("lost")).await.unwrap(), None);
         assert_eq!(
@@ -364,7 +364,7 @@ async fn one_way_isolation_of_the_leader() {
     let w = c.server(new_leader).write(b"x=1".as_slice()).await.unwrap();
     old.raft()
         .wait(Some(T))
-        .applied_index_at_least(Some(w.index), "old leader follows")
+        .applied_index_at_least(Some(w.log_index), "old leader follows")
         .await
         .unwrap();
     assert_eq!(
@@ -387,7 +387,7 @@ async fn writes_survive_drops_duplicates_and_delay() {
     let l = c.server(leader);
     let mut last = 0;
     for i in 0..30 {
-        last = l.write(format!("k{i}={i}").into_bytes()).await.unwrap().index;
+        last = l.write(format!("k{i}={i}").into_bytes()).await.unwrap().log_index;
     }
     c.faults.heal();
     c.wait_applied(last, T).await;
@@ -420,7 +420,7 @@ async fn restart_after_snapshot_restores_from_the_snapshot_file() {
             .write(format!("k{i}={i}").into_bytes())
             .await
             .unwrap()
-            .index;
+            .log_index;
     }
     c.wait_applied(last, T).await;
     for s in c.running() {
@@ -437,7 +437,7 @@ async fn restart_after_snapshot_restores_from_the_snapshot_file() {
     c.start_all().await;
     let leader = c.wait_leader(T).await;
     let w = c.server(leader).write(b"after=1".as_slice()).await.unwrap();
-    c.wait_applied(w.index, T).await;
+    c.wait_applied(w.log_index, T).await;
     for s in c.running() {
         assert_eq!(s.read(ReadMode::Stale, |m| m.map.len()).await.unwrap(), 101);
         assert_eq!(
@@ -445,4 +445,112 @@ async fn restart_after_snapshot_restores_from_the_snapshot_file() {
             Some("99")
         );
     }
+}
+
+/// Writes that arrive together share log entries (the leader's proposer batches them), yet each
+/// command gets its own index, one more than the previous, on every server; the count carries on
+/// across a full restart and into a server that caught up by snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_writes_get_consecutive_command_indexes_everywhere() {
+    const WRITES: usize = 600;
+    const SEQUENTIAL: u64 = 50;
+    let mut c = Cluster::new(3, snapshot_often);
+    c.start_all().await;
+    let leader = c.bootstrap().await;
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..WRITES {
+        // A third go through a follower, which forwards them to the leader's proposer.
+        let s = c.server(if i % 3 == 0 { follower } else { leader });
+        tasks.push(tokio::spawn(async move {
+            s.write(format!("k{i}={i}").into_bytes()).await.unwrap()
+        }));
+    }
+    let mut written = Vec::new();
+    for t in tasks {
+        written.push(t.await.unwrap());
+    }
+    let mut indexes: Vec<u64> = written.iter().map(|w| w.index).collect();
+    indexes.sort_unstable();
+    assert_eq!(indexes, (1..=WRITES as u64).collect::<Vec<_>>());
+    let mut entries: Vec<u64> = written.iter().map(|w| w.log_index).collect();
+    entries.sort_unstable();
+    entries.dedup();
+    assert!(
+        entries.len() <= WRITES / 2,
+        "{WRITES} concurrent writes took {} log entries: not batched",
+        entries.len()
+    );
+    let last_entry = *entries.last().unwrap();
+    c.wait_applied(last_entry, T).await;
+    for s in c.running() {
+        let (len, applied) = s
+            .read(ReadMode::Stale, |m| (m.map.len(), m.applied_indexes.clone()))
+            .await
+            .unwrap();
+        assert_eq!(len, WRITES);
+        assert_eq!(
+            applied,
+            (1..=WRITES as u64).collect::<Vec<_>>(),
+            "server {}",
+            s.id()
+        );
+    }
+
+    // Every server takes a snapshot, so the restart restores from it and replays the rest.
+    for s in c.running() {
+        s.raft().trigger().snapshot().await.unwrap();
+        s.raft()
+            .wait(Some(T))
+            .metrics(|m| m.snapshot.is_some(), "snapshot built")
+            .await
+            .unwrap();
+    }
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+    c.start_all().await;
+    let leader = c.wait_leader(T).await;
+    let l = c.server(leader);
+    // One at a time, so each takes an entry of its own: enough entries for the purge below.
+    let mut w = None;
+    for i in 1..=SEQUENTIAL {
+        let written = l.write(format!("after{i}=restart").into_bytes()).await.unwrap();
+        assert_eq!(written.index, WRITES as u64 + i);
+        w = Some(written);
+    }
+    assert!(w.is_some());
+
+    // A new server catches up by snapshot (logs_kept_after_snapshot is 0) and counts on from it.
+    l.raft().trigger().snapshot().await.unwrap();
+    l.raft()
+        .wait(Some(T))
+        .metrics(|m| m.purged.is_some_and(|p| p.index > 0), "leader purged its log")
+        .await
+        .unwrap();
+    let new_id = c.add_slot();
+    let n = c.start(new_id).await;
+    l.add_server(new_id, n.node_info()).await.unwrap();
+    let late = l.write(b"late=1".as_slice()).await.unwrap();
+    let late_index = WRITES as u64 + SEQUENTIAL + 1;
+    assert_eq!(late.index, late_index);
+    let nm = n
+        .raft()
+        .wait(Some(T))
+        .applied_index_at_least(Some(late.log_index), "new server caught up")
+        .await
+        .unwrap();
+    assert!(nm.snapshot.is_some(), "the new server caught up by snapshot");
+    let (len, applied) = n
+        .read(ReadMode::Stale, |m| (m.map.len(), m.applied_indexes.clone()))
+        .await
+        .unwrap();
+    assert_eq!(len, WRITES + SEQUENTIAL as usize + 1);
+    // What the snapshot did not cover was applied from the log, numbered on from the snapshot.
+    let first = applied[0];
+    assert!(
+        first > WRITES as u64,
+        "the snapshot covered the batched writes: {applied:?}"
+    );
+    assert_eq!(applied, (first..=late_index).collect::<Vec<_>>());
 }
