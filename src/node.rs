@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -207,10 +207,10 @@ where
         discovered: Mutex::new(BTreeMap::new()),
         shutdown: shutdown_rx.clone(),
         resolver,
-        router: OnceLock::new(),
+        router: Mutex::new(None),
     });
     let router = http::router(Arc::clone(&agent));
-    let _ = agent.router.set(router.clone());
+    *agent.router.lock() = Some(router.clone());
     consensus.set_app_handler(Arc::new(AppService {
         agent: Arc::downgrade(&agent),
     }));
@@ -347,12 +347,15 @@ pub(crate) struct Agent<B: Backend> {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Resolves request tokens to authorizers over the local state (used when ACLs are enabled).
     pub(crate) resolver: tribune_acl::Resolver,
-    router: OnceLock<axum::Router>,
+    /// The agent's own router, for forwarded HTTP requests. The router holds the agent, so `stop`
+    /// takes it out: otherwise the two keep each other (and the stores) alive forever.
+    router: Mutex<Option<axum::Router>>,
 }
 
 impl<B: Backend> Control for Agent<B> {
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            self.router.lock().take();
             if let Err(e) = self.consensus.shutdown().await {
                 tracing::warn!(error = %e, "consensus shutdown");
             }
@@ -492,7 +495,7 @@ impl<B: Backend> Agent<B> {
 
     /// Runs a forwarded HTTP request through this server's own router.
     async fn serve_forwarded(&self, request: ForwardedHttp) -> Result<ForwardedResponse, String> {
-        let router = self.router.get().cloned().ok_or("the HTTP API is not ready")?;
+        let router = self.router.lock().clone().ok_or("the HTTP API is not running")?;
         http::serve_forwarded(router, request).await
     }
 }
