@@ -48,6 +48,7 @@ fn codec(c: &mut Criterion) {
     let pp = PushPull {
         join: false,
         reply: false,
+        push: false,
         event_ltime: 7,
         members: (0..1000)
             .map(|i| MemberState {
@@ -56,8 +57,10 @@ fn codec(c: &mut Criterion) {
                 incarnation: 1,
                 status: MemberStatus::Alive,
                 tags: tags(),
+                brief: false,
             })
             .collect(),
+        want: Vec::new(),
     };
     let bytes = encode_push_pull(&pp);
     c.bench_function("codec/encode_push_pull_1000", |b| {

@@ -4,9 +4,13 @@
 //! packet  := VERSION count:u8 { len:u16 message }{count}
 //! message := kind:u8 body
 //! stream  := VERSION STREAM_PUSH_PULL flags:u8 event_ltime:u64 count:u32 { member_state }{count}
+//!                [ want_count:u32 { name:str }{want_count} ]   (when flags has WANT)
 //!          | VERSION STREAM_PING seq:u32 target:str      (the TCP fallback probe)
 //!          | VERSION STREAM_ACK seq:u32
 //! ```
+//! member_state := name:str addr incarnation:u32 status:u8 tags
+//!               | name:str 0:u8 incarnation:u32 status:u8      (brief: address family 0, no tags)
+//!
 //! Integers are little-endian; strings are `len:u16` + UTF-8; addresses are `family:u8` (4 or 6) +
 //! octets + `port:u16`. Decoding never panics and never allocates more than the input's length:
 //! every length and count is checked against the bytes that remain before anything is reserved.
@@ -20,6 +24,12 @@ pub(crate) const PROTOCOL_VERSION: u8 = 1;
 const STREAM_PUSH_PULL: u8 = 0x40;
 const STREAM_PING: u8 = 0x41;
 const STREAM_ACK: u8 = 0x42;
+const FLAG_JOIN: u8 = 1;
+const FLAG_REPLY: u8 = 2;
+const FLAG_PUSH: u8 = 4;
+const FLAG_WANT: u8 = 8;
+/// The address family byte of a brief member state, which has no address and no tags.
+const FAMILY_NONE: u8 = 0;
 /// Bytes a packet spends before its first message: version and count.
 pub(crate) const PACKET_HEADER: usize = 2;
 /// Bytes each message of a packet spends on its length prefix.
@@ -113,27 +123,53 @@ pub enum Message {
 pub struct MemberState {
     /// Member name.
     pub name: String,
-    /// Member address.
+    /// Member address (unspecified, port 0, when `brief`).
     pub addr: SocketAddr,
     /// Incarnation.
     pub incarnation: u32,
     /// Status as seen by the sender.
     pub status: MemberStatus,
-    /// Tags.
+    /// Tags (empty when `brief`).
     pub tags: Tags,
+    /// Only name, status and incarnation were sent: a digest entry that says "I know this member
+    /// at this incarnation" without repeating what the receiver most likely holds already.
+    pub brief: bool,
 }
 
-/// A full state exchange, sent over a stream on join and periodically.
+impl MemberState {
+    /// A digest entry: name, incarnation and status only.
+    pub fn brief(name: String, incarnation: u32, status: MemberStatus) -> MemberState {
+        MemberState {
+            name,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            incarnation,
+            status,
+            tags: Tags::new(),
+            brief: true,
+        }
+    }
+}
+
+/// A state exchange, sent over a stream on join and periodically.
+///
+/// A request lists every member the sender knows: itself and the member it is sending to in full,
+/// the rest as brief digest entries. The reply carries in full what the requester lacks or holds
+/// at an older incarnation, and `want`s the members the requester knows newer; the requester
+/// sends those in a third stream flagged `push`, answered by an empty reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushPull {
     /// The sender is joining (asks the receiver to answer with its own state).
     pub join: bool,
     /// This is the answer to a request.
     pub reply: bool,
+    /// A one-way delivery of the members the receiver asked for in `want`: merge, answer empty.
+    pub push: bool,
     /// The sender's user-event Lamport clock.
     pub event_ltime: u64,
-    /// Every member the sender knows, itself included.
+    /// The sender first, then the members it reports (in full or brief).
     pub members: Vec<MemberState>,
+    /// Members the sender wants in full: the receiver knows them at a newer incarnation.
+    pub want: Vec<String>,
 }
 
 /// One message carried over a stream (TCP): a request and its reply.
@@ -397,17 +433,44 @@ pub fn encode_push_pull(pp: &PushPull) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + pp.members.len() * 48);
     out.push(PROTOCOL_VERSION);
     out.push(STREAM_PUSH_PULL);
-    out.push(u8::from(pp.join) | (u8::from(pp.reply) << 1));
+    let mut flags = 0;
+    for (on, flag) in [
+        (pp.join, FLAG_JOIN),
+        (pp.reply, FLAG_REPLY),
+        (pp.push, FLAG_PUSH),
+        (!pp.want.is_empty(), FLAG_WANT),
+    ] {
+        if on {
+            flags |= flag;
+        }
+    }
+    out.push(flags);
     put_u64(&mut out, pp.event_ltime);
     put_u32(&mut out, pp.members.len() as u32);
     for m in &pp.members {
-        put_str(&mut out, &m.name);
-        put_addr(&mut out, &m.addr);
-        put_u32(&mut out, m.incarnation);
-        out.push(status_byte(m.status));
-        put_tags(&mut out, &m.tags);
+        put_member_state(&mut out, m);
+    }
+    if !pp.want.is_empty() {
+        put_u32(&mut out, pp.want.len() as u32);
+        for name in &pp.want {
+            put_str(&mut out, name);
+        }
     }
     out
+}
+
+pub(crate) fn put_member_state(out: &mut Vec<u8>, m: &MemberState) {
+    put_str(out, &m.name);
+    if m.brief {
+        out.push(FAMILY_NONE);
+    } else {
+        put_addr(out, &m.addr);
+    }
+    put_u32(out, m.incarnation);
+    out.push(status_byte(m.status));
+    if !m.brief {
+        put_tags(out, &m.tags);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -621,7 +684,7 @@ pub fn decode_push_pull(bytes: &[u8]) -> Result<PushPull, DecodeError> {
 
 fn push_pull_body(r: &mut Reader<'_>) -> Result<PushPull, DecodeError> {
     let flags = r.u8("flags")?;
-    if flags > 3 {
+    if flags > FLAG_JOIN | FLAG_REPLY | FLAG_PUSH | FLAG_WANT {
         return Err(DecodeError::InvalidValue {
             what: "flags",
             value: flags.into(),
@@ -629,22 +692,41 @@ fn push_pull_body(r: &mut Reader<'_>) -> Result<PushPull, DecodeError> {
     }
     let event_ltime = r.u64("event ltime")?;
     let count = r.u32("member count")? as usize;
-    // The smallest member state takes 2 + 7 + 4 + 1 + 2 = 16 bytes.
-    let mut members = Vec::with_capacity(count.min(r.buf.len() / 16));
+    // The smallest member state (brief, empty name) takes 2 + 1 + 4 + 1 = 8 bytes.
+    let mut members = Vec::with_capacity(count.min(r.buf.len() / 8));
     for _ in 0..count {
-        members.push(MemberState {
-            name: r.string("member name")?,
-            addr: r.addr()?,
-            incarnation: r.u32("incarnation")?,
-            status: r.status()?,
-            tags: r.tags()?,
-        });
+        let name = r.string("member name")?;
+        if r.buf.first() == Some(&FAMILY_NONE) {
+            r.u8("address family")?;
+            let incarnation = r.u32("incarnation")?;
+            members.push(MemberState::brief(name, incarnation, r.status()?));
+        } else {
+            members.push(MemberState {
+                name,
+                addr: r.addr()?,
+                incarnation: r.u32("incarnation")?,
+                status: r.status()?,
+                tags: r.tags()?,
+                brief: false,
+            });
+        }
+    }
+    let mut want = Vec::new();
+    if flags & FLAG_WANT != 0 {
+        let count = r.u32("want count")? as usize;
+        // Each name takes at least its 2-byte length.
+        want.reserve(count.min(r.buf.len() / 2));
+        for _ in 0..count {
+            want.push(r.string("wanted name")?);
+        }
     }
     Ok(PushPull {
-        join: flags & 1 != 0,
-        reply: flags & 2 != 0,
+        join: flags & FLAG_JOIN != 0,
+        reply: flags & FLAG_REPLY != 0,
+        push: flags & FLAG_PUSH != 0,
         event_ltime,
         members,
+        want,
     })
 }
 
@@ -705,6 +787,7 @@ mod tests {
         let pp = PushPull {
             join: true,
             reply: false,
+            push: false,
             event_ltime: 99,
             members: vec![MemberState {
                 name: "n1".into(),
@@ -712,9 +795,43 @@ mod tests {
                 incarnation: 2,
                 status: MemberStatus::Left,
                 tags: Tags::new(),
+                brief: false,
             }],
+            want: Vec::new(),
         };
         assert_eq!(decode_push_pull(&encode_push_pull(&pp)).unwrap(), pp);
+        let mut tags = Tags::new();
+        tags.insert("role".into(), "node".into());
+        let delta = PushPull {
+            join: false,
+            reply: true,
+            push: true,
+            event_ltime: 1,
+            members: vec![
+                MemberState {
+                    name: "n1".into(),
+                    addr: "[::1]:2".parse().unwrap(),
+                    incarnation: 5,
+                    status: MemberStatus::Alive,
+                    tags: tags.clone(),
+                    brief: false,
+                },
+                MemberState::brief("n2".into(), 7, MemberStatus::Suspect),
+            ],
+            want: vec!["n3".into(), "n4".into()],
+        };
+        let bytes = encode_push_pull(&delta);
+        assert_eq!(decode_push_pull(&bytes).unwrap(), delta);
+        for cut in 0..bytes.len() {
+            assert!(decode_push_pull(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        // A brief entry costs its name, the family byte, incarnation and status: nothing else.
+        let one = |m: MemberState| {
+            let mut out = Vec::new();
+            put_member_state(&mut out, &m);
+            out.len()
+        };
+        assert_eq!(one(MemberState::brief("n2".into(), 7, MemberStatus::Alive)), 2 + 2 + 1 + 4 + 1);
         for m in [
             StreamMessage::Ping {
                 seq: 3,

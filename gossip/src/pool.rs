@@ -438,7 +438,7 @@ impl Pool {
     pub fn join(&mut self, addrs: &[SocketAddr], _now: Instant) {
         for &addr in addrs {
             if addr != self.addr {
-                self.send_push_pull(addr, true);
+                self.send_push_pull(addr, None, true);
             }
         }
     }
@@ -549,16 +549,21 @@ impl Pool {
         };
         match msg {
             StreamMessage::PushPull(pp) => {
-                self.merge_remote_state(&pp, now);
+                let want = self.merge_remote_state(&pp, now);
                 if pp.reply {
                     if pp.join {
                         // Like Consul's join (Serf's `ignoreOld`): events older than the pool's
                         // clock when we joined are history, not news, and are not delivered.
                         self.user_events.ignore_before(pp.event_ltime);
                     }
+                    if !pp.want.is_empty() {
+                        self.push_wanted(from, &pp.want);
+                    }
                     None
+                } else if pp.push {
+                    Some(self.encode_push_pull_reply(None, Vec::new()))
                 } else {
-                    Some(self.encode_push_pull(pp.join, true))
+                    Some(self.encode_push_pull_reply(Some(&pp), want))
                 }
             }
             StreamMessage::Ping { seq, target } => {
@@ -617,9 +622,9 @@ impl Pool {
                     && let Some(&i) = self
                         .random_members(1, None, |e| e.member.status == MemberStatus::Alive)
                         .first()
-                    && let Some(addr) = self.members.get(i).map(|e| e.member.addr)
+                    && let Some((addr, name)) = self.members.get(i).map(|e| (e.member.addr, e.member.name.clone()))
                 {
-                    self.send_push_pull(addr, false);
+                    self.send_push_pull(addr, Some(&name), false);
                 }
             }
             Timer::Reconnect => {
@@ -1030,11 +1035,29 @@ impl Pool {
         self.broadcast_self_alive();
     }
 
-    fn merge_remote_state(&mut self, pp: &PushPull, now: Instant) {
+    /// Applies a peer's state. Returns the members it reported briefly at an incarnation newer
+    /// than ours (or that we do not know): their tags and address must be asked for.
+    fn merge_remote_state(&mut self, pp: &PushPull, now: Instant) -> Vec<String> {
         self.user_events.catch_up(pp.event_ltime);
         let sender = pp_sender(pp);
+        let mut want = Vec::new();
         for m in &pp.members {
             match m.status {
+                MemberStatus::Alive if m.brief => {
+                    if m.name == self.name {
+                        // A newer incarnation of us needs no tags to be outbid; an equal one cannot
+                        // be compared without them, and the requester sends us our own entry in
+                        // full whenever it knows whom it is talking to.
+                        if !self.leaving && m.incarnation > self.incarnation {
+                            self.refute(m.incarnation);
+                        }
+                    } else if !m.name.is_empty()
+                        && m.name.len() <= MAX_NAME_LEN
+                        && self.member(&m.name).is_none_or(|k| k.incarnation < m.incarnation)
+                    {
+                        want.push(m.name.clone());
+                    }
+                }
                 MemberStatus::Alive => {
                     self.alive_node(m.incarnation, m.name.clone(), m.addr, m.tags.clone(), now)
                 }
@@ -1046,6 +1069,7 @@ impl Pool {
                 }
             }
         }
+        want
     }
 
     /// Serf's reconnect: with probability `failed / live`, push-pull with one random failed
@@ -1068,12 +1092,12 @@ impl Pool {
             return;
         }
         let picked = self.random_members(1, None, |e| e.member.status == MemberStatus::Failed);
-        if let Some(addr) = picked
+        if let Some((addr, name)) = picked
             .first()
             .and_then(|&i| self.members.get(i))
-            .map(|e| e.member.addr)
+            .map(|e| (e.member.addr, e.member.name.clone()))
         {
-            self.send_push_pull(addr, false);
+            self.send_push_pull(addr, Some(&name), false);
         }
     }
 
@@ -1314,17 +1338,119 @@ impl Pool {
         self.outputs.push_back(Output::Packet { to, data });
     }
 
-    fn send_push_pull(&mut self, to: SocketAddr, join: bool) {
-        let data = self.encode_push_pull(join, false);
+    /// Starts a push-pull with `to` (known as `target`, when it is a member we know). The request
+    /// lists every member we know, but only ourselves and the target in full: the rest are brief
+    /// digest entries, and the peer answers with what we lack and asks for what it lacks.
+    fn send_push_pull(&mut self, to: SocketAddr, target: Option<&str>, join: bool) {
+        let mut members: Vec<MemberState> = Vec::with_capacity(self.members.len());
+        members.push(self.self_state());
+        for e in &self.members {
+            if e.member.name == self.name {
+                continue;
+            }
+            let full = target == Some(e.member.name.as_str());
+            members.push(member_state(&e.member, !full));
+        }
+        let pp = PushPull {
+            join,
+            reply: false,
+            push: false,
+            event_ltime: self.user_events.clock(),
+            members,
+            want: Vec::new(),
+        };
+        self.emit_stream(to, &pp);
+    }
+
+    /// Answers a push-pull request (or, with `None`, a push of wanted members: an empty reply).
+    /// A member goes in full when the requester does not know it or knows an older incarnation
+    /// of it, brief when only its status is news, and not at all when the requester's digest
+    /// already matches (or is newer, in which case it is in `want`).
+    fn encode_push_pull_reply(&mut self, request: Option<&PushPull>, want: Vec<String>) -> Vec<u8> {
+        let mut members = Vec::new();
+        let mut join = false;
+        if let Some(req) = request {
+            join = req.join;
+            let theirs: HashMap<&str, &MemberState> =
+                req.members.iter().map(|m| (m.name.as_str(), m)).collect();
+            let requester = req.members.first().map(|m| m.name.as_str());
+            members.reserve(1 + self.members.len().saturating_sub(theirs.len()));
+            members.push(self.self_state());
+            for e in &self.members {
+                let m = &e.member;
+                if m.name == self.name {
+                    continue;
+                }
+                let send = match theirs.get(m.name.as_str()) {
+                    None => Some(false),
+                    // The requester described itself in full: any difference (a restart that
+                    // reused an incarnation) goes back in full, so that it can refute.
+                    Some(t) if requester == Some(m.name.as_str()) => {
+                        let same = t.incarnation == m.incarnation
+                            && t.status == m.status
+                            && t.addr == m.addr
+                            && t.tags == m.tags;
+                        (!same).then_some(false)
+                    }
+                    Some(t) if (t.incarnation, t.status) == (m.incarnation, m.status) => None,
+                    Some(t) if t.incarnation > m.incarnation => None,
+                    Some(t) => Some(!(t.incarnation < m.incarnation && m.status == MemberStatus::Alive)),
+                };
+                if let Some(brief) = send {
+                    members.push(member_state(m, brief));
+                }
+            }
+        }
+        let pp = PushPull {
+            join,
+            reply: true,
+            push: false,
+            event_ltime: self.user_events.clock(),
+            members,
+            want,
+        };
+        let plain = codec::encode_push_pull(&pp);
+        let data = self.seal(AAD_STREAM, plain);
+        self.stats.streams_sent += 1;
+        self.stats.stream_bytes_sent += data.len() as u64;
+        data
+    }
+
+    /// Sends `to`, in full, the members it asked for in its reply.
+    fn push_wanted(&mut self, to: SocketAddr, names: &[String]) {
+        let mut members = vec![self.self_state()];
+        for name in names {
+            if *name == self.name {
+                continue;
+            }
+            if let Some(m) = self.member(name) {
+                members.push(member_state(m, false));
+            }
+        }
+        if members.len() == 1 {
+            return;
+        }
+        let pp = PushPull {
+            join: false,
+            reply: false,
+            push: true,
+            event_ltime: self.user_events.clock(),
+            members,
+            want: Vec::new(),
+        };
+        self.emit_stream(to, &pp);
+    }
+
+    fn emit_stream(&mut self, to: SocketAddr, pp: &PushPull) {
+        let plain = codec::encode_push_pull(pp);
+        let data = self.seal(AAD_STREAM, plain);
         self.stats.streams_sent += 1;
         self.stats.stream_bytes_sent += data.len() as u64;
         self.outputs.push_back(Output::Stream { to, data });
     }
 
-    fn encode_push_pull(&mut self, join: bool, reply: bool) -> Vec<u8> {
-        let mut members: Vec<MemberState> = Vec::with_capacity(self.members.len());
-        // The sender goes first: receivers use it to attribute accusations.
-        members.push(MemberState {
+    fn self_state(&self) -> MemberState {
+        MemberState {
             name: self.name.clone(),
             addr: self.addr,
             incarnation: self.incarnation,
@@ -1334,32 +1460,8 @@ impl Pool {
                 MemberStatus::Alive
             },
             tags: self.tags.clone(),
-        });
-        for e in &self.members {
-            if e.member.name == self.name {
-                continue;
-            }
-            members.push(MemberState {
-                name: e.member.name.clone(),
-                addr: e.member.addr,
-                incarnation: e.member.incarnation,
-                status: e.member.status,
-                tags: e.member.tags.clone(),
-            });
+            brief: false,
         }
-        let pp = PushPull {
-            join,
-            reply,
-            event_ltime: self.user_events.clock(),
-            members,
-        };
-        let plain = codec::encode_push_pull(&pp);
-        let data = self.seal(AAD_STREAM, plain);
-        if reply {
-            self.stats.streams_sent += 1;
-            self.stats.stream_bytes_sent += data.len() as u64;
-        }
-        data
     }
 
     fn seal(&mut self, aad: &[u8], plain: Vec<u8>) -> Vec<u8> {
@@ -1500,7 +1602,22 @@ impl Pool {
     }
 }
 
-/// The sender of a push-pull is its first member state (see `encode_push_pull`).
+fn member_state(m: &Member, brief: bool) -> MemberState {
+    if brief {
+        MemberState::brief(m.name.clone(), m.incarnation, m.status)
+    } else {
+        MemberState {
+            name: m.name.clone(),
+            addr: m.addr,
+            incarnation: m.incarnation,
+            status: m.status,
+            tags: m.tags.clone(),
+            brief: false,
+        }
+    }
+}
+
+/// The sender of a push-pull is its first member state (see `send_push_pull`).
 fn pp_sender(pp: &PushPull) -> String {
     pp.members.first().map(|m| m.name.clone()).unwrap_or_default()
 }

@@ -185,6 +185,7 @@ fn refutes_suspicion_about_itself_and_loses_health() {
     let pp = PushPull {
         join: false,
         reply: true,
+        push: false,
         event_ltime: 0,
         members: vec![MemberState {
             name: "a".into(),
@@ -192,7 +193,9 @@ fn refutes_suspicion_about_itself_and_loses_health() {
             incarnation: 9,
             status: MemberStatus::Failed,
             tags: Tags::new(),
+            brief: false,
         }],
+        want: Vec::new(),
     };
     assert!(
         p.handle_stream(addr(2), &codec::encode_push_pull(&pp), Instant::ZERO)
@@ -439,4 +442,144 @@ fn a_joiner_ignores_events_from_before_its_join() {
     );
     b.handle_packet(addr(1), &event(3, "new"), Instant::ZERO);
     assert!(matches!(&events(&drain(&mut b))[..], [Event::User(u)] if u.name == "new"));
+}
+
+fn tagged_alive(name: &str, port: u16, inc: u32, role: &str) -> Vec<u8> {
+    let mut tags = Tags::new();
+    tags.insert("role".into(), role.into());
+    tags.insert("dc".into(), "dc1".into());
+    encode_packet(&[Message::Alive {
+        incarnation: inc,
+        node: name.into(),
+        addr: addr(port),
+        tags,
+    }])
+}
+
+/// Carries every stream `from` wants to send to `to`, and the replies back, until neither side
+/// has a stream left (a push-pull takes up to three: request, reply, push of wanted members).
+/// Returns the stream payloads sent each way.
+fn exchange(from: &mut Pool, to: &mut Pool, now: Instant) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (mut forward, mut back) = (Vec::new(), Vec::new());
+    loop {
+        let streams: Vec<Vec<u8>> = drain(from)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Stream { to: dest, data } if dest == to.local_addr() => Some(data),
+                _ => None,
+            })
+            .collect();
+        if streams.is_empty() {
+            return (forward, back);
+        }
+        for data in streams {
+            let reply = to.handle_stream(from.local_addr(), &data, now);
+            drain(to);
+            forward.push(data);
+            if let Some(reply) = reply {
+                from.handle_stream(to.local_addr(), &reply, now);
+                back.push(reply);
+            }
+        }
+    }
+}
+
+fn role(p: &Pool, name: &str) -> Option<String> {
+    p.member(name).and_then(|m| m.tags.get("role").cloned())
+}
+
+#[test]
+fn push_pull_sends_tags_only_to_peers_that_lack_them() {
+    let t = Instant::from_micros(1000);
+    let mut a = pool_with("a", 1, None);
+    for (name, port) in [("x", 10), ("y", 11)] {
+        a.handle_packet(addr(port), &tagged_alive(name, port, 1, "old"), t);
+    }
+    drain(&mut a);
+
+    // A fresh joiner knows nobody: it gets every member, tags included.
+    let mut c = pool_with("c", 3, None);
+    drain(&mut c);
+    c.join(&[a.local_addr()], t);
+    exchange(&mut c, &mut a, t);
+    assert_eq!(role(&c, "x").as_deref(), Some("old"));
+    assert_eq!(role(&c, "y").as_deref(), Some("old"));
+    assert_eq!(a.member("c").map(|m| m.incarnation), Some(1));
+
+    // Identical views: the request describes others briefly, the reply carries only its sender.
+    c.send_push_pull(a.local_addr(), Some("a"), false);
+    let (req, reply) = exchange(&mut c, &mut a, t);
+    assert_eq!(req.len(), 1, "no third stream when nothing is wanted");
+    let req = codec::decode_push_pull(&req[0]).unwrap();
+    let briefs: Vec<&str> = req
+        .members
+        .iter()
+        .filter(|m| m.brief)
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(briefs.len(), 2, "x and y are brief, c and its target a in full: {briefs:?}");
+    assert!(!briefs.contains(&"a") && !briefs.contains(&"c"));
+    let reply = codec::decode_push_pull(&reply[0]).unwrap();
+    assert_eq!(reply.members.len(), 1);
+    assert!(reply.want.is_empty());
+
+    // x changed its tags and only a heard it: c pulls the new tags in a's reply.
+    a.handle_packet(addr(10), &tagged_alive("x", 10, 2, "new-x"), t);
+    drain(&mut a);
+    c.send_push_pull(a.local_addr(), Some("a"), false);
+    exchange(&mut c, &mut a, t);
+    assert_eq!(role(&c, "x").as_deref(), Some("new-x"));
+
+    // y changed its tags and only c heard it: a asks for y, c pushes it in a third stream.
+    c.handle_packet(addr(11), &tagged_alive("y", 11, 2, "new-y"), t);
+    drain(&mut c);
+    c.send_push_pull(a.local_addr(), Some("a"), false);
+    let (req, _) = exchange(&mut c, &mut a, t);
+    assert_eq!(req.len(), 2, "request, then the push of what a wanted");
+    assert_eq!(role(&a, "y").as_deref(), Some("new-y"));
+    assert_eq!(a.member("y").map(|m| m.incarnation), Some(2));
+
+    // The same exchange the other way round, a as requester, now finds nothing to send.
+    a.send_push_pull(c.local_addr(), Some("c"), false);
+    let (req, reply) = exchange(&mut a, &mut c, t);
+    assert_eq!(req.len(), 1);
+    assert_eq!(codec::decode_push_pull(&reply[0]).unwrap().members.len(), 1);
+}
+
+#[test]
+fn a_push_pull_request_is_a_fraction_of_the_full_state_with_tags() {
+    let t = Instant::from_micros(1000);
+    let mut a = pool_with("a", 1, None);
+    for i in 0..200u16 {
+        a.handle_packet(addr(100 + i), &tagged_alive(&format!("node-{i}"), 100 + i, 1, "client"), t);
+    }
+    drain(&mut a);
+    let mut b = pool_with("b", 2, None);
+    drain(&mut b);
+    b.join(&[a.local_addr()], t);
+    let (_, first) = exchange(&mut b, &mut a, t);
+    let full = first.iter().map(Vec::len).sum::<usize>();
+    assert_eq!(b.num_live(), 202);
+
+    b.send_push_pull(a.local_addr(), Some("a"), false);
+    let (req, reply) = exchange(&mut b, &mut a, t);
+    let delta = req.iter().chain(&reply).map(Vec::len).sum::<usize>();
+    assert!(
+        delta * 2 < full,
+        "a converged exchange ({delta} bytes both ways) should cost well under the full state ({full} bytes)"
+    );
+}
+
+#[test]
+fn a_restarted_member_reusing_its_incarnation_learns_its_old_self_and_refutes() {
+    let t = Instant::from_micros(1000);
+    let mut a = pool_with("a", 1, None);
+    // a remembers c at incarnation 1 with another address.
+    a.handle_packet(addr(9), &alive("c", 9, 1), t);
+    drain(&mut a);
+    let mut c = pool_with("c", 3, None);
+    drain(&mut c);
+    c.join(&[a.local_addr()], t);
+    exchange(&mut c, &mut a, t);
+    assert_eq!(c.incarnation(), 2, "c outbids the stale entry about itself");
 }
