@@ -33,6 +33,7 @@ mod keyring;
 mod member;
 mod pool;
 pub mod sim;
+mod table;
 mod time;
 mod user_events;
 

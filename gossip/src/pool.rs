@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
-use rand::seq::SliceRandom as _;
 use rand::{Rng as _, RngCore as _, SeedableRng as _};
 
 use crate::broadcast::BroadcastQueue;
@@ -15,6 +14,7 @@ use crate::codec::{
 use crate::config::{Config, ConfigError};
 use crate::keyring::{ENCRYPTION_OVERHEAD, ENCRYPTION_VERSION, Keyring, OpenError};
 use crate::member::{Event, Member, MemberStatus, Tags, UserEvent};
+use crate::table::{Entry, MemberTable};
 use crate::time::Instant;
 use crate::user_events::EventDedup;
 
@@ -163,12 +163,6 @@ pub enum PoolError {
     Left,
 }
 
-struct Entry {
-    member: Member,
-    /// When the status last changed.
-    changed: Instant,
-}
-
 struct ProbeState {
     seq: u32,
     target: String,
@@ -229,8 +223,7 @@ pub struct Pool {
     rng: SmallRng,
     nonce_rng: SmallRng,
 
-    members: Vec<Entry>,
-    index: HashMap<String, usize>,
+    members: MemberTable,
     live: usize,
     probe_index: usize,
 
@@ -298,8 +291,7 @@ impl Pool {
             keyring,
             rng,
             nonce_rng,
-            members: Vec::new(),
-            index: HashMap::new(),
+            members: MemberTable::new(),
             live: 0,
             probe_index: 0,
             awareness: 0,
@@ -369,16 +361,23 @@ impl Pool {
 
     /// Every member known, the local one included, failed and departed ones until they are
     /// forgotten (see [`Config::dead_member_retention`]).
-    pub fn members(&self) -> impl Iterator<Item = &Member> {
-        self.members.iter().map(|e| &e.member)
+    pub fn members(&self) -> impl Iterator<Item = Member> + '_ {
+        self.members.iter().map(Entry::to_member)
     }
 
     /// One member by name.
-    pub fn member(&self, name: &str) -> Option<&Member> {
-        self.index
-            .get(name)
-            .and_then(|&i| self.members.get(i))
-            .map(|e| &e.member)
+    pub fn member(&self, name: &str) -> Option<Member> {
+        self.members.by_name(name).map(Entry::to_member)
+    }
+
+    /// One member's status and incarnation, without copying its name and tags.
+    pub fn member_status(&self, name: &str) -> Option<(MemberStatus, u32)> {
+        self.members.by_name(name).map(|e| (e.status, e.incarnation))
+    }
+
+    /// Number of members known, the local one and those down included.
+    pub fn num_members(&self) -> usize {
+        self.members.len()
     }
 
     /// Members alive or suspect, the local one included.
@@ -453,7 +452,7 @@ impl Pool {
         self.leaving = true;
         self.probe = None;
         let inc = self.incarnation;
-        if let Some(&i) = self.index.get(&self.name) {
+        if let Some(i) = self.members.position(&self.name) {
             self.set_status(i, MemberStatus::Left, now);
         }
         let msg = Message::Dead {
@@ -620,9 +619,9 @@ impl Pool {
                 self.schedule(Timer::PushPull, self.push_pull_due);
                 if !self.leaving
                     && let Some(&i) = self
-                        .random_members(1, None, |e| e.member.status == MemberStatus::Alive)
+                        .random_members(1, None, |e| e.status == MemberStatus::Alive)
                         .first()
-                    && let Some((addr, name)) = self.members.get(i).map(|e| (e.member.addr, e.member.name.clone()))
+                    && let Some((addr, name)) = self.members.get(i).map(|e| (e.addr(), e.name().to_owned()))
                 {
                     self.send_push_pull(addr, Some(&name), false);
                 }
@@ -765,12 +764,12 @@ impl Pool {
                 tags: self.tags.clone(),
             }
         } else {
-            match self.member(node) {
+            match self.members.by_name(node) {
                 Some(m) if m.status == MemberStatus::Alive && incarnation < m.incarnation => Message::Alive {
                     incarnation: m.incarnation,
-                    node: m.name.clone(),
-                    addr: m.addr,
-                    tags: m.tags.clone(),
+                    node: m.name().to_owned(),
+                    addr: m.addr(),
+                    tags: m.tags().clone(),
                 },
                 _ => return,
             }
@@ -794,7 +793,7 @@ impl Pool {
         if node.is_empty() || node.len() > MAX_NAME_LEN {
             return;
         }
-        let Some(&i) = self.index.get(&node) else {
+        let Some(i) = self.members.position(&node) else {
             let member = Member {
                 name: node.clone(),
                 addr,
@@ -814,20 +813,18 @@ impl Pool {
             return;
         };
         let Some(entry) = self.members.get(i) else { return };
-        if incarnation <= entry.member.incarnation {
+        if incarnation <= entry.incarnation {
             return;
         }
-        let prev = entry.member.status;
-        let changed = entry.member.addr != addr || entry.member.tags != tags;
+        let prev = entry.status;
+        let changed = entry.addr() != addr || *entry.tags() != tags;
         self.suspicions.remove(&node);
         self.set_status(i, MemberStatus::Alive, now);
-        let Some(entry) = self.members.get_mut(i) else {
+        self.members.set_state(i, incarnation, MemberStatus::Alive);
+        self.members.set_details(i, addr, &tags);
+        let Some(member) = self.members.get(i).map(Entry::to_member) else {
             return;
         };
-        entry.member.incarnation = incarnation;
-        entry.member.addr = addr;
-        entry.member.tags = tags.clone();
-        let member = entry.member.clone();
         match prev {
             MemberStatus::Failed | MemberStatus::Left => self.emit(Event::Rejoined(member)),
             _ if changed => self.emit(Event::Updated(member)),
@@ -849,14 +846,14 @@ impl Pool {
             }
             return;
         }
-        let Some(&i) = self.index.get(node) else { return };
+        let Some(i) = self.members.position(node) else { return };
         let Some(entry) = self.members.get(i) else { return };
-        if incarnation < entry.member.incarnation {
+        if incarnation < entry.incarnation {
             return;
         }
-        let renewed = match entry.member.status {
+        let renewed = match entry.status {
             // The same suspicion again: an independent confirmation.
-            MemberStatus::Suspect if incarnation == entry.member.incarnation => {
+            MemberStatus::Suspect if incarnation == entry.incarnation => {
                 self.confirm_suspicion(node, from, now);
                 return;
             }
@@ -867,11 +864,10 @@ impl Pool {
             MemberStatus::Failed | MemberStatus::Left => return,
         };
         self.set_status(i, MemberStatus::Suspect, now);
-        let Some(entry) = self.members.get_mut(i) else {
+        self.members.set_state(i, incarnation, MemberStatus::Suspect);
+        let Some(member) = self.members.get(i).map(Entry::to_member) else {
             return;
         };
-        entry.member.incarnation = incarnation;
-        let member = entry.member.clone();
         if !renewed {
             self.emit(Event::Suspect(member));
         }
@@ -970,7 +966,8 @@ impl Pool {
             return;
         }
         let still_suspect = self
-            .member(node)
+            .members
+            .by_name(node)
             .is_some_and(|m| m.status == MemberStatus::Suspect && m.incarnation == incarnation);
         if still_suspect {
             let me = self.name.clone();
@@ -987,13 +984,13 @@ impl Pool {
             }
             return;
         }
-        let Some(&i) = self.index.get(node) else { return };
+        let Some(i) = self.members.position(node) else { return };
         let Some(entry) = self.members.get(i) else { return };
-        if incarnation < entry.member.incarnation {
+        if incarnation < entry.incarnation {
             return;
         }
         let is_leave = from == node;
-        match entry.member.status {
+        match entry.status {
             MemberStatus::Left => return,
             // A departure announced after we already declared a failure (the announcement was
             // slower than our suspicion): the member's own word wins, so report the leave.
@@ -1007,11 +1004,10 @@ impl Pool {
         };
         self.suspicions.remove(node);
         self.set_status(i, status, now);
-        let Some(entry) = self.members.get_mut(i) else {
+        self.members.set_state(i, incarnation, status);
+        let Some(member) = self.members.get(i).map(Entry::to_member) else {
             return;
         };
-        entry.member.incarnation = incarnation;
-        let member = entry.member.clone();
         self.emit(if is_leave {
             Event::Left(member)
         } else {
@@ -1040,6 +1036,9 @@ impl Pool {
     fn merge_remote_state(&mut self, pp: &PushPull, now: Instant) -> Vec<String> {
         self.user_events.catch_up(pp.event_ltime);
         let sender = pp_sender(pp);
+        // A joiner learns the whole pool at once: size the table for it in one step.
+        self.members
+            .reserve(pp.members.len().saturating_sub(self.members.len()));
         let mut want = Vec::new();
         for m in &pp.members {
             match m.status {
@@ -1053,7 +1052,10 @@ impl Pool {
                         }
                     } else if !m.name.is_empty()
                         && m.name.len() <= MAX_NAME_LEN
-                        && self.member(&m.name).is_none_or(|k| k.incarnation < m.incarnation)
+                        && self
+                            .members
+                            .by_name(&m.name)
+                            .is_none_or(|k| k.incarnation < m.incarnation)
                     {
                         want.push(m.name.clone());
                     }
@@ -1082,7 +1084,7 @@ impl Pool {
         let failed = self
             .members
             .iter()
-            .filter(|e| e.member.status == MemberStatus::Failed)
+            .filter(|e| e.status == MemberStatus::Failed)
             .count();
         if failed == 0 {
             return;
@@ -1091,11 +1093,11 @@ impl Pool {
         if !self.rng.random_bool(chance) {
             return;
         }
-        let picked = self.random_members(1, None, |e| e.member.status == MemberStatus::Failed);
+        let picked = self.random_members(1, None, |e| e.status == MemberStatus::Failed);
         if let Some((addr, name)) = picked
             .first()
             .and_then(|&i| self.members.get(i))
-            .map(|e| (e.member.addr, e.member.name.clone()))
+            .map(|e| (e.addr(), e.name().to_owned()))
         {
             self.send_push_pull(addr, Some(&name), false);
         }
@@ -1109,9 +1111,9 @@ impl Pool {
             return;
         };
         let Some(entry) = self.members.get(i) else { return };
-        let target = entry.member.name.clone();
-        let addr = entry.member.addr;
-        let (status, incarnation) = (entry.member.status, entry.member.incarnation);
+        let target = entry.name().to_owned();
+        let addr = entry.addr();
+        let (status, incarnation) = (entry.status, entry.incarnation);
         let mut msgs = Vec::with_capacity(2);
         let seq = self.next_seq();
         msgs.push(Message::Ping {
@@ -1147,11 +1149,11 @@ impl Pool {
                 return None;
             }
             let (name, inc, _) = self.suspect_probes.pop_front()?;
-            if let Some(&i) = self.index.get(&name)
+            if let Some(i) = self.members.position(&name)
                 && self
                     .members
                     .get(i)
-                    .is_some_and(|e| e.member.status == MemberStatus::Suspect && e.member.incarnation == inc)
+                    .is_some_and(|e| e.status == MemberStatus::Suspect && e.incarnation == inc)
             {
                 return Some(i);
             }
@@ -1167,7 +1169,7 @@ impl Pool {
             let i = self.probe_index;
             self.probe_index += 1;
             let Some(e) = self.members.get(i) else { continue };
-            if e.member.name != self.name && e.member.status.is_live() {
+            if e.name() != self.name && e.status.is_live() {
                 return Some(i);
             }
         }
@@ -1178,19 +1180,14 @@ impl Pool {
     fn reset_probe_round(&mut self, now: Instant) {
         let retention = self.config.dead_member_retention;
         let before = self.members.len();
-        self.members
-            .retain(|e| e.member.status.is_live() || now.saturating_duration_since(e.changed) < retention);
+        self.members.retain_and_shuffle(&mut self.rng, |_, down_since| {
+            down_since.is_none_or(|t| now.saturating_duration_since(t) < retention)
+        });
         if self.members.len() != before {
-            let names: HashSet<&str> = self.members.iter().map(|e| e.member.name.as_str()).collect();
-            self.suspicions.retain(|n, _| names.contains(n.as_str()));
+            let members = &self.members;
+            self.suspicions
+                .retain(|n, _| members.position(n).is_some());
         }
-        self.members.shuffle(&mut self.rng);
-        self.index = self
-            .members
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.member.name.clone(), i))
-            .collect();
         self.probe_index = 0;
     }
 
@@ -1200,17 +1197,17 @@ impl Pool {
             return;
         }
         let target = p.target.clone();
-        let Some(target_addr) = self.member(&target).map(|m| m.addr) else {
+        let Some(target_addr) = self.members.by_name(&target).map(Entry::addr) else {
             return;
         };
         let helpers = self.random_members(self.config.indirect_checks, Some(&target), |e| {
-            e.member.status == MemberStatus::Alive
+            e.status == MemberStatus::Alive
         });
         let want_nack = self.config.lifeguard;
         self.stats.indirect_probes += 1;
         let mut sent = 0u32;
         for i in helpers {
-            let Some(addr) = self.members.get(i).map(|e| e.member.addr) else {
+            let Some(addr) = self.members.get(i).map(Entry::addr) else {
                 continue;
             };
             let msg = Message::IndirectPing {
@@ -1260,7 +1257,7 @@ impl Pool {
             1
         };
         self.apply_awareness(delta as i64);
-        let Some(m) = self.member(&target) else { return };
+        let Some(m) = self.members.by_name(&target) else { return };
         if m.status.is_live() {
             let inc = m.incarnation;
             let me = self.name.clone();
@@ -1288,11 +1285,22 @@ impl Pool {
             return;
         }
         let dead_window = self.config.gossip_to_the_dead_time;
-        let targets = self.random_members(self.config.gossip_nodes, None, |e| {
-            e.member.status.is_live() || now.saturating_duration_since(e.changed) < dead_window
-        });
+        let members = &self.members;
+        let eligible = |e: &Entry| {
+            members
+                .down_since(e)
+                .is_none_or(|t| now.saturating_duration_since(t) < dead_window)
+        };
+        let targets = random_members(
+            &self.members,
+            &mut self.rng,
+            &self.name,
+            self.config.gossip_nodes,
+            None,
+            eligible,
+        );
         for i in targets {
-            let Some(addr) = self.members.get(i).map(|e| e.member.addr) else {
+            let Some(addr) = self.members.get(i).map(Entry::addr) else {
                 continue;
             };
             let mut packet = codec::start_packet();
@@ -1344,12 +1352,12 @@ impl Pool {
     fn send_push_pull(&mut self, to: SocketAddr, target: Option<&str>, join: bool) {
         let mut members: Vec<MemberState> = Vec::with_capacity(self.members.len());
         members.push(self.self_state());
-        for e in &self.members {
-            if e.member.name == self.name {
+        for e in self.members.iter() {
+            if e.name() == self.name {
                 continue;
             }
-            let full = target == Some(e.member.name.as_str());
-            members.push(member_state(&e.member, !full));
+            let full = target == Some(e.name());
+            members.push(member_state(e, !full));
         }
         let pp = PushPull {
             join,
@@ -1376,20 +1384,19 @@ impl Pool {
             let requester = req.members.first().map(|m| m.name.as_str());
             members.reserve(1 + self.members.len().saturating_sub(theirs.len()));
             members.push(self.self_state());
-            for e in &self.members {
-                let m = &e.member;
-                if m.name == self.name {
+            for m in self.members.iter() {
+                if m.name() == self.name {
                     continue;
                 }
-                let send = match theirs.get(m.name.as_str()) {
+                let send = match theirs.get(m.name()) {
                     None => Some(false),
                     // The requester described itself in full: any difference (a restart that
                     // reused an incarnation) goes back in full, so that it can refute.
-                    Some(t) if requester == Some(m.name.as_str()) => {
+                    Some(t) if requester == Some(m.name()) => {
                         let same = t.incarnation == m.incarnation
                             && t.status == m.status
-                            && t.addr == m.addr
-                            && t.tags == m.tags;
+                            && t.addr == m.addr()
+                            && t.tags == *m.tags();
                         (!same).then_some(false)
                     }
                     Some(t) if (t.incarnation, t.status) == (m.incarnation, m.status) => None,
@@ -1423,7 +1430,7 @@ impl Pool {
             if *name == self.name {
                 continue;
             }
-            if let Some(m) = self.member(name) {
+            if let Some(m) = self.members.by_name(name) {
                 members.push(member_state(m, false));
             }
         }
@@ -1502,33 +1509,9 @@ impl Pool {
     // -----------------------------------------------------------------------------------------
     // Helpers
 
-    /// Up to `k` distinct random members other than us (and `exclude`) that satisfy `eligible`,
-    /// found by bounded random sampling as memberlist's `kRandomNodes` does.
-    fn random_members(
-        &mut self,
-        k: usize,
-        exclude: Option<&str>,
-        eligible: impl Fn(&Entry) -> bool,
-    ) -> Vec<usize> {
-        let n = self.members.len();
-        let mut out: Vec<usize> = Vec::with_capacity(k);
-        if n == 0 || k == 0 {
-            return out;
-        }
-        for _ in 0..(3 * n).max(8) {
-            if out.len() >= k {
-                break;
-            }
-            let i = self.rng.random_range(0..n);
-            let Some(e) = self.members.get(i) else { continue };
-            if e.member.name == self.name || exclude == Some(e.member.name.as_str()) || out.contains(&i) {
-                continue;
-            }
-            if eligible(e) {
-                out.push(i);
-            }
-        }
-        out
+    /// Up to `k` distinct random members other than us (and `exclude`) that satisfy `eligible`.
+    fn random_members(&mut self, k: usize, exclude: Option<&str>, eligible: impl Fn(&Entry) -> bool) -> Vec<usize> {
+        random_members(&self.members, &mut self.rng, &self.name, k, exclude, eligible)
     }
 
     fn insert_entry(&mut self, member: Member, now: Instant) {
@@ -1536,31 +1519,23 @@ impl Pool {
             self.live += 1;
         }
         // Insert at a random position so new members are probed in random order, as memberlist does.
-        let n = self.members.len();
-        self.index.insert(member.name.clone(), n);
-        self.members.push(Entry { member, changed: now });
+        let n = self.members.push(&member);
+        self.members.note_status_change(n, now);
         if n > 0 {
             let j = self.rng.random_range(0..=n);
-            if j != n {
-                self.members.swap(j, n);
-                let (a, b) = (
-                    self.members[j].member.name.clone(),
-                    self.members[n].member.name.clone(),
-                );
-                self.index.insert(a, j);
-                self.index.insert(b, n);
-            }
+            self.members.swap(j, n);
         }
     }
 
     fn set_status(&mut self, i: usize, status: MemberStatus, now: Instant) {
-        let Some(e) = self.members.get_mut(i) else { return };
-        let was_live = e.member.status.is_live();
-        if e.member.status != status {
-            e.changed = now;
+        let Some(e) = self.members.get(i) else { return };
+        let (was, inc) = (e.status, e.incarnation);
+        if was == status {
+            return;
         }
-        e.member.status = status;
-        match (was_live, status.is_live()) {
+        self.members.set_state(i, inc, status);
+        self.members.note_status_change(i, now);
+        match (was.is_live(), status.is_live()) {
             (true, false) => self.live = self.live.saturating_sub(1),
             (false, true) => self.live += 1,
             _ => {}
@@ -1568,12 +1543,11 @@ impl Pool {
     }
 
     fn sync_self_entry(&mut self) {
-        if let Some(&i) = self.index.get(&self.name)
-            && let Some(e) = self.members.get_mut(i)
-        {
-            e.member.incarnation = self.incarnation;
-            e.member.tags = self.tags.clone();
-            e.member.addr = self.addr;
+        if let Some(i) = self.members.position(&self.name) {
+            let status = self.members.get(i).map_or(MemberStatus::Alive, |e| e.status);
+            self.members.set_state(i, self.incarnation, status);
+            let tags = self.tags.clone();
+            self.members.set_details(i, self.addr, &tags);
         }
     }
 
@@ -1602,19 +1576,50 @@ impl Pool {
     }
 }
 
-fn member_state(m: &Member, brief: bool) -> MemberState {
+fn member_state(m: &Entry, brief: bool) -> MemberState {
     if brief {
-        MemberState::brief(m.name.clone(), m.incarnation, m.status)
+        MemberState::brief(m.name().to_owned(), m.incarnation, m.status)
     } else {
         MemberState {
-            name: m.name.clone(),
-            addr: m.addr,
+            name: m.name().to_owned(),
+            addr: m.addr(),
             incarnation: m.incarnation,
             status: m.status,
-            tags: m.tags.clone(),
+            tags: m.tags().clone(),
             brief: false,
         }
     }
+}
+
+/// Up to `k` distinct random members other than `me` (and `exclude`) that satisfy `eligible`,
+/// found by bounded random sampling as memberlist's `kRandomNodes` does.
+fn random_members(
+    members: &MemberTable,
+    rng: &mut SmallRng,
+    me: &str,
+    k: usize,
+    exclude: Option<&str>,
+    eligible: impl Fn(&Entry) -> bool,
+) -> Vec<usize> {
+    let n = members.len();
+    let mut out: Vec<usize> = Vec::with_capacity(k);
+    if n == 0 || k == 0 {
+        return out;
+    }
+    for _ in 0..(3 * n).max(8) {
+        if out.len() >= k {
+            break;
+        }
+        let i = rng.random_range(0..n);
+        let Some(e) = members.get(i) else { continue };
+        if e.name() == me || exclude == Some(e.name()) || out.contains(&i) {
+            continue;
+        }
+        if eligible(e) {
+            out.push(i);
+        }
+    }
+    out
 }
 
 /// The sender of a push-pull is its first member state (see `send_push_pull`).

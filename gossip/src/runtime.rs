@@ -417,7 +417,7 @@ impl Driver {
                 let _ = reply.send(self.pool.send_user_event(&name, &payload, now));
             }
             Command::Members(reply) => {
-                let _ = reply.send(self.pool.members().cloned().collect());
+                let _ = reply.send(self.pool.members().collect());
             }
             Command::Stats(reply) => {
                 let _ = reply.send(self.pool.stats().clone());

@@ -305,7 +305,7 @@ impl Simulation {
             self.pool(i).is_some_and(|p| {
                 names
                     .iter()
-                    .all(|n| p.member(n).is_some_and(|m| m.status == MemberStatus::Alive))
+                    .all(|n| p.member_status(n).is_some_and(|(s, _)| s == MemberStatus::Alive))
             })
         })
     }
