@@ -442,6 +442,25 @@ impl Pool {
         }
     }
 
+    /// Installs members known from elsewhere — a simulator starting from a converged pool, or a
+    /// node restoring what it knew — without announcing them: no events, no broadcasts. Members
+    /// already known, the local one and invalid names are skipped; probing, suspicion and
+    /// push-pull treat the rest like members learned on the wire.
+    pub fn restore_members(&mut self, members: impl IntoIterator<Item = Member>, now: Instant) {
+        let members = members.into_iter();
+        self.members.reserve(members.size_hint().0);
+        for m in members {
+            if m.name == self.name
+                || m.name.is_empty()
+                || m.name.len() > MAX_NAME_LEN
+                || self.members.position(&m.name).is_some()
+            {
+                continue;
+            }
+            self.insert_entry(m, now);
+        }
+    }
+
     /// Leaves gracefully: announces the departure, which every member reports as
     /// [`Event::Left`], never as a failure. Keep driving the pool for
     /// [`Config::leave_propagate_delay`] so the announcement spreads, then stop.

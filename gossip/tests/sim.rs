@@ -209,3 +209,36 @@ fn a_1000_node_cluster_converges_and_detects_a_crash() {
     assert!(sim.run_until(Duration::from_secs(60), STEP, |s| failed_everywhere(s, 500)));
     assert_eq!(sim.false_failures(), 0);
 }
+
+/// A warm-started cluster is converged from the start and behaves like one that joined: a user
+/// event reaches everyone, a crash is detected everywhere, no healthy node is accused.
+fn warm_cluster_disseminates_and_detects(nodes: usize, seed: u64) -> Simulation {
+    let mut sim = Simulation::new(SimConfig {
+        nodes,
+        seed,
+        warm_start: true,
+        ..SimConfig::default()
+    });
+    sim.run_for(Duration::from_secs(5));
+    assert!(sim.converged());
+    assert!(sim.send_user_event(1, "hello", b"x"));
+    assert!(sim.run_until(Duration::from_secs(10), Duration::from_millis(50), |s| {
+        s.deliveries("hello").len() == nodes
+    }));
+    sim.crash(7);
+    assert!(sim.run_until(Duration::from_secs(120), STEP, |s| failed_everywhere(s, 7)));
+    assert_eq!(sim.false_failures(), 0);
+    sim
+}
+
+#[test]
+fn a_warm_started_cluster_is_converged_at_once() {
+    let sim = warm_cluster_disseminates_and_detects(150, 21);
+    assert_eq!(sim.suspicions(), 149, "only the crashed node was suspected, once per observer");
+}
+
+#[test]
+#[ignore = "10,000 nodes, about 5 GB: run with --release -- --ignored"]
+fn a_10000_node_cluster_disseminates_and_detects_a_crash() {
+    warm_cluster_disseminates_and_detects(10_000, 22);
+}
