@@ -831,7 +831,10 @@ mod tests {
             put_member_state(&mut out, &m);
             out.len()
         };
-        assert_eq!(one(MemberState::brief("n2".into(), 7, MemberStatus::Alive)), 2 + 2 + 1 + 4 + 1);
+        assert_eq!(
+            one(MemberState::brief("n2".into(), 7, MemberStatus::Alive)),
+            2 + 2 + 1 + 4 + 1
+        );
         for m in [
             StreamMessage::Ping {
                 seq: 3,

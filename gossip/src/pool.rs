@@ -865,7 +865,9 @@ impl Pool {
             }
             return;
         }
-        let Some(i) = self.members.position(node) else { return };
+        let Some(i) = self.members.position(node) else {
+            return;
+        };
         let Some(entry) = self.members.get(i) else { return };
         if incarnation < entry.incarnation {
             return;
@@ -1003,7 +1005,9 @@ impl Pool {
             }
             return;
         }
-        let Some(i) = self.members.position(node) else { return };
+        let Some(i) = self.members.position(node) else {
+            return;
+        };
         let Some(entry) = self.members.get(i) else { return };
         if incarnation < entry.incarnation {
             return;
@@ -1204,8 +1208,7 @@ impl Pool {
         });
         if self.members.len() != before {
             let members = &self.members;
-            self.suspicions
-                .retain(|n, _| members.position(n).is_some());
+            self.suspicions.retain(|n, _| members.position(n).is_some());
         }
         self.probe_index = 0;
     }
@@ -1276,7 +1279,9 @@ impl Pool {
             1
         };
         self.apply_awareness(delta as i64);
-        let Some(m) = self.members.by_name(&target) else { return };
+        let Some(m) = self.members.by_name(&target) else {
+            return;
+        };
         if m.status.is_live() {
             let inc = m.incarnation;
             let me = self.name.clone();
@@ -1529,7 +1534,12 @@ impl Pool {
     // Helpers
 
     /// Up to `k` distinct random members other than us (and `exclude`) that satisfy `eligible`.
-    fn random_members(&mut self, k: usize, exclude: Option<&str>, eligible: impl Fn(&Entry) -> bool) -> Vec<usize> {
+    fn random_members(
+        &mut self,
+        k: usize,
+        exclude: Option<&str>,
+        eligible: impl Fn(&Entry) -> bool,
+    ) -> Vec<usize> {
         random_members(&self.members, &mut self.rng, &self.name, k, exclude, eligible)
     }
 

@@ -517,7 +517,11 @@ fn push_pull_sends_tags_only_to_peers_that_lack_them() {
         .filter(|m| m.brief)
         .map(|m| m.name.as_str())
         .collect();
-    assert_eq!(briefs.len(), 2, "x and y are brief, c and its target a in full: {briefs:?}");
+    assert_eq!(
+        briefs.len(),
+        2,
+        "x and y are brief, c and its target a in full: {briefs:?}"
+    );
     assert!(!briefs.contains(&"a") && !briefs.contains(&"c"));
     let reply = codec::decode_push_pull(&reply[0]).unwrap();
     assert_eq!(reply.members.len(), 1);
@@ -551,7 +555,11 @@ fn a_push_pull_request_is_a_fraction_of_the_full_state_with_tags() {
     let t = Instant::from_micros(1000);
     let mut a = pool_with("a", 1, None);
     for i in 0..200u16 {
-        a.handle_packet(addr(100 + i), &tagged_alive(&format!("node-{i}"), 100 + i, 1, "client"), t);
+        a.handle_packet(
+            addr(100 + i),
+            &tagged_alive(&format!("node-{i}"), 100 + i, 1, "client"),
+            t,
+        );
     }
     drain(&mut a);
     let mut b = pool_with("b", 2, None);

@@ -23,7 +23,12 @@ const INLINE_NAME: usize = 14;
 
 /// A member name: inline when short (node names usually are), boxed otherwise.
 enum Name {
-    Inline { len: u8, bytes: [u8; INLINE_NAME] },
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_NAME],
+    },
+    // A thin pointer keeps the enum at 16 bytes; `Box<str>` or `String` would make it 24 or 32.
+    #[allow(clippy::box_collection)]
     Heap(Box<String>),
 }
 
@@ -148,7 +153,9 @@ impl MemberTable {
         let hash = self.hasher.hash_one(name);
         let entries = &self.entries;
         self.index
-            .find(hash, |&i| entries.get(i as usize).is_some_and(|e| e.name() == name))
+            .find(hash, |&i| {
+                entries.get(i as usize).is_some_and(|e| e.name() == name)
+            })
             .map(|&i| i as usize)
     }
 
@@ -238,7 +245,11 @@ impl MemberTable {
     }
 
     /// Drops the members `keep` refuses, reorders the rest at random and rebuilds the index.
-    pub(crate) fn retain_and_shuffle(&mut self, rng: &mut impl Rng, keep: impl Fn(&Entry, Option<Instant>) -> bool) {
+    pub(crate) fn retain_and_shuffle(
+        &mut self,
+        rng: &mut impl Rng,
+        keep: impl Fn(&Entry, Option<Instant>) -> bool,
+    ) {
         let down = &self.down_since;
         let before = self.entries.len();
         self.entries.retain(|e| {
@@ -258,8 +269,7 @@ impl MemberTable {
         self.entries.shuffle(rng);
         self.index.clear();
         let (entries, hasher) = (&self.entries, &self.hasher);
-        self.index
-            .reserve(entries.len(), |&i| rehash(hasher, entries, i));
+        self.index.reserve(entries.len(), |&i| rehash(hasher, entries, i));
         for (i, e) in entries.iter().enumerate() {
             let hash = hasher.hash_one(e.name());
             self.index
@@ -304,7 +314,11 @@ mod tests {
 
     #[test]
     fn entries_stay_small() {
-        assert!(std::mem::size_of::<Entry>() <= 48, "{}", std::mem::size_of::<Entry>());
+        assert!(
+            std::mem::size_of::<Entry>() <= 48,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
     }
 
     #[test]

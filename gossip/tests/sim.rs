@@ -222,9 +222,11 @@ fn warm_cluster_disseminates_and_detects(nodes: usize, seed: u64) -> Simulation 
     sim.run_for(Duration::from_secs(5));
     assert!(sim.converged());
     assert!(sim.send_user_event(1, "hello", b"x"));
-    assert!(sim.run_until(Duration::from_secs(10), Duration::from_millis(50), |s| {
-        s.deliveries("hello").len() == nodes
-    }));
+    assert!(
+        sim.run_until(Duration::from_secs(10), Duration::from_millis(50), |s| {
+            s.deliveries("hello").len() == nodes
+        })
+    );
     sim.crash(7);
     assert!(sim.run_until(Duration::from_secs(120), STEP, |s| failed_everywhere(s, 7)));
     assert_eq!(sim.false_failures(), 0);
@@ -234,7 +236,11 @@ fn warm_cluster_disseminates_and_detects(nodes: usize, seed: u64) -> Simulation 
 #[test]
 fn a_warm_started_cluster_is_converged_at_once() {
     let sim = warm_cluster_disseminates_and_detects(150, 21);
-    assert_eq!(sim.suspicions(), 149, "only the crashed node was suspected, once per observer");
+    assert_eq!(
+        sim.suspicions(),
+        149,
+        "only the crashed node was suspected, once per observer"
+    );
 }
 
 #[test]
