@@ -248,3 +248,50 @@ fn a_warm_started_cluster_is_converged_at_once() {
 fn a_10000_node_cluster_disseminates_and_detects_a_crash() {
     warm_cluster_disseminates_and_detects(10_000, 22);
 }
+
+fn consul_like_tags() -> tribune_gossip::Tags {
+    [
+        ("role", "node"),
+        ("dc", "dc1"),
+        ("port", "8300"),
+        ("build", "0.1.0:5f3c2a1"),
+        ("vsn", "2"),
+        ("segment", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Stream bytes sent by all running pools.
+fn stream_bytes(sim: &Simulation) -> u64 {
+    sim.up_nodes()
+        .filter_map(|i| sim.pool(i))
+        .map(|p| p.stats().stream_bytes_sent)
+        .sum()
+}
+
+#[test]
+fn converged_push_pulls_do_not_resend_tags() {
+    let measure = |tags: tribune_gossip::Tags| {
+        let mut sim = Simulation::new(SimConfig {
+            nodes: 100,
+            seed: 31,
+            tags,
+            warm_start: true,
+            ..SimConfig::default()
+        });
+        sim.run_for(Duration::from_secs(5));
+        let before = stream_bytes(&sim);
+        // Two scaled push-pull periods at 100 members (90 s each).
+        sim.run_for(Duration::from_secs(180));
+        assert!(sim.converged());
+        stream_bytes(&sim) - before
+    };
+    let bare = measure(tribune_gossip::Tags::new());
+    let tagged = measure(consul_like_tags());
+    println!("push-pull bytes over 180 s: {bare} without tags, {tagged} with");
+    // Only the two full entries per request (sender and target) and one per reply carry tags.
+    assert!(bare > 0);
+    assert!(tagged < bare * 3 / 2, "{tagged} bytes with tags against {bare} without");
+}
