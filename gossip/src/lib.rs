@@ -9,8 +9,9 @@
 //! The protocol is memberlist's: direct probes with acks, indirect probes through `k` members with
 //! nacks, suspicion refuted by incarnation, Lifeguard's local health multiplier and dynamic
 //! suspicion timeouts, piggybacked broadcasts retransmitted `mult × ceil(log10(N+1))` times in
-//! packets of at most 1400 bytes, push-pull full-state exchanges over a stream on join and
-//! periodically. It is not wire-compatible with Go memberlist.
+//! packets of at most 1400 bytes, push-pull state exchanges over a stream on join and
+//! periodically. Unlike memberlist's, a push-pull sends a digest and only what the peer lacks (a
+//! joiner lacks everything, tags included). It is not wire-compatible with Go memberlist.
 //!
 //! Main types:
 //! - [`Pool`]: the state machine. Inputs are `handle_packet`, `handle_stream`, `handle_timer`,

@@ -1,6 +1,6 @@
 //! Cluster behaviour in the deterministic simulator: convergence, failure detection, partitions,
-//! loss, restarts. Sized to run in seconds in the dev profile; the 1,000-node run is ignored here
-//! (run it with `cargo test -p tribune-gossip --release --test sim -- --ignored`).
+//! loss, restarts. Sized to run in seconds in the dev profile; the 1,000-node and 10,000-node runs
+//! are ignored here (run them with `cargo test -p tribune-gossip --release --test sim -- --ignored`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -244,7 +244,7 @@ fn a_warm_started_cluster_is_converged_at_once() {
 }
 
 #[test]
-#[ignore = "10,000 nodes, about 5 GB: run with --release -- --ignored"]
+#[ignore = "10,000 nodes, about 6 GB of memory: run with --release -- --ignored"]
 fn a_10000_node_cluster_disseminates_and_detects_a_crash() {
     warm_cluster_disseminates_and_detects(10_000, 22);
 }
@@ -293,5 +293,8 @@ fn converged_push_pulls_do_not_resend_tags() {
     println!("push-pull bytes over 180 s: {bare} without tags, {tagged} with");
     // Only the two full entries per request (sender and target) and one per reply carry tags.
     assert!(bare > 0);
-    assert!(tagged < bare * 3 / 2, "{tagged} bytes with tags against {bare} without");
+    assert!(
+        tagged < bare * 3 / 2,
+        "{tagged} bytes with tags against {bare} without"
+    );
 }
