@@ -1,4 +1,4 @@
-//! Prints write throughput, p50/p99 write latency (1, 16 and 256 concurrent writers) and
+//! Prints write throughput, p50/p99 write latency (1, 16, 64 and 256 concurrent writers) and
 //! failover time (leader killed → first successful write, over N trials) for a three-server
 //! loopback cluster. Run in release:
 //!
@@ -33,7 +33,7 @@ fn main() {
         let leader = cluster.leader(Duration::from_secs(10)).await;
         // Warm up connections and the log.
         support::run_writes(&leader, 16, 2_000).await;
-        for writers in [1usize, 16, 256] {
+        for writers in [1usize, 16, 64, 256] {
             let total = if writers == 1 { writes / 10 } else { writes };
             let (wall, mut lat) = support::run_writes(&leader, writers, total).await;
             lat.sort();

@@ -73,7 +73,7 @@ impl ConsensusConfig {
             max_payload_entries: 64,
             max_batch_commands: 1024,
             max_batch_bytes: 1024 * 1024,
-            max_proposals_in_flight: 4,
+            max_proposals_in_flight: 2,
             snapshot_after_logs: 100_000,
             logs_kept_after_snapshot: 10_000,
             snapshot_chunk_bytes: 4 * 1024 * 1024,

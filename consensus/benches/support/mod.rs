@@ -78,6 +78,9 @@ pub fn config(id: u64) -> ConsensusConfig {
         c.heartbeat_interval = Duration::from_millis(ms);
         c.election_timeout = Duration::from_millis(ms * 5);
     }
+    if let Ok(n) = std::env::var("TRIBUNE_BENCH_PROPOSALS_IN_FLIGHT") {
+        c.max_proposals_in_flight = n.parse().unwrap();
+    }
     c
 }
 
