@@ -1,7 +1,8 @@
 //! Three Tribune servers of one datacenter on loopback, narrated.
 //!
 //! The servers start with `bootstrap_expect = 3`, each with its own data directory (temporary
-//! unless `--data-dir` is given), find each other through `retry_join` and elect a leader. The
+//! unless `--data-dir` is given), find each other in the LAN gossip pool through `retry_join` and
+//! elect a leader. The
 //! narration then writes a key through one follower and reads it through the other, stops the
 //! leader abruptly, times how long the datacenter takes to accept writes again, reads the key on a
 //! survivor, and restarts the stopped server from its disk to show it catch up. Then the three keep
@@ -31,8 +32,8 @@ fn usage() -> String {
     r"usage: three_server_dc [--data-dir DIR] [--http-port PORT] [--exit-after-narration]
 
   --data-dir DIR           keep the servers' state in DIR/s1, DIR/s2, DIR/s3 (default: temporary)
-  --http-port PORT         HTTP API of s1 on PORT, s2 on PORT+1, s3 on PORT+2 (default 8500) and
-                           server RPC ports 8300-8302; 0 picks free ports for both
+  --http-port PORT         HTTP API of s1 on PORT, s2 on PORT+1, s3 on PORT+2 (default 8500), raft
+                           on 8300/8310/8320, LAN gossip on 8301/8311/8321; 0 picks free ports
   --exit-after-narration   stop once the narration is done instead of serving until Ctrl-C"
         .to_owned()
 }
@@ -67,6 +68,7 @@ struct Slot {
     data_dir: PathBuf,
     http_port: u16,
     server_port: u16,
+    serf_port: u16,
     handle: Option<NodeHandle>,
 }
 
@@ -77,6 +79,7 @@ fn server_config(slot: &Slot, join: Vec<String>) -> Config {
     config.bootstrap_expect = SERVERS as u32;
     config.ports.http = Some(slot.http_port);
     config.ports.server = Some(slot.server_port);
+    config.ports.serf_lan = Some(slot.serf_port);
     config.retry_join = join;
     config.retry_interval = Duration::from_millis(200);
     config
@@ -111,10 +114,15 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
                 0 => 0,
                 base => base.saturating_add(i as u16),
             },
-            // Consul's server port is 8300; fixed ports let a later run reuse --data-dir.
+            // Consul's server port is 8300 and its LAN gossip port 8301; servers here take
+            // 8300/8310/8320 and 8301/8311/8321. Fixed ports let a later run reuse --data-dir.
             server_port: match options.first_http_port {
                 0 => 0,
-                _ => 8300u16.saturating_add(i as u16),
+                _ => 8300u16.saturating_add(10 * i as u16),
+            },
+            serf_port: match options.first_http_port {
+                0 => 0,
+                _ => 8301u16.saturating_add(10 * i as u16),
             },
             handle: None,
         })
@@ -138,12 +146,15 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         // Pin the ports the OS picked, so a restarted server comes back where its peers expect it.
         slot.server_port = handle.rpc_addr().port();
         slot.http_port = handle.http_addr().map_or(0, |a| a.port());
-        joined.push(handle.rpc_addr().to_string());
+        let serf = handle.serf_lan_addr().ok_or("the LAN gossip pool is disabled")?;
+        slot.serf_port = serf.port();
+        joined.push(serf.to_string());
         say(&format!(
-            "  {} serves HTTP on {} and the server RPC port on {}",
+            "  {} serves HTTP on {}, raft on {}, LAN gossip on {}",
             slot.name,
             describe_http(&handle),
-            handle.rpc_addr()
+            handle.rpc_addr(),
+            serf
         ));
         slot.handle = Some(handle);
     }
@@ -213,7 +224,12 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     ));
     let others: Vec<String> = slots
         .iter()
-        .filter_map(|s| s.handle.as_ref().map(|h| h.rpc_addr().to_string()))
+        .filter_map(|s| {
+            s.handle
+                .as_ref()
+                .and_then(|h| h.serf_lan_addr())
+                .map(|a| a.to_string())
+        })
         .collect();
     let restarted = start_again(&slots[leader], others).await?;
     slots[leader].handle = Some(restarted);

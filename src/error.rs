@@ -41,4 +41,10 @@ pub enum NodeError {
     /// Consensus could not start.
     #[error("cannot start consensus: {0}")]
     Consensus(#[from] tribune_consensus::ConsensusError),
+    /// The LAN gossip pool could not start.
+    #[error("cannot start the LAN gossip pool: {reason}")]
+    Gossip {
+        /// Why.
+        reason: String,
+    },
 }

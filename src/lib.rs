@@ -29,6 +29,7 @@ pub mod config;
 mod error;
 mod fsm;
 mod http;
+mod membership;
 mod node;
 
 pub use error::NodeError;

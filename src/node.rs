@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::error::NodeError;
 use crate::fsm::{ApplyResponse, KvStateMachine};
 use crate::http;
+use crate::membership;
 
 /// Consul's session TTL multiplier: a session is invalidated after twice its TTL without a renewal.
 pub(crate) const SESSION_TTL_MULTIPLIER: u32 = 2;
@@ -53,9 +54,11 @@ impl Node {
     ///
     /// - `data_dir = None` (a development agent) keeps the state and the raft log in memory; otherwise they
     ///   live in RocksDB under `data_dir` (feature `rocksdb`).
-    /// - `bootstrap_expect = 1` forms a one-server cluster at once. With more, the server asks the servers
-    ///   listed in `retry_join` (their server RPC addresses, `host:port`) who they are, and the cluster forms
-    ///   once `bootstrap_expect` of them answered.
+    /// - The agent joins the LAN gossip pool on `ports.serf_lan` through `retry_join` (gossip addresses,
+    ///   `host[:port]`, port 8301 by default), announcing its role, datacenter and RPC port in its tags.
+    /// - `bootstrap_expect = 1` forms a one-server cluster at once. With more, the cluster forms once
+    ///   `bootstrap_expect` servers of the datacenter are seen in the pool; later, the leader adds servers
+    ///   that appear in the pool and removes those that left or failed (keeping a quorum).
     /// - Port 0 binds a free port: [`NodeHandle::http_addr`] and [`NodeHandle::rpc_addr`] report it.
     ///
     /// Client agents (`server = false`) are not supported yet and give [`NodeError::Unsupported`].
@@ -195,13 +198,26 @@ where
         None => None,
     };
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let tags = membership::server_tags(&config, node_id, consensus.local_addr().port());
+    let (gossip, member_events) = match membership::start_lan(&config, tags).await {
+        Ok(Some((gossip, events))) => (Some(gossip), Some(events)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            let _ = consensus.shutdown().await;
+            return Err(e);
+        }
+    };
+    let serf_lan_addr = gossip.as_ref().map(tribune_gossip::Gossip::local_addr);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_tx = Arc::new(shutdown_tx);
     let resolver = crate::acl::resolver(&config.datacenter, &config.acl);
     let agent = Arc::new(Agent {
         config,
         node_id,
         store,
         consensus: consensus.clone(),
+        gossip,
+        stop_tasks: Arc::clone(&shutdown_tx),
         lock_delays: Mutex::new(HashMap::new()),
         session_timers: Mutex::new(HashMap::new()),
         discovered: Mutex::new(BTreeMap::new()),
@@ -227,6 +243,21 @@ where
             }
         }));
     }
+    if let Some(events) = member_events {
+        tasks.push(tokio::spawn(membership::watch_members(
+            Arc::clone(&agent),
+            events,
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(membership::join_pool(
+            Arc::clone(&agent),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(membership::reconcile(
+            Arc::clone(&agent),
+            shutdown_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(form_cluster(
         Arc::clone(&agent),
         shutdown_rx.clone(),
@@ -236,6 +267,7 @@ where
     let control: Arc<dyn Control> = agent;
     Ok(NodeHandle {
         http_addr,
+        serf_lan_addr,
         rpc_addr: consensus.local_addr(),
         node_id,
         control,
@@ -249,6 +281,7 @@ where
 /// What the handle needs from the running agent, whatever its storage backend.
 trait Control: Send + Sync {
     fn stop(&self) -> BoxFuture<'_, ()>;
+    fn leave(&self) -> BoxFuture<'_, ()>;
     fn leader_rpc_addr(&self) -> Option<String>;
     fn is_leader(&self) -> bool;
 }
@@ -257,10 +290,11 @@ trait Control: Send + Sync {
 /// current runtime); [`NodeHandle::shutdown`] stops them and waits.
 pub struct NodeHandle {
     http_addr: Option<SocketAddr>,
+    serf_lan_addr: Option<SocketAddr>,
     rpc_addr: SocketAddr,
     node_id: NodeId,
     control: Arc<dyn Control>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Arc<watch::Sender<bool>>,
     tasks: Vec<JoinHandle<()>>,
     /// Set once `shutdown` finished, so that dropping the handle does not stop anything twice.
     stopped: bool,
@@ -281,6 +315,27 @@ impl NodeHandle {
     /// The address the HTTP API is bound to, or `None` when `ports.http` is disabled.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The address other agents join this one's LAN gossip pool at (`retry_join`), or `None` when
+    /// `ports.serf_lan` is disabled.
+    pub fn serf_lan_addr(&self) -> Option<SocketAddr> {
+        self.serf_lan_addr
+    }
+
+    /// Resolves once the agent stopped on its own (`/v1/agent/leave`) or through
+    /// [`NodeHandle::shutdown`]; an agent binary waits on it beside its signal handlers.
+    pub async fn stopped(&self) {
+        let mut stopped = self.shutdown.subscribe();
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Leaves the LAN pool gracefully (every member reports this agent as left, and the leader
+    /// removes a server that left from the raft configuration), then stops like
+    /// [`NodeHandle::shutdown`].
+    pub async fn leave(self) {
+        self.control.leave().await;
+        self.shutdown().await;
     }
 
     /// The address the server RPC port (raft, forwarded requests) is bound to.
@@ -338,11 +393,15 @@ pub(crate) struct Agent<B: Backend> {
     pub(crate) node_id: NodeId,
     pub(crate) store: Arc<Store<B>>,
     pub(crate) consensus: Consensus<KvStateMachine<B>>,
+    /// The LAN gossip pool; `None` when `ports.serf_lan` is disabled.
+    pub(crate) gossip: Option<tribune_gossip::Gossip>,
+    /// Stops the agent's tasks; shared with the handle so that `/v1/agent/leave` can stop it.
+    stop_tasks: Arc<watch::Sender<bool>>,
     /// Keys a destroyed session held, and until when the leader refuses to lock them again.
     lock_delays: Mutex<HashMap<String, Instant>>,
     /// Sessions with a TTL and when the leader invalidates them (leader only).
     session_timers: Mutex<HashMap<String, Instant>>,
-    /// Servers of this datacenter met through `retry_join` or their own hello, for bootstrap_expect.
+    /// Servers of this datacenter seen in the LAN pool, for bootstrap_expect.
     discovered: Mutex<BTreeMap<NodeId, NodeInfo>>,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Resolves request tokens to authorizers over the local state (used when ACLs are enabled).
@@ -356,10 +415,17 @@ impl<B: Backend> Control for Agent<B> {
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.router.lock().take();
+            if let Some(gossip) = &self.gossip {
+                gossip.shutdown().await;
+            }
             if let Err(e) = self.consensus.shutdown().await {
                 tracing::warn!(error = %e, "consensus shutdown");
             }
         })
+    }
+
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.leave_pool())
     }
 
     fn leader_rpc_addr(&self) -> Option<String> {
@@ -475,17 +541,26 @@ impl<B: Backend> Agent<B> {
         self.session_timers.lock().remove(id);
     }
 
-    fn self_peer(&self) -> Peer {
-        Peer {
-            id: self.node_id,
-            name: self.config.node_name.clone(),
-            rpc_addr: self.consensus.local_addr().to_string(),
-            datacenter: self.config.datacenter.clone(),
+    /// Leaves the LAN pool gracefully, and asks the agent's tasks to stop. A leader first hands
+    /// its seat over: it removes itself from the raft configuration (the others elect a new leader),
+    /// as the others' reconciliation would once they see it left.
+    pub(crate) async fn leave_pool(&self) {
+        if self.consensus.is_leader()
+            && self.consensus.peers().len() > 1
+            && let Err(e) = self.consensus.remove_server(self.node_id).await
+        {
+            tracing::warn!(error = %e, "leaving the raft configuration");
         }
+        if let Some(gossip) = &self.gossip
+            && let Err(e) = gossip.leave().await
+        {
+            tracing::warn!(error = %e, "leaving the LAN pool");
+        }
+        self.stop_tasks.send_replace(true);
     }
 
     /// Records a server of this datacenter for cluster formation.
-    fn learn_peer(&self, peer: Peer) {
+    pub(crate) fn learn_peer(&self, peer: Peer) {
         if peer.datacenter == self.config.datacenter && peer.id != self.node_id {
             self.discovered
                 .lock()
@@ -503,12 +578,6 @@ impl<B: Backend> Agent<B> {
 /// An application request between servers, on the RPC port.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum AppCall {
-    /// "Who are you?": discovery through static server addresses. Carries the caller, whom the
-    /// receiver then knows too (so discovery works whichever side lists the other).
-    Hello {
-        /// The calling server.
-        from: Peer,
-    },
     /// The leader's read index for a default (`consistent = false`) or consistent read.
     ReadIndex {
         /// Whether the leader must confirm its leadership with a quorum first.
@@ -522,20 +591,18 @@ pub(crate) enum AppCall {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Peer {
     /// Raft id.
-    id: NodeId,
+    pub(crate) id: NodeId,
     /// Node name.
-    name: String,
+    pub(crate) name: String,
     /// RPC address.
-    rpc_addr: String,
+    pub(crate) rpc_addr: String,
     /// Datacenter.
-    datacenter: String,
+    pub(crate) datacenter: String,
 }
 
 /// The answer to an [`AppCall`].
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum AppReply {
-    /// The answering server.
-    Hello(Peer),
     /// The index a follower must have applied before serving the read.
     ReadIndex(u64),
     /// The leader's HTTP response.
@@ -600,10 +667,6 @@ impl<B: Backend> AppHandler for AppService<B> {
         Box::pin(async move {
             let agent = agent.upgrade().ok_or("the agent is shutting down")?;
             let reply = match AppCall::decode(&request.payload)? {
-                AppCall::Hello { from } => {
-                    agent.learn_peer(from);
-                    AppReply::Hello(agent.self_peer())
-                }
                 AppCall::ReadIndex { consistent } => {
                     let mode = if consistent {
                         ReadMode::Consistent
@@ -625,17 +688,12 @@ impl<B: Backend> AppHandler for AppService<B> {
 }
 
 /// Forms the cluster: feeds consensus's bootstrap_expect discovery with this server and the servers
-/// that answered at the `retry_join` addresses, until the cluster exists.
+/// of its datacenter seen in the LAN pool, until the cluster exists.
 async fn form_cluster<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: watch::Receiver<bool>) {
     if agent.config.bootstrap_expect == 0 {
         return;
     }
     loop {
-        for addr in &agent.config.retry_join {
-            if let Some(peer) = hello(&agent, addr).await {
-                agent.learn_peer(peer);
-            }
-        }
         let known = agent.discovered.lock().clone();
         let servers: Vec<DiscoveredServer> = known
             .iter()
@@ -662,35 +720,6 @@ async fn form_cluster<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: watch::Rec
             _ = shutdown.wait_for(|stopped| *stopped) => return,
         }
     }
-}
-
-/// Asks the server at `addr` who it is.
-async fn hello<B: Backend>(agent: &Agent<B>, addr: &str) -> Option<Peer> {
-    // The transport keys connections by raft id, which is what we are asking for: use a stable
-    // placeholder id per address, distinct from real ids (they have the low bit set).
-    let placeholder = address_placeholder_id(addr);
-    let request = AppRequest {
-        datacenter: None,
-        payload: AppCall::Hello {
-            from: agent.self_peer(),
-        }
-        .encode(),
-    };
-    let reply = agent.consensus.call_app(placeholder, addr, request).await.ok()?;
-    match AppReply::decode(&reply).ok()? {
-        AppReply::Hello(peer) => Some(peer),
-        _ => None,
-    }
-}
-
-fn address_placeholder_id(addr: &str) -> NodeId {
-    // FNV-1a: stable and dependency-free; the low bit cleared keeps it apart from real ids.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in addr.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash & !1
 }
 
 /// The leader's duties: session TTL invalidation and tombstone reaping. Runs on every server and acts
@@ -837,16 +866,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_from_uuids_are_stable_and_apart_from_placeholders() {
+    fn ids_from_uuids_are_stable_and_non_zero() {
         let uuid = "6f1d8a43-7c0e-4d8b-9a43-0b1f3c2d5e6f";
         assert_eq!(id_from_uuid(uuid), id_from_uuid(uuid));
         assert_eq!(id_from_uuid(uuid).map(|id| id & 1), Some(1));
         assert_eq!(id_from_uuid("not a uuid"), None);
-        assert_eq!(address_placeholder_id("127.0.0.1:8300") & 1, 0);
-        assert_ne!(
-            address_placeholder_id("127.0.0.1:8300"),
-            address_placeholder_id("127.0.0.1:8301")
-        );
     }
 
     #[test]

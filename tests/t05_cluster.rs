@@ -1,4 +1,4 @@
-//! Three servers in one process form a cluster through `bootstrap_expect = 3` and `retry_join`; writes
+//! Three servers in one process form a cluster through `bootstrap_expect = 3` and `retry_join` (LAN gossip); writes
 //! sent to any server are forwarded to the leader, and reads on followers follow the consistency modes.
 
 mod common;
@@ -13,7 +13,11 @@ fn server(name: &str, join: &[&NodeHandle]) -> Config {
     let mut config = Config::dev();
     config.node_name = name.to_owned();
     config.bootstrap_expect = 3;
-    config.retry_join = join.iter().map(|node| node.rpc_addr().to_string()).collect();
+    config.retry_join = join
+        .iter()
+        .filter_map(|node| node.serf_lan_addr())
+        .map(|addr| addr.to_string())
+        .collect();
     config
 }
 

@@ -161,6 +161,12 @@ pub enum PoolError {
     /// The pool has left; it can no longer send events or change tags.
     #[error("the local member has left the pool")]
     Left,
+    /// No member of that name is known.
+    #[error("no member named {name:?} is known")]
+    UnknownMember {
+        /// The name asked for.
+        name: String,
+    },
 }
 
 struct ProbeState {
@@ -483,6 +489,26 @@ impl Pool {
             .push(Some(self.name.clone()), codec::message_bytes(&msg));
         // Send the news now rather than at the next gossip round.
         self.gossip(now);
+    }
+
+    /// Consul's `force-leave`: announces that a failed (or suspect) member left, so every member
+    /// reports it as [`Event::Left`] and stops expecting it back. A live member is not touched
+    /// (it would refute the claim anyway); the local member cannot be forced out.
+    pub fn force_leave(&mut self, name: &str, now: Instant) -> Result<(), PoolError> {
+        let entry = self
+            .members
+            .position(name)
+            .and_then(|i| self.members.get(i))
+            .filter(|_| name != self.name)
+            .ok_or_else(|| PoolError::UnknownMember {
+                name: name.to_owned(),
+            })?;
+        if matches!(entry.status, MemberStatus::Failed | MemberStatus::Suspect) {
+            let incarnation = entry.incarnation;
+            // A departure is a death announced by the member itself: sent on its behalf.
+            self.dead_node(incarnation, name, name, now);
+        }
+        Ok(())
     }
 
     /// Replaces the local member's tags and announces them.

@@ -168,6 +168,65 @@ fn a_late_leave_announcement_turns_a_failure_into_a_leave() {
 }
 
 #[test]
+fn force_leave_turns_a_failed_member_into_a_left_one_everywhere() {
+    let mut a = pool_with("a", 1, None);
+    let mut c = pool_with("c", 3, None);
+    let t = Instant::from_micros(1);
+    for p in [&mut a, &mut c] {
+        p.handle_packet(addr(2), &alive("b", 2, 1), t);
+    }
+    a.handle_packet(addr(3), &alive("c", 3, 1), t);
+    c.handle_packet(addr(1), &alive("a", 1, 1), t);
+    let dead = encode_packet(&[Message::Dead {
+        incarnation: 1,
+        node: "b".into(),
+        from: "x".into(),
+    }]);
+    a.handle_packet(addr(9), &dead, t);
+    drain(&mut a);
+    drain(&mut c);
+
+    assert!(matches!(
+        a.force_leave("nobody", t),
+        Err(PoolError::UnknownMember { .. })
+    ));
+    assert!(matches!(
+        a.force_leave("a", t),
+        Err(PoolError::UnknownMember { .. })
+    ));
+    a.force_leave("b", t).unwrap();
+    let outs = drain(&mut a);
+    assert!(matches!(events(&outs)[..], [Event::Left(ref m)] if m.name == "b"));
+    assert_eq!(a.member("b").unwrap().status, MemberStatus::Left);
+    // The announcement travels as the member's own departure: c, which still saw b alive, reports
+    // a leave, not a failure.
+    let packets: Vec<Vec<u8>> = (0..3)
+        .flat_map(|_| {
+            a.gossip(t);
+            drain(&mut a)
+        })
+        .filter_map(|o| match o {
+            Output::Packet { to, data } if to == addr(3) => Some(data),
+            _ => None,
+        })
+        .collect();
+    assert!(!packets.is_empty(), "a gossiped the leave to c");
+    for data in packets {
+        c.handle_packet(addr(1), &data, t);
+    }
+    assert!(
+        events(&drain(&mut c))
+            .iter()
+            .any(|e| matches!(e, Event::Left(m) if m.name == "b"))
+    );
+
+    // A live member is left alone.
+    c.force_leave("a", t).unwrap();
+    assert!(events(&drain(&mut c)).is_empty());
+    assert_eq!(c.member("a").unwrap().status, MemberStatus::Alive);
+}
+
+#[test]
 fn refutes_suspicion_about_itself_and_loses_health() {
     let mut p = pool_with("a", 1, None);
     drain(&mut p);

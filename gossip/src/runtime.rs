@@ -105,6 +105,7 @@ enum KeyOp {
 enum Command {
     Join(Vec<SocketAddr>, oneshot::Sender<usize>),
     Leave(oneshot::Sender<()>),
+    ForceLeave(String, oneshot::Sender<Result<(), PoolError>>),
     UpdateTags(Tags, oneshot::Sender<Result<(), PoolError>>),
     UserEvent(String, Vec<u8>, oneshot::Sender<Result<(), PoolError>>),
     Members(oneshot::Sender<Vec<Member>>),
@@ -282,6 +283,11 @@ impl Gossip {
         Ok(())
     }
 
+    /// Consul's `force-leave`: see [`Pool::force_leave`].
+    pub async fn force_leave(&self, name: &str) -> Result<(), RuntimeError> {
+        Ok(self.call(|tx| Command::ForceLeave(name.to_owned(), tx)).await??)
+    }
+
     /// Stops the pool (without announcing a leave) and waits for its task to end.
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
@@ -409,6 +415,9 @@ impl Driver {
             Command::Leave(reply) => {
                 self.pool.leave(now);
                 let _ = reply.send(());
+            }
+            Command::ForceLeave(name, reply) => {
+                let _ = reply.send(self.pool.force_leave(&name, now));
             }
             Command::UpdateTags(tags, reply) => {
                 let _ = reply.send(self.pool.update_tags(tags, now));

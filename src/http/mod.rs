@@ -2,6 +2,7 @@
 //! query-meta headers, error mapping, and forwarding writes from a follower to the leader.
 
 mod acl;
+mod agent;
 mod kv;
 mod misc;
 mod session;
@@ -64,6 +65,10 @@ pub(crate) fn router<B: Backend>(agent: Shared<B>) -> Router {
         .route("/v1/status/leader", get(misc::status_leader::<B>))
         .route("/v1/status/peers", get(misc::status_peers::<B>))
         .route("/v1/agent/self", get(misc::agent_self::<B>))
+        .route("/v1/agent/members", get(agent::members::<B>))
+        .route("/v1/agent/join/{address}", put(agent::join::<B>))
+        .route("/v1/agent/leave", put(agent::leave::<B>))
+        .route("/v1/agent/force-leave/{node}", put(agent::force_leave::<B>))
         .route("/v1/catalog/datacenters", get(misc::datacenters::<B>))
         .route("/v1/acl/bootstrap", put(acl::bootstrap::<B>))
         .route("/v1/acl/token", put(acl::token_create::<B>))

@@ -1,0 +1,151 @@
+//! `/v1/agent/{members,join,leave,force-leave}`: this agent's view of the LAN gossip pool, and
+//! changes to its membership. Served locally on every agent, never forwarded.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tribune_gossip::{Gossip, Member, MemberStatus, Tags};
+use tribune_kvstore::Backend;
+
+use super::{ApiError, Params, Shared, json_response};
+use crate::membership::resolve_join_addresses;
+
+/// Serf's member status numbers, which Consul's API reports.
+fn serf_status(status: MemberStatus) -> u8 {
+    match status {
+        // Serf reports a suspect member as alive: suspicion is memberlist's business.
+        MemberStatus::Alive | MemberStatus::Suspect => 1,
+        MemberStatus::Left => 3,
+        MemberStatus::Failed => 4,
+        _ => 0,
+    }
+}
+
+/// One entry of `/v1/agent/members`, in Consul's shape.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct MemberJson {
+    name: String,
+    addr: String,
+    port: u16,
+    tags: Tags,
+    status: u8,
+    protocol_min: u8,
+    protocol_max: u8,
+    protocol_cur: u8,
+    delegate_min: u8,
+    delegate_max: u8,
+    delegate_cur: u8,
+}
+
+impl From<Member> for MemberJson {
+    fn from(member: Member) -> Self {
+        MemberJson {
+            addr: member.addr.ip().to_string(),
+            port: member.addr.port(),
+            status: serf_status(member.status),
+            name: member.name,
+            tags: member.tags,
+            // The protocol versions Consul 1.x reports; clients display them, none acts on them.
+            protocol_min: 1,
+            protocol_max: 5,
+            protocol_cur: 2,
+            delegate_min: 2,
+            delegate_max: 5,
+            delegate_cur: 4,
+        }
+    }
+}
+
+fn lan_pool<B: Backend>(agent: &Shared<B>) -> Result<&Gossip, ApiError> {
+    agent
+        .gossip
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("this agent runs no LAN gossip pool (ports.serf_lan is disabled)"))
+}
+
+fn refuse_wan(params: &Params) -> Result<(), ApiError> {
+    if params.has("wan") {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "the WAN pool is not implemented yet: only the LAN pool can be listed or joined",
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /v1/agent/members`: the LAN pool as this agent sees it, filtered by `node:read`.
+pub(crate) async fn members<B: Backend>(
+    State(agent): State<Shared<B>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(uri.query());
+    refuse_wan(&params)?;
+    let access = agent.access(&headers, &uri)?;
+    let mut members = lan_pool(&agent)?
+        .members()
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    access.filter(&mut members, |authorizer, member| {
+        authorizer.node_read(&member.name)
+    });
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    let body: Vec<MemberJson> = members.into_iter().map(MemberJson::from).collect();
+    Ok(json_response(HeaderMap::new(), &body))
+}
+
+/// `PUT /v1/agent/join/{address}`: joins the LAN pool through `address` (port 8301 by default).
+pub(crate) async fn join<B: Backend>(
+    State(agent): State<Shared<B>>,
+    Path(address): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(uri.query());
+    refuse_wan(&params)?;
+    agent.authorize(&headers, &uri, |a| a.agent_write(&agent.config.node_name))?;
+    let addrs = resolve_join_addresses(std::slice::from_ref(&address));
+    if addrs.is_empty() {
+        return Err(ApiError::bad_request(format!("cannot resolve {address:?}")));
+    }
+    lan_pool(&agent)?
+        .join(&addrs)
+        .await
+        .map_err(|e| ApiError::internal(format!("joining {address}: {e}")))?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `PUT /v1/agent/leave`: leaves the LAN pool gracefully and stops the agent.
+pub(crate) async fn leave<B: Backend>(
+    State(agent): State<Shared<B>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    agent.authorize(&headers, &uri, |a| a.agent_write(&agent.config.node_name))?;
+    lan_pool(&agent)?;
+    // The response goes out before the HTTP server stops: the leave runs on its own task.
+    let leaving = std::sync::Arc::clone(&agent);
+    tokio::spawn(async move { leaving.leave_pool().await });
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `PUT /v1/agent/force-leave/{node}`: announces that a failed member left, so every member
+/// stops waiting for it and the leader removes a failed server from raft.
+pub(crate) async fn force_leave<B: Backend>(
+    State(agent): State<Shared<B>>,
+    Path(node): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    agent.authorize(&headers, &uri, |a| a.operator_write())?;
+    lan_pool(&agent)?.force_leave(&node).await.map_err(|e| match e {
+        tribune_gossip::RuntimeError::Pool(tribune_gossip::PoolError::UnknownMember { .. }) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("agent: No node found with name '{node}'"),
+        ),
+        other => ApiError::internal(other.to_string()),
+    })?;
+    Ok(StatusCode::OK.into_response())
+}

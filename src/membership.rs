@@ -1,0 +1,350 @@
+//! The adapter between tribune-gossip's LAN pool and the rest of the node.
+//!
+//! A server announces itself in the pool with Consul's tags (`role = consul`, `dc`, `port` — the
+//! server RPC port — `id` — the raft id — `build`, `vsn`, `expect`). From the pool's member events
+//! it learns the servers of its datacenter, which feeds consensus's `bootstrap_expect` discovery;
+//! and while it leads, it reconciles the raft configuration with the pool (Consul's leader
+//! reconciliation and autopilot's dead-server cleanup): live servers missing from raft are added,
+//! servers that left are removed, failed ones are removed as far as a quorum allows.
+//!
+//! Gossip knows nothing of raft and consensus nothing of gossip; this file is the only place
+//! where the two meet.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tribune_consensus::{NodeId, NodeInfo, ServerRole};
+use tribune_gossip::{Event, Gossip, GossipOptions, Keyring, Member, MemberStatus, Tags};
+use tribune_kvstore::Backend;
+
+use crate::config::Config;
+use crate::error::NodeError;
+use crate::node::{Agent, Peer};
+
+/// Consul's serf LAN port, used for `retry_join` addresses given without a port.
+pub(crate) const DEFAULT_SERF_LAN_PORT: u16 = 8301;
+
+/// How often the leader compares the raft configuration with the pool.
+const RECONCILE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The tags a server announces. `id` is the raft id, so peers can add it to raft without asking.
+pub(crate) fn server_tags(config: &Config, node_id: NodeId, rpc_port: u16) -> Tags {
+    let mut tags = Tags::new();
+    tags.insert(
+        "role".into(),
+        if config.server { "consul" } else { "node" }.into(),
+    );
+    tags.insert("dc".into(), config.datacenter.clone());
+    tags.insert("port".into(), rpc_port.to_string());
+    tags.insert("id".into(), node_id.to_string());
+    tags.insert("build".into(), format!("{}:tribune", env!("CARGO_PKG_VERSION")));
+    tags.insert("vsn".into(), "2".into());
+    tags.insert("raft_vsn".into(), "3".into());
+    tags.insert("expect".into(), config.bootstrap_expect.to_string());
+    tags
+}
+
+/// Starts this agent's LAN pool on `bind_addr:ports.serf_lan`.
+pub(crate) async fn start_lan(
+    config: &Config,
+    tags: Tags,
+) -> Result<Option<(Gossip, mpsc::UnboundedReceiver<Event>)>, NodeError> {
+    let Some(port) = config.ports.serf_lan else {
+        return Ok(None);
+    };
+    let bind = SocketAddr::new(config.bind_addr, port);
+    let mut options = GossipOptions::new(config.node_name.clone(), bind);
+    options.tags = tags;
+    if let Some(ip) = config.advertise_addr {
+        // The port is the bound one; with port 0 it is only known after binding, so advertise
+        // the configured port and let a 0 fall back to the bound address below.
+        options.advertise = (port != 0).then_some(SocketAddr::new(ip, port));
+    }
+    if let Some(key) = &config.encrypt {
+        options.keyring = Some(Keyring::new(key).map_err(|e| NodeError::Gossip {
+            reason: format!("encrypt: {e}"),
+        })?);
+    }
+    let started = Gossip::start(options).await.map_err(|e| NodeError::Gossip {
+        reason: e.to_string(),
+    })?;
+    Ok(Some(started))
+}
+
+/// A member that is a server of `datacenter`, as a raft peer.
+pub(crate) fn server_peer(member: &Member, datacenter: &str) -> Option<Peer> {
+    let tags = &member.tags;
+    if tags.get("role").map(String::as_str) != Some("consul")
+        || tags.get("dc").map(String::as_str) != Some(datacenter)
+    {
+        return None;
+    }
+    let id: NodeId = tags.get("id")?.parse().ok()?;
+    let port: u16 = tags.get("port")?.parse().ok()?;
+    Some(Peer {
+        id,
+        name: member.name.clone(),
+        rpc_addr: SocketAddr::new(member.addr.ip(), port).to_string(),
+        datacenter: datacenter.to_owned(),
+    })
+}
+
+/// Resolves `retry_join` entries (`host`, `host:port`, `[v6]:port`) to socket addresses; a
+/// missing port is Consul's serf LAN port. Entries that do not resolve are skipped with a warning
+/// (they are retried on the next attempt: DNS may not be ready yet).
+pub(crate) fn resolve_join_addresses(entries: &[String]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for entry in entries {
+        if let Ok(addr) = entry.parse::<SocketAddr>() {
+            out.push(addr);
+            continue;
+        }
+        if let Ok(ip) = entry.parse::<std::net::IpAddr>() {
+            out.push(SocketAddr::new(ip, DEFAULT_SERF_LAN_PORT));
+            continue;
+        }
+        let has_port = entry
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.contains(':') && port.parse::<u16>().is_ok());
+        let with_port = if has_port {
+            entry.clone()
+        } else {
+            format!("{entry}:{DEFAULT_SERF_LAN_PORT}")
+        };
+        match with_port.to_socket_addrs() {
+            Ok(addrs) => out.extend(addrs),
+            Err(e) => tracing::warn!(address = %entry, error = %e, "retry_join: cannot resolve"),
+        }
+    }
+    out
+}
+
+/// Joins the pool through `retry_join`, as Consul does: every `retry_interval`, at most
+/// `retry_max` attempts (0: until it works or the agent stops).
+pub(crate) async fn join_pool<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: watch::Receiver<bool>) {
+    let Some(gossip) = agent.gossip.clone() else {
+        return;
+    };
+    if agent.config.retry_join.is_empty() {
+        return;
+    }
+    let mut attempt: u32 = 0;
+    loop {
+        attempt = attempt.saturating_add(1);
+        let addrs = resolve_join_addresses(&agent.config.retry_join);
+        if !addrs.is_empty() {
+            match gossip.join(&addrs).await {
+                Ok(n) => {
+                    tracing::info!(joined = n, "joined the LAN pool");
+                    return;
+                }
+                Err(e) => tracing::debug!(attempt, error = %e, "LAN join failed"),
+            }
+        }
+        if agent.config.retry_max != 0 && attempt >= agent.config.retry_max {
+            tracing::error!(
+                attempts = attempt,
+                "retry_join: giving up on joining the LAN pool"
+            );
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(agent.config.retry_interval) => {}
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
+
+/// Feeds the pool's member events to the agent: every server of this datacenter seen alive is
+/// remembered for `bootstrap_expect`.
+pub(crate) async fn watch_members<B: Backend>(
+    agent: Arc<Agent<B>>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+        };
+        match &event {
+            Event::Joined(m) | Event::Updated(m) | Event::Rejoined(m) => {
+                if let Some(peer) = server_peer(m, &agent.config.datacenter) {
+                    tracing::debug!(server = %m.name, "server seen in the LAN pool");
+                    agent.learn_peer(peer);
+                }
+            }
+            Event::Failed(m) => tracing::info!(member = %m.name, "member failed"),
+            Event::Left(m) => tracing::info!(member = %m.name, "member left"),
+            _ => {}
+        }
+    }
+}
+
+/// What the leader should change in the raft configuration to match the pool.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Reconciliation {
+    /// Live servers of this datacenter that raft does not know: add them (learner, then voter).
+    pub(crate) add: Vec<(NodeId, NodeInfo)>,
+    /// Servers that left gracefully: remove them.
+    pub(crate) remove_left: Vec<NodeId>,
+    /// Servers the pool declared failed: remove as far as a quorum allows.
+    pub(crate) remove_failed: Vec<NodeId>,
+}
+
+/// Compares the pool with the raft configuration. Pure, so the rules are tested on their own.
+pub(crate) fn reconcile_plan(
+    members: &[Member],
+    raft_servers: &BTreeMap<NodeId, ServerRole>,
+    datacenter: &str,
+    self_id: NodeId,
+) -> Reconciliation {
+    let mut plan = Reconciliation::default();
+    for member in members {
+        let Some(peer) = server_peer(member, datacenter) else {
+            continue;
+        };
+        if peer.id == self_id {
+            continue;
+        }
+        let known = raft_servers.contains_key(&peer.id);
+        match member.status {
+            MemberStatus::Alive if !known => {
+                plan.add.push((peer.id, NodeInfo::new(peer.rpc_addr, peer.name)))
+            }
+            MemberStatus::Left if known => plan.remove_left.push(peer.id),
+            MemberStatus::Failed if known => plan.remove_failed.push(peer.id),
+            _ => {}
+        }
+    }
+    plan
+}
+
+/// The leader's reconciliation loop (see the module documentation). Only a cluster that exists is
+/// reconciled: before bootstrap there is no leader.
+pub(crate) async fn reconcile<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: watch::Receiver<bool>) {
+    let Some(gossip) = agent.gossip.clone() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+        }
+        if !agent.consensus.is_leader() {
+            continue;
+        }
+        let Ok(members) = gossip.members().await else {
+            return;
+        };
+        let raft_servers: BTreeMap<NodeId, ServerRole> = agent
+            .consensus
+            .servers()
+            .into_iter()
+            .map(|s| (s.id, s.role))
+            .collect();
+        let plan = reconcile_plan(&members, &raft_servers, &agent.config.datacenter, agent.node_id);
+        for id in plan.remove_left {
+            match agent.consensus.remove_server(id).await {
+                Ok(()) => tracing::info!(server = id, "removed a server that left"),
+                Err(e) => tracing::warn!(server = id, error = %e, "removing a server that left"),
+            }
+        }
+        if !plan.remove_failed.is_empty() {
+            match agent.consensus.remove_failed_servers(&plan.remove_failed).await {
+                Ok(removed) if !removed.is_empty() => tracing::info!(?removed, "removed failed servers"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "removing failed servers"),
+            }
+        }
+        for (id, info) in plan.add {
+            tracing::info!(server = id, addr = %info.rpc_addr, "adding a server seen in the LAN pool");
+            // Catching up may take a while (a snapshot); the next round sees it as known.
+            let adding = agent.consensus.add_server(id, info);
+            tokio::select! {
+                result = adding => if let Err(e) = result {
+                    tracing::warn!(server = id, error = %e, "adding a server");
+                },
+                _ = shutdown.wait_for(|stopped| *stopped) => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, status: MemberStatus, tags: &[(&str, &str)]) -> Member {
+        Member {
+            name: name.into(),
+            addr: "10.0.0.7:8301".parse().unwrap(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            incarnation: 1,
+            status,
+        }
+    }
+
+    fn server(name: &str, id: &str, status: MemberStatus) -> Member {
+        member(
+            name,
+            status,
+            &[("role", "consul"), ("dc", "dc1"), ("port", "8300"), ("id", id)],
+        )
+    }
+
+    #[test]
+    fn a_server_member_becomes_a_peer_at_its_rpc_port() {
+        let peer = server_peer(&server("s1", "7", MemberStatus::Alive), "dc1").unwrap();
+        assert_eq!((peer.id, peer.rpc_addr.as_str()), (7, "10.0.0.7:8300"));
+        assert!(server_peer(&server("s1", "7", MemberStatus::Alive), "dc2").is_none());
+        let client = member("c1", MemberStatus::Alive, &[("role", "node"), ("dc", "dc1")]);
+        assert!(server_peer(&client, "dc1").is_none());
+        let bad_id = server("s1", "seven", MemberStatus::Alive);
+        assert!(server_peer(&bad_id, "dc1").is_none());
+    }
+
+    #[test]
+    fn the_plan_adds_live_servers_and_removes_left_and_failed_ones() {
+        let members = vec![
+            server("self", "1", MemberStatus::Alive),
+            server("new", "2", MemberStatus::Alive),
+            server("known", "3", MemberStatus::Alive),
+            server("gone", "4", MemberStatus::Left),
+            server("dead", "5", MemberStatus::Failed),
+            server("suspect", "6", MemberStatus::Suspect),
+            server("dead-unknown", "8", MemberStatus::Failed),
+            member("client", MemberStatus::Alive, &[("role", "node"), ("dc", "dc1")]),
+        ];
+        let raft: BTreeMap<NodeId, ServerRole> = [1, 3, 4, 5, 6]
+            .into_iter()
+            .map(|id| (id, ServerRole::Voter))
+            .collect();
+        let plan = reconcile_plan(&members, &raft, "dc1", 1);
+        assert_eq!(plan.add.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(plan.remove_left, vec![4]);
+        assert_eq!(plan.remove_failed, vec![5]);
+    }
+
+    #[test]
+    fn join_addresses_default_to_the_serf_lan_port() {
+        let addrs = resolve_join_addresses(&[
+            "127.0.0.1".into(),
+            "127.0.0.1:9301".into(),
+            "::1".into(),
+            "[::1]:9302".into(),
+            "localhost:9303".into(),
+        ]);
+        assert!(addrs.contains(&"127.0.0.1:8301".parse().unwrap()));
+        assert!(addrs.contains(&"127.0.0.1:9301".parse().unwrap()));
+        assert!(addrs.contains(&"[::1]:8301".parse().unwrap()));
+        assert!(addrs.contains(&"[::1]:9302".parse().unwrap()));
+        assert!(addrs.iter().any(|a| a.port() == 9303));
+    }
+}
