@@ -208,6 +208,7 @@ where
         shutdown: shutdown_rx.clone(),
         resolver,
         router: Mutex::new(None),
+        restore_lock: tokio::sync::Mutex::new(()),
     });
     let router = http::router(Arc::clone(&agent));
     *agent.router.lock() = Some(router.clone());
@@ -350,6 +351,8 @@ pub(crate) struct Agent<B: Backend> {
     /// The agent's own router, for forwarded HTTP requests. The router holds the agent, so `stop`
     /// takes it out: otherwise the two keep each other (and the stores) alive forever.
     router: Mutex<Option<axum::Router>>,
+    /// Held while this server proposes a snapshot restore, so that its own restores never interleave.
+    pub(crate) restore_lock: tokio::sync::Mutex<()>,
 }
 
 impl<B: Backend> Control for Agent<B> {
@@ -439,6 +442,19 @@ impl<B: Backend> Agent<B> {
                 operation: "catching up with the leader's read index",
                 after: wait,
             })
+    }
+
+    /// After a snapshot restore replaced the state: cached tokens may be gone, and the leader re-runs
+    /// what it does on gaining leadership (session timers from the restored sessions, the initial
+    /// management token), as Consul's leader reasserts itself after a restore.
+    pub(crate) async fn after_restore(&self) {
+        self.resolver.purge();
+        if self.consensus.is_leader() {
+            arm_all_session_timers(self);
+            if let Err(e) = install_initial_management(self).await {
+                tracing::warn!(error = ?e, "installing the initial management token after a restore");
+            }
+        }
     }
 
     /// Whether the leader refuses to lock `key` now because a session that held it was invalidated.

@@ -4,7 +4,9 @@
 mod acl;
 mod kv;
 mod misc;
+mod operator;
 mod session;
+mod snapshot;
 mod txn;
 
 use std::collections::HashMap;
@@ -84,6 +86,18 @@ pub(crate) fn router<B: Backend>(agent: Shared<B>) -> Router {
                 .delete(acl::policy_delete::<B>),
         )
         .route("/v1/acl/policies", get(acl::policy_list::<B>))
+        .route(
+            "/v1/operator/raft/configuration",
+            get(operator::configuration::<B>),
+        )
+        .route(
+            "/v1/operator/raft/peer",
+            axum::routing::delete(operator::remove_peer::<B>),
+        )
+        .route(
+            "/v1/snapshot",
+            get(snapshot::save::<B>).put(snapshot::restore::<B>),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORWARDED_BODY))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&agent),
