@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::error::NodeError;
 use crate::fsm::{ApplyResponse, KvStateMachine};
 use crate::http;
+use crate::tokens::AgentTokens;
 
 /// Consul's session TTL multiplier: a session is invalidated after twice its TTL without a renewal.
 pub(crate) const SESSION_TTL_MULTIPLIER: u32 = 2;
@@ -197,6 +198,16 @@ where
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let resolver = crate::acl::resolver(&config.datacenter, &config.acl);
+    let tokens = match AgentTokens::load(&config) {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            let _ = consensus.shutdown().await;
+            return Err(NodeError::AgentTokens {
+                path: e.path().to_owned(),
+                reason: e.to_string(),
+            });
+        }
+    };
     let agent = Arc::new(Agent {
         config,
         node_id,
@@ -209,6 +220,7 @@ where
         resolver,
         router: Mutex::new(None),
         restore_lock: tokio::sync::Mutex::new(()),
+        tokens,
     });
     let router = http::router(Arc::clone(&agent));
     *agent.router.lock() = Some(router.clone());
@@ -353,6 +365,8 @@ pub(crate) struct Agent<B: Backend> {
     router: Mutex<Option<axum::Router>>,
     /// Held while this server proposes a snapshot restore, so that its own restores never interleave.
     pub(crate) restore_lock: tokio::sync::Mutex<()>,
+    /// The agent's own ACL tokens (`default` serves requests without one), settable at run time.
+    pub(crate) tokens: AgentTokens,
 }
 
 impl<B: Backend> Control for Agent<B> {

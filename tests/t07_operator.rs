@@ -228,3 +228,42 @@ async fn a_restore_through_a_follower_reaches_every_server() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn the_agent_s_default_token_serves_requests_without_one() {
+    let node = start_leader(acl_server()).await;
+    let http = Client::of(&node);
+    management_ready(&http).await;
+    assert_eq!(
+        call(&http, "PUT", "/v1/kv/shared", ROOT, b"v").await.text(),
+        "true"
+    );
+    let reader = token_with(&http, "reader", r#"key_prefix "" { policy = "read" }"#).await;
+    assert_eq!(http.get("/v1/kv/shared").await.status, 403);
+
+    let body = json!({ "Token": reader }).to_string();
+    let refused = call(&http, "PUT", "/v1/agent/token/default", &reader, body.as_bytes()).await;
+    assert_eq!(refused.status, 403, "acl:write is needed");
+    let unknown = call(&http, "PUT", "/v1/agent/token/nonsense", ROOT, body.as_bytes()).await;
+    assert_eq!(unknown.status, 404);
+    let garbage = call(&http, "PUT", "/v1/agent/token/default", ROOT, b"{").await;
+    assert_eq!(garbage.status, 400);
+    let set = call(&http, "PUT", "/v1/agent/token/default", ROOT, body.as_bytes()).await;
+    assert_eq!(set.status, 200, "{}", set.text());
+    assert_eq!(http.get("/v1/kv/shared?raw").await.body, b"v");
+    assert_eq!(http.put("/v1/kv/shared", b"w").await.status, 403, "read only");
+    for legacy in ["acl_agent_token", "agent_recovery", "replication"] {
+        let path = format!("/v1/agent/token/{legacy}");
+        assert_eq!(call(&http, "PUT", &path, ROOT, body.as_bytes()).await.status, 200);
+    }
+    // Clearing the default token brings back the anonymous token.
+    let clear = json!({ "Token": "" }).to_string();
+    assert_eq!(
+        call(&http, "PUT", "/v1/agent/token/default", ROOT, clear.as_bytes())
+            .await
+            .status,
+        200
+    );
+    assert_eq!(http.get("/v1/kv/shared").await.status, 403);
+    node.shutdown().await;
+}

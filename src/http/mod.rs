@@ -66,6 +66,7 @@ pub(crate) fn router<B: Backend>(agent: Shared<B>) -> Router {
         .route("/v1/status/leader", get(misc::status_leader::<B>))
         .route("/v1/status/peers", get(misc::status_peers::<B>))
         .route("/v1/agent/self", get(misc::agent_self::<B>))
+        .route("/v1/agent/token/{name}", put(misc::agent_token::<B>))
         .route("/v1/catalog/datacenters", get(misc::datacenters::<B>))
         .route("/v1/acl/bootstrap", put(acl::bootstrap::<B>))
         .route("/v1/acl/token", put(acl::token_create::<B>))
@@ -465,7 +466,8 @@ impl<B: Backend> Agent<B> {
     /// The secret the request presents (see [`crate::acl::request_secret`]).
     pub(crate) fn request_secret(&self, headers: &HeaderMap, uri: &axum::http::Uri) -> String {
         let params = Params::parse(uri.query());
-        crate::acl::request_secret(headers, params.get("token"), &self.config.acl)
+        let default = self.tokens.default_token();
+        crate::acl::request_secret(headers, params.get("token"), default.as_deref())
     }
 
     /// What the request may do: unrestricted when ACLs are off, else its token's authorizer;
