@@ -1,4 +1,5 @@
-//! The agent's own ACL tokens (`default`, `agent`, `agent_recovery`, `replication`): what
+//! The agent's own ACL tokens (`default`, `agent`, `agent_recovery`, `replication`,
+//! `config_file_service_registration`, `dns`): what
 //! `acl.tokens` configured, replaced at run time through `PUT /v1/agent/token/<name>`, and — with
 //! `acl.enable_token_persistence` and a data directory — kept in `<data_dir>/acl-tokens.json`, which
 //! then wins over the configuration at the next start, as Consul's agent does.
@@ -25,6 +26,10 @@ pub(crate) enum TokenKind {
     AgentRecovery,
     /// Used by a secondary datacenter to replicate ACLs.
     Replication,
+    /// Registers the services of configuration files (stored; there is no service catalog yet).
+    ConfigFileServiceRegistration,
+    /// Serves DNS queries (stored; there is no DNS interface yet).
+    Dns,
 }
 
 impl TokenKind {
@@ -35,6 +40,8 @@ impl TokenKind {
             "agent" | "acl_agent_token" => TokenKind::Agent,
             "agent_recovery" | "agent_master" | "acl_agent_master_token" => TokenKind::AgentRecovery,
             "replication" | "acl_replication_token" => TokenKind::Replication,
+            "config_file_service_registration" => TokenKind::ConfigFileServiceRegistration,
+            "dns" => TokenKind::Dns,
             _ => return None,
         })
     }
@@ -51,6 +58,10 @@ struct TokenValues {
     agent_recovery: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     replication: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config_file_service_registration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dns: Option<String>,
 }
 
 impl TokenValues {
@@ -60,6 +71,8 @@ impl TokenValues {
             TokenKind::Agent => &mut self.agent,
             TokenKind::AgentRecovery => &mut self.agent_recovery,
             TokenKind::Replication => &mut self.replication,
+            TokenKind::ConfigFileServiceRegistration => &mut self.config_file_service_registration,
+            TokenKind::Dns => &mut self.dns,
         }
     }
 
@@ -70,12 +83,19 @@ impl TokenValues {
             agent,
             agent_recovery,
             replication,
+            config_file_service_registration,
+            dns,
         } = newer;
         for (kind, value) in [
             (TokenKind::Default, default),
             (TokenKind::Agent, agent),
             (TokenKind::AgentRecovery, agent_recovery),
             (TokenKind::Replication, replication),
+            (
+                TokenKind::ConfigFileServiceRegistration,
+                config_file_service_registration,
+            ),
+            (TokenKind::Dns, dns),
         ] {
             if value.is_some() {
                 *self.slot(kind) = value;
@@ -129,8 +149,8 @@ impl AgentTokens {
         let mut values = TokenValues {
             default: tokens.default.clone(),
             agent: tokens.agent.clone(),
-            agent_recovery: None,
             replication: tokens.replication.clone(),
+            ..TokenValues::default()
         };
         let persist_to = match (&config.data_dir, config.acl.enable_token_persistence) {
             (Some(dir), true) => Some(dir.join(PERSISTED_TOKENS_FILE)),
@@ -231,7 +251,8 @@ mod tests {
             TokenKind::from_path("agent_master"),
             Some(TokenKind::AgentRecovery)
         );
-        assert_eq!(TokenKind::from_path("dns"), None);
+        assert_eq!(TokenKind::from_path("dns"), Some(TokenKind::Dns));
+        assert_eq!(TokenKind::from_path("nonsense"), None);
     }
 
     #[test]

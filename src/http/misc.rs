@@ -107,7 +107,7 @@ pub(crate) async fn agent_token<B: Backend>(
     agent.authorize(&request_headers, &uri, |a| a.acl_write())?;
     let kind = TokenKind::from_path(&name)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Token {name:?} is unknown")))?;
-    let body: TokenBody = serde_json::from_slice(&body)
+    let body: TokenBody = super::decode_json(&body)
         .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
     agent
         .tokens

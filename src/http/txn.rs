@@ -133,8 +133,8 @@ pub(crate) async fn txn<B: Backend>(
     request_headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let ops: Vec<RequestOp> = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("Failed to parse body: {e}")))?;
+    let ops: Vec<RequestOp> =
+        super::decode_json(&body).map_err(|e| ApiError::bad_request(format!("Failed to parse body: {e}")))?;
     if ops.len() > MAX_TXN_OPS {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
