@@ -264,6 +264,7 @@ trait Control: Send + Sync {
     fn stop(&self) -> BoxFuture<'_, ()>;
     fn leader_rpc_addr(&self) -> Option<String>;
     fn is_leader(&self) -> bool;
+    fn parked_blocking_queries(&self) -> usize;
 }
 
 /// A running agent. Dropping it stops its tasks without waiting (raft's shutdown is spawned on the
@@ -314,6 +315,12 @@ impl NodeHandle {
     /// The RPC address of the leader this server knows, if any.
     pub fn leader(&self) -> Option<String> {
         self.control.leader_rpc_addr()
+    }
+
+    /// How many blocking queries are parked on this server now, waiting for a change (a gauge for
+    /// metrics, and what tests wait on instead of sleeping while a reader parks).
+    pub fn parked_blocking_queries(&self) -> usize {
+        self.control.parked_blocking_queries()
     }
 
     /// Stops the agent: the HTTP server (blocked queries return at once), the background tasks and
@@ -385,6 +392,10 @@ impl<B: Backend> Control for Agent<B> {
 
     fn is_leader(&self) -> bool {
         self.consensus.is_leader()
+    }
+
+    fn parked_blocking_queries(&self) -> usize {
+        self.store.watch_hub().waiter_count()
     }
 }
 
