@@ -1,4 +1,5 @@
 //! Operator endpoints: `/v1/snapshot` save and restore, `/v1/operator/raft/*`, `/v1/agent/token/*`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
