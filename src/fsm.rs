@@ -231,9 +231,9 @@ impl<B: Backend> StateMachine for KvStateMachine<B> {
             Ok(None) => None,
             Err(err) => Some(Err(err.into())),
         });
-        // The store resumes at the snapshot's own log index, which may count entries (membership,
-        // blanks) that never reached the store.
-        let index = applied.last_applied_index().unwrap_or(0);
+        // The store resumes at the snapshot's last command index (commands are numbered apart from
+        // the log's entries, several of which may share one entry), the index its next command carries.
+        let index = applied.last_command_index();
         self.store.import_records(index, records).map_err(|e| match e {
             ImportError::Storage(e) => StateMachineError::io(format!("snapshot restore: {e}")),
             other => StateMachineError::corrupt(format!("snapshot archive: {other}")),
@@ -324,6 +324,7 @@ mod tests {
     fn applied_at(index: u64) -> AppliedState {
         let mut value = serde_json::to_value(AppliedState::default()).unwrap();
         value["last_applied"] = serde_json::json!({"leader_id": {"term": 1, "node_id": 1}, "index": index});
+        value["last_command_index"] = serde_json::json!(index);
         serde_json::from_value(value).unwrap()
     }
 
