@@ -83,3 +83,35 @@ tribune_save_built_rocksdb() {
         echo "tribune: cached the RocksDB library in $dir for later builds" >&2
     fi
 }
+
+# The real-client suites (tests/t08_clients.rs) drive py-consul and the npm `consul` package, pinned in
+# tests/clients/py/requirements.txt and tests/clients/js/package-lock.json. They are installed once into
+# $HOME/.cache/tribune/clients/ (a venv, a node_modules) and installed again when the pins change; the
+# exported variables tell the test where they are and that a missing client is a failure, not a skip.
+tribune_ensure_client_suites() {
+    local cache="$HOME/.cache/tribune/clients"
+    local pins
+    mkdir -p "$cache"
+    pins=$(cksum < tests/clients/py/requirements.txt | cut -d' ' -f1)
+    if [ "$(cat "$cache/py/.tribune-pins" 2>/dev/null)" != "$pins" ]; then
+        command -v python3 >/dev/null || tribune_apt_install python3 python3-venv
+        rm -rf "$cache/py"
+        python3 -m venv "$cache/py" 2>/dev/null || { tribune_apt_install python3-venv && python3 -m venv "$cache/py"; }
+        echo "tribune: installing py-consul into $cache/py" >&2
+        "$cache/py/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/py/requirements.txt
+        echo "$pins" > "$cache/py/.tribune-pins"
+    fi
+    pins=$(cat tests/clients/js/package.json tests/clients/js/package-lock.json | cksum | cut -d' ' -f1)
+    if [ "$(cat "$cache/js/.tribune-pins" 2>/dev/null)" != "$pins" ]; then
+        command -v npm >/dev/null || tribune_apt_install nodejs npm
+        rm -rf "$cache/js"
+        mkdir -p "$cache/js"
+        cp tests/clients/js/package.json tests/clients/js/package-lock.json "$cache/js/"
+        echo "tribune: installing the npm consul package into $cache/js" >&2
+        (cd "$cache/js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+        echo "$pins" > "$cache/js/.tribune-pins"
+    fi
+    export TRIBUNE_CLIENT_PYTHON="$cache/py/bin/python"
+    export TRIBUNE_CLIENT_NODE_MODULES="$cache/js/node_modules"
+    export TRIBUNE_CLIENT_SUITES=required
+}

@@ -113,7 +113,11 @@ pub(crate) fn resolver(datacenter: &str, acl: &AclConfig) -> Resolver {
 
 /// The secret a request presents: `X-Consul-Token`, then `Authorization: Bearer`, then `?token=`, then the
 /// agent's `default` token, then the anonymous token.
-pub(crate) fn request_secret(headers: &HeaderMap, query_token: Option<&str>, acl: &AclConfig) -> String {
+pub(crate) fn request_secret(
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+    default: Option<&str>,
+) -> String {
     let header = headers
         .get("x-consul-token")
         .and_then(|v| v.to_str().ok())
@@ -127,7 +131,7 @@ pub(crate) fn request_secret(headers: &HeaderMap, query_token: Option<&str>, acl
     header
         .or(bearer)
         .or(query_token.filter(|v| !v.is_empty()))
-        .or(acl.tokens.default.as_deref())
+        .or(default.filter(|v| !v.is_empty()))
         .unwrap_or(ANONYMOUS_TOKEN_SECRET)
         .to_owned()
 }

@@ -32,6 +32,14 @@ pub enum NodeError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The agent's persisted ACL tokens (`<data_dir>/acl-tokens.json`) could not be read.
+    #[error("agent tokens file {path}: {reason}")]
+    AgentTokens {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
     /// The replicated state could not be opened.
     #[error("cannot open the state store: {0}")]
     Store(#[from] tribune_kvstore::OpenError),

@@ -1,8 +1,11 @@
 //! The adapter that makes tribune-kvstore consensus's state machine, and the response bytes it returns.
 //!
-//! Consensus hands committed entries in log order; each is a kvstore [`Command`] encoded with kvstore's
-//! codec. The adapter applies it to the [`Store`] and answers with an [`ApplyResponse`], which travels
+//! Consensus hands committed entries in log order; each is a kvstore
+//! [`Command`](tribune_kvstore::Command) encoded with kvstore's codec. The adapter applies it to the [`Store`] and answers with an [`ApplyResponse`], which travels
 //! back to the leader's HTTP handler (possibly over the RPC port, for a forwarded write).
+//!
+//! Raft snapshots are kvstore exports (tribune-snapshot archives, verified by their SHA-256 trailer
+//! before they replace anything); installing one goes through `Store::import_records`.
 //!
 //! Raft's bookkeeping ([`AppliedState`]) is kept in the store's local `Meta` table, written after the
 //! batch's effects: on the same backend (one ordered WAL for RocksDB), so it is never durable before
@@ -16,9 +19,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tribune_consensus::{AppliedState, CommittedCommand, StateMachine, StateMachineError, StateSnapshot};
 use tribune_kvstore::{
-    AclPolicy, AclToken, ApplyError, Backend, Batch, BatchOp, Command, KvEntry, Outcome, ReadView, Slot,
-    StateRecord, Store, Table, decode_command,
+    AclPolicy, AclToken, ApplyError, Backend, Batch, BatchOp, ExportOptions, ImportError, KvEntry, Outcome,
+    ReadView, Slot, StateRecord, Store, Table, decode_command,
 };
+use tribune_snapshot::SnapshotReader;
 
 /// The key of Raft's applied state in the store's local `Meta` table.
 const APPLIED_STATE_KEY: &[u8] = b"tribune.raft_applied_state";
@@ -192,60 +196,60 @@ impl<B: Backend> StateMachine for KvStateMachine<B> {
     }
 
     fn snapshot(&self) -> Result<KvSnapshot, StateMachineError> {
-        // Called between applies: the dump is exactly the state at the last applied entry.
-        let records = self.store.dump().map_err(StateMachineError::io)?;
-        Ok(KvSnapshot { records })
+        // Called between applies: the export's view is exactly the state at the last applied entry.
+        // The archive is built here, not in `write_to`, because a view taken later could be ahead of
+        // the applied state consensus records with this snapshot.
+        let created_at_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let options = ExportOptions {
+            created_at_unix_ms,
+            ..ExportOptions::default()
+        };
+        let (archive, _) = self
+            .store
+            .export(Vec::new(), &options)
+            .map_err(StateMachineError::io)?;
+        Ok(KvSnapshot { archive })
     }
 
     fn restore(&mut self, data: &mut dyn Read, applied: &AppliedState) -> Result<(), StateMachineError> {
-        let mut records = Vec::new();
-        let mut input = std::io::BufReader::new(data);
-        loop {
-            let next: Result<Option<StateRecord>, _> =
-                bincode::serde::decode_from_std_read(&mut input, bincode_config());
-            match next {
-                Ok(Some(record)) => records.push(record),
-                Ok(None) => break,
-                Err(e) => return Err(StateMachineError::corrupt(format!("snapshot record: {e}"))),
-            }
-        }
-        let target = applied.last_applied_index().unwrap_or(0);
-        let current = self.store.last_applied();
-        // The store's staged restore needs three log positions: begin and chunk just above what the
-        // store applied, and the commit at the snapshot's own index, so that the store resumes there.
-        if target < current.saturating_add(3) {
-            return Err(StateMachineError::io(format!(
-                "cannot install a snapshot at index {target} over a store at index {current}"
+        let mut reader = SnapshotReader::new(std::io::BufReader::new(data))
+            .map_err(|e| StateMachineError::corrupt(format!("snapshot archive: {e}")))?;
+        let archive_dc = reader.meta().datacenter.clone();
+        if archive_dc != self.store.datacenter() {
+            return Err(StateMachineError::corrupt(format!(
+                "the snapshot belongs to datacenter {archive_dc:?}, this server to {:?}",
+                self.store.datacenter()
             )));
         }
-        let restore_id = target;
-        let steps = [
-            (current + 1, Command::RestoreBegin { restore_id }),
-            (current + 2, Command::RestoreChunk { restore_id, records }),
-            (target, Command::RestoreCommit { restore_id }),
-        ];
-        for (index, command) in steps {
-            self.store
-                .apply(index, &command)
-                .map_err(|e| StateMachineError::io(format!("snapshot restore: {e}")))?;
-        }
+        // `next_record` ends with `Ok(None)` only after the trailer's digest checked out, and
+        // `import_records` swaps the staged state in only then: a bad archive changes nothing.
+        let records = std::iter::from_fn(|| match reader.next_record() {
+            Ok(Some(record)) => Some(StateRecord::from_archive(&record)),
+            Ok(None) => None,
+            Err(err) => Some(Err(err.into())),
+        });
+        // The store resumes at the snapshot's last command index (commands are numbered apart from
+        // the log's entries, several of which may share one entry), the index its next command carries.
+        let index = applied.last_command_index();
+        self.store.import_records(index, records).map_err(|e| match e {
+            ImportError::Storage(e) => StateMachineError::io(format!("snapshot restore: {e}")),
+            other => StateMachineError::corrupt(format!("snapshot archive: {other}")),
+        })?;
         self.save_applied_state(applied)
     }
 }
 
-/// A point-in-time copy of the store's records, written as a stream of bincode-encoded
-/// `Option<StateRecord>` values ending with `None`.
+/// A point-in-time copy of the store as a tribune-snapshot archive (kvstore's `Store::export`).
 pub(crate) struct KvSnapshot {
-    records: Vec<StateRecord>,
+    archive: Vec<u8>,
 }
 
 impl StateSnapshot for KvSnapshot {
     fn write_to(self, out: &mut dyn Write) -> Result<(), StateMachineError> {
-        let mut out = std::io::BufWriter::new(out);
-        for record in self.records.into_iter().map(Some).chain([None]) {
-            bincode::serde::encode_into_std_write(&record, &mut out, bincode_config())
-                .map_err(StateMachineError::io)?;
-        }
+        out.write_all(&self.archive).map_err(StateMachineError::io)?;
         out.flush().map_err(StateMachineError::io)
     }
 }
@@ -253,7 +257,7 @@ impl StateSnapshot for KvSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tribune_kvstore::{StoreConfig, encode_command};
+    use tribune_kvstore::{Command, StoreConfig, encode_command};
 
     fn committed(index: u64, command: &Command) -> CommittedCommand {
         CommittedCommand {
@@ -320,6 +324,7 @@ mod tests {
     fn applied_at(index: u64) -> AppliedState {
         let mut value = serde_json::to_value(AppliedState::default()).unwrap();
         value["last_applied"] = serde_json::json!({"leader_id": {"term": 1, "node_id": 1}, "index": index});
+        value["last_command_index"] = serde_json::json!(index);
         serde_json::from_value(value).unwrap()
     }
 
@@ -356,10 +361,22 @@ mod tests {
             .unwrap();
         assert_eq!(ApplyResponse::decode(&next[0]).unwrap(), ApplyResponse::Kv(true));
 
-        // A snapshot too close to what the store applied cannot be staged.
-        let err = follower
-            .restore(&mut bytes.as_slice(), &applied_at(22))
+        // Another datacenter's snapshot is refused and changes nothing.
+        let other = Arc::new(Store::in_memory(StoreConfig::new("dc2")).unwrap());
+        let mut other_sm = KvStateMachine::new(other);
+        let err = other_sm
+            .restore(&mut bytes.as_slice(), &applied_at(30))
             .unwrap_err();
-        assert!(err.to_string().contains("cannot install"), "{err}");
+        assert!(err.to_string().contains("datacenter"), "{err}");
+        // A tampered byte anywhere in the archive is refused as well.
+        let mut tampered = bytes.clone();
+        let middle = tampered.len() / 2;
+        tampered[middle] ^= 0x40;
+        assert!(
+            follower
+                .restore(&mut tampered.as_slice(), &applied_at(40))
+                .is_err()
+        );
+        assert_eq!(target.last_applied(), 21);
     }
 }

@@ -9,9 +9,10 @@
 //!   replicated through the raft log; followers forward writes to the leader and serve reads after the
 //!   leader's read index.
 //! - The HTTP API follows Consul's paths, parameters, bodies, headers and status codes for `/v1/kv`,
-//!   `/v1/txn`, `/v1/session`, `/v1/status`, `/v1/agent/self` and `/v1/catalog/datacenters`, with blocking
-//!   queries and the three consistency modes, and `/v1/acl/{bootstrap,token,tokens,policy,policies}` with
-//!   ACLs enforced on every endpoint when `acl.enabled` (tribune-acl over the replicated ACL tables).
+//!   `/v1/txn`, `/v1/session`, `/v1/status`, `/v1/agent/self`, `/v1/agent/token/*`,
+//!   `/v1/catalog/datacenters`, `/v1/snapshot` and `/v1/operator/raft/*`, with blocking queries and the
+//!   three consistency modes, and `/v1/acl/{bootstrap,token,tokens,policy,policies}` with ACLs enforced
+//!   on every endpoint when `acl.enabled` (tribune-acl over the replicated ACL tables).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), tribune::NodeError> {
@@ -22,7 +23,7 @@
 //! ```
 //!
 //! What it is NOT (yet): no client agents, no gossip (servers find each other through `retry_join` server
-//! RPC addresses), no snapshot, operator or `agent/token` endpoints, no CLI.
+//! RPC addresses), no CLI.
 
 mod acl;
 pub mod config;
@@ -31,6 +32,7 @@ mod fsm;
 mod http;
 mod membership;
 mod node;
+mod tokens;
 
 pub use error::NodeError;
 pub use node::{Node, NodeHandle};

@@ -29,6 +29,7 @@ use crate::error::NodeError;
 use crate::fsm::{ApplyResponse, KvStateMachine};
 use crate::http;
 use crate::membership;
+use crate::tokens::AgentTokens;
 
 /// Consul's session TTL multiplier: a session is invalidated after twice its TTL without a renewal.
 pub(crate) const SESSION_TTL_MULTIPLIER: u32 = 2;
@@ -211,6 +212,19 @@ where
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
     let resolver = crate::acl::resolver(&config.datacenter, &config.acl);
+    let tokens = match AgentTokens::load(&config) {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            if let Some(gossip) = &gossip {
+                gossip.shutdown().await;
+            }
+            let _ = consensus.shutdown().await;
+            return Err(NodeError::AgentTokens {
+                path: e.path().to_owned(),
+                reason: e.to_string(),
+            });
+        }
+    };
     let agent = Arc::new(Agent {
         config,
         node_id,
@@ -224,6 +238,8 @@ where
         shutdown: shutdown_rx.clone(),
         resolver,
         router: Mutex::new(None),
+        restore_lock: tokio::sync::Mutex::new(()),
+        tokens,
     });
     let router = http::router(Arc::clone(&agent));
     *agent.router.lock() = Some(router.clone());
@@ -284,6 +300,7 @@ trait Control: Send + Sync {
     fn leave(&self) -> BoxFuture<'_, ()>;
     fn leader_rpc_addr(&self) -> Option<String>;
     fn is_leader(&self) -> bool;
+    fn parked_blocking_queries(&self) -> usize;
 }
 
 /// A running agent. Dropping it stops its tasks without waiting (raft's shutdown is spawned on the
@@ -358,6 +375,12 @@ impl NodeHandle {
         self.control.leader_rpc_addr()
     }
 
+    /// How many blocking queries are parked on this server now, waiting for a change (a gauge for
+    /// metrics, and what tests wait on instead of sleeping while a reader parks).
+    pub fn parked_blocking_queries(&self) -> usize {
+        self.control.parked_blocking_queries()
+    }
+
     /// Stops the agent: the HTTP server (blocked queries return at once), the background tasks and
     /// consensus, and waits for each.
     pub async fn shutdown(mut self) {
@@ -409,6 +432,10 @@ pub(crate) struct Agent<B: Backend> {
     /// The agent's own router, for forwarded HTTP requests. The router holds the agent, so `stop`
     /// takes it out: otherwise the two keep each other (and the stores) alive forever.
     router: Mutex<Option<axum::Router>>,
+    /// Held while this server proposes a snapshot restore, so that its own restores never interleave.
+    pub(crate) restore_lock: tokio::sync::Mutex<()>,
+    /// The agent's own ACL tokens (`default` serves requests without one), settable at run time.
+    pub(crate) tokens: AgentTokens,
 }
 
 impl<B: Backend> Control for Agent<B> {
@@ -434,6 +461,10 @@ impl<B: Backend> Control for Agent<B> {
 
     fn is_leader(&self) -> bool {
         self.consensus.is_leader()
+    }
+
+    fn parked_blocking_queries(&self) -> usize {
+        self.store.watch_hub().waiter_count()
     }
 }
 
@@ -505,6 +536,19 @@ impl<B: Backend> Agent<B> {
                 operation: "catching up with the leader's read index",
                 after: wait,
             })
+    }
+
+    /// After a snapshot restore replaced the state: cached tokens may be gone, and the leader re-runs
+    /// what it does on gaining leadership (session timers from the restored sessions, the initial
+    /// management token), as Consul's leader reasserts itself after a restore.
+    pub(crate) async fn after_restore(&self) {
+        self.resolver.purge();
+        if self.consensus.is_leader() {
+            arm_all_session_timers(self);
+            if let Err(e) = install_initial_management(self).await {
+                tracing::warn!(error = ?e, "installing the initial management token after a restore");
+            }
+        }
     }
 
     /// Whether the leader refuses to lock `key` now because a session that held it was invalidated.

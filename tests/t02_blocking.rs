@@ -4,8 +4,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, dev_server};
+use common::{Client, dev_server, wait_for};
 use tokio::time::Instant;
+use tribune::NodeHandle;
+
+/// Waits until `count` blocking queries are parked on the node.
+async fn parked(node: &NodeHandle, count: usize) {
+    wait_for("the blocking read to park", Duration::from_secs(10), || async {
+        node.parked_blocking_queries() == count
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn a_blocked_read_returns_when_the_key_changes() {
@@ -16,8 +25,8 @@ async fn a_blocked_read_returns_when_the_key_changes() {
 
     let reader =
         tokio::spawn(async move { http.get(&format!("/v1/kv/watched?index={index}&wait=15s")).await });
+    parked(&node, 1).await;
     // The reader must still be parked: nothing changed yet.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         !reader.is_finished(),
         "a blocking read returned before any change"
@@ -73,7 +82,7 @@ async fn shutdown_releases_blocked_readers() {
     assert_eq!(http.put("/v1/kv/k", b"v").await.text(), "true");
     let index = http.get("/v1/kv/k").await.index();
     let reader = tokio::spawn(async move { http.get(&format!("/v1/kv/k?index={index}&wait=10m")).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    parked(&node, 1).await;
     let started = Instant::now();
     node.shutdown().await;
     let reply = reader.await.unwrap();

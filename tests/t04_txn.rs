@@ -75,3 +75,37 @@ async fn bad_transactions_are_refused_up_front() {
     assert_eq!(http.put("/v1/txn", b"not json").await.status, 400);
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_read_only_transaction_is_served_without_a_log_entry() {
+    let node = dev_server().await;
+    let http = Client::of(&node);
+    assert_eq!(http.put("/v1/kv/r/a", b"1").await.text(), "true");
+    let index = http.get("/v1/kv/r/a").await.index();
+
+    let reads = json!([
+        {"KV": {"Verb": "get", "Key": "r/a"}},
+        {"KV": {"Verb": "check-index", "Key": "r/a", "Index": index}},
+        {"KV": {"Verb": "check-not-exists", "Key": "r/b"}},
+        {"KV": {"Verb": "get-tree", "Key": "r/"}},
+    ]);
+    let reply = http.put("/v1/txn?stale", reads.to_string().as_bytes()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.index(), index);
+    assert_eq!(reply.header("x-consul-knownleader"), Some("true"));
+    let results = reply.json()["Results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["KV"]["Value"], b64("1"));
+    assert!(results[1]["KV"]["Value"].is_null(), "checks carry no value");
+    assert_eq!(results[2]["KV"]["Key"], "r/a");
+
+    let failing = json!([{"KV": {"Verb": "get", "Key": "r/missing"}}]);
+    let reply = http.put("/v1/txn", failing.to_string().as_bytes()).await;
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    assert_eq!(reply.json()["Errors"][0]["OpIndex"], 0);
+
+    // Neither transaction took a log entry: the next write comes right after the first one.
+    assert_eq!(http.put("/v1/kv/r/c", b"3").await.text(), "true");
+    assert_eq!(http.get("/v1/kv/r/c").await.index(), index + 1);
+    node.shutdown().await;
+}

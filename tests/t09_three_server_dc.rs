@@ -2,6 +2,8 @@
 //! cleanly: formation, a forwarded write, the leader stopped, a new leader, the restarted server
 //! catching up from its disk.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::process::Command;
 

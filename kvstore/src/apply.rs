@@ -305,7 +305,7 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
 
     // ---- transactions -------------------------------------------------------------------------
 
-    fn txn(&mut self, ops: &[TxnOp]) -> Result<TxnOutcome, ApplyError> {
+    pub(crate) fn txn(&mut self, ops: &[TxnOp]) -> Result<TxnOutcome, ApplyError> {
         let mut outcome = TxnOutcome::default();
         for (op_index, op) in ops.iter().enumerate() {
             match self.txn_op(op) {

@@ -8,12 +8,12 @@ use tokio::time::Instant;
 use crate::apply::{Tx, execute};
 use crate::backend::memory::MemoryBackend;
 use crate::backend::{Backend, Batch, BatchOp, Slot, Table};
-use crate::command::Command;
+use crate::command::{Command, TxnOp};
 use crate::error::{ApplyError, OpenError, ReadError};
 use crate::model::{
     AclBootstrapState, AclPolicy, AclToken, Indexed, IndexedTable, KvEntry, Session, Tombstone,
 };
-use crate::outcome::Outcome;
+use crate::outcome::{Outcome, TxnOutcome};
 use crate::tables::{self, encode_u64};
 use crate::watch::{WaitOutcome, Wake, WatchHub, WatchScope};
 
@@ -189,6 +189,31 @@ impl<B: Backend> Store<B> {
             self.hub.notify(index, &touched);
         }
         result
+    }
+
+    /// Runs a transaction of reads and checks only (`get`, `get-tree`, `check-index`, `check-session`,
+    /// `check-not-exists`) against the current state, without the log: Consul's read-only transaction
+    /// fast path. Results and errors are exactly what [`Store::apply`] of the same `Command::Txn` would
+    /// report, from one consistent view; nothing is written and no index is consumed. The index is the
+    /// KV table's (never 0). An operation that writes is refused with [`ApplyError::InvalidField`].
+    pub fn read_txn(&self, ops: &[TxnOp]) -> Result<Indexed<TxnOutcome>, ApplyError> {
+        if let Some(position) = ops.iter().position(TxnOp::is_write) {
+            return Err(ApplyError::InvalidField {
+                field: "ops",
+                reason: format!(
+                    "operation {position} writes; a read-only transaction must go through the log"
+                ),
+            });
+        }
+        Command::Txn { ops: ops.to_vec() }.validate()?;
+        let view = self.backend.view()?;
+        // Reads never use the index a transaction's writes would carry.
+        let mut tx = Tx::new(&view, self.last_applied());
+        let outcome = tx.txn(ops)?;
+        Ok(Indexed {
+            index: tables::table_index(&view, IndexedTable::Kv)?.max(1),
+            value: outcome,
+        })
     }
 
     fn read<T>(&self, f: impl FnOnce(&B::View<'_>) -> Result<T, ReadError>) -> Result<T, ReadError> {
@@ -415,5 +440,63 @@ impl<B: Backend> Store<B> {
     pub fn dump(&self) -> Result<Vec<crate::model::StateRecord>, ReadError> {
         let view = self.backend.view()?;
         crate::export::collect_records(&view)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_only_transaction_answers_like_apply_without_consuming_an_index() {
+        let store = Store::in_memory(StoreConfig::new("dc1")).unwrap();
+        let set = Command::KvSet {
+            key: "a/1".into(),
+            value: b"one".to_vec(),
+            flags: 7,
+        };
+        store.apply(5, &set).unwrap();
+        let ops = vec![
+            TxnOp::Get { key: "a/1".into() },
+            TxnOp::GetTree { prefix: "a/".into() },
+            TxnOp::CheckIndex {
+                key: "a/1".into(),
+                index: 5,
+            },
+            TxnOp::CheckNotExists { key: "b".into() },
+        ];
+        let read = store.read_txn(&ops).unwrap();
+        assert_eq!(read.index, 5);
+        assert!(read.value.committed());
+        let Outcome::Txn(applied) = store.apply(6, &Command::Txn { ops: ops.clone() }).unwrap() else {
+            panic!("a transaction gives a transaction outcome");
+        };
+        assert_eq!(read.value, applied);
+        assert_eq!(store.last_applied(), 6);
+
+        let failing = vec![
+            TxnOp::Get {
+                key: "missing".into(),
+            },
+            TxnOp::CheckIndex {
+                key: "a/1".into(),
+                index: 4,
+            },
+        ];
+        let read = store.read_txn(&failing).unwrap().value;
+        assert_eq!(read.errors.len(), 2);
+        assert!(read.results.is_empty());
+        let Outcome::Txn(applied) = store.apply(7, &Command::Txn { ops: failing }).unwrap() else {
+            panic!("a transaction gives a transaction outcome");
+        };
+        assert_eq!(read, applied);
+
+        let write = vec![TxnOp::Delete { key: "a/1".into() }];
+        assert!(matches!(
+            store.read_txn(&write),
+            Err(ApplyError::InvalidField { field: "ops", .. })
+        ));
+        assert!(store.read_txn(&[TxnOp::Get { key: "/bad".into() }]).is_err());
+        assert_eq!(store.last_applied(), 7);
     }
 }

@@ -20,9 +20,9 @@ const BOOTSTRAP_DESCRIPTION: &str = "Bootstrap Token (Global Management)";
 #[derive(Debug, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 struct LinkJson {
-    #[serde(rename = "ID", default)]
+    #[serde(rename = "ID", default, deserialize_with = "super::null_as_default")]
     id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::null_as_default")]
     name: String,
 }
 
@@ -36,12 +36,39 @@ struct TokenJson {
     description: String,
     policies: Vec<LinkJson>,
     local: bool,
+    /// Consul's creation time. The state does not record it yet: Go's zero time, which is what
+    /// Consul itself prints for a token without one.
+    create_time: &'static str,
+    hash: String,
     create_index: u64,
     modify_index: u64,
 }
 
+/// Go's zero `time.Time` in RFC 3339, as Consul renders an unset time.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// Consul's `Hash` of a token or policy: a digest of the fields a client sets, base64-encoded, so
+/// that clients can tell whether two reads differ. (Consul uses BLAKE2b over its own field order;
+/// clients only compare hashes, never recompute them.)
+fn content_hash<'a>(fields: impl IntoIterator<Item = &'a str>) -> String {
+    use base64::Engine as _;
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for field in fields {
+        // Length-prefixed, so that moving bytes between fields changes the digest.
+        context.update(&(field.len() as u64).to_le_bytes());
+        context.update(field.as_bytes());
+    }
+    base64::engine::general_purpose::STANDARD.encode(context.finish())
+}
+
 impl From<AclToken> for TokenJson {
     fn from(token: AclToken) -> Self {
+        let local = if token.local { "local" } else { "global" };
+        let hash = content_hash(
+            [token.description.as_str(), local]
+                .into_iter()
+                .chain(token.policies.iter().map(|link| link.id.as_str())),
+        );
         TokenJson {
             accessor_id: token.accessor_id,
             secret_id: token.secret_id,
@@ -55,6 +82,8 @@ impl From<AclToken> for TokenJson {
                 })
                 .collect(),
             local: token.local,
+            create_time: ZERO_TIME,
+            hash,
             create_index: token.create_index,
             modify_index: token.modify_index,
         }
@@ -71,18 +100,29 @@ struct PolicyJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     rules: Option<String>,
     datacenters: Vec<String>,
+    hash: String,
     create_index: u64,
     modify_index: u64,
 }
 
 impl PolicyJson {
     fn from_policy(policy: AclPolicy, with_rules: bool) -> Self {
+        let hash = content_hash(
+            [
+                policy.name.as_str(),
+                policy.description.as_str(),
+                policy.rules.as_str(),
+            ]
+            .into_iter()
+            .chain(policy.datacenters.iter().map(String::as_str)),
+        );
         PolicyJson {
             id: policy.id,
             name: policy.name,
             description: policy.description,
             rules: with_rules.then_some(policy.rules),
             datacenters: policy.datacenters,
+            hash,
             create_index: policy.create_index,
             modify_index: policy.modify_index,
         }
@@ -92,30 +132,30 @@ impl PolicyJson {
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 struct TokenRequest {
-    #[serde(rename = "AccessorID", default)]
+    #[serde(rename = "AccessorID", default, deserialize_with = "super::null_as_default")]
     accessor_id: String,
-    #[serde(rename = "SecretID", default)]
+    #[serde(rename = "SecretID", default, deserialize_with = "super::null_as_default")]
     secret_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::null_as_default")]
     description: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::null_as_default")]
     policies: Vec<LinkJson>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::null_as_default")]
     local: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 struct PolicyRequest {
-    #[serde(rename = "ID", default)]
+    #[serde(rename = "ID", default, deserialize_with = "super::null_as_default")]
     id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::null_as_default")]
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::null_as_default")]
     description: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::null_as_default")]
     rules: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::null_as_default")]
     datacenters: Vec<String>,
 }
 
@@ -123,8 +163,7 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("Failed to decode request body: {e}")))
+    super::decode_json(body).map_err(|e| ApiError::bad_request(format!("Failed to decode request body: {e}")))
 }
 
 fn not_found() -> ApiError {

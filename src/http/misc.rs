@@ -1,12 +1,16 @@
-//! `/v1/status/*`, `/v1/agent/self` and `/v1/catalog/datacenters`: no ACL, no leader needed.
+//! `/v1/status/*`, `/v1/agent/self`, `/v1/agent/token/*` and `/v1/catalog/datacenters`: answered by this
+//! agent alone, no leader needed.
 
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde_json::json;
 use tribune_kvstore::Backend;
 
-use super::{Shared, json_response};
+use super::{ApiError, Shared, json_response};
+use crate::tokens::TokenKind;
 
 /// `GET /v1/status/leader`: the leader's RPC address, or `""` when none is known.
 pub(crate) async fn status_leader<B: Backend>(State(agent): State<Shared<B>>) -> Response {
@@ -81,4 +85,33 @@ pub(crate) async fn agent_self<B: Backend>(
 /// `GET /v1/catalog/datacenters`: this agent's datacenter (the WAN pool is not assembled yet).
 pub(crate) async fn datacenters<B: Backend>(State(agent): State<Shared<B>>) -> Response {
     json_response(HeaderMap::new(), std::slice::from_ref(&agent.config.datacenter))
+}
+
+/// The body of `PUT /v1/agent/token/<name>`.
+#[derive(Debug, Deserialize)]
+struct TokenBody {
+    #[serde(rename = "Token", default)]
+    token: String,
+}
+
+/// `PUT /v1/agent/token/{default,agent,agent_recovery,replication}` (and Consul's legacy names):
+/// replaces one of this agent's tokens in memory, and on disk with `acl.enable_token_persistence`.
+/// Needs `acl:write`; an agent's tokens are its own, so the request is never forwarded.
+pub(crate) async fn agent_token<B: Backend>(
+    State(agent): State<Shared<B>>,
+    Path(name): Path<String>,
+    uri: axum::http::Uri,
+    request_headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    agent.authorize(&request_headers, &uri, |a| a.acl_write())?;
+    let kind = TokenKind::from_path(&name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Token {name:?} is unknown")))?;
+    let body: TokenBody = super::decode_json(&body)
+        .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
+    agent
+        .tokens
+        .set(kind, &body.token)
+        .map_err(|e| ApiError::internal(format!("Failed to persist tokens: {e}")))?;
+    Ok(StatusCode::OK.into_response())
 }

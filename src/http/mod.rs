@@ -5,7 +5,9 @@ mod acl;
 mod agent;
 mod kv;
 mod misc;
+mod operator;
 mod session;
+mod snapshot;
 mod txn;
 
 use std::collections::HashMap;
@@ -69,6 +71,7 @@ pub(crate) fn router<B: Backend>(agent: Shared<B>) -> Router {
         .route("/v1/agent/join/{address}", put(agent::join::<B>))
         .route("/v1/agent/leave", put(agent::leave::<B>))
         .route("/v1/agent/force-leave/{node}", put(agent::force_leave::<B>))
+        .route("/v1/agent/token/{name}", put(misc::agent_token::<B>))
         .route("/v1/catalog/datacenters", get(misc::datacenters::<B>))
         .route("/v1/acl/bootstrap", put(acl::bootstrap::<B>))
         .route("/v1/acl/token", put(acl::token_create::<B>))
@@ -89,6 +92,18 @@ pub(crate) fn router<B: Backend>(agent: Shared<B>) -> Router {
                 .delete(acl::policy_delete::<B>),
         )
         .route("/v1/acl/policies", get(acl::policy_list::<B>))
+        .route(
+            "/v1/operator/raft/configuration",
+            get(operator::configuration::<B>),
+        )
+        .route(
+            "/v1/operator/raft/peer",
+            axum::routing::delete(operator::remove_peer::<B>),
+        )
+        .route(
+            "/v1/snapshot",
+            get(snapshot::save::<B>).put(snapshot::restore::<B>),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORWARDED_BODY))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&agent),
@@ -456,7 +471,8 @@ impl<B: Backend> Agent<B> {
     /// The secret the request presents (see [`crate::acl::request_secret`]).
     pub(crate) fn request_secret(&self, headers: &HeaderMap, uri: &axum::http::Uri) -> String {
         let params = Params::parse(uri.query());
-        crate::acl::request_secret(headers, params.get("token"), &self.config.acl)
+        let default = self.tokens.default_token();
+        crate::acl::request_secret(headers, params.get("token"), default.as_deref())
     }
 
     /// What the request may do: unrestricted when ACLs are off, else its token's authorizer;
@@ -553,6 +569,77 @@ impl Access {
     }
 }
 
+/// The field names of the request bodies this API reads, in Consul's spelling.
+const REQUEST_FIELDS: &[&str] = &[
+    "AccessorID",
+    "Behavior",
+    "Check",
+    "Checks",
+    "Datacenters",
+    "Description",
+    "Flags",
+    "ID",
+    "Index",
+    "KV",
+    "Key",
+    "Local",
+    "LockDelay",
+    "Name",
+    "Node",
+    "NodeChecks",
+    "Policies",
+    "Rules",
+    "SecretID",
+    "Service",
+    "ServiceChecks",
+    "Session",
+    "TTL",
+    "Token",
+    "Value",
+    "Verb",
+];
+
+/// Decodes a JSON request body as Consul's Go decoder does: object keys match field names whatever
+/// their case (py-consul sends `{"name": .., "ttl": ..}` to `/v1/session/create`).
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+    let mut value: serde_json::Value = serde_json::from_slice(body)?;
+    canonicalize_field_names(&mut value);
+    serde_json::from_value(value)
+}
+
+/// Renames every object key that equals a known field name but for case. Recursion is bounded by
+/// serde_json's nesting limit (128) on the parse that built the value.
+fn canonicalize_field_names(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, mut inner) in std::mem::take(map) {
+                canonicalize_field_names(&mut inner);
+                let key = match REQUEST_FIELDS
+                    .iter()
+                    .find(|field| field.eq_ignore_ascii_case(&key))
+                {
+                    Some(field) => (*field).to_owned(),
+                    None => key,
+                };
+                map.insert(key, inner);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(canonicalize_field_names),
+        _ => {}
+    }
+}
+
+/// Reads a JSON field that may be `null` as its type's default, as Go's decoder (Consul's) does: clients
+/// serialise unset optional fields as `null`.
+pub(crate) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    use serde::Deserialize as _;
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
+}
+
 /// A JSON body with the given headers.
 pub(crate) fn json_response(headers: HeaderMap, value: &(impl serde::Serialize + ?Sized)) -> Response {
     match serde_json::to_vec(value) {
@@ -590,6 +677,23 @@ mod tests {
         assert_eq!(default.wait, DEFAULT_WAIT);
         assert!(Params::parse(Some("stale&consistent")).read_mode().is_err());
         assert_eq!(Params::parse(Some("stale")).read_mode().unwrap(), ReadMode::Stale);
+    }
+
+    #[test]
+    fn request_field_names_match_whatever_their_case() {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Body {
+            name: String,
+            #[serde(rename = "TTL")]
+            ttl: String,
+            policies: Vec<serde_json::Value>,
+        }
+        let body: Body =
+            decode_json(br#"{"name": "n", "ttl": "10s", "POLICIES": [{"id": "x", "free": 1}]}"#).unwrap();
+        assert_eq!((body.name.as_str(), body.ttl.as_str()), ("n", "10s"));
+        assert_eq!(body.policies[0], serde_json::json!({"ID": "x", "free": 1}));
+        assert!(decode_json::<Body>(b"{").is_err());
     }
 
     #[test]

@@ -134,8 +134,7 @@ pub(crate) async fn create<B: Backend>(
     let request: CreateRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CreateRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?
+        super::decode_json(&body).map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?
     };
     let ttl = match request.ttl.as_deref() {
         None | Some("") => None,

@@ -1,4 +1,5 @@
-//! `PUT /v1/txn`: KV transactions, applied all or nothing through the log.
+//! `PUT /v1/txn`: KV transactions, applied all or nothing through the log; a transaction of reads and
+//! checks only is answered from the local state without a log entry, as Consul's.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -6,10 +7,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use tribune_kvstore::{Backend, Command, MAX_TXN_OPS, TxnOp};
+use tribune_kvstore::{Backend, Command, KvEntry, MAX_TXN_OPS, TxnOp};
 
 use super::kv::DirEntry;
-use super::{ApiError, Shared, accepted, json_response};
+use super::{ApiError, Params, Shared, accepted, json_response};
 use crate::fsm::ApplyResponse;
 
 /// One operation of the request body; only `KV` operations are supported.
@@ -132,8 +133,8 @@ pub(crate) async fn txn<B: Backend>(
     request_headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let ops: Vec<RequestOp> = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("Failed to parse body: {e}")))?;
+    let ops: Vec<RequestOp> =
+        super::decode_json(&body).map_err(|e| ApiError::bad_request(format!("Failed to parse body: {e}")))?;
     if ops.len() > MAX_TXN_OPS {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -152,12 +153,44 @@ pub(crate) async fn txn<B: Backend>(
     for op in &ops {
         access.require(|a| required_access(a, op))?;
     }
+    if !ops.iter().any(TxnOp::is_write) {
+        // Consul's fast path: reads and checks only are answered from this server's state after the
+        // read barrier of the requested mode, without a log entry.
+        let params = Params::parse(uri.query());
+        agent
+            .read_barrier(params.read_mode()?)
+            .await
+            .map_err(ApiError::consensus)?;
+        let read = agent
+            .store
+            .read_txn(&ops)
+            .map_err(|e| ApiError::from_apply_error(&e))?;
+        let results = read
+            .value
+            .results
+            .iter()
+            .filter_map(|r| r.kv().cloned())
+            .collect();
+        let errors = read
+            .value
+            .errors
+            .into_iter()
+            .map(|e| (e.op_index, e.what))
+            .collect();
+        let headers = agent.query_meta().with_index(read.index).headers();
+        return Ok(respond(headers, results, errors));
+    }
     let command = Command::Txn { ops };
     command.validate().map_err(|e| ApiError::from_apply_error(&e))?;
     let (response, _) = agent.propose(&command).await.map_err(ApiError::propose)?;
     let ApplyResponse::Txn { results, errors } = accepted(response)? else {
         return Err(ApiError::internal("unexpected response to a transaction"));
     };
+    Ok(respond(HeaderMap::new(), results, errors))
+}
+
+/// Consul's answer: 200 with `Results` when the transaction committed, 409 with `Errors` otherwise.
+fn respond(headers: HeaderMap, results: Vec<KvEntry>, errors: Vec<(usize, String)>) -> Response {
     if errors.is_empty() {
         let body = TxnBody {
             results: Some(
@@ -170,7 +203,7 @@ pub(crate) async fn txn<B: Backend>(
             ),
             errors: None,
         };
-        Ok(json_response(HeaderMap::new(), &body))
+        json_response(headers, &body)
     } else {
         let body = TxnBody {
             results: None,
@@ -181,9 +214,9 @@ pub(crate) async fn txn<B: Backend>(
                     .collect(),
             ),
         };
-        let mut response = json_response(HeaderMap::new(), &body);
+        let mut response = json_response(headers, &body);
         *response.status_mut() = StatusCode::CONFLICT;
-        Ok(response.into_response())
+        response.into_response()
     }
 }
 

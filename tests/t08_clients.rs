@@ -1,0 +1,352 @@
+//! Real Consul clients, installed from their registries, against a running node: py-consul (PyPI) and
+//! the npm `consul` package run their suites under `tests/clients/` as child processes; rs-consul
+//! (crates.io) is driven directly here. Each suite gets a fresh node with ACLs enabled, default policy
+//! deny and no token, and walks KV, sessions, txn, ACLs, snapshots and status.
+//!
+//! `scripts/test.sh` installs the clients into `$HOME/.cache/tribune/clients/` and sets
+//! `TRIBUNE_CLIENT_SUITES=required`, which makes a missing client a failure. Without it (a plain
+//! `cargo test`), a suite whose client is not installed is skipped with a message. Where a client lives:
+//! `TRIBUNE_CLIENT_PYTHON` (a Python with py-consul), `TRIBUNE_CLIENT_NODE_MODULES` (a `node_modules`
+//! with `consul`), else the cache directories `scripts/test.sh` fills.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::start_leader;
+use rs_consul::types::{CreateOrUpdateKeyRequest, DeleteKeyRequest, ReadKeyRequest};
+use rs_consul::{Config as ClientConfig, Consul, ConsulError};
+use tribune::NodeHandle;
+use tribune::config::{Config, DefaultPolicy};
+
+/// The longest a client suite may run before it is killed and fails.
+const SUITE_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn acl_node_config() -> Config {
+    let mut config = Config::dev();
+    config.acl.enabled = true;
+    config.acl.default_policy = DefaultPolicy::Deny;
+    config
+}
+
+fn suites_required() -> bool {
+    std::env::var("TRIBUNE_CLIENT_SUITES").is_ok_and(|v| v == "required")
+}
+
+/// The client installation `env` names, else `cached` under the client cache if it exists; `None`
+/// (after saying why) when neither exists and the suites are not required.
+fn installed(env: &str, cached: &str, what: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(env).map(PathBuf::from).or_else(|| {
+        let home = std::env::var_os("HOME")?;
+        Some(Path::new(&home).join(".cache/tribune/clients").join(cached))
+    });
+    match path {
+        Some(path) if path.exists() => Some(path),
+        _ if suites_required() => panic!(
+            "{what} is not installed (set {env} or run scripts/test.sh, which installs it); \
+             TRIBUNE_CLIENT_SUITES=required"
+        ),
+        _ => {
+            eprintln!("skipping the {what} suite: not installed (scripts/test.sh installs it)");
+            None
+        }
+    }
+}
+
+/// Runs a suite script to completion (or [`SUITE_TIMEOUT`]) and fails the test with its output
+/// unless it exits with status 0.
+async fn run_suite(node: &NodeHandle, program: &Path, script: &str, envs: Vec<(&'static str, String)>) {
+    let addr = node.http_addr().expect("HTTP enabled").to_string();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let program = program.to_owned();
+    let label = script.display().to_string();
+    // The child runs on a blocking thread so that the node keeps serving it on the runtime.
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(&program)
+            .arg(&script)
+            .env("TRIBUNE_HTTP_ADDR", &addr)
+            .envs(envs)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        let deadline = std::time::Instant::now() + SUITE_TIMEOUT;
+        while child.try_wait().expect("child status").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().expect("child output")
+    })
+    .await
+    .expect("suite thread");
+    let stdout = String::from_utf8_lossy(&outcome.stdout);
+    let stderr = String::from_utf8_lossy(&outcome.stderr);
+    assert!(
+        outcome.status.success(),
+        "{label} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        outcome.status
+    );
+    println!("{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn py_consul_suite() {
+    let Some(python) = installed("TRIBUNE_CLIENT_PYTHON", "py/bin/python", "py-consul") else {
+        return;
+    };
+    let node = start_leader(acl_node_config()).await;
+    run_suite(&node, &python, "tests/clients/py/suite.py", Vec::new()).await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn npm_consul_suite() {
+    let Some(modules) = installed("TRIBUNE_CLIENT_NODE_MODULES", "js/node_modules", "npm consul") else {
+        return;
+    };
+    let node_js = PathBuf::from(std::env::var("TRIBUNE_CLIENT_NODE").unwrap_or_else(|_| "node".into()));
+    let node = start_leader(acl_node_config()).await;
+    let envs = vec![("NODE_PATH", modules.display().to_string())];
+    run_suite(&node, &node_js, "tests/clients/js/suite.js", envs).await;
+    node.shutdown().await;
+}
+
+/// A management token, bootstrapped over plain HTTP: rs-consul has no bootstrap call.
+async fn bootstrap(node: &NodeHandle) -> String {
+    let addr = node.http_addr().expect("HTTP enabled");
+    let reply = common::request(addr, "PUT", "/v1/acl/bootstrap", &[], b"").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["SecretID"].as_str().expect("SecretID").to_owned()
+}
+
+fn rs_client(node: &NodeHandle, token: &str) -> Consul {
+    Consul::new(ClientConfig {
+        address: format!("http://{}", node.http_addr().expect("HTTP enabled")),
+        token: Some(token.to_owned()),
+        ..ClientConfig::default()
+    })
+}
+
+fn put(key: &str) -> CreateOrUpdateKeyRequest<'_> {
+    CreateOrUpdateKeyRequest {
+        key,
+        ..Default::default()
+    }
+}
+
+fn read(key: &str) -> ReadKeyRequest<'_> {
+    ReadKeyRequest {
+        key,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs_consul_suite() {
+    let node = start_leader(acl_node_config()).await;
+    let root = bootstrap(&node).await;
+    let consul = rs_client(&node, &root);
+
+    // KV: put with flags, read, cas.
+    let flagged = CreateOrUpdateKeyRequest {
+        flags: 42,
+        ..put("app/config")
+    };
+    let (written, index) = consul
+        .create_or_update_key(flagged, b"v1".to_vec())
+        .await
+        .unwrap();
+    assert!(written, "index {index}");
+    let entries = consul.read_key(read("app/config")).await.unwrap();
+    assert_eq!(entries.response.len(), 1);
+    let entry = &entries.response[0];
+    assert_eq!(
+        (entry.value.as_deref(), entry.flags),
+        (Some("v1"), 42),
+        "{entry:?}"
+    );
+    let stale_cas = CreateOrUpdateKeyRequest {
+        check_and_set: Some(entry.modify_index - 1),
+        ..put("app/config")
+    };
+    let (written, _) = consul
+        .create_or_update_key(stale_cas, b"stale".to_vec())
+        .await
+        .unwrap();
+    assert!(!written, "a stale cas is refused");
+    let cas = CreateOrUpdateKeyRequest {
+        check_and_set: Some(entry.modify_index),
+        ..put("app/config")
+    };
+    assert!(consul.create_or_update_key(cas, b"v2".to_vec()).await.unwrap().0);
+    assert!(
+        consul
+            .create_or_update_key_sync(put("app/sync"), b"s".to_vec())
+            .unwrap()
+    );
+
+    // Recurse, and keys under a separator (rs-consul's read with `separator`).
+    for key in ["tree/a", "tree/b/1", "tree/b/2"] {
+        assert!(
+            consul
+                .create_or_update_key(put(key), key.as_bytes().to_vec())
+                .await
+                .unwrap()
+                .0
+        );
+    }
+    let tree = consul
+        .read_key(ReadKeyRequest {
+            recurse: true,
+            ..read("tree/")
+        })
+        .await
+        .unwrap();
+    let keys: Vec<&str> = tree.response.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["tree/a", "tree/b/1", "tree/b/2"]);
+
+    // A blocking read returns when the key changes: write once it is parked.
+    let index = consul.read_key(read("app/config")).await.unwrap().index;
+    let blocked = {
+        let consul = rs_client(&node, &root);
+        tokio::spawn(async move {
+            consul
+                .read_key(ReadKeyRequest {
+                    index: Some(index),
+                    wait: Duration::from_secs(20),
+                    ..read("app/config")
+                })
+                .await
+        })
+    };
+    common::wait_for("the blocking read to park", Duration::from_secs(10), || async {
+        node.parked_blocking_queries() == 1
+    })
+    .await;
+    assert!(
+        consul
+            .create_or_update_key(put("app/config"), b"v3".to_vec())
+            .await
+            .unwrap()
+            .0
+    );
+    let woke = blocked.await.unwrap().unwrap();
+    assert!(woke.index > index);
+    assert_eq!(woke.response[0].value.as_deref(), Some("v3"));
+
+    // Delete (rs-consul always sends `recurse=`, which Consul reads as a tree delete) and cas delete.
+    assert!(
+        consul
+            .delete_key(DeleteKeyRequest {
+                key: "tree/b/",
+                recurse: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    );
+    let tree = consul
+        .read_key(ReadKeyRequest {
+            recurse: true,
+            ..read("tree/")
+        })
+        .await
+        .unwrap();
+    assert_eq!(tree.response.len(), 1);
+    assert!(matches!(
+        consul.read_key(read("tree/b/1")).await,
+        Err(ConsulError::UnexpectedResponseCode(status, _)) if status.as_u16() == 404
+    ));
+
+    // Sessions through rs-consul's lock: create a session, acquire, release on drop.
+    {
+        let lock = consul
+            .get_lock(
+                rs_consul::types::LockRequest {
+                    key: "lock/leader",
+                    ..Default::default()
+                },
+                b"me",
+            )
+            .await
+            .unwrap();
+        let held = consul.read_key(read("lock/leader")).await.unwrap();
+        assert_eq!(
+            held.response[0].session.as_deref(),
+            Some(lock.session_id.as_str())
+        );
+        let second = consul
+            .get_lock(
+                rs_consul::types::LockRequest {
+                    key: "lock/leader",
+                    ..Default::default()
+                },
+                b"them",
+            )
+            .await;
+        assert!(matches!(second, Err(ConsulError::LockAcquisitionFailure(_))));
+    }
+
+    // ACL policies and tokens; a restricted token is refused with 403.
+    let policy = consul
+        .create_acl_policy(&rs_consul::CreateACLPolicyRequest {
+            name: "readonly".to_owned(),
+            description: Some("reads app/".to_owned()),
+            rules: Some(r#"key_prefix "app/" { policy = "read" }"#.to_owned()),
+        })
+        .await
+        .unwrap();
+    assert!(
+        consul
+            .get_acl_policies()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.name == "readonly")
+    );
+    let token = consul
+        .create_acl_token(&rs_consul::CreateACLTokenPayload {
+            description: Some("reader".to_owned()),
+            policies: vec![rs_consul::ACLTokenPolicyLink {
+                id: Some(policy.id.clone()),
+                name: None,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let read_back = consul.read_acl_token(token.accessor_id.clone()).await.unwrap();
+    assert_eq!(read_back.accessor_id, token.accessor_id);
+    assert!(
+        consul
+            .get_acl_tokens()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.accessor_id == token.accessor_id)
+    );
+    let reader = rs_client(&node, &token.secret_id);
+    assert_eq!(
+        reader.read_key(read("app/config")).await.unwrap().response[0]
+            .value
+            .as_deref(),
+        Some("v3")
+    );
+    let denied = reader
+        .create_or_update_key(put("app/config"), b"no".to_vec())
+        .await;
+    assert!(
+        matches!(&denied, Err(ConsulError::UnexpectedResponseCode(status, _)) if status.as_u16() == 403),
+        "{denied:?}"
+    );
+    consul.delete_acl_token(token.accessor_id.clone()).await.unwrap();
+    consul.delete_acl_policy(policy.id.clone()).await.unwrap();
+    assert!(reader.read_key(read("app/config")).await.is_err());
+    node.shutdown().await;
+}
