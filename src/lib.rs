@@ -26,6 +26,7 @@
 //! RPC addresses), no CLI.
 
 mod acl;
+mod client;
 pub mod config;
 mod error;
 mod fsm;

@@ -30,7 +30,7 @@ pub(crate) const DEFAULT_SERF_LAN_PORT: u16 = 8301;
 /// How often the leader compares the raft configuration with the pool.
 const RECONCILE_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The tags a server announces. `id` is the raft id, so peers can add it to raft without asking.
+/// The tags an agent announces (a client: role, dc, build, vsn). `id` is the raft id, so peers can add it to raft without asking.
 pub(crate) fn server_tags(config: &Config, node_id: NodeId, rpc_port: u16) -> Tags {
     let mut tags = Tags::new();
     tags.insert(
@@ -43,7 +43,6 @@ pub(crate) fn server_tags(config: &Config, node_id: NodeId, rpc_port: u16) -> Ta
     tags.insert("build".into(), format!("{}:tribune", env!("CARGO_PKG_VERSION")));
     tags.insert("vsn".into(), "2".into());
     tags.insert("raft_vsn".into(), "3".into());
-    tags.insert("expect".into(), config.bootstrap_expect.to_string());
     tags
 }
 
@@ -124,17 +123,21 @@ pub(crate) fn resolve_join_addresses(entries: &[String]) -> Vec<SocketAddr> {
 
 /// Joins the pool through `retry_join`, as Consul does: every `retry_interval`, at most
 /// `retry_max` attempts (0: until it works or the agent stops).
-pub(crate) async fn join_pool<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: watch::Receiver<bool>) {
-    let Some(gossip) = agent.gossip.clone() else {
-        return;
-    };
-    if agent.config.retry_join.is_empty() {
+pub(crate) async fn join_pool<B: Backend>(agent: Arc<Agent<B>>, shutdown: watch::Receiver<bool>) {
+    if let Some(gossip) = agent.gossip.clone() {
+        join_pool_with(gossip, agent.config.clone(), shutdown).await;
+    }
+}
+
+/// [`join_pool`] for any agent, server or client.
+pub(crate) async fn join_pool_with(gossip: Gossip, config: Config, mut shutdown: watch::Receiver<bool>) {
+    if config.retry_join.is_empty() {
         return;
     }
     let mut attempt: u32 = 0;
     loop {
         attempt = attempt.saturating_add(1);
-        let addrs = resolve_join_addresses(&agent.config.retry_join);
+        let addrs = resolve_join_addresses(&config.retry_join);
         if !addrs.is_empty() {
             match gossip.join(&addrs).await {
                 Ok(n) => {
@@ -144,7 +147,7 @@ pub(crate) async fn join_pool<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: wa
                 Err(e) => tracing::debug!(attempt, error = %e, "LAN join failed"),
             }
         }
-        if agent.config.retry_max != 0 && attempt >= agent.config.retry_max {
+        if config.retry_max != 0 && attempt >= config.retry_max {
             tracing::error!(
                 attempts = attempt,
                 "retry_join: giving up on joining the LAN pool"
@@ -152,7 +155,7 @@ pub(crate) async fn join_pool<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: wa
             return;
         }
         tokio::select! {
-            _ = tokio::time::sleep(agent.config.retry_interval) => {}
+            _ = tokio::time::sleep(config.retry_interval) => {}
             _ = shutdown.wait_for(|stopped| *stopped) => return,
         }
     }

@@ -24,6 +24,7 @@ use tribune_kvstore::{
     GLOBAL_MANAGEMENT_RULES, PolicyLink, Store, StoreConfig, encode_command,
 };
 
+use crate::client::ClientAgent;
 use crate::config::Config;
 use crate::error::NodeError;
 use crate::fsm::{ApplyResponse, KvStateMachine};
@@ -65,10 +66,7 @@ impl Node {
     /// Client agents (`server = false`) are not supported yet and give [`NodeError::Unsupported`].
     pub async fn start(config: Config) -> Result<NodeHandle, NodeError> {
         if !config.server {
-            return Err(NodeError::Unsupported {
-                field: "server",
-                reason: "client agents are not supported yet; set \"server\": true".into(),
-            });
+            return start_client(config).await;
         }
         match config.data_dir.clone() {
             None => {
@@ -294,6 +292,110 @@ where
     })
 }
 
+/// Starts a client agent: a LAN pool member with no state that hands requests to servers.
+async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
+    if config.acl.enabled {
+        return Err(NodeError::Unsupported {
+            field: "acl.enabled",
+            reason: "client agents cannot check ACLs on their own endpoints yet; run the client without ACLs"
+                .into(),
+        });
+    }
+    let node_id = random_node_id(&config);
+    let tags = membership::server_tags(&config, node_id, 0);
+    let Some((gossip, mut member_events)) = membership::start_lan(&config, tags).await? else {
+        return Err(NodeError::Unsupported {
+            field: "ports.serf_lan",
+            reason: "a client agent finds servers through the LAN pool: it needs ports.serf_lan".into(),
+        });
+    };
+    let serf_lan_addr = gossip.local_addr();
+    let http_listener = match config.ports.http {
+        Some(port) => {
+            let ip = config.client_addr.first().copied().unwrap_or(config.bind_addr);
+            let addr = SocketAddr::new(ip, port);
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => Some(listener),
+                Err(source) => {
+                    gossip.shutdown().await;
+                    return Err(NodeError::Bind {
+                        listener: "http",
+                        addr: addr.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        None => None,
+    };
+    let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_tx = Arc::new(shutdown_tx);
+    let agent = Arc::new(ClientAgent::new(config, gossip, Arc::clone(&shutdown_tx)));
+    let mut tasks = Vec::new();
+    if let Some(listener) = http_listener {
+        let router = http::client::router(Arc::clone(&agent));
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }));
+    }
+    // A client acts on no member event; the channel is drained so it does not grow.
+    let mut stop = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                event = member_events.recv() => if event.is_none() { return },
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            }
+        }
+    }));
+    tasks.push(tokio::spawn(membership::join_pool_with(
+        agent.gossip.clone(),
+        agent.config.clone(),
+        shutdown_rx,
+    )));
+    let control: Arc<dyn Control> = agent;
+    Ok(NodeHandle {
+        http_addr,
+        serf_lan_addr: Some(serf_lan_addr),
+        rpc_addr: serf_lan_addr,
+        node_id,
+        control,
+        shutdown: shutdown_tx,
+        tasks,
+        stopped: false,
+        _scratch: None,
+    })
+}
+
+impl Control for ClientAgent {
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.gossip.shutdown())
+    }
+
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.leave_pool())
+    }
+
+    fn leader_rpc_addr(&self) -> Option<String> {
+        None
+    }
+
+    fn is_leader(&self) -> bool {
+        false
+    }
+
+    fn parked_blocking_queries(&self) -> usize {
+        0
+    }
+}
+
 /// What the handle needs from the running agent, whatever its storage backend.
 trait Control: Send + Sync {
     fn stop(&self) -> BoxFuture<'_, ()>;
@@ -355,7 +457,8 @@ impl NodeHandle {
         self.shutdown().await;
     }
 
-    /// The address the server RPC port (raft, forwarded requests) is bound to.
+    /// The address the server RPC port (raft, forwarded requests) is bound to; for a client
+    /// agent, which has no RPC port, its LAN gossip address.
     pub fn rpc_addr(&self) -> SocketAddr {
         self.rpc_addr
     }
@@ -613,9 +716,13 @@ impl<B: Backend> Agent<B> {
     }
 
     /// Runs a forwarded HTTP request through this server's own router.
-    async fn serve_forwarded(&self, request: ForwardedHttp) -> Result<ForwardedResponse, String> {
+    async fn serve_forwarded(
+        &self,
+        request: ForwardedHttp,
+        from: http::ForwardedFrom,
+    ) -> Result<ForwardedResponse, String> {
         let router = self.router.lock().clone().ok_or("the HTTP API is not running")?;
-        http::serve_forwarded(router, request).await
+        http::serve_forwarded(router, request, from).await
     }
 }
 
@@ -629,6 +736,8 @@ pub(crate) enum AppCall {
     },
     /// An HTTP request a follower forwards to the leader (writes and their leader-only checks).
     Http(ForwardedHttp),
+    /// An HTTP request a client agent hands to a server, which serves it as its own.
+    ClientHttp(ForwardedHttp),
 }
 
 /// A server as discovery describes it.
@@ -724,7 +833,16 @@ impl<B: Backend> AppHandler for AppService<B> {
                         .map_err(|e| e.to_string())?;
                     AppReply::ReadIndex(index)
                 }
-                AppCall::Http(request) => AppReply::Http(agent.serve_forwarded(request).await?),
+                AppCall::Http(request) => AppReply::Http(
+                    agent
+                        .serve_forwarded(request, http::ForwardedFrom::Server)
+                        .await?,
+                ),
+                AppCall::ClientHttp(request) => AppReply::Http(
+                    agent
+                        .serve_forwarded(request, http::ForwardedFrom::ClientAgent)
+                        .await?,
+                ),
             };
             Ok(reply.encode())
         })

@@ -674,7 +674,7 @@ impl<S: StateMachine> Consensus<S> {
     }
 }
 
-fn remote_to_error(e: RemoteError) -> ConsensusError {
+pub(crate) fn remote_to_error(e: RemoteError) -> ConsensusError {
     match e {
         RemoteError::NotLeader { leader, leader_info } => ConsensusError::NotLeader { leader, leader_info },
         RemoteError::NoAppHandler => ConsensusError::NoAppHandler,

@@ -35,6 +35,27 @@ pub struct RpcRequest(pub(crate) Request);
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RpcResponse(pub(crate) Response);
 
+impl RpcRequest {
+    /// An application request for a server's [`AppHandler`](crate::AppHandler), sent by a caller
+    /// that runs no consensus server itself (a client agent) through a [`Transport`](crate::Transport).
+    pub fn app(request: AppRequest) -> Self {
+        RpcRequest(Request::App(request))
+    }
+}
+
+impl RpcResponse {
+    /// The application's answer to an [`RpcRequest::app`].
+    pub fn into_app(self) -> Result<bytes::Bytes, crate::ConsensusError> {
+        match self.0 {
+            Response::App(Ok(bytes)) => Ok(bytes),
+            Response::App(Err(e)) => Err(crate::server::remote_to_error(e)),
+            _ => Err(crate::ConsensusError::App {
+                reason: "the server answered an application request with another kind of response".into(),
+            }),
+        }
+    }
+}
+
 /// What an [`RpcRequest`] is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

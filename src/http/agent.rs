@@ -25,7 +25,7 @@ fn serf_status(status: MemberStatus) -> u8 {
 /// One entry of `/v1/agent/members`, in Consul's shape.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct MemberJson {
+pub(crate) struct MemberJson {
     name: String,
     addr: String,
     port: u16,
@@ -65,7 +65,7 @@ fn lan_pool<B: Backend>(agent: &Shared<B>) -> Result<&Gossip, ApiError> {
         .ok_or_else(|| ApiError::internal("this agent runs no LAN gossip pool (ports.serf_lan is disabled)"))
 }
 
-fn refuse_wan(params: &Params) -> Result<(), ApiError> {
+pub(crate) fn refuse_wan(params: &Params) -> Result<(), ApiError> {
     if params.has("wan") {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -84,16 +84,25 @@ pub(crate) async fn members<B: Backend>(
     let params = Params::parse(uri.query());
     refuse_wan(&params)?;
     let access = agent.access(&headers, &uri)?;
-    let mut members = lan_pool(&agent)?
+    let body = members_json(lan_pool(&agent)?, |members| {
+        access.filter(members, |authorizer, member| authorizer.node_read(&member.name));
+    })
+    .await?;
+    Ok(json_response(HeaderMap::new(), &body))
+}
+
+/// The pool's members in Consul's shape, sorted by name, after `filter`.
+pub(crate) async fn members_json(
+    gossip: &Gossip,
+    filter: impl FnOnce(&mut Vec<Member>),
+) -> Result<Vec<MemberJson>, ApiError> {
+    let mut members = gossip
         .members()
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    access.filter(&mut members, |authorizer, member| {
-        authorizer.node_read(&member.name)
-    });
+    filter(&mut members);
     members.sort_by(|a, b| a.name.cmp(&b.name));
-    let body: Vec<MemberJson> = members.into_iter().map(MemberJson::from).collect();
-    Ok(json_response(HeaderMap::new(), &body))
+    Ok(members.into_iter().map(MemberJson::from).collect())
 }
 
 /// `PUT /v1/agent/join/{address}`: joins the LAN pool through `address` (port 8301 by default).
@@ -106,11 +115,16 @@ pub(crate) async fn join<B: Backend>(
     let params = Params::parse(uri.query());
     refuse_wan(&params)?;
     agent.authorize(&headers, &uri, |a| a.agent_write(&agent.config.node_name))?;
-    let addrs = resolve_join_addresses(std::slice::from_ref(&address));
+    join_at(lan_pool(&agent)?, &address).await
+}
+
+/// Joins `gossip`'s pool through `address`.
+pub(crate) async fn join_at(gossip: &Gossip, address: &str) -> Result<Response, ApiError> {
+    let addrs = resolve_join_addresses(&[address.to_owned()]);
     if addrs.is_empty() {
         return Err(ApiError::bad_request(format!("cannot resolve {address:?}")));
     }
-    lan_pool(&agent)?
+    gossip
         .join(&addrs)
         .await
         .map_err(|e| ApiError::internal(format!("joining {address}: {e}")))?;
@@ -140,7 +154,12 @@ pub(crate) async fn force_leave<B: Backend>(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     agent.authorize(&headers, &uri, |a| a.operator_write())?;
-    lan_pool(&agent)?.force_leave(&node).await.map_err(|e| match e {
+    force_leave_member(lan_pool(&agent)?, &node).await
+}
+
+/// Announces that the failed member `node` left `gossip`'s pool.
+pub(crate) async fn force_leave_member(gossip: &Gossip, node: &str) -> Result<Response, ApiError> {
+    gossip.force_leave(node).await.map_err(|e| match e {
         tribune_gossip::RuntimeError::Pool(tribune_gossip::PoolError::UnknownMember { .. }) => ApiError::new(
             StatusCode::NOT_FOUND,
             format!("agent: No node found with name '{node}'"),

@@ -2,7 +2,8 @@
 //! query-meta headers, error mapping, and forwarding writes from a follower to the leader.
 
 mod acl;
-mod agent;
+pub(crate) mod agent;
+pub(crate) mod client;
 mod kv;
 mod misc;
 mod operator;
@@ -38,7 +39,7 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 /// Marks a request a follower forwarded, so it is never forwarded twice.
 const FORWARDED_HEADER: &str = "x-tribune-forwarded";
 /// Largest request body a follower forwards to the leader.
-const MAX_FORWARDED_BODY: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_FORWARDED_BODY: usize = 16 * 1024 * 1024;
 
 type Shared<B> = Arc<Agent<B>>;
 
@@ -151,11 +152,29 @@ async fn forward_to_leader<B: Backend>(
 }
 
 async fn forward<B: Backend>(agent: &Agent<B>, request: Request) -> Result<Response, ApiError> {
+    let forwarded = to_forwarded(request).await?;
+    let reply = agent
+        .consensus
+        .call_leader(AppRequest {
+            datacenter: None,
+            payload: AppCall::Http(forwarded).encode(),
+        })
+        .await
+        .map_err(ApiError::consensus)?;
+    match AppReply::decode(&reply) {
+        Ok(AppReply::Http(response)) => Ok(from_forwarded(response)),
+        Ok(_) => Err(ApiError::internal("unexpected answer from the leader")),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// A request as it travels to another agent: whole, body included.
+pub(crate) async fn to_forwarded(request: Request) -> Result<ForwardedHttp, ApiError> {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
         .await
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))?;
-    let forwarded = ForwardedHttp {
+    Ok(ForwardedHttp {
         method: parts.method.to_string(),
         uri: parts
             .uri
@@ -168,20 +187,11 @@ async fn forward<B: Backend>(agent: &Agent<B>, request: Request) -> Result<Respo
             .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
             .collect(),
         body: body.to_vec(),
-    };
-    let reply = agent
-        .consensus
-        .call_leader(AppRequest {
-            datacenter: None,
-            payload: AppCall::Http(forwarded).encode(),
-        })
-        .await
-        .map_err(ApiError::consensus)?;
-    let response = match AppReply::decode(&reply) {
-        Ok(AppReply::Http(response)) => response,
-        Ok(_) => return Err(ApiError::internal("unexpected answer from the leader")),
-        Err(e) => return Err(ApiError::internal(e)),
-    };
+    })
+}
+
+/// The answer another agent gave to a forwarded request, as this agent's response.
+pub(crate) fn from_forwarded(response: ForwardedResponse) -> Response {
     let mut out = Response::new(Body::from(response.body));
     *out.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in response.headers {
@@ -189,21 +199,24 @@ async fn forward<B: Backend>(agent: &Agent<B>, request: Request) -> Result<Respo
             out.headers_mut().append(name, value);
         }
     }
-    Ok(out)
+    out
 }
 
 /// Serves a request a follower forwarded, through this server's router.
 pub(crate) async fn serve_forwarded(
     router: Router,
     request: ForwardedHttp,
+    from: ForwardedFrom,
 ) -> Result<ForwardedResponse, String> {
     let method = Method::from_bytes(request.method.as_bytes()).map_err(|e| e.to_string())?;
     let mut builder = axum::http::Request::builder().method(method).uri(request.uri);
     for (name, value) in request.headers {
         builder = builder.header(name, value);
     }
+    if from == ForwardedFrom::Server {
+        builder = builder.header(FORWARDED_HEADER, "1");
+    }
     let http_request = builder
-        .header(FORWARDED_HEADER, "1")
         .body(Body::from(request.body))
         .map_err(|e| e.to_string())?;
     let response = router.oneshot(http_request).await.map_err(|e| e.to_string())?;
@@ -221,6 +234,16 @@ pub(crate) async fn serve_forwarded(
             .collect(),
         body: body.to_vec(),
     })
+}
+
+/// Who forwarded a request, which decides whether it may be forwarded again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ForwardedFrom {
+    /// A follower sent it to the leader: it is served here, never forwarded again.
+    Server,
+    /// A client agent sent it to a server: the server treats it as its own request and forwards
+    /// a write to the leader.
+    ClientAgent,
 }
 
 /// An error response: a status and Consul's plain-text message.

@@ -1,0 +1,93 @@
+//! The HTTP API of a client agent: `/v1/agent/{self,members,join,leave,force-leave}` about itself,
+//! everything else handed to a server (see [`crate::client`]).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use serde_json::json;
+
+use super::agent::{force_leave_member, join_at, members_json, refuse_wan};
+use super::{ApiError, MAX_FORWARDED_BODY, Params, from_forwarded, json_response, to_forwarded};
+use crate::client::{ClientAgent, ClientForwardError};
+
+type Client = Arc<ClientAgent>;
+
+pub(crate) fn router(agent: Client) -> Router {
+    Router::new()
+        .route("/v1/agent/self", get(agent_self))
+        .route("/v1/agent/members", get(members))
+        .route("/v1/agent/join/{address}", put(join))
+        .route("/v1/agent/leave", put(leave))
+        .route("/v1/agent/force-leave/{node}", put(force_leave))
+        .fallback(forward)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORWARDED_BODY))
+        .with_state(agent)
+}
+
+async fn agent_self(State(agent): State<Client>) -> Response {
+    let config = &agent.config;
+    let serf = agent.gossip.local_addr();
+    let body = json!({
+        "Config": {
+            "Datacenter": config.datacenter,
+            "PrimaryDatacenter": config.primary_datacenter,
+            "NodeName": config.node_name,
+            "NodeID": config.node_id.clone().unwrap_or_default(),
+            "Server": false,
+            "Version": env!("CARGO_PKG_VERSION"),
+            "Revision": "",
+        },
+        "DebugConfig": { "ACLsEnabled": config.acl.enabled },
+        "Member": {
+            "Name": config.node_name,
+            "Addr": serf.ip().to_string(),
+            "Port": serf.port(),
+            "Tags": { "role": "node", "dc": config.datacenter },
+            "Status": 1,
+        },
+        "Stats": { "consul": { "server": "false" } },
+    });
+    json_response(HeaderMap::new(), &body)
+}
+
+async fn members(State(agent): State<Client>, uri: Uri) -> Result<Response, ApiError> {
+    refuse_wan(&Params::parse(uri.query()))?;
+    let body = members_json(&agent.gossip, |_| {}).await?;
+    Ok(json_response(HeaderMap::new(), &body))
+}
+
+async fn join(
+    State(agent): State<Client>,
+    Path(address): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    refuse_wan(&Params::parse(uri.query()))?;
+    join_at(&agent.gossip, &address).await
+}
+
+async fn leave(State(agent): State<Client>) -> Response {
+    let leaving = Arc::clone(&agent);
+    tokio::spawn(async move { leaving.leave_pool().await });
+    StatusCode::OK.into_response()
+}
+
+async fn force_leave(State(agent): State<Client>, Path(node): Path<String>) -> Result<Response, ApiError> {
+    force_leave_member(&agent.gossip, &node).await
+}
+
+/// Any other request: to a server, whole; its answer, whole.
+async fn forward(State(agent): State<Client>, request: Request) -> Result<Response, ApiError> {
+    let forwarded = to_forwarded(request).await?;
+    let answer = agent.forward(forwarded).await.map_err(|e| match e {
+        ClientForwardError::NoServers => ApiError::internal("No known Consul servers"),
+        ClientForwardError::AllFailed(last) => {
+            ApiError::internal(format!("no server could be reached: {last}"))
+        }
+        ClientForwardError::Server(message) => ApiError::internal(message),
+    })?;
+    Ok(from_forwarded(answer))
+}
