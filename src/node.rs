@@ -178,23 +178,12 @@ where
     consensus_config.bootstrap_expect = config.bootstrap_expect as usize;
     let consensus = Consensus::start(consensus_config, rpc_bind, log, sm, TcpTransport::new()).await?;
 
-    let http_listener = match config.ports.http {
-        Some(port) => {
-            let ip = config.client_addr.first().copied().unwrap_or(config.bind_addr);
-            let addr = SocketAddr::new(ip, port);
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(listener) => Some(listener),
-                Err(source) => {
-                    let _ = consensus.shutdown().await;
-                    return Err(NodeError::Bind {
-                        listener: "http",
-                        addr: addr.to_string(),
-                        source,
-                    });
-                }
-            }
+    let http_listener = match bind_http(&config).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = consensus.shutdown().await;
+            return Err(e);
         }
-        None => None,
     };
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
     let tags = membership::server_tags(&config, node_id, consensus.local_addr().port());
@@ -247,15 +236,7 @@ where
 
     let mut tasks = Vec::new();
     if let Some(listener) = http_listener {
-        let mut stop = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        }));
+        tasks.push(tokio::spawn(serve_http(listener, router, shutdown_rx.clone())));
     }
     if let Some(events) = member_events {
         tasks.push(tokio::spawn(membership::watch_members(
@@ -292,6 +273,37 @@ where
     })
 }
 
+/// Binds the HTTP API's listener on the first `client_addr`, or nothing when `ports.http` is disabled.
+async fn bind_http(config: &Config) -> Result<Option<tokio::net::TcpListener>, NodeError> {
+    let Some(port) = config.ports.http else {
+        return Ok(None);
+    };
+    let ip = config.client_addr.first().copied().unwrap_or(config.bind_addr);
+    let addr = SocketAddr::new(ip, port);
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(source) => Err(NodeError::Bind {
+            listener: "http",
+            addr: addr.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Serves the HTTP API until the agent stops; blocked requests end at once then.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    });
+    if let Err(e) = serve.await {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
 /// Starts a client agent: a LAN pool member with no state that hands requests to servers.
 async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
     if config.acl.enabled {
@@ -310,23 +322,12 @@ async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
         });
     };
     let serf_lan_addr = gossip.local_addr();
-    let http_listener = match config.ports.http {
-        Some(port) => {
-            let ip = config.client_addr.first().copied().unwrap_or(config.bind_addr);
-            let addr = SocketAddr::new(ip, port);
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(listener) => Some(listener),
-                Err(source) => {
-                    gossip.shutdown().await;
-                    return Err(NodeError::Bind {
-                        listener: "http",
-                        addr: addr.to_string(),
-                        source,
-                    });
-                }
-            }
+    let http_listener = match bind_http(&config).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            gossip.shutdown().await;
+            return Err(e);
         }
-        None => None,
     };
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -335,15 +336,7 @@ async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
     let mut tasks = Vec::new();
     if let Some(listener) = http_listener {
         let router = http::client::router(Arc::clone(&agent));
-        let mut stop = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        }));
+        tasks.push(tokio::spawn(serve_http(listener, router, shutdown_rx.clone())));
     }
     // A client acts on no member event; the channel is drained so it does not grow.
     let mut stop = shutdown_rx.clone();

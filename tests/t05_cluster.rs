@@ -5,27 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, wait_for};
-use tribune::config::Config;
+use common::{Client, pool_agent, wait_for};
 use tribune::{Node, NodeHandle};
-
-fn server(name: &str, join: &[&NodeHandle]) -> Config {
-    let mut config = Config::dev();
-    config.node_name = name.to_owned();
-    config.bootstrap_expect = 3;
-    config.retry_join = join
-        .iter()
-        .filter_map(|node| node.serf_lan_addr())
-        .map(|addr| addr.to_string())
-        .collect();
-    config
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_servers_form_a_cluster_and_serve_any_request() {
-    let s1 = Node::start(server("s1", &[])).await.unwrap();
-    let s2 = Node::start(server("s2", &[&s1])).await.unwrap();
-    let s3 = Node::start(server("s3", &[&s1, &s2])).await.unwrap();
+    let s1 = Node::start(pool_agent("s1", true, &[])).await.unwrap();
+    let s2 = Node::start(pool_agent("s2", true, &[&s1])).await.unwrap();
+    let s3 = Node::start(pool_agent("s3", true, &[&s1, &s2])).await.unwrap();
     let nodes = [&s1, &s2, &s3];
     wait_for(
         "one leader that every server knows",

@@ -9,26 +9,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, wait_for};
-use tribune::config::Config;
-use tribune::{Node, NodeHandle};
+use common::{Client, pool_agent, wait_for};
+use tribune::Node;
 
 const FORMATION: Duration = Duration::from_secs(30);
 /// Failure detection with Consul's LAN timings (1 s probes, Lifeguard suspicion) takes seconds.
 const DETECTION: Duration = Duration::from_secs(90);
-
-fn server(name: &str, join: &[&NodeHandle]) -> Config {
-    let mut config = Config::dev();
-    config.node_name = name.to_owned();
-    config.bootstrap_expect = 3;
-    config.retry_join = join
-        .iter()
-        .filter_map(|node| node.serf_lan_addr())
-        .map(|addr| addr.to_string())
-        .collect();
-    config.retry_interval = Duration::from_millis(200);
-    config
-}
 
 /// `(name, serf status, role tag)` of every member `client` lists.
 async fn members(client: &Client) -> Vec<(String, u64, String)> {
@@ -68,9 +54,9 @@ async fn peer_count(client: &Client) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_meet_in_the_lan_pool_and_raft_follows_it() {
-    let s1 = Node::start(server("s1", &[])).await.unwrap();
-    let s2 = Node::start(server("s2", &[&s1])).await.unwrap();
-    let s3 = Node::start(server("s3", &[&s1])).await.unwrap();
+    let s1 = Node::start(pool_agent("s1", true, &[])).await.unwrap();
+    let s2 = Node::start(pool_agent("s2", true, &[&s1])).await.unwrap();
+    let s3 = Node::start(pool_agent("s3", true, &[&s1])).await.unwrap();
     let c1 = Client::of(&s1);
     wait_for("three voters", FORMATION, || async { peer_count(&c1).await == 3 }).await;
     let listed = members(&Client::of(&s3)).await;
@@ -87,7 +73,7 @@ async fn servers_meet_in_the_lan_pool_and_raft_follows_it() {
     assert_eq!(c1.get("/v1/agent/members?wan=1").await.status, 501);
 
     // A fourth server joins later (through s2, with PUT /v1/agent/join): the leader adds it.
-    let mut late = server("s4", &[]);
+    let mut late = pool_agent("s4", true, &[]);
     late.bootstrap_expect = 0;
     let s4 = Node::start(late).await.unwrap();
     let join = Client::of(&s4)

@@ -7,32 +7,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, wait_for};
-use tribune::config::Config;
-use tribune::{Node, NodeHandle};
+use common::{Client, pool_agent, wait_for};
+use tribune::Node;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn agent(name: &str, server: bool, join: &[&NodeHandle]) -> Config {
-    let mut config = Config::dev();
-    config.node_name = name.to_owned();
-    config.server = server;
-    config.bootstrap_expect = if server { 3 } else { 0 };
-    config.retry_join = join
-        .iter()
-        .filter_map(|node| node.serf_lan_addr())
-        .map(|addr| addr.to_string())
-        .collect();
-    config.retry_interval = Duration::from_millis(200);
-    config
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_agent_forwards_to_live_servers() {
-    let s1 = Node::start(agent("s1", true, &[])).await.unwrap();
-    let s2 = Node::start(agent("s2", true, &[&s1])).await.unwrap();
-    let s3 = Node::start(agent("s3", true, &[&s1])).await.unwrap();
-    let c = Node::start(agent("c1", false, &[&s2])).await.unwrap();
+    let s1 = Node::start(pool_agent("s1", true, &[])).await.unwrap();
+    let s2 = Node::start(pool_agent("s2", true, &[&s1])).await.unwrap();
+    let s3 = Node::start(pool_agent("s3", true, &[&s1])).await.unwrap();
+    let c = Node::start(pool_agent("c1", false, &[&s2])).await.unwrap();
     let client = Client::of(&c);
     wait_for("the client sees three servers and a leader", LIMIT, || async {
         let members = client.get("/v1/agent/members").await.json();

@@ -182,3 +182,19 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// An agent of a three-server datacenter on loopback (`bootstrap_expect = 3` for a server), joining
+/// the LAN pool through the given agents' gossip addresses.
+pub(crate) fn pool_agent(name: &str, server: bool, join: &[&NodeHandle]) -> Config {
+    let mut config = Config::dev();
+    config.node_name = name.to_owned();
+    config.server = server;
+    config.bootstrap_expect = if server { 3 } else { 0 };
+    config.retry_join = join
+        .iter()
+        .filter_map(|node| node.serf_lan_addr())
+        .map(|addr| addr.to_string())
+        .collect();
+    config.retry_interval = Duration::from_millis(200);
+    config
+}
