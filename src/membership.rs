@@ -27,6 +27,9 @@ use crate::node::{Agent, Peer};
 /// Consul's serf LAN port, used for `retry_join` addresses given without a port.
 pub(crate) const DEFAULT_SERF_LAN_PORT: u16 = 8301;
 
+/// How long the leader waits for a server it adds to catch up before it looks at the pool again.
+const ADD_SERVER_DEADLINE: Duration = Duration::from_secs(30);
+
 /// How often the leader compares the raft configuration with the pool.
 const RECONCILE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -268,11 +271,15 @@ pub(crate) async fn reconcile<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: wa
         }
         for (id, info) in plan.add {
             tracing::info!(server = id, addr = %info.rpc_addr, "adding a server seen in the LAN pool");
-            // Catching up may take a while (a snapshot); the next round sees it as known.
-            let adding = agent.consensus.add_server(id, info);
+            // Catching up may take a while (a snapshot). A server that died before gossip noticed
+            // never catches up: give up after a while; it stays a learner until it is declared
+            // failed, and learners always go then.
+            let adding = tokio::time::timeout(ADD_SERVER_DEADLINE, agent.consensus.add_server(id, info));
             tokio::select! {
-                result = adding => if let Err(e) = result {
-                    tracing::warn!(server = id, error = %e, "adding a server");
+                result = adding => match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(server = id, error = %e, "adding a server"),
+                    Err(_) => tracing::warn!(server = id, "adding a server: it did not catch up in time"),
                 },
                 _ = shutdown.wait_for(|stopped| *stopped) => return,
             }

@@ -5,10 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Reply, request, start_leader, wait_for};
+use common::{Client, Reply, pool_agent, request, start_leader, wait_for};
 use serde_json::json;
+use tribune::Node;
 use tribune::config::{Config, DefaultPolicy};
-use tribune::{Node, NodeHandle};
 
 const ROOT: &str = "d0c0ffee-0000-4000-8000-000000000001";
 
@@ -171,19 +171,11 @@ async fn snapshots_work_without_acls_and_refuse_garbage() {
     node.shutdown().await;
 }
 
-fn cluster_server(name: &str, join: &[&NodeHandle]) -> Config {
-    let mut config = Config::dev();
-    config.node_name = name.to_owned();
-    config.bootstrap_expect = 3;
-    config.retry_join = join.iter().map(|node| node.rpc_addr().to_string()).collect();
-    config
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_through_a_follower_reaches_every_server() {
-    let s1 = Node::start(cluster_server("s1", &[])).await.unwrap();
-    let s2 = Node::start(cluster_server("s2", &[&s1])).await.unwrap();
-    let s3 = Node::start(cluster_server("s3", &[&s1, &s2])).await.unwrap();
+    let s1 = Node::start(pool_agent("s1", true, &[])).await.unwrap();
+    let s2 = Node::start(pool_agent("s2", true, &[&s1])).await.unwrap();
+    let s3 = Node::start(pool_agent("s3", true, &[&s1, &s2])).await.unwrap();
     let nodes = [&s1, &s2, &s3];
     wait_for("a leader every server knows", Duration::from_secs(15), || async {
         let leaders: Vec<Option<String>> = nodes.iter().map(|n| n.leader()).collect();
@@ -220,9 +212,20 @@ async fn a_restore_through_a_follower_reaches_every_server() {
     let path = format!("/v1/operator/raft/peer?address={}", leaving.rpc_addr());
     let removed = request(follower.0, "DELETE", &path, &[], b"").await;
     assert_eq!(removed.status, 200, "{}", removed.text());
+    // It is still alive in the LAN pool, so the leader's reconciliation adds it back, as Consul's
+    // does: a learner first, then a voter.
     let leader = Client::of(nodes.iter().find(|n| n.is_leader()).unwrap());
-    let servers = leader.get("/v1/operator/raft/configuration").await.json()["Servers"].clone();
-    assert_eq!(servers.as_array().unwrap().len(), 2, "{servers}");
+    wait_for(
+        "the removed server back as a voter",
+        Duration::from_secs(30),
+        || async {
+            let servers = leader.get("/v1/operator/raft/configuration").await.json()["Servers"].clone();
+            servers
+                .as_array()
+                .is_some_and(|s| s.len() == 3 && s.iter().all(|s| s["Voter"] == true))
+        },
+    )
+    .await;
     let missing = request(leader.0, "DELETE", "/v1/operator/raft/peer?id=12345", &[], b"").await;
     assert_eq!(missing.status, 500);
     for node in [s1, s2, s3] {
