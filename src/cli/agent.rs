@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde_json::{Map, Value, json};
 use tokio::signal::unix::{SignalKind, signal};
-use tribune::config::{Config, ConfigError, ConfigLoader, SourceName};
+use tribune::config::{Config, ConfigError, ConfigLoader, LogLevel, SourceName};
 use tribune::{Node, NodeHandle};
 
 use super::CliError;
@@ -273,13 +273,22 @@ pub(crate) async fn run(args: AgentArgs, files: Vec<FileSource>) -> Result<ExitC
 }
 
 fn init_logging(config: &Config) {
-    // RUST_LOG, when set, refines the level for debugging; otherwise `log_level` applies to everything.
+    use std::io::IsTerminal as _;
+    // openraft narrates every state change at info; at Consul's default level only its warnings matter.
+    let level = config.log_level.as_filter();
+    let default = if config.log_level >= LogLevel::Info {
+        format!("{level},openraft=warn")
+    } else {
+        level.to_owned()
+    };
+    // RUST_LOG, when set, replaces the filter for debugging.
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|spec| tracing_subscriber::EnvFilter::try_new(spec).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(config.log_level.as_filter()));
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -167,7 +167,10 @@ pub(crate) fn main() -> ExitCode {
     match runtime.block_on(run(cli, config_sources)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("Error {error}");
+            // Consul's messages read "Error! ..." for verdicts and "Error doing X: ..." for failures.
+            let text = error.to_string();
+            let separator = if text.starts_with('!') { "" } else { " " };
+            eprintln!("Error{separator}{text}");
             ExitCode::FAILURE
         }
     }
