@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// `cargo test` builds the examples next to the test binaries: `target/<profile>/examples/`.
+#[allow(clippy::unwrap_used)] // a test helper: no path means the test cannot run at all
 fn example_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();

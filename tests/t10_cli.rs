@@ -1,6 +1,8 @@
 //! The `tribune` binary against real agents: KV, ACL, snapshot inspect, keygen, lock and bench against
 //! an in-process development server; `agent` itself spawned as a process (configuration precedence,
 //! configuration errors, `-dev` answering and stopping on SIGTERM).
+// The helpers below run only inside tests; a failed step should fail the test where it happened.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -25,12 +27,24 @@ struct Ran {
 
 impl Ran {
     fn success(self) -> Ran {
-        assert_eq!(self.code, Some(0), "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
     fn failure(self) -> Ran {
-        assert_ne!(self.code, Some(0), "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_ne!(
+            self.code,
+            Some(0),
+            "stdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 }
@@ -102,11 +116,21 @@ async fn kv_put_get_delete_export_import() {
 
     let put = run(addr, &["kv", "put", "greeting", "hello"]).await.success();
     assert_eq!(put.stdout, "Success! Data written to: greeting\n");
-    assert_eq!(run(addr, &["kv", "get", "greeting"]).await.success().stdout, "hello\n");
-    run_with(addr, &["kv", "put", "-flags=42", "app/a", "-"], &[], b"from stdin")
+    assert_eq!(
+        run(addr, &["kv", "get", "greeting"]).await.success().stdout,
+        "hello\n"
+    );
+    run_with(
+        addr,
+        &["kv", "put", "-flags=42", "app/a", "-"],
+        &[],
+        b"from stdin",
+    )
+    .await
+    .success();
+    run(addr, &["kv", "put", "--base64", "app/b/c", "dHdv"])
         .await
         .success();
-    run(addr, &["kv", "put", "--base64", "app/b/c", "dHdv"]).await.success();
 
     let recurse = run(addr, &["kv", "get", "-recurse", "app"]).await.success();
     assert_eq!(recurse.stdout, "app/a:from stdin\napp/b/c:two\n");
@@ -118,12 +142,17 @@ async fn kv_put_get_delete_export_import() {
     let modify_index = field(&detailed.stdout, "ModifyIndex").to_owned();
 
     // CAS: a stale index is refused with Consul's message, the current one is accepted.
-    let refused = run(addr, &["kv", "put", "-cas", "-modify-index=0", "app/a", "x"]).await.failure();
+    let refused = run(addr, &["kv", "put", "-cas", "-modify-index=0", "app/a", "x"])
+        .await
+        .failure();
     assert_eq!(refused.stderr, "Error! Did not write to app/a: CAS failed\n");
     let cas = format!("-modify-index={modify_index}");
-    run(addr, &["kv", "put", "-cas", &cas, "-flags=42", "app/a", "from stdin"])
-        .await
-        .success();
+    run(
+        addr,
+        &["kv", "put", "-cas", &cas, "-flags=42", "app/a", "from stdin"],
+    )
+    .await
+    .success();
 
     let export = run(addr, &["kv", "export", "app/"]).await.success();
     let exported: serde_json::Value = serde_json::from_str(&export.stdout).unwrap();
@@ -148,13 +177,21 @@ async fn kv_put_get_delete_export_import() {
         .await
         .success();
     assert_eq!(imported.stdout, "Imported: app/a\nImported: app/b/c\n");
-    run_with(addr, &["kv", "import", "-prefix=copy/", "-"], &[], export.stdout.as_bytes())
-        .await
-        .success();
+    run_with(
+        addr,
+        &["kv", "import", "-prefix=copy/", "-"],
+        &[],
+        export.stdout.as_bytes(),
+    )
+    .await
+    .success();
     let again = run(addr, &["kv", "export"]).await.success();
     let again: Vec<serde_json::Value> = serde_json::from_str(&again.stdout).unwrap();
     let keys: Vec<&str> = again.iter().map(|entry| entry["key"].as_str().unwrap()).collect();
-    assert_eq!(keys, ["app/a", "app/b/c", "copy/app/a", "copy/app/b/c", "greeting"]);
+    assert_eq!(
+        keys,
+        ["app/a", "app/b/c", "copy/app/a", "copy/app/b/c", "greeting"]
+    );
     assert_eq!(again[0]["flags"], 42);
 
     let single = run(addr, &["kv", "delete", "greeting"]).await.success();
@@ -177,14 +214,29 @@ async fn the_environment_names_the_agent_and_tribune_wins() {
         command.env(name, value);
     }
     command.args(["kv", "put", "k", "v"]);
-    let ran = Ran::from(tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap());
+    let ran = Ran::from(
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap(),
+    );
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
 
     let mut command = binary();
-    command.env("CONSUL_HTTP_ADDR", "127.0.0.1:1").args(["kv", "get", "k"]);
-    let ran = Ran::from(tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap());
+    command
+        .env("CONSUL_HTTP_ADDR", "127.0.0.1:1")
+        .args(["kv", "get", "k"]);
+    let ran = Ran::from(
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap(),
+    );
     assert_ne!(ran.code, Some(0));
-    assert!(ran.stderr.starts_with("Error querying agent: connecting to the agent at 127.0.0.1:1"), "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .starts_with("Error querying agent: connecting to the agent at 127.0.0.1:1"),
+        "{}",
+        ran.stderr
+    );
     node.shutdown().await;
 }
 
@@ -197,11 +249,21 @@ async fn acl_bootstrap_policies_and_tokens() {
     let addr = node.http_addr().unwrap();
 
     let boot = run(addr, &["acl", "bootstrap"]).await.success();
-    assert_eq!(field(&boot.stdout, "Description:"), "Bootstrap Token (Global Management)");
-    assert!(boot.stdout.contains("00000000-0000-0000-0000-000000000001 - global-management"));
+    assert_eq!(
+        field(&boot.stdout, "Description:"),
+        "Bootstrap Token (Global Management)"
+    );
+    assert!(
+        boot.stdout
+            .contains("00000000-0000-0000-0000-000000000001 - global-management")
+    );
     let management = field(&boot.stdout, "SecretID:").to_owned();
     let again = run(addr, &["acl", "bootstrap"]).await.failure();
-    assert!(again.stderr.contains("ACL bootstrap no longer allowed"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("ACL bootstrap no longer allowed"),
+        "{}",
+        again.stderr
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.hcl");
@@ -209,7 +271,14 @@ async fn acl_bootstrap_policies_and_tokens() {
     let token_env = vec![("CONSUL_HTTP_TOKEN", management.clone())];
     let created = run_with(
         addr,
-        &["acl", "policy", "create", "-name=app", "-description=app keys", &format!("-rules=@{}", rules.display())],
+        &[
+            "acl",
+            "policy",
+            "create",
+            "-name=app",
+            "-description=app keys",
+            &format!("-rules=@{}", rules.display()),
+        ],
         &token_env,
         b"",
     )
@@ -221,12 +290,26 @@ async fn acl_bootstrap_policies_and_tokens() {
         .await
         .success();
     assert!(read.stdout.contains("key_prefix \"app/\""), "{}", read.stdout);
-    let list = run_with(addr, &["acl", "policy", "list"], &token_env, b"").await.success();
-    assert!(list.stdout.contains("global-management:\n") && list.stdout.contains("app:\n"), "{}", list.stdout);
+    let list = run_with(addr, &["acl", "policy", "list"], &token_env, b"")
+        .await
+        .success();
+    assert!(
+        list.stdout.contains("global-management:\n") && list.stdout.contains("app:\n"),
+        "{}",
+        list.stdout
+    );
 
     let token = run_with(
         addr,
-        &["acl", "token", "create", "-description", "app token", "-policy-name", "app"],
+        &[
+            "acl",
+            "token",
+            "create",
+            "-description",
+            "app token",
+            "-policy-name",
+            "app",
+        ],
         &token_env,
         b"",
     )
@@ -234,35 +317,70 @@ async fn acl_bootstrap_policies_and_tokens() {
     .success();
     let accessor = field(&token.stdout, "AccessorID:").to_owned();
     let secret = field(&token.stdout, "SecretID:").to_owned();
-    assert!(token.stdout.contains(&format!("{policy_id} - app")), "{}", token.stdout);
+    assert!(
+        token.stdout.contains(&format!("{policy_id} - app")),
+        "{}",
+        token.stdout
+    );
 
     // The new token writes where its policy allows and nowhere else; -token beats the environment.
-    run_with(addr, &["kv", "put", &format!("-token={secret}"), "app/x", "1"], &token_env, b"")
+    run_with(
+        addr,
+        &["kv", "put", &format!("-token={secret}"), "app/x", "1"],
+        &token_env,
+        b"",
+    )
+    .await
+    .success();
+    let denied = run(addr, &["kv", "put", "-token", &secret, "other/x", "1"])
         .await
-        .success();
-    let denied = run(addr, &["kv", "put", "-token", &secret, "other/x", "1"]).await.failure();
-    assert!(denied.stderr.contains("403 (Permission denied)"), "{}", denied.stderr);
+        .failure();
+    assert!(
+        denied.stderr.contains("403 (Permission denied)"),
+        "{}",
+        denied.stderr
+    );
 
     let shown = run_with(addr, &["acl", "token", "read", "-id", &accessor], &token_env, b"")
         .await
         .success();
     assert_eq!(field(&shown.stdout, "Description:"), "app token");
-    let own = run(addr, &["acl", "token", "read", "-self", "-token", &secret]).await.success();
-    assert_eq!(field(&own.stdout, "AccessorID:"), accessor);
-    let tokens = run_with(addr, &["acl", "token", "list"], &token_env, b"").await.success();
-    assert!(tokens.stdout.contains(&accessor));
-
-    let gone = run_with(addr, &["acl", "token", "delete", "-id", &accessor], &token_env, b"")
+    let own = run(addr, &["acl", "token", "read", "-self", "-token", &secret])
         .await
         .success();
-    assert_eq!(gone.stdout, format!("Token \"{accessor}\" deleted successfully\n"));
+    assert_eq!(field(&own.stdout, "AccessorID:"), accessor);
+    let tokens = run_with(addr, &["acl", "token", "list"], &token_env, b"")
+        .await
+        .success();
+    assert!(tokens.stdout.contains(&accessor));
+
+    let gone = run_with(
+        addr,
+        &["acl", "token", "delete", "-id", &accessor],
+        &token_env,
+        b"",
+    )
+    .await
+    .success();
+    assert_eq!(
+        gone.stdout,
+        format!("Token \"{accessor}\" deleted successfully\n")
+    );
     run_with(addr, &["acl", "token", "read", "-id", &accessor], &token_env, b"")
         .await
         .failure();
-    let gone = run_with(addr, &["acl", "policy", "delete", "-name", "app"], &token_env, b"")
-        .await
-        .success();
-    assert_eq!(gone.stdout, format!("Policy \"{policy_id}\" deleted successfully\n"));
+    let gone = run_with(
+        addr,
+        &["acl", "policy", "delete", "-name", "app"],
+        &token_env,
+        b"",
+    )
+    .await
+    .success();
+    assert_eq!(
+        gone.stdout,
+        format!("Policy \"{policy_id}\" deleted successfully\n")
+    );
     node.shutdown().await;
 }
 
@@ -284,11 +402,15 @@ async fn snapshot_inspect_reads_a_saved_file() {
         term: 7,
         ..ExportOptions::default()
     };
-    store.export(std::fs::File::create(&path).unwrap(), &options).unwrap();
+    store
+        .export(std::fs::File::create(&path).unwrap(), &options)
+        .unwrap();
 
     // Offline: the address points nowhere.
     let nowhere: SocketAddr = "127.0.0.1:1".parse().unwrap();
-    let inspect = run(nowhere, &["snapshot", "inspect", path.to_str().unwrap()]).await.success();
+    let inspect = run(nowhere, &["snapshot", "inspect", path.to_str().unwrap()])
+        .await
+        .success();
     assert_eq!(field(&inspect.stdout, " Index"), "3");
     assert_eq!(field(&inspect.stdout, " Term"), "7");
     assert_eq!(field(&inspect.stdout, " Datacenter"), "dc1");
@@ -300,8 +422,14 @@ async fn snapshot_inspect_reads_a_saved_file() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&path, bytes).unwrap();
-    let damaged = run(nowhere, &["snapshot", "inspect", path.to_str().unwrap()]).await.failure();
-    assert!(damaged.stderr.starts_with("Error inspecting snapshot: "), "{}", damaged.stderr);
+    let damaged = run(nowhere, &["snapshot", "inspect", path.to_str().unwrap()])
+        .await
+        .failure();
+    assert!(
+        damaged.stderr.starts_with("Error inspecting snapshot: "),
+        "{}",
+        damaged.stderr
+    );
     assert!(damaged.stderr.contains("state.snap"), "{}", damaged.stderr);
 }
 
@@ -313,7 +441,9 @@ async fn keygen_prints_32_random_bytes_in_base64() {
     let second = run(nowhere, &["keygen"]).await.success().stdout;
     for key in [&first, &second] {
         assert!(key.ends_with('\n'));
-        let raw = base64::engine::general_purpose::STANDARD.decode(key.trim_end()).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(key.trim_end())
+            .unwrap();
         assert_eq!(raw.len(), 32);
     }
     assert_ne!(first, second);
@@ -323,13 +453,29 @@ async fn keygen_prints_32_random_bytes_in_base64() {
 async fn lock_runs_the_child_while_holding_the_key() {
     let node = dev_server().await;
     let addr = node.http_addr().unwrap();
-    let ran = run(addr, &["lock", "-verbose", "jobs/nightly", "echo", "held", "-n"]).await.success();
-    assert!(ran.stdout.contains("Lock acquired on jobs/nightly/.lock"), "{}", ran.stdout);
-    assert!(ran.stdout.contains("held -n"), "the child's flags stay the child's: {}", ran.stdout);
+    let ran = run(addr, &["lock", "-verbose", "jobs/nightly", "echo", "held", "-n"])
+        .await
+        .success();
+    assert!(
+        ran.stdout.contains("Lock acquired on jobs/nightly/.lock"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout.contains("held -n"),
+        "the child's flags stay the child's: {}",
+        ran.stdout
+    );
     // Released: the key exists without a holder.
     let entry = request(addr, "GET", "/v1/kv/jobs/nightly/.lock", &[], b"").await;
     assert_eq!(entry.status, 200);
-    assert!(entry.json()[0].get("Session").is_none_or(serde_json::Value::is_null), "{}", entry.text());
+    assert!(
+        entry.json()[0]
+            .get("Session")
+            .is_none_or(serde_json::Value::is_null),
+        "{}",
+        entry.text()
+    );
     // A failing child makes lock exit 2, or with the child's code on request.
     let failed = run(addr, &["lock", "jobs/nightly", "exit 3"]).await;
     assert_eq!(failed.code, Some(2));
@@ -345,12 +491,27 @@ async fn bench_drives_a_dev_server() {
     for mode in ["put", "get", "stale"] {
         let ran = run(
             addr,
-            &["bench", "-clients=2", "-duration=10s", "-max-requests=200", "-keys=20", &format!("-mode={mode}")],
+            &[
+                "bench",
+                "-clients=2",
+                "-duration=10s",
+                "-max-requests=200",
+                "-keys=20",
+                &format!("-mode={mode}"),
+            ],
         )
         .await
         .success();
-        assert!(ran.stdout.contains("requests: 200 ok, 0 errors"), "{}", ran.stdout);
-        assert!(ran.stdout.contains("req/s") && ran.stdout.contains("p99"), "{}", ran.stdout);
+        assert!(
+            ran.stdout.contains("requests: 200 ok, 0 errors"),
+            "{}",
+            ran.stdout
+        );
+        assert!(
+            ran.stdout.contains("req/s") && ran.stdout.contains("p99"),
+            "{}",
+            ran.stdout
+        );
     }
     node.shutdown().await;
 }
@@ -388,8 +549,16 @@ impl AgentProcess {
             output,
         };
         let line = agent.wait_line("Client Addr:");
-        let ip = line.split('[').nth(1).and_then(|rest| rest.split(']').next()).unwrap();
-        let port = line.split("(HTTP: ").nth(1).and_then(|rest| rest.split(')').next()).unwrap();
+        let ip = line
+            .split('[')
+            .nth(1)
+            .and_then(|rest| rest.split(']').next())
+            .unwrap();
+        let port = line
+            .split("(HTTP: ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .unwrap();
         agent.http = format!("{ip}:{port}").parse().unwrap();
         agent
     }
@@ -468,12 +637,26 @@ async fn agent_configuration_errors_name_the_file_the_key_and_the_flag() {
     std::fs::write(&file, r#"{"acl": {"enabled": true, "tokens": {"agnet": "x"}}}"#).unwrap();
     let mut command = binary();
     command.args(["agent", "-dev", &format!("-config-file={}", file.display())]);
-    let ran = Ran::from(tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap()).failure();
+    let ran = Ran::from(
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap(),
+    )
+    .failure();
     assert!(ran.stderr.contains(&file.display().to_string()), "{}", ran.stderr);
-    assert!(ran.stderr.contains("unknown key `acl.tokens.agnet`"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("unknown key `acl.tokens.agnet`"),
+        "{}",
+        ran.stderr
+    );
 
     let mut command = binary();
     command.args(["agent", "-dev", "-bind=somewhere"]);
-    let ran = Ran::from(tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap()).failure();
+    let ran = Ran::from(
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap(),
+    )
+    .failure();
     assert!(ran.stderr.contains("flag -bind (bind_addr)"), "{}", ran.stderr);
 }

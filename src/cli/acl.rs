@@ -162,7 +162,13 @@ pub(crate) async fn run(command: AclCommand, global: &GlobalArgs) -> Result<Exit
         AclCommand::Policy(command) => policy(&mut client, command).await?,
         AclCommand::Token(command) => token(&mut client, command).await?,
         AclCommand::SetAgentToken { kind, token } => {
-            let known = ["default", "agent", "agent_recovery", "agent_master", "replication"];
+            let known = [
+                "default",
+                "agent",
+                "agent_recovery",
+                "agent_master",
+                "replication",
+            ];
             if !known.contains(&kind.as_str()) {
                 return Err(CliError::Usage(format!(
                     "Unknown token type {kind:?}: expected one of default, agent, agent_recovery, replication"
@@ -232,7 +238,11 @@ async fn policy(client: &mut ApiClient, command: PolicyCommand) -> Result<(), Cl
                 (None, _) => read_policy(client, &selector).await?.id,
             };
             client
-                .call(Method::DELETE, &format!("/v1/acl/policy/{}", encode_query_value(&id)), "")
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/acl/policy/{}", encode_query_value(&id)),
+                    "",
+                )
                 .await
                 .and_then(|reply| reply.ok())
                 .map_err(|error| error.context(&format!("deleting policy {id:?}")))?;
@@ -316,7 +326,11 @@ async fn token(client: &mut ApiClient, command: TokenCommand) -> Result<(), CliE
         }
         TokenCommand::Delete { id } => {
             client
-                .call(Method::DELETE, &format!("/v1/acl/token/{}", encode_query_value(&id)), "")
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/acl/token/{}", encode_query_value(&id)),
+                    "",
+                )
                 .await
                 .and_then(|reply| reply.ok())
                 .map_err(|error| error.context(&format!("deleting token {id:?}")))?;
@@ -355,7 +369,14 @@ fn format_policy(policy: &Policy) -> String {
     let datacenters = policy.datacenters.as_deref().unwrap_or_default().join(", ");
     let mut out = format!(
         "{:<14}{}\n{:<14}{}\n{:<14}{}\n{:<14}{}\nRules:\n",
-        "ID:", policy.id, "Name:", policy.name, "Description:", policy.description, "Datacenters:", datacenters
+        "ID:",
+        policy.id,
+        "Name:",
+        policy.name,
+        "Description:",
+        policy.description,
+        "Datacenters:",
+        datacenters
     );
     if let Some(rules) = &policy.rules {
         out.push_str(rules);

@@ -195,7 +195,8 @@ pub(crate) enum FileSource {
 /// Builds the agent's configuration: `-dev` values, then the files in order, then the flags.
 pub(crate) fn load_config(args: &AgentArgs, files: &[FileSource]) -> Result<Config, CliError> {
     let mut loader = ConfigLoader::new();
-    let config_error = |error: ConfigError| CliError::Failed(format!("loading configuration: {}", name_flag(error)));
+    let config_error =
+        |error: ConfigError| CliError::Failed(format!("loading configuration: {}", name_flag(error)));
     if args.dev {
         loader
             .add_value(SourceName::Builtin("-dev"), dev_source())
@@ -240,10 +241,10 @@ pub(crate) async fn run(args: AgentArgs, files: Vec<FileSource>) -> Result<ExitC
     let config = load_config(&args, &files)?;
     init_logging(&config);
     // Register before starting, so a signal that arrives while the node starts is not lost.
-    let mut interrupt =
-        signal(SignalKind::interrupt()).map_err(|error| CliError::Failed(format!("installing signal handlers: {error}")))?;
-    let mut terminate =
-        signal(SignalKind::terminate()).map_err(|error| CliError::Failed(format!("installing signal handlers: {error}")))?;
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|error| CliError::Failed(format!("installing signal handlers: {error}")))?;
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|error| CliError::Failed(format!("installing signal handlers: {error}")))?;
     println!("==> Starting Tribune agent...");
     let node = Node::start(config.clone())
         .await
@@ -309,7 +310,10 @@ fn print_banner(config: &Config, node: &NodeHandle) {
         ("Node name", format!("'{}'", config.node_name)),
         (
             "Datacenter",
-            format!("'{}' (Primary: '{}')", config.datacenter, config.primary_datacenter),
+            format!(
+                "'{}' (Primary: '{}')",
+                config.datacenter, config.primary_datacenter
+            ),
         ),
         (
             "Server",
@@ -346,7 +350,11 @@ mod tests {
     fn flags_win_over_files() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a.json");
-        std::fs::write(&file, r#"{"node_name":"from-file","datacenter":"east","ports":{"http":1234}}"#).unwrap();
+        std::fs::write(
+            &file,
+            r#"{"node_name":"from-file","datacenter":"east","ports":{"http":1234}}"#,
+        )
+        .unwrap();
         let config = load_config(
             &args(&["--dev", "--node", "from-flag", "--http-port", "0"]),
             &[FileSource::File(file)],

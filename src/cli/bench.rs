@@ -87,9 +87,15 @@ impl Workload {
                 Mode::Put => (
                     Method::POST,
                     "/v3/kv/put".to_owned(),
-                    json!({ "key": key64, "value": BASE64.encode(&self.value) }).to_string().into(),
+                    json!({ "key": key64, "value": BASE64.encode(&self.value) })
+                        .to_string()
+                        .into(),
                 ),
-                Mode::Get => (Method::POST, "/v3/kv/range".to_owned(), json!({ "key": key64 }).to_string().into()),
+                Mode::Get => (
+                    Method::POST,
+                    "/v3/kv/range".to_owned(),
+                    json!({ "key": key64 }).to_string().into(),
+                ),
                 Mode::Stale => (
                     Method::POST,
                     "/v3/kv/range".to_owned(),
@@ -130,10 +136,14 @@ struct ClientReport {
 
 pub(crate) async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<ExitCode, CliError> {
     if args.clients == 0 || args.clients > MAX_CLIENTS {
-        return Err(CliError::Usage(format!("-clients must be between 1 and {MAX_CLIENTS}")));
+        return Err(CliError::Usage(format!(
+            "-clients must be between 1 and {MAX_CLIENTS}"
+        )));
     }
     if args.duration.is_zero() || args.duration > MAX_DURATION {
-        return Err(CliError::Usage("-duration must be above zero and at most 1h".into()));
+        return Err(CliError::Usage(
+            "-duration must be above zero and at most 1h".into(),
+        ));
     }
     if args.keys == 0 {
         return Err(CliError::Usage("-keys must be above zero".into()));
@@ -147,7 +157,11 @@ pub(crate) async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<ExitCode
         keys: args.keys,
         value: Bytes::from(vec![b'x'; args.value_size]),
     });
-    let system = if args.etcd { "etcd v3 gateway" } else { "Consul KV API" };
+    let system = if args.etcd {
+        "etcd v3 gateway"
+    } else {
+        "Consul KV API"
+    };
     println!(
         "==> bench: mode={:?} target={} ({system}) clients={} duration={}",
         args.mode,
@@ -170,7 +184,9 @@ pub(crate) async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<ExitCode
     for id in 0..args.clients {
         let workload = Arc::clone(&workload);
         let budget = Arc::clone(&budget);
-        clients.push(tokio::spawn(async move { client_loop(&workload, id as u64, deadline, &budget).await }));
+        clients.push(tokio::spawn(async move {
+            client_loop(&workload, id as u64, deadline, &budget).await
+        }));
     }
     let mut total = ClientReport::default();
     for client in clients {
@@ -230,9 +246,15 @@ async fn populate(workload: &Workload) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn send(sender: &mut SendRequest<RequestBody>, request: Request<RequestBody>) -> Result<StatusCode, String> {
+async fn send(
+    sender: &mut SendRequest<RequestBody>,
+    request: Request<RequestBody>,
+) -> Result<StatusCode, String> {
     sender.ready().await.map_err(|error| error.to_string())?;
-    let response = sender.send_request(request).await.map_err(|error| error.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|error| error.to_string())?;
     let status = response.status();
     // Read the whole body so the connection can carry the next request.
     response

@@ -79,7 +79,10 @@ pub(crate) fn authority_of(address: &str) -> Result<String, CliError> {
             "HTTP address {address:?} is not host:port or http://host:port"
         )));
     }
-    if authority.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
+    if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+    {
         Ok(authority.to_owned())
     } else {
         // Consul's client adds the default port when there is none.
@@ -134,10 +137,7 @@ pub(crate) struct ApiClient {
 impl ApiClient {
     /// A client for `target`; it connects on the first request.
     pub(crate) fn new(target: Target) -> Self {
-        ApiClient {
-            target,
-            sender: None,
-        }
+        ApiClient { target, sender: None }
     }
 
     /// Sends a request and returns the response with its body still streaming.
@@ -158,10 +158,13 @@ impl ApiClient {
             CliError::Usage(format!("cannot build a request for {path_and_query:?}: {error}"))
         })?;
         let sender = self.ready_sender().await?;
-        sender.send_request(request).await.map_err(|source| CliError::Http {
-            authority: self.target.authority.clone(),
-            source,
-        })
+        sender
+            .send_request(request)
+            .await
+            .map_err(|source| CliError::Http {
+                authority: self.target.authority.clone(),
+                source,
+            })
     }
 
     /// Sends a request and reads the whole response.
@@ -171,9 +174,7 @@ impl ApiClient {
         path_and_query: &str,
         body: impl Into<Bytes>,
     ) -> Result<Reply, CliError> {
-        let response = self
-            .send(method, path_and_query, full_body(body))
-            .await?;
+        let response = self.send(method, path_and_query, full_body(body)).await?;
         let (parts, incoming) = response.into_parts();
         let body = incoming
             .collect()

@@ -168,7 +168,9 @@ fn check_key(key: Option<String>, required: bool) -> Result<String, CliError> {
         None => String::new(),
     };
     if key.starts_with('/') {
-        return Err(CliError::Usage(format!("! Key {key:?} must not begin with a '/'")));
+        return Err(CliError::Usage(format!(
+            "! Key {key:?} must not begin with a '/'"
+        )));
     }
     Ok(key)
 }
@@ -259,10 +261,14 @@ async fn put(client: &mut ApiClient, args: PutArgs) -> Result<ExitCode, CliError
         return Err(CliError::Usage("! Must specify -modify-index with -cas!".into()));
     }
     if (args.acquire || args.release) && args.session.is_none() {
-        return Err(CliError::Usage("! Missing -session (required with -acquire and -release)".into()));
+        return Err(CliError::Usage(
+            "! Missing -session (required with -acquire and -release)".into(),
+        ));
     }
     if args.acquire && args.release {
-        return Err(CliError::Usage("! Cannot specify both -acquire and -release".into()));
+        return Err(CliError::Usage(
+            "! Cannot specify both -acquire and -release".into(),
+        ));
     }
     let mut value = match &args.value {
         Some(arg) => read_value_arg(arg)?,
@@ -280,7 +286,11 @@ async fn put(client: &mut ApiClient, args: PutArgs) -> Result<ExitCode, CliError
     if let (true, Some(index)) = (args.cas, args.modify_index) {
         query.push(format!("cas={index}"));
     }
-    let session = args.session.as_deref().map(encode_query_value).unwrap_or_default();
+    let session = args
+        .session
+        .as_deref()
+        .map(encode_query_value)
+        .unwrap_or_default();
     if args.acquire {
         query.push(format!("acquire={session}"));
     }
@@ -315,7 +325,9 @@ async fn delete(client: &mut ApiClient, args: DeleteArgs) -> Result<ExitCode, Cl
         return Err(CliError::Usage("! Must specify -modify-index with -cas!".into()));
     }
     if !args.cas && args.modify_index.is_some() {
-        return Err(CliError::Usage("! Cannot specify -modify-index without -cas!".into()));
+        return Err(CliError::Usage(
+            "! Cannot specify -modify-index without -cas!".into(),
+        ));
     }
     let query = match (args.recurse, args.modify_index) {
         (true, _) => "?recurse".to_owned(),
@@ -330,7 +342,9 @@ async fn delete(client: &mut ApiClient, args: DeleteArgs) -> Result<ExitCode, Cl
         .map_err(|error| error.context(&format!("! Error deleting key {key}")))?;
     let deleted: bool = reply.json()?;
     if !deleted {
-        return Err(CliError::Failed(format!("! Did not delete key {key}: CAS failed")));
+        return Err(CliError::Failed(format!(
+            "! Did not delete key {key}: CAS failed"
+        )));
     }
     if args.recurse {
         println!("Success! Deleted keys with prefix: {key}");
@@ -373,16 +387,20 @@ const PROGRESS_THRESHOLD: usize = 1000;
 async fn import(client: &mut ApiClient, args: ImportArgs) -> Result<ExitCode, CliError> {
     let data = match &args.data {
         Some(arg) => read_value_arg(arg)?,
-        None => return Err(CliError::Usage("! Missing DATA argument (JSON, @file, or - for stdin)".into())),
+        None => {
+            return Err(CliError::Usage(
+                "! Missing DATA argument (JSON, @file, or - for stdin)".into(),
+            ));
+        }
     };
     let entries: Vec<ExportedEntry> = serde_json::from_slice(&data)
         .map_err(|error| CliError::Failed(format!("! Cannot unmarshal data: {error}")))?;
     let total = entries.len();
     let progress = Progress::new(total >= PROGRESS_THRESHOLD, total);
     for (done, entry) in entries.into_iter().enumerate() {
-        let value = BASE64
-            .decode(&entry.value)
-            .map_err(|error| CliError::Failed(format!("! Cannot base 64 decode value of {}: {error}", entry.key)))?;
+        let value = BASE64.decode(&entry.value).map_err(|error| {
+            CliError::Failed(format!("! Cannot base 64 decode value of {}: {error}", entry.key))
+        })?;
         let key = format!("{}{}", args.prefix, entry.key);
         let path = format!("/v1/kv/{}?flags={}", encode_key(&key), entry.flags);
         client

@@ -14,7 +14,8 @@ use super::http::{ApiClient, encode_key, encode_query_value};
 use super::{CliError, GlobalArgs};
 
 /// The flags of `lock` that take a separate value, so argument normalisation can find the child.
-pub(crate) const FLAGS_WITH_VALUES: &[&str] = &["n", "name", "timeout", "monitor-retry", "http-addr", "token"];
+pub(crate) const FLAGS_WITH_VALUES: &[&str] =
+    &["n", "name", "timeout", "monitor-retry", "http-addr", "token"];
 
 /// The flags value Consul's lock helper stores on a lock key, so other tools recognise it.
 const LOCK_FLAG_VALUE: u64 = 0x2ddc_cbc0_58a5_0c18;
@@ -156,7 +157,10 @@ async fn hold(args: &LockArgs, global: &GlobalArgs, key: &str, session: &str) ->
     }
     eprintln!("Child terminated: {status}");
     if args.child_exit_code {
-        let code = status.code().and_then(|code| u8::try_from(code).ok()).unwrap_or(1);
+        let code = status
+            .code()
+            .and_then(|code| u8::try_from(code).ok())
+            .unwrap_or(1);
         Ok(ExitCode::from(code))
     } else {
         Ok(ExitCode::from(2))

@@ -119,7 +119,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs an agent (a server; `-dev` for a one-server in-memory datacenter).
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Reads and writes the key/value store.
     #[command(subcommand)]
     Kv(kv::KvCommand),
@@ -180,7 +180,10 @@ pub(crate) fn main() -> ExitCode {
 fn agent_config_sources(matches: &clap::ArgMatches) -> Vec<agent::FileSource> {
     let mut sources = Vec::new();
     for (id, make) in [
-        ("config_file", agent::FileSource::File as fn(PathBuf) -> agent::FileSource),
+        (
+            "config_file",
+            agent::FileSource::File as fn(PathBuf) -> agent::FileSource,
+        ),
         ("config_dir", agent::FileSource::Dir),
     ] {
         let (Some(indices), Some(values)) = (matches.indices_of(id), matches.get_many::<PathBuf>(id)) else {
@@ -195,7 +198,7 @@ fn agent_config_sources(matches: &clap::ArgMatches) -> Vec<agent::FileSource> {
 async fn run(cli: Cli, config_sources: Vec<agent::FileSource>) -> Result<ExitCode, CliError> {
     let global = cli.global;
     match cli.command {
-        Command::Agent(args) => agent::run(args, config_sources).await,
+        Command::Agent(args) => agent::run(*args, config_sources).await,
         Command::Kv(command) => kv::run(command, &global).await,
         Command::Snapshot(command) => snapshot::run(command, &global).await,
         Command::Keygen => {
@@ -351,16 +354,52 @@ mod tests {
     #[test]
     fn single_dash_long_flags_become_double() {
         assert_eq!(
-            normalized(&["tribune", "kv", "get", "-recurse", "-http-addr=x:1", "--keys", "-", "-n", "-5", "a"]),
-            ["tribune", "kv", "get", "--recurse", "--http-addr=x:1", "--keys", "-", "-n", "-5", "a"]
+            normalized(&[
+                "tribune",
+                "kv",
+                "get",
+                "-recurse",
+                "-http-addr=x:1",
+                "--keys",
+                "-",
+                "-n",
+                "-5",
+                "a"
+            ]),
+            [
+                "tribune",
+                "kv",
+                "get",
+                "--recurse",
+                "--http-addr=x:1",
+                "--keys",
+                "-",
+                "-n",
+                "-5",
+                "a"
+            ]
         );
     }
 
     #[test]
     fn the_child_of_lock_keeps_its_flags() {
         assert_eq!(
-            normalized(&["tribune", "-token", "t", "lock", "-timeout", "5s", "-verbose", "svc", "ls", "-la"]),
-            ["tribune", "--token", "t", "lock", "--timeout", "5s", "--verbose", "svc", "--", "ls", "-la"]
+            normalized(&[
+                "tribune", "-token", "t", "lock", "-timeout", "5s", "-verbose", "svc", "ls", "-la"
+            ]),
+            [
+                "tribune",
+                "--token",
+                "t",
+                "lock",
+                "--timeout",
+                "5s",
+                "--verbose",
+                "svc",
+                "--",
+                "ls",
+                "-la"
+            ]
         );
         assert_eq!(
             normalized(&["tribune", "lock", "-n=1", "svc", "sh", "-c", "true"]),

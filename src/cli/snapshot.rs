@@ -92,7 +92,8 @@ pub(crate) async fn run(command: SnapshotCommand, global: &GlobalArgs) -> Result
             Ok(ExitCode::SUCCESS)
         }
         SnapshotCommand::Inspect(args) => {
-            let inspection = inspect_file(&args.file).map_err(|error| error.context("inspecting snapshot"))?;
+            let inspection =
+                inspect_file(&args.file).map_err(|error| error.context("inspecting snapshot"))?;
             print!("{}", format_inspection(&inspection));
             Ok(ExitCode::SUCCESS)
         }
@@ -110,7 +111,11 @@ fn inspect_file(path: &Path) -> Result<Inspection, CliError> {
 async fn save(client: &mut ApiClient, path: &Path, stale: bool) -> Result<Inspection, CliError> {
     let query = if stale { "?stale" } else { "" };
     let response = client
-        .send(Method::GET, &format!("/v1/snapshot{query}"), super::http::full_body(""))
+        .send(
+            Method::GET,
+            &format!("/v1/snapshot{query}"),
+            super::http::full_body(""),
+        )
         .await?;
     let (parts, mut body) = response.into_parts();
     if parts.status != StatusCode::OK {
@@ -128,8 +133,8 @@ async fn save(client: &mut ApiClient, path: &Path, stale: bool) -> Result<Inspec
     let unverified = tribune_snapshot::unverified_path(path)
         .map_err(|error| CliError::Failed(format!("{}: {error}", path.display())))?;
     let result = async {
-        let mut file =
-            std::fs::File::create(&unverified).map_err(|source| CliError::io(unverified.display(), source))?;
+        let mut file = std::fs::File::create(&unverified)
+            .map_err(|source| CliError::io(unverified.display(), source))?;
         let progress = ByteProgress::new(expected);
         let mut received = 0u64;
         while let Some(frame) = body.frame().await {
@@ -227,7 +232,10 @@ pub(crate) fn format_inspection(inspection: &Inspection) -> String {
     let meta = &inspection.meta;
     let mut out = String::new();
     let head = [
-        ("ID", format!("{}-{}-{}", meta.term, meta.index, meta.created_at_unix_ms)),
+        (
+            "ID",
+            format!("{}-{}-{}", meta.term, meta.index, meta.created_at_unix_ms),
+        ),
         ("Size", inspection.total_bytes.to_string()),
         ("Index", meta.index.to_string()),
         ("Term", meta.term.to_string()),
@@ -247,7 +255,10 @@ pub(crate) fn format_inspection(inspection: &Inspection) -> String {
         .collect();
     kinds.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
     let rule = || vec![" ----".to_owned(), "----".to_owned(), "----".to_owned()];
-    let mut rows = vec![vec![" Type".to_owned(), "Count".to_owned(), "Size".to_owned()], rule()];
+    let mut rows = vec![
+        vec![" Type".to_owned(), "Count".to_owned(), "Size".to_owned()],
+        rule(),
+    ];
     let mut total = 0;
     for (name, count, bytes) in kinds {
         total += bytes;
@@ -302,7 +313,11 @@ async fn agent(global: &GlobalArgs, args: AgentArgs) -> Result<ExitCode, CliErro
     println!(
         "==> Snapshot agent running: every {}, keeping {} in {}",
         humantime::format_duration(args.interval),
-        if args.retain == 0 { "all".to_owned() } else { args.retain.to_string() },
+        if args.retain == 0 {
+            "all".to_owned()
+        } else {
+            args.retain.to_string()
+        },
         args.local_path.display()
     );
     let mut ticker = tokio::time::interval(args.interval);
@@ -318,7 +333,11 @@ async fn agent(global: &GlobalArgs, args: AgentArgs) -> Result<ExitCode, CliErro
         // A failed save is reported and retried at the next tick; the agent keeps running.
         match save(&mut client, &path, args.stale).await {
             Ok(inspection) => {
-                println!("Saved snapshot {} (index {})", path.display(), inspection.meta.index);
+                println!(
+                    "Saved snapshot {} (index {})",
+                    path.display(),
+                    inspection.meta.index
+                );
                 if let Err(error) = prune(&args.local_path, args.retain) {
                     eprintln!("Error removing old snapshots: {error}");
                 }
