@@ -1,22 +1,19 @@
 //! The `tribune` binary against real agents: KV, ACL, snapshot inspect, keygen, lock and bench against
 //! an in-process development server; `agent` itself spawned as a process (configuration precedence,
 //! configuration errors, `-dev` answering and stopping on SIGTERM).
+#![cfg(feature = "cli")]
 // The helpers below run only inside tests; a failed step should fail the test where it happened.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Output, Stdio};
 
+use common::process::{AgentProcess, STEP, binary};
 use common::{dev_server, request, start_leader, wait_for};
 use tribune::config::{Config, DefaultPolicy};
-
-/// How long any one step of these tests may take before the test fails.
-const STEP: Duration = Duration::from_secs(30);
 
 /// The result of one command.
 struct Ran {
@@ -57,21 +54,6 @@ impl From<Output> for Ran {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
     }
-}
-
-/// The binary, with no agent address or token inherited from the environment.
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tribune"));
-    for name in [
-        "CONSUL_HTTP_ADDR",
-        "CONSUL_HTTP_TOKEN",
-        "TRIBUNE_HTTP_ADDR",
-        "TRIBUNE_HTTP_TOKEN",
-        "RUST_LOG",
-    ] {
-        command.env_remove(name);
-    }
-    command
 }
 
 /// Runs the binary against `addr` with `args`, feeding `stdin`.
@@ -514,80 +496,6 @@ async fn bench_drives_a_dev_server() {
         );
     }
     node.shutdown().await;
-}
-
-/// A spawned `tribune agent`, killed if the test fails before stopping it.
-struct AgentProcess {
-    child: Child,
-    http: SocketAddr,
-    output: mpsc::Receiver<String>,
-}
-
-impl AgentProcess {
-    /// Spawns the agent and waits for its banner (which names the HTTP port it bound).
-    fn spawn(args: &[&str]) -> AgentProcess {
-        let mut child = binary()
-            .arg("agent")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn tribune agent");
-        let stdout = child.stdout.take().expect("stdout");
-        let (lines, output) = mpsc::channel();
-        // Keep draining stdout so the agent never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut agent = AgentProcess {
-            child,
-            http: "0.0.0.0:0".parse().unwrap(),
-            output,
-        };
-        let line = agent.wait_line("Client Addr:");
-        let ip = line
-            .split('[')
-            .nth(1)
-            .and_then(|rest| rest.split(']').next())
-            .unwrap();
-        let port = line
-            .split("(HTTP: ")
-            .nth(1)
-            .and_then(|rest| rest.split(')').next())
-            .unwrap();
-        agent.http = format!("{ip}:{port}").parse().unwrap();
-        agent
-    }
-
-    /// The next line of output containing `needle`.
-    fn wait_line(&mut self, needle: &str) -> String {
-        loop {
-            match self.output.recv_timeout(STEP) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(error) => panic!("no line with {needle:?} from the agent: {error}"),
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,6 +2,9 @@
 //! loopback with a minimal client (one request per connection), and wait on conditions with deadlines.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+#[cfg(feature = "cli")]
+pub(crate) mod process;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
