@@ -162,9 +162,13 @@ pub(crate) async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<ExitCode
     } else {
         "Consul KV API"
     };
+    let mode = match args.mode {
+        Mode::Put => "put",
+        Mode::Get => "get",
+        Mode::Stale => "stale",
+    };
     println!(
-        "==> bench: mode={:?} target={} ({system}) clients={} duration={}",
-        args.mode,
+        "==> bench: mode={mode} target={} ({system}) clients={} duration={}",
         workload.target.authority,
         args.clients,
         humantime::format_duration(args.duration)
