@@ -1,5 +1,5 @@
 //! Three `tribune agent` processes on loopback form a datacenter with `bootstrap_expect = 3` and
-//! `retry_join` to each other's server RPC addresses. The leader is killed with SIGKILL: writes
+//! `retry_join` to each other's LAN gossip addresses. The leader is killed with SIGKILL: writes
 //! resume on a new leader; the killed server restarts from its disk and catches up; then all three
 //! stop and restart, and every acknowledged write is still there.
 #![cfg(all(feature = "cli", feature = "rocksdb"))]
@@ -31,9 +31,14 @@ struct Slot {
     data_dir: PathBuf,
     http_port: u16,
     rpc_port: u16,
+    serf_port: u16,
 }
 
 impl Slot {
+    fn serf_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.serf_port)
+    }
+
     fn rpc_addr(&self) -> String {
         format!("127.0.0.1:{}", self.rpc_port)
     }
@@ -52,12 +57,12 @@ impl Slot {
             "-client=127.0.0.1".to_owned(),
             format!("-http-port={}", self.http_port),
             format!("-server-port={}", self.rpc_port),
-            "-serf-lan-port=0".to_owned(),
+            format!("-serf-lan-port={}", self.serf_port),
             "-serf-wan-port=-1".to_owned(),
             "-retry-interval=200ms".to_owned(),
         ];
         for other in all.iter().filter(|other| other.name != self.name) {
-            args.push(format!("-retry-join={}", other.rpc_addr()));
+            args.push(format!("-retry-join={}", other.serf_addr()));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let agent = AgentProcess::spawn(&args);
@@ -73,6 +78,7 @@ fn slots(root: &Path) -> Vec<Slot> {
             data_dir: root.join(format!("s{n}")),
             http_port: free_port(),
             rpc_port: free_port(),
+            serf_port: free_port(),
         })
         .collect()
 }

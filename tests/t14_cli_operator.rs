@@ -1,9 +1,6 @@
 //! The `tribune` binary's operator verbs against a development server: `snapshot save|restore|agent`
-//! through `/v1/snapshot`, `operator raft list-peers`, and `acl set-agent-token`.
-//!
-//! The endpoints these verbs call (`/v1/snapshot`, `/v1/operator/raft/configuration`,
-//! `/v1/agent/token/*`) arrive with the node's next stage; until then the tests are ignored. They pass
-//! against that stage's branch: remove the `ignore` attributes when it is merged.
+//! through `/v1/snapshot`, `operator raft list-peers`, `acl set-agent-token`, and the gossip pool's
+//! `members` and `leave`.
 #![cfg(feature = "cli")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,7 +11,7 @@ use std::net::SocketAddr;
 use std::process::{Output, Stdio};
 use std::sync::mpsc;
 
-use common::process::{STEP, binary};
+use common::process::{AgentProcess, STEP, binary};
 use common::{dev_server, request, start_leader};
 use tribune::config::{Config, DefaultPolicy};
 
@@ -56,7 +53,6 @@ async fn run(addr: SocketAddr, token: Option<&str>, args: &[&str]) -> Ran {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs /v1/snapshot, /v1/operator/raft/configuration and /v1/agent/token/* on the node"]
 async fn snapshot_save_inspect_restore() {
     let node = dev_server().await;
     let addr = node.http_addr().unwrap();
@@ -96,7 +92,6 @@ async fn snapshot_save_inspect_restore() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs /v1/snapshot, /v1/operator/raft/configuration and /v1/agent/token/* on the node"]
 async fn snapshot_agent_saves_periodically_and_keeps_the_newest() {
     let node = dev_server().await;
     let addr = node.http_addr().unwrap();
@@ -147,7 +142,6 @@ async fn snapshot_agent_saves_periodically_and_keeps_the_newest() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs /v1/snapshot, /v1/operator/raft/configuration and /v1/agent/token/* on the node"]
 async fn list_peers_shows_the_leader() {
     let node = dev_server().await;
     let addr = node.http_addr().unwrap();
@@ -168,7 +162,6 @@ async fn list_peers_shows_the_leader() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs /v1/snapshot, /v1/operator/raft/configuration and /v1/agent/token/* on the node"]
 async fn set_agent_token_changes_the_default_token() {
     let mut config = Config::dev();
     config.acl.enabled = true;
@@ -189,4 +182,54 @@ async fn set_agent_token_changes_the_default_token() {
     // Requests without a token now run as the default token.
     assert_eq!(request(addr, "PUT", "/v1/kv/x", &[], b"1").await.status, 200);
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn members_lists_the_pool() {
+    let node = dev_server().await;
+    let addr = node.http_addr().unwrap();
+    let members = run(addr, None, &["members"]).await;
+    let mut lines = members.stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "Node",
+            "Address",
+            "Status",
+            "Type",
+            "Build",
+            "Protocol",
+            "DC",
+            "Partition",
+            "Segment"
+        ]
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(row[0], "dev");
+    assert_eq!(row[1], node.serf_lan_addr().unwrap().to_string());
+    assert_eq!(&row[2..4], ["alive", "server"]);
+    assert_eq!(row[6], "dc1");
+    let detailed = run(addr, None, &["members", "-detailed"]).await;
+    assert!(detailed.stdout.contains("role=consul"), "{}", detailed.stdout);
+    // Nothing matches: Consul's exit code 2.
+    let mut command = binary();
+    command
+        .arg(format!("-http-addr={addr}"))
+        .args(["members", "-status=failed"]);
+    let status = tokio::task::spawn_blocking(move || command.status().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leave_stops_the_agent() {
+    let mut agent = AgentProcess::spawn(&["-dev", "-http-port=0", "-server-port=0", "-serf-lan-port=0"]);
+    let left = run(agent.http, None, &["leave"]).await;
+    assert_eq!(left.stdout, "Graceful leave complete\n");
+    agent.wait_line("Agent left the cluster");
+    let status = tokio::task::block_in_place(|| agent.child.wait()).unwrap();
+    assert!(status.success(), "{status}");
 }

@@ -65,7 +65,7 @@ pub(crate) struct AgentArgs {
     /// The WAN gossip port (`ports.serf_wan`).
     #[arg(long = "serf-wan-port", value_name = "PORT", allow_hyphen_values = true)]
     serf_wan_port: Option<i32>,
-    /// An address to join at start, retried; repeatable (`retry_join`). Today: a server's RPC address.
+    /// A gossip address to join at start (`host[:port]`, port 8301 by default), retried; repeatable (`retry_join`).
     #[arg(long = "retry-join", value_name = "ADDR")]
     retry_join: Vec<String>,
     /// The pause between join attempts (`retry_interval`).
@@ -255,16 +255,31 @@ pub(crate) async fn run(args: AgentArgs, files: Vec<FileSource>) -> Result<ExitC
     let caught = tokio::select! {
         _ = interrupt.recv() => "interrupt",
         _ = terminate.recv() => "terminated",
+        () = node.stopped() => {
+            // `/v1/agent/leave` (or `tribune leave`) left the pool and stopped the node.
+            println!("==> Agent left the cluster");
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     println!("==> Caught signal: {caught}");
-    if caught == "terminated" && config.leave_on_terminate {
-        // Consul leaves the gossip pool here; a node has no pool to leave yet, so it only stops.
-        tracing::info!("leave requested, but this node is not in a gossip pool: stopping without a leave");
-    }
+    // Consul's defaults: SIGTERM leaves when `leave_on_terminate` (clients), SIGINT leaves unless
+    // the agent is a server (`skip_leave_on_interrupt`), so a server keeps its raft seat on Ctrl-C.
+    let leave = match caught {
+        "terminated" => config.leave_on_terminate,
+        _ => !config.server,
+    };
     println!("==> Gracefully shutting down agent...");
+    let stop = async move {
+        if leave {
+            println!("==> Leaving the cluster...");
+            node.leave().await;
+        } else {
+            node.shutdown().await;
+        }
+    };
     // A second signal stops at once, as Consul's agent does.
     tokio::select! {
-        () = node.shutdown() => {
+        () = stop => {
             println!("==> Shutdown complete");
             Ok(ExitCode::SUCCESS)
         }
@@ -300,6 +315,9 @@ fn print_banner(config: &Config, node: &NodeHandle) {
         .http_addr()
         .map_or_else(|| "-1".to_owned(), |addr| addr.port().to_string());
     let rpc = node.rpc_addr();
+    let serf_lan = node
+        .serf_lan_addr()
+        .map_or_else(|| "-1".to_owned(), |addr| addr.port().to_string());
     let storage = config
         .data_dir
         .as_ref()
@@ -320,7 +338,10 @@ fn print_banner(config: &Config, node: &NodeHandle) {
             format!("{} (Bootstrap: {})", config.server, config.bootstrap_expect == 1),
         ),
         ("Client Addr", format!("[{}] (HTTP: {http})", clients.join(" "))),
-        ("Cluster Addr", format!("{} (Server: {})", rpc.ip(), rpc.port())),
+        (
+            "Cluster Addr",
+            format!("{} (LAN: {serf_lan}, Server: {})", rpc.ip(), rpc.port()),
+        ),
         ("Data", storage),
         ("Gossip Encryption", config.encrypt.is_some().to_string()),
     ];

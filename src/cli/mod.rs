@@ -16,6 +16,7 @@ mod bench;
 pub(crate) mod http;
 mod kv;
 mod lock;
+mod members;
 mod operator;
 mod snapshot;
 
@@ -136,6 +137,15 @@ enum Command {
     Operator(operator::OperatorCommand),
     /// Runs a command while holding a lock in the KV store.
     Lock(lock::LockArgs),
+    /// Lists the members of the LAN gossip pool.
+    Members(members::MembersArgs),
+    /// Joins the agent to a pool through other members' gossip addresses.
+    Join(members::JoinArgs),
+    /// Makes the agent leave the pool gracefully and stop.
+    Leave,
+    /// Marks a failed member as left.
+    #[command(name = "force-leave")]
+    ForceLeave(members::ForceLeaveArgs),
     /// Load generator: N concurrent HTTP clients writing or reading a Tribune, Consul or etcd cluster.
     Bench(bench::BenchArgs),
 }
@@ -210,6 +220,10 @@ async fn run(cli: Cli, config_sources: Vec<agent::FileSource>) -> Result<ExitCod
         Command::Acl(command) => acl::run(command, &global).await,
         Command::Operator(command) => operator::run(command, &global).await,
         Command::Lock(args) => lock::run(args, &global).await,
+        Command::Members(args) => members::members(args, &global).await,
+        Command::Join(args) => members::join(args, &global).await,
+        Command::Leave => members::leave(&global).await,
+        Command::ForceLeave(args) => members::force_leave(args, &global).await,
         Command::Bench(args) => bench::run(args, &global).await,
     }
 }
