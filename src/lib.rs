@@ -24,7 +24,8 @@
 //!
 //! The package's `tribune` binary (feature `cli`, on by default) is the command line: `tribune agent` runs
 //! a node from Consul-style configuration, and Consul's verbs (`kv`, `snapshot`, `acl`, `operator`, `lock`,
-//! `members`, `join`, `leave`, `force-leave`, `keygen`) plus a load generator (`bench`) talk to an agent's HTTP API. Embedders turn the feature off.
+//! `members`, `join`, `leave`, `force-leave`, `keygen`) plus a load generator (`bench`) talk to an agent's
+//! HTTP API. Embedders turn the feature off.
 //!
 //! What it is NOT (yet): no client agents, no gossip (servers find each other through `retry_join` server
 //! RPC addresses).
