@@ -27,8 +27,8 @@
 //! `members`, `join`, `leave`, `force-leave`, `keygen`) plus a load generator (`bench`) talk to an agent's
 //! HTTP API. Embedders turn the feature off.
 //!
-//! What it is NOT (yet): no client agents, no gossip (servers find each other through `retry_join` server
-//! RPC addresses).
+//! What it is NOT (yet): no WAN pool or `?dc=` forwarding (one datacenter), no service catalog, health
+//! checks or DNS, no `/v1/operator/keyring`; client agents run without ACLs.
 
 mod acl;
 mod client;
