@@ -104,11 +104,17 @@ impl ConsensusConfig {
                 reason: "must be > 0".into(),
             });
         }
-        if self.max_batch_commands == 0 || self.max_batch_bytes == 0 || self.max_proposals_in_flight == 0 {
-            return Err(ConsensusError::Config {
-                field: "max_batch_commands",
-                reason: "max_batch_commands, max_batch_bytes and max_proposals_in_flight must be > 0".into(),
-            });
+        for (field, value) in [
+            ("max_batch_commands", self.max_batch_commands),
+            ("max_batch_bytes", self.max_batch_bytes),
+            ("max_proposals_in_flight", self.max_proposals_in_flight),
+        ] {
+            if value == 0 {
+                return Err(ConsensusError::Config {
+                    field,
+                    reason: "must be > 0".into(),
+                });
+            }
         }
         let request_bytes = u128::from(self.max_payload_entries) * self.max_batch_bytes as u128;
         if request_bytes > MAX_REPLICATION_REQUEST_BYTES {
@@ -182,6 +188,15 @@ mod tests {
             bad.validate(),
             Err(ConsensusError::Config {
                 field: "election_timeout",
+                ..
+            })
+        ));
+        let mut bad = c.clone();
+        bad.max_proposals_in_flight = 0;
+        assert!(matches!(
+            bad.validate(),
+            Err(ConsensusError::Config {
+                field: "max_proposals_in_flight",
                 ..
             })
         ));
