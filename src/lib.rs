@@ -24,17 +24,18 @@
 //!
 //! The package's `tribune` binary (feature `cli`, on by default) is the command line: `tribune agent` runs
 //! a node from Consul-style configuration, and Consul's verbs (`kv`, `snapshot`, `acl`, `operator`, `lock`,
-//! `members`, `join`, `leave`, `force-leave`, `keygen`) plus a load generator (`bench`) talk to an agent's
+//! `members`, `join`, `leave`, `force-leave`, `keygen`, `keyring`) plus a load generator (`bench`) talk to an agent's
 //! HTTP API. Embedders turn the feature off.
 //!
 //! What it is NOT (yet): no WAN pool or `?dc=` forwarding (one datacenter), no service catalog, health
-//! checks or DNS, no `/v1/operator/keyring`; client agents run without ACLs.
+//! checks or DNS; client agents run without ACLs.
 
 mod acl;
 mod client;
 pub mod config;
 mod error;
 mod fsm;
+mod gossip_keys;
 mod http;
 mod membership;
 mod node;

@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tribune_consensus::{NodeId, NodeInfo, ServerRole};
-use tribune_gossip::{Event, Gossip, GossipOptions, Keyring, Member, MemberStatus, Tags};
+use tribune_gossip::{Event, Gossip, GossipOptions, Member, MemberStatus, Tags};
 use tribune_kvstore::Backend;
 
 use crate::config::Config;
 use crate::error::NodeError;
+use crate::gossip_keys;
 use crate::node::{Agent, Peer};
 
 /// Consul's serf LAN port, used for `retry_join` addresses given without a port.
@@ -65,11 +66,7 @@ pub(crate) async fn start_lan(
         // the configured port and let a 0 fall back to the bound address below.
         options.advertise = (port != 0).then_some(SocketAddr::new(ip, port));
     }
-    if let Some(key) = &config.encrypt {
-        options.keyring = Some(Keyring::new(key).map_err(|e| NodeError::Gossip {
-            reason: format!("encrypt: {e}"),
-        })?);
-    }
+    options.keyring = gossip_keys::initial_keyring(config)?;
     let started = Gossip::start(options).await.map_err(|e| NodeError::Gossip {
         reason: e.to_string(),
     })?;
@@ -165,7 +162,7 @@ pub(crate) async fn join_pool_with(gossip: Gossip, config: Config, mut shutdown:
 }
 
 /// Feeds the pool's member events to the agent: every server of this datacenter seen alive is
-/// remembered for `bootstrap_expect`.
+/// remembered for `bootstrap_expect`, and a changed keyring is saved.
 pub(crate) async fn watch_members<B: Backend>(
     agent: Arc<Agent<B>>,
     mut events: mpsc::UnboundedReceiver<Event>,
@@ -188,6 +185,11 @@ pub(crate) async fn watch_members<B: Backend>(
             }
             Event::Failed(m) => tracing::info!(member = %m.name, "member failed"),
             Event::Left(m) => tracing::info!(member = %m.name, "member left"),
+            Event::KeyringChanged => {
+                if let Some(gossip) = &agent.gossip {
+                    gossip_keys::save(gossip, &agent.config).await;
+                }
+            }
             _ => {}
         }
     }

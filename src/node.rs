@@ -338,13 +338,22 @@ async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
         let router = http::client::router(Arc::clone(&agent));
         tasks.push(tokio::spawn(serve_http(listener, router, shutdown_rx.clone())));
     }
-    // A client acts on no member event; the channel is drained so it does not grow.
+    // A client acts on no member event but a changed keyring, which it saves; the channel is
+    // drained so it does not grow.
     let mut stop = shutdown_rx.clone();
+    let keyring_owner = Arc::clone(&agent);
     tasks.push(tokio::spawn(async move {
         loop {
-            tokio::select! {
-                event = member_events.recv() => if event.is_none() { return },
-                _ = stop.wait_for(|stopped| *stopped) => return,
+            let event = tokio::select! {
+                event = member_events.recv() => event,
+                _ = stop.wait_for(|stopped| *stopped) => None,
+            };
+            match event {
+                None => return,
+                Some(tribune_gossip::Event::KeyringChanged) => {
+                    crate::gossip_keys::save(&keyring_owner.gossip, &keyring_owner.config).await;
+                }
+                Some(_) => {}
             }
         }
     }));

@@ -7,7 +7,11 @@
 //!                [ want_count:u32 { name:str }{want_count} ]   (when flags has WANT)
 //!          | VERSION STREAM_PING seq:u32 target:str      (the TCP fallback probe)
 //!          | VERSION STREAM_ACK seq:u32
+//!          | VERSION STREAM_KEYRING_REQUEST id:u64 op:u8 key:bytes    (op: 0 list, 1 install, 2 use, 3 remove)
+//!          | VERSION STREAM_KEYRING_REPLY id:u64 node:str 1:u8 count:u16 { key:str }{count}
+//!          | VERSION STREAM_KEYRING_REPLY id:u64 node:str 0:u8 error:str
 //! ```
+//! A keyring reply lists the member's keys in base64, primary first.
 //! member_state := name:str addr incarnation:u32 status:u8 tags
 //!               | name:str 0:u8 incarnation:u32 status:u8      (brief: address family 0, no tags)
 //!
@@ -17,6 +21,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::keyring::KeyringOp;
 use crate::member::{MemberStatus, Tags};
 
 /// The first byte of every plaintext packet and stream.
@@ -24,6 +29,12 @@ pub(crate) const PROTOCOL_VERSION: u8 = 1;
 const STREAM_PUSH_PULL: u8 = 0x40;
 const STREAM_PING: u8 = 0x41;
 const STREAM_ACK: u8 = 0x42;
+const STREAM_KEYRING_REQUEST: u8 = 0x43;
+const STREAM_KEYRING_REPLY: u8 = 0x44;
+const KEYRING_LIST: u8 = 0;
+const KEYRING_INSTALL: u8 = 1;
+const KEYRING_USE: u8 = 2;
+const KEYRING_REMOVE: u8 = 3;
 const FLAG_JOIN: u8 = 1;
 const FLAG_REPLY: u8 = 2;
 const FLAG_PUSH: u8 = 4;
@@ -190,6 +201,23 @@ pub enum StreamMessage {
     Ack {
         /// The probe's sequence number.
         seq: u32,
+    },
+    /// A keyring operation fanned out by one member to every other
+    /// ([`crate::Pool::start_keyring_op`]).
+    KeyringRequest {
+        /// The operation's number at its origin.
+        id: u64,
+        /// What to do.
+        op: KeyringOp,
+    },
+    /// A member's answer to a [`StreamMessage::KeyringRequest`].
+    KeyringReply {
+        /// The request's `id`.
+        id: u64,
+        /// Who answers.
+        node: String,
+        /// The member's keys afterwards (base64, primary first), or why it refused.
+        result: Result<Vec<String>, String>,
     },
 }
 
@@ -653,7 +681,89 @@ pub fn encode_stream(msg: &StreamMessage) -> Vec<u8> {
             put_u32(&mut out, *seq);
             out
         }
+        StreamMessage::KeyringRequest { id, op } => {
+            let mut out = vec![PROTOCOL_VERSION, STREAM_KEYRING_REQUEST];
+            put_u64(&mut out, *id);
+            let (code, key): (u8, &[u8]) = match op {
+                KeyringOp::List => (KEYRING_LIST, &[]),
+                KeyringOp::Install(k) => (KEYRING_INSTALL, k),
+                KeyringOp::Use(k) => (KEYRING_USE, k),
+                KeyringOp::Remove(k) => (KEYRING_REMOVE, k),
+            };
+            out.push(code);
+            put_bytes(&mut out, key);
+            out
+        }
+        StreamMessage::KeyringReply { id, node, result } => {
+            let mut out = vec![PROTOCOL_VERSION, STREAM_KEYRING_REPLY];
+            put_u64(&mut out, *id);
+            put_str(&mut out, node);
+            match result {
+                Ok(keys) => {
+                    out.push(1);
+                    let count = keys.len().min(u16::MAX as usize);
+                    put_u16(&mut out, count as u16);
+                    for key in keys.iter().take(count) {
+                        put_str(&mut out, key);
+                    }
+                }
+                Err(message) => {
+                    out.push(0);
+                    put_str(&mut out, message);
+                }
+            }
+            out
+        }
     }
+}
+
+fn keyring_request_body(r: &mut Reader<'_>) -> Result<StreamMessage, DecodeError> {
+    let id = r.u64("keyring request id")?;
+    let code = r.u8("keyring operation")?;
+    let key = r.bytes("keyring key")?;
+    let op = match code {
+        KEYRING_LIST => KeyringOp::List,
+        KEYRING_INSTALL => KeyringOp::Install(key),
+        KEYRING_USE => KeyringOp::Use(key),
+        KEYRING_REMOVE => KeyringOp::Remove(key),
+        other => {
+            return Err(DecodeError::InvalidValue {
+                what: "keyring operation",
+                value: other.into(),
+            });
+        }
+    };
+    Ok(StreamMessage::KeyringRequest { id, op })
+}
+
+fn keyring_reply_body(r: &mut Reader<'_>) -> Result<StreamMessage, DecodeError> {
+    let id = r.u64("keyring reply id")?;
+    let node = r.string("keyring reply node")?;
+    let result = match r.u8("keyring reply outcome")? {
+        1 => {
+            let count = r.u16("keyring reply key count")?;
+            // Each key takes at least its two length bytes: a count the input cannot hold is
+            // refused before anything is reserved.
+            if usize::from(count) * 2 > r.buf.len() {
+                return Err(DecodeError::Truncated {
+                    what: "keyring reply keys",
+                });
+            }
+            let mut keys = Vec::with_capacity(usize::from(count));
+            for _ in 0..count {
+                keys.push(r.string("keyring reply key")?);
+            }
+            Ok(keys)
+        }
+        0 => Err(r.string("keyring reply error")?),
+        other => {
+            return Err(DecodeError::InvalidValue {
+                what: "keyring reply outcome",
+                value: other.into(),
+            });
+        }
+    };
+    Ok(StreamMessage::KeyringReply { id, node, result })
 }
 
 /// Decodes a plaintext stream message.
@@ -667,6 +777,8 @@ pub fn decode_stream(bytes: &[u8]) -> Result<StreamMessage, DecodeError> {
             target: r.string("target")?,
         },
         STREAM_ACK => StreamMessage::Ack { seq: r.u32("seq")? },
+        STREAM_KEYRING_REQUEST => keyring_request_body(&mut r)?,
+        STREAM_KEYRING_REPLY => keyring_reply_body(&mut r)?,
         kind => return Err(DecodeError::UnknownKind { kind }),
     };
     r.finish()?;
@@ -679,6 +791,12 @@ pub fn decode_push_pull(bytes: &[u8]) -> Result<PushPull, DecodeError> {
         StreamMessage::PushPull(pp) => Ok(pp),
         StreamMessage::Ping { .. } => Err(DecodeError::UnknownKind { kind: STREAM_PING }),
         StreamMessage::Ack { .. } => Err(DecodeError::UnknownKind { kind: STREAM_ACK }),
+        StreamMessage::KeyringRequest { .. } => Err(DecodeError::UnknownKind {
+            kind: STREAM_KEYRING_REQUEST,
+        }),
+        StreamMessage::KeyringReply { .. } => Err(DecodeError::UnknownKind {
+            kind: STREAM_KEYRING_REPLY,
+        }),
     }
 }
 
@@ -845,6 +963,65 @@ mod tests {
             assert_eq!(decode_stream(&encode_stream(&m)).unwrap(), m);
         }
         assert!(decode_push_pull(&encode_stream(&StreamMessage::Ack { seq: 1 })).is_err());
+    }
+
+    #[test]
+    fn keyring_messages_round_trip_and_refuse_every_truncation() {
+        let messages = [
+            StreamMessage::KeyringRequest {
+                id: 7,
+                op: KeyringOp::List,
+            },
+            StreamMessage::KeyringRequest {
+                id: 8,
+                op: KeyringOp::Install(vec![1; 16]),
+            },
+            StreamMessage::KeyringRequest {
+                id: 9,
+                op: KeyringOp::Use(vec![2; 32]),
+            },
+            StreamMessage::KeyringRequest {
+                id: u64::MAX,
+                op: KeyringOp::Remove(vec![3; 16]),
+            },
+            StreamMessage::KeyringReply {
+                id: 9,
+                node: "n1".into(),
+                result: Ok(vec!["a2V5MQ==".into(), "a2V5Mg==".into()]),
+            },
+            StreamMessage::KeyringReply {
+                id: 10,
+                node: "n2".into(),
+                result: Err("gossip key is not installed in the keyring".into()),
+            },
+        ];
+        for m in messages {
+            let bytes = encode_stream(&m);
+            assert_eq!(decode_stream(&bytes).unwrap(), m);
+            for cut in 0..bytes.len() {
+                assert!(decode_stream(&bytes[..cut]).is_err(), "{m:?} cut at {cut}");
+            }
+            assert!(decode_push_pull(&bytes).is_err());
+        }
+        let mut bad_op = encode_stream(&StreamMessage::KeyringRequest {
+            id: 1,
+            op: KeyringOp::List,
+        });
+        bad_op[10] = 9;
+        assert!(matches!(
+            decode_stream(&bad_op),
+            Err(DecodeError::InvalidValue {
+                what: "keyring operation",
+                value: 9
+            })
+        ));
+        // A reply announcing 65,535 keys in a few bytes is refused before anything is reserved.
+        let mut huge = vec![PROTOCOL_VERSION, STREAM_KEYRING_REPLY];
+        huge.extend_from_slice(&1u64.to_le_bytes());
+        put_str(&mut huge, "n");
+        huge.push(1);
+        put_u16(&mut huge, u16::MAX);
+        assert!(matches!(decode_stream(&huge), Err(DecodeError::Truncated { .. })));
     }
 
     #[test]

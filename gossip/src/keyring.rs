@@ -91,6 +91,39 @@ impl Clone for Keyring {
     }
 }
 
+/// A keyring operation, applied on one member or carried to every member of a pool
+/// ([`crate::Pool::start_keyring_op`]): Consul's `keyring -list|-install|-use|-remove`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeyringOp {
+    /// Report the installed keys.
+    List,
+    /// Install a key as a secondary key.
+    Install(Vec<u8>),
+    /// Make an installed key the primary one.
+    Use(Vec<u8>),
+    /// Remove a secondary key.
+    Remove(Vec<u8>),
+}
+
+impl KeyringOp {
+    /// Whether the operation changes a keyring when it succeeds.
+    pub fn changes_keys(&self) -> bool {
+        !matches!(self, KeyringOp::List)
+    }
+}
+
+impl std::fmt::Debug for KeyringOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.write_str(match self {
+            KeyringOp::List => "List",
+            KeyringOp::Install(_) => "Install(..)",
+            KeyringOp::Use(_) => "Use(..)",
+            KeyringOp::Remove(_) => "Remove(..)",
+        })
+    }
+}
+
 /// Why a sealed envelope was not opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpenError {
@@ -151,6 +184,17 @@ impl Keyring {
             .first()
             .map(|k| BASE64.encode(&k.raw))
             .unwrap_or_default()
+    }
+
+    /// Carries out `op`: install, use or remove a key, or nothing for a listing. The keyring is
+    /// unchanged when an error is returned.
+    pub fn apply(&mut self, op: &KeyringOp) -> Result<(), KeyringError> {
+        match op {
+            KeyringOp::List => Ok(()),
+            KeyringOp::Install(key) => self.install(key),
+            KeyringOp::Use(key) => self.use_key(key),
+            KeyringOp::Remove(key) => self.remove(key),
+        }
     }
 
     fn position(&self, key: &[u8]) -> Result<usize, KeyringError> {

@@ -17,20 +17,24 @@
 //! - [`Pool`]: the state machine. Inputs are `handle_packet`, `handle_stream`, `handle_timer`,
 //!   `join`, `leave`, `update_tags` and `send_user_event`, each given the current [`Instant`];
 //!   outputs ([`Output`]: packets, streams, timers, events) are drained with [`Pool::poll_output`].
-//! - [`Keyring`]: AES-GCM keys (ring) for encrypting every packet and stream; [`keygen`].
+//! - [`Keyring`]: AES-GCM keys (ring) for encrypting every packet and stream; [`keygen`];
+//!   [`Pool::start_keyring_op`] installs, uses, removes or lists keys on every member at once
+//!   (Consul's `keyring` command) and tallies the answers in a [`KeyringReport`].
 //! - `Gossip` (feature `tokio-runtime`, on by default): the pool on tokio, with UDP for packets,
 //!   TCP for push-pull, retry-join and clean shutdown.
 //! - [`sim::Simulation`]: a deterministic discrete-event simulator running thousands of pools
 //!   through the real codec, with latency, loss, partitions, crashes and restarts.
 //!
 //! What it is NOT: the core does no IO, reads no clock and uses no unseeded randomness; it has no
-//! Serf queries, Vivaldi coordinates or compression, and it does not persist
-//! anything.
+//! general Serf queries (the keyring fan-out is the only one), Vivaldi coordinates or
+//! compression, and it does not persist anything (an application keeps the keys across restarts
+//! on [`Event::KeyringChanged`]).
 
 mod broadcast;
 mod codec;
 mod config;
 mod keyring;
+mod keyring_query;
 mod member;
 mod pool;
 pub mod sim;
@@ -46,7 +50,8 @@ pub use codec::{
     decode_stream, encode_packet, encode_push_pull, encode_stream,
 };
 pub use config::{Config, ConfigError};
-pub use keyring::{Keyring, KeyringError, decode_key, keygen};
+pub use keyring::{Keyring, KeyringError, KeyringOp, decode_key, keygen};
+pub use keyring_query::KeyringReport;
 pub use member::{Event, Member, MemberStatus, Tags, UserEvent};
 pub use pool::{LocalNode, MAX_NAME_LEN, Output, Pool, PoolError, Stats, Timer};
 pub use time::Instant;

@@ -71,4 +71,7 @@ pub enum Event {
     Rejoined(Member),
     /// A user event arrived (or was sent by this node), for the first time.
     User(UserEvent),
+    /// This member's keyring changed through a keyring operation (its own or another member's):
+    /// an application that persists the keys should save them now.
+    KeyringChanged,
 }

@@ -12,7 +12,8 @@ use crate::codec::{
     self, MAX_MESSAGES_PER_PACKET, MemberState, Message, PACKET_HEADER, PushPull, StreamMessage,
 };
 use crate::config::{Config, ConfigError};
-use crate::keyring::{ENCRYPTION_OVERHEAD, ENCRYPTION_VERSION, Keyring, OpenError};
+use crate::keyring::{ENCRYPTION_OVERHEAD, ENCRYPTION_VERSION, Keyring, KeyringOp, OpenError};
+use crate::keyring_query::{KeyringReport, PendingKeyringOp};
 use crate::member::{Event, Member, MemberStatus, Tags, UserEvent};
 use crate::table::{Entry, MemberTable};
 use crate::time::Instant;
@@ -64,6 +65,11 @@ pub enum Timer {
         /// Our sequence number of the relayed ping.
         seq: u32,
     },
+    /// A keyring operation's members had until now to answer.
+    KeyringDeadline {
+        /// The operation's number.
+        id: u64,
+    },
 }
 
 /// Something the caller must do for the pool. Drain with [`Pool::poll_output`] after every input.
@@ -93,6 +99,9 @@ pub enum Output {
     },
     /// Report an event to the application.
     Event(Event),
+    /// A keyring operation started with [`Pool::start_keyring_op`] has every answer, or its
+    /// deadline passed.
+    KeyringDone(KeyringReport),
 }
 
 /// Counters kept by a pool, for metrics and tests.
@@ -248,6 +257,9 @@ pub struct Pool {
     push_pull_due: Instant,
     reconnect_due: Instant,
 
+    keyring_ops: HashMap<u64, PendingKeyringOp>,
+    next_keyring_op: u64,
+
     outputs: VecDeque<Output>,
     stats: Stats,
 }
@@ -312,6 +324,8 @@ impl Pool {
             gossip_due: now,
             push_pull_due: now,
             reconnect_due: now,
+            keyring_ops: HashMap::new(),
+            next_keyring_op: 1,
             outputs: VecDeque::new(),
             stats: Stats::default(),
             config,
@@ -554,6 +568,44 @@ impl Pool {
     // -----------------------------------------------------------------------------------------
     // Network inputs
 
+    /// Applies `op` to this member's keyring and asks every live (or suspect) member to do the
+    /// same over a stream, as Consul's `keyring` command does. Returns the operation's number; its
+    /// [`Output::KeyringDone`] report follows once every member answered or after
+    /// [`Config::tcp_timeout`]. A refusal (no encryption, unknown key, the primary removed) is
+    /// reported per member; nothing is rolled back on the members that accepted.
+    pub fn start_keyring_op(&mut self, op: KeyringOp, now: Instant) -> u64 {
+        let id = self.next_keyring_op;
+        self.next_keyring_op += 1;
+        let asked: Vec<(String, SocketAddr)> = self
+            .members
+            .iter()
+            .filter(|e| {
+                e.name() != self.name && matches!(e.status, MemberStatus::Alive | MemberStatus::Suspect)
+            })
+            .map(|e| (e.name().to_owned(), e.addr()))
+            .collect();
+        let mut pending = PendingKeyringOp::new(
+            id,
+            asked
+                .iter()
+                .map(|(name, _)| name.clone())
+                .chain(std::iter::once(self.name.clone())),
+        );
+        let local = self.apply_keyring_op(&op);
+        pending.record(&self.name.clone(), local);
+        let request = codec::encode_stream(&StreamMessage::KeyringRequest { id, op });
+        for (_, addr) in asked {
+            self.emit_sealed_stream(addr, request.clone());
+        }
+        if pending.is_complete() {
+            self.outputs.push_back(Output::KeyringDone(pending.finish()));
+        } else {
+            self.keyring_ops.insert(id, pending);
+            self.schedule(Timer::KeyringDeadline { id }, now + self.config.tcp_timeout);
+        }
+        id
+    }
+
     /// A datagram arrived from `from`. With encryption on, anything that is not an envelope opened
     /// by an installed key is counted and dropped before decoding: it is never applied.
     pub fn handle_packet(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
@@ -629,6 +681,29 @@ impl Pool {
                 }
                 None
             }
+            StreamMessage::KeyringRequest { id, op } => {
+                let result = self.apply_keyring_op(&op);
+                let reply = codec::encode_stream(&StreamMessage::KeyringReply {
+                    id,
+                    node: self.name.clone(),
+                    result,
+                });
+                // Sealed after the operation: a new primary key is already the one in use, and
+                // the requester, which applied it first, holds it.
+                let data = self.seal(AAD_STREAM, reply);
+                self.stats.streams_sent += 1;
+                self.stats.stream_bytes_sent += data.len() as u64;
+                Some(data)
+            }
+            StreamMessage::KeyringReply { id, node, result } => {
+                if let Some(pending) = self.keyring_ops.get_mut(&id) {
+                    pending.record(&node, result);
+                    if pending.is_complete() {
+                        self.finish_keyring_op(id);
+                    }
+                }
+                None
+            }
         }
     }
 
@@ -680,6 +755,7 @@ impl Pool {
                 self.reconnect();
             }
             Timer::Suspicion { node, incarnation } => self.suspicion_expired(&node, incarnation, now),
+            Timer::KeyringDeadline { id } => self.finish_keyring_op(id),
             Timer::RelayTimeout { seq } => {
                 if let Some(relay) = self.relays.remove(&seq)
                     && relay.want_nack
@@ -1498,12 +1574,36 @@ impl Pool {
         self.emit_stream(to, &pp);
     }
 
-    fn emit_stream(&mut self, to: SocketAddr, pp: &PushPull) {
-        let plain = codec::encode_push_pull(pp);
+    /// Applies a keyring operation locally; the keys afterwards (base64, primary first) or why
+    /// it was refused. A change is announced with [`Event::KeyringChanged`].
+    fn apply_keyring_op(&mut self, op: &KeyringOp) -> Result<Vec<String>, String> {
+        let Some(ring) = self.keyring.as_mut() else {
+            return Err("encryption is not enabled on this member".to_owned());
+        };
+        let before = ring.keys();
+        ring.apply(op).map_err(|e| e.to_string())?;
+        let after = ring.keys();
+        if after != before {
+            self.emit(Event::KeyringChanged);
+        }
+        Ok(after)
+    }
+
+    fn finish_keyring_op(&mut self, id: u64) {
+        if let Some(pending) = self.keyring_ops.remove(&id) {
+            self.outputs.push_back(Output::KeyringDone(pending.finish()));
+        }
+    }
+
+    fn emit_sealed_stream(&mut self, to: SocketAddr, plain: Vec<u8>) {
         let data = self.seal(AAD_STREAM, plain);
         self.stats.streams_sent += 1;
         self.stats.stream_bytes_sent += data.len() as u64;
         self.outputs.push_back(Output::Stream { to, data });
+    }
+
+    fn emit_stream(&mut self, to: SocketAddr, pp: &PushPull) {
+        self.emit_sealed_stream(to, codec::encode_push_pull(pp));
     }
 
     fn self_state(&self) -> MemberState {

@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::Config;
-use crate::keyring::{ENCRYPTION_OVERHEAD, Keyring, KeyringError};
+use crate::keyring::{ENCRYPTION_OVERHEAD, Keyring, KeyringError, KeyringOp};
+use crate::keyring_query::KeyringReport;
 use crate::member::{Event, Member, Tags};
 use crate::pool::{LocalNode, Output, Pool, PoolError, Stats, Timer};
 use crate::time::Instant;
@@ -95,13 +96,6 @@ pub enum RuntimeError {
 /// at once, so a flood of connections cannot exhaust memory.
 const MAX_INCOMING_STREAMS: usize = 128;
 
-enum KeyOp {
-    Install(Vec<u8>),
-    Use(Vec<u8>),
-    Remove(Vec<u8>),
-    List,
-}
-
 enum Command {
     Join(Vec<SocketAddr>, oneshot::Sender<usize>),
     Leave(oneshot::Sender<()>),
@@ -110,7 +104,8 @@ enum Command {
     UserEvent(String, Vec<u8>, oneshot::Sender<Result<(), PoolError>>),
     Members(oneshot::Sender<Vec<Member>>),
     Stats(oneshot::Sender<Stats>),
-    Keyring(KeyOp, oneshot::Sender<Result<Vec<String>, RuntimeError>>),
+    Keyring(KeyringOp, oneshot::Sender<Result<Vec<String>, RuntimeError>>),
+    PoolKeyring(KeyringOp, oneshot::Sender<KeyringReport>),
     Shutdown,
 }
 
@@ -171,6 +166,7 @@ impl Gossip {
             streams: JoinSet::new(),
             incoming: JoinSet::new(),
             joins: Vec::new(),
+            keyring_waiters: std::collections::HashMap::new(),
             advertise,
         };
         let task = tokio::spawn(driver.run(cmd_rx));
@@ -252,27 +248,34 @@ impl Gossip {
             .await??)
     }
 
-    /// Installs a raw key (decode a base64 one with [`crate::decode_key`]); returns the keys.
+    /// Installs a raw key on this member only (decode a base64 one with [`crate::decode_key`]);
+    /// returns the keys. [`Gossip::keyring`] does it on every member.
     pub async fn install_key(&self, key: &[u8]) -> Result<Vec<String>, RuntimeError> {
-        self.call(|tx| Command::Keyring(KeyOp::Install(key.to_vec()), tx))
+        self.call(|tx| Command::Keyring(KeyringOp::Install(key.to_vec()), tx))
             .await?
     }
 
     /// Makes an installed key primary.
     pub async fn use_key(&self, key: &[u8]) -> Result<Vec<String>, RuntimeError> {
-        self.call(|tx| Command::Keyring(KeyOp::Use(key.to_vec()), tx))
+        self.call(|tx| Command::Keyring(KeyringOp::Use(key.to_vec()), tx))
             .await?
     }
 
     /// Removes a secondary key.
     pub async fn remove_key(&self, key: &[u8]) -> Result<Vec<String>, RuntimeError> {
-        self.call(|tx| Command::Keyring(KeyOp::Remove(key.to_vec()), tx))
+        self.call(|tx| Command::Keyring(KeyringOp::Remove(key.to_vec()), tx))
             .await?
     }
 
     /// Installed keys in base64, primary first.
     pub async fn list_keys(&self) -> Result<Vec<String>, RuntimeError> {
-        self.call(|tx| Command::Keyring(KeyOp::List, tx)).await?
+        self.call(|tx| Command::Keyring(KeyringOp::List, tx)).await?
+    }
+
+    /// Carries `op` to every live member, this one included, and waits for their answers (at
+    /// most [`Config::tcp_timeout`]): Consul's `keyring` command. See [`Pool::start_keyring_op`].
+    pub async fn keyring(&self, op: KeyringOp) -> Result<KeyringReport, RuntimeError> {
+        self.call(|tx| Command::PoolKeyring(op, tx)).await
     }
 
     /// Leaves gracefully: announces the departure, keeps gossiping for
@@ -315,6 +318,7 @@ struct Driver {
     streams: JoinSet<(SocketAddr, io::Result<Vec<u8>>)>,
     incoming: JoinSet<()>,
     joins: Vec<JoinWaiter>,
+    keyring_waiters: std::collections::HashMap<u64, oneshot::Sender<KeyringReport>>,
     advertise: SocketAddr,
 }
 
@@ -434,16 +438,16 @@ impl Driver {
             Command::Keyring(op, reply) => {
                 let result = match self.pool.keyring_mut() {
                     None => Err(RuntimeError::NoKeyring),
-                    Some(ring) => match op {
-                        KeyOp::Install(k) => ring.install(&k),
-                        KeyOp::Use(k) => ring.use_key(&k),
-                        KeyOp::Remove(k) => ring.remove(&k),
-                        KeyOp::List => Ok(()),
-                    }
-                    .map(|()| ring.keys())
-                    .map_err(RuntimeError::from),
+                    Some(ring) => ring.apply(&op).map(|()| ring.keys()).map_err(RuntimeError::from),
                 };
+                if result.is_ok() && op.changes_keys() {
+                    let _ = self.events.send(Event::KeyringChanged);
+                }
                 let _ = reply.send(result);
+            }
+            Command::PoolKeyring(op, reply) => {
+                let id = self.pool.start_keyring_op(op, now);
+                self.keyring_waiters.insert(id, reply);
             }
             Command::Shutdown => {}
         }
@@ -487,6 +491,11 @@ impl Driver {
                 }
                 Output::Event(event) => {
                     let _ = self.events.send(event);
+                }
+                Output::KeyringDone(report) => {
+                    if let Some(waiter) = self.keyring_waiters.remove(&report.id) {
+                        let _ = waiter.send(report);
+                    }
                 }
             }
         }

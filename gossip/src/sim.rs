@@ -22,7 +22,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng as _};
 
 use crate::config::Config;
-use crate::keyring::Keyring;
+use crate::keyring::{Keyring, KeyringOp};
+use crate::keyring_query::KeyringReport;
 use crate::member::{Event, Member, MemberStatus, Tags};
 use crate::pool::{LocalNode, Output, Pool, Timer};
 use crate::time::Instant;
@@ -181,6 +182,7 @@ pub struct Simulation {
     packets_delivered: u64,
     packets_lost: u64,
     oversized: u64,
+    keyring_reports: Vec<(usize, KeyringReport)>,
     scratch: Vec<Output>,
 }
 
@@ -242,6 +244,7 @@ impl Simulation {
             packets_delivered: 0,
             packets_lost: 0,
             oversized: 0,
+            keyring_reports: Vec::new(),
             scratch: Vec::new(),
             cfg,
         };
@@ -443,6 +446,24 @@ impl Simulation {
             .is_some_and(|p| p.send_user_event(name, payload, now).is_ok());
         self.drain(i);
         sent
+    }
+
+    /// Node `i` carries a keyring operation to every member ([`Pool::start_keyring_op`]); its
+    /// report shows up in [`Simulation::keyring_reports`]. `None` when the node is down.
+    pub fn start_keyring_op(&mut self, i: usize, op: KeyringOp) -> Option<u64> {
+        let now = self.now;
+        let id = self
+            .nodes
+            .get_mut(i)
+            .and_then(|n| n.pool.as_mut())
+            .map(|p| p.start_keyring_op(op, now));
+        self.drain(i);
+        id
+    }
+
+    /// Finished keyring operations: the node that started each, and its report.
+    pub fn keyring_reports(&self) -> &[(usize, KeyringReport)] {
+        &self.keyring_reports
     }
 
     /// Node `i` replaces its tags.
@@ -682,6 +703,7 @@ impl Simulation {
                     },
                 ),
                 Output::Event(event) => self.observe(i, event),
+                Output::KeyringDone(report) => self.keyring_reports.push((i, report)),
             }
         }
         self.scratch = outs;

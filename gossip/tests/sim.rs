@@ -6,8 +6,10 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
 use tribune_gossip::sim::{SimConfig, Simulation, node_name};
-use tribune_gossip::{Config, MemberStatus};
+
+use tribune_gossip::{Config, KeyringOp, KeyringReport, MemberStatus};
 
 const STEP: Duration = Duration::from_millis(250);
 
@@ -297,4 +299,90 @@ fn converged_push_pulls_do_not_resend_tags() {
         tagged < bare * 3 / 2,
         "{tagged} bytes with tags against {bare} without"
     );
+}
+
+/// Waits for the report of keyring operation `id` started by `origin`.
+fn keyring_report(sim: &mut Simulation, origin: usize, id: u64) -> KeyringReport {
+    let found = |s: &Simulation| {
+        s.keyring_reports()
+            .iter()
+            .any(|(node, r)| *node == origin && r.id == id)
+    };
+    assert!(
+        sim.run_until(Duration::from_secs(10), STEP, found),
+        "keyring operation {id} got no report"
+    );
+    sim.keyring_reports()
+        .iter()
+        .find(|(node, r)| *node == origin && r.id == id)
+        .map(|(_, r)| r.clone())
+        .unwrap()
+}
+
+#[test]
+fn a_key_rotation_reaches_every_member_and_silent_or_refusing_members_are_named() {
+    use base64::Engine as _;
+    let mut sim = converged_cluster(SimConfig {
+        nodes: 12,
+        seed: 21,
+        encrypt: true,
+        pool: Config::local(),
+        ..SimConfig::default()
+    });
+    let old = sim.pool(0).unwrap().keyring().unwrap().primary();
+    let new_raw = vec![7u8; 32];
+    let new = base64::engine::general_purpose::STANDARD.encode(&new_raw);
+    let counts = |pairs: &[(&str, usize)]| -> BTreeMap<String, usize> {
+        pairs.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect()
+    };
+
+    // Install, use, remove, each started by a different member, each answered by all twelve.
+    let id = sim
+        .start_keyring_op(5, KeyringOp::Install(new_raw.clone()))
+        .unwrap();
+    let report = keyring_report(&mut sim, 5, id);
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!((report.num_nodes, report.num_responses), (12, 12));
+    assert_eq!(report.keys, counts(&[(&old, 12), (&new, 12)]));
+    assert_eq!(report.primary_keys, counts(&[(&old, 12)]));
+
+    let id = sim.start_keyring_op(7, KeyringOp::Use(new_raw.clone())).unwrap();
+    let report = keyring_report(&mut sim, 7, id);
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.primary_keys, counts(&[(&new, 12)]));
+
+    let old_raw = tribune_gossip::decode_key(&old).unwrap();
+    let id = sim.start_keyring_op(0, KeyringOp::Remove(old_raw)).unwrap();
+    let report = keyring_report(&mut sim, 0, id);
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.keys, counts(&[(&new, 12)]));
+    for i in 0..12 {
+        assert_eq!(sim.pool(i).unwrap().keyring().unwrap().keys(), vec![new.clone()]);
+    }
+
+    // The pool still works on the new key alone.
+    sim.crash(3);
+    assert!(sim.run_until(Duration::from_secs(30), STEP, |s| failed_everywhere(s, 3)));
+
+    // A member that crashed but is not yet declared failed is asked and named as silent.
+    sim.crash(4);
+    let id = sim.start_keyring_op(1, KeyringOp::List).unwrap();
+    let report = keyring_report(&mut sim, 1, id);
+    assert_eq!((report.num_nodes, report.num_responses), (11, 10), "{report:?}");
+    assert!(report.errors[&node_name(4)].contains("no answer"), "{report:?}");
+    assert_eq!(report.keys, counts(&[(&new, 10)]));
+
+    // Removing the primary key is refused by every member, and nothing changes.
+    assert!(sim.run_until(Duration::from_secs(30), STEP, |s| failed_everywhere(s, 4)));
+    let id = sim.start_keyring_op(2, KeyringOp::Remove(new_raw)).unwrap();
+    let report = keyring_report(&mut sim, 2, id);
+    assert_eq!((report.num_nodes, report.num_responses), (10, 10), "{report:?}");
+    assert_eq!(report.errors.len(), 10);
+    assert!(
+        report.errors.values().all(|e| e.contains("primary")),
+        "{report:?}"
+    );
+    for i in sim.up_nodes().collect::<Vec<_>>() {
+        assert_eq!(sim.pool(i).unwrap().keyring().unwrap().keys(), vec![new.clone()]);
+    }
 }

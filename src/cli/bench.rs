@@ -33,6 +33,9 @@ pub(crate) enum Mode {
     Get,
     /// Read a key from any server (`?stale`; etcd: serializable).
     Stale,
+    /// Read a key after the leader confirmed its leadership with a quorum (`?consistent`; etcd:
+    /// linearizable, its default).
+    Consistent,
 }
 
 /// `tribune bench`: the target is `-http-addr` (etcd's client URL with -etcd, e.g. 127.0.0.1:2379).
@@ -44,7 +47,7 @@ pub(crate) struct BenchArgs {
     /// How long to run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// put, get (default consistency) or stale.
+    /// put, get (default consistency), stale or consistent.
     #[arg(long, value_enum, default_value_t = Mode::Put)]
     mode: Mode,
     /// Stop after this many requests in total (0: only the duration bounds the run).
@@ -91,7 +94,7 @@ impl Workload {
                         .to_string()
                         .into(),
                 ),
-                Mode::Get => (
+                Mode::Get | Mode::Consistent => (
                     Method::POST,
                     "/v3/kv/range".to_owned(),
                     json!({ "key": key64 }).to_string().into(),
@@ -108,6 +111,7 @@ impl Workload {
                 Mode::Put => (Method::PUT, path, self.value.clone()),
                 Mode::Get => (Method::GET, path, Bytes::new()),
                 Mode::Stale => (Method::GET, format!("{path}?stale"), Bytes::new()),
+                Mode::Consistent => (Method::GET, format!("{path}?consistent"), Bytes::new()),
             }
         };
         let mut builder = Request::builder()
@@ -166,6 +170,7 @@ pub(crate) async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<ExitCode
         Mode::Put => "put",
         Mode::Get => "get",
         Mode::Stale => "stale",
+        Mode::Consistent => "consistent",
     };
     println!(
         "==> bench: mode={mode} target={} ({system}) clients={} duration={}",

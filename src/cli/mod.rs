@@ -14,6 +14,7 @@ mod acl;
 mod agent;
 mod bench;
 pub(crate) mod http;
+mod keyring;
 mod kv;
 mod lock;
 mod members;
@@ -129,6 +130,8 @@ enum Command {
     Snapshot(snapshot::SnapshotCommand),
     /// Prints a new gossip encryption key (32 random bytes, base64).
     Keygen,
+    /// Lists, installs, uses and removes gossip encryption keys on every member of the pool.
+    Keyring(keyring::KeyringArgs),
     /// Manages ACLs: bootstrap, policies, tokens, the agent's tokens.
     #[command(subcommand)]
     Acl(acl::AclCommand),
@@ -217,6 +220,7 @@ async fn run(cli: Cli, config_sources: Vec<agent::FileSource>) -> Result<ExitCod
             println!("{key}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Keyring(args) => keyring::run(args, &global).await,
         Command::Acl(command) => acl::run(command, &global).await,
         Command::Operator(command) => operator::run(command, &global).await,
         Command::Lock(args) => lock::run(args, &global).await,

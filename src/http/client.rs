@@ -11,6 +11,7 @@ use axum::routing::{get, put};
 use serde_json::json;
 
 use super::agent::{force_leave_member, join_at, members_json, refuse_wan};
+use super::keyring::KeyringRequest;
 use super::{ApiError, MAX_FORWARDED_BODY, Params, from_forwarded, json_response, to_forwarded};
 use crate::client::{ClientAgent, ClientForwardError};
 
@@ -23,6 +24,7 @@ pub(crate) fn router(agent: Client) -> Router {
         .route("/v1/agent/join/{address}", put(join))
         .route("/v1/agent/leave", put(leave))
         .route("/v1/agent/force-leave/{node}", put(force_leave))
+        .route("/v1/operator/keyring", axum::routing::any(keyring))
         .fallback(forward)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORWARDED_BODY))
         .with_state(agent)
@@ -77,6 +79,17 @@ async fn leave(State(agent): State<Client>) -> Response {
 
 async fn force_leave(State(agent): State<Client>, Path(node): Path<String>) -> Result<Response, ApiError> {
     force_leave_member(&agent.gossip, &node).await
+}
+
+/// `/v1/operator/keyring`: `?local-only` lists this agent's own keys; anything else goes to a
+/// server, which carries it to every member of the pool, this one included.
+async fn keyring(State(agent): State<Client>, request: Request) -> Result<Response, ApiError> {
+    let local_only = Params::parse(request.uri().query()).has("local-only");
+    if !local_only {
+        return forward(State(agent), request).await;
+    }
+    let keyring_request = KeyringRequest::parse(request.method(), request.uri(), &[])?;
+    keyring_request.run(&agent.gossip, &agent.config.datacenter).await
 }
 
 /// Any other request: to a server, whole; its answer, whole.

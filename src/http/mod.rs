@@ -4,6 +4,7 @@
 mod acl;
 pub(crate) mod agent;
 pub(crate) mod client;
+mod keyring;
 mod kv;
 mod misc;
 mod operator;
@@ -102,6 +103,13 @@ pub(crate) fn router<B: Backend>(agent: Shared<B>) -> Router {
             axum::routing::delete(operator::remove_peer::<B>),
         )
         .route(
+            "/v1/operator/keyring",
+            get(keyring::keyring::<B>)
+                .post(keyring::keyring::<B>)
+                .put(keyring::keyring::<B>)
+                .delete(keyring::keyring::<B>),
+        )
+        .route(
             "/v1/snapshot",
             get(snapshot::save::<B>).put(snapshot::restore::<B>),
         )
@@ -141,6 +149,7 @@ async fn forward_to_leader<B: Backend>(
     let local = request.method() == Method::GET
         || request.headers().contains_key(FORWARDED_HEADER)
         || request.uri().path().starts_with("/v1/agent/")
+        || request.uri().path() == "/v1/operator/keyring"
         || agent.consensus.is_leader();
     if local {
         return next.run(request).await;
@@ -259,6 +268,11 @@ impl ApiError {
             status,
             message: message.into(),
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
     }
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
