@@ -60,7 +60,11 @@ fn installed(env: &str, cached: &str, what: &str) -> Option<PathBuf> {
 /// unless it exits with status 0.
 async fn run_suite(node: &NodeHandle, program: &Path, script: &str, envs: Vec<(&'static str, String)>) {
     let addr = node.http_addr().expect("HTTP enabled").to_string();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    // Cargo's value at run time, not the one compiled in: a test binary reused from a shared
+    // target directory built in another checkout must still run this checkout's scripts.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(), Into::into);
+    let script = crate_dir.join(script);
     let program = program.to_owned();
     let label = script.display().to_string();
     // The child runs on a blocking thread so that the node keeps serving it on the runtime.

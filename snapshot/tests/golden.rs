@@ -8,13 +8,15 @@ use std::path::Path;
 
 use tribune_snapshot::{KindStats, RecordKind, SnapshotMeta, SnapshotWriter, verify};
 
+/// The crate's directory as cargo reports it when running the test, so a test binary reused from a
+/// shared target directory built in another checkout still reads this checkout's files.
+fn crate_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(), Into::into)
+}
+
 fn seed(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fuzz/seeds/read_archive")
-            .join(name),
-    )
-    .unwrap()
+    std::fs::read(crate_dir().join("fuzz/seeds/read_archive").join(name)).unwrap()
 }
 
 fn meta() -> SnapshotMeta {
