@@ -1747,7 +1747,11 @@ fn member_state(m: &Entry, brief: bool) -> MemberState {
 }
 
 /// Up to `k` distinct random members other than `me` (and `exclude`) that satisfy `eligible`,
-/// found by bounded random sampling as memberlist's `kRandomNodes` does.
+/// found by bounded random sampling as memberlist's `kRandomNodes` does, then, when sampling
+/// came up short, by one pass over the table from a random place. Sampling alone misses members
+/// in a small pool (in a pool of three its nine tries miss a given peer about once in forty), and
+/// a missed peer can mean that a broadcast's few transmissions all go elsewhere: a graceful leave
+/// spent on a dead member is then reported as a failure.
 fn random_members(
     members: &MemberTable,
     rng: &mut SmallRng,
@@ -1772,6 +1776,18 @@ fn random_members(
         }
         if eligible(e) {
             out.push(i);
+        }
+    }
+    if out.len() < k {
+        let start = rng.random_range(0..n);
+        for i in (start..n).chain(0..start) {
+            if out.len() >= k {
+                break;
+            }
+            let Some(e) = members.get(i) else { continue };
+            if e.name() != me && exclude != Some(e.name()) && !out.contains(&i) && eligible(e) {
+                out.push(i);
+            }
         }
     }
     out

@@ -167,6 +167,45 @@ fn a_late_leave_announcement_turns_a_failure_into_a_leave() {
     assert!(events(&drain(&mut p)).is_empty());
 }
 
+/// A member that leaves while another has just failed must still tell the live one: its
+/// departure has only a couple of transmissions, and sampling peers at random could spend them
+/// all on the dead member (then the live one reports a failure instead of the leave).
+#[test]
+fn a_leave_reaches_the_live_peer_when_another_peer_is_dead_whatever_the_seed() {
+    let t = Instant::from_micros(1);
+    for seed in 0..500 {
+        let local = LocalNode {
+            name: "b".into(),
+            addr: addr(2),
+            tags: Tags::new(),
+        };
+        let mut b = Pool::new(Config::local(), local, None, seed, Instant::ZERO).unwrap();
+        b.handle_packet(addr(1), &alive("a", 1, 1), t);
+        b.handle_packet(addr(3), &alive("c", 3, 1), t);
+        let dead_c = encode_packet(&[Message::Dead {
+            incarnation: 1,
+            node: "c".into(),
+            from: "a".into(),
+        }]);
+        b.handle_packet(addr(1), &dead_c, t);
+        // Let the news about c run out its transmissions first.
+        for _ in 0..4 {
+            b.gossip(t);
+        }
+        drain(&mut b);
+
+        b.leave(t);
+        let told_a = drain(&mut b).into_iter().any(|o| match o {
+            Output::Packet { to, data } if to == addr(1) => codec::decode_packet(&data)
+                .unwrap()
+                .iter()
+                .any(|m| matches!(m, Message::Dead { node, from, .. } if node == "b" && from == "b")),
+            _ => false,
+        });
+        assert!(told_a, "seed {seed}: b's leave was never sent to a");
+    }
+}
+
 #[test]
 fn force_leave_turns_a_failed_member_into_a_left_one_everywhere() {
     let mut a = pool_with("a", 1, None);
