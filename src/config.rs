@@ -103,6 +103,113 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The address other agents reach this one at, as Consul chooses it: `advertise_addr` when set,
+    /// else `bind_addr`, else — bound to every address (`0.0.0.0` or `::`) — the machine's one private
+    /// IPv4 address (its one public IPv6 address for `::`). None or several such addresses is an
+    /// error that asks for `bind_addr` or `advertise_addr`.
+    pub fn advertise_ip(&self) -> Result<IpAddr, AdvertiseError> {
+        if let Some(ip) = self.advertise_addr {
+            return Ok(ip);
+        }
+        if !self.bind_addr.is_unspecified() {
+            return Ok(self.bind_addr);
+        }
+        let interfaces = if_addrs::get_if_addrs().map_err(|e| AdvertiseError::Interfaces {
+            reason: e.to_string(),
+        })?;
+        let addrs: Vec<IpAddr> = interfaces
+            .iter()
+            // Consul counts an interface that is administratively up; a tunnel or bridge often
+            // reports its operational state as unknown, so only a known-down one is left out.
+            .filter(|i| {
+                !i.is_loopback()
+                    && !matches!(
+                        i.oper_status,
+                        if_addrs::IfOperStatus::Down
+                            | if_addrs::IfOperStatus::NotPresent
+                            | if_addrs::IfOperStatus::LowerLayerDown
+                    )
+            })
+            .map(if_addrs::Interface::ip)
+            .collect();
+        pick_advertise_ip(self.bind_addr, &addrs)
+    }
+}
+
+/// Why no address to advertise could be chosen for an agent bound to every address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdvertiseError {
+    /// The machine has no address of the kind Consul would pick.
+    #[error(
+        "no {kind} address found; set bind_addr or advertise_addr to the address other agents reach this one at"
+    )]
+    NoneFound {
+        /// `private IPv4` or `public IPv6`.
+        kind: &'static str,
+    },
+    /// The machine has several, and picking one would be a guess.
+    #[error("multiple {kind} addresses found ({}); set bind_addr or advertise_addr to one of them", list(.found))]
+    Multiple {
+        /// `private IPv4` or `public IPv6`.
+        kind: &'static str,
+        /// The candidates.
+        found: Vec<IpAddr>,
+    },
+    /// The interfaces could not be listed.
+    #[error("cannot list the network interfaces: {reason}")]
+    Interfaces {
+        /// The operating system's word.
+        reason: String,
+    },
+}
+
+fn list(addrs: &[IpAddr]) -> String {
+    addrs.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Consul's pick for an agent bound to `bind` (`0.0.0.0` or `::`) among the addresses of the machine's
+/// interfaces that are up (loopback excluded by the caller or here): the one private IPv4 address
+/// (10/8, 100.64/10, 172.16/12, 192.168/16) for `0.0.0.0`, the one public (global unicast, not
+/// unique-local) IPv6 address for `::`. A specific `bind` is returned as it is.
+pub fn pick_advertise_ip(bind: IpAddr, interfaces: &[IpAddr]) -> Result<IpAddr, AdvertiseError> {
+    if !bind.is_unspecified() {
+        return Ok(bind);
+    }
+    let (kind, wanted): (&'static str, fn(&IpAddr) -> bool) = match bind {
+        IpAddr::V4(_) => ("private IPv4", is_private_ipv4),
+        IpAddr::V6(_) => ("public IPv6", is_public_ipv6),
+    };
+    let mut found: Vec<IpAddr> = interfaces.iter().copied().filter(wanted).collect();
+    found.sort();
+    found.dedup();
+    match found.as_slice() {
+        [] => Err(AdvertiseError::NoneFound { kind }),
+        [one] => Ok(*one),
+        _ => Err(AdvertiseError::Multiple { kind, found }),
+    }
+}
+
+fn is_private_ipv4(ip: &IpAddr) -> bool {
+    let IpAddr::V4(v4) = ip else { return false };
+    let [a, b, ..] = v4.octets();
+    // RFC 1918 plus RFC 6598's shared address space, as Consul counts them.
+    a == 10
+        || (a == 100 && (64..128).contains(&b))
+        || (a == 172 && (16..32).contains(&b))
+        || (a == 192 && b == 168)
+}
+
+fn is_public_ipv6(ip: &IpAddr) -> bool {
+    let IpAddr::V6(v6) = ip else { return false };
+    let first = v6.segments().first().copied().unwrap_or(0);
+    let unique_local = first & 0xfe00 == 0xfc00;
+    let link_local = first & 0xffc0 == 0xfe80;
+    let mapped = v6.to_ipv4_mapped().is_some();
+    !(v6.is_unspecified() || v6.is_loopback() || v6.is_multicast() || unique_local || link_local || mapped)
+}
+
 /// Consul's default `session_ttl_min`.
 pub const DEFAULT_SESSION_TTL_MIN: Duration = Duration::from_secs(10);
 
@@ -949,5 +1056,76 @@ mod tests {
             .resolve()
             .unwrap();
         assert_eq!(config.node_name, "second");
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn an_agent_bound_to_every_address_advertises_the_one_private_address() {
+        let any4 = IpAddr::from([0, 0, 0, 0]);
+        let any6: IpAddr = "::".parse().unwrap();
+        // A specific bind is advertised as it is, whatever the interfaces.
+        let bind: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(pick_advertise_ip(bind, &[]), Ok(bind));
+        // One private IPv4 address among public, documentation, link-local and IPv6 ones.
+        for private in [
+            "10.1.2.3",
+            "100.64.0.1",
+            "100.127.255.254",
+            "172.16.0.1",
+            "172.31.9.9",
+            "192.168.1.5",
+        ] {
+            let interfaces = ips(&[
+                "8.8.4.4",
+                "192.0.2.2",
+                "169.254.1.1",
+                "172.32.0.1",
+                "100.128.0.1",
+                "fd00::2",
+                private,
+            ]);
+            assert_eq!(
+                pick_advertise_ip(any4, &interfaces),
+                Ok(private.parse().unwrap()),
+                "{private}"
+            );
+        }
+        assert_eq!(
+            pick_advertise_ip(any4, &ips(&["192.0.2.2", "fd00::2", "fe80::1"])),
+            Err(AdvertiseError::NoneFound { kind: "private IPv4" })
+        );
+        let two = pick_advertise_ip(any4, &ips(&["192.168.0.9", "10.0.0.4", "10.0.0.4"])).unwrap_err();
+        assert_eq!(
+            two,
+            AdvertiseError::Multiple {
+                kind: "private IPv4",
+                found: ips(&["10.0.0.4", "192.168.0.9"]),
+            }
+        );
+        assert!(two.to_string().contains("10.0.0.4, 192.168.0.9"), "{two}");
+        assert!(two.to_string().contains("advertise_addr"), "{two}");
+        // `::` wants a public IPv6 address: not unique-local, link-local or an IPv4 one.
+        assert_eq!(
+            pick_advertise_ip(
+                any6,
+                &ips(&["fd00::2", "fe80::1", "10.0.0.1", "2001:db8::5", "::ffff:10.0.0.1"])
+            ),
+            Ok("2001:db8::5".parse().unwrap())
+        );
+        assert_eq!(
+            pick_advertise_ip(any6, &ips(&["fd00::2", "fe80::1"])),
+            Err(AdvertiseError::NoneFound { kind: "public IPv6" })
+        );
+    }
+
+    #[test]
+    fn advertise_addr_and_a_specific_bind_win_over_interface_detection() {
+        let config = load_json(&[r#"{"bind_addr":"0.0.0.0","advertise_addr":"127.0.0.9"}"#]).unwrap();
+        assert_eq!(config.advertise_ip(), Ok(IpAddr::from([127, 0, 0, 9])));
+        let config = load_json(&[r#"{"bind_addr":"127.0.0.3"}"#]).unwrap();
+        assert_eq!(config.advertise_ip(), Ok(IpAddr::from([127, 0, 0, 3])));
     }
 }

@@ -49,6 +49,10 @@ pub enum NodeError {
     /// Consensus could not start.
     #[error("cannot start consensus: {0}")]
     Consensus(#[from] tribune_consensus::ConsensusError),
+    /// The agent is bound to every address (`bind_addr = 0.0.0.0`, Consul's default) and no single
+    /// address of this machine could be chosen to advertise.
+    #[error("cannot choose the address to advertise: {0}")]
+    Advertise(#[from] crate::config::AdvertiseError),
     /// The LAN gossip pool could not start.
     #[error("cannot start the LAN gossip pool: {reason}")]
     Gossip {

@@ -61,11 +61,8 @@ pub(crate) async fn start_lan(
     let bind = SocketAddr::new(config.bind_addr, port);
     let mut options = GossipOptions::new(config.node_name.clone(), bind);
     options.tags = tags;
-    if let Some(ip) = config.advertise_addr {
-        // The port is the bound one; with port 0 it is only known after binding, so advertise
-        // the configured port and let a 0 fall back to the bound address below.
-        options.advertise = (port != 0).then_some(SocketAddr::new(ip, port));
-    }
+    // With port 0 the gossip runtime advertises the port it binds.
+    options.advertise = config.advertise_addr.map(|ip| SocketAddr::new(ip, port));
     options.keyring = gossip_keys::initial_keyring(config)?;
     let started = Gossip::start(options).await.map_err(|e| NodeError::Gossip {
         reason: e.to_string(),

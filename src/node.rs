@@ -63,8 +63,17 @@ impl Node {
     ///   that appear in the pool and removes those that left or failed (keeping a quorum).
     /// - Port 0 binds a free port: [`NodeHandle::http_addr`] and [`NodeHandle::rpc_addr`] report it.
     ///
-    /// Client agents (`server = false`) are not supported yet and give [`NodeError::Unsupported`].
-    pub async fn start(config: Config) -> Result<NodeHandle, NodeError> {
+    /// - Bound to every address (`bind_addr = 0.0.0.0`, the default of a loaded configuration) with no
+    ///   `advertise_addr`, the node advertises the machine's one private IPv4 address, as Consul does;
+    ///   none or several is [`NodeError::Advertise`].
+    ///
+    /// Client agents (`server = false`) join the LAN pool and hand every request to a server; with
+    /// `acl.enabled` they give [`NodeError::Unsupported`] (they cannot check tokens on their own
+    /// endpoints yet).
+    pub async fn start(mut config: Config) -> Result<NodeHandle, NodeError> {
+        // Decided once, before anything binds: gossip announces this address and raft records it,
+        // so a server bound to 0.0.0.0 is never reached at 0.0.0.0.
+        config.advertise_addr = Some(config.advertise_ip()?);
         if !config.server {
             return start_client(config).await;
         }
@@ -175,6 +184,7 @@ where
     let rpc_bind = SocketAddr::new(config.bind_addr, server_port);
     let mut consensus_config = ConsensusConfig::lan(node_id, config.node_name.clone());
     consensus_config.datacenter = config.datacenter.clone();
+    consensus_config.advertise_ip = config.advertise_addr;
     consensus_config.bootstrap_expect = config.bootstrap_expect as usize;
     let consensus = Consensus::start(consensus_config, rpc_bind, log, sm, TcpTransport::new()).await?;
 

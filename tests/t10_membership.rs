@@ -146,3 +146,29 @@ async fn servers_meet_in_the_lan_pool_and_raft_follows_it() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Bound to every address, a server announces its advertise address, in gossip and in raft, and
+/// never 0.0.0.0 (which other servers would take for themselves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_bound_to_every_address_advertises_its_advertise_addr() {
+    let mut config = pool_agent("s1", true, &[]);
+    config.bootstrap_expect = 1;
+    config.bind_addr = std::net::IpAddr::from([0, 0, 0, 0]);
+    config.advertise_addr = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    let s1 = Node::start(config).await.unwrap();
+    let c1 = Client::of(&s1);
+    wait_for("a leader", FORMATION, || async {
+        c1.get("/v1/status/leader").await.text().contains("127.0.0.1:")
+    })
+    .await;
+    let raft = c1.get("/v1/operator/raft/configuration").await.json();
+    assert_eq!(
+        raft["Servers"][0]["Address"],
+        format!("127.0.0.1:{}", s1.rpc_addr().port()),
+        "{raft}"
+    );
+    let member = &c1.get("/v1/agent/members").await.json()[0];
+    assert_eq!(member["Addr"], "127.0.0.1", "{member}");
+    assert_eq!(member["Port"], s1.serf_lan_addr().unwrap().port());
+    s1.shutdown().await;
+}

@@ -1,5 +1,6 @@
 //! Server configuration: identity, cluster formation and the Raft timing that follows from them.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::error::ConsensusError;
@@ -47,6 +48,9 @@ pub struct ConsensusConfig {
     pub snapshot_chunk_bytes: u64,
     /// Deadline for a forwarded write or application request.
     pub request_timeout: Duration,
+    /// The address other servers reach this one's RPC port at, when it differs from the bound
+    /// one (a server bound to `0.0.0.0`); the port is always the bound port.
+    pub advertise_ip: Option<IpAddr>,
 }
 
 /// The largest replication request the batching settings may produce: half of the transport's
@@ -78,6 +82,7 @@ impl ConsensusConfig {
             logs_kept_after_snapshot: 10_000,
             snapshot_chunk_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(5),
+            advertise_ip: None,
         }
     }
 

@@ -239,9 +239,14 @@ impl<S: StateMachine> Consensus<S> {
         self.local_addr
     }
 
-    /// This server as it should appear in the cluster configuration.
+    /// This server as it should appear in the cluster configuration: its advertised address
+    /// (see [`ConsensusConfig::advertise_ip`]) with the bound port.
     pub fn node_info(&self) -> NodeInfo {
-        NodeInfo::new(self.local_addr.to_string(), self.shared.config.name.clone())
+        let ip = self.shared.config.advertise_ip.unwrap_or(self.local_addr.ip());
+        NodeInfo::new(
+            SocketAddr::new(ip, self.local_addr.port()).to_string(),
+            self.shared.config.name.clone(),
+        )
     }
 
     /// openraft's handle, for metrics and waits (`raft().wait(timeout).metrics(..)`).

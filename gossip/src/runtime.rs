@@ -32,7 +32,8 @@ pub struct GossipOptions {
     /// Address to bind UDP and TCP on (port 0 picks a free port, the same for both).
     pub bind: SocketAddr,
     /// Address other members use to reach us; defaults to the bound address, which must then
-    /// not be unspecified (0.0.0.0 or ::).
+    /// not be unspecified (0.0.0.0 or ::). A port of 0 here means the bound port (known only
+    /// after binding when `bind` has port 0 too).
     pub advertise: Option<SocketAddr>,
     /// Initial tags.
     pub tags: Tags,
@@ -136,7 +137,11 @@ impl Gossip {
             addr: opts.bind,
             source,
         })?;
-        let advertise = opts.advertise.unwrap_or(bound);
+        let advertise = match opts.advertise {
+            Some(addr) if addr.port() == 0 => SocketAddr::new(addr.ip(), bound.port()),
+            Some(addr) => addr,
+            None => bound,
+        };
         if advertise.ip().is_unspecified() {
             return Err(RuntimeError::UnspecifiedAdvertise { addr: advertise });
         }
