@@ -6,12 +6,16 @@ fn addr(port: u16) -> SocketAddr {
 }
 
 fn pool_with(name: &str, port: u16, keyring: Option<Keyring>) -> Pool {
+    seeded_pool(name, port, keyring, 7)
+}
+
+fn seeded_pool(name: &str, port: u16, keyring: Option<Keyring>, seed: u64) -> Pool {
     let local = LocalNode {
         name: name.into(),
         addr: addr(port),
         tags: Tags::new(),
     };
-    Pool::new(Config::local(), local, keyring, 7, Instant::ZERO).unwrap()
+    Pool::new(Config::local(), local, keyring, seed, Instant::ZERO).unwrap()
 }
 
 fn drain(p: &mut Pool) -> Vec<Output> {
@@ -174,12 +178,7 @@ fn a_late_leave_announcement_turns_a_failure_into_a_leave() {
 fn a_leave_reaches_the_live_peer_when_another_peer_is_dead_whatever_the_seed() {
     let t = Instant::from_micros(1);
     for seed in 0..500 {
-        let local = LocalNode {
-            name: "b".into(),
-            addr: addr(2),
-            tags: Tags::new(),
-        };
-        let mut b = Pool::new(Config::local(), local, None, seed, Instant::ZERO).unwrap();
+        let mut b = seeded_pool("b", 2, None, seed);
         b.handle_packet(addr(1), &alive("a", 1, 1), t);
         b.handle_packet(addr(3), &alive("c", 3, 1), t);
         let dead_c = encode_packet(&[Message::Dead {
