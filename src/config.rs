@@ -101,9 +101,7 @@ impl Config {
             acl: AclConfig::default(),
         }
     }
-}
 
-impl Config {
     /// The address other agents reach this one at, as Consul chooses it: `advertise_addr` when set,
     /// else `bind_addr`, else — bound to every address (`0.0.0.0` or `::`) — the machine's one private
     /// IPv4 address (its one public IPv6 address for `::`). None or several such addresses is an
@@ -170,7 +168,7 @@ fn list(addrs: &[IpAddr]) -> String {
 }
 
 /// Consul's pick for an agent bound to `bind` (`0.0.0.0` or `::`) among the addresses of the machine's
-/// interfaces that are up (loopback excluded by the caller or here): the one private IPv4 address
+/// interfaces that are up (loopback addresses never qualify): the one private IPv4 address
 /// (10/8, 100.64/10, 172.16/12, 192.168/16) for `0.0.0.0`, the one public (global unicast, not
 /// unique-local) IPv6 address for `::`. A specific `bind` is returned as it is.
 pub fn pick_advertise_ip(bind: IpAddr, interfaces: &[IpAddr]) -> Result<IpAddr, AdvertiseError> {
@@ -203,7 +201,7 @@ fn is_private_ipv4(ip: &IpAddr) -> bool {
 
 fn is_public_ipv6(ip: &IpAddr) -> bool {
     let IpAddr::V6(v6) = ip else { return false };
-    let first = v6.segments().first().copied().unwrap_or(0);
+    let [first, ..] = v6.segments();
     let unique_local = first & 0xfe00 == 0xfc00;
     let link_local = first & 0xffc0 == 0xfe80;
     let mapped = v6.to_ipv4_mapped().is_some();
