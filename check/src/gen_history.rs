@@ -141,8 +141,10 @@ pub fn generate_history(options: &GenOptions) -> Vec<KvOperation> {
         if let Some(slot) = clock.get_mut(client) {
             *slot = completed;
         }
+        // Every later call comes at or after `free_at` (the earliest a client is free), so effects up
+        // to it are final; the client's own earlier operations are among them.
         while let Some(&Reverse((at, i))) = pending.peek() {
-            if at > invoked {
+            if at > free_at {
                 break;
             }
             pending.pop();
