@@ -36,6 +36,8 @@ tribune_ensure_build_deps() {
     tribune_have_libclang || need_clang=yes
     command -v g++ >/dev/null || missing+=(g++)
     command -v make >/dev/null || missing+=(make)
+    # tests/t20_faults.rs cuts links between servers with iptables inside a private network namespace.
+    [ -x /usr/sbin/iptables ] || command -v iptables >/dev/null || missing+=(iptables)
     if [ "$need_clang" = yes ]; then
         # Debian 12 names the packages by LLVM version; other releases have the libclang-dev meta package.
         tribune_apt_install libclang1-14 libclang-common-14-dev "${missing[@]}" \

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The long fault campaign behind RELIABILITY.md: TRIBUNE_FAULTS_RUNS seeded runs (default 100) of three
+# `tribune agent` servers under kill -9, SIGSTOP, partitions and packet loss (the last two as root, inside a
+# private network namespace). Histories, server logs and the results table (RELIABILITY-table.md) go to
+# TRIBUNE_FAULTS_OUT (default target/faults). About 25 s per run on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/prereqs.sh
+tribune_ensure_build_deps
+tribune_use_cached_rocksdb
+export TRIBUNE_FAULTS_RUNS="${TRIBUNE_FAULTS_RUNS:-100}"
+export TRIBUNE_FAULTS_OUT="${TRIBUNE_FAULTS_OUT:-$PWD/target/faults}"
+cargo test -p tribune --test t20_faults -- --ignored long_campaign --nocapture "$@"
+echo "results: $TRIBUNE_FAULTS_OUT/RELIABILITY-table.md"

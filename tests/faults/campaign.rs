@@ -1,0 +1,562 @@
+//! Seeded runs against three real servers, their histories checked with tribune-check, and the
+//! campaign's totals: operations, faults by kind, anomalies by class, failover times per fault.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng as _, SeedableRng as _};
+use tribune_check::{
+    AnomalyClass, CheckOptions, KvOp, KvOperation, KvOutcome, ReadMode, Verdict, check_kv, check_locks,
+    check_stale_reads, lost_writes, to_jsonl,
+};
+
+use super::cluster::{self, Cluster};
+use super::nemesis::{self, Applied, Fault};
+use super::net::{self, Net};
+use super::workload::{self, Shared};
+
+/// Register clients per run.
+const CLIENTS: u64 = 6;
+/// The steady state before the first fault.
+const WARM_UP: Duration = Duration::from_secs(2);
+/// Set in the re-executed test process that runs inside `unshare -n`.
+const INSIDE_NAMESPACE: &str = "TRIBUNE_FAULTS_NETNS";
+
+/// The anomaly classes a campaign reports (the table's columns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Class {
+    /// `?consistent` reads (and writes) not linearizable.
+    Consistent,
+    /// Default-mode reads not linearizable.
+    Default,
+    /// A `?stale` read of a value never written, or of a failed write.
+    StalePhantom,
+    /// A client's `?stale` reads from one server went back to an older write.
+    StaleBackwards,
+    /// An acknowledged write the final `?consistent` read cannot explain.
+    LostWrite,
+    /// Double holders, `LockIndex` skips, lock-delay violations, fencing tokens going back.
+    LockSafety,
+    /// The checker ran out of steps on a consistent-mode key (not a pass).
+    UnknownConsistent,
+    /// The checker ran out of steps on a default-mode key.
+    UnknownDefault,
+    /// The final `?consistent` read of a key never succeeded (nothing to check lost writes against).
+    NoFinalRead,
+}
+
+impl Class {
+    const ALL: [Class; 9] = [
+        Class::Consistent,
+        Class::Default,
+        Class::StalePhantom,
+        Class::StaleBackwards,
+        Class::LostWrite,
+        Class::LockSafety,
+        Class::UnknownConsistent,
+        Class::UnknownDefault,
+        Class::NoFinalRead,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Class::Consistent => "consistent",
+            Class::Default => "default",
+            Class::StalePhantom => "stale phantom",
+            Class::StaleBackwards => "stale backwards",
+            Class::LostWrite => "lost acked write",
+            Class::LockSafety => "lock safety",
+            Class::UnknownConsistent => "unknown (consistent)",
+            Class::UnknownDefault => "unknown (default)",
+            Class::NoFinalRead => "no final read",
+        }
+    }
+}
+
+/// One run's plan: a seed and its faults, in order.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) seed: u64,
+    pub(crate) faults: Vec<Fault>,
+}
+
+/// CI's runs: every fault kind at least once (network kinds only where the namespace exists).
+pub(crate) fn short_plans(network: bool) -> Vec<Plan> {
+    let plans: Vec<(u64, Vec<Fault>)> = if network {
+        vec![
+            (1, vec![Fault::KillLeader, Fault::PartitionLeader]),
+            (2, vec![Fault::PauseLeader, Fault::PartitionFollower]),
+            (3, vec![Fault::KillFollower, Fault::OneWayLeader]),
+            (4, vec![Fault::KillAll, Fault::PacketLoss]),
+        ]
+    } else {
+        vec![
+            (1, vec![Fault::KillLeader, Fault::PauseLeader]),
+            (2, vec![Fault::KillFollower, Fault::KillAll]),
+            (3, vec![Fault::PauseLeader, Fault::KillLeader]),
+        ]
+    };
+    plans
+        .into_iter()
+        .map(|(seed, faults)| Plan { seed, faults })
+        .collect()
+}
+
+/// A long-campaign run: two faults drawn from the seed.
+pub(crate) fn random_plan(seed: u64, network: bool) -> Plan {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let kinds: Vec<Fault> = Fault::ALL
+        .into_iter()
+        .filter(|fault| network || !fault.network())
+        .collect();
+    let faults = (0..2).map(|_| kinds[rng.random_range(0..kinds.len())]).collect();
+    Plan { seed, faults }
+}
+
+/// What one run found.
+#[derive(Debug, Default)]
+pub(crate) struct RunResult {
+    pub(crate) seed: u64,
+    pub(crate) operations: usize,
+    pub(crate) lock_events: usize,
+    pub(crate) applied: Vec<Applied>,
+    pub(crate) anomalies: BTreeMap<Class, usize>,
+    pub(crate) details: Vec<String>,
+    /// Per fault: ms from its start, and from its heal, to the first accepted write invoked after.
+    pub(crate) failover: Vec<(Fault, Option<u64>, Option<u64>)>,
+    pub(crate) dir: PathBuf,
+}
+
+impl RunResult {
+    fn add(&mut self, class: Class, detail: String) {
+        *self.anomalies.entry(class).or_default() += 1;
+        if self.details.len() < 40 {
+            self.details.push(format!("[{}] {detail}", class.name()));
+        }
+    }
+}
+
+/// The first write acknowledged among those invoked at or after `from_ns`: ms from `from_ns`.
+fn first_accepted_write(ops: &[KvOperation], from_ns: u64) -> Option<u64> {
+    ops.iter()
+        .filter(|op| !matches!(op.op, KvOp::Read { .. }))
+        .filter(|op| op.invoked_ns >= from_ns && op.outcome == (KvOutcome::Written { ok: true }))
+        .map(|op| op.completed_ns.saturating_sub(from_ns) / 1_000_000)
+        .min()
+}
+
+fn checked(ops: &[KvOperation], mode: ReadMode) -> tribune_check::CheckReport {
+    check_kv(
+        ops,
+        &CheckOptions {
+            modes: vec![mode],
+            ..CheckOptions::default()
+        },
+    )
+}
+
+/// Starts three servers, runs the workload through the plan's faults, heals, reads every key, and
+/// checks the histories (saved under `out/run-<seed>/`).
+pub(crate) fn run(
+    plan: &Plan,
+    out: &Path,
+    net: Option<&Net>,
+    runtime: &tokio::runtime::Runtime,
+) -> RunResult {
+    let started = Instant::now();
+    let dir = out.join(format!("run-{}", plan.seed));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the run directory");
+    let slots = cluster::slots(&dir, net.is_some());
+    let mut cluster = Cluster::start(slots);
+    let leader = runtime.block_on(cluster.wait_leader(nemesis::RECOVERY_LIMIT));
+    assert!(
+        leader.is_some(),
+        "run {}: three fresh servers elected no leader in {:?}; logs in {}",
+        plan.seed,
+        nemesis::RECOVERY_LIMIT,
+        dir.display()
+    );
+    let shared = Shared::new(cluster.slots.iter().map(|slot| slot.http()).collect());
+    let mut tasks = Vec::new();
+    for worker in 0..CLIENTS {
+        let seed = plan.seed * 1000 + worker;
+        tasks.push(runtime.spawn(workload::register_client(Arc::clone(&shared), worker, seed)));
+    }
+    tasks.push(runtime.spawn(workload::txn_client(
+        Arc::clone(&shared),
+        CLIENTS,
+        plan.seed * 1000 + 100,
+    )));
+    for n in 0..2 {
+        tasks.push(runtime.spawn(workload::lock_client(
+            Arc::clone(&shared),
+            plan.seed * 1000 + 200 + n,
+        )));
+    }
+
+    std::thread::sleep(WARM_UP);
+    let mut rng = SmallRng::seed_from_u64(plan.seed ^ 0x5eed_fa17);
+    let mut applied = Vec::new();
+    for &fault in &plan.faults {
+        applied.push(nemesis::inject(
+            fault,
+            &mut cluster,
+            net,
+            runtime,
+            &shared,
+            &mut rng,
+        ));
+    }
+    // Heal everything (each fault healed itself; this is the backstop), then stop the clients.
+    if let Some(net) = net {
+        net.heal();
+    }
+    cluster.revive_all();
+    let _ = runtime.block_on(cluster.wait_leader(nemesis::RECOVERY_LIMIT));
+    shared.stop.store(true, Ordering::Relaxed);
+    runtime.block_on(async {
+        for task in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+    });
+    let missing = runtime.block_on(workload::final_reads(&shared, Duration::from_secs(30)));
+    drop(cluster);
+
+    let ops = shared.ops.lock().clone();
+    let locks = shared.locks.lock().clone();
+    std::fs::write(dir.join("history.jsonl"), to_jsonl(&ops).expect("encode history")).expect("save history");
+    std::fs::write(dir.join("locks.jsonl"), to_jsonl(&locks).expect("encode locks")).expect("save locks");
+    let mut faults_text = String::new();
+    for a in &applied {
+        let _ = writeln!(
+            faults_text,
+            "{}\tstart_ns={}\theal_ns={}\ttarget={:?}\tleader_before={:?}",
+            a.fault, a.start_ns, a.heal_ns, a.target, a.leader_before
+        );
+    }
+    std::fs::write(dir.join("faults.txt"), faults_text).expect("save the fault log");
+
+    let mut result = RunResult {
+        seed: plan.seed,
+        operations: ops.len(),
+        lock_events: locks.len(),
+        dir: dir.clone(),
+        ..RunResult::default()
+    };
+    for key in missing {
+        result.add(Class::NoFinalRead, format!("no final ?consistent read of {key}"));
+    }
+    for (mode, violation, unknown) in [
+        (ReadMode::Consistent, Class::Consistent, Class::UnknownConsistent),
+        (ReadMode::Default, Class::Default, Class::UnknownDefault),
+    ] {
+        let report = checked(&ops, mode);
+        for key in &report.keys {
+            match key.verdict {
+                Verdict::Linearizable => {}
+                Verdict::Violation => result.add(violation, key.to_string()),
+                Verdict::Unknown => result.add(unknown, key.to_string()),
+            }
+        }
+    }
+    for anomaly in check_stale_reads(&ops) {
+        let class = if anomaly.class == AnomalyClass::StaleBackwards {
+            Class::StaleBackwards
+        } else {
+            Class::StalePhantom
+        };
+        result.add(class, anomaly.to_string());
+    }
+    for anomaly in lost_writes(&ops) {
+        result.add(Class::LostWrite, anomaly.to_string());
+    }
+    for anomaly in check_locks(&locks) {
+        result.add(Class::LockSafety, anomaly.to_string());
+    }
+    for a in &applied {
+        result.failover.push((
+            a.fault,
+            first_accepted_write(&ops, a.start_ns),
+            first_accepted_write(&ops, a.heal_ns),
+        ));
+    }
+    result.applied = applied;
+    // The histories and logs stay; the servers' data is only needed while they run.
+    for slot in cluster::slots(&dir, net.is_some()) {
+        let _ = std::fs::remove_dir_all(&slot.data_dir);
+    }
+    let found: usize = result.anomalies.values().sum();
+    println!(
+        "run {}: {} ops, {} lock events, faults [{}], {} anomalies, {:.1}s ({})",
+        plan.seed,
+        result.operations,
+        result.lock_events,
+        plan.faults
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        found,
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    );
+    for detail in &result.details {
+        println!("  {detail}");
+    }
+    result
+}
+
+/// The campaign's totals.
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) runs: usize,
+    pub(crate) operations: usize,
+    pub(crate) lock_events: usize,
+    pub(crate) faults: BTreeMap<Fault, usize>,
+    pub(crate) anomalies: BTreeMap<Class, usize>,
+    pub(crate) failover_start: BTreeMap<Fault, Vec<u64>>,
+    pub(crate) failover_heal: BTreeMap<Fault, Vec<u64>>,
+    /// Faults after which no write was accepted before the run ended.
+    pub(crate) no_write_after: BTreeMap<Fault, usize>,
+    pub(crate) failed_runs: Vec<(u64, PathBuf)>,
+}
+
+impl Totals {
+    pub(crate) fn add(&mut self, result: &RunResult) {
+        self.runs += 1;
+        self.operations += result.operations;
+        self.lock_events += result.lock_events;
+        for a in &result.applied {
+            *self.faults.entry(a.fault).or_default() += 1;
+        }
+        for (class, n) in &result.anomalies {
+            *self.anomalies.entry(*class).or_default() += n;
+        }
+        for (fault, start, heal) in &result.failover {
+            match (start, heal) {
+                (Some(start), Some(heal)) => {
+                    self.failover_start.entry(*fault).or_default().push(*start);
+                    self.failover_heal.entry(*fault).or_default().push(*heal);
+                }
+                _ => *self.no_write_after.entry(*fault).or_default() += 1,
+            }
+        }
+        if !result.anomalies.is_empty() {
+            self.failed_runs.push((result.seed, result.dir.clone()));
+        }
+    }
+
+    pub(crate) fn count(&self, class: Class) -> usize {
+        self.anomalies.get(&class).copied().unwrap_or(0)
+    }
+
+    /// The campaign as Markdown tables.
+    pub(crate) fn table(&self, command: &str, network: bool) -> String {
+        let mut out = String::new();
+        let commit = Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let _ = writeln!(out, "Command: `{command}`  ");
+        let _ = writeln!(
+            out,
+            "Commit: `{commit}`; network faults: {}\n",
+            if network { "yes" } else { "SKIPPED" }
+        );
+        let _ = writeln!(out, "| runs | operations | lock events | faults |");
+        let _ = writeln!(out, "|---:|---:|---:|---:|");
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |\n",
+            self.runs,
+            self.operations,
+            self.lock_events,
+            self.faults.values().sum::<usize>()
+        );
+        let _ = writeln!(out, "| anomaly class | count |");
+        let _ = writeln!(out, "|---|---:|");
+        for class in Class::ALL {
+            let _ = writeln!(out, "| {} | {} |", class.name(), self.count(class));
+        }
+        let _ = writeln!(
+            out,
+            "\n| fault | count | first accepted write after start p50 / p99 (ms) | after heal p50 / p99 (ms) | no write before run end |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+        for (fault, count) in &self.faults {
+            let start = self.failover_start.get(fault).map(Vec::as_slice).unwrap_or(&[]);
+            let heal = self.failover_heal.get(fault).map(Vec::as_slice).unwrap_or(&[]);
+            let _ = writeln!(
+                out,
+                "| {fault} | {count} | {} / {} | {} / {} | {} |",
+                percentile(start, 50),
+                percentile(start, 99),
+                percentile(heal, 50),
+                percentile(heal, 99),
+                self.no_write_after.get(fault).copied().unwrap_or(0)
+            );
+        }
+        out
+    }
+}
+
+/// Nearest-rank percentile of milliseconds, "-" for none.
+fn percentile(samples: &[u64], p: usize) -> String {
+    if samples.is_empty() {
+        return "-".to_owned();
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let rank = (p * sorted.len()).div_ceil(100).max(1) - 1;
+    sorted[rank.min(sorted.len() - 1)].to_string()
+}
+
+/// Where histories go: `TRIBUNE_FAULTS_OUT`, or a fresh temporary directory kept for inspection.
+fn output_dir() -> PathBuf {
+    match std::env::var_os("TRIBUNE_FAULTS_OUT") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            std::fs::create_dir_all(&dir).expect("create TRIBUNE_FAULTS_OUT");
+            dir
+        }
+        None => tempfile::Builder::new()
+            .prefix("tribune-faults-")
+            .tempdir()
+            .expect("create a temporary directory")
+            .keep(),
+    }
+}
+
+fn env_flag(name: &str, default: bool) -> bool {
+    match std::env::var(name) {
+        Ok(value) => !matches!(value.trim(), "0" | "false" | "no" | "off" | ""),
+        Err(_) => default,
+    }
+}
+
+/// Which campaign a test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Campaign {
+    Short,
+    Long,
+}
+
+/// The test's entry point: re-executes this test inside `unshare -n` when it can (root, iptables),
+/// otherwise runs the process faults only and says so.
+pub(crate) fn run_campaign(test_name: &str, campaign: Campaign) {
+    if std::env::var_os(INSIDE_NAMESPACE).is_some() {
+        return execute(campaign, true);
+    }
+    if let Some(reason) = net::unavailable() {
+        println!(
+            "t20_faults: NETWORK FAULTS SKIPPED ({reason}); running kill -9 and SIGSTOP faults only. \
+             Run as root with iptables installed for partitions and packet loss."
+        );
+        return execute(campaign, false);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let status = Command::new("unshare")
+        .arg("-n")
+        .arg("--")
+        .arg(exe)
+        .args([
+            test_name,
+            "--exact",
+            "--nocapture",
+            "--include-ignored",
+            "--test-threads=1",
+        ])
+        .env(INSIDE_NAMESPACE, "1")
+        .status()
+        .expect("run the test again inside unshare -n");
+    assert!(
+        status.success(),
+        "the campaign inside the network namespace failed: {status}"
+    );
+}
+
+fn execute(campaign: Campaign, network: bool) {
+    let out = output_dir();
+    println!("t20_faults: histories and server logs under {}", out.display());
+    let plans: Vec<Plan> = match (campaign, std::env::var("TRIBUNE_FAULTS_SEEDS")) {
+        (_, Ok(seeds)) => seeds
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .map(|seed| {
+                short_plans(network)
+                    .into_iter()
+                    .find(|plan| plan.seed == seed)
+                    .unwrap_or_else(|| random_plan(seed, network))
+            })
+            .collect(),
+        (Campaign::Short, Err(_)) => short_plans(network),
+        (Campaign::Long, Err(_)) => {
+            let runs: u64 = std::env::var("TRIBUNE_FAULTS_RUNS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(100);
+            (0..runs).map(|i| random_plan(1000 + i, network)).collect()
+        }
+    };
+    let slots = cluster::slots(&out, network);
+    let net = network.then(|| Net::setup(&slots));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let mut totals = Totals::default();
+    for plan in &plans {
+        let result = run(plan, &out, net.as_ref(), &runtime);
+        totals.add(&result);
+    }
+    let command = match campaign {
+        Campaign::Short => "cargo test -p tribune --test t20_faults short_campaign".to_owned(),
+        Campaign::Long => format!(
+            "TRIBUNE_FAULTS_RUNS={} cargo test -p tribune --test t20_faults -- --ignored long_campaign --nocapture",
+            plans.len()
+        ),
+    };
+    let table = totals.table(&command, network);
+    println!("\n{table}");
+    std::fs::write(out.join("RELIABILITY-table.md"), &table).expect("save the table");
+
+    let strict_default = env_flag("TRIBUNE_FAULTS_STRICT_DEFAULT", true);
+    let mut broken: Vec<String> = [
+        Class::Consistent,
+        Class::UnknownConsistent,
+        Class::LostWrite,
+        Class::NoFinalRead,
+        Class::StalePhantom,
+        Class::StaleBackwards,
+        Class::LockSafety,
+    ]
+    .into_iter()
+    .chain(strict_default.then_some(Class::Default))
+    .filter(|class| totals.count(*class) > 0)
+    .map(|class| format!("{} {}", totals.count(class), class.name()))
+    .collect();
+    if !strict_default && totals.count(Class::Default) > 0 {
+        println!(
+            "t20_faults: {} default-mode anomalies NOT asserted (TRIBUNE_FAULTS_STRICT_DEFAULT=0)",
+            totals.count(Class::Default)
+        );
+    }
+    if !broken.is_empty() {
+        broken.push(format!(
+            "failed runs (seed, directory): {:?}; replay with TRIBUNE_FAULTS_SEEDS=<seed>",
+            totals.failed_runs
+        ));
+    }
+    assert!(broken.is_empty(), "anomalies under faults: {}", broken.join("; "));
+}

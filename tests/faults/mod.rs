@@ -1,0 +1,9 @@
+//! The fault harness: real `tribune agent` servers, a nemesis, clients recording histories, and
+//! the campaign that checks them (see tests/t20_faults.rs).
+
+pub(crate) mod campaign;
+pub(crate) mod cluster;
+pub(crate) mod http;
+pub(crate) mod nemesis;
+pub(crate) mod net;
+pub(crate) mod workload;
