@@ -10,8 +10,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use tribune_gossip::sim::{SimConfig, Simulation};
 use tribune_gossip::{
-    Config, Instant, Keyring, LocalNode, MemberState, MemberStatus, Message, Pool, PushPull, Tags,
-    decode_packet, decode_push_pull, encode_packet, encode_push_pull,
+    Config, Instant, Keyring, LocalNode, MemberState, MemberStatus, Message, Pool, PushPull, SystemNonces,
+    Tags, decode_packet, decode_push_pull, encode_packet, encode_push_pull,
 };
 
 fn tags() -> Tags {
@@ -79,13 +79,29 @@ fn encrypted_pool(c: &mut Criterion) {
         addr: "10.0.0.1:8301".parse().unwrap(),
         tags: tags(),
     };
-    let mut pool = Pool::new(Config::lan(), local, Some(ring.clone()), 1, Instant::ZERO).unwrap();
+    let mut pool = Pool::new(
+        Config::lan(),
+        local,
+        Some(ring.clone()),
+        Box::new(SystemNonces::new()),
+        1,
+        Instant::ZERO,
+    )
+    .unwrap();
     let local_b = LocalNode {
         name: "b".into(),
         addr: "10.0.0.2:8301".parse().unwrap(),
         tags: tags(),
     };
-    let mut sender = Pool::new(Config::lan(), local_b, Some(ring), 2, Instant::ZERO).unwrap();
+    let mut sender = Pool::new(
+        Config::lan(),
+        local_b,
+        Some(ring),
+        Box::new(SystemNonces::new()),
+        2,
+        Instant::ZERO,
+    )
+    .unwrap();
     while sender.poll_output().is_some() {}
     sender.join(&["10.0.0.1:8301".parse().unwrap()], Instant::ZERO);
     let Some(tribune_gossip::Output::Stream { data, .. }) = sender.poll_output() else {

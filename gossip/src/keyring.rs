@@ -1,8 +1,10 @@
 //! Gossip encryption: a keyring of AES-GCM keys (ring), with a primary key for sending.
 //!
-//! Envelope: `ENCRYPTION_VERSION nonce[12] ciphertext tag[16]` (29 bytes of overhead). The nonce is
-//! drawn from the pool's RNG for every packet and stream; see [`crate::Pool::new`] for why that RNG
-//! must be seeded from a real entropy source outside the simulator.
+//! Envelope: `ENCRYPTION_VERSION nonce[12] ciphertext tag[16]` (29 bytes of overhead). The nonce of
+//! every packet and stream comes from the [`NonceSource`] the pool was given: [`SystemNonces`] (the
+//! operating system's CSPRNG) wherever a real key is in use, [`SimulatedNonces`] only in the
+//! simulator. Never from the pool's seeded RNG: a seed that repeats (two pools, one seed) would repeat
+//! nonces under one key, which breaks AES-GCM's confidentiality and lets a listener forge messages.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -121,6 +123,91 @@ impl std::fmt::Debug for KeyringOp {
             KeyringOp::Use(_) => "Use(..)",
             KeyringOp::Remove(_) => "Remove(..)",
         })
+    }
+}
+
+/// Where a pool's AES-GCM nonces come from.
+///
+/// An implementation MUST NOT hand out the same nonce twice while the same key may be in use by any
+/// member of the pool, in this process or another. Random 96-bit nonces from a CSPRNG meet this
+/// within AES-GCM's usage limit (2^32 messages per key); a seeded PRNG does not, since two pools
+/// given one seed draw the same sequence.
+pub trait NonceSource: Send + std::fmt::Debug {
+    /// A fresh nonce, or `None` when the source failed; the pool then sends nothing rather than
+    /// risk a repeated nonce.
+    fn next_nonce(&mut self) -> Option<[u8; NONCE_LEN]>;
+
+    /// Whether the nonces are unpredictable and independent of any seed (a CSPRNG). Only such a
+    /// source may be used with a real key.
+    fn is_cryptographic(&self) -> bool;
+}
+
+/// Nonces from the operating system's CSPRNG (`ring::rand::SystemRandom`): the source for any pool
+/// that talks to real peers, as the tokio runtime's does.
+#[derive(Debug)]
+pub struct SystemNonces {
+    random: ring::rand::SystemRandom,
+}
+
+impl SystemNonces {
+    /// A source over the system's random generator.
+    pub fn new() -> Self {
+        SystemNonces {
+            random: ring::rand::SystemRandom::new(),
+        }
+    }
+}
+
+impl Default for SystemNonces {
+    fn default() -> Self {
+        SystemNonces::new()
+    }
+}
+
+impl NonceSource for SystemNonces {
+    fn next_nonce(&mut self) -> Option<[u8; NONCE_LEN]> {
+        use ring::rand::SecureRandom as _;
+        let mut nonce = [0u8; NONCE_LEN];
+        self.random.fill(&mut nonce).ok()?;
+        Some(nonce)
+    }
+
+    fn is_cryptographic(&self) -> bool {
+        true
+    }
+}
+
+/// SIMULATION ONLY: predictable nonces (a 32-bit stream number, then a 64-bit counter), so that a
+/// simulated run stays reproducible bit for bit. Unique only among sources given distinct stream
+/// numbers in one process; anyone who knows the scheme can predict them. Never use it with a key
+/// that protects real traffic.
+#[derive(Debug)]
+pub struct SimulatedNonces {
+    stream: u32,
+    counter: u64,
+}
+
+impl SimulatedNonces {
+    /// A counter-based source; `stream` must differ between the pools of one simulation.
+    pub fn new(stream: u32) -> Self {
+        SimulatedNonces { stream, counter: 0 }
+    }
+}
+
+impl NonceSource for SimulatedNonces {
+    fn next_nonce(&mut self) -> Option<[u8; NONCE_LEN]> {
+        let counter = self.counter;
+        // A wrapped counter would repeat a nonce: stop instead.
+        self.counter = counter.checked_add(1)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        let (stream, count) = nonce.split_at_mut(4);
+        stream.copy_from_slice(&self.stream.to_be_bytes());
+        count.copy_from_slice(&counter.to_be_bytes());
+        Some(nonce)
+    }
+
+    fn is_cryptographic(&self) -> bool {
+        false
     }
 }
 
@@ -277,6 +364,25 @@ pub fn keygen() -> Result<String, KeyringError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_nonces_differ_and_simulated_ones_count() {
+        let (mut a, mut b) = (SystemNonces::new(), SystemNonces::new());
+        let first = a.next_nonce().unwrap();
+        assert_ne!(first, a.next_nonce().unwrap());
+        assert_ne!(first, b.next_nonce().unwrap());
+        assert!(a.is_cryptographic());
+
+        let mut sim = SimulatedNonces::new(3);
+        assert!(!sim.is_cryptographic());
+        assert_eq!(sim.next_nonce().unwrap(), [0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(sim.next_nonce().unwrap(), [0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1]);
+        let mut last = SimulatedNonces {
+            stream: 1,
+            counter: u64::MAX,
+        };
+        assert_eq!(last.next_nonce(), None, "a wrapped counter would repeat a nonce");
+    }
 
     #[test]
     fn key_lengths() {

@@ -25,7 +25,8 @@
 //! - [`sim::Simulation`]: a deterministic discrete-event simulator running thousands of pools
 //!   through the real codec, with latency, loss, partitions, crashes and restarts.
 //!
-//! What it is NOT: the core does no IO, reads no clock and uses no unseeded randomness; it has no
+//! What it is NOT: the core does no IO, reads no clock and uses no unseeded randomness (AES-GCM
+//! nonces come from an injected [`NonceSource`]: the system CSPRNG outside the simulator); it has no
 //! general Serf queries (the keyring fan-out is the only one), Vivaldi coordinates or
 //! compression, and it does not persist anything (an application keeps the keys across restarts
 //! on [`Event::KeyringChanged`]).
@@ -50,7 +51,9 @@ pub use codec::{
     decode_stream, encode_packet, encode_push_pull, encode_stream,
 };
 pub use config::{Config, ConfigError};
-pub use keyring::{Keyring, KeyringError, KeyringOp, decode_key, keygen};
+pub use keyring::{
+    Keyring, KeyringError, KeyringOp, NonceSource, SimulatedNonces, SystemNonces, decode_key, keygen,
+};
 pub use keyring_query::KeyringReport;
 pub use member::{Event, Member, MemberStatus, Tags, UserEvent};
 pub use pool::{LocalNode, MAX_NAME_LEN, Output, Pool, PoolError, Stats, Timer};

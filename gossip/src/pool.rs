@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
-use rand::{Rng as _, RngCore as _, SeedableRng as _};
+use rand::{Rng as _, SeedableRng as _};
 
 use crate::broadcast::BroadcastQueue;
 use crate::codec::{
     self, MAX_MESSAGES_PER_PACKET, MemberState, Message, PACKET_HEADER, PushPull, StreamMessage,
 };
 use crate::config::{Config, ConfigError};
-use crate::keyring::{ENCRYPTION_OVERHEAD, ENCRYPTION_VERSION, Keyring, KeyringOp, OpenError};
+use crate::keyring::{ENCRYPTION_OVERHEAD, ENCRYPTION_VERSION, Keyring, KeyringOp, NonceSource, OpenError};
 use crate::keyring_query::{KeyringReport, PendingKeyringOp};
 use crate::member::{Event, Member, MemberStatus, Tags, UserEvent};
 use crate::table::{Entry, MemberTable};
@@ -134,6 +134,8 @@ pub struct Stats {
     pub failed_probes: u64,
     /// Times this node refuted a claim that it was suspect or dead.
     pub refutations: u64,
+    /// Packets or streams not sent because the nonce source failed.
+    pub nonce_failures: u64,
 }
 
 /// Why an operation on a pool was refused. The pool is unchanged when one is returned.
@@ -226,7 +228,8 @@ impl Suspicion {
 /// Inputs are the `handle_*` methods plus [`Pool::join`], [`Pool::leave`], [`Pool::update_tags`] and
 /// [`Pool::send_user_event`], each taking the current [`Instant`]. Effects are queued as [`Output`]s,
 /// which the caller drains with [`Pool::poll_output`] after every input. The pool does no IO, reads
-/// no clock and draws randomness only from the RNG seeded in [`Pool::new`].
+/// no clock and draws randomness only from the RNG seeded in [`Pool::new`]; AES-GCM nonces come
+/// from the [`NonceSource`] given there, never from that RNG.
 pub struct Pool {
     config: Config,
     name: String,
@@ -236,7 +239,7 @@ pub struct Pool {
     leaving: bool,
     keyring: Option<Keyring>,
     rng: SmallRng,
-    nonce_rng: SmallRng,
+    nonces: Box<dyn NonceSource>,
 
     members: MemberTable,
     live: usize,
@@ -279,13 +282,17 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// Creates a pool holding only the local member, and queues its first timers.
     ///
-    /// `seed` drives every random choice and, when `keyring` is set, the AES-GCM nonces. Outside the
-    /// simulator it MUST come from a real entropy source and differ between processes (the tokio
-    /// runtime does this): two nodes sharing a key and a seed would reuse nonces.
+    /// `seed` drives every random choice of the protocol (probe order, gossip targets, jitter), so a
+    /// simulated run is reproducible. When `keyring` is set, every packet and stream is sealed under
+    /// a nonce from `nonces`: [`SystemNonces`](crate::SystemNonces) for anything that talks to real
+    /// peers (the tokio runtime's choice), [`SimulatedNonces`](crate::SimulatedNonces) only in the
+    /// simulator. The seed never reaches the nonces, so two pools that share a seed and a key do not
+    /// repeat a nonce.
     pub fn new(
         config: Config,
         local: LocalNode,
         keyring: Option<Keyring>,
+        nonces: Box<dyn NonceSource>,
         seed: u64,
         now: Instant,
     ) -> Result<Pool, PoolError> {
@@ -297,8 +304,7 @@ impl Pool {
             });
         }
         check_tags(&config, &local.tags)?;
-        let mut rng = SmallRng::seed_from_u64(seed);
-        let nonce_rng = SmallRng::seed_from_u64(rng.next_u64());
+        let rng = SmallRng::seed_from_u64(seed);
         let user_events = EventDedup::new(config.user_event_buffer);
         let mut pool = Pool {
             name: local.name.clone(),
@@ -308,7 +314,7 @@ impl Pool {
             leaving: false,
             keyring,
             rng,
-            nonce_rng,
+            nonces,
             members: MemberTable::new(),
             live: 0,
             probe_index: 0,
@@ -657,9 +663,9 @@ impl Pool {
                     }
                     None
                 } else if pp.push {
-                    Some(self.encode_push_pull_reply(None, Vec::new()))
+                    self.encode_push_pull_reply(None, Vec::new())
                 } else {
-                    Some(self.encode_push_pull_reply(Some(&pp), want))
+                    self.encode_push_pull_reply(Some(&pp), want)
                 }
             }
             StreamMessage::Ping { seq, target } => {
@@ -667,7 +673,7 @@ impl Pool {
                     return None;
                 }
                 let reply = codec::encode_stream(&StreamMessage::Ack { seq });
-                let data = self.seal(AAD_STREAM, reply);
+                let data = self.seal(AAD_STREAM, reply)?;
                 self.stats.streams_sent += 1;
                 self.stats.stream_bytes_sent += data.len() as u64;
                 Some(data)
@@ -690,7 +696,7 @@ impl Pool {
                 });
                 // Sealed after the operation: a new primary key is already the one in use, and
                 // the requester, which applied it first, holds it.
-                let data = self.seal(AAD_STREAM, reply);
+                let data = self.seal(AAD_STREAM, reply)?;
                 self.stats.streams_sent += 1;
                 self.stats.stream_bytes_sent += data.len() as u64;
                 Some(data)
@@ -1348,13 +1354,14 @@ impl Pool {
                 seq,
                 target: target.clone(),
             });
-            let data = self.seal(AAD_STREAM, ping);
-            self.stats.streams_sent += 1;
-            self.stats.stream_bytes_sent += data.len() as u64;
-            self.outputs.push_back(Output::Stream {
-                to: target_addr,
-                data,
-            });
+            if let Some(data) = self.seal(AAD_STREAM, ping) {
+                self.stats.streams_sent += 1;
+                self.stats.stream_bytes_sent += data.len() as u64;
+                self.outputs.push_back(Output::Stream {
+                    to: target_addr,
+                    data,
+                });
+            }
         }
         if let Some(p) = self.probe.as_mut() {
             p.indirect = true;
@@ -1466,7 +1473,9 @@ impl Pool {
     }
 
     fn emit_packet(&mut self, to: SocketAddr, plain: Vec<u8>) {
-        let data = self.seal(AAD_PACKET, plain);
+        let Some(data) = self.seal(AAD_PACKET, plain) else {
+            return;
+        };
         self.stats.packets_sent += 1;
         self.stats.packet_bytes_sent += data.len() as u64;
         self.outputs.push_back(Output::Packet { to, data });
@@ -1500,7 +1509,7 @@ impl Pool {
     /// A member goes in full when the requester does not know it or knows an older incarnation
     /// of it, brief when only its status is news, and not at all when the requester's digest
     /// already matches (or is newer, in which case it is in `want`).
-    fn encode_push_pull_reply(&mut self, request: Option<&PushPull>, want: Vec<String>) -> Vec<u8> {
+    fn encode_push_pull_reply(&mut self, request: Option<&PushPull>, want: Vec<String>) -> Option<Vec<u8>> {
         let mut members = Vec::new();
         let mut join = false;
         if let Some(req) = request {
@@ -1543,10 +1552,10 @@ impl Pool {
             want,
         };
         let plain = codec::encode_push_pull(&pp);
-        let data = self.seal(AAD_STREAM, plain);
+        let data = self.seal(AAD_STREAM, plain)?;
         self.stats.streams_sent += 1;
         self.stats.stream_bytes_sent += data.len() as u64;
-        data
+        Some(data)
     }
 
     /// Sends `to`, in full, the members it asked for in its reply.
@@ -1596,7 +1605,9 @@ impl Pool {
     }
 
     fn emit_sealed_stream(&mut self, to: SocketAddr, plain: Vec<u8>) {
-        let data = self.seal(AAD_STREAM, plain);
+        let Some(data) = self.seal(AAD_STREAM, plain) else {
+            return;
+        };
         self.stats.streams_sent += 1;
         self.stats.stream_bytes_sent += data.len() as u64;
         self.outputs.push_back(Output::Stream { to, data });
@@ -1621,15 +1632,24 @@ impl Pool {
         }
     }
 
-    fn seal(&mut self, aad: &[u8], plain: Vec<u8>) -> Vec<u8> {
-        match &self.keyring {
-            None => plain,
-            Some(keyring) => {
-                let mut nonce = [0u8; 12];
-                self.nonce_rng.fill_bytes(&mut nonce);
-                keyring.seal(nonce, aad, &plain)
+    /// Seals `plain` when encryption is on; `None` (counted) when the nonce source failed, in which
+    /// case nothing is sent.
+    fn seal(&mut self, aad: &[u8], plain: Vec<u8>) -> Option<Vec<u8>> {
+        let Some(keyring) = &self.keyring else {
+            return Some(plain);
+        };
+        match self.nonces.next_nonce() {
+            Some(nonce) => Some(keyring.seal(nonce, aad, &plain)),
+            None => {
+                self.stats.nonce_failures += 1;
+                None
             }
         }
+    }
+
+    /// Whether this pool's nonces come from a CSPRNG (see [`NonceSource::is_cryptographic`]).
+    pub fn nonces_are_cryptographic(&self) -> bool {
+        self.nonces.is_cryptographic()
     }
 
     /// Opens an envelope, or counts and drops what must not be applied.

@@ -15,7 +15,9 @@ fn seeded_pool(name: &str, port: u16, keyring: Option<Keyring>, seed: u64) -> Po
         addr: addr(port),
         tags: Tags::new(),
     };
-    Pool::new(Config::local(), local, keyring, seed, Instant::ZERO).unwrap()
+    // The nonce source the tokio runtime gives its pools.
+    let nonces = Box::new(crate::SystemNonces::new());
+    Pool::new(Config::local(), local, keyring, nonces, seed, Instant::ZERO).unwrap()
 }
 
 fn drain(p: &mut Pool) -> Vec<Output> {
@@ -64,7 +66,14 @@ fn new_pool_schedules_its_timers_and_refuses_bad_input() {
         tags: Tags::new(),
     };
     assert!(matches!(
-        Pool::new(Config::lan(), local, None, 1, Instant::ZERO),
+        Pool::new(
+            Config::lan(),
+            local,
+            None,
+            Box::new(crate::SimulatedNonces::new(0)),
+            1,
+            Instant::ZERO
+        ),
         Err(PoolError::InvalidName { len: 0, .. })
     ));
     let mut big = Tags::new();
@@ -332,6 +341,73 @@ fn acks_pings_for_itself_only() {
     assert!(data.len() <= Config::local().packet_size);
 }
 
+/// The first sealed stream a fresh pool sends when it joins through `addr(9)`.
+fn first_join_stream(pool: &mut Pool) -> Vec<u8> {
+    drain(pool);
+    pool.join(&[addr(9)], Instant::ZERO);
+    drain(pool)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Stream { data, .. } => Some(data),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn two_pools_with_one_seed_and_key_never_repeat_a_nonce() {
+    let key = Keyring::new(&[1; 32]).unwrap();
+    let mut a = seeded_pool("a", 1, Some(key.clone()), 42);
+    let mut b = seeded_pool("a", 1, Some(key), 42);
+    let (sealed_a, sealed_b) = (first_join_stream(&mut a), first_join_stream(&mut b));
+    let nonce = 1..1 + ring::aead::NONCE_LEN;
+    assert_eq!(sealed_a[0], ENCRYPTION_VERSION);
+    assert_eq!(sealed_a.len(), sealed_b.len(), "the same message");
+    assert_ne!(
+        sealed_a[nonce.clone()],
+        sealed_b[nonce],
+        "one seed must not give one nonce sequence"
+    );
+    assert!(a.nonces_are_cryptographic());
+}
+
+#[test]
+fn a_failing_nonce_source_sends_nothing() {
+    #[derive(Debug)]
+    struct Broken;
+    impl NonceSource for Broken {
+        fn next_nonce(&mut self) -> Option<[u8; 12]> {
+            None
+        }
+        fn is_cryptographic(&self) -> bool {
+            true
+        }
+    }
+    let local = LocalNode {
+        name: "a".into(),
+        addr: addr(1),
+        tags: Tags::new(),
+    };
+    let key = Keyring::new(&[1; 32]).unwrap();
+    let mut p = Pool::new(
+        Config::local(),
+        local,
+        Some(key),
+        Box::new(Broken),
+        1,
+        Instant::ZERO,
+    )
+    .unwrap();
+    drain(&mut p);
+    p.join(&[addr(9)], Instant::ZERO);
+    let sent = drain(&mut p)
+        .into_iter()
+        .filter(|o| matches!(o, Output::Stream { .. } | Output::Packet { .. }))
+        .count();
+    assert_eq!(sent, 0);
+    assert_eq!(p.stats().nonce_failures, 1);
+}
+
 #[test]
 fn encrypted_pool_drops_and_counts_plaintext_and_foreign_keys() {
     let mut p = pool_with("a", 1, Some(Keyring::new(&[1; 32]).unwrap()));
@@ -407,7 +483,8 @@ fn missed_acks_raise_the_health_score_up_to_its_cap_only_with_lifeguard() {
             addr: addr(1),
             tags: Tags::new(),
         };
-        let mut p = Pool::new(cfg.clone(), local, None, 3, Instant::ZERO).unwrap();
+        let nonces = Box::new(crate::SimulatedNonces::new(0));
+        let mut p = Pool::new(cfg.clone(), local, None, nonces, 3, Instant::ZERO).unwrap();
         // Many members that never answer.
         for i in 0..20u16 {
             p.handle_packet(addr(100 + i), &alive(&format!("m{i}"), 100 + i, 1), Instant::ZERO);

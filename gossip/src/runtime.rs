@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::Config;
-use crate::keyring::{ENCRYPTION_OVERHEAD, Keyring, KeyringError, KeyringOp};
+use crate::keyring::{ENCRYPTION_OVERHEAD, Keyring, KeyringError, KeyringOp, SystemNonces};
 use crate::keyring_query::KeyringReport;
 use crate::member::{Event, Member, Tags};
 use crate::pool::{LocalNode, Output, Pool, PoolError, Stats, Timer};
@@ -151,13 +151,7 @@ impl Gossip {
             addr: advertise,
             tags: opts.tags.clone(),
         };
-        let pool = Pool::new(
-            opts.config.clone(),
-            local,
-            opts.keyring,
-            random_seed(),
-            Instant::ZERO,
-        )?;
+        let pool = runtime_pool(opts.config.clone(), local, opts.keyring, random_seed())?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let driver = Driver {
@@ -592,8 +586,26 @@ async fn serve_stream(
     }
 }
 
-/// A seed for the pool's RNG from the system's secure source: it also drives AES-GCM nonces, so
-/// two processes must never share one.
+/// The pool as the runtime runs it: the protocol's RNG from `seed`, and AES-GCM nonces from the
+/// system's CSPRNG, never from that seed.
+fn runtime_pool(
+    config: Config,
+    local: LocalNode,
+    keyring: Option<Keyring>,
+    seed: u64,
+) -> Result<Pool, PoolError> {
+    Pool::new(
+        config,
+        local,
+        keyring,
+        Box::new(SystemNonces::new()),
+        seed,
+        Instant::ZERO,
+    )
+}
+
+/// A seed for the pool's RNG (probe order, gossip targets, jitter) from the system's secure source,
+/// so that processes do not pick their targets in lockstep. Nonces do not depend on it.
 fn random_seed() -> u64 {
     use ring::rand::SecureRandom as _;
     let mut b = [0u8; 8];
@@ -606,4 +618,40 @@ fn random_seed() -> u64 {
         return t ^ (u64::from(std::process::id()) << 32);
     }
     u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn sealed_join_stream(seed: u64) -> (Vec<u8>, bool) {
+        let local = LocalNode {
+            name: "a".into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            tags: Tags::new(),
+        };
+        let keyring = Keyring::new(&[3; 32]).unwrap();
+        let mut pool = runtime_pool(Config::local(), local, Some(keyring), seed).unwrap();
+        while pool.poll_output().is_some() {}
+        pool.join(&[SocketAddr::from(([127, 0, 0, 1], 2))], Instant::ZERO);
+        let stream = std::iter::from_fn(|| pool.poll_output())
+            .find_map(|o| match o {
+                Output::Stream { data, .. } => Some(data),
+                _ => None,
+            })
+            .unwrap();
+        (stream, pool.nonces_are_cryptographic())
+    }
+
+    #[test]
+    fn the_runtime_seals_under_system_nonces_whatever_the_seed() {
+        let (first, cryptographic) = sealed_join_stream(9);
+        let (second, _) = sealed_join_stream(9);
+        assert!(cryptographic, "the runtime must use the system CSPRNG for nonces");
+        let nonce = 1..1 + ring::aead::NONCE_LEN;
+        assert_eq!(first.len(), second.len());
+        assert_ne!(first[nonce.clone()], second[nonce]);
+    }
 }

@@ -22,7 +22,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng as _};
 
 use crate::config::Config;
-use crate::keyring::{Keyring, KeyringOp};
+use crate::keyring::{Keyring, KeyringOp, SimulatedNonces};
 use crate::keyring_query::KeyringReport;
 use crate::member::{Event, Member, MemberStatus, Tags};
 use crate::pool::{LocalNode, Output, Pool, Timer};
@@ -184,6 +184,8 @@ pub struct Simulation {
     oversized: u64,
     keyring_reports: Vec<(usize, KeyringReport)>,
     scratch: Vec<Output>,
+    /// Pools created so far, which numbers their nonce streams.
+    pools_started: u32,
 }
 
 /// The simulated address of node `i`: 10.x.y.z:7946.
@@ -246,6 +248,7 @@ impl Simulation {
             oversized: 0,
             keyring_reports: Vec::new(),
             scratch: Vec::new(),
+            pools_started: 0,
             cfg,
         };
         let window = u64::try_from(sim.cfg.start_window.as_micros())
@@ -535,7 +538,12 @@ impl Simulation {
             addr: node_addr(i),
             tags: self.cfg.tags.clone(),
         };
-        let Ok(mut pool) = Pool::new(self.cfg.pool.clone(), local, keyring, seed, now) else {
+        // Simulation only: counter nonces keep the run reproducible; each pool started gets its own
+        // stream so no two pools of the run repeat a nonce under the shared key.
+        let stream = self.pools_started;
+        self.pools_started = self.pools_started.wrapping_add(1);
+        let nonces = Box::new(SimulatedNonces::new(stream));
+        let Ok(mut pool) = Pool::new(self.cfg.pool.clone(), local, keyring, nonces, seed, now) else {
             return;
         };
         if warm {
