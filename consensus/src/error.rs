@@ -28,7 +28,17 @@ pub enum ConsensusError {
         /// How long we waited.
         after: Duration,
     },
-    /// A request to another server failed at the transport level.
+    /// A request to another server was never sent (no connection could be made): it had no
+    /// effect there, so it is safe to retry, on that server or another.
+    #[error("request to server {target} not sent: {reason}")]
+    NotSent {
+        /// The server the request was for.
+        target: NodeId,
+        /// Why it could not be sent.
+        reason: String,
+    },
+    /// A request to another server failed at the transport level after it may have been sent:
+    /// whether it took effect there is unknown.
     #[error("request to server {target} failed: {reason}")]
     Transport {
         /// The server the request was for.

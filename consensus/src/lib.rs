@@ -28,7 +28,9 @@
 
 mod codec;
 mod config;
+mod election;
 mod error;
+mod lease;
 mod log_mem;
 #[cfg(feature = "rocksdb")]
 mod log_rocks;

@@ -23,7 +23,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::codec;
 use crate::config::ConsensusConfig;
+use crate::election::{ElectionDriver, ElectionTiming, Quiet, VoterView, grant_pre_vote};
 use crate::error::ConsensusError;
+use crate::lease::LeaseClock;
 use crate::proposer::{BatchLimits, Proposer, write_error};
 use crate::sm_store::StateMachineStore;
 use crate::state_machine::StateMachine;
@@ -132,6 +134,10 @@ struct Shared {
     transport: Arc<dyn Transport>,
     app_handler: RwLock<Option<Arc<dyn AppHandler>>>,
     last_contact: Mutex<Option<Instant>>,
+    /// Acknowledgements of this server's leadership: the default-read lease and check-quorum.
+    lease: Arc<LeaseClock>,
+    /// When this server last heard from a leader or granted a vote: its election timeout's start.
+    quiet: Arc<Quiet>,
     bootstrap_lock: tokio::sync::Mutex<()>,
     shutdown: watch::Sender<bool>,
     accept_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -191,14 +197,18 @@ impl<S: StateMachine> Consensus<S> {
             reason: format!("local addr: {e}"),
         })?;
         let transport: Arc<dyn Transport> = Arc::new(transport);
+        let lease = Arc::new(LeaseClock::default());
         let network = NetworkFactory {
             transport: Arc::clone(&transport),
+            lease: Arc::clone(&lease),
         };
         let raft = Raft::new(config.id, raft_config, network, log_store, state_machine.clone())
             .await
             .map_err(|e| ConsensusError::Startup {
                 reason: e.to_string(),
             })?;
+        // Elections are started by the pre-vote driver (election.rs), never by openraft's timer.
+        raft.runtime_config().elect(false);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let proposer = Proposer::start(
             raft.clone(),
@@ -216,10 +226,28 @@ impl<S: StateMachine> Consensus<S> {
             transport,
             app_handler: RwLock::new(None),
             last_contact: Mutex::new(None),
+            lease,
+            quiet: Arc::new(Quiet::new(Instant::now())),
             bootstrap_lock: tokio::sync::Mutex::new(()),
             shutdown,
             accept_task: Mutex::new(None),
         });
+        let election_timeout = shared.config.election_timeout;
+        let driver = ElectionDriver {
+            id: shared.id,
+            raft: shared.raft.clone(),
+            transport: Arc::clone(&shared.transport),
+            lease: Arc::clone(&shared.lease),
+            quiet: Arc::clone(&shared.quiet),
+            timing: ElectionTiming {
+                tick: shared.config.heartbeat_interval,
+                // openraft's leader lease (election_timeout_max): voters refuse real votes that long.
+                quiet: election_timeout + election_timeout / 2,
+                jitter: election_timeout / 2,
+                check_quorum: election_timeout,
+            },
+        };
+        tokio::spawn(driver.run(shutdown_rx.clone()));
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx));
         *shared.accept_task.lock() = Some(task);
         Ok(Consensus {
@@ -290,8 +318,7 @@ impl<S: StateMachine> Consensus<S> {
             };
             match result {
                 Err(ConsensusError::NotLeader { .. } | ConsensusError::NoLeader) if !retried => {}
-                Err(ConsensusError::Transport { ref reason, .. })
-                    if !retried && reason.starts_with("unsent:") => {}
+                Err(ConsensusError::NotSent { .. }) if !retried => {}
                 other => return other,
             }
             retried = true;
@@ -314,7 +341,16 @@ impl<S: StateMachine> Consensus<S> {
     }
 
     async fn local_write(&self, command: Command) -> Result<WriteResponse, ConsensusError> {
-        self.shared.proposer.write(command.0).await
+        // A leader deposed with this write in flight learns its fate only when the new leader
+        // commits or truncates it; the caller is told "unknown" after the request timeout instead
+        // of waiting for a partition to heal.
+        let timeout = self.shared.config.request_timeout;
+        tokio::time::timeout(timeout, self.shared.proposer.write(command.0))
+            .await
+            .map_err(|_| ConsensusError::Timeout {
+                operation: "write",
+                after: timeout,
+            })?
     }
 
     async fn forward_write(&self, leader: NodeId, command: Command) -> Result<WriteResponse, ConsensusError> {
@@ -336,18 +372,24 @@ impl<S: StateMachine> Consensus<S> {
             .transport
             .send(target, addr, req, self.shared.config.request_timeout)
             .await
-            .map_err(|e| {
+            .map_err(|e| match e {
                 // A request that never left (no connection) is safe to retry; others are ambiguous.
-                let reason = match &e {
-                    TransportError::Unreachable { .. } => format!("unsent: {e}"),
-                    _ => e.to_string(),
-                };
-                ConsensusError::Transport { target, reason }
+                TransportError::Unreachable { .. } => ConsensusError::NotSent {
+                    target,
+                    reason: e.to_string(),
+                },
+                _ => ConsensusError::Transport {
+                    target,
+                    reason: e.to_string(),
+                },
             })
     }
 
+    /// How long a request waits for a leader to be known before failing with
+    /// [`ConsensusError::NoLeader`]: long enough to ride out one election, short enough that a
+    /// server cut off from its cluster answers "no leader" at once rather than hanging.
     fn leader_wait(&self) -> Duration {
-        self.shared.config.election_timeout * 4
+        self.shared.config.election_timeout * 2
     }
 
     /// Waits up to `timeout` for a known leader.
@@ -376,17 +418,9 @@ impl<S: StateMachine> Consensus<S> {
         match mode {
             ReadMode::Stale => {}
             ReadMode::Default => {
-                let lease_ok = {
-                    let m = self.shared.raft.metrics();
-                    let m = m.borrow();
-                    if m.state != ServerState::Leader || m.current_leader != Some(self.shared.id) {
-                        return Err(self.not_leader());
-                    }
-                    let lease = self.shared.config.election_timeout.as_millis() as u64;
-                    m.millis_since_quorum_ack.is_some_and(|ms| ms < lease)
-                };
-                if !lease_ok {
-                    // The lease ran out (no quorum heard recently): confirm leadership properly.
+                if !self.leader_lease_read()? {
+                    // No lease, or entries of earlier terms may still be unapplied: confirm
+                    // leadership with a quorum and wait for the read point, as a consistent read.
                     self.linearizable().await?;
                 }
             }
@@ -401,13 +435,46 @@ impl<S: StateMachine> Consensus<S> {
         Ok(self.sm.with_state(f))
     }
 
+    /// Whether this leader may serve a default read from its local state right now: its lease
+    /// (measured now, from the send times of acknowledged heartbeats) holds, and it has applied an
+    /// entry of its own term, hence every entry committed by earlier leaders. Everything this
+    /// leader acknowledged is applied before the acknowledgement, so the local state then covers
+    /// every acknowledged write. `Err` when this server is not the leader.
+    fn leader_lease_read(&self) -> Result<bool, ConsensusError> {
+        let now = Instant::now();
+        let m = self.shared.raft.metrics();
+        let m = m.borrow();
+        if m.state != ServerState::Leader || m.current_leader != Some(self.shared.id) {
+            drop(m);
+            return Err(self.not_leader());
+        }
+        let own_term_applied = m
+            .last_applied
+            .is_some_and(|applied| applied.leader_id.get_term() == m.current_term);
+        let voters = m.membership_config.membership().get_joint_config();
+        Ok(own_term_applied
+            && self
+                .shared
+                .lease
+                .lease_holds(self.shared.id, &m.vote, voters, self.read_lease(), now))
+    }
+
+    /// How long after a quorum acknowledged a heartbeat (counted from its sending) this leader
+    /// serves default reads alone: the shortest election timeout, less a tenth for clock drift.
+    fn read_lease(&self) -> Duration {
+        self.shared.config.election_timeout * 9 / 10
+    }
+
     async fn linearizable(&self) -> Result<(), ConsensusError> {
-        let timeout = self.shared.config.request_timeout;
+        // A leader that cannot confirm itself within a few election timeouts has lost its quorum
+        // and steps down (check-quorum): waiting longer only delays the client's retry.
+        let timeout = self
+            .shared
+            .config
+            .request_timeout
+            .min(self.shared.config.election_timeout * 4);
         match tokio::time::timeout(timeout, self.shared.raft.ensure_linearizable()).await {
-            Err(_) => Err(ConsensusError::Timeout {
-                operation: "consistent read",
-                after: timeout,
-            }),
+            Err(_) => Err(ConsensusError::NoLeader),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
                 Err(ConsensusError::NotLeader {
@@ -416,13 +483,8 @@ impl<S: StateMachine> Consensus<S> {
                 })
             }
             Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => {
-                Err(ConsensusError::Timeout {
-                    operation: "quorum confirmation",
-                    after: timeout,
-                })
-                .inspect_err(|_e| {
-                    tracing::debug!(quorum = %q, "consistent read could not reach a quorum");
-                })
+                tracing::debug!(quorum = %q, "consistent read could not reach a quorum");
+                Err(ConsensusError::NoLeader)
             }
             Ok(Err(RaftError::Fatal(f))) => Err(stopped(f)),
         }
@@ -524,11 +586,38 @@ impl<S: StateMachine> Consensus<S> {
         }
     }
 
-    /// Sends an application request to the leader (waiting briefly for one to be known).
+    /// Sends an application request to the leader (waiting briefly for one to be known). A
+    /// request that could not be sent to the leader this server knows (it died, or a partition
+    /// cut it off) goes to the next leader once one is known; one that may have been sent is
+    /// never repeated.
     pub async fn call_leader(&self, request: AppRequest) -> Result<Bytes, ConsensusError> {
         let leader = self.wait_for_leader(self.leader_wait()).await?;
         let info = self.node(leader).ok_or(ConsensusError::NoLeader)?;
-        self.call_app(leader, &info.rpc_addr, request).await
+        match self.call_app(leader, &info.rpc_addr, request.clone()).await {
+            Err(ConsensusError::NotSent { .. }) => {
+                let next = self.wait_for_other_leader(leader).await?;
+                let info = self.node(next).ok_or(ConsensusError::NoLeader)?;
+                self.call_app(next, &info.rpc_addr, request).await
+            }
+            other => other,
+        }
+    }
+
+    /// Waits (up to the leader wait) for a leader other than `old`, and accepts `old` again once
+    /// the wait is over (it may have been re-elected).
+    async fn wait_for_other_leader(&self, old: NodeId) -> Result<NodeId, ConsensusError> {
+        let deadline = Instant::now() + self.leader_wait();
+        loop {
+            let now = self.shared.raft.metrics().borrow().current_leader;
+            match now {
+                Some(l) if l != old => return Ok(l),
+                Some(l) if Instant::now() >= deadline => return Ok(l),
+                None if Instant::now() >= deadline => return Err(ConsensusError::NoLeader),
+                _ => {}
+            }
+            let mut rx = self.shared.raft.metrics();
+            let _ = tokio::time::timeout(Duration::from_millis(20), rx.changed()).await;
+        }
     }
 
     // ----- cluster formation and change ---------------------------------------------------
@@ -768,19 +857,30 @@ async fn handle(shared: &Shared, req: Request) -> Response {
         Request::AppendEntries(r) => match raft.append_entries(r).await {
             Ok(resp) => {
                 if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
-                    *shared.last_contact.lock() = Some(Instant::now());
+                    let now = Instant::now();
+                    *shared.last_contact.lock() = Some(now);
+                    shared.quiet.heard(now);
                 }
                 Response::AppendEntries(resp)
             }
             Err(e) => Response::Failed(e.to_string()),
         },
         Request::Vote(r) => match raft.vote(r).await {
-            Ok(resp) => Response::Vote(resp),
+            Ok(resp) => {
+                if resp.vote_granted {
+                    // A granted vote restarts the election timeout, as in Raft: the candidate
+                    // gets its chance before this server campaigns itself.
+                    shared.quiet.heard(Instant::now());
+                }
+                Response::Vote(resp)
+            }
             Err(e) => Response::Failed(e.to_string()),
         },
         Request::InstallSnapshot(r) => match raft.install_snapshot(r).await {
             Ok(resp) => {
-                *shared.last_contact.lock() = Some(Instant::now());
+                let now = Instant::now();
+                *shared.last_contact.lock() = Some(now);
+                shared.quiet.heard(now);
                 Response::InstallSnapshot(Ok(resp))
             }
             Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m))) => {
@@ -806,6 +906,22 @@ async fn handle(shared: &Shared, req: Request) -> Response {
             Ok(initialized) => Response::Probe { initialized },
             Err(e) => Response::Failed(e.to_string()),
         },
+        Request::PreVote(r) => {
+            let view = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                VoterView {
+                    is_leader: m.state == ServerState::Leader,
+                    current_term: m.current_term,
+                    last_log_id: raft.data_metrics().borrow().last_log,
+                    quiet_for: Some(shared.quiet.since().elapsed()),
+                }
+            };
+            let quiet = shared.config.election_timeout + shared.config.election_timeout / 2;
+            Response::PreVote {
+                granted: grant_pre_vote(&view, &r, quiet),
+            }
+        }
     }
 }
 
@@ -813,6 +929,7 @@ async fn handle(shared: &Shared, req: Request) -> Response {
 
 struct NetworkFactory {
     transport: Arc<dyn Transport>,
+    lease: Arc<LeaseClock>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -823,6 +940,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.rpc_addr.clone(),
             transport: Arc::clone(&self.transport),
+            lease: Arc::clone(&self.lease),
         }
     }
 }
@@ -831,6 +949,7 @@ struct PeerNetwork {
     target: NodeId,
     addr: String,
     transport: Arc<dyn Transport>,
+    lease: Arc<LeaseClock>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
@@ -880,12 +999,23 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let vote = rpc.vote;
+        if let Some(pledge) = self.lease.step_down_answer(&vote) {
+            // Check-quorum asked this leader to step down: answer for the peer, locally.
+            return Ok(AppendEntriesResponse::HigherVote(pledge));
+        }
+        let sent_at = Instant::now();
         match self
             .call(Request::AppendEntries(rpc), &option)
             .await
             .map_err(transport_to_rpc)?
         {
-            Response::AppendEntries(r) => Ok(r),
+            Response::AppendEntries(r) => {
+                if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                    self.lease.record_ack(self.target, vote, sent_at);
+                }
+                Ok(r)
+            }
             other => Err(self.failed(other)),
         }
     }

@@ -72,6 +72,8 @@ pub enum RpcKind {
     App,
     /// A bootstrap probe ("do you already have Raft state?").
     Probe,
+    /// A pre-vote ("would you vote for me?"), asked before an election.
+    PreVote,
 }
 
 impl RpcRequest {
@@ -84,6 +86,7 @@ impl RpcRequest {
             Request::Forward(_) => RpcKind::ForwardWrite,
             Request::App(_) => RpcKind::App,
             Request::Probe => RpcKind::Probe,
+            Request::PreVote(_) => RpcKind::PreVote,
         }
     }
 }
@@ -97,6 +100,14 @@ pub struct AppRequest {
     pub datacenter: Option<String>,
     /// The request bytes, meaningful to the registered [`AppHandler`](crate::AppHandler).
     pub payload: Bytes,
+}
+
+/// A pre-vote: the term the candidate would campaign in and how far its log goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PreVoteRequest {
+    pub(crate) candidate: NodeId,
+    pub(crate) term: u64,
+    pub(crate) last_log_id: Option<crate::types::LogId>,
 }
 
 /// A client write forwarded from a follower to the leader.
@@ -138,6 +149,9 @@ pub(crate) enum Request {
     Forward(ForwardedWrite),
     App(AppRequest),
     Probe,
+    /// Would the receiver vote for this candidate now? Asked before a real election, so that a
+    /// server that cannot win never raises its term (see `election.rs`).
+    PreVote(PreVoteRequest),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -152,6 +166,11 @@ pub(crate) enum Response {
     },
     /// The receiver could not serve the request at all (e.g. its Raft has stopped).
     Failed(String),
+    /// The answer to [`Request::PreVote`].
+    PreVote {
+        /// Whether the receiver would vote for the candidate.
+        granted: bool,
+    },
 }
 
 /// One decoded frame.
