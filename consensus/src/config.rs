@@ -40,6 +40,9 @@ pub struct ConsensusConfig {
     /// batches grow with load.
     pub max_proposals_in_flight: usize,
     /// Build a snapshot after this many log entries since the last one.
+    /// Writes that may wait for a proposal slot on the leader; beyond them writes are refused
+    /// with [`ConsensusError::Overloaded`] (HTTP 429), so a burst cannot grow memory without bound.
+    pub max_queued_writes: usize,
     pub snapshot_after_logs: u64,
     /// Log entries kept behind the last snapshot, so a briefly lagging follower catches up from
     /// the log rather than with a snapshot.
@@ -78,6 +81,7 @@ impl ConsensusConfig {
             max_batch_commands: 1024,
             max_batch_bytes: 1024 * 1024,
             max_proposals_in_flight: 2,
+            max_queued_writes: 16 * 1024,
             snapshot_after_logs: 100_000,
             logs_kept_after_snapshot: 10_000,
             snapshot_chunk_bytes: 4 * 1024 * 1024,
@@ -113,6 +117,7 @@ impl ConsensusConfig {
             ("max_batch_commands", self.max_batch_commands),
             ("max_batch_bytes", self.max_batch_bytes),
             ("max_proposals_in_flight", self.max_proposals_in_flight),
+            ("max_queued_writes", self.max_queued_writes),
         ] {
             if value == 0 {
                 return Err(ConsensusError::Config {

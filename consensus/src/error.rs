@@ -28,6 +28,13 @@ pub enum ConsensusError {
         /// How long we waited.
         after: Duration,
     },
+    /// The leader's write queue is full: the write was refused before it was queued, so it will
+    /// never take effect; the client may retry later (Consul's answer to overload is a 429).
+    #[error("too many writes are waiting for the leader ({queued} queued); retry later")]
+    Overloaded {
+        /// The queue's capacity.
+        queued: usize,
+    },
     /// A request to another server was never sent (no connection could be made): it had no
     /// effect there, so it is safe to retry, on that server or another.
     #[error("request to server {target} not sent: {reason}")]

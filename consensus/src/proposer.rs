@@ -24,6 +24,9 @@ pub(crate) struct BatchLimits {
     pub(crate) max_commands: usize,
     pub(crate) max_bytes: usize,
     pub(crate) max_in_flight: usize,
+    /// Writes that may wait in the queue; beyond them a write is refused with
+    /// [`ConsensusError::Overloaded`] (never dropped once accepted).
+    pub(crate) max_queued: usize,
 }
 
 struct Pending {
@@ -33,14 +36,18 @@ struct Pending {
 
 /// A handle to the proposer task; the task ends when the last handle is dropped.
 pub(crate) struct Proposer {
-    queue: mpsc::UnboundedSender<Pending>,
+    queue: mpsc::Sender<Pending>,
+    max_queued: usize,
 }
 
 impl Proposer {
     pub(crate) fn start(raft: Raft, limits: BatchLimits) -> Self {
-        let (queue, rx) = mpsc::unbounded_channel();
+        let (queue, rx) = mpsc::channel(limits.max_queued.max(1));
         tokio::spawn(propose_loop(raft, rx, limits));
-        Proposer { queue }
+        Proposer {
+            queue,
+            max_queued: limits.max_queued,
+        }
     }
 
     /// Proposes `command` on this server (which should be the leader) and waits until it is
@@ -48,9 +55,14 @@ impl Proposer {
     pub(crate) async fn write(&self, command: Bytes) -> Result<WriteResponse, ConsensusError> {
         let (reply, response) = oneshot::channel();
         self.queue
-            .send(Pending { command, reply })
-            .map_err(|_| ConsensusError::Stopped {
-                reason: "the proposer has stopped".into(),
+            .try_send(Pending { command, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ConsensusError::Overloaded {
+                    queued: self.max_queued,
+                },
+                mpsc::error::TrySendError::Closed(_) => ConsensusError::Stopped {
+                    reason: "the proposer has stopped".into(),
+                },
             })?;
         response.await.map_err(|_| ConsensusError::Stopped {
             reason: "the proposer dropped the write".into(),
@@ -58,7 +70,7 @@ impl Proposer {
     }
 }
 
-async fn propose_loop(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, limits: BatchLimits) {
+async fn propose_loop(raft: Raft, mut queue: mpsc::Receiver<Pending>, limits: BatchLimits) {
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     // A command too big to join the previous proposal; it starts the next one.
     let mut carried = None;

@@ -216,6 +216,7 @@ impl<S: StateMachine> Consensus<S> {
                 max_commands: config.max_batch_commands,
                 max_bytes: config.max_batch_bytes,
                 max_in_flight: config.max_proposals_in_flight,
+                max_queued: config.max_queued_writes,
             },
         );
         let shared = Arc::new(Shared {
@@ -774,6 +775,7 @@ pub(crate) fn remote_to_error(e: RemoteError) -> ConsensusError {
         RemoteError::NoAppHandler => ConsensusError::NoAppHandler,
         RemoteError::App(reason) => ConsensusError::App { reason },
         RemoteError::Failed(reason) => ConsensusError::Stopped { reason },
+        RemoteError::Overloaded { queued } => ConsensusError::Overloaded { queued },
     }
 }
 
@@ -893,6 +895,7 @@ async fn handle(shared: &Shared, req: Request) -> Response {
             Err(ConsensusError::NotLeader { leader, leader_info }) => {
                 Err(RemoteError::NotLeader { leader, leader_info })
             }
+            Err(ConsensusError::Overloaded { queued }) => Err(RemoteError::Overloaded { queued }),
             Err(e) => Err(RemoteError::Failed(e.to_string())),
         }),
         Request::App(r) => {

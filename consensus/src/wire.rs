@@ -139,6 +139,10 @@ pub(crate) enum RemoteError {
     NoAppHandler,
     App(String),
     Failed(String),
+    /// The leader's write queue was full; the write was not queued.
+    Overloaded {
+        queued: usize,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -154,3 +154,64 @@ async fn a_new_leader_serves_default_reads_only_after_applying_earlier_terms() {
     };
     assert_eq!(value.as_deref(), Some(last.as_str()));
 }
+
+/// The leader's write queue is bounded: a burst beyond it is refused at once with `Overloaded`,
+/// and every write it accepted commits (none is dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_write_queue_is_refused_and_nothing_accepted_is_lost() {
+    fn small_queue(id: u64) -> tribune_consensus::ConsensusConfig {
+        let mut c = default_config(id);
+        c.max_queued_writes = 4;
+        c.max_proposals_in_flight = 1;
+        c
+    }
+    let mut c = Cluster::new(3, small_queue);
+    c.start_all().await;
+    let leader = c.bootstrap().await;
+    // Slow replication so that proposals stay in flight while the burst arrives.
+    c.faults
+        .only_kind(Some(tribune_consensus::RpcKind::AppendEntries));
+    c.faults.set_delay(Some(Duration::from_millis(30)));
+    let l = c.server(leader);
+    let writes: Vec<_> = (0..100)
+        .map(|i| {
+            let l = l.clone();
+            tokio::spawn(async move { (i, l.write(format!("b{i}=1").into_bytes()).await) })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    for w in writes {
+        let (i, result) = w.await.unwrap();
+        match result {
+            Ok(r) => accepted.push((i, r.log_index)),
+            Err(ConsensusError::Overloaded { queued }) => {
+                assert_eq!(queued, 4);
+                refused.push(i);
+            }
+            Err(e) => panic!("write {i}: {e}"),
+        }
+    }
+    c.faults.heal();
+    assert!(!refused.is_empty(), "the burst never filled the queue");
+    assert!(!accepted.is_empty());
+    let last = accepted.iter().map(|(_, idx)| *idx).max().unwrap();
+    c.wait_applied(last, T).await;
+    for s in c.running() {
+        for (i, _) in &accepted {
+            assert_eq!(
+                s.read(ReadMode::Stale, get(&format!("b{i}")))
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some("1")
+            );
+        }
+        for i in &refused {
+            assert_eq!(
+                s.read(ReadMode::Stale, get(&format!("b{i}"))).await.unwrap(),
+                None
+            );
+        }
+    }
+}

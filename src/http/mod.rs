@@ -22,7 +22,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 use tribune_acl::{Authorizer, Decision};
@@ -37,82 +36,129 @@ use crate::node::{Agent, AppCall, AppReply, ForwardedHttp, ForwardedResponse, Pr
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 /// Consul's longest blocking wait (`max_query_time`).
 const MAX_WAIT: Duration = Duration::from_secs(600);
-/// Marks a request a follower forwarded, so it is never forwarded twice.
-const FORWARDED_HEADER: &str = "x-tribune-forwarded";
+/// The header that once marked a forwarded request. The mark now travels only in the request's
+/// extensions ([`ForwardedByServer`]); a client that sends this header has it removed, so it cannot
+/// make a follower serve a write itself.
+const LEGACY_FORWARDED_HEADER: &str = "x-tribune-forwarded";
+
+/// Put in a request's extensions by [`serve_forwarded`] for a request another server forwarded
+/// over the server port: only that channel can set it, since extensions never come off the wire.
+#[derive(Debug, Clone, Copy)]
+struct ForwardedByServer;
 /// Largest request body a follower forwards to the leader.
 pub(crate) const MAX_FORWARDED_BODY: usize = 16 * 1024 * 1024;
 
 type Shared<B> = Arc<Agent<B>>;
 
-/// Builds the router of the whole API.
-pub(crate) fn router<B: Backend>(agent: Shared<B>) -> Router {
-    Router::new()
-        .route(
-            "/v1/kv/",
-            get(kv::get_kv::<B>)
-                .put(kv::put_kv::<B>)
-                .delete(kv::delete_kv::<B>),
+/// One route the HTTP API serves: a method and an axum path pattern. The routers are built from
+/// these tables alone ([`server_routes`], [`client_routes`]), so a test that walks the table walks
+/// every route, and a route added without an entry there cannot be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ApiRoute {
+    /// The HTTP method (`"GET"`, `"PUT"`, …).
+    pub method: &'static str,
+    /// The path pattern as axum reads it (`/v1/kv/{*key}`, `/v1/session/info/{id}`).
+    pub path: &'static str,
+}
+
+/// An entry of a route table: the route and the handler that serves exactly that method.
+pub(crate) type Endpoint<S> = (ApiRoute, axum::routing::MethodRouter<S>);
+
+/// `endpoint!(GET, "/path", handler)`: the method is named once, for the table and the handler.
+macro_rules! endpoint {
+    ($method:ident, $path:expr, $handler:expr) => {
+        (
+            ApiRoute {
+                method: stringify!($method),
+                path: $path,
+            },
+            axum::routing::on(axum::routing::MethodFilter::$method, $handler),
         )
-        .route(
-            "/v1/kv/{*key}",
-            get(kv::get_kv::<B>)
-                .put(kv::put_kv::<B>)
-                .delete(kv::delete_kv::<B>),
-        )
-        .route("/v1/txn", put(txn::txn::<B>))
-        .route("/v1/session/create", put(session::create::<B>))
-        .route("/v1/session/destroy/{id}", put(session::destroy::<B>))
-        .route("/v1/session/renew/{id}", put(session::renew::<B>))
-        .route("/v1/session/info/{id}", get(session::info::<B>))
-        .route("/v1/session/node/{node}", get(session::node::<B>))
-        .route("/v1/session/list", get(session::list::<B>))
-        .route("/v1/status/leader", get(misc::status_leader::<B>))
-        .route("/v1/status/peers", get(misc::status_peers::<B>))
-        .route("/v1/agent/self", get(misc::agent_self::<B>))
-        .route("/v1/agent/members", get(agent::members::<B>))
-        .route("/v1/agent/join/{address}", put(agent::join::<B>))
-        .route("/v1/agent/leave", put(agent::leave::<B>))
-        .route("/v1/agent/force-leave/{node}", put(agent::force_leave::<B>))
-        .route("/v1/agent/token/{name}", put(misc::agent_token::<B>))
-        .route("/v1/catalog/datacenters", get(misc::datacenters::<B>))
-        .route("/v1/acl/bootstrap", put(acl::bootstrap::<B>))
-        .route("/v1/acl/token", put(acl::token_create::<B>))
-        .route("/v1/acl/token/self", get(acl::token_self::<B>))
-        .route(
-            "/v1/acl/token/{accessor}",
-            get(acl::token_read::<B>)
-                .put(acl::token_update::<B>)
-                .delete(acl::token_delete::<B>),
-        )
-        .route("/v1/acl/tokens", get(acl::token_list::<B>))
-        .route("/v1/acl/policy", put(acl::policy_create::<B>))
-        .route("/v1/acl/policy/name/{name}", get(acl::policy_read_by_name::<B>))
-        .route(
-            "/v1/acl/policy/{id}",
-            get(acl::policy_read::<B>)
-                .put(acl::policy_update::<B>)
-                .delete(acl::policy_delete::<B>),
-        )
-        .route("/v1/acl/policies", get(acl::policy_list::<B>))
-        .route(
+    };
+}
+pub(crate) use endpoint;
+
+/// Every route of a server agent, with its handler.
+fn server_endpoints<B: Backend>() -> Vec<Endpoint<Shared<B>>> {
+    vec![
+        endpoint!(GET, "/v1/kv/", kv::get_kv::<B>),
+        endpoint!(PUT, "/v1/kv/", kv::put_kv::<B>),
+        endpoint!(DELETE, "/v1/kv/", kv::delete_kv::<B>),
+        endpoint!(GET, "/v1/kv/{*key}", kv::get_kv::<B>),
+        endpoint!(PUT, "/v1/kv/{*key}", kv::put_kv::<B>),
+        endpoint!(DELETE, "/v1/kv/{*key}", kv::delete_kv::<B>),
+        endpoint!(PUT, "/v1/txn", txn::txn::<B>),
+        endpoint!(PUT, "/v1/session/create", session::create::<B>),
+        endpoint!(PUT, "/v1/session/destroy/{id}", session::destroy::<B>),
+        endpoint!(PUT, "/v1/session/renew/{id}", session::renew::<B>),
+        endpoint!(GET, "/v1/session/info/{id}", session::info::<B>),
+        endpoint!(GET, "/v1/session/node/{node}", session::node::<B>),
+        endpoint!(GET, "/v1/session/list", session::list::<B>),
+        endpoint!(GET, "/v1/status/leader", misc::status_leader::<B>),
+        endpoint!(GET, "/v1/status/peers", misc::status_peers::<B>),
+        endpoint!(GET, "/v1/agent/self", misc::agent_self::<B>),
+        endpoint!(GET, "/v1/agent/members", agent::members::<B>),
+        endpoint!(PUT, "/v1/agent/join/{address}", agent::join::<B>),
+        endpoint!(PUT, "/v1/agent/leave", agent::leave::<B>),
+        endpoint!(PUT, "/v1/agent/force-leave/{node}", agent::force_leave::<B>),
+        endpoint!(PUT, "/v1/agent/token/{name}", misc::agent_token::<B>),
+        endpoint!(GET, "/v1/catalog/datacenters", misc::datacenters::<B>),
+        endpoint!(PUT, "/v1/acl/bootstrap", acl::bootstrap::<B>),
+        endpoint!(PUT, "/v1/acl/token", acl::token_create::<B>),
+        endpoint!(GET, "/v1/acl/token/self", acl::token_self::<B>),
+        endpoint!(GET, "/v1/acl/token/{accessor}", acl::token_read::<B>),
+        endpoint!(PUT, "/v1/acl/token/{accessor}", acl::token_update::<B>),
+        endpoint!(DELETE, "/v1/acl/token/{accessor}", acl::token_delete::<B>),
+        endpoint!(GET, "/v1/acl/tokens", acl::token_list::<B>),
+        endpoint!(PUT, "/v1/acl/policy", acl::policy_create::<B>),
+        endpoint!(GET, "/v1/acl/policy/name/{name}", acl::policy_read_by_name::<B>),
+        endpoint!(GET, "/v1/acl/policy/{id}", acl::policy_read::<B>),
+        endpoint!(PUT, "/v1/acl/policy/{id}", acl::policy_update::<B>),
+        endpoint!(DELETE, "/v1/acl/policy/{id}", acl::policy_delete::<B>),
+        endpoint!(GET, "/v1/acl/policies", acl::policy_list::<B>),
+        endpoint!(
+            GET,
             "/v1/operator/raft/configuration",
-            get(operator::configuration::<B>),
-        )
-        .route(
-            "/v1/operator/raft/peer",
-            axum::routing::delete(operator::remove_peer::<B>),
-        )
-        .route(
-            "/v1/operator/keyring",
-            get(keyring::keyring::<B>)
-                .post(keyring::keyring::<B>)
-                .put(keyring::keyring::<B>)
-                .delete(keyring::keyring::<B>),
-        )
-        .route(
-            "/v1/snapshot",
-            get(snapshot::save::<B>).put(snapshot::restore::<B>),
-        )
+            operator::configuration::<B>
+        ),
+        endpoint!(DELETE, "/v1/operator/raft/peer", operator::remove_peer::<B>),
+        endpoint!(GET, "/v1/operator/keyring", keyring::keyring::<B>),
+        endpoint!(POST, "/v1/operator/keyring", keyring::keyring::<B>),
+        endpoint!(PUT, "/v1/operator/keyring", keyring::keyring::<B>),
+        endpoint!(DELETE, "/v1/operator/keyring", keyring::keyring::<B>),
+        endpoint!(GET, "/v1/snapshot", snapshot::save::<B>),
+        endpoint!(PUT, "/v1/snapshot", snapshot::restore::<B>),
+    ]
+}
+
+/// Every route a server agent serves, in the order of its table.
+pub fn server_routes() -> Vec<ApiRoute> {
+    server_endpoints::<tribune_kvstore::MemoryBackend>()
+        .into_iter()
+        .map(|(route, _)| route)
+        .collect()
+}
+
+/// Every route a client agent serves itself; it hands any other request to a server whole, where
+/// the server's routes (and their ACL checks) apply.
+pub fn client_routes() -> Vec<ApiRoute> {
+    client::endpoints().into_iter().map(|(route, _)| route).collect()
+}
+
+/// Adds every endpoint of a table to `router`; two entries of one path share it.
+pub(crate) fn add_endpoints<S: Clone + Send + Sync + 'static>(
+    mut router: Router<S>,
+    endpoints: Vec<Endpoint<S>>,
+) -> Router<S> {
+    for (route, handler) in endpoints {
+        router = router.route(route.path, handler);
+    }
+    router
+}
+
+/// Builds the router of the whole API, from [`server_endpoints`] only.
+pub(crate) fn router<B: Backend>(agent: Shared<B>) -> Router {
+    add_endpoints(Router::new(), server_endpoints::<B>())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORWARDED_BODY))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&agent),
@@ -143,11 +189,12 @@ async fn default_acl_policy(State(policy): State<DefaultPolicy>, request: Reques
 /// then happen in one place. Reads stay local (see [`Agent::read_barrier`]).
 async fn forward_to_leader<B: Backend>(
     State(agent): State<Shared<B>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
+    request.headers_mut().remove(LEGACY_FORWARDED_HEADER);
     let local = request.method() == Method::GET
-        || request.headers().contains_key(FORWARDED_HEADER)
+        || request.extensions().get::<ForwardedByServer>().is_some()
         || request.uri().path().starts_with("/v1/agent/")
         || request.uri().path() == "/v1/operator/keyring"
         || agent.consensus.is_leader();
@@ -222,12 +269,12 @@ pub(crate) async fn serve_forwarded(
     for (name, value) in request.headers {
         builder = builder.header(name, value);
     }
-    if from == ForwardedFrom::Server {
-        builder = builder.header(FORWARDED_HEADER, "1");
-    }
-    let http_request = builder
+    let mut http_request = builder
         .body(Body::from(request.body))
         .map_err(|e| e.to_string())?;
+    if from == ForwardedFrom::Server {
+        http_request.extensions_mut().insert(ForwardedByServer);
+    }
     let response = router.oneshot(http_request).await.map_err(|e| e.to_string())?;
     let (parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
@@ -287,6 +334,10 @@ impl ApiError {
         match error {
             ConsensusError::NoLeader | ConsensusError::NotLeader { .. } => {
                 Self::internal("No cluster leader")
+            }
+            // Retryable, and known not to have taken effect: Consul's rate-limit status.
+            overloaded @ ConsensusError::Overloaded { .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, overloaded.to_string())
             }
             other => Self::internal(other.to_string()),
         }
@@ -397,13 +448,14 @@ impl Params {
     }
 }
 
-/// A Go-style duration as Consul's `wait` takes it (`"10s"`, `"5m"`, `"1m30s"`, `"100ms"`); a bare
+/// A Go duration as Consul's `wait` takes it (`"10s"`, `"1m30s"`, `"1.8982439041137695s"`); a bare
 /// number is seconds.
 fn parse_wait(text: &str) -> Result<Duration, ApiError> {
     if let Ok(seconds) = text.parse::<u64>() {
         return Ok(Duration::from_secs(seconds));
     }
-    humantime::parse_duration(text).map_err(|_| ApiError::bad_request(format!("Invalid wait time: {text:?}")))
+    crate::duration::parse_go_duration(text)
+        .map_err(|e| ApiError::bad_request(format!("Invalid wait time: {e}")))
 }
 
 /// Percent-decodes a path or query component (`+` is a space in a query).
@@ -596,6 +648,11 @@ impl Access {
                 Decision::Deny => Err(ApiError::new(StatusCode::FORBIDDEN, "Permission denied")),
             },
         }
+    }
+
+    /// Whether `check` allows (always, when ACLs are off).
+    pub(crate) fn allows(&self, check: impl FnOnce(&Authorizer) -> Decision) -> bool {
+        self.require(check).is_ok()
     }
 
     /// Keeps the items `check` allows.
