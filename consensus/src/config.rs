@@ -39,10 +39,10 @@ pub struct ConsensusConfig {
     /// that arrive while all are in flight wait and join the next proposal, which is what makes
     /// batches grow with load.
     pub max_proposals_in_flight: usize,
-    /// Build a snapshot after this many log entries since the last one.
     /// Writes that may wait for a proposal slot on the leader; beyond them writes are refused
     /// with [`ConsensusError::Overloaded`] (HTTP 429), so a burst cannot grow memory without bound.
     pub max_queued_writes: usize,
+    /// Build a snapshot after this many log entries since the last one.
     pub snapshot_after_logs: u64,
     /// Log entries kept behind the last snapshot, so a briefly lagging follower catches up from
     /// the log rather than with a snapshot.
