@@ -48,8 +48,8 @@ mod watch;
 
 pub use backend::memory::{MemoryBackend, MemoryExportView, MemoryView};
 #[cfg(feature = "rocksdb")]
-pub use backend::rocks::{RocksBackend, RocksStore, RocksView};
-pub use backend::{Backend, Batch, BatchOp, ReadView, Slot, Table};
+pub use backend::rocks::{RocksBackend, RocksFrozenView, RocksStore, RocksView};
+pub use backend::{Backend, Batch, BatchOp, FrozenView, ReadView, Slot, Table};
 pub use codec::{CODEC_VERSION, MAX_COMMAND_BYTES, decode_command, encode_command};
 pub use command::{
     Command, MAX_ID_BYTES, MAX_POLICY_NAME_BYTES, MAX_TXN_OPS, MAX_VALUE_BYTES, TxnOp, validate_key,
@@ -66,5 +66,6 @@ pub use snapshot_io::{
     ACL_BOOTSTRAP_RECORD, ACL_POLICY_RECORD, ACL_TOKEN_RECORD, ExportError, ExportOptions, ImportError,
     ImportReport, KV_RECORD, SESSION_RECORD, TABLE_INDEX_RECORD, TOMBSTONE_RECORD,
 };
+pub use export::StoreSnapshot;
 pub use store::{MemoryStore, Store, StoreConfig};
 pub use watch::{Subscription, WaitOutcome, Wake, WatchHub, WatchScope};

@@ -155,19 +155,7 @@ impl<B: Backend> Store<B> {
     /// archive's `meta.index` is the last applied index of exactly the state written.
     pub fn export<W: Write>(&self, out: W, options: &ExportOptions) -> Result<(W, Inspection), ExportError> {
         let view = self.backend.export_view().map_err(ReadError::from)?;
-        let meta = SnapshotMeta {
-            index: tables::get_u64(&view, Table::Meta, tables::META_APPLIED_INDEX)?.unwrap_or(0),
-            term: options.term,
-            datacenter: self.datacenter.clone(),
-            created_at_unix_ms: options.created_at_unix_ms,
-            producer: concat!("tribune-kvstore ", env!("CARGO_PKG_VERSION")).to_owned(),
-            labels: options.labels.clone(),
-        };
-        let mut writer = SnapshotWriter::new(out, &meta)?;
-        crate::export::for_each_record(&view, |record| {
-            record.write_to(&mut writer).map_err(ExportError::from)
-        })?;
-        Ok(writer.finish()?)
+        crate::export::write_archive(&view, &self.datacenter, options, out)
     }
 
     /// Replaces the whole state with an archive's, atomically.

@@ -1,19 +1,27 @@
 //! The in-memory backend: sorted maps behind a read-write lock.
+//!
+//! Each table is an `Arc`'d map, copied on write: an export view or a frozen view shares the maps
+//! (taking one costs ten reference counts), and the first commit that touches a shared table after
+//! that copies that table once. Memory is then at most two copies of the tables written meanwhile.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use parking_lot::{RwLock, RwLockReadGuard};
 
-use super::{Backend, Batch, BatchOp, ReadView, Slot, Table};
+use super::{Backend, Batch, BatchOp, FrozenView, ReadView, Slot, Table};
 use crate::error::BackendError;
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+type Shared = Arc<Map>;
 
+/// Cloning is cheap: the maps are shared until written.
 #[derive(Debug, Clone, Default)]
 struct Tables {
-    slotted: [Map; Table::SLOTTED.len()],
-    meta: Map,
+    slotted: [Shared; Table::SLOTTED.len()],
+    meta: Shared,
 }
 
 impl Tables {
@@ -28,16 +36,23 @@ impl Tables {
 #[derive(Debug, Default)]
 struct MemState {
     live: Tables,
-    staging: [Map; Table::SLOTTED.len()],
+    staging: [Shared; Table::SLOTTED.len()],
 }
 
 impl MemState {
+    /// The map a write goes to, copied first if a view still shares it.
     fn target(&mut self, slot: Slot, table: Table) -> &mut Map {
-        match (table.slot_position(), slot) {
+        let shared = match (table.slot_position(), slot) {
             (None, _) => &mut self.live.meta,
             (Some(pos), Slot::Live) => &mut self.live.slotted[pos],
             (Some(pos), Slot::Staging) => &mut self.staging[pos],
-        }
+        };
+        Arc::make_mut(shared)
+    }
+
+    /// Empties the staging tables without copying any a view still shares.
+    fn clear_staging(&mut self) {
+        self.staging.iter_mut().for_each(|map| *map = Shared::default());
     }
 }
 
@@ -60,7 +75,8 @@ pub struct MemoryView<'a> {
     guard: RwLockReadGuard<'a, MemState>,
 }
 
-/// An export view of [`MemoryBackend`]: a private copy of the live tables, so commits continue.
+/// An export view (and the frozen view) of [`MemoryBackend`]: the live tables as they were, shared
+/// copy-on-write with the backend, so commits continue.
 pub struct MemoryExportView {
     tables: Tables,
 }
@@ -105,9 +121,21 @@ impl ReadView for MemoryExportView {
     }
 }
 
+impl FrozenView for MemoryExportView {
+    /// Runs the job on the calling thread, straight into `out`: the maps are already owned.
+    fn stream<T, F>(self, out: &mut dyn Write, job: F) -> std::io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn ReadView, &mut dyn Write) -> T + Send + 'static,
+    {
+        Ok(job(&self, out))
+    }
+}
+
 impl Backend for MemoryBackend {
     type View<'a> = MemoryView<'a>;
     type ExportView<'a> = MemoryExportView;
+    type Frozen = MemoryExportView;
 
     fn view(&self) -> Result<MemoryView<'_>, BackendError> {
         Ok(MemoryView {
@@ -119,6 +147,10 @@ impl Backend for MemoryBackend {
         Ok(MemoryExportView {
             tables: self.state.read().live.clone(),
         })
+    }
+
+    fn freeze(&self) -> Result<MemoryExportView, BackendError> {
+        self.export_view()
     }
 
     fn commit(&self, batch: Batch) -> Result<(), BackendError> {
@@ -138,13 +170,13 @@ impl Backend for MemoryBackend {
                 BatchOp::Delete { slot, table, key } => {
                     state.target(slot, table).remove(&key);
                 }
-                BatchOp::ClearStaging => state.staging.iter_mut().for_each(Map::clear),
+                BatchOp::ClearStaging => state.clear_staging(),
             }
         }
         if promote {
             let state = &mut *state;
             std::mem::swap(&mut state.live.slotted, &mut state.staging);
-            state.staging.iter_mut().for_each(Map::clear);
+            state.clear_staging();
         }
         Ok(())
     }

@@ -7,6 +7,8 @@ pub(crate) mod memory;
 #[cfg(feature = "rocksdb")]
 pub(crate) mod rocks;
 
+use std::io::Write;
+
 use crate::error::BackendError;
 
 /// The tables a backend keeps. Every table except [`Table::Meta`] exists twice — a live copy and a
@@ -174,6 +176,26 @@ pub trait ReadView {
     ) -> Result<(), BackendError>;
 }
 
+/// A point-in-time view that owns what it needs, so it can be taken in one place (between two
+/// applies, cheaply) and read later on another thread while commits continue.
+///
+/// Implementations MUST show exactly the live tables (and [`Table::Meta`]) as they were when
+/// [`Backend::freeze`] returned, however many batches are committed afterwards, and MUST release
+/// whatever they hold (a RocksDB snapshot, a thread) when dropped, used or not.
+pub trait FrozenView: Send + 'static {
+    /// Runs `job` once against the frozen tables and copies, in order, every byte `job` writes to
+    /// its `Write` into `out`, returning what `job` returned.
+    ///
+    /// The job may run on another thread (the RocksDB backend reads its snapshot on a thread that
+    /// owns it), so the bytes travel through a bounded buffer: memory stays O(one chunk), never
+    /// O(view). An `Err` is `out`'s own error, or the job's thread stopping before it finished;
+    /// the job then sees its writes fail and stops.
+    fn stream<T, F>(self, out: &mut dyn Write, job: F) -> std::io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn ReadView, &mut dyn Write) -> T + Send + 'static;
+}
+
 /// A place the store's tables live.
 ///
 /// Implementations MUST:
@@ -190,12 +212,19 @@ pub trait Backend: Send + Sync + 'static {
     type ExportView<'a>: ReadView
     where
         Self: 'a;
+    /// An owned point-in-time view (see [`FrozenView`]).
+    type Frozen: FrozenView;
 
     /// Takes a consistent view of the live tables.
     fn view(&self) -> Result<Self::View<'_>, BackendError>;
 
     /// Takes a point-in-time view for a long export.
     fn export_view(&self) -> Result<Self::ExportView<'_>, BackendError>;
+
+    /// Fixes the current point in time in an owned view (for snapshots written after the caller
+    /// has moved on). MUST be cheap — O(1) or close, no copy of the tables — and MUST NOT block
+    /// commits beyond that: it is called between two applies.
+    fn freeze(&self) -> Result<Self::Frozen, BackendError>;
 
     /// Applies a batch atomically.
     fn commit(&self, batch: Batch) -> Result<(), BackendError>;
