@@ -718,10 +718,10 @@ impl ConfigLoader {
     }
 
     fn duration(&self, key: &str, text: &str) -> Result<Duration, ConfigError> {
-        humantime::parse_duration(text).map_err(|error| {
+        crate::duration::parse_go_duration(text).map_err(|error| {
             self.invalid(
                 key,
-                format!("{text:?} is not a duration such as \"30s\": {error}"),
+                format!("{error}; a duration reads like \"30s\", \"1.5m\" or \"1h30m\""),
             )
         })
     }

@@ -33,6 +33,7 @@
 mod acl;
 mod client;
 pub mod config;
+pub mod duration;
 mod error;
 mod fsm;
 mod gossip_keys;

@@ -45,7 +45,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 16)]
     clients: usize,
     /// How long to run.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = tribune::duration::parse_go_duration)]
     duration: Duration,
     /// put, get (default consistency), stale or consistent.
     #[arg(long, value_enum, default_value_t = Mode::Put)]

@@ -43,7 +43,7 @@ pub(crate) struct LockArgs {
     #[arg(long)]
     name: Option<String>,
     /// Give up acquiring after this long (0: wait forever).
-    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "0s", value_parser = tribune::duration::parse_go_duration)]
     timeout: Duration,
     /// Run the child through `sh -c` (false: execute it directly).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true, default_value = "true")]

@@ -52,7 +52,7 @@ pub(crate) struct FileArg {
 #[derive(Debug, clap::Args)]
 pub(crate) struct AgentArgs {
     /// Time between saves.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = tribune::duration::parse_go_duration)]
     interval: Duration,
     /// How many snapshots to keep (0 keeps all).
     #[arg(long, default_value_t = 30)]
