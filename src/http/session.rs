@@ -118,8 +118,8 @@ fn parse_lock_delay(value: &serde_json::Value) -> Result<Duration, ApiError> {
             })
         }
         serde_json::Value::String(text) if text.is_empty() => Ok(DEFAULT_LOCK_DELAY),
-        serde_json::Value::String(text) => humantime::parse_duration(text)
-            .map_err(|_| ApiError::bad_request(format!("Invalid LockDelay {text:?}"))),
+        serde_json::Value::String(text) => crate::duration::parse_go_duration(text)
+            .map_err(|e| ApiError::bad_request(format!("Request decode failed: invalid LockDelay: {e}"))),
         serde_json::Value::Null => Ok(DEFAULT_LOCK_DELAY),
         other => Err(ApiError::bad_request(format!("Invalid LockDelay {other}"))),
     }
@@ -139,11 +139,12 @@ pub(crate) async fn create<B: Backend>(
     let ttl = match request.ttl.as_deref() {
         None | Some("") => None,
         Some(text) => {
-            let ttl = humantime::parse_duration(text)
-                .map_err(|_| ApiError::bad_request(format!("Request decode failed: invalid TTL {text:?}")))?;
+            // Consul checks the TTL on the server, so both refusals are its RPC errors: a 500.
+            let ttl = crate::duration::parse_go_duration(text)
+                .map_err(|e| ApiError::internal(format!("Session TTL '{text}' invalid: {e}")))?;
             let min = agent.config.session_ttl_min;
             if !ttl.is_zero() && (ttl < min || ttl > SESSION_TTL_MAX) {
-                return Err(ApiError::bad_request(format!(
+                return Err(ApiError::internal(format!(
                     "Invalid Session TTL '{}', must be between [{}={}]",
                     go_duration(ttl),
                     go_duration(min),
