@@ -34,6 +34,35 @@ const ADD_SERVER_DEADLINE: Duration = Duration::from_secs(30);
 /// How often the leader compares the raft configuration with the pool.
 const RECONCILE_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long a server must stay failed before dead-server cleanup removes it from raft. Gossip
+/// declares a server failed after a few seconds of silence, which a partition, a pause or a slow
+/// restart easily causes; removing it then would make it rejoin as a learner after the heal and
+/// leave the cluster one failure from unavailability meanwhile. Cleanup is for servers that stay
+/// failed.
+pub(crate) const DEAD_SERVER_GRACE: Duration = Duration::from_secs(30);
+
+/// When each failed server was first seen failed by this leader's reconciliation.
+#[derive(Debug, Default)]
+pub(crate) struct DeadServers {
+    since: std::collections::HashMap<NodeId, std::time::Instant>,
+}
+
+impl DeadServers {
+    /// Records the servers failed now and returns those failed for at least `grace`. A server
+    /// that is no longer reported failed starts over if it fails again.
+    pub(crate) fn due(&mut self, failed: &[NodeId], now: std::time::Instant, grace: Duration) -> Vec<NodeId> {
+        self.since.retain(|id, _| failed.contains(id));
+        failed
+            .iter()
+            .copied()
+            .filter(|id| {
+                let since = *self.since.entry(*id).or_insert(now);
+                now.saturating_duration_since(since) >= grace
+            })
+            .collect()
+    }
+}
+
 /// The tags an agent announces (a client: role, dc, build, vsn). `id` is the raft id, so peers can add it to raft without asking.
 pub(crate) fn server_tags(config: &Config, node_id: NodeId, rpc_port: u16) -> Tags {
     let mut tags = Tags::new();
@@ -237,6 +266,7 @@ pub(crate) async fn reconcile<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: wa
     let Some(gossip) = agent.gossip.clone() else {
         return;
     };
+    let mut dead = DeadServers::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
@@ -261,8 +291,9 @@ pub(crate) async fn reconcile<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: wa
                 Err(e) => tracing::warn!(server = id, error = %e, "removing a server that left"),
             }
         }
-        if !plan.remove_failed.is_empty() {
-            match agent.consensus.remove_failed_servers(&plan.remove_failed).await {
+        let remove_failed = dead.due(&plan.remove_failed, std::time::Instant::now(), DEAD_SERVER_GRACE);
+        if !remove_failed.is_empty() {
+            match agent.consensus.remove_failed_servers(&remove_failed).await {
                 Ok(removed) if !removed.is_empty() => tracing::info!(?removed, "removed failed servers"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "removing failed servers"),
@@ -283,6 +314,26 @@ pub(crate) async fn reconcile<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: wa
                 _ = shutdown.wait_for(|stopped| *stopped) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod dead_server_tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_server_is_due_only_after_the_grace_and_starts_over_when_it_returns() {
+        let mut dead = DeadServers::default();
+        let t0 = std::time::Instant::now();
+        let grace = Duration::from_secs(30);
+        assert!(dead.due(&[7], t0, grace).is_empty());
+        assert!(dead.due(&[7], t0 + Duration::from_secs(29), grace).is_empty());
+        assert_eq!(dead.due(&[7, 8], t0 + Duration::from_secs(30), grace), vec![7]);
+        // 7 came back (alive), then failed again: its grace starts over.
+        assert!(dead.due(&[8], t0 + Duration::from_secs(31), grace).is_empty());
+        assert!(dead.due(&[7, 8], t0 + Duration::from_secs(40), grace).is_empty());
+        assert_eq!(dead.due(&[7, 8], t0 + Duration::from_secs(61), grace), vec![8]);
+        assert_eq!(dead.due(&[7, 8], t0 + Duration::from_secs(70), grace), vec![7, 8]);
     }
 }
 

@@ -734,8 +734,10 @@ impl<S: StateMachine> Consensus<S> {
 
     /// On the leader: dead-server cleanup (Consul autopilot's `CleanupDeadServers`). Removes the
     /// servers gossip reports `failed`, but never so many voters that fewer than a quorum of the
-    /// configured size (`max(bootstrap_expect, voters)`) would remain; learners always go.
-    /// Returns the ids removed, lowest first.
+    /// current voters, or fewer than `bootstrap_expect`, would remain: a failed server of a
+    /// datacenter sized by `bootstrap_expect` may come back, and removing it would only leave the
+    /// cluster closer to losing its quorum. Learners always go. Returns the ids removed, lowest
+    /// first.
     pub async fn remove_failed_servers(&self, failed: &[NodeId]) -> Result<Vec<NodeId>, ConsensusError> {
         if !self.is_leader() {
             return Err(self.not_leader());
@@ -747,16 +749,16 @@ impl<S: StateMachine> Consensus<S> {
             .collect();
         let servers = self.servers();
         let voters = servers.iter().filter(|s| s.role == ServerRole::Voter).count();
-        let configured = voters.max(self.shared.config.bootstrap_expect);
-        let quorum = configured / 2 + 1;
-        let mut removable_voters = voters.saturating_sub(quorum);
+        let quorum = voters / 2 + 1;
+        let floor = quorum.max(self.shared.config.bootstrap_expect);
+        let mut removable_voters = voters.saturating_sub(floor);
         let mut removed = Vec::new();
         for s in servers.iter().filter(|s| failed.contains(&s.id)) {
             if s.role == ServerRole::Voter {
                 if removable_voters == 0 {
                     tracing::warn!(
                         server = s.id,
-                        "not removing failed voter: it would leave less than a quorum"
+                        "not removing failed voter: it would leave less than a quorum or fewer voters than bootstrap_expect"
                     );
                     continue;
                 }

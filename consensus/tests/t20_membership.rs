@@ -12,31 +12,46 @@ use tribune_consensus::{AppHandler, AppRequest, ConsensusError, ReadMode, Server
 
 const T: Duration = Duration::from_secs(10);
 
-/// Dead-server cleanup removes a failed voter while a quorum of the configured size remains,
-/// and refuses to go below it.
+/// Dead-server cleanup removes failed voters only while a quorum of the current voters and
+/// `bootstrap_expect` voters remain: a failed server of a three-server datacenter (expecting
+/// three) stays a voter, since it may come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_servers_are_removed_but_never_below_quorum() {
+async fn failed_servers_are_removed_but_never_below_quorum_or_bootstrap_expect() {
     let mut c = Cluster::new(3, default_config);
     c.start_all().await;
     let leader = c.bootstrap().await;
-    let others: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
     let l = c.server(leader);
     // Only the leader cleans up.
-    let refused = c.server(others[0]).remove_failed_servers(&[others[1]]).await;
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let refused = c.server(follower).remove_failed_servers(&[leader]).await;
     assert!(
         matches!(refused, Err(ConsensusError::NotLeader { .. })),
         "{refused:?}"
     );
+    // Grow to five voters (bootstrap_expect stays three).
+    for _ in 0..2 {
+        let id = c.add_slot();
+        let n = c.start(id).await;
+        l.add_server(id, n.node_info()).await.unwrap();
+    }
+    let voters = |l: &common::Server| l.servers().iter().filter(|s| s.role == ServerRole::Voter).count();
+    assert_eq!(voters(&l), 5);
+    let mut others: Vec<u64> = (1..=5).filter(|&i| i != leader).collect();
 
-    c.stop(others[1]).await;
-    let removed = l.remove_failed_servers(&[others[1]]).await.unwrap();
-    assert_eq!(removed, vec![others[1]]);
-    assert_eq!(l.peers().len(), 2);
-    // Two voters left of a configured three: removing another would leave less than a quorum.
-    let removed = l.remove_failed_servers(&[others[0]]).await.unwrap();
-    assert!(removed.is_empty());
-    assert_eq!(l.peers().len(), 2);
-    // The two remaining voters still commit.
+    let first = others.pop().unwrap();
+    c.stop(first).await;
+    assert_eq!(l.remove_failed_servers(&[first]).await.unwrap(), vec![first]);
+    assert_eq!(voters(&l), 4);
+    let second = others.pop().unwrap();
+    c.stop(second).await;
+    assert_eq!(l.remove_failed_servers(&[second]).await.unwrap(), vec![second]);
+    assert_eq!(voters(&l), 3);
+    // Three voters of bootstrap_expect = 3: a failed one stays, though two would be a quorum.
+    let third = others.pop().unwrap();
+    c.stop(third).await;
+    assert!(l.remove_failed_servers(&[third]).await.unwrap().is_empty());
+    assert_eq!(voters(&l), 3);
+    // The two live voters still commit.
     l.write(b"still=ok".as_slice()).await.unwrap();
 }
 
