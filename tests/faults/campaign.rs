@@ -178,10 +178,11 @@ pub(crate) fn run(
     let leader = runtime.block_on(cluster.wait_leader(nemesis::RECOVERY_LIMIT));
     assert!(
         leader.is_some(),
-        "run {}: three fresh servers elected no leader in {:?}; logs in {}",
+        "run {}: three fresh servers elected no leader in {:?}; logs in {}:\n{}",
         plan.seed,
         nemesis::RECOVERY_LIMIT,
-        dir.display()
+        dir.display(),
+        log_tails(&cluster)
     );
     let shared = Shared::new(cluster.slots.iter().map(|slot| slot.http()).collect());
     let mut tasks = Vec::new();
@@ -311,6 +312,20 @@ pub(crate) fn run(
         println!("  {detail}");
     }
     result
+}
+
+/// The last lines of each server's log, for a failure message.
+fn log_tails(cluster: &Cluster) -> String {
+    let mut out = String::new();
+    for slot in &cluster.slots {
+        let text = std::fs::read_to_string(&slot.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let _ = writeln!(out, "--- {} ({})", slot.name, slot.log.display());
+        for line in &lines[lines.len().saturating_sub(8)..] {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    out
 }
 
 /// The campaign's totals.

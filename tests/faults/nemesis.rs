@@ -101,7 +101,9 @@ pub(crate) fn inject(
     let leader = leader_before.unwrap_or_else(|| rng.random_range(0..SERVERS));
     let follower = (leader + rng.random_range(1..SERVERS)) % SERVERS;
     let net = || net.unwrap_or_else(|| panic!("{fault} needs the network namespace"));
-    let start_ns = shared.now_ns();
+    // The fault starts once it is in place (a kill has been delivered, the rules installed); the
+    // probes that prove a cut run after that moment, inside the hold.
+    let mut start_ns = shared.now_ns();
     let target = match fault {
         Fault::KillLeader | Fault::KillFollower => {
             let victim = if fault == Fault::KillLeader {
@@ -110,6 +112,7 @@ pub(crate) fn inject(
                 follower
             };
             cluster.kill(victim);
+            start_ns = shared.now_ns();
             hold(rng, 1000, 3000);
             cluster.restart(victim);
             Some(victim)
@@ -118,6 +121,7 @@ pub(crate) fn inject(
             for i in 0..SERVERS {
                 cluster.kill(i);
             }
+            start_ns = shared.now_ns();
             hold(rng, 1000, 2000);
             for i in 0..SERVERS {
                 cluster.restart(i);
@@ -126,6 +130,7 @@ pub(crate) fn inject(
         }
         Fault::PauseLeader => {
             cluster.pause(leader);
+            start_ns = shared.now_ns();
             hold(rng, 2000, 6000);
             cluster.resume(leader);
             Some(leader)
@@ -137,18 +142,23 @@ pub(crate) fn inject(
                 follower
             };
             net().partition(&[victim]);
+            start_ns = shared.now_ns();
+            net().verify_partition(&[victim]);
             hold(rng, 4000, 6000);
             net().heal();
             Some(victim)
         }
         Fault::OneWayLeader => {
             net().one_way(leader);
+            start_ns = shared.now_ns();
+            net().verify_one_way(leader);
             hold(rng, 4000, 6000);
             net().heal();
             Some(leader)
         }
         Fault::PacketLoss => {
             net().loss(0.3);
+            start_ns = shared.now_ns();
             hold(rng, 4000, 6000);
             net().heal();
             None

@@ -121,7 +121,7 @@ impl Net {
         iptables(&reply);
     }
 
-    /// Cuts every link between the two sides, both ways, and proves it.
+    /// Cuts every link between the two sides, both ways.
     pub(crate) fn partition(&self, side: &[usize]) {
         let other: Vec<usize> = (0..self.servers.len()).filter(|i| !side.contains(i)).collect();
         for &a in side {
@@ -130,14 +130,22 @@ impl Net {
                 self.drop_link(b, a, 1.0);
             }
         }
+    }
+
+    /// Proves a [`Net::partition`] cut: no link across it connects, every other link does.
+    pub(crate) fn verify_partition(&self, side: &[usize]) {
         self.verify(|a, b| Some(side.contains(&a) != side.contains(&b)));
     }
 
-    /// Drops everything `from` sends to the others (they still reach it over UDP), and proves it.
+    /// Drops everything `from` sends to the others (they still reach it over UDP).
     pub(crate) fn one_way(&self, from: usize) {
         for to in (0..self.servers.len()).filter(|to| *to != from) {
             self.drop_link(from, to, 1.0);
         }
+    }
+
+    /// Proves a [`Net::one_way`] cut.
+    pub(crate) fn verify_one_way(&self, from: usize) {
         // TCP from the others to `from` dies too (its SYN-ACKs are dropped): no expectation there.
         self.verify(|a, b| {
             if a == from {
