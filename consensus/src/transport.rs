@@ -86,9 +86,33 @@ struct Conn {
     frames: mpsc::UnboundedSender<Vec<u8>>,
     pending: Pending,
     closed: Arc<AtomicBool>,
+    /// When the connection was made, and when it last carried a response (nanoseconds after
+    /// `opened`): a connection silent for long is presumed dead (see [`SILENT_CONNECTION`]).
+    opened: Instant,
+    last_response_ns: Arc<AtomicU64>,
+    tasks: [tokio::task::AbortHandle; 2],
 }
 
+/// A connection that has carried no response for this long while a request on it timed out is
+/// closed, and the next request dials afresh. Behind a partition that drops packets, TCP keeps a
+/// connection open and backs its retransmissions off to seconds; without this, a healed peer
+/// would stay unreachable over the old connection for as long.
+const SILENT_CONNECTION: Duration = Duration::from_millis(500);
+
 impl Conn {
+    fn silent_since(&self, at: Instant) -> bool {
+        let last = self.opened + Duration::from_nanos(self.last_response_ns.load(Ordering::Acquire));
+        last < at && last.elapsed() >= SILENT_CONNECTION
+    }
+
+    /// Closes the connection: both tasks stop (dropping the socket) and every waiter fails.
+    fn kill(&self, reason: &str) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        Conn::fail_all(&self.pending, &self.closed, reason);
+    }
+
     fn fail_all(pending: &Pending, closed: &AtomicBool, reason: &str) {
         closed.store(true, Ordering::Release);
         let waiters: Vec<_> = pending.lock().drain().collect();
@@ -106,11 +130,12 @@ struct PeerState {
     retry_at: Option<Instant>,
 }
 
-/// Reconnect backoff: 20 ms doubling up to 1 s. Short enough that a restarted server is
-/// reached again within an election timeout, long enough not to spin on a dead one.
+/// Reconnect backoff: 20 ms doubling up to 250 ms. Short enough that a restarted or healed
+/// server is reached again within an election timeout, long enough not to spin on a dead one (a
+/// refused connect costs microseconds; a dropped one waits out the connect timeout).
 fn backoff(failures: u32) -> Duration {
     let ms = 20u64.saturating_mul(1u64 << failures.min(6));
-    Duration::from_millis(ms.min(1000))
+    Duration::from_millis(ms.min(250))
 }
 
 struct TcpInner {
@@ -211,7 +236,9 @@ fn spawn_conn(stream: TcpStream) -> Conn {
     let (frames_tx, frames_rx) = mpsc::unbounded_channel();
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
     let closed = Arc::new(AtomicBool::new(false));
-    {
+    let opened = Instant::now();
+    let last_response_ns = Arc::new(AtomicU64::new(0));
+    let writer = {
         let pending = Arc::clone(&pending);
         let closed = Arc::clone(&closed);
         tokio::spawn(async move {
@@ -221,16 +248,19 @@ fn spawn_conn(stream: TcpStream) -> Conn {
                 Err(e) => format!("write failed: {e}"),
             };
             Conn::fail_all(&pending, &closed, &reason);
-        });
-    }
-    {
+        })
+    };
+    let reader = {
         let pending = Arc::clone(&pending);
         let closed = Arc::clone(&closed);
+        let last_response_ns = Arc::clone(&last_response_ns);
         tokio::spawn(async move {
             let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, read_half);
             let reason = loop {
                 match wire::read_frame(&mut reader).await {
                     Ok(Some(frame)) if frame.kind == KIND_RESPONSE => {
+                        let since_open = opened.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+                        last_response_ns.store(since_open, Ordering::Release);
                         let waiter = pending.lock().remove(&frame.id);
                         if let Some(tx) = waiter {
                             let decoded = codec::decode::<RpcResponse>(&frame.body)
@@ -244,12 +274,15 @@ fn spawn_conn(stream: TcpStream) -> Conn {
                 }
             };
             Conn::fail_all(&pending, &closed, &reason);
-        });
-    }
+        })
+    };
     Conn {
         frames: frames_tx,
         pending,
         closed,
+        opened,
+        last_response_ns,
+        tasks: [writer.abort_handle(), reader.abort_handle()],
     }
 }
 
@@ -264,8 +297,20 @@ impl Transport for TcpTransport {
         let this = self.clone();
         let addr = addr.to_string();
         Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let conn = match tokio::time::timeout_at(deadline, this.connection(target, &addr)).await {
+                Ok(conn) => conn?,
+                // Still connecting (or waiting for another caller's connect): nothing was sent.
+                Err(_) => {
+                    return Err(TransportError::Unreachable {
+                        target,
+                        addr,
+                        reason: format!("no connection within {timeout:?}"),
+                    });
+                }
+            };
+            let sent_at = Instant::now();
             let work = async {
-                let conn = this.connection(target, &addr).await?;
                 let id = this.inner.next_id.fetch_add(1, Ordering::Relaxed);
                 let frame = wire::encode_frame(id, KIND_REQUEST, &request).map_err(|e| {
                     TransportError::Connection {
@@ -297,12 +342,17 @@ impl Transport for TcpTransport {
                     }),
                 }
             };
-            match tokio::time::timeout(timeout, work).await {
+            match tokio::time::timeout_at(deadline, work).await {
                 Ok(r) => r,
-                Err(_) => Err(TransportError::Timeout {
-                    target,
-                    after: timeout,
-                }),
+                Err(_) => {
+                    if conn.silent_since(sent_at) {
+                        conn.kill("no response for a while: the connection is presumed dead");
+                    }
+                    Err(TransportError::Timeout {
+                        target,
+                        after: timeout,
+                    })
+                }
             }
         })
     }
@@ -477,5 +527,84 @@ impl<T: Transport> Transport for FaultyTransport<T> {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::wire::{Request, Response};
+
+    /// A peer whose first `mute` connections swallow every request, as a connection does behind
+    /// a partition that drops packets; later connections answer.
+    async fn peer(mute: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut read = tokio::io::BufReader::new(read);
+                    while let Ok(Some(frame)) = wire::read_frame(&mut read).await {
+                        if n < mute {
+                            continue;
+                        }
+                        let answer = RpcResponse(Response::Probe { initialized: true });
+                        let bytes = wire::encode_frame(frame.id, KIND_RESPONSE, &answer).unwrap();
+                        if write.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_went_silent_is_redialled() {
+        let (addr, accepted) = peer(1).await;
+        let transport = TcpTransport::new();
+        let probe = || RpcRequest(Request::Probe);
+        let started = Instant::now();
+        let answered = loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "a silent connection was reused for 5 s"
+            );
+            match transport
+                .send(1, &addr, probe(), Duration::from_millis(100))
+                .await
+            {
+                Ok(resp) => break resp,
+                Err(TransportError::Timeout { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(matches!(answered.0, Response::Probe { initialized: true }));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "dialled exactly once more");
+        // The silence limit, plus one request timeout, plus a dial.
+        assert!(started.elapsed() < SILENT_CONNECTION + Duration::from_millis(600));
+    }
+
+    #[tokio::test]
+    async fn a_slow_answer_on_a_live_connection_keeps_it() {
+        let (addr, accepted) = peer(0).await;
+        let transport = TcpTransport::new();
+        for _ in 0..20 {
+            transport
+                .send(1, &addr, RpcRequest(Request::Probe), Duration::from_secs(1))
+                .await
+                .unwrap();
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 }

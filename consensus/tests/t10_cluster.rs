@@ -424,12 +424,24 @@ async fn restart_after_snapshot_restores_from_the_snapshot_file() {
     }
     c.wait_applied(last, T).await;
     for s in c.running() {
-        s.raft().trigger().snapshot().await.unwrap();
-        s.raft()
-            .wait(Some(T))
-            .metrics(|m| m.snapshot.is_some_and(|x| x.index >= 60), "snapshot built")
-            .await
-            .unwrap();
+        // A trigger that arrives while a policy-driven build runs is ignored: trigger again
+        // until a snapshot covers the writes.
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            s.raft().trigger().snapshot().await.unwrap();
+            let built = s
+                .raft()
+                .wait(Some(Duration::from_millis(500)))
+                .metrics(|m| m.snapshot.is_some_and(|x| x.index >= 60), "snapshot built")
+                .await;
+            if built.is_ok() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no snapshot covers the writes"
+            );
+        }
     }
     for id in 1..=3 {
         c.stop(id).await;
