@@ -4,8 +4,10 @@
 //! [`Command`](tribune_kvstore::Command) encoded with kvstore's codec. The adapter applies it to the [`Store`] and answers with an [`ApplyResponse`], which travels
 //! back to the leader's HTTP handler (possibly over the RPC port, for a forwarded write).
 //!
-//! Raft snapshots are kvstore exports (tribune-snapshot archives, verified by their SHA-256 trailer
-//! before they replace anything); installing one goes through `Store::import_records`.
+//! Raft snapshots are kvstore archives (tribune-snapshot, verified by their SHA-256 trailer before
+//! they replace anything): the point in time is fixed between two applies (`Store::snapshot`, a
+//! RocksDB snapshot) and the archive is streamed from it while applies continue; installing one
+//! goes through `Store::import_records`.
 //!
 //! Raft's bookkeeping ([`AppliedState`]) is kept in the store's local `Meta` table, written after the
 //! batch's effects: on the same backend (one ordered WAL for RocksDB), so it is never durable before
@@ -20,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tribune_consensus::{AppliedState, CommittedCommand, StateMachine, StateMachineError, StateSnapshot};
 use tribune_kvstore::{
     AclPolicy, AclToken, ApplyError, Backend, Batch, BatchOp, ExportOptions, ImportError, KvEntry, Outcome,
-    ReadView, Slot, StateRecord, Store, Table, decode_command,
+    ReadView, Slot, StateRecord, Store, StoreSnapshot, Table, decode_command,
 };
 use tribune_snapshot::SnapshotReader;
 
@@ -157,7 +159,7 @@ impl<B: Backend> KvStateMachine<B> {
 }
 
 impl<B: Backend> StateMachine for KvStateMachine<B> {
-    type Snapshot = KvSnapshot;
+    type Snapshot = KvSnapshot<B>;
 
     fn apply(
         &mut self,
@@ -195,10 +197,10 @@ impl<B: Backend> StateMachine for KvStateMachine<B> {
         }
     }
 
-    fn snapshot(&self) -> Result<KvSnapshot, StateMachineError> {
-        // Called between applies: the export's view is exactly the state at the last applied entry.
-        // The archive is built here, not in `write_to`, because a view taken later could be ahead of
-        // the applied state consensus records with this snapshot.
+    fn snapshot(&self) -> Result<KvSnapshot<B>, StateMachineError> {
+        // Called between applies: the frozen view is exactly the state at the last applied entry,
+        // the one consensus records with this snapshot. Only the point in time is fixed here (no
+        // record is read); `write_to` streams the archive from it on a blocking thread.
         let created_at_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
@@ -207,11 +209,8 @@ impl<B: Backend> StateMachine for KvStateMachine<B> {
             created_at_unix_ms,
             ..ExportOptions::default()
         };
-        let (archive, _) = self
-            .store
-            .export(Vec::new(), &options)
-            .map_err(StateMachineError::io)?;
-        Ok(KvSnapshot { archive })
+        let frozen = self.store.snapshot(options).map_err(StateMachineError::io)?;
+        Ok(KvSnapshot { frozen })
     }
 
     fn restore(&mut self, data: &mut dyn Read, applied: &AppliedState) -> Result<(), StateMachineError> {
@@ -242,15 +241,16 @@ impl<B: Backend> StateMachine for KvStateMachine<B> {
     }
 }
 
-/// A point-in-time copy of the store as a tribune-snapshot archive (kvstore's `Store::export`).
-pub(crate) struct KvSnapshot {
-    archive: Vec<u8>,
+/// The store at one point in time, written out as a tribune-snapshot archive (the bytes kvstore's
+/// `Store::export` would have written then), record by record.
+pub(crate) struct KvSnapshot<B: Backend> {
+    frozen: StoreSnapshot<B>,
 }
 
-impl StateSnapshot for KvSnapshot {
+impl<B: Backend> StateSnapshot for KvSnapshot<B> {
     fn write_to(self, out: &mut dyn Write) -> Result<(), StateMachineError> {
-        out.write_all(&self.archive).map_err(StateMachineError::io)?;
-        out.flush().map_err(StateMachineError::io)
+        self.frozen.write_to(out).map_err(StateMachineError::io)?;
+        Ok(())
     }
 }
 
@@ -326,6 +326,107 @@ mod tests {
         value["last_applied"] = serde_json::json!({"leader_id": {"term": 1, "node_id": 1}, "index": index});
         value["last_command_index"] = serde_json::json!(index);
         serde_json::from_value(value).unwrap()
+    }
+
+    /// Records what it is given; its first write reports that it started and then waits for a
+    /// release, so the snapshot is stopped part-way through while the test applies more.
+    struct GateWriter {
+        bytes: Vec<u8>,
+        largest_write: usize,
+        started: Option<std::sync::mpsc::Sender<()>>,
+        release: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl Write for GateWriter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if let Some(started) = self.started.take() {
+                started.send(()).unwrap();
+                self.release.recv_timeout(Duration::from_secs(60)).unwrap();
+            }
+            self.largest_write = self.largest_write.max(bytes.len());
+            self.bytes.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn applies_continue_while_a_snapshot_is_written<B: Backend>(source: Arc<Store<B>>) {
+        const KEYS: u64 = 3_000;
+        let mut leader = KvStateMachine::new(Arc::clone(&source));
+        let cmds: Vec<_> = (1..=KEYS)
+            .map(|i| committed(i, &set(&format!("k/{i:05}"), &[b'v'; 200])))
+            .collect();
+        leader.apply(&cmds, &applied_at(KEYS)).unwrap();
+        let at_snapshot = source.dump().unwrap();
+        let snapshot = leader.snapshot().unwrap();
+
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let mut out = GateWriter {
+                bytes: Vec::new(),
+                largest_write: 0,
+                started: Some(started_tx),
+                release: release_rx,
+            };
+            snapshot.write_to(&mut out).unwrap();
+            out
+        });
+        started.recv_timeout(Duration::from_secs(60)).unwrap();
+        // The snapshot's writer is blocked inside its first write; these applies still complete.
+        let later = [
+            committed(KEYS + 1, &set("k/00001", b"changed")),
+            committed(
+                KEYS + 2,
+                &Command::KvDelete {
+                    key: "k/00002".into(),
+                },
+            ),
+            committed(KEYS + 3, &set("after", b"x")),
+        ];
+        let responses = leader.apply(&later, &applied_at(KEYS + 3)).unwrap();
+        assert_eq!(
+            ApplyResponse::decode(&responses[2]).unwrap(),
+            ApplyResponse::Kv(true)
+        );
+        assert_eq!(source.last_applied(), KEYS + 3);
+        release.send(()).unwrap();
+        let out = writer.join().unwrap();
+        assert!(
+            out.largest_write < out.bytes.len() / 4,
+            "the archive came in one write of {} bytes: it was built whole before writing",
+            out.largest_write
+        );
+
+        let target = Arc::new(Store::in_memory(StoreConfig::new("dc1")).unwrap());
+        let mut follower = KvStateMachine::new(Arc::clone(&target));
+        follower
+            .restore(&mut out.bytes.as_slice(), &applied_at(KEYS))
+            .unwrap();
+        // Exactly the state at the snapshot: not the overwrite, the delete nor the new key.
+        assert_eq!(target.dump().unwrap(), at_snapshot);
+        assert!(target.get("after").unwrap().value.is_none());
+        assert_eq!(target.list("k/").unwrap().value.len() as u64, KEYS);
+        assert_eq!(target.get("k/00001").unwrap().value.unwrap().value, [b'v'; 200]);
+    }
+
+    #[test]
+    fn applies_continue_while_a_memory_snapshot_is_written() {
+        applies_continue_while_a_snapshot_is_written(Arc::new(
+            Store::in_memory(StoreConfig::new("dc1")).unwrap(),
+        ));
+    }
+
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn applies_continue_while_a_rocksdb_snapshot_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        applies_continue_while_a_snapshot_is_written(Arc::new(
+            Store::open_rocksdb(dir.path(), StoreConfig::new("dc1")).unwrap(),
+        ));
     }
 
     #[test]
