@@ -51,6 +51,11 @@ impl ClientAgent {
         }
     }
 
+    /// How many live servers of this datacenter the pool shows (`Stats.consul.known_servers`).
+    pub(crate) async fn known_servers(&self) -> usize {
+        self.live_servers().await.len()
+    }
+
     async fn live_servers(&self) -> Vec<Peer> {
         let members = self.gossip.members().await.unwrap_or_default();
         let mut servers: Vec<Peer> = members

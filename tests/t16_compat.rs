@@ -6,7 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, dev_server};
+use common::{Client, dev_server, pool_agent, wait_for};
+use tribune::Node;
 
 #[tokio::test]
 async fn a_blocking_read_takes_a_wait_with_many_decimals() {
@@ -91,4 +92,108 @@ async fn a_session_ttl_out_of_range_is_consuls_500() {
     let reply = http.put("/v1/session/create", br#"{"LockDelay":"1.5 s"}"#).await;
     assert_eq!(reply.status, 400, "{}", reply.text());
     node.shutdown().await;
+}
+
+/// The `Stats` values clients read are all strings, as Consul sends them.
+fn assert_strings(stats: &serde_json::Value, section: &str, keys: &[&str]) {
+    for key in keys {
+        assert!(
+            stats[section][key].is_string(),
+            "Stats.{section}.{key} is {:?}",
+            stats[section][key]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_self_names_the_leader_on_every_server() {
+    let s1 = Node::start(pool_agent("s1", true, &[])).await.unwrap();
+    let s2 = Node::start(pool_agent("s2", true, &[&s1])).await.unwrap();
+    let s3 = Node::start(pool_agent("s3", true, &[&s1, &s2])).await.unwrap();
+    let nodes = [&s1, &s2, &s3];
+    wait_for(
+        "one leader that every server knows",
+        Duration::from_secs(20),
+        || async {
+            let leaders: Vec<Option<String>> = nodes.iter().map(|n| n.leader()).collect();
+            leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
+        },
+    )
+    .await;
+    let leader = nodes.iter().find(|n| n.is_leader()).unwrap();
+    let leader_addr = leader.rpc_addr().to_string();
+    let (index, follower) = nodes.iter().enumerate().find(|(_, n)| !n.is_leader()).unwrap();
+    let name = ["s1", "s2", "s3"][index];
+
+    let me = Client::of(follower).get("/v1/agent/self").await.json();
+    let stats = &me["Stats"];
+    assert_eq!(stats["consul"]["leader_addr"], leader_addr.as_str());
+    assert_eq!(stats["consul"]["server"], "true");
+    assert_eq!(stats["consul"]["leader"], "false");
+    assert_eq!(stats["consul"]["bootstrap"], "false");
+    assert_eq!(stats["consul"]["known_datacenters"], "1");
+    assert_eq!(stats["raft"]["state"], "Follower");
+    assert_eq!(stats["raft"]["num_peers"], "2");
+    assert_ne!(stats["raft"]["term"], "0");
+    assert_ne!(stats["raft"]["last_contact"], "never");
+    assert_strings(
+        stats,
+        "raft",
+        &["commit_index", "applied_index", "last_log_index", "last_contact"],
+    );
+    assert_strings(
+        stats,
+        "agent",
+        &["check_monitors", "check_ttls", "checks", "services"],
+    );
+    assert_strings(
+        stats,
+        "runtime",
+        &["arch", "os", "version", "cpu_count", "goroutines"],
+    );
+    assert_eq!(stats["serf_lan"]["members"], "3");
+    assert_eq!(stats["serf_lan"]["failed"], "0");
+    assert_strings(stats, "serf_lan", &["left", "health_score"]);
+    let config = &me["Config"];
+    assert_eq!(config["NodeName"], name);
+    assert_eq!(config["Datacenter"], "dc1");
+    assert_eq!(config["PrimaryDatacenter"], "dc1");
+    assert_eq!(config["Server"], true);
+    assert!(config["NodeID"].is_string() && config["Revision"].is_string() && config["Version"].is_string());
+    assert_eq!(me["Member"]["Name"], name);
+    assert_eq!(
+        me["Member"]["Port"].as_u64(),
+        follower.serf_lan_addr().map(|a| u64::from(a.port()))
+    );
+    assert!(me["Meta"].is_object());
+
+    let on_leader = Client::of(leader).get("/v1/agent/self").await.json();
+    assert_eq!(on_leader["Stats"]["consul"]["leader_addr"], leader_addr.as_str());
+    assert_eq!(on_leader["Stats"]["consul"]["leader"], "true");
+    assert_eq!(on_leader["Stats"]["raft"]["state"], "Leader");
+    assert_eq!(on_leader["Stats"]["raft"]["last_contact"], "0");
+
+    // A client agent answers with the parts that apply to it.
+    let c = Node::start(pool_agent("c1", false, &[&s1])).await.unwrap();
+    let client = Client::of(&c);
+    wait_for(
+        "the client to see the three servers",
+        Duration::from_secs(20),
+        || async { client.get("/v1/agent/self").await.json()["Stats"]["consul"]["known_servers"] == "3" },
+    )
+    .await;
+    let me = client.get("/v1/agent/self").await.json();
+    assert_eq!(me["Stats"]["consul"]["server"], "false");
+    assert_eq!(me["Config"]["Server"], false);
+    assert_strings(&me["Stats"], "agent", &["checks", "services"]);
+    assert_strings(&me["Stats"], "runtime", &["arch", "os", "goroutines"]);
+    assert_strings(
+        &me["Stats"],
+        "serf_lan",
+        &["members", "failed", "left", "health_score"],
+    );
+    c.shutdown().await;
+    for node in [s1, s2, s3] {
+        node.shutdown().await;
+    }
 }

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::agent::{force_leave_member, join_at, members_json, refuse_wan};
 use super::keyring::KeyringRequest;
+use super::misc::{agent_stats, config_json, runtime_stats, serf_lan_stats};
 use super::{ApiError, MAX_FORWARDED_BODY, Params, from_forwarded, json_response, to_forwarded};
 use crate::client::{ClientAgent, ClientForwardError};
 
@@ -30,28 +31,37 @@ pub(crate) fn router(agent: Client) -> Router {
         .with_state(agent)
 }
 
+/// `/v1/agent/self` of a client agent: the server's answer without the parts only a server has
+/// (raft, the leader).
 async fn agent_self(State(agent): State<Client>) -> Response {
     let config = &agent.config;
     let serf = agent.gossip.local_addr();
     let body = json!({
-        "Config": {
-            "Datacenter": config.datacenter,
-            "PrimaryDatacenter": config.primary_datacenter,
-            "NodeName": config.node_name,
-            "NodeID": config.node_id.clone().unwrap_or_default(),
-            "Server": false,
-            "Version": env!("CARGO_PKG_VERSION"),
-            "Revision": "",
-        },
+        "Config": config_json(config, false),
         "DebugConfig": { "ACLsEnabled": config.acl.enabled },
         "Member": {
             "Name": config.node_name,
             "Addr": serf.ip().to_string(),
             "Port": serf.port(),
-            "Tags": { "role": "node", "dc": config.datacenter },
+            "Tags": {
+                "role": "node",
+                "dc": config.datacenter,
+                "id": config.node_id.clone().unwrap_or_default(),
+                "build": env!("CARGO_PKG_VERSION"),
+            },
             "Status": 1,
         },
-        "Stats": { "consul": { "server": "false" } },
+        "Meta": {},
+        "Stats": {
+            "consul": {
+                "server": "false",
+                "known_servers": agent.known_servers().await.to_string(),
+                "acl": if config.acl.enabled { "enabled" } else { "disabled" },
+            },
+            "agent": agent_stats(),
+            "runtime": runtime_stats(),
+            "serf_lan": serf_lan_stats(Some(&agent.gossip), config).await,
+        },
     });
     json_response(HeaderMap::new(), &body)
 }

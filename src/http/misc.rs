@@ -9,7 +9,12 @@ use serde::Deserialize;
 use serde_json::json;
 use tribune_kvstore::Backend;
 
+use tribune_consensus::openraft::ServerState;
+use tribune_gossip::{Gossip, MemberStatus};
+
 use super::{ApiError, Shared, json_response};
+use crate::config::Config;
+use crate::duration::format_go_duration;
 use crate::tokens::TokenKind;
 
 /// `GET /v1/status/leader`: the leader's RPC address, or `""` when none is known.
@@ -33,7 +38,9 @@ pub(crate) async fn status_peers<B: Backend>(State(agent): State<Shared<B>>) -> 
     json_response(HeaderMap::new(), &peers)
 }
 
-/// `GET /v1/agent/self`: the parts of Consul's answer clients read (datacenter, node name, role).
+/// `GET /v1/agent/self`: the parts of Consul's answer clients read: `Config`, `Member`, `Meta`, and
+/// `Stats` with every value a string, as Consul sends them (`Stats.consul.leader_addr` is the
+/// leader's RPC address, `""` while none is known).
 pub(crate) async fn agent_self<B: Backend>(
     State(agent): State<Shared<B>>,
     uri: axum::http::Uri,
@@ -42,44 +49,156 @@ pub(crate) async fn agent_self<B: Backend>(
     let config = &agent.config;
     agent.authorize(&request_headers, &uri, |a| a.agent_read(&config.node_name))?;
     let rpc = agent.consensus.local_addr();
+    let (state, term, last_log_index, snapshot, configuration_index) = {
+        let metrics = agent.consensus.raft().metrics();
+        let metrics = metrics.borrow();
+        (
+            metrics.state,
+            metrics.current_term,
+            metrics.last_log_index.unwrap_or(0),
+            metrics.snapshot,
+            metrics.membership_config.log_id().map_or(0, |id| id.index),
+        )
+    };
+    // hashicorp/raft's names; a learner is what it calls a non-voting follower.
+    let state = match state {
+        ServerState::Leader => "Leader",
+        ServerState::Candidate => "Candidate",
+        ServerState::Shutdown => "Shutdown",
+        ServerState::Follower | ServerState::Learner => "Follower",
+    };
+    let leader_addr = agent
+        .consensus
+        .leader()
+        .map(|(_, info)| info.rpc_addr)
+        .unwrap_or_default();
+    let voters = agent.consensus.peers();
+    let num_peers = voters.iter().filter(|(id, _)| *id != agent.node_id).count();
+    let last_contact = match agent.consensus.last_contact() {
+        None => "never".to_owned(),
+        Some(since) if since.is_zero() => "0".to_owned(),
+        Some(since) => format_go_duration(since),
+    };
+    // openraft 0.9 publishes no commit index; what this server applied is committed, and is
+    // what a reader of this server sees.
+    let applied = agent.consensus.applied_index();
+    let serf = agent.gossip.as_ref().map(Gossip::local_addr);
+    let member_addr = serf.unwrap_or(rpc);
+    let node_id = config.node_id.clone().unwrap_or_default();
     let body = json!({
-        "Config": {
-            "Datacenter": config.datacenter,
-            "PrimaryDatacenter": config.primary_datacenter,
-            "NodeName": config.node_name,
-            "NodeID": config.node_id.clone().unwrap_or_default(),
-            "Server": config.server,
-            "Version": env!("CARGO_PKG_VERSION"),
-            "Revision": "",
-        },
+        "Config": config_json(config, true),
         "DebugConfig": {
             "ACLsEnabled": config.acl.enabled,
         },
         "Member": {
             "Name": config.node_name,
-            "Addr": rpc.ip().to_string(),
-            "Port": rpc.port(),
+            "Addr": member_addr.ip().to_string(),
+            "Port": member_addr.port(),
             "Tags": {
                 "role": if config.server { "consul" } else { "node" },
                 "dc": config.datacenter,
                 "port": rpc.port().to_string(),
-                "id": config.node_id.clone().unwrap_or_default(),
+                "id": node_id,
                 "raft_id": agent.node_id.to_string(),
+                "bootstrap": if config.bootstrap_expect == 1 { "1" } else { "0" },
+                "expect": config.bootstrap_expect.to_string(),
+                "build": env!("CARGO_PKG_VERSION"),
             },
             "Status": 1,
         },
+        "Meta": {},
         "Stats": {
             "consul": {
                 "server": config.server.to_string(),
                 "leader": agent.consensus.is_leader().to_string(),
-                "known_servers": agent.consensus.peers().len().to_string(),
+                "leader_addr": leader_addr,
+                "bootstrap": (config.bootstrap_expect == 1).to_string(),
+                "known_datacenters": "1",
+                "known_servers": voters.len().to_string(),
+                "acl": if config.acl.enabled { "enabled" } else { "disabled" },
             },
             "raft": {
-                "applied_index": agent.consensus.applied_index().to_string(),
+                "state": state,
+                "term": term.to_string(),
+                "commit_index": applied.to_string(),
+                "applied_index": applied.to_string(),
+                "last_log_index": last_log_index.to_string(),
+                "last_snapshot_index": snapshot.map_or(0, |id| id.index).to_string(),
+                "last_snapshot_term": snapshot.map_or(0, |id| id.leader_id.get_term()).to_string(),
+                "latest_configuration_index": configuration_index.to_string(),
+                "num_peers": num_peers.to_string(),
+                "last_contact": last_contact,
+                "protocol_version": "3",
             },
+            "agent": agent_stats(),
+            "runtime": runtime_stats(),
+            "serf_lan": serf_lan_stats(agent.gossip.as_ref(), config).await,
         },
     });
     Ok(json_response(HeaderMap::new(), &body))
+}
+
+/// `/v1/agent/self`'s `Config`, shared by servers and client agents.
+pub(crate) fn config_json(config: &Config, server: bool) -> serde_json::Value {
+    json!({
+        "Datacenter": config.datacenter,
+        "PrimaryDatacenter": config.primary_datacenter,
+        "NodeName": config.node_name,
+        "NodeID": config.node_id.clone().unwrap_or_default(),
+        "Server": server,
+        "Version": env!("CARGO_PKG_VERSION"),
+        "Revision": "",
+    })
+}
+
+/// `Stats.agent`: the agent's own services and checks, none until the catalog exists.
+pub(crate) fn agent_stats() -> serde_json::Value {
+    json!({
+        "check_monitors": "0",
+        "check_ttls": "0",
+        "checks": "0",
+        "services": "0",
+    })
+}
+
+/// `Stats.runtime`, in Go's words where there is one: `arch` and `os` as GOARCH and GOOS spell them,
+/// `goroutines` as the tasks alive on the runtime.
+pub(crate) fn runtime_stats() -> serde_json::Value {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let tasks = tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_alive_tasks());
+    json!({
+        "arch": arch,
+        "os": std::env::consts::OS,
+        "version": concat!("tribune ", env!("CARGO_PKG_VERSION")),
+        "compiler": "rustc",
+        "cpu_count": cpus.to_string(),
+        "max_procs": cpus.to_string(),
+        "goroutines": tasks.to_string(),
+    })
+}
+
+/// `Stats.serf_lan`: the pool as this agent sees it (every member it knows, failed and left ones
+/// included, as Serf counts them). The Lifeguard health score is not published by the pool's
+/// runtime yet, so it reads 0 (healthy).
+pub(crate) async fn serf_lan_stats(gossip: Option<&Gossip>, config: &Config) -> serde_json::Value {
+    let members = match gossip {
+        Some(gossip) => gossip.members().await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let count = |status: MemberStatus| members.iter().filter(|m| m.status == status).count();
+    json!({
+        "members": members.len().to_string(),
+        "failed": count(MemberStatus::Failed).to_string(),
+        "left": count(MemberStatus::Left).to_string(),
+        "health_score": "0",
+        "encrypted": config.encrypt.is_some().to_string(),
+    })
 }
 
 /// `GET /v1/catalog/datacenters`: this agent's datacenter (the WAN pool is not assembled yet).
