@@ -52,8 +52,24 @@ pub struct Config {
     pub retry_join_wan: Vec<String>,
     /// Whether a node that left gracefully rejoins its old cluster on restart.
     pub rejoin_after_leave: bool,
-    /// Whether a terminate signal makes the agent leave the cluster gracefully.
+    /// Whether a terminate signal (SIGTERM) makes the agent leave the cluster gracefully
+    /// (Consul's default: clients do, servers do not).
     pub leave_on_terminate: bool,
+    /// Whether an interrupt (SIGINT, Ctrl-C) stops the agent without leaving the cluster
+    /// (Consul's default: servers skip the leave, clients leave).
+    pub skip_leave_on_interrupt: bool,
+    /// Where the agent writes its process id at start; removed on a clean exit.
+    pub pid_file: Option<PathBuf>,
+    /// A file the agent writes its log lines to, besides standard error.
+    pub log_file: Option<PathBuf>,
+    /// Whether log lines are JSON objects rather than text.
+    pub log_json: bool,
+    /// The web UI's settings, accepted from Consul configurations; no UI is served yet.
+    pub ui: UiConfig,
+    /// Consul's `enable_script_checks`, accepted; health checks are not implemented yet.
+    pub enable_script_checks: bool,
+    /// Consul's `enable_local_script_checks`, accepted; health checks are not implemented yet.
+    pub enable_local_script_checks: bool,
     /// The gossip encryption key (16 or 32 bytes), decoded.
     pub encrypt: Option<Vec<u8>>,
     /// The log level.
@@ -87,6 +103,7 @@ impl Config {
                 serf_lan: Some(0),
                 serf_wan: None,
                 server: Some(0),
+                ..Ports::default()
             },
             retry_join: Vec::new(),
             retry_interval: Duration::from_secs(30),
@@ -94,6 +111,13 @@ impl Config {
             retry_join_wan: Vec::new(),
             rejoin_after_leave: false,
             leave_on_terminate: false,
+            skip_leave_on_interrupt: true,
+            pid_file: None,
+            log_file: None,
+            log_json: false,
+            ui: UiConfig::default(),
+            enable_script_checks: false,
+            enable_local_script_checks: false,
             encrypt: None,
             log_level: LogLevel::Info,
             primary_datacenter: DEFAULT_DATACENTER.to_owned(),
@@ -133,6 +157,47 @@ impl Config {
             .collect();
         pick_advertise_ip(self.bind_addr, &addrs)
     }
+}
+
+impl Config {
+    /// Settings taken from Consul configurations that Tribune accepts but does not act on yet, one
+    /// sentence each naming the key, for the agent to warn about once at start.
+    pub fn not_implemented(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.ui.enabled || self.ui.dir.is_some() {
+            out.push("ui: the web UI is not served yet".to_owned());
+        }
+        for (key, port, what) in [
+            ("ports.dns", self.ports.dns, "DNS"),
+            ("ports.grpc", self.ports.grpc, "gRPC (xDS)"),
+            ("ports.https", self.ports.https, "HTTPS"),
+            ("ports.grpc_tls", self.ports.grpc_tls, "gRPC over TLS"),
+        ] {
+            if port.is_some() {
+                out.push(format!("{key}: {what} is not served yet"));
+            }
+        }
+        if self.enable_script_checks || self.enable_local_script_checks {
+            out.push("enable_script_checks: health checks are not implemented yet".to_owned());
+        }
+        if !self.retry_join_wan.is_empty() {
+            out.push("retry_join_wan: the WAN pool is not implemented yet".to_owned());
+        }
+        out
+    }
+}
+
+/// The web UI's settings (Consul's `ui_config`, and the older `ui` and `ui_dir`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UiConfig {
+    /// Whether the UI would be served (`ui_config.enabled`, or `ui`).
+    pub enabled: bool,
+    /// A directory of UI assets to serve instead of the built-in ones (`ui_config.dir`, or `ui_dir`).
+    pub dir: Option<PathBuf>,
+    /// The HTTP path the UI would be served under (`ui_config.content_path`).
+    pub content_path: Option<String>,
+    /// The metrics provider the UI would chart (`ui_config.metrics_provider`).
+    pub metrics_provider: Option<String>,
 }
 
 /// Why no address to advertise could be chosen for an agent bound to every address.
@@ -212,6 +277,9 @@ fn is_public_ipv6(ip: &IpAddr) -> bool {
 pub const DEFAULT_SESSION_TTL_MIN: Duration = Duration::from_secs(10);
 
 /// The ports an agent listens on; `None` means the listener is disabled (Consul's `-1`).
+///
+/// `dns`, `grpc`, `https` and `grpc_tls` are accepted from Consul configurations and kept, but
+/// nothing listens on them yet; they are `None` unless set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {
     /// The HTTP API (Consul: 8500).
@@ -222,6 +290,14 @@ pub struct Ports {
     pub serf_wan: Option<u16>,
     /// The server RPC port that carries raft and forwarded requests (Consul: 8300).
     pub server: Option<u16>,
+    /// DNS (Consul: 8600); not served yet.
+    pub dns: Option<u16>,
+    /// gRPC for Envoy's xDS (Consul: 8502 when set); not served yet.
+    pub grpc: Option<u16>,
+    /// HTTPS (Consul: off unless set); not served yet.
+    pub https: Option<u16>,
+    /// gRPC over TLS (Consul: 8503 when set); not served yet.
+    pub grpc_tls: Option<u16>,
 }
 
 impl Default for Ports {
@@ -231,6 +307,10 @@ impl Default for Ports {
             serf_lan: Some(8301),
             serf_wan: Some(8302),
             server: Some(8300),
+            dns: None,
+            grpc: None,
+            https: None,
+            grpc_tls: None,
         }
     }
 }
@@ -346,6 +426,8 @@ pub enum SourceName {
     Flags,
     /// Built-in values, such as `-dev` mode's.
     Builtin(&'static str),
+    /// The n-th `-hcl` argument, counted from 1.
+    HclFlag(usize),
 }
 
 impl fmt::Display for SourceName {
@@ -354,6 +436,7 @@ impl fmt::Display for SourceName {
             SourceName::File(path) => write!(f, "{}", path.display()),
             SourceName::Flags => f.write_str("command-line flags"),
             SourceName::Builtin(name) => write!(f, "built-in {name} settings"),
+            SourceName::HclFlag(n) => write!(f, "-hcl argument {n}"),
         }
     }
 }
@@ -415,6 +498,8 @@ struct RawConfig {
     node_id: Option<String>,
     data_dir: Option<PathBuf>,
     server: Option<bool>,
+    /// Consul's bootstrap mode: a single server that elects itself (`bootstrap_expect = 1`).
+    bootstrap: Option<bool>,
     bootstrap_expect: Option<u32>,
     bind_addr: Option<String>,
     advertise_addr: Option<String>,
@@ -426,6 +511,15 @@ struct RawConfig {
     retry_join_wan: Option<Vec<String>>,
     rejoin_after_leave: Option<bool>,
     leave_on_terminate: Option<bool>,
+    skip_leave_on_interrupt: Option<bool>,
+    pid_file: Option<PathBuf>,
+    log_file: Option<PathBuf>,
+    log_json: Option<bool>,
+    ui: Option<bool>,
+    ui_dir: Option<PathBuf>,
+    ui_config: Option<RawUiConfig>,
+    enable_script_checks: Option<bool>,
+    enable_local_script_checks: Option<bool>,
     encrypt: Option<String>,
     log_level: Option<String>,
     primary_datacenter: Option<String>,
@@ -440,6 +534,28 @@ struct RawPorts {
     serf_lan: Option<i32>,
     serf_wan: Option<i32>,
     server: Option<i32>,
+    dns: Option<i32>,
+    grpc: Option<i32>,
+    https: Option<i32>,
+    grpc_tls: Option<i32>,
+}
+
+/// Consul's `ui_config`. The settings the UI alone would read are checked for their type and dropped.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUiConfig {
+    enabled: Option<bool>,
+    dir: Option<PathBuf>,
+    content_path: Option<String>,
+    metrics_provider: Option<String>,
+    #[serde(rename = "metrics_provider_files")]
+    _metrics_provider_files: Option<Vec<String>>,
+    #[serde(rename = "metrics_provider_options_json")]
+    _metrics_provider_options_json: Option<String>,
+    #[serde(rename = "metrics_proxy")]
+    _metrics_proxy: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "dashboard_url_templates")]
+    _dashboard_url_templates: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -608,7 +724,22 @@ impl ConfigLoader {
             return Err(self.invalid("node_id", format!("{id:?} is not a UUID")));
         }
         let server = raw.server.unwrap_or(false);
-        let bootstrap_expect = raw.bootstrap_expect.unwrap_or(0);
+        let mut bootstrap_expect = raw.bootstrap_expect.unwrap_or(0);
+        if raw.bootstrap == Some(true) {
+            if !server {
+                return Err(self.invalid("bootstrap", "only servers can bootstrap; set \"server\": true"));
+            }
+            // bootstrap_expect = 1 is the same mode; a larger count contradicts it, as in Consul.
+            if bootstrap_expect > 1 {
+                return Err(self.invalid(
+                    "bootstrap",
+                    format!(
+                        "bootstrap (a single server that elects itself) and bootstrap_expect = {bootstrap_expect} are mutually exclusive"
+                    ),
+                ));
+            }
+            bootstrap_expect = 1;
+        }
         if bootstrap_expect > 0 && !server {
             return Err(self.invalid(
                 "bootstrap_expect",
@@ -670,6 +801,13 @@ impl ConfigLoader {
             }
         };
         let acl = self.acl(raw.acl.unwrap_or_default())?;
+        let ui_config = raw.ui_config.unwrap_or_default();
+        let ui = UiConfig {
+            enabled: ui_config.enabled.or(raw.ui).unwrap_or(false),
+            dir: ui_config.dir.or(raw.ui_dir),
+            content_path: ui_config.content_path,
+            metrics_provider: ui_config.metrics_provider,
+        };
         Ok(Config {
             datacenter,
             node_name,
@@ -688,6 +826,14 @@ impl ConfigLoader {
             rejoin_after_leave: raw.rejoin_after_leave.unwrap_or(false),
             // Consul: clients leave on terminate by default, servers do not (a server leaving shrinks the quorum).
             leave_on_terminate: raw.leave_on_terminate.unwrap_or(!server),
+            // Consul: a server keeps its raft seat on Ctrl-C, a client leaves.
+            skip_leave_on_interrupt: raw.skip_leave_on_interrupt.unwrap_or(server),
+            pid_file: raw.pid_file,
+            log_file: raw.log_file,
+            log_json: raw.log_json.unwrap_or(false),
+            ui,
+            enable_script_checks: raw.enable_script_checks.unwrap_or(false),
+            enable_local_script_checks: raw.enable_local_script_checks.unwrap_or(false),
             encrypt,
             log_level,
             primary_datacenter,
@@ -740,6 +886,10 @@ impl ConfigLoader {
             serf_lan: port("ports.serf_lan", raw.serf_lan, defaults.serf_lan)?,
             serf_wan: port("ports.serf_wan", raw.serf_wan, defaults.serf_wan)?,
             server: port("ports.server", raw.server, defaults.server)?,
+            dns: port("ports.dns", raw.dns, defaults.dns)?,
+            grpc: port("ports.grpc", raw.grpc, defaults.grpc)?,
+            https: port("ports.https", raw.https, defaults.https)?,
+            grpc_tls: port("ports.grpc_tls", raw.grpc_tls, defaults.grpc_tls)?,
         })
     }
 
@@ -1054,6 +1204,120 @@ mod tests {
             .resolve()
             .unwrap();
         assert_eq!(config.node_name, "second");
+    }
+
+    /// The keys of Consul's own sample server and client configurations, as operators seed them.
+    #[test]
+    fn the_seeds_keys_are_accepted() {
+        let server = r#"{
+            "datacenter": "dc1", "data_dir": "/opt/consul", "server": true, "bootstrap_expect": 3,
+            "ui": true, "ui_dir": "/opt/ui",
+            "ui_config": {"enabled": true, "dir": "/opt/ui2", "content_path": "/ui/",
+                "metrics_provider": "prometheus", "metrics_provider_files": ["a.js"],
+                "metrics_provider_options_json": "{}",
+                "metrics_proxy": {"base_url": "http://prometheus:9090", "add_headers": []},
+                "dashboard_url_templates": {"service": "https://grafana/{{Service.Name}}"}},
+            "ports": {"dns": 8600, "grpc": 8502, "https": -1, "grpc_tls": 8503},
+            "enable_script_checks": false, "enable_local_script_checks": true,
+            "leave_on_terminate": true, "skip_leave_on_interrupt": false,
+            "pid_file": "/run/consul.pid", "log_file": "/var/log/consul/", "log_json": true
+        }"#;
+        let config = load_json(&[server]).unwrap();
+        assert!(config.ui.enabled);
+        assert_eq!(
+            config.ui.dir,
+            Some(PathBuf::from("/opt/ui2")),
+            "ui_config.dir wins over ui_dir"
+        );
+        assert_eq!(config.ui.content_path.as_deref(), Some("/ui/"));
+        assert_eq!(config.ports.dns, Some(8600));
+        assert_eq!(config.ports.grpc, Some(8502));
+        assert_eq!(config.ports.https, None, "-1 disables");
+        assert_eq!(config.ports.grpc_tls, Some(8503));
+        assert!(config.leave_on_terminate && !config.skip_leave_on_interrupt);
+        assert_eq!(config.pid_file, Some(PathBuf::from("/run/consul.pid")));
+        assert!(config.log_json);
+        assert_eq!(
+            config.not_implemented(),
+            [
+                "ui: the web UI is not served yet",
+                "ports.dns: DNS is not served yet",
+                "ports.grpc: gRPC (xDS) is not served yet",
+                "ports.grpc_tls: gRPC over TLS is not served yet",
+                "enable_script_checks: health checks are not implemented yet",
+            ]
+        );
+
+        let mut loader = ConfigLoader::new();
+        loader
+            .add_hcl(
+                SourceName::File("client.hcl".into()),
+                r#"
+                ui_config { enabled = false }
+                ports { dns = -1 }
+                enable_script_checks = false
+                "#,
+            )
+            .unwrap();
+        let client = loader.resolve().unwrap();
+        assert!(
+            client.not_implemented().is_empty(),
+            "{:?}",
+            client.not_implemented()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_stay_refused_beside_the_seeds() {
+        for (doc, key) in [
+            (r#"{"ui": true, "ui_colour": "red"}"#, "ui_colour"),
+            (
+                r#"{"ui_config": {"enabled": true, "theme": "dark"}}"#,
+                "ui_config.theme",
+            ),
+            (r#"{"ports": {"dns": 8600, "dnz": 53}}"#, "ports.dnz"),
+        ] {
+            let error = load_json(&[doc]).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::UnknownKey { key: ref k, .. } if k == key),
+                "{doc}: {error}"
+            );
+            assert!(error.to_string().contains(key), "{error}");
+        }
+        let error = load_json(&[r#"{"ui_config": {"enabled": "yes"}}"#]).unwrap_err();
+        assert!(error.to_string().contains("ui_config.enabled"), "{error}");
+    }
+
+    #[test]
+    fn leaving_on_signals_follows_consul_defaults_and_the_keys() {
+        let client = load_json(&[]).unwrap();
+        assert!(client.leave_on_terminate && !client.skip_leave_on_interrupt);
+        let server = load_json(&[r#"{"server": true}"#]).unwrap();
+        assert!(!server.leave_on_terminate && server.skip_leave_on_interrupt);
+        let server =
+            load_json(&[r#"{"server": true, "skip_leave_on_interrupt": false, "leave_on_terminate": true}"#])
+                .unwrap();
+        assert!(server.leave_on_terminate && !server.skip_leave_on_interrupt);
+    }
+
+    #[test]
+    fn bootstrap_mode_is_one_expected_server() {
+        let config = load_json(&[r#"{"server": true, "bootstrap": true}"#]).unwrap();
+        assert_eq!(config.bootstrap_expect, 1);
+        let config = load_json(&[r#"{"server": true, "bootstrap": true, "bootstrap_expect": 1}"#]).unwrap();
+        assert_eq!(config.bootstrap_expect, 1);
+        let config = load_json(&[r#"{"server": true, "bootstrap": false, "bootstrap_expect": 3}"#]).unwrap();
+        assert_eq!(config.bootstrap_expect, 3);
+        for doc in [
+            r#"{"server": true, "bootstrap": true, "bootstrap_expect": 3}"#,
+            r#"{"bootstrap": true}"#,
+        ] {
+            let error = load_json(&[doc]).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::InvalidValue { ref key, .. } if key == "bootstrap"),
+                "{doc}: {error}"
+            );
+        }
     }
 
     fn ips(list: &[&str]) -> Vec<IpAddr> {

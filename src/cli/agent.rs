@@ -1,8 +1,11 @@
 //! `tribune agent`: loads Consul-style configuration (built-in `-dev` values, then `-config-file` and
-//! `-config-dir` in the order given, then flags), runs a node and stops it cleanly on SIGINT/SIGTERM.
+//! `-config-dir` in the order given, then flags, then `-hcl` fragments), runs a node and stops it
+//! cleanly on SIGINT/SIGTERM, leaving the pool first when `skip_leave_on_interrupt` /
+//! `leave_on_terminate` say so.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use tokio::signal::unix::{SignalKind, signal};
@@ -29,6 +32,12 @@ pub(crate) struct AgentArgs {
     /// Servers to wait for before forming the cluster (`bootstrap_expect`).
     #[arg(long = "bootstrap-expect", value_name = "N")]
     bootstrap_expect: Option<u32>,
+    /// Bootstrap mode: a single server that elects itself (`bootstrap`; same as -bootstrap-expect=1).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    bootstrap: Option<bool>,
+    /// Write the agent's process id to this file; removed on a clean exit (`pid_file`).
+    #[arg(long = "pid-file", value_name = "FILE")]
+    pid_file: Option<PathBuf>,
     /// Where state lives (`data_dir`).
     #[arg(long = "data-dir", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -65,6 +74,24 @@ pub(crate) struct AgentArgs {
     /// The WAN gossip port (`ports.serf_wan`).
     #[arg(long = "serf-wan-port", value_name = "PORT", allow_hyphen_values = true)]
     serf_wan_port: Option<i32>,
+    /// The DNS port (`ports.dns`); accepted, DNS is not served yet.
+    #[arg(long = "dns-port", value_name = "PORT", allow_hyphen_values = true)]
+    dns_port: Option<i32>,
+    /// The gRPC port (`ports.grpc`); accepted, gRPC is not served yet.
+    #[arg(long = "grpc-port", value_name = "PORT", allow_hyphen_values = true)]
+    grpc_port: Option<i32>,
+    /// The HTTPS port (`ports.https`); accepted, HTTPS is not served yet.
+    #[arg(long = "https-port", value_name = "PORT", allow_hyphen_values = true)]
+    https_port: Option<i32>,
+    /// The gRPC-over-TLS port (`ports.grpc_tls`); accepted, not served yet.
+    #[arg(long = "grpc-tls-port", value_name = "PORT", allow_hyphen_values = true)]
+    grpc_tls_port: Option<i32>,
+    /// Consul's older -retry-join without the name: joined at start, retried like -retry-join; repeatable.
+    #[arg(long = "join", value_name = "ADDR")]
+    join: Vec<String>,
+    /// Consul's older -retry-join-wan; repeatable. The WAN pool is not implemented yet.
+    #[arg(long = "join-wan", value_name = "ADDR")]
+    join_wan: Vec<String>,
     /// A gossip address to join at start (`host[:port]`, port 8301 by default), retried; repeatable (`retry_join`).
     #[arg(long = "retry-join", value_name = "ADDR")]
     retry_join: Vec<String>,
@@ -86,12 +113,33 @@ pub(crate) struct AgentArgs {
     /// trace, debug, info, warn or err (`log_level`).
     #[arg(long = "log-level", value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Also write the log to this file, or to `tribune.log` in this directory (`log_file`).
+    #[arg(long = "log-file", value_name = "PATH")]
+    log_file: Option<PathBuf>,
+    /// Log lines as JSON objects (`log_json`).
+    #[arg(long = "log-json", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    log_json: Option<bool>,
+    /// Accepted for Consul's command lines (`ui_config.enabled`); the web UI is not served yet.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    ui: Option<bool>,
+    /// An inline HCL configuration fragment, merged after the files and flags; repeatable, later wins.
+    #[arg(long = "hcl", value_name = "HCL")]
+    hcl: Vec<String>,
 }
 
 /// Each flag, the configuration key it sets, for errors about a flag's value.
 const FLAG_KEYS: &[(&str, &str)] = &[
     ("-server", "server"),
     ("-bootstrap-expect", "bootstrap_expect"),
+    ("-bootstrap", "bootstrap"),
+    ("-pid-file", "pid_file"),
+    ("-dns-port", "ports.dns"),
+    ("-grpc-port", "ports.grpc"),
+    ("-https-port", "ports.https"),
+    ("-grpc-tls-port", "ports.grpc_tls"),
+    ("-log-file", "log_file"),
+    ("-log-json", "log_json"),
+    ("-ui", "ui_config.enabled"),
     ("-data-dir", "data_dir"),
     ("-node", "node_name"),
     ("-node-id", "node_id"),
@@ -126,8 +174,23 @@ impl AgentArgs {
         if let Some(n) = self.bootstrap_expect {
             set("bootstrap_expect", json!(n));
         }
-        if let Some(dir) = &self.data_dir {
-            set("data_dir", json!(dir));
+        if let Some(bootstrap) = self.bootstrap {
+            set("bootstrap", json!(bootstrap));
+        }
+        for (key, path) in [
+            ("data_dir", &self.data_dir),
+            ("pid_file", &self.pid_file),
+            ("log_file", &self.log_file),
+        ] {
+            if let Some(path) = path {
+                set(key, json!(path));
+            }
+        }
+        if let Some(json) = self.log_json {
+            set("log_json", json!(json));
+        }
+        if let Some(ui) = self.ui {
+            set("ui_config", json!({ "enabled": ui }));
         }
         for (key, value) in [
             ("node_name", &self.node),
@@ -145,11 +208,13 @@ impl AgentArgs {
                 set(key, json!(value));
             }
         }
-        if !self.retry_join.is_empty() {
-            set("retry_join", json!(self.retry_join));
+        let retry_join: Vec<&String> = self.retry_join.iter().chain(&self.join).collect();
+        if !retry_join.is_empty() {
+            set("retry_join", json!(retry_join));
         }
-        if !self.retry_join_wan.is_empty() {
-            set("retry_join_wan", json!(self.retry_join_wan));
+        let retry_join_wan: Vec<&String> = self.retry_join_wan.iter().chain(&self.join_wan).collect();
+        if !retry_join_wan.is_empty() {
+            set("retry_join_wan", json!(retry_join_wan));
         }
         if let Some(n) = self.retry_max {
             set("retry_max", json!(n));
@@ -163,6 +228,10 @@ impl AgentArgs {
             ("server", self.server_port),
             ("serf_lan", self.serf_lan_port),
             ("serf_wan", self.serf_wan_port),
+            ("dns", self.dns_port),
+            ("grpc", self.grpc_port),
+            ("https", self.https_port),
+            ("grpc_tls", self.grpc_tls_port),
         ] {
             if let Some(port) = value {
                 ports.insert(key.to_owned(), json!(port));
@@ -192,7 +261,8 @@ pub(crate) enum FileSource {
     Dir(PathBuf),
 }
 
-/// Builds the agent's configuration: `-dev` values, then the files in order, then the flags.
+/// Builds the agent's configuration: `-dev` values, then the files in order, then the flags, then
+/// the `-hcl` fragments (as Consul orders them).
 pub(crate) fn load_config(args: &AgentArgs, files: &[FileSource]) -> Result<Config, CliError> {
     let mut loader = ConfigLoader::new();
     let config_error =
@@ -212,6 +282,11 @@ pub(crate) fn load_config(args: &AgentArgs, files: &[FileSource]) -> Result<Conf
     loader
         .add_value(SourceName::Flags, args.flags_source())
         .map_err(config_error)?;
+    for (n, fragment) in args.hcl.iter().enumerate() {
+        loader
+            .add_hcl(SourceName::HclFlag(n + 1), fragment)
+            .map_err(config_error)?;
+    }
     let config = loader.resolve().map_err(config_error)?;
     if config.data_dir.is_none() && !args.dev {
         return Err(CliError::Failed(
@@ -236,10 +311,36 @@ fn name_flag(error: ConfigError) -> String {
     error.to_string()
 }
 
+/// The pid file, removed when the agent returns (a clean exit or a second signal's fast one).
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &Path) -> Result<PidFile, CliError> {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| CliError::io(dir.display(), source))?;
+        }
+        std::fs::write(path, std::process::id().to_string())
+            .map_err(|source| CliError::io(path.display(), source).context("writing the pid file"))?;
+        Ok(PidFile(path.to_owned()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_file(&self.0) {
+            tracing::warn!("removing the pid file {}: {error}", self.0.display());
+        }
+    }
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub(crate) async fn run(args: AgentArgs, files: Vec<FileSource>) -> Result<ExitCode, CliError> {
     let config = load_config(&args, &files)?;
-    init_logging(&config);
+    init_logging(&config)?;
+    for setting in config.not_implemented() {
+        tracing::warn!("{setting}; the setting is accepted and ignored");
+    }
+    let _pid_file = config.pid_file.as_deref().map(PidFile::write).transpose()?;
     // Register before starting, so a signal that arrives while the node starts is not lost.
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|error| CliError::Failed(format!("installing signal handlers: {error}")))?;
@@ -262,11 +363,11 @@ pub(crate) async fn run(args: AgentArgs, files: Vec<FileSource>) -> Result<ExitC
         }
     };
     println!("==> Caught signal: {caught}");
-    // Consul's defaults: SIGTERM leaves when `leave_on_terminate` (clients), SIGINT leaves unless
-    // the agent is a server (`skip_leave_on_interrupt`), so a server keeps its raft seat on Ctrl-C.
+    // Consul's defaults (see Config): a client leaves on either signal, a server on neither, so
+    // that a restarted server keeps its raft seat.
     let leave = match caught {
         "terminated" => config.leave_on_terminate,
-        _ => !config.server,
+        _ => !config.skip_leave_on_interrupt,
     };
     println!("==> Gracefully shutting down agent...");
     let stop = async move {
@@ -288,8 +389,30 @@ pub(crate) async fn run(args: AgentArgs, files: Vec<FileSource>) -> Result<ExitC
     }
 }
 
-fn init_logging(config: &Config) {
+/// The file `-log-file` names: the path itself, or `tribune.log` inside it when it is a directory
+/// (or ends with `/`, as Consul reads it).
+fn open_log_file(path: &Path) -> Result<std::fs::File, CliError> {
+    let path = if path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/') {
+        std::fs::create_dir_all(path).map_err(|source| CliError::io(path.display(), source))?;
+        path.join("tribune.log")
+    } else {
+        path.to_owned()
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|source| CliError::io(path.display(), source).context("opening the log file"))
+}
+
+fn init_logging(config: &Config) -> Result<(), CliError> {
     use std::io::IsTerminal as _;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    type Base =
+        tracing_subscriber::layer::Layered<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
     // openraft narrates every state change at info; at Consul's default level only its warnings matter.
     let level = config.log_level.as_filter();
     let default = if config.log_level >= LogLevel::Info {
@@ -302,11 +425,28 @@ fn init_logging(config: &Config) {
         .ok()
         .and_then(|spec| tracing_subscriber::EnvFilter::try_new(spec).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+    let mut layers: Vec<Box<dyn tracing_subscriber::Layer<Base> + Send + Sync>> = Vec::new();
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    layers.push(if config.log_json {
+        stderr.json().boxed()
+    } else {
+        stderr.with_ansi(std::io::stderr().is_terminal()).boxed()
+    });
+    if let Some(path) = &config.log_file {
+        let file = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(Arc::new(open_log_file(path)?));
+        layers.push(if config.log_json {
+            file.json().boxed()
+        } else {
+            file.boxed()
+        });
+    }
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(layers)
         .try_init();
+    Ok(())
 }
 
 fn print_banner(config: &Config, node: &NodeHandle) {
@@ -395,6 +535,86 @@ mod tests {
         assert!(error.to_string().contains("flag -bind (bind_addr)"), "{error}");
         let error = load_config(&args(&["--dev", "--http-port", "70000"]), &[]).unwrap_err();
         assert!(error.to_string().contains("flag -http-port"), "{error}");
+    }
+
+    #[test]
+    fn consul_flags_set_their_keys() {
+        let config = load_config(
+            &args(&[
+                "--dev",
+                "--ui",
+                "--dns-port",
+                "8600",
+                "--grpc-port=8502",
+                "--join",
+                "10.0.0.1",
+                "--retry-join",
+                "10.0.0.2",
+                "--join-wan",
+                "10.1.0.1",
+                "--pid-file",
+                "/tmp/x.pid",
+                "--log-json",
+                "--hcl",
+                "node_name = \"from-hcl\"",
+                "--hcl",
+                "node_name = \"later-hcl\"\nports { https = 8501 }",
+                "--node",
+                "from-flag",
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert!(config.ui.enabled);
+        assert_eq!(
+            (config.ports.dns, config.ports.grpc, config.ports.https),
+            (Some(8600), Some(8502), Some(8501))
+        );
+        assert_eq!(config.retry_join, ["10.0.0.2", "10.0.0.1"]);
+        assert_eq!(config.retry_join_wan, ["10.1.0.1"]);
+        assert_eq!(config.pid_file, Some(PathBuf::from("/tmp/x.pid")));
+        assert!(config.log_json);
+        assert_eq!(
+            config.node_name, "later-hcl",
+            "-hcl comes after the flags, the later one wins"
+        );
+        assert!(
+            config
+                .not_implemented()
+                .iter()
+                .any(|w| w.starts_with("retry_join_wan")),
+            "{:?}",
+            config.not_implemented()
+        );
+    }
+
+    #[test]
+    fn bootstrap_is_one_server_and_refused_beside_bootstrap_expect() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let config = load_config(&args(&["--server", "--bootstrap", "--data-dir", data]), &[]).unwrap();
+        assert_eq!(config.bootstrap_expect, 1);
+        let error = load_config(
+            &args(&[
+                "--server",
+                "--bootstrap",
+                "--bootstrap-expect",
+                "3",
+                "--data-dir",
+                data,
+            ]),
+            &[],
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("flag -bootstrap"), "{error}");
+        assert!(error.to_string().contains("mutually exclusive"), "{error}");
+    }
+
+    #[test]
+    fn an_hcl_fragment_error_names_the_fragment() {
+        let error = load_config(&args(&["--dev", "--hcl", "ui_colour = 1"]), &[]).unwrap_err();
+        assert!(error.to_string().contains("-hcl argument 1"), "{error}");
+        assert!(error.to_string().contains("ui_colour"), "{error}");
     }
 
     #[test]
