@@ -373,15 +373,8 @@ impl Totals {
     }
 
     /// The campaign as Markdown tables.
-    pub(crate) fn table(&self, command: &str, network: bool) -> String {
+    pub(crate) fn table(&self, command: &str, network: bool, commit: &str) -> String {
         let mut out = String::new();
-        let commit = Command::new("git")
-            .args(["rev-parse", "--short", "HEAD"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default();
         let _ = writeln!(out, "Command: `{command}`  ");
         let _ = writeln!(
             out,
@@ -422,6 +415,25 @@ impl Totals {
             );
         }
         out
+    }
+}
+
+/// The checkout the campaign started from, marked when the work tree had uncommitted changes.
+fn checkout() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let head = git(&["rev-parse", "--short", "HEAD"]);
+    if git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        head
+    } else {
+        format!("{head} + uncommitted changes")
     }
 }
 
@@ -502,6 +514,7 @@ pub(crate) fn run_campaign(test_name: &str, campaign: Campaign) {
 
 fn execute(campaign: Campaign, network: bool) {
     let out = output_dir();
+    let commit = checkout();
     println!("t20_faults: histories and server logs under {}", out.display());
     let plans: Vec<Plan> = match (campaign, std::env::var("TRIBUNE_FAULTS_SEEDS")) {
         (_, Ok(seeds)) => seeds
@@ -542,7 +555,7 @@ fn execute(campaign: Campaign, network: bool) {
             plans.len()
         ),
     };
-    let table = totals.table(&command, network);
+    let table = totals.table(&command, network, &commit);
     println!("\n{table}");
     std::fs::write(out.join("RELIABILITY-table.md"), &table).expect("save the table");
 
