@@ -103,7 +103,7 @@ pub(crate) fn inject(
     let net = || net.unwrap_or_else(|| panic!("{fault} needs the network namespace"));
     // The fault starts once it is in place (a kill has been delivered, the rules installed); the
     // probes that prove a cut run after that moment, inside the hold.
-    let mut start_ns = shared.now_ns();
+    let start_ns;
     let target = match fault {
         Fault::KillLeader | Fault::KillFollower => {
             let victim = if fault == Fault::KillLeader {
