@@ -26,7 +26,7 @@ fn short_campaign() {
 }
 
 #[test]
-#[ignore = "the long campaign (≥ 100 runs, about an hour); see RELIABILITY.md"]
+#[ignore = "the long campaign (≥ 100 runs, about 30 minutes); see RELIABILITY.md"]
 fn long_campaign() {
     run_campaign("long_campaign", Campaign::Long);
 }
