@@ -13,12 +13,15 @@
 //! batch's effects: on the same backend (one ordered WAL for RocksDB), so it is never durable before
 //! the data it covers, and the store skips any index it already applied when consensus re-sends.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 use tribune_consensus::{AppliedState, CommittedCommand, StateMachine, StateMachineError, StateSnapshot};
 use tribune_kvstore::{
     AclPolicy, AclToken, ApplyError, Backend, Batch, BatchOp, ExportOptions, ImportError, KvEntry, Outcome,
@@ -65,13 +68,8 @@ pub(crate) enum ApplyResponse {
     },
     /// A session was created.
     SessionCreated(String),
-    /// A session was destroyed: the keys that now get a lock-delay, and the delay.
-    SessionDestroyed {
-        /// Keys under lock-delay.
-        lock_delay_keys: Vec<String>,
-        /// The delay.
-        lock_delay: Duration,
-    },
+    /// A session was destroyed (its lock-delay is recorded by every server's adapter at apply).
+    SessionDestroyed,
     /// A token was written.
     AclToken(AclToken),
     /// A policy was written.
@@ -96,10 +94,7 @@ impl ApplyResponse {
                 errors: txn.errors.into_iter().map(|e| (e.op_index, e.what)).collect(),
             },
             Outcome::SessionCreated { id } => ApplyResponse::SessionCreated(id),
-            Outcome::SessionDestroyed(inv) => ApplyResponse::SessionDestroyed {
-                lock_delay_keys: inv.lock_delay_keys,
-                lock_delay: inv.lock_delay,
-            },
+            Outcome::SessionDestroyed(_) => ApplyResponse::SessionDestroyed,
             Outcome::AclToken(token) | Outcome::AclBootstrapped(token) => ApplyResponse::AclToken(token),
             Outcome::AclPolicy(policy) => ApplyResponse::AclPolicy(policy),
             _ => ApplyResponse::Done,
@@ -136,14 +131,61 @@ impl ApplyResponse {
     }
 }
 
+/// Keys a destroyed session held, and until when no session may lock them again (Consul's
+/// lock-delay).
+///
+/// Every server records a delay when it applies the invalidation, so whichever server leads next
+/// enforces it. The expiry is this server's clock at apply plus the delay: wall-clock time cannot
+/// be part of the deterministic apply, and a server that applies late only makes the delay longer.
+#[derive(Debug, Default)]
+pub(crate) struct LockDelays {
+    until: Mutex<HashMap<String, Instant>>,
+}
+
+/// Above this many recorded keys, recording a delay first drops the expired ones.
+const LOCK_DELAY_PRUNE_AT: usize = 4096;
+
+impl LockDelays {
+    /// Starts a delay of `delay` from now on each of `keys`; a later expiry already recorded stays.
+    pub(crate) fn start(&self, keys: &[String], delay: Duration) {
+        if delay.is_zero() || keys.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let until = now + delay;
+        let mut map = self.until.lock();
+        if map.len() > LOCK_DELAY_PRUNE_AT {
+            map.retain(|_, expiry| *expiry > now);
+        }
+        for key in keys {
+            let expiry = map.entry(key.clone()).or_insert(until);
+            *expiry = (*expiry).max(until);
+        }
+    }
+
+    /// Whether `key` is inside its lock-delay now.
+    pub(crate) fn active(&self, key: &str) -> bool {
+        let mut map = self.until.lock();
+        match map.get(key) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                map.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
 /// Consensus's state machine over a kvstore [`Store`].
 pub(crate) struct KvStateMachine<B: Backend> {
     store: Arc<Store<B>>,
+    lock_delays: Arc<LockDelays>,
 }
 
 impl<B: Backend> KvStateMachine<B> {
-    pub(crate) fn new(store: Arc<Store<B>>) -> Self {
-        KvStateMachine { store }
+    pub(crate) fn new(store: Arc<Store<B>>, lock_delays: Arc<LockDelays>) -> Self {
+        KvStateMachine { store, lock_delays }
     }
 
     fn save_applied_state(&self, applied: &AppliedState) -> Result<(), StateMachineError> {
@@ -175,7 +217,13 @@ impl<B: Backend> StateMachine for KvStateMachine<B> {
                     message: format!("undecodable command: {e}"),
                 },
                 Ok(command) => match self.store.apply(committed.index, &command) {
-                    Ok(outcome) => ApplyResponse::from_outcome(outcome),
+                    Ok(outcome) => {
+                        if let Outcome::SessionDestroyed(invalidation) = &outcome {
+                            self.lock_delays
+                                .start(&invalidation.lock_delay_keys, invalidation.lock_delay);
+                        }
+                        ApplyResponse::from_outcome(outcome)
+                    }
                     Err(e) if e.is_deterministic() => ApplyResponse::from_error(&e),
                     Err(e) => return Err(StateMachineError::io(e)),
                 },
@@ -277,7 +325,7 @@ mod tests {
     #[test]
     fn applies_commands_and_rejects_garbage_deterministically() {
         let store = Arc::new(Store::in_memory(StoreConfig::new("dc1")).unwrap());
-        let mut sm = KvStateMachine::new(Arc::clone(&store));
+        let mut sm = KvStateMachine::new(Arc::clone(&store), Arc::default());
         assert_eq!(sm.applied_state().unwrap(), None);
         let batch = [
             committed(3, &set("a", b"1")),
@@ -432,7 +480,7 @@ mod tests {
     #[test]
     fn a_snapshot_restores_into_a_store_that_is_behind() {
         let source = Arc::new(Store::in_memory(StoreConfig::new("dc1")).unwrap());
-        let mut leader = KvStateMachine::new(Arc::clone(&source));
+        let mut leader = KvStateMachine::new(Arc::clone(&source), Arc::default());
         let cmds: Vec<_> = (1..=20)
             .map(|i| committed(i, &set(&format!("k/{i}"), b"v")))
             .collect();
@@ -441,7 +489,7 @@ mod tests {
         leader.snapshot().unwrap().write_to(&mut bytes).unwrap();
 
         let target = Arc::new(Store::in_memory(StoreConfig::new("dc1")).unwrap());
-        let mut follower = KvStateMachine::new(Arc::clone(&target));
+        let mut follower = KvStateMachine::new(Arc::clone(&target), Arc::default());
         follower
             .apply(&[committed(1, &set("stale", b"x"))], &applied_at(1))
             .unwrap();
@@ -464,7 +512,7 @@ mod tests {
 
         // Another datacenter's snapshot is refused and changes nothing.
         let other = Arc::new(Store::in_memory(StoreConfig::new("dc2")).unwrap());
-        let mut other_sm = KvStateMachine::new(other);
+        let mut other_sm = KvStateMachine::new(other, Arc::default());
         let err = other_sm
             .restore(&mut bytes.as_slice(), &applied_at(30))
             .unwrap_err();

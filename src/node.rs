@@ -27,7 +27,7 @@ use tribune_kvstore::{
 use crate::client::ClientAgent;
 use crate::config::Config;
 use crate::error::NodeError;
-use crate::fsm::{ApplyResponse, KvStateMachine};
+use crate::fsm::{ApplyResponse, KvStateMachine, LockDelays};
 use crate::http;
 use crate::membership;
 use crate::tokens::AgentTokens;
@@ -176,7 +176,11 @@ where
     L: RaftLogStorage<TypeConfig>,
 {
     let store = Arc::new(store);
-    let sm = StateMachineStore::open(KvStateMachine::new(Arc::clone(&store)), snapshot_dir)?;
+    let lock_delays = Arc::new(LockDelays::default());
+    let sm = StateMachineStore::open(
+        KvStateMachine::new(Arc::clone(&store), Arc::clone(&lock_delays)),
+        snapshot_dir,
+    )?;
     let server_port = config.ports.server.ok_or(NodeError::Unsupported {
         field: "ports.server",
         reason: "a server needs its RPC port".into(),
@@ -229,7 +233,7 @@ where
         consensus: consensus.clone(),
         gossip,
         stop_tasks: Arc::clone(&shutdown_tx),
-        lock_delays: Mutex::new(HashMap::new()),
+        lock_delays,
         session_timers: Mutex::new(HashMap::new()),
         discovered: Mutex::new(BTreeMap::new()),
         shutdown: shutdown_rx.clone(),
@@ -535,8 +539,9 @@ pub(crate) struct Agent<B: Backend> {
     pub(crate) gossip: Option<tribune_gossip::Gossip>,
     /// Stops the agent's tasks; shared with the handle so that `/v1/agent/leave` can stop it.
     stop_tasks: Arc<watch::Sender<bool>>,
-    /// Keys a destroyed session held, and until when the leader refuses to lock them again.
-    lock_delays: Mutex<HashMap<String, Instant>>,
+    /// Keys a destroyed session held, and until when the leader refuses to lock them again;
+    /// shared with the state machine adapter, which records them as invalidations apply.
+    lock_delays: Arc<LockDelays>,
     /// Sessions with a TTL and when the leader invalidates them (leader only).
     session_timers: Mutex<HashMap<String, Instant>>,
     /// Servers of this datacenter seen in the LAN pool, for bootstrap_expect.
@@ -602,13 +607,6 @@ impl<B: Backend> Agent<B> {
             .await
             .map_err(ProposeError::Consensus)?;
         let response = ApplyResponse::decode(&written.response).map_err(ProposeError::Codec)?;
-        if let ApplyResponse::SessionDestroyed {
-            lock_delay_keys,
-            lock_delay,
-        } = &response
-        {
-            self.start_lock_delay(lock_delay_keys, *lock_delay);
-        }
         Ok((response, written.index))
     }
 
@@ -666,28 +664,14 @@ impl<B: Backend> Agent<B> {
         }
     }
 
-    /// Whether the leader refuses to lock `key` now because a session that held it was invalidated.
-    pub(crate) fn in_lock_delay(&self, key: &str) -> bool {
-        let mut delays = self.lock_delays.lock();
-        match delays.get(key) {
-            Some(until) if *until > Instant::now() => true,
-            Some(_) => {
-                delays.remove(key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn start_lock_delay(&self, keys: &[String], delay: Duration) {
-        if delay.is_zero() || keys.is_empty() {
-            return;
-        }
-        let until = Instant::now() + delay;
-        let mut delays = self.lock_delays.lock();
-        for key in keys {
-            delays.insert(key.clone(), until);
-        }
+    /// The lock-delays the leader enforces now (it refuses to lock a key of an invalidated session).
+    ///
+    /// Delays are recorded as invalidations apply, so the leader first makes sure it has applied
+    /// everything committed before its term (a consistent barrier waits for its own first entry):
+    /// a new leader must not answer from a record that misses its predecessor's last invalidations.
+    pub(crate) async fn lock_delays_now(&self) -> Result<&LockDelays, ConsensusError> {
+        self.consensus.read_barrier(ReadMode::Consistent).await?;
+        Ok(&self.lock_delays)
     }
 
     /// Arms (or re-arms, on renewal) a session's invalidation timer at `2 × ttl` (leader only).

@@ -153,7 +153,8 @@ pub(crate) async fn put_kv<B: Backend>(
         },
         (_, Some(session), _) => {
             // Lock-delay is wall-clock, so the leader enforces it before proposing (as Consul).
-            if agent.in_lock_delay(&key) {
+            let delays = agent.lock_delays_now().await.map_err(ApiError::consensus)?;
+            if delays.active(&key) {
                 return Ok(bool_response(false));
             }
             Command::KvLock {

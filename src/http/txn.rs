@@ -180,6 +180,24 @@ pub(crate) async fn txn<B: Backend>(
         let headers = agent.query_meta().with_index(read.index).headers();
         return Ok(respond(headers, results, errors));
     }
+    // Lock-delay is wall-clock, so the leader refuses a `lock` inside it before proposing, as for
+    // `?acquire` (Consul's txn pre-check).
+    if ops.iter().any(|op| matches!(op, TxnOp::Lock { .. })) {
+        let delays = agent.lock_delays_now().await.map_err(ApiError::consensus)?;
+        let delayed: Vec<(usize, String)> = ops
+            .iter()
+            .enumerate()
+            .filter_map(|(position, op)| match op {
+                TxnOp::Lock { key, .. } if delays.active(key) => {
+                    Some((position, format!("failed to lock key {key:?} due to lock delay")))
+                }
+                _ => None,
+            })
+            .collect();
+        if !delayed.is_empty() {
+            return Ok(respond(HeaderMap::new(), Vec::new(), delayed));
+        }
+    }
     let command = Command::Txn { ops };
     command.validate().map_err(|e| ApiError::from_apply_error(&e))?;
     let (response, _) = agent.propose(&command).await.map_err(ApiError::propose)?;

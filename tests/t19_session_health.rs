@@ -1,0 +1,150 @@
+//! Sessions and the safety of their locks beyond one server's memory: lock-delay is recorded by every
+//! server as the invalidation applies, so a new leader enforces it, and the txn `lock` verb honours it
+//! as `?acquire` does.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, dev_server, pool_agent, wait_for};
+use tokio::time::Instant;
+use tribune::{Node, NodeHandle};
+
+const FORMATION: Duration = Duration::from_secs(30);
+
+async fn create_session(http: &Client, body: &str) -> String {
+    let reply = http.put("/v1/session/create", body.as_bytes()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    match reply.json()["ID"].as_str() {
+        Some(id) => id.to_owned(),
+        None => panic!("no ID in {}", reply.text()),
+    }
+}
+
+/// `(Session, LockIndex)` of a key, or `None` when the key does not exist.
+async fn lock_state(http: &Client, key: &str) -> Option<(Option<String>, u64)> {
+    let reply = http.get(&format!("/v1/kv/{key}")).await;
+    if reply.status == 404 {
+        return None;
+    }
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let entry = &reply.json()[0];
+    Some((
+        entry["Session"].as_str().map(str::to_owned),
+        entry["LockIndex"].as_u64().unwrap(),
+    ))
+}
+
+/// Starts three servers that form a cluster through the LAN pool, and waits until all agree on a
+/// leader.
+async fn three_servers() -> Vec<NodeHandle> {
+    let s1 = Node::start(pool_agent("s1", true, &[])).await.unwrap();
+    let s2 = Node::start(pool_agent("s2", true, &[&s1])).await.unwrap();
+    let s3 = Node::start(pool_agent("s3", true, &[&s1, &s2])).await.unwrap();
+    let nodes = vec![s1, s2, s3];
+    wait_for("one leader that every server knows", FORMATION, || async {
+        let leaders: Vec<Option<String>> = nodes.iter().map(NodeHandle::leader).collect();
+        leaders[0].is_some()
+            && leaders.iter().all(|l| *l == leaders[0])
+            && nodes.iter().any(NodeHandle::is_leader)
+    })
+    .await;
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_delay_survives_a_leader_failover() {
+    let mut nodes = three_servers().await;
+    let leader_at = nodes.iter().position(NodeHandle::is_leader).unwrap();
+    let old_leader = nodes.remove(leader_at);
+    let http = Client::of(&old_leader);
+
+    let delay = Duration::from_secs(5);
+    let holder = create_session(&http, r#"{"LockDelay":"5s"}"#).await;
+    let acquire = format!("/v1/kv/failover/lock?acquire={holder}");
+    assert_eq!(http.put(&acquire, b"held").await.text(), "true");
+    let destroy = http.put(&format!("/v1/session/destroy/{holder}"), b"").await;
+    assert_eq!(destroy.text(), "true");
+    let destroyed_at = Instant::now();
+    // The leader goes at once: only what the others applied can carry the delay.
+    old_leader.shutdown().await;
+
+    wait_for("a new leader that both survivors know", FORMATION, || async {
+        let leaders: Vec<Option<String>> = nodes.iter().map(NodeHandle::leader).collect();
+        leaders[0].is_some()
+            && leaders.iter().all(|l| *l == leaders[0])
+            && nodes.iter().any(NodeHandle::is_leader)
+    })
+    .await;
+    let new_leader = nodes.iter().find(|n| n.is_leader()).unwrap();
+    let http = Client::of(new_leader);
+    let contender = create_session(&http, r#"{"LockDelay":"0s"}"#).await;
+    let acquire = format!("/v1/kv/failover/lock?acquire={contender}");
+    let refused = http.put(&acquire, b"mine").await;
+    assert!(
+        destroyed_at.elapsed() < delay,
+        "the failover took {:?}, longer than the lock-delay under test",
+        destroyed_at.elapsed()
+    );
+    assert_eq!(
+        refused.text(),
+        "false",
+        "the new leader let a lock be taken inside the lock-delay"
+    );
+    assert_eq!(lock_state(&http, "failover/lock").await, Some((None, 1)));
+
+    wait_for(
+        "the lock to be free once the delay ran out",
+        Duration::from_secs(20),
+        || async { http.put(&acquire, b"mine").await.text() == "true" },
+    )
+    .await;
+    // The new leader recorded the delay when it applied the destroy, which was no earlier than the
+    // old leader's own apply; the clock slack covers the old leader's answer on its way back.
+    assert!(
+        destroyed_at.elapsed() >= delay - Duration::from_millis(500),
+        "the lock was taken {:?} after the destroy, inside the {delay:?} lock-delay",
+        destroyed_at.elapsed()
+    );
+    assert_eq!(
+        lock_state(&http, "failover/lock").await,
+        Some((Some(contender), 2))
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn txn_lock_honours_the_lock_delay() {
+    let node = dev_server().await;
+    let http = Client::of(&node);
+    let holder = create_session(&http, r#"{"LockDelay":"30s"}"#).await;
+    let acquired = http.put(&format!("/v1/kv/txn/lock?acquire={holder}"), b"x").await;
+    assert_eq!(acquired.text(), "true");
+    let destroy = http.put(&format!("/v1/session/destroy/{holder}"), b"").await;
+    assert_eq!(destroy.text(), "true");
+
+    let contender = create_session(&http, r#"{"LockDelay":"0s"}"#).await;
+    let body = serde_json::json!([
+        {"KV": {"Verb": "set", "Key": "txn/other", "Value": "eQ=="}},
+        {"KV": {"Verb": "lock", "Key": "txn/lock", "Value": "eQ==", "Session": contender}},
+    ]);
+    let reply = http.put("/v1/txn", body.to_string().as_bytes()).await;
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    let errors = reply.json()["Errors"].clone();
+    assert_eq!(errors[0]["OpIndex"], 1, "{errors}");
+    let what = errors[0]["What"].as_str().unwrap_or_default();
+    assert!(what.contains("lock delay"), "{what}");
+    // Nothing of the transaction applied.
+    assert_eq!(lock_state(&http, "txn/lock").await, Some((None, 1)));
+    assert_eq!(lock_state(&http, "txn/other").await, None);
+    // `?acquire` refuses the same key for the same reason.
+    let acquire = http
+        .put(&format!("/v1/kv/txn/lock?acquire={contender}"), b"y")
+        .await;
+    assert_eq!(acquire.text(), "false");
+    node.shutdown().await;
+}
