@@ -44,3 +44,4 @@ mod tokens;
 
 pub use error::NodeError;
 pub use node::{Node, NodeHandle};
+pub use http::{ApiRoute, client_routes, server_routes};

@@ -7,25 +7,37 @@ use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
 use serde_json::json;
 
 use super::agent::{force_leave_member, join_at, members_json, refuse_wan};
 use super::keyring::KeyringRequest;
 use super::misc::{agent_stats, config_json, runtime_stats, serf_lan_stats};
-use super::{ApiError, MAX_FORWARDED_BODY, Params, from_forwarded, json_response, to_forwarded};
+use super::{
+    ApiError, ApiRoute, Endpoint, MAX_FORWARDED_BODY, Params, add_endpoints, endpoint, from_forwarded,
+    json_response, to_forwarded,
+};
 use crate::client::{ClientAgent, ClientForwardError};
 
 type Client = Arc<ClientAgent>;
 
+/// Every route a client agent serves itself, with its handler.
+pub(crate) fn endpoints() -> Vec<Endpoint<Client>> {
+    vec![
+        endpoint!(GET, "/v1/agent/self", agent_self),
+        endpoint!(GET, "/v1/agent/members", members),
+        endpoint!(PUT, "/v1/agent/join/{address}", join),
+        endpoint!(PUT, "/v1/agent/leave", leave),
+        endpoint!(PUT, "/v1/agent/force-leave/{node}", force_leave),
+        endpoint!(GET, "/v1/operator/keyring", keyring),
+        endpoint!(POST, "/v1/operator/keyring", keyring),
+        endpoint!(PUT, "/v1/operator/keyring", keyring),
+        endpoint!(DELETE, "/v1/operator/keyring", keyring),
+    ]
+}
+
+/// The client agent's router: [`endpoints`], and every other request handed to a server.
 pub(crate) fn router(agent: Client) -> Router {
-    Router::new()
-        .route("/v1/agent/self", get(agent_self))
-        .route("/v1/agent/members", get(members))
-        .route("/v1/agent/join/{address}", put(join))
-        .route("/v1/agent/leave", put(leave))
-        .route("/v1/agent/force-leave/{node}", put(force_leave))
-        .route("/v1/operator/keyring", axum::routing::any(keyring))
+    add_endpoints(Router::new(), endpoints())
         .fallback(forward)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORWARDED_BODY))
         .with_state(agent)
@@ -104,7 +116,8 @@ async fn keyring(State(agent): State<Client>, request: Request) -> Result<Respon
 
 /// Any other request: to a server, whole; its answer, whole.
 async fn forward(State(agent): State<Client>, request: Request) -> Result<Response, ApiError> {
-    let forwarded = to_forwarded(request).await?;
+    let mut forwarded = to_forwarded(request).await?;
+    super::session::claim_for_node(&mut forwarded, &agent.config.node_name);
     let answer = agent.forward(forwarded).await.map_err(|e| match e {
         ClientForwardError::NoServers => ApiError::internal("No known Consul servers"),
         ClientForwardError::AllFailed(last) => {

@@ -198,8 +198,12 @@ pub(crate) async fn destroy<B: Backend>(
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let access = agent.access(&request_headers, &uri)?;
-    if let Some(session) = agent.store.session(&id).map_err(ApiError::read)?.value {
-        access.require(|a| a.session_write(&session.node))?;
+    match agent.store.session(&id).map_err(ApiError::read)?.value {
+        Some(session) => access.require(|a| a.session_write(&session.node))?,
+        // No node to check against: require session write on every node (the rule for the empty
+        // prefix), so an unknown ID is answered only to a token that could destroy any session, and a
+        // token limited to some nodes cannot tell an unknown ID from another node's session.
+        None => access.require(|a| a.session_write(""))?,
     }
     let command = Command::SessionDestroy { id: id.clone() };
     command.validate().map_err(|e| ApiError::from_apply_error(&e))?;

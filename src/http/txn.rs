@@ -150,8 +150,16 @@ pub(crate) async fn txn<B: Backend>(
         .map(|(position, op)| to_op(position, op))
         .collect::<Result<Vec<_>, _>>()?;
     let access = agent.access(&request_headers, &uri)?;
-    for op in &ops {
-        access.require(|a| required_access(a, op))?;
+    // As Consul's: an operation the token may not perform fails the whole transaction with
+    // "Permission denied" in `Errors` (409), before anything is read or proposed.
+    let denied: Vec<(usize, String)> = ops
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| !access.allows(|a| required_access(a, op)))
+        .map(|(position, _)| (position, PERMISSION_DENIED.to_owned()))
+        .collect();
+    if !denied.is_empty() {
+        return Ok(respond(HeaderMap::new(), Vec::new(), denied));
     }
     if !ops.iter().any(TxnOp::is_write) {
         // Consul's fast path: reads and checks only are answered from this server's state after the
@@ -165,12 +173,13 @@ pub(crate) async fn txn<B: Backend>(
             .store
             .read_txn(&ops)
             .map_err(|e| ApiError::from_apply_error(&e))?;
-        let results = read
+        let mut results: Vec<KvEntry> = read
             .value
             .results
             .iter()
             .filter_map(|r| r.kv().cloned())
             .collect();
+        access.filter(&mut results, |a, entry| a.key_read(&entry.key));
         let errors = read
             .value
             .errors
@@ -201,9 +210,10 @@ pub(crate) async fn txn<B: Backend>(
     let command = Command::Txn { ops };
     command.validate().map_err(|e| ApiError::from_apply_error(&e))?;
     let (response, _) = agent.propose(&command).await.map_err(ApiError::propose)?;
-    let ApplyResponse::Txn { results, errors } = accepted(response)? else {
+    let ApplyResponse::Txn { mut results, errors } = accepted(response)? else {
         return Err(ApiError::internal("unexpected response to a transaction"));
     };
+    access.filter(&mut results, |a, entry| a.key_read(&entry.key));
     Ok(respond(HeaderMap::new(), results, errors))
 }
 
@@ -238,22 +248,26 @@ fn respond(headers: HeaderMap, results: Vec<KvEntry>, errors: Vec<(usize, String
     }
 }
 
-/// What one operation needs, as Consul's `kvsPreApply`: reads and checks need read, writes need write,
-/// `delete-tree` needs write on the whole subtree.
+/// Consul's text for an operation the token may not perform.
+const PERMISSION_DENIED: &str = "Permission denied";
+
+/// What one operation needs before it runs, as Consul's `kvsPreApply`: `get` and `get-tree` need
+/// nothing here because their results are filtered by key read afterwards (a tree may mix readable
+/// and unreadable keys); `check-index` and `check-session` need read, since their outcome reveals
+/// the key; `delete-tree` needs write on the whole subtree; everything else, `check-not-exists`
+/// included (Consul's default branch), needs write.
 fn required_access(authorizer: &tribune_acl::Authorizer, op: &TxnOp) -> tribune_acl::Decision {
     match op {
-        TxnOp::Get { key }
-        | TxnOp::CheckIndex { key, .. }
-        | TxnOp::CheckSession { key, .. }
-        | TxnOp::CheckNotExists { key } => authorizer.key_read(key),
-        TxnOp::GetTree { prefix } => authorizer.key_read(prefix),
+        TxnOp::Get { .. } | TxnOp::GetTree { .. } => tribune_acl::Decision::Allow,
+        TxnOp::CheckIndex { key, .. } | TxnOp::CheckSession { key, .. } => authorizer.key_read(key),
         TxnOp::DeleteTree { prefix } => authorizer.key_write_prefix(prefix),
         TxnOp::Set { key, .. }
         | TxnOp::Cas { key, .. }
         | TxnOp::Lock { key, .. }
         | TxnOp::Unlock { key, .. }
         | TxnOp::Delete { key }
-        | TxnOp::DeleteCas { key, .. } => authorizer.key_write(key),
+        | TxnOp::DeleteCas { key, .. }
+        | TxnOp::CheckNotExists { key } => authorizer.key_write(key),
         // An operation this build does not know is refused rather than let through.
         _ => tribune_acl::Decision::Deny,
     }

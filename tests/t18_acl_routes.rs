@@ -1,0 +1,706 @@
+//! Every route of the HTTP API under `acl.default_policy = "deny"`, walked with an anonymous, a
+//! read-only and a management token, against what Consul's documentation requires of each; and the
+//! two holes the walk is there to keep shut (txn reads past key rules, session destroy without a
+//! check).
+//!
+//! The expected-outcome table below must name every route of `tribune::server_routes()` (the table
+//! the router is built from), so a route added without an entry here fails the test before anything
+//! is sent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Client, Reply, pool_agent, request, start_leader, wait_for};
+use serde_json::{Value, json};
+use tribune::config::{Config, DefaultPolicy};
+use tribune::{Node, NodeHandle, client_routes, server_routes};
+
+const ROOT: &str = "4f0e8b52-5d0b-4a57-9a36-0d3c1b7a2e11";
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// What a route requires, as Consul documents it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    /// No ACL: every caller gets the same answer (`/v1/status/*`, `/v1/catalog/datacenters`,
+    /// `/v1/acl/bootstrap`).
+    Public,
+    /// A read permission: refused to anonymous, allowed to the read-only token.
+    Read,
+    /// The caller's own token (`/v1/acl/token/self`): refused to anonymous, which has no stored token.
+    OwnToken,
+    /// A write permission: refused to anonymous and to the read-only token.
+    Write,
+    /// Answered to anyone but filtered by read permission: anonymous sees nothing, the read-only
+    /// token sees the items.
+    Filtered,
+    /// Refused as malformed before any permission matters (`PUT /v1/kv/` names no key), the same for
+    /// every caller, and changes nothing.
+    Invalid,
+}
+
+/// One request of the walk: the route it exercises, what the route requires, and the status an
+/// allowed caller gets for this particular request.
+struct Case {
+    method: &'static str,
+    pattern: &'static str,
+    rule: Rule,
+    path: String,
+    body: String,
+    allowed_status: u16,
+}
+
+/// What the walk's requests refer to.
+struct Fixtures {
+    session: String,
+    node: String,
+    serf_addr: String,
+    read_only_accessor: String,
+    read_only_policy: String,
+}
+
+/// `allowed_status` of a request whose allowed answer depends on what ran before it.
+const ANY_STATUS: u16 = 0;
+
+const KEY_B64: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
+
+/// The expected outcome of every route, in the order the walk sends them: reads first, then
+/// writes, the ones that destroy fixtures last, and the agent's leave at the very end.
+fn cases(f: &Fixtures) -> Vec<Case> {
+    use Rule::*;
+    let case = |method, pattern, rule, path: &str, body: &str, allowed_status| Case {
+        method,
+        pattern,
+        rule,
+        path: path.to_owned(),
+        body: body.to_owned(),
+        allowed_status,
+    };
+    let keyring_body = json!({ "Key": KEY_B64 }).to_string();
+    let missing = "00000000-0000-4000-8000-00000000beef";
+    vec![
+        case("GET", "/v1/status/leader", Public, "/v1/status/leader", "", 200),
+        case("GET", "/v1/status/peers", Public, "/v1/status/peers", "", 200),
+        case(
+            "GET",
+            "/v1/catalog/datacenters",
+            Public,
+            "/v1/catalog/datacenters",
+            "",
+            200,
+        ),
+        case("GET", "/v1/kv/", Filtered, "/v1/kv/?recurse", "", 200),
+        case("GET", "/v1/kv/{*key}", Read, "/v1/kv/app/k", "", 200),
+        case(
+            "GET",
+            "/v1/session/info/{id}",
+            Filtered,
+            &format!("/v1/session/info/{}", f.session),
+            "",
+            200,
+        ),
+        case(
+            "GET",
+            "/v1/session/node/{node}",
+            Filtered,
+            &format!("/v1/session/node/{}", f.node),
+            "",
+            200,
+        ),
+        case("GET", "/v1/session/list", Filtered, "/v1/session/list", "", 200),
+        case("GET", "/v1/agent/self", Read, "/v1/agent/self", "", 200),
+        case("GET", "/v1/agent/members", Filtered, "/v1/agent/members", "", 200),
+        case(
+            "GET",
+            "/v1/acl/token/self",
+            OwnToken,
+            "/v1/acl/token/self",
+            "",
+            200,
+        ),
+        case(
+            "GET",
+            "/v1/acl/token/{accessor}",
+            Read,
+            &format!("/v1/acl/token/{}", f.read_only_accessor),
+            "",
+            200,
+        ),
+        case("GET", "/v1/acl/tokens", Read, "/v1/acl/tokens", "", 200),
+        case(
+            "GET",
+            "/v1/acl/policy/name/{name}",
+            Read,
+            "/v1/acl/policy/name/read-only",
+            "",
+            200,
+        ),
+        case(
+            "GET",
+            "/v1/acl/policy/{id}",
+            Read,
+            &format!("/v1/acl/policy/{}", f.read_only_policy),
+            "",
+            200,
+        ),
+        case("GET", "/v1/acl/policies", Read, "/v1/acl/policies", "", 200),
+        case(
+            "GET",
+            "/v1/operator/raft/configuration",
+            Read,
+            "/v1/operator/raft/configuration",
+            "",
+            200,
+        ),
+        case(
+            "GET",
+            "/v1/operator/keyring",
+            Read,
+            "/v1/operator/keyring",
+            "",
+            500,
+        ),
+        case("PUT", "/v1/kv/", Invalid, "/v1/kv/", "v", 400),
+        case("PUT", "/v1/kv/{*key}", Write, "/v1/kv/app/k", "v2", 200),
+        case("DELETE", "/v1/kv/{*key}", Write, "/v1/kv/app/other", "", 200),
+        case(
+            "PUT",
+            "/v1/txn",
+            Write,
+            "/v1/txn",
+            &json!([{"KV": {"Verb": "set", "Key": "app/t", "Value": "dg=="}}]).to_string(),
+            200,
+        ),
+        case("PUT", "/v1/session/create", Write, "/v1/session/create", "", 200),
+        case(
+            "PUT",
+            "/v1/session/renew/{id}",
+            Write,
+            &format!("/v1/session/renew/{}", f.session),
+            "",
+            200,
+        ),
+        case(
+            "PUT",
+            "/v1/session/destroy/{id}",
+            Write,
+            &format!("/v1/session/destroy/{}", f.session),
+            "",
+            200,
+        ),
+        case(
+            "PUT",
+            "/v1/agent/join/{address}",
+            Write,
+            &format!("/v1/agent/join/{}", f.serf_addr),
+            "",
+            // An agent cannot join itself: the error comes after the permission check.
+            500,
+        ),
+        case(
+            "PUT",
+            "/v1/agent/force-leave/{node}",
+            Write,
+            "/v1/agent/force-leave/nobody",
+            "",
+            404,
+        ),
+        case(
+            "PUT",
+            "/v1/agent/token/{name}",
+            Write,
+            "/v1/agent/token/agent",
+            r#"{"Token": ""}"#,
+            200,
+        ),
+        // Open to anyone until bootstrapped; the first caller may get a token, later ones are told
+        // it is no longer allowed.
+        case(
+            "PUT",
+            "/v1/acl/bootstrap",
+            Public,
+            "/v1/acl/bootstrap",
+            "",
+            ANY_STATUS,
+        ),
+        case(
+            "PUT",
+            "/v1/acl/token",
+            Write,
+            "/v1/acl/token",
+            &json!({"Description": "walk", "Policies": []}).to_string(),
+            200,
+        ),
+        case(
+            "PUT",
+            "/v1/acl/token/{accessor}",
+            Write,
+            &format!("/v1/acl/token/{}", f.read_only_accessor),
+            &json!({"Description": "read-only, renamed", "Policies": [{"Name": "read-only"}]}).to_string(),
+            200,
+        ),
+        case(
+            "DELETE",
+            "/v1/acl/token/{accessor}",
+            Write,
+            &format!("/v1/acl/token/{missing}"),
+            "",
+            200,
+        ),
+        case(
+            "PUT",
+            "/v1/acl/policy",
+            Write,
+            "/v1/acl/policy",
+            &json!({"Name": "walk-policy", "Rules": ""}).to_string(),
+            200,
+        ),
+        case(
+            "PUT",
+            "/v1/acl/policy/{id}",
+            Write,
+            &format!("/v1/acl/policy/{missing}"),
+            &json!({"Name": "walk-missing", "Rules": ""}).to_string(),
+            200,
+        ),
+        case(
+            "DELETE",
+            "/v1/acl/policy/{id}",
+            Write,
+            &format!("/v1/acl/policy/{missing}"),
+            "",
+            200,
+        ),
+        case(
+            "DELETE",
+            "/v1/operator/raft/peer",
+            Write,
+            "/v1/operator/raft/peer?id=424242",
+            "",
+            500,
+        ),
+        case(
+            "POST",
+            "/v1/operator/keyring",
+            Write,
+            "/v1/operator/keyring",
+            &keyring_body,
+            500,
+        ),
+        case(
+            "PUT",
+            "/v1/operator/keyring",
+            Write,
+            "/v1/operator/keyring",
+            &keyring_body,
+            500,
+        ),
+        case(
+            "DELETE",
+            "/v1/operator/keyring",
+            Write,
+            "/v1/operator/keyring",
+            &keyring_body,
+            500,
+        ),
+        case("GET", "/v1/snapshot", Write, "/v1/snapshot", "", 200),
+        case(
+            "PUT",
+            "/v1/snapshot",
+            Write,
+            "/v1/snapshot",
+            "not an archive",
+            400,
+        ),
+        case("DELETE", "/v1/kv/", Write, "/v1/kv/?recurse", "", 200),
+        case("PUT", "/v1/agent/leave", Write, "/v1/agent/leave", "", 200),
+    ]
+}
+
+/// The routes a client agent serves itself. A client agent refuses `acl.enabled` at start, so these
+/// never run where ACLs are expected of it; everything else it hands to a server.
+const CLIENT_LOCAL: &[(&str, &str)] = &[
+    ("GET", "/v1/agent/self"),
+    ("GET", "/v1/agent/members"),
+    ("PUT", "/v1/agent/join/{address}"),
+    ("PUT", "/v1/agent/leave"),
+    ("PUT", "/v1/agent/force-leave/{node}"),
+    ("GET", "/v1/operator/keyring"),
+    ("POST", "/v1/operator/keyring"),
+    ("PUT", "/v1/operator/keyring"),
+    ("DELETE", "/v1/operator/keyring"),
+];
+
+async fn call(http: &Client, method: &str, path: &str, token: Option<&str>, body: &str) -> Reply {
+    let headers: Vec<(&str, &str)> = token.map(|t| ("X-Consul-Token", t)).into_iter().collect();
+    request(http.0, method, path, &headers, body.as_bytes()).await
+}
+
+/// Whether the answer is an ACL refusal: Consul's 403 texts, or a transaction failed by a
+/// "Permission denied" operation.
+fn denied(reply: &Reply) -> bool {
+    let text = reply.text();
+    match reply.status {
+        403 => text == "Permission denied" || text == "ACL not found",
+        409 => serde_json::from_slice::<Value>(&reply.body)
+            .ok()
+            .and_then(|v| v["Errors"].as_array().cloned())
+            .is_some_and(|errors| errors.iter().any(|e| e["What"] == "Permission denied")),
+        _ => false,
+    }
+}
+
+/// Whether a filtered answer shows nothing: an empty list, or Consul's 404 for an empty KV tree.
+fn shows_nothing(reply: &Reply) -> bool {
+    reply.status == 404 || serde_json::from_slice::<Value>(&reply.body).is_ok_and(|v| v == json!([]))
+}
+
+fn shows_something(reply: &Reply) -> bool {
+    reply.status == 200
+        && serde_json::from_slice::<Value>(&reply.body)
+            .is_ok_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Anonymous,
+    ReadOnly,
+    Management,
+}
+
+/// Checks one answer against the rule; `None` when it matches, else what went wrong.
+fn check(case: &Case, caller: Caller, reply: &Reply) -> Option<String> {
+    let allowed = match (case.rule, caller) {
+        (_, Caller::Management) | (Rule::Public | Rule::Invalid | Rule::Filtered, _) => true,
+        (Rule::Read | Rule::OwnToken, Caller::ReadOnly) => true,
+        (Rule::Read | Rule::OwnToken | Rule::Write, _) => false,
+    };
+    let what = format!(
+        "{caller:?} {} {} ({:?}): got {} {:?}",
+        case.method,
+        case.path,
+        case.rule,
+        reply.status,
+        reply.text().chars().take(120).collect::<String>()
+    );
+    if !allowed {
+        return (!denied(reply)).then(|| format!("{what}; expected an ACL refusal"));
+    }
+    if denied(reply) {
+        return Some(format!("{what}; expected to be allowed"));
+    }
+    let filtered_empty = case.rule == Rule::Filtered && caller == Caller::Anonymous;
+    if case.allowed_status != ANY_STATUS && !filtered_empty && reply.status != case.allowed_status {
+        return Some(format!("{what}; expected status {}", case.allowed_status));
+    }
+    if case.rule == Rule::Filtered {
+        let ok = match caller {
+            Caller::Anonymous => shows_nothing(reply),
+            Caller::ReadOnly => shows_something(reply),
+            Caller::Management => true,
+        };
+        if !ok {
+            return Some(format!("{what}; the filter by read permission is wrong"));
+        }
+    }
+    None
+}
+
+fn acl_server() -> Config {
+    let mut config = pool_agent("s1", true, &[]);
+    config.bootstrap_expect = 1;
+    config.acl.enabled = true;
+    config.acl.default_policy = DefaultPolicy::Deny;
+    config.acl.tokens.initial_management = Some(ROOT.to_owned());
+    config
+}
+
+/// A read-only token: read on every labelled resource and on acl, operator and keyring.
+async fn read_only_token(http: &Client) -> (String, String, String) {
+    let rules = [
+        "key_prefix \"\" { policy = \"read\" }",
+        "session_prefix \"\" { policy = \"read\" }",
+        "node_prefix \"\" { policy = \"read\" }",
+        "agent_prefix \"\" { policy = \"read\" }",
+        "service_prefix \"\" { policy = \"read\" }",
+        "event_prefix \"\" { policy = \"read\" }",
+        "query_prefix \"\" { policy = \"read\" }",
+        "acl = \"read\"",
+        "operator = \"read\"",
+        "keyring = \"read\"",
+    ]
+    .join("\n");
+    let policy = call(
+        http,
+        "PUT",
+        "/v1/acl/policy",
+        Some(ROOT),
+        &json!({"Name": "read-only", "Rules": rules}).to_string(),
+    )
+    .await;
+    assert_eq!(policy.status, 200, "{}", policy.text());
+    let policy_id = policy.json()["ID"].as_str().unwrap().to_owned();
+    let token = call(
+        http,
+        "PUT",
+        "/v1/acl/token",
+        Some(ROOT),
+        &json!({"Description": "read-only", "Policies": [{"Name": "read-only"}]}).to_string(),
+    )
+    .await;
+    assert_eq!(token.status, 200, "{}", token.text());
+    let secret = token.json()["SecretID"].as_str().unwrap().to_owned();
+    let accessor = token.json()["AccessorID"].as_str().unwrap().to_owned();
+    (secret, accessor, policy_id)
+}
+
+async fn start_acl_server() -> (NodeHandle, Client) {
+    let node = start_leader(acl_server()).await;
+    let http = Client::of(&node);
+    wait_for("the initial management token", LIMIT, || async {
+        call(&http, "GET", "/v1/acl/token/self", Some(ROOT), "")
+            .await
+            .status
+            == 200
+    })
+    .await;
+    (node, http)
+}
+
+#[test]
+fn the_expected_outcome_table_names_every_route() {
+    let fixtures = Fixtures {
+        session: "s".into(),
+        node: "n".into(),
+        serf_addr: "a".into(),
+        read_only_accessor: "t".into(),
+        read_only_policy: "p".into(),
+    };
+    let served: BTreeSet<(&str, &str)> = server_routes().iter().map(|r| (r.method, r.path)).collect();
+    let cases = cases(&fixtures);
+    let listed: BTreeSet<(&str, &str)> = cases.iter().map(|c| (c.method, c.pattern)).collect();
+    assert_eq!(listed.len(), cases.len(), "a route is listed twice");
+    let unlisted: Vec<_> = served.difference(&listed).collect();
+    assert!(
+        unlisted.is_empty(),
+        "routes without an expected ACL outcome (add them to cases()): {unlisted:?}"
+    );
+    let stale: Vec<_> = listed.difference(&served).collect();
+    assert!(
+        stale.is_empty(),
+        "listed routes the router does not serve: {stale:?}"
+    );
+
+    let client_served: BTreeSet<(&str, &str)> = client_routes().iter().map(|r| (r.method, r.path)).collect();
+    let client_listed: BTreeSet<(&str, &str)> = CLIENT_LOCAL.iter().copied().collect();
+    assert_eq!(
+        client_served, client_listed,
+        "a client agent's own routes changed: decide how each checks ACLs, then update CLIENT_LOCAL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_each_token_as_consul_requires() {
+    let (node, http) = start_acl_server().await;
+    let (read_only, read_only_accessor, read_only_policy) = read_only_token(&http).await;
+    assert_eq!(
+        call(&http, "PUT", "/v1/kv/app/k", Some(ROOT), "v").await.text(),
+        "true"
+    );
+    let me = call(&http, "GET", "/v1/agent/self", Some(ROOT), "").await.json();
+    let node_name = me["Config"]["NodeName"].as_str().unwrap().to_owned();
+    let session = call(&http, "PUT", "/v1/session/create", Some(ROOT), "")
+        .await
+        .json()["ID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fixtures = Fixtures {
+        session,
+        node: node_name,
+        serf_addr: node.serf_lan_addr().unwrap().to_string(),
+        read_only_accessor,
+        read_only_policy,
+    };
+    let cases = cases(&fixtures);
+    let mut failures = Vec::new();
+    for (caller, token) in [
+        (Caller::Anonymous, None),
+        (Caller::ReadOnly, Some(read_only.as_str())),
+        (Caller::Management, Some(ROOT)),
+    ] {
+        for case in &cases {
+            let reply = call(&http, case.method, &case.path, token, &case.body).await;
+            failures.extend(check(case, caller, &reply));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} wrong answers:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    node.stopped().await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_agent_hands_every_other_route_to_a_server_that_checks_it() {
+    let (server, http) = start_acl_server().await;
+    let (read_only, read_only_accessor, read_only_policy) = read_only_token(&http).await;
+    assert_eq!(
+        call(&http, "PUT", "/v1/kv/app/k", Some(ROOT), "v").await.text(),
+        "true"
+    );
+    let session = call(&http, "PUT", "/v1/session/create", Some(ROOT), "")
+        .await
+        .json()["ID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A client agent cannot check ACLs on its own routes, so it refuses to start with them.
+    let mut with_acls = pool_agent("c-acl", false, &[&server]);
+    with_acls.acl.enabled = true;
+    assert!(Node::start(with_acls).await.is_err());
+
+    let client_node = Node::start(pool_agent("c1", false, &[&server])).await.unwrap();
+    let client = Client::of(&client_node);
+    wait_for("the client to reach the server", LIMIT, || async {
+        call(&client, "GET", "/v1/kv/app/k", Some(ROOT), "").await.status == 200
+    })
+    .await;
+    let fixtures = Fixtures {
+        session,
+        node: "s1".into(),
+        serf_addr: server.serf_lan_addr().unwrap().to_string(),
+        read_only_accessor,
+        read_only_policy,
+    };
+    // Only the callers whose writes are refused: the walk through the client changes nothing.
+    let mut failures = Vec::new();
+    for case in cases(&fixtures) {
+        if CLIENT_LOCAL.contains(&(case.method, case.pattern)) {
+            continue;
+        }
+        for (caller, token) in [
+            (Caller::Anonymous, None),
+            (Caller::ReadOnly, Some(read_only.as_str())),
+        ] {
+            let reply = call(&client, case.method, &case.path, token, &case.body).await;
+            failures.extend(check(&case, caller, &reply));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} wrong answers:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    client_node.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_reads_follow_key_rules_and_denied_ops_fail_the_transaction() {
+    let (node, http) = start_acl_server().await;
+    for key in ["app/a", "app/b", "secret/s"] {
+        assert_eq!(
+            call(&http, "PUT", &format!("/v1/kv/{key}"), Some(ROOT), "v")
+                .await
+                .text(),
+            "true"
+        );
+    }
+    let rules = "key_prefix \"\" { policy = \"read\" }\nkey_prefix \"secret/\" { policy = \"deny\" }";
+    let policy = call(
+        &http,
+        "PUT",
+        "/v1/acl/policy",
+        Some(ROOT),
+        &json!({"Name": "no-secrets", "Rules": rules}).to_string(),
+    )
+    .await;
+    assert_eq!(policy.status, 200, "{}", policy.text());
+    let token = call(
+        &http,
+        "PUT",
+        "/v1/acl/token",
+        Some(ROOT),
+        &json!({"Policies": [{"Name": "no-secrets"}]}).to_string(),
+    )
+    .await;
+    let reader = token.json()["SecretID"].as_str().unwrap().to_owned();
+    let txn = |ops: Value| {
+        let reader = reader.clone();
+        async move { call(&http, "PUT", "/v1/txn", Some(&reader), &ops.to_string()).await }
+    };
+    let keys = |reply: &Reply| -> Vec<String> {
+        reply.json()["Results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["KV"]["Key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // get-tree over the whole store shows only what the token may read.
+    let tree = txn(json!([{"KV": {"Verb": "get-tree", "Key": ""}}])).await;
+    assert_eq!(tree.status, 200, "{}", tree.text());
+    assert_eq!(keys(&tree), ["app/a", "app/b"]);
+    // A get of an unreadable key is filtered from the results, as Consul's.
+    let get = txn(json!([
+        {"KV": {"Verb": "get", "Key": "app/a"}},
+        {"KV": {"Verb": "get", "Key": "secret/s"}},
+    ]))
+    .await;
+    assert_eq!(get.status, 200, "{}", get.text());
+    assert_eq!(keys(&get), ["app/a"]);
+
+    // A check on an unreadable key would reveal it: the transaction fails with "Permission denied"
+    // at that operation, a 409 as any failed transaction.
+    for verb in ["check-index", "check-session"] {
+        let checked = txn(json!([
+            {"KV": {"Verb": "get", "Key": "app/a"}},
+            {"KV": {"Verb": verb, "Key": "secret/s", "Index": 1, "Session": "x"}},
+        ]))
+        .await;
+        assert_eq!(checked.status, 409, "{verb}: {}", checked.text());
+        assert_eq!(
+            checked.json()["Errors"],
+            json!([{"OpIndex": 1, "What": "Permission denied"}]),
+            "{verb}"
+        );
+    }
+    // A write the token may not make fails the transaction the same way, and applies nothing.
+    let write = txn(json!([{"KV": {"Verb": "set", "Key": "app/new", "Value": "dg=="}}])).await;
+    assert_eq!(write.status, 409, "{}", write.text());
+    assert_eq!(write.json()["Errors"][0]["What"], "Permission denied");
+    assert_eq!(
+        call(&http, "GET", "/v1/kv/app/new", Some(ROOT), "").await.status,
+        404
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroying_an_unknown_session_needs_session_write() {
+    let (node, http) = start_acl_server().await;
+    let (read_only, _, _) = read_only_token(&http).await;
+    let unknown = "/v1/session/destroy/00000000-0000-4000-8000-000000000042";
+    for token in [None, Some(read_only.as_str())] {
+        let reply = call(&http, "PUT", unknown, token, "").await;
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (403, "Permission denied"),
+            "token {token:?}"
+        );
+    }
+    // A token that may destroy any session gets Consul's answer for an unknown ID.
+    let reply = call(&http, "PUT", unknown, Some(ROOT), "").await;
+    assert_eq!((reply.status, reply.text().as_str()), (200, "true"));
+    node.shutdown().await;
+}
