@@ -193,18 +193,24 @@ async fn forward_to_leader<B: Backend>(
     next: Next,
 ) -> Response {
     request.headers_mut().remove(LEGACY_FORWARDED_HEADER);
-    let local = request.method() == Method::GET
-        || request.extensions().get::<ForwardedByServer>().is_some()
-        || request.uri().path().starts_with("/v1/agent/")
-        || request.uri().path() == "/v1/operator/keyring"
-        || agent.consensus.is_leader();
-    if local {
+    if served_here(&request, agent.consensus.is_leader()) {
         return next.run(request).await;
     }
     match forward(&agent, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
+}
+
+/// Whether this agent serves `request` itself rather than carrying it to the leader: reads, the
+/// agent's own endpoints, requests another server forwarded (marked in the extensions, never by a
+/// header), and anything on the leader.
+fn served_here(request: &Request, is_leader: bool) -> bool {
+    request.method() == Method::GET
+        || request.extensions().get::<ForwardedByServer>().is_some()
+        || request.uri().path().starts_with("/v1/agent/")
+        || request.uri().path() == "/v1/operator/keyring"
+        || is_leader
 }
 
 async fn forward<B: Backend>(agent: &Agent<B>, request: Request) -> Result<Response, ApiError> {
@@ -751,6 +757,30 @@ pub(crate) fn json_response(headers: HeaderMap, value: &(impl serde::Serialize +
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_server_channel_marks_a_request_forwarded() {
+        let write = || {
+            axum::http::Request::builder()
+                .method(Method::PUT)
+                .uri("/v1/kv/k")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let mut forged = write();
+        forged
+            .headers_mut()
+            .insert(LEGACY_FORWARDED_HEADER, HeaderValue::from_static("1"));
+        assert!(
+            !served_here(&forged, false),
+            "a client's header must not keep a write here"
+        );
+        let mut marked = write();
+        marked.extensions_mut().insert(ForwardedByServer);
+        assert!(served_here(&marked, false));
+        assert!(!served_here(&write(), false));
+        assert!(served_here(&write(), true));
+    }
 
     #[test]
     fn params_take_flags_values_and_escapes() {

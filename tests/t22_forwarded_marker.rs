@@ -1,0 +1,70 @@
+//! The mark that a request was forwarded by another server comes only from the server-to-server
+//! channel: a client that sends the old `X-Tribune-Forwarded` header to a follower still has its
+//! write carried to the leader, which keeps the leader-only duties (session timers) in one place.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, pool_agent, request, wait_for};
+use tribune::{Node, NodeHandle};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn server(name: &str, join: &[&NodeHandle]) -> tribune::config::Config {
+    let mut config = pool_agent(name, true, join);
+    // Short TTLs, so that the leader's session timer shows within the test's limits.
+    config.session_ttl_min = Duration::from_secs(1);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sent_forwarded_header_cannot_make_a_follower_serve_a_write() {
+    let s1 = Node::start(server("s1", &[])).await.unwrap();
+    let s2 = Node::start(server("s2", &[&s1])).await.unwrap();
+    let s3 = Node::start(server("s3", &[&s1, &s2])).await.unwrap();
+    let nodes = [&s1, &s2, &s3];
+    wait_for("one leader that every server knows", LIMIT, || async {
+        let leaders: Vec<Option<String>> = nodes.iter().map(|n| n.leader()).collect();
+        leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
+    })
+    .await;
+    let follower = Client::of(nodes.iter().find(|n| !n.is_leader()).unwrap());
+    let forged = [("X-Tribune-Forwarded", "1")];
+
+    // A plain write with the header: carried to the leader, applied, readable on every server.
+    let put = request(follower.0, "PUT", "/v1/kv/forged/key", &forged, b"v").await;
+    assert_eq!((put.status, put.text().as_str()), (200, "true"));
+    for node in nodes {
+        let http = Client::of(node);
+        wait_for("the write on every server", LIMIT, || async {
+            http.get("/v1/kv/forged/key?stale&raw").await.body == b"v"
+        })
+        .await;
+    }
+
+    // A session with a TTL created through the follower with the header: only the leader arms
+    // session timers, so the session expires (at twice its TTL) only if the leader served the
+    // request. Served by the follower itself, it would never expire.
+    let created = request(
+        follower.0,
+        "PUT",
+        "/v1/session/create",
+        &forged,
+        br#"{"TTL": "1s", "LockDelay": "0s"}"#,
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    let id = created.json()["ID"].as_str().unwrap().to_owned();
+    let leader = Client::of(nodes.iter().find(|n| n.is_leader()).unwrap());
+    wait_for("the session's TTL to expire on the leader", LIMIT, || async {
+        leader.get(&format!("/v1/session/info/{id}")).await.json() == serde_json::json!([])
+    })
+    .await;
+
+    for node in [s1, s2, s3] {
+        node.shutdown().await;
+    }
+}
