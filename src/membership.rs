@@ -188,7 +188,8 @@ pub(crate) async fn join_pool_with(gossip: Gossip, config: Config, mut shutdown:
 }
 
 /// Feeds the pool's member events to the agent: every server of this datacenter seen alive is
-/// remembered for `bootstrap_expect`, and a changed keyring is saved.
+/// remembered for `bootstrap_expect`, a member that failed or left has its `serfHealth` go critical
+/// (the leader invalidates its sessions), and a changed keyring is saved.
 pub(crate) async fn watch_members<B: Backend>(
     agent: Arc<Agent<B>>,
     mut events: mpsc::UnboundedReceiver<Event>,
@@ -209,8 +210,14 @@ pub(crate) async fn watch_members<B: Backend>(
                     agent.learn_peer(peer);
                 }
             }
-            Event::Failed(m) => tracing::info!(member = %m.name, "member failed"),
-            Event::Left(m) => tracing::info!(member = %m.name, "member left"),
+            Event::Failed(m) => {
+                tracing::info!(member = %m.name, "member failed");
+                agent.note_node_down(&m.name);
+            }
+            Event::Left(m) => {
+                tracing::info!(member = %m.name, "member left");
+                agent.note_node_down(&m.name);
+            }
             Event::KeyringChanged => {
                 if let Some(gossip) = &agent.gossip {
                     gossip_keys::save(gossip, &agent.config).await;

@@ -1,7 +1,7 @@
 //! `Node::start`: opens the state, starts consensus over it, binds the RPC and HTTP ports, forms the
 //! cluster, runs the leader's duties, and stops all of it on `NodeHandle::shutdown`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -21,7 +21,7 @@ use tribune_consensus::{
 };
 use tribune_kvstore::{
     AclPolicy, AclToken, Backend, Command, GLOBAL_MANAGEMENT_POLICY_ID, GLOBAL_MANAGEMENT_POLICY_NAME,
-    GLOBAL_MANAGEMENT_RULES, PolicyLink, Store, StoreConfig, encode_command,
+    GLOBAL_MANAGEMENT_RULES, PolicyLink, Session, Store, StoreConfig, encode_command,
 };
 
 use crate::client::ClientAgent;
@@ -46,6 +46,28 @@ const LEADER_TICK: Duration = Duration::from_millis(100);
 
 /// How often a server that waits for `bootstrap_expect` peers asks its `retry_join` addresses again.
 const DISCOVERY_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The check every node has (Consul's `serfHealth`): with no catalog yet, its status is the node's
+/// membership of the LAN pool (alive or suspect: passing; failed or left: critical).
+pub(crate) const SERF_HEALTH_CHECK: &str = "serfHealth";
+
+/// How often the leader looks for sessions of nodes the pool no longer holds alive. Failure events
+/// act at once; this catches a session whose creation raced with its node's failure.
+const SESSION_HEALTH_SWEEP: Duration = Duration::from_secs(10);
+
+/// Most nodes whose failure waits for the leader's attention; beyond it the sweep still finds them.
+const MAX_PENDING_NODE_FAILURES: usize = 65_536;
+
+/// A node's `serfHealth` as the LAN pool reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NodeHealth {
+    /// Alive or suspect.
+    Passing,
+    /// Failed or left.
+    Critical,
+    /// Not a member of the pool (Consul: no such check registered).
+    Unknown,
+}
 
 /// Starts agents.
 #[derive(Debug)]
@@ -235,6 +257,7 @@ where
         stop_tasks: Arc::clone(&shutdown_tx),
         lock_delays,
         session_timers: Mutex::new(HashMap::new()),
+        node_failures: Mutex::new(HashMap::new()),
         discovered: Mutex::new(BTreeMap::new()),
         shutdown: shutdown_rx.clone(),
         resolver,
@@ -544,6 +567,10 @@ pub(crate) struct Agent<B: Backend> {
     lock_delays: Arc<LockDelays>,
     /// Sessions with a TTL and when the leader invalidates them (leader only).
     session_timers: Mutex<HashMap<String, Instant>>,
+    /// Nodes the LAN pool reported failed or left, with this server's applied index then: the
+    /// leader destroys their sessions bound to `serfHealth` created up to that index. Kept on every
+    /// server, so a failure seen while there was no leader is acted on by the next one.
+    node_failures: Mutex<HashMap<String, u64>>,
     /// Servers of this datacenter seen in the LAN pool, for bootstrap_expect.
     discovered: Mutex<BTreeMap<NodeId, NodeInfo>>,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -682,6 +709,45 @@ impl<B: Backend> Agent<B> {
 
     pub(crate) fn clear_session_timer(&self, id: &str) {
         self.session_timers.lock().remove(id);
+    }
+
+    /// `node`'s `serfHealth`: its status in this server's view of the LAN pool. A server without a
+    /// pool knows only itself.
+    pub(crate) async fn node_health(&self, node: &str) -> NodeHealth {
+        let Some(gossip) = &self.gossip else {
+            return if node == self.config.node_name {
+                NodeHealth::Passing
+            } else {
+                NodeHealth::Unknown
+            };
+        };
+        let members = match gossip.members().await {
+            Ok(members) => members,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the LAN pool for a node's health");
+                return NodeHealth::Unknown;
+            }
+        };
+        match members.iter().find(|m| m.name == node) {
+            Some(member) if member.status.is_live() => NodeHealth::Passing,
+            Some(_) => NodeHealth::Critical,
+            None => NodeHealth::Unknown,
+        }
+    }
+
+    /// Records that the LAN pool declared `node` failed or left: its `serfHealth` went critical.
+    pub(crate) fn note_node_down(&self, node: &str) {
+        let applied = self.store.last_applied();
+        let mut failures = self.node_failures.lock();
+        if failures.len() >= MAX_PENDING_NODE_FAILURES && !failures.contains_key(node) {
+            tracing::warn!(
+                node,
+                "too many node failures pending; the leader's sweep will find this one"
+            );
+            return;
+        }
+        let mark = failures.entry(node.to_owned()).or_insert(applied);
+        *mark = (*mark).max(applied);
     }
 
     /// Leaves the LAN pool gracefully, and asks the agent's tasks to stop. A leader first hands
@@ -887,6 +953,7 @@ async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: watch::Re
     // (when sampled, applied index then): tombstones at or below the index can go once TOMBSTONE_TTL passed.
     let mut reap_marks: VecDeque<(Instant, u64)> = VecDeque::new();
     let mut next_mark = Instant::now();
+    let mut next_health_sweep = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(LEADER_TICK) => {}
@@ -906,9 +973,19 @@ async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: watch::Re
             was_leader = true;
             arm_all_session_timers(&agent);
             next_mark = now;
+            // Failures seen while another server led (or none did) are acted on by the sweep.
+            next_health_sweep = now;
             if let Err(e) = install_initial_management(&agent).await {
                 tracing::warn!(error = ?e, "installing the initial management token");
             }
+        }
+        let failures = std::mem::take(&mut *agent.node_failures.lock());
+        for (node, created_up_to) in failures {
+            invalidate_node_sessions(&agent, &node, created_up_to).await;
+        }
+        if now >= next_health_sweep {
+            next_health_sweep = now + SESSION_HEALTH_SWEEP;
+            sweep_unhealthy_sessions(&agent).await;
         }
         let expired: Vec<String> = {
             let timers = agent.session_timers.lock();
@@ -998,6 +1075,73 @@ async fn install_initial_management<B: Backend>(agent: &Agent<B>) -> Result<(), 
     };
     agent.propose(&Command::AclTokenUpsert(token)).await?;
     Ok(())
+}
+
+/// Whether a session is invalidated when its node's `serfHealth` goes critical.
+fn bound_to_serf_health(session: &Session) -> bool {
+    session.node_checks.iter().any(|c| c == SERF_HEALTH_CHECK)
+}
+
+/// Destroys a session whose node's `serfHealth` went critical, as a TTL expiry does: its locks are
+/// released or deleted per its behavior and every server records the lock-delay as it applies.
+async fn invalidate_unhealthy<B: Backend>(agent: &Agent<B>, session: &Session) {
+    tracing::info!(session = %session.id, node = %session.node, "node failed: invalidating its session");
+    agent.clear_session_timer(&session.id);
+    let command = Command::SessionDestroy {
+        id: session.id.clone(),
+    };
+    if let Err(e) = agent.propose(&command).await {
+        tracing::warn!(error = ?e, session = %session.id, "invalidating a session of a failed node");
+    }
+}
+
+/// Acts on a failure event: the node's sessions bound to `serfHealth` that existed when the pool
+/// reported it (a later one was created after the node came back).
+async fn invalidate_node_sessions<B: Backend>(agent: &Agent<B>, node: &str, created_up_to: u64) {
+    let sessions = match agent.store.node_sessions(node) {
+        Ok(found) => found.value,
+        Err(e) => {
+            tracing::warn!(error = %e, node, "reading the sessions of a failed node");
+            return;
+        }
+    };
+    for session in sessions
+        .iter()
+        .filter(|s| s.create_index <= created_up_to && bound_to_serf_health(s))
+    {
+        invalidate_unhealthy(agent, session).await;
+    }
+}
+
+/// Destroys every session bound to `serfHealth` whose node the pool holds failed or left now.
+async fn sweep_unhealthy_sessions<B: Backend>(agent: &Agent<B>) {
+    let Some(gossip) = &agent.gossip else {
+        return;
+    };
+    let Ok(members) = gossip.members().await else {
+        return;
+    };
+    let down: HashSet<&str> = members
+        .iter()
+        .filter(|m| !m.status.is_live())
+        .map(|m| m.name.as_str())
+        .collect();
+    if down.is_empty() {
+        return;
+    }
+    let sessions = match agent.store.sessions() {
+        Ok(found) => found.value,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading sessions to check their nodes' health");
+            return;
+        }
+    };
+    for session in sessions
+        .iter()
+        .filter(|s| down.contains(s.node.as_str()) && bound_to_serf_health(s))
+    {
+        invalidate_unhealthy(agent, session).await;
+    }
 }
 
 /// On gaining leadership, every session with a TTL gets a fresh full timer (as Consul's leader does).

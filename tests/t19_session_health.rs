@@ -1,6 +1,7 @@
-//! Sessions and the safety of their locks beyond one server's memory: lock-delay is recorded by every
-//! server as the invalidation applies, so a new leader enforces it, and the txn `lock` verb honours it
-//! as `?acquire` does.
+//! Sessions and the safety of their locks beyond one server's memory: a session follows its node's
+//! health in the LAN pool (a crashed client agent loses its sessions and their locks), lock-delay is
+//! recorded by every server as the invalidation applies, so a new leader enforces it, and the txn
+//! `lock` verb honours it as `?acquire` does.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,6 +14,8 @@ use tokio::time::Instant;
 use tribune::{Node, NodeHandle};
 
 const FORMATION: Duration = Duration::from_secs(30);
+/// Failure detection with Consul's LAN timings (1 s probes, Lifeguard suspicion) takes seconds.
+const DETECTION: Duration = Duration::from_secs(90);
 
 async fn create_session(http: &Client, body: &str) -> String {
     let reply = http.put("/v1/session/create", body.as_bytes()).await;
@@ -147,4 +150,105 @@ async fn txn_lock_honours_the_lock_delay() {
         .await;
     assert_eq!(acquire.text(), "false");
     node.shutdown().await;
+}
+
+/// The serf status (1 alive, 3 left, 4 failed) `client` lists for member `name`.
+async fn member_status(client: &Client, name: &str) -> Option<u64> {
+    let members = client.get("/v1/agent/members").await.json();
+    members
+        .as_array()?
+        .iter()
+        .find(|m| m["Name"] == name)
+        .and_then(|m| m["Status"].as_u64())
+}
+
+async fn session_exists(http: &Client, id: &str) -> bool {
+    let info = http.get(&format!("/v1/session/info/{id}")).await;
+    assert_eq!(info.status, 200, "{}", info.text());
+    info.json().as_array().is_some_and(|a| !a.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_client_agent_loses_its_sessions_and_locks() {
+    let servers = three_servers().await;
+    let agent = Node::start(pool_agent("c1", false, &[&servers[0]]))
+        .await
+        .unwrap();
+    let server_clients: Vec<Client> = servers.iter().map(Client::of).collect();
+    wait_for(
+        "every server to see the client agent alive",
+        FORMATION,
+        || async {
+            for server in &server_clients {
+                if member_status(server, "c1").await != Some(1) {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let local = Client::of(&agent);
+    let server = &server_clients[0];
+
+    // Through the client agent, a session belongs to the client's node and follows its serfHealth.
+    let released = create_session(&local, r#"{"Name":"release"}"#).await;
+    let info = server.get(&format!("/v1/session/info/{released}")).await.json();
+    assert_eq!(info[0]["Node"], "c1", "{info}");
+    assert_eq!(info[0]["NodeChecks"], serde_json::json!(["serfHealth"]));
+    let deleted = create_session(&local, r#"{"Behavior":"delete"}"#).await;
+    // Explicitly empty checks: tied to nothing, as in Consul.
+    let detached = create_session(&local, r#"{"NodeChecks":[]}"#).await;
+    let detached_old_style = create_session(&local, r#"{"Checks":[]}"#).await;
+    let info = server.get(&format!("/v1/session/info/{detached}")).await.json();
+    assert_eq!(info[0]["NodeChecks"], serde_json::json!([]));
+
+    // Checks that do not exist, or a node the pool does not know, are refused as Consul does.
+    let missing = local
+        .put("/v1/session/create", br#"{"NodeChecks":["web"]}"#)
+        .await;
+    assert_eq!(missing.status, 500);
+    assert_eq!(missing.text(), "Missing check 'web' registration");
+    let ghost = server.put("/v1/session/create", br#"{"Node":"ghost"}"#).await;
+    assert_eq!(ghost.status, 500);
+    assert_eq!(ghost.text(), "Missing check 'serfHealth' registration");
+
+    for (key, session) in [
+        ("health/release", &released),
+        ("health/delete", &deleted),
+        ("health/detached", &detached),
+    ] {
+        let acquired = local
+            .put(&format!("/v1/kv/{key}?acquire={session}"), b"held")
+            .await;
+        assert_eq!(acquired.text(), "true", "acquire {key}");
+    }
+
+    // The client crashes: its gossip goes silent without a leave.
+    agent.shutdown().await;
+    wait_for(
+        "the leader to invalidate the sessions of the failed node",
+        DETECTION,
+        || async { !session_exists(server, &released).await && !session_exists(server, &deleted).await },
+    )
+    .await;
+    assert_eq!(
+        member_status(server, "c1").await,
+        Some(4),
+        "the pool declared c1 failed"
+    );
+    assert_eq!(lock_state(server, "health/release").await, Some((None, 1)));
+    assert_eq!(lock_state(server, "health/delete").await, None);
+    assert_eq!(
+        lock_state(server, "health/detached").await,
+        Some((Some(detached.clone()), 1))
+    );
+    assert!(session_exists(server, &detached).await);
+    assert!(session_exists(server, &detached_old_style).await);
+    let critical = server.put("/v1/session/create", br#"{"Node":"c1"}"#).await;
+    assert_eq!(critical.status, 500);
+    assert_eq!(critical.text(), "Check 'serfHealth' is in critical state");
+    for node in servers {
+        node.shutdown().await;
+    }
 }

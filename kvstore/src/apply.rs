@@ -438,6 +438,7 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
             lock_delay: new.lock_delay,
             behavior: new.behavior,
             ttl: new.ttl,
+            node_checks: new.node_checks.clone(),
             create_index: self.index,
             modify_index: self.index,
         };

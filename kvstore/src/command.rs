@@ -13,6 +13,8 @@ pub const MAX_TXN_OPS: usize = 128;
 pub const MAX_ID_BYTES: usize = 256;
 /// Longest ACL policy name accepted (Consul's limit).
 pub const MAX_POLICY_NAME_BYTES: usize = 128;
+/// Most health checks one session may be bound to.
+pub(crate) const MAX_SESSION_CHECKS: usize = 64;
 
 /// A state change. The node encodes it with [`crate::encode_command`] into the raft log; every server
 /// applies it with [`crate::Store::apply`] at the same index and gets the same outcome.
@@ -383,7 +385,16 @@ impl Command {
                         reason: "is empty".into(),
                     });
                 }
-                Ok(())
+                if session.node_checks.len() > MAX_SESSION_CHECKS {
+                    return Err(ApplyError::InvalidField {
+                        field: "session.node_checks",
+                        reason: format!("names more than {MAX_SESSION_CHECKS} checks"),
+                    });
+                }
+                session
+                    .node_checks
+                    .iter()
+                    .try_for_each(|check| validate_id("session.node_checks", check))
             }
             Command::SessionDestroy { id } => validate_id("session.id", id),
             Command::AclTokenUpsert(token) | Command::AclBootstrap { token, .. } => {

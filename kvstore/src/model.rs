@@ -61,6 +61,9 @@ pub struct Session {
     pub behavior: SessionBehavior,
     /// Time to live, if the session must be renewed (the leader's timers enforce it, not the store).
     pub ttl: Option<Duration>,
+    /// The node health checks the session is bound to (Consul's `NodeChecks`): the leader destroys the
+    /// session when one of them goes critical. Empty: tied to no check.
+    pub node_checks: Vec<String>,
     /// Index of the command that created it.
     pub create_index: u64,
     /// Index of the command that last changed it.
@@ -82,6 +85,8 @@ pub struct NewSession {
     pub behavior: SessionBehavior,
     /// Time to live, if any.
     pub ttl: Option<Duration>,
+    /// The node health checks the session is bound to (see [`Session::node_checks`]).
+    pub node_checks: Vec<String>,
 }
 
 /// A token's link to a policy.

@@ -31,6 +31,7 @@ fn command_for(i: u64) -> Command {
                 SessionBehavior::Release
             },
             ttl: None,
+            node_checks: Vec::new(),
         }),
         4 => Command::Txn {
             ops: (0..4)

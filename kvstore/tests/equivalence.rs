@@ -77,6 +77,7 @@ fn command() -> impl Strategy<Value = Command> {
             lock_delay: Duration::from_secs(delay),
             behavior: if delete { SessionBehavior::Delete } else { SessionBehavior::Release },
             ttl: None,
+            node_checks: Vec::new(),
         })),
         1 => session_id().prop_map(|id| Command::SessionDestroy { id }),
         1 => (0u64..30).prop_map(|up_to_index| Command::ReapTombstones { up_to_index }),

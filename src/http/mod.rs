@@ -214,7 +214,8 @@ fn served_here(request: &Request, is_leader: bool) -> bool {
 }
 
 async fn forward<B: Backend>(agent: &Agent<B>, request: Request) -> Result<Response, ApiError> {
-    let forwarded = to_forwarded(request).await?;
+    let mut forwarded = to_forwarded(request).await?;
+    session::claim_for_node(&mut forwarded, &agent.config.node_name);
     let reply = agent
         .consensus
         .call_leader(AppRequest {

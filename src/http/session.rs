@@ -11,6 +11,7 @@ use tribune_kvstore::{Backend, Command, Indexed, NewSession, Session, SessionBeh
 
 use super::kv::bool_response;
 use super::{Access, ApiError, Params, QueryMeta, Shared, accepted, json_response};
+use crate::node::{ForwardedHttp, NodeHealth, SERF_HEALTH_CHECK};
 
 /// Consul's longest session TTL (`SessionTTLMax`).
 const SESSION_TTL_MAX: Duration = Duration::from_secs(24 * 3600);
@@ -32,6 +33,128 @@ struct CreateRequest {
     behavior: Option<String>,
     #[serde(default, rename = "TTL")]
     ttl: Option<String>,
+    /// Outer `None`: absent (the default check applies); inner `None`: `null` (none, as Go reads it).
+    #[serde(default, deserialize_with = "present")]
+    checks: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    node_checks: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    service_checks: Option<Option<Vec<ServiceCheck>>>,
+}
+
+/// One of `ServiceChecks`.
+#[derive(Debug, Deserialize)]
+struct ServiceCheck {
+    #[serde(rename = "ID")]
+    id: String,
+}
+
+/// A field that is present in the body, `null` or not: absent fields stay `None` through
+/// `#[serde(default)]`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// The node checks a new session is bound to, from the body's `Checks` and `NodeChecks` as Consul
+/// reads them: with neither, the node's `serfHealth`; an explicitly empty `Checks` (or an empty
+/// `NodeChecks` beside checks other than the default) binds it to none.
+fn bound_checks(
+    checks: Option<Option<Vec<String>>>,
+    node_checks: Option<Option<Vec<String>>>,
+) -> Vec<String> {
+    let default = || vec![SERF_HEALTH_CHECK.to_owned()];
+    let checks = checks.map_or_else(default, Option::unwrap_or_default);
+    let node_checks = node_checks.map_or_else(default, Option::unwrap_or_default);
+    let from_checks = if checks.is_empty() {
+        return Vec::new();
+    } else if checks.len() == 1 && checks.iter().all(|c| c == SERF_HEALTH_CHECK) {
+        // The default (or an explicit one), which defers to NodeChecks.
+        Vec::new()
+    } else if node_checks.is_empty() {
+        return Vec::new();
+    } else {
+        checks
+    };
+    let mut bound: Vec<String> = Vec::new();
+    for check in node_checks.into_iter().chain(from_checks) {
+        if !bound.contains(&check) {
+            bound.push(check);
+        }
+    }
+    bound
+}
+
+/// Refuses a session bound to a check that is not passing, with Consul's messages. There is no
+/// catalog yet: `serfHealth` is the only check a node has.
+async fn require_passing<B: Backend>(
+    agent: &Shared<B>,
+    node: &str,
+    node_checks: &[String],
+    service_checks: &[ServiceCheck],
+) -> Result<(), ApiError> {
+    if let Some(unknown) = node_checks
+        .iter()
+        .find(|c| *c != SERF_HEALTH_CHECK)
+        .or_else(|| service_checks.first().map(|c| &c.id))
+    {
+        return Err(ApiError::internal(format!(
+            "Missing check '{unknown}' registration"
+        )));
+    }
+    if node_checks.is_empty() {
+        return Ok(());
+    }
+    match agent.node_health(node).await {
+        NodeHealth::Passing => Ok(()),
+        NodeHealth::Critical => Err(ApiError::internal(format!(
+            "Check '{SERF_HEALTH_CHECK}' is in critical state"
+        ))),
+        NodeHealth::Unknown => Err(ApiError::internal(format!(
+            "Missing check '{SERF_HEALTH_CHECK}' registration"
+        ))),
+    }
+}
+
+/// The path of session creation.
+const CREATE_PATH: &str = "/v1/session/create";
+
+/// Completes a `PUT /v1/session/create` this agent hands to another with its own node name when the
+/// body names none, as Consul's agent endpoint does: a session belongs to the agent the application
+/// talks to (whose health it follows), not to the server that serves the request.
+pub(crate) fn claim_for_node(request: &mut ForwardedHttp, node: &str) {
+    if !request.method.eq_ignore_ascii_case("PUT") || request.uri.split('?').next() != Some(CREATE_PATH) {
+        return;
+    }
+    let mut body = if request.body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Object(serde_json::Map::new())
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(&request.body) {
+            Ok(body) => body,
+            // The serving handler reports the bad body.
+            Err(_) => return,
+        }
+    };
+    let Some(fields) = body.as_object_mut() else {
+        return;
+    };
+    let named = fields.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("Node") && value.as_str().is_some_and(|n| !n.is_empty())
+    });
+    if named {
+        return;
+    }
+    fields.retain(|name, _| !name.eq_ignore_ascii_case("Node"));
+    fields.insert("Node".to_owned(), serde_json::Value::String(node.to_owned()));
+    if let Ok(bytes) = serde_json::to_vec(&body) {
+        request.body = bytes;
+        request
+            .headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case("content-length"));
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -73,9 +196,10 @@ impl From<Session> for SessionJson {
                 SessionBehavior::Delete => "delete",
             },
             ttl: session.ttl.map(go_duration).unwrap_or_default(),
-            node_checks: Vec::new(),
+            // Clients older than Consul 1.7 read `Checks`.
+            checks: session.node_checks.clone(),
+            node_checks: session.node_checks,
             service_checks: None,
-            checks: Vec::new(),
             create_index: session.create_index,
             modify_index: session.modify_index,
         }
@@ -172,6 +296,9 @@ pub(crate) async fn create<B: Backend>(
         .filter(|node| !node.is_empty())
         .unwrap_or_else(|| agent.config.node_name.clone());
     agent.authorize(&request_headers, &uri, |a| a.session_write(&node))?;
+    let node_checks = bound_checks(request.checks, request.node_checks);
+    let service_checks = request.service_checks.flatten().unwrap_or_default();
+    require_passing(&agent, &node, &node_checks, &service_checks).await?;
     // The leader picks the ID; the store never draws randomness.
     let id = uuid::Uuid::new_v4().to_string();
     let command = Command::SessionCreate(NewSession {
@@ -181,6 +308,7 @@ pub(crate) async fn create<B: Backend>(
         lock_delay,
         behavior,
         ttl,
+        node_checks,
     });
     command.validate().map_err(|e| ApiError::from_apply_error(&e))?;
     let (response, _) = agent.propose(&command).await.map_err(ApiError::propose)?;
@@ -298,6 +426,55 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(86400)), "24h0m0s");
         assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
         assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+    }
+
+    fn names(list: &[&str]) -> Option<Option<Vec<String>>> {
+        Some(Some(list.iter().map(|s| (*s).to_owned()).collect()))
+    }
+
+    #[test]
+    fn sessions_bind_to_serf_health_unless_told_otherwise() {
+        let serf = vec![SERF_HEALTH_CHECK.to_owned()];
+        assert_eq!(bound_checks(None, None), serf);
+        assert_eq!(bound_checks(names(&[]), None), Vec::<String>::new());
+        assert_eq!(bound_checks(None, names(&[])), Vec::<String>::new());
+        assert_eq!(bound_checks(Some(None), None), Vec::<String>::new());
+        assert_eq!(bound_checks(None, names(&["a"])), vec!["a".to_owned()]);
+        assert_eq!(
+            bound_checks(names(&["a"]), None),
+            vec![SERF_HEALTH_CHECK.to_owned(), "a".to_owned()]
+        );
+        assert_eq!(bound_checks(names(&["a"]), names(&[])), Vec::<String>::new());
+        assert_eq!(
+            bound_checks(names(&["b", "a"]), names(&["a"])),
+            vec!["a".to_owned(), "b".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_forwarded_session_create_is_claimed_for_the_forwarding_node() {
+        let request = |body: &str| ForwardedHttp {
+            method: "PUT".into(),
+            uri: "/v1/session/create?dc=dc1".into(),
+            headers: vec![("content-length".into(), body.len().to_string().into_bytes())],
+            body: body.as_bytes().to_vec(),
+        };
+        let node_of =
+            |r: &ForwardedHttp| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["Node"].clone();
+        let mut empty = request("");
+        claim_for_node(&mut empty, "c1");
+        assert_eq!(node_of(&empty), "c1");
+        assert!(empty.headers.is_empty());
+        let mut lower = request(r#"{"node": null, "Name": "x"}"#);
+        claim_for_node(&mut lower, "c1");
+        assert_eq!(node_of(&lower), "c1");
+        let mut named = request(r#"{"node": "other"}"#);
+        claim_for_node(&mut named, "c1");
+        assert_eq!(named.body, br#"{"node": "other"}"#);
+        let mut kv = request("");
+        kv.uri = "/v1/kv/x".into();
+        claim_for_node(&mut kv, "c1");
+        assert!(kv.body.is_empty());
     }
 
     #[test]

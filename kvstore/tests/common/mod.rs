@@ -109,6 +109,7 @@ pub fn session(id: &str, node: &str, behavior: SessionBehavior, lock_delay: Dura
         lock_delay,
         behavior,
         ttl: Some(Duration::from_secs(30)),
+        node_checks: Vec::new(),
     })
 }
 
