@@ -403,7 +403,7 @@ mod tests {
 
     fn applies_continue_while_a_snapshot_is_written<B: Backend>(source: Arc<Store<B>>) {
         const KEYS: u64 = 3_000;
-        let mut leader = KvStateMachine::new(Arc::clone(&source));
+        let mut leader = KvStateMachine::new(Arc::clone(&source), Arc::default());
         let cmds: Vec<_> = (1..=KEYS)
             .map(|i| committed(i, &set(&format!("k/{i:05}"), &[b'v'; 200])))
             .collect();
@@ -450,7 +450,7 @@ mod tests {
         );
 
         let target = Arc::new(Store::in_memory(StoreConfig::new("dc1")).unwrap());
-        let mut follower = KvStateMachine::new(Arc::clone(&target));
+        let mut follower = KvStateMachine::new(Arc::clone(&target), Arc::default());
         follower
             .restore(&mut out.bytes.as_slice(), &applied_at(KEYS))
             .unwrap();
