@@ -117,6 +117,60 @@ pub(crate) fn server_peer(member: &Member, datacenter: &str) -> Option<Peer> {
     })
 }
 
+/// Two servers of one datacenter announcing the same raft id: the second one seen (by name order
+/// after this server) must not join raft, since raft would take both for one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RaftIdConflict {
+    /// The raft id both announce.
+    pub(crate) id: NodeId,
+    /// The server that holds the id (this server, or the first one seen with it).
+    pub(crate) holder: String,
+    /// The server refused for announcing it too.
+    pub(crate) refused: String,
+}
+
+impl std::fmt::Display for RaftIdConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Member '{}' has conflicting node ID '{}' with member '{}'",
+            self.refused, self.id, self.holder
+        )
+    }
+}
+
+/// The raft id conflicts among the live servers of `datacenter` in `members`, this server (`self_id`,
+/// `self_name`) holding its own id first.
+pub(crate) fn raft_id_conflicts(
+    members: &[Member],
+    datacenter: &str,
+    self_id: NodeId,
+    self_name: &str,
+) -> Vec<RaftIdConflict> {
+    let mut holders: BTreeMap<NodeId, String> = BTreeMap::from([(self_id, self_name.to_owned())]);
+    let mut conflicts = Vec::new();
+    let mut servers: Vec<Peer> = members
+        .iter()
+        .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
+        .filter_map(|m| server_peer(m, datacenter))
+        .filter(|p| p.name != self_name)
+        .collect();
+    servers.sort_by(|a, b| a.name.cmp(&b.name));
+    for peer in servers {
+        match holders.get(&peer.id) {
+            Some(holder) => conflicts.push(RaftIdConflict {
+                id: peer.id,
+                holder: holder.clone(),
+                refused: peer.name,
+            }),
+            None => {
+                holders.insert(peer.id, peer.name);
+            }
+        }
+    }
+    conflicts
+}
+
 /// Resolves `retry_join` entries (`host`, `host:port`, `[v6]:port`) to socket addresses; a
 /// missing port is Consul's serf LAN port. Entries that do not resolve are skipped with a warning
 /// (they are retried on the next attempt: DNS may not be ready yet).
@@ -327,6 +381,48 @@ pub(crate) async fn reconcile<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: wa
 #[cfg(test)]
 mod dead_server_tests {
     use super::*;
+
+    fn server(name: &str, id: u64) -> Member {
+        Member {
+            name: name.into(),
+            addr: "127.0.0.1:8301".parse().unwrap(),
+            tags: [("role", "consul"), ("dc", "dc1"), ("port", "8300")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain([("id".to_string(), id.to_string())])
+                .collect(),
+            incarnation: 1,
+            status: MemberStatus::Alive,
+        }
+    }
+
+    #[test]
+    fn servers_sharing_a_raft_id_are_named_and_the_first_keeps_it() {
+        let members = [server("a", 1), server("b", 2), server("c", 2), server("d", 9)];
+        let conflicts = raft_id_conflicts(&members, "dc1", 9, "me");
+        assert_eq!(
+            conflicts,
+            vec![
+                RaftIdConflict {
+                    id: 2,
+                    holder: "b".into(),
+                    refused: "c".into()
+                },
+                RaftIdConflict {
+                    id: 9,
+                    holder: "me".into(),
+                    refused: "d".into()
+                },
+            ]
+        );
+        assert_eq!(
+            conflicts[1].to_string(),
+            "Member 'd' has conflicting node ID '9' with member 'me'"
+        );
+        assert!(raft_id_conflicts(&members[..2], "dc1", 9, "me").is_empty());
+        // This server's own entry in the pool is not a conflict.
+        assert!(raft_id_conflicts(&[server("me", 9)], "dc1", 9, "me").is_empty());
+    }
 
     #[test]
     fn a_failed_server_is_due_only_after_the_grace_and_starts_over_when_it_returns() {

@@ -130,7 +130,7 @@ async fn start_on_disk(config: Config, dir: &Path) -> Result<NodeHandle, NodeErr
         source,
     };
     std::fs::create_dir_all(dir).map_err(io)?;
-    let node_id = persistent_node_id(&config, dir).map_err(io)?;
+    let node_id = persistent_raft_id(&config, dir).map_err(io)?;
     let store = Store::open_rocksdb(&dir.join("state"), StoreConfig::new(config.datacenter.clone()))?;
     let log = tribune_consensus::RocksLogStore::open(dir.join("raft"))?;
     start_with(config, store, log, &dir.join("snapshots"), node_id, None).await
@@ -154,35 +154,81 @@ fn random_node_id(config: &Config) -> NodeId {
         .unwrap_or_else(|| rand::random::<u64>() | 1)
 }
 
-/// A raft id that survives restarts: from the configured `node_id`, else from `<data_dir>/node-id`,
-/// written on first start.
+/// A raft id that survives restarts. It is kept in `<data_dir>/raft-id` once chosen, so a change
+/// of derivation never renames a server that already has raft state. A new server derives it from
+/// its node ID: the configured `node_id`, else `<data_dir>/node-id`, written on first start. A data
+/// directory whose raft state predates `raft-id` keeps the id it was given then (the UUID's first
+/// eight bytes).
 #[cfg(feature = "rocksdb")]
-fn persistent_node_id(config: &Config, dir: &Path) -> std::io::Result<NodeId> {
-    if let Some(id) = config.node_id.as_deref().and_then(id_from_uuid) {
-        return Ok(id);
-    }
-    let path = dir.join("node-id");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => id_from_uuid(text.trim()).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} is not a UUID", path.display()),
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let uuid = uuid::Uuid::new_v4().to_string();
-            std::fs::write(&path, &uuid)?;
-            id_from_uuid(&uuid).ok_or_else(|| std::io::Error::other("generated UUID does not parse"))
+fn persistent_raft_id(config: &Config, dir: &Path) -> std::io::Result<NodeId> {
+    let invalid = |path: &Path, what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not {what}", path.display()),
+        )
+    };
+    let raft_id_path = dir.join("raft-id");
+    match std::fs::read_to_string(&raft_id_path) {
+        Ok(text) => {
+            return text
+                .trim()
+                .parse::<NodeId>()
+                .ok()
+                .filter(|id| *id != 0 && *id != NodeId::MAX)
+                .ok_or_else(|| invalid(&raft_id_path, "a raft id"));
         }
-        Err(e) => Err(e),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
     }
+    let node_id = match config.node_id.clone() {
+        Some(id) => id,
+        None => {
+            let path = dir.join("node-id");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => text.trim().to_string(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let uuid = uuid::Uuid::new_v4().to_string();
+                    std::fs::write(&path, &uuid)?;
+                    uuid
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let uuid = uuid::Uuid::parse_str(&node_id).map_err(|_| invalid(&dir.join("node-id"), "a UUID"))?;
+    let id = if dir.join("raft").exists() {
+        legacy_raft_id(&uuid)
+    } else {
+        raft_id_from_node_id(&uuid)
+    };
+    std::fs::write(&raft_id_path, id.to_string())?;
+    Ok(id)
+}
+
+/// The raft id of a node ID: a digest of all sixteen bytes, so two node IDs that share a prefix
+/// (hand-written ones, or ones minted by a tool that fills the tail) still get different ids. It
+/// is odd, hence never 0, and never `NodeId::MAX`, which the consensus crate reserves for a
+/// stepping-down leader's pledge.
+fn raft_id_from_node_id(uuid: &uuid::Uuid) -> NodeId {
+    let digest = ring::digest::digest(&ring::digest::SHA256, uuid.as_bytes());
+    let mut head = [0u8; 8];
+    head.copy_from_slice(digest.as_ref().get(..8).unwrap_or(&[0; 8]));
+    let id = u64::from_be_bytes(head) | 1;
+    if id == NodeId::MAX { NodeId::MAX - 2 } else { id }
+}
+
+/// How raft ids were derived before `raft-id` files existed: the UUID's first eight bytes.
+#[cfg(feature = "rocksdb")]
+fn legacy_raft_id(uuid: &uuid::Uuid) -> NodeId {
+    let (high, _) = uuid.as_u64_pair();
+    let id = high | 1;
+    if id == NodeId::MAX { NodeId::MAX - 2 } else { id }
 }
 
 fn id_from_uuid(text: &str) -> Option<NodeId> {
-    let uuid = uuid::Uuid::parse_str(text).ok()?;
-    let (high, _) = uuid.as_u64_pair();
-    // Raft ids must be non-zero in practice; the low bit keeps them so.
-    Some(high | 1)
+    uuid::Uuid::parse_str(text)
+        .ok()
+        .map(|uuid| raft_id_from_node_id(&uuid))
 }
 
 async fn start_with<B, L>(
@@ -770,11 +816,28 @@ impl<B: Backend> Agent<B> {
 
     /// Records a server of this datacenter for cluster formation.
     pub(crate) fn learn_peer(&self, peer: Peer) {
-        if peer.datacenter == self.config.datacenter && peer.id != self.node_id {
-            self.discovered
-                .lock()
-                .insert(peer.id, NodeInfo::new(peer.rpc_addr, peer.name));
+        if peer.datacenter != self.config.datacenter || peer.name == self.config.node_name {
+            return;
         }
+        let mut discovered = self.discovered.lock();
+        let holder = if peer.id == self.node_id {
+            Some(self.config.node_name.clone())
+        } else {
+            discovered
+                .get(&peer.id)
+                .filter(|known| known.name != peer.name)
+                .map(|known| known.name.clone())
+        };
+        if let Some(holder) = holder {
+            // Raft would take both for one server: a cluster that silently is not one.
+            tracing::error!(
+                "refusing server {:?}: it has raft id {} like server {holder:?}; give one of them another node_id",
+                peer.name,
+                peer.id
+            );
+            return;
+        }
+        discovered.insert(peer.id, NodeInfo::new(peer.rpc_addr, peer.name));
     }
 
     /// Runs a forwarded HTTP request through this server's own router.
@@ -1173,6 +1236,37 @@ mod tests {
         assert_eq!(id_from_uuid(uuid), id_from_uuid(uuid));
         assert_eq!(id_from_uuid(uuid).map(|id| id & 1), Some(1));
         assert_eq!(id_from_uuid("not a uuid"), None);
+    }
+
+    #[test]
+    fn node_ids_sharing_their_first_eight_bytes_get_different_raft_ids() {
+        let a = id_from_uuid("6f1d8a43-7c0e-4d8b-0000-000000000001").unwrap();
+        let b = id_from_uuid("6f1d8a43-7c0e-4d8b-0000-000000000002").unwrap();
+        assert_ne!(a, b);
+        assert_ne!(a, NodeId::MAX);
+    }
+
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn a_raft_id_once_chosen_is_kept_and_old_data_dirs_keep_theirs() {
+        let config = Config::dev();
+        let fresh = tempfile::tempdir().unwrap();
+        let id = persistent_raft_id(&config, fresh.path()).unwrap();
+        assert_eq!(persistent_raft_id(&config, fresh.path()).unwrap(), id);
+        let node_id = std::fs::read_to_string(fresh.path().join("node-id")).unwrap();
+        let uuid = uuid::Uuid::parse_str(node_id.trim()).unwrap();
+        assert_eq!(id, raft_id_from_node_id(&uuid));
+
+        // A data directory from before raft-id files: raft state exists, the id stays as it was.
+        let old = tempfile::tempdir().unwrap();
+        std::fs::write(old.path().join("node-id"), node_id.trim()).unwrap();
+        std::fs::create_dir(old.path().join("raft")).unwrap();
+        assert_eq!(
+            persistent_raft_id(&config, old.path()).unwrap(),
+            legacy_raft_id(&uuid)
+        );
+        std::fs::write(fresh.path().join("raft-id"), "0").unwrap();
+        assert!(persistent_raft_id(&config, fresh.path()).is_err());
     }
 
     #[test]

@@ -178,3 +178,35 @@ async fn a_server_bound_to_every_address_advertises_its_advertise_addr() {
     assert_eq!(member["Port"], s1.serf_lan_addr().unwrap().port());
     s1.shutdown().await;
 }
+
+/// Two servers whose raft ids collide (here: data directories carrying the same `raft-id`) do not
+/// form a cluster that silently is not one: joining them is refused with Consul's message, naming
+/// both.
+#[cfg(feature = "rocksdb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_with_the_same_raft_id_are_refused_by_name() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    for dir in &dirs {
+        std::fs::write(dir.path().join("raft-id"), "4243").unwrap();
+    }
+    let mut a = pool_agent("alpha", true, &[]);
+    a.bootstrap_expect = 2;
+    a.data_dir = Some(dirs[0].path().to_owned());
+    let a = Node::start(a).await.unwrap();
+    let mut b = pool_agent("beta", true, &[]);
+    b.bootstrap_expect = 2;
+    b.data_dir = Some(dirs[1].path().to_owned());
+    let b = Node::start(b).await.unwrap();
+    assert_eq!(a.node_id(), b.node_id());
+    let join = Client::of(&b)
+        .put(&format!("/v1/agent/join/{}", a.serf_lan_addr().unwrap()), b"")
+        .await;
+    assert_eq!(join.status, 500, "{}", join.text());
+    let text = join.text();
+    assert!(
+        text.contains("conflicting node ID '4243'") && text.contains("'alpha'"),
+        "{text}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

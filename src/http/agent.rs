@@ -115,7 +115,26 @@ pub(crate) async fn join<B: Backend>(
     let params = Params::parse(uri.query());
     refuse_wan(&params)?;
     agent.authorize(&headers, &uri, |a| a.agent_write(&agent.config.node_name))?;
-    join_at(lan_pool(&agent)?, &address).await
+    let pool = lan_pool(&agent)?;
+    let response = join_at(pool, &address).await?;
+    // As Consul refuses a member with a conflicting node ID, refuse a pool where two servers
+    // share a raft id: raft would take them for one server.
+    let members = pool
+        .members()
+        .await
+        .map_err(|e| ApiError::internal(format!("joining {address}: {e}")))?;
+    let conflicts = crate::membership::raft_id_conflicts(
+        &members,
+        &agent.config.datacenter,
+        agent.node_id,
+        &agent.config.node_name,
+    );
+    if let Some(conflict) = conflicts.first() {
+        return Err(ApiError::internal(format!(
+            "Failed to join {address}: {conflict}"
+        )));
+    }
+    Ok(response)
 }
 
 /// Joins `gossip`'s pool through `address`.
