@@ -43,5 +43,5 @@ mod node;
 mod tokens;
 
 pub use error::NodeError;
-pub use node::{Node, NodeHandle};
 pub use http::{ApiRoute, client_routes, server_routes};
+pub use node::{Node, NodeHandle};

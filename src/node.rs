@@ -27,7 +27,7 @@ use tribune_kvstore::{
 use crate::client::ClientAgent;
 use crate::config::Config;
 use crate::error::NodeError;
-use crate::fsm::{ApplyResponse, KvStateMachine, LockDelays};
+use crate::fsm::{ApplyResponse, KvStateMachine, LockDelays, Rejection};
 use crate::http;
 use crate::membership;
 use crate::tokens::AgentTokens;
@@ -1136,7 +1136,24 @@ async fn install_initial_management<B: Backend>(agent: &Agent<B>) -> Result<(), 
         create_index: 0,
         modify_index: 0,
     };
-    agent.propose(&Command::AclTokenUpsert(token)).await?;
+    // As Consul's leader does, the initial management token *is* the bootstrap while bootstrap is
+    // still open: afterwards `PUT /v1/acl/bootstrap` is refused instead of minting a second
+    // management token for an anonymous caller. If an operator bootstrapped already, the token is
+    // simply added.
+    let bootstrap = Command::AclBootstrap {
+        token: token.clone(),
+        reset_index: None,
+    };
+    if let (
+        ApplyResponse::Rejected {
+            kind: Rejection::BootstrapNotAllowed,
+            ..
+        },
+        _,
+    ) = agent.propose(&bootstrap).await?
+    {
+        agent.propose(&Command::AclTokenUpsert(token)).await?;
+    }
     Ok(())
 }
 

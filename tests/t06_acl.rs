@@ -171,6 +171,14 @@ async fn the_initial_management_token_is_installed_by_the_leader() {
         http.get("/v1/acl/token/self?token=root-secret").await.json()["Policies"][0]["Name"],
         "global-management"
     );
+    // The initial management token was the bootstrap: an anonymous caller gets no second one.
+    let again = http.put("/v1/acl/bootstrap", b"").await;
+    assert_eq!(again.status, 403, "{}", again.text());
+    assert!(
+        again.text().contains("ACL bootstrap no longer allowed"),
+        "{}",
+        again.text()
+    );
     node.shutdown().await;
 }
 

@@ -56,6 +56,7 @@ pub use command::{
     validate_prefix,
 };
 pub use error::{ApplyError, BackendError, CodecError, CorruptRecord, KeyProblem, OpenError, ReadError};
+pub use export::StoreSnapshot;
 pub use model::{
     ANONYMOUS_TOKEN_ACCESSOR, AclBootstrapState, AclPolicy, AclToken, GLOBAL_MANAGEMENT_POLICY_ID,
     GLOBAL_MANAGEMENT_POLICY_NAME, GLOBAL_MANAGEMENT_RULES, Indexed, IndexedTable, KvEntry, MAX_LOCK_DELAY,
@@ -66,6 +67,5 @@ pub use snapshot_io::{
     ACL_BOOTSTRAP_RECORD, ACL_POLICY_RECORD, ACL_TOKEN_RECORD, ExportError, ExportOptions, ImportError,
     ImportReport, KV_RECORD, SESSION_RECORD, TABLE_INDEX_RECORD, TOMBSTONE_RECORD,
 };
-pub use export::StoreSnapshot;
 pub use store::{MemoryStore, Store, StoreConfig};
 pub use watch::{Subscription, WaitOutcome, Wake, WatchHub, WatchScope};
