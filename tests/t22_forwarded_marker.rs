@@ -45,9 +45,10 @@ async fn a_client_sent_forwarded_header_cannot_make_a_follower_serve_a_write() {
         .await;
     }
 
-    // A session with a TTL created through the follower with the header: only the leader arms
-    // session timers, so the session expires (at twice its TTL) only if the leader served the
-    // request. Served by the follower itself, it would never expire.
+    // A session with a TTL created through the follower with the header is created like any
+    // other and expires at twice its TTL. (This part passes with or without the fix: the leader's
+    // timers are re-armed from the stored sessions; the unit test on the forwarding decision in
+    // src/http/mod.rs is the one that fails without it.)
     let created = request(
         follower.0,
         "PUT",
