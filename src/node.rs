@@ -1060,7 +1060,7 @@ async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown: watch::Re
         };
         for id in expired {
             agent.clear_session_timer(&id);
-            tracing::debug!(session = %id, "session TTL expired");
+            tracing::info!(session = %id, "session TTL expired: invalidating it");
             if let Err(e) = agent.propose(&Command::SessionDestroy { id }).await {
                 tracing::warn!(error = ?e, "invalidating an expired session");
             }
