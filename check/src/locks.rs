@@ -138,13 +138,13 @@ pub fn check_locks(events: &[LockEvent]) -> Vec<Anomaly> {
             .and_then(|v| v.iter().map(|&(_, invoked, _, _)| invoked).min())
     };
     // When a successful acquisition's hold may first have ended: its release or invalidation was sent.
+    // A release whose outcome is unknown may take effect at any time after it was sent, so one sent
+    // before the acquisition (by a client that gave up on it and acquired again) may still end it.
     let hold_ends = |a: &Attempt<'_>| -> u64 {
         let release = releases
             .iter()
-            .filter(|r| {
-                r.key == a.key && r.session == a.session && r.may_have_happened() && r.invoked >= a.invoked
-            })
-            .map(|r| r.invoked)
+            .filter(|r| may_end_hold(r, a))
+            .map(|r| r.invoked.max(a.invoked))
             .min();
         let invalidation = invalidated
             .get(a.session)
@@ -168,13 +168,9 @@ pub fn check_locks(events: &[LockEvent]) -> Vec<Anomaly> {
                 a.session == session
                     && a.succeeded()
                     && a.completed < invoked
-                    && !releases.iter().any(|r| {
-                        r.key == a.key
-                            && r.session == session
-                            && r.may_have_happened()
-                            && r.invoked >= a.invoked
-                            && r.invoked <= completed
-                    })
+                    && !releases
+                        .iter()
+                        .any(|r| may_end_hold(r, a) && r.invoked <= completed)
             });
             for holding in held {
                 let window_end = invoked.saturating_add(delay);
@@ -242,6 +238,16 @@ pub fn check_locks(events: &[LockEvent]) -> Vec<Anomaly> {
         }
     }
     anomalies
+}
+
+/// Whether release `r` may end the hold that acquisition `a` took: same key and session, it may
+/// have happened, and it was sent after the acquisition or its outcome is unknown (a release sent
+/// earlier whose answer never came may be applied after the acquisition).
+fn may_end_hold(r: &Attempt<'_>, a: &Attempt<'_>) -> bool {
+    r.key == a.key
+        && r.session == a.session
+        && r.may_have_happened()
+        && (r.invoked >= a.invoked || matches!(r.outcome, KvOutcome::Indeterminate))
 }
 
 /// Two sessions holding one key at once.

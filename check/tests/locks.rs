@@ -168,3 +168,36 @@ fn lock_events_round_trip_as_json_lines() {
     let back: Vec<LockEvent> = read_jsonl(&text).unwrap();
     assert_eq!(back, events);
 }
+
+/// A release whose answer never came may be applied later, even after the same session acquired
+/// the key again (a server paused with the request in its socket). The session's later hold may
+/// thus have ended at any time, so another session's acquisition and the absence of a lock-delay
+/// at its destroy are not violations. The same history with the release answered is one.
+#[test]
+fn an_unanswered_release_may_end_a_later_hold_of_the_same_session() {
+    let unanswered = LockEvent::Release {
+        client: 1,
+        key: "lock".into(),
+        session: "s1".into(),
+        invoked_ns: 2 * MS,
+        completed_ns: 3 * MS,
+        outcome: KvOutcome::Indeterminate,
+    };
+    let events = [
+        acquire(1, "s1", 0, 1, true),
+        unanswered,
+        acquire(1, "s1", 4, 5, true),
+        acquire(2, "s2", 6, 7, true),
+        release(2, "s2", 8, 9),
+        invalidated("s1", 10, 11, 15),
+        acquire(3, "s3", 12, 13, true),
+    ];
+    assert!(classes(&events).is_empty(), "{:?}", check_locks(&events));
+    let answered = [
+        acquire(1, "s1", 0, 1, true),
+        release(1, "s1", 2, 3),
+        acquire(1, "s1", 4, 5, true),
+        acquire(2, "s2", 6, 7, true),
+    ];
+    assert_eq!(classes(&answered), [AnomalyClass::LockDoubleHolder]);
+}
