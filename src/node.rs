@@ -690,19 +690,27 @@ impl<B: Backend> Agent<B> {
         if mode == ReadMode::Stale {
             return Ok(());
         }
-        if self.consensus.is_leader() {
-            return self.consensus.read_barrier(mode).await.map(|_| ());
-        }
         let request = AppCall::ReadIndex {
             consistent: mode == ReadMode::Consistent,
         };
-        let reply = self
-            .consensus
-            .call_leader(AppRequest {
-                datacenter: None,
-                payload: request.encode(),
-            })
-            .await?;
+        let mut replaced_once = false;
+        let reply = loop {
+            if self.consensus.is_leader() {
+                return self.consensus.read_barrier(mode).await.map(|_| ());
+            }
+            let asked = self
+                .consensus
+                .call_leader(AppRequest {
+                    datacenter: None,
+                    payload: request.encode(),
+                })
+                .await;
+            match asked {
+                // Asking for a read index changes nothing, so asking the new leader is safe.
+                Err(ConsensusError::LeaderChanged { .. }) if !replaced_once => replaced_once = true,
+                other => break other?,
+            }
+        };
         let index = match AppReply::decode(&reply) {
             Ok(AppReply::ReadIndex(index)) => index,
             Ok(_) | Err(_) => {

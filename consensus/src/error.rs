@@ -53,6 +53,16 @@ pub enum ConsensusError {
         /// What went wrong.
         reason: String,
     },
+    /// The server a request went to stopped being the leader before it answered (this server
+    /// learned of an election or another leader): whether the request took effect is unknown, and
+    /// waiting longer for the old leader would only delay the client's retry.
+    #[error(
+        "leader {target} was replaced while the request was in flight; it may or may not have taken effect"
+    )]
+    LeaderChanged {
+        /// The server the request was for.
+        target: NodeId,
+    },
     /// A cluster membership change was refused or failed.
     #[error("membership change refused: {reason}")]
     Membership {

@@ -312,10 +312,11 @@ impl<S: StateMachine> Consensus<S> {
         let command = command.into();
         let mut retried = false;
         loop {
-            let result = match self.wait_for_leader(self.leader_wait()).await {
+            let tried = self.wait_for_leader(self.leader_wait()).await;
+            let result = match tried {
                 Ok(leader) if leader == self.shared.id => self.local_write(command.clone()).await,
                 Ok(leader) => self.forward_write(leader, command.clone()).await,
-                Err(e) => Err(e),
+                Err(ref e) => Err(e.clone()),
             };
             match result {
                 Err(ConsensusError::NotLeader { .. } | ConsensusError::NoLeader) if !retried => {}
@@ -323,20 +324,8 @@ impl<S: StateMachine> Consensus<S> {
                 other => return other,
             }
             retried = true;
-            let old = self.shared.raft.metrics().borrow().current_leader;
-            let deadline = Instant::now() + self.leader_wait();
-            // Wait for a leader other than the one that refused, but accept the same one again
-            // once the deadline passes (it may have been re-elected).
-            loop {
-                let now = self.shared.raft.metrics().borrow().current_leader;
-                if now.is_some() && now != old {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    break;
-                }
-                let mut rx = self.shared.raft.metrics();
-                let _ = tokio::time::timeout(Duration::from_millis(20), rx.changed()).await;
+            if let Ok(refused) = tried {
+                self.wait_for_other_leader(refused).await?;
             }
         }
     }
@@ -360,7 +349,7 @@ impl<S: StateMachine> Consensus<S> {
             datacenter: Some(self.shared.config.datacenter.clone()),
             command,
         }));
-        let resp = self.send(leader, &info.rpc_addr, req).await?;
+        let resp = self.send_to_leader(leader, &info.rpc_addr, req).await?;
         match resp.0 {
             Response::Forward(Ok(w)) => Ok(w),
             Response::Forward(Err(e)) => Err(remote_to_error(e)),
@@ -384,6 +373,35 @@ impl<S: StateMachine> Consensus<S> {
                     reason: e.to_string(),
                 },
             })
+    }
+
+    /// Sends `req` to `leader`, giving up as soon as this server learns that `leader` no longer
+    /// leads (an election started or another leader is known): a paused or cut-off leader would
+    /// otherwise hold the request for the whole request timeout while a new leader already serves.
+    /// The request may have reached the old leader, so the outcome is
+    /// [`ConsensusError::LeaderChanged`], never a retry.
+    async fn send_to_leader(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        req: RpcRequest,
+    ) -> Result<RpcResponse, ConsensusError> {
+        let mut metrics = self.shared.raft.metrics();
+        let replaced = async {
+            loop {
+                if metrics.borrow_and_update().current_leader != Some(leader) {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    // Raft stopped: let the send finish or time out on its own.
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            resp = self.send(leader, addr, req) => resp,
+            () = replaced => Err(ConsensusError::LeaderChanged { target: leader }),
+        }
     }
 
     /// How long a request waits for a leader to be known before failing with
@@ -591,16 +609,29 @@ impl<S: StateMachine> Consensus<S> {
     /// request that could not be sent to the leader this server knows (it died, or a partition
     /// cut it off) goes to the next leader once one is known; one that may have been sent is
     /// never repeated.
+    ///
+    /// While the request is in flight, learning that the leader was replaced ends the wait with
+    /// [`ConsensusError::LeaderChanged`] (see [`Self::send_to_leader`]).
     pub async fn call_leader(&self, request: AppRequest) -> Result<Bytes, ConsensusError> {
         let leader = self.wait_for_leader(self.leader_wait()).await?;
-        let info = self.node(leader).ok_or(ConsensusError::NoLeader)?;
-        match self.call_app(leader, &info.rpc_addr, request.clone()).await {
+        match self.call_leader_once(leader, request.clone()).await {
             Err(ConsensusError::NotSent { .. }) => {
                 let next = self.wait_for_other_leader(leader).await?;
-                let info = self.node(next).ok_or(ConsensusError::NoLeader)?;
-                self.call_app(next, &info.rpc_addr, request).await
+                self.call_leader_once(next, request).await
             }
             other => other,
+        }
+    }
+
+    async fn call_leader_once(&self, leader: NodeId, request: AppRequest) -> Result<Bytes, ConsensusError> {
+        let info = self.node(leader).ok_or(ConsensusError::NoLeader)?;
+        let resp = self
+            .send_to_leader(leader, &info.rpc_addr, RpcRequest(Request::App(request)))
+            .await?;
+        match resp.0 {
+            Response::App(Ok(b)) => Ok(b),
+            Response::App(Err(e)) => Err(remote_to_error(e)),
+            other => Err(unexpected(leader, &other)),
         }
     }
 

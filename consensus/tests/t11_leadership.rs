@@ -215,3 +215,52 @@ async fn a_burst_beyond_the_write_queue_is_refused_and_nothing_accepted_is_lost(
         }
     }
 }
+
+/// A follower forwarding a write to a leader that went silent (paused, or cut off) gives up as
+/// soon as it learns that the majority moved on, with "leader changed" (the write may or may not
+/// have reached the old leader), instead of holding the client for the whole request timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_forwarded_to_a_silent_leader_ends_when_a_new_leader_is_known() {
+    let mut c = Cluster::new(3, default_config);
+    c.start_all().await;
+    let leader = c.bootstrap().await;
+    let follower_id = (1..=3).find(|&i| i != leader).unwrap();
+    let follower = c.server(follower_id);
+    follower.write(b"w=1".as_slice()).await.unwrap();
+    let others: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
+    c.faults.partition(&[leader], &others);
+
+    let request_timeout = default_config(follower_id).request_timeout;
+    let started = Instant::now();
+    let result = follower.write(b"w=2".as_slice()).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(ConsensusError::LeaderChanged { target }) if target == leader),
+        "the forwarded write ended with {result:?}"
+    );
+    assert!(
+        took < request_timeout / 2,
+        "the forwarded write waited {took:?} (request timeout {request_timeout:?})"
+    );
+    let new_leader = follower.leader().map(|(id, _)| id);
+    assert!(
+        new_leader.is_none() || new_leader != Some(leader),
+        "the follower still follows the silent leader"
+    );
+    // The next write goes to the new leader and succeeds.
+    let mut written = None;
+    let deadline = Instant::now() + T;
+    while written.is_none() && Instant::now() < deadline {
+        match follower.write(b"w=3".as_slice()).await {
+            Ok(r) => written = Some(r),
+            Err(ConsensusError::NoLeader | ConsensusError::NotLeader { .. }) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        written.is_some(),
+        "no write through the follower succeeded after the failover"
+    );
+}
