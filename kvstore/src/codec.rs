@@ -9,8 +9,12 @@ use serde::de::DeserializeOwned;
 use crate::command::Command;
 use crate::error::CodecError;
 
-/// Version byte written in front of every encoded command.
-pub const CODEC_VERSION: u8 = 1;
+/// Version byte written in front of every encoded command. Version 1 (sessions without
+/// `node_checks`) is still read; see the `legacy` module.
+pub const CODEC_VERSION: u8 = 2;
+
+/// The oldest command version [`decode_command`] reads.
+const OLDEST_CODEC_VERSION: u8 = 1;
 
 /// Largest encoded command accepted: a full transaction (128 ops of 512 KiB) with room to spare.
 pub const MAX_COMMAND_BYTES: usize = 96 * 1024 * 1024;
@@ -36,18 +40,24 @@ pub fn encode_command(command: &Command) -> Result<Vec<u8>, CodecError> {
 /// Decodes a command from raft log bytes. Any input, however malformed, gives a value or a typed error.
 pub fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if version != CODEC_VERSION {
-        return Err(CodecError::UnknownVersion {
-            found: version,
+    match version {
+        CODEC_VERSION => decode_exact(body),
+        OLDEST_CODEC_VERSION => crate::legacy::decode_command_v1(body, decode_exact),
+        found => Err(CodecError::UnknownVersion {
+            found,
             supported: CODEC_VERSION,
-        });
+        }),
     }
-    let (command, used) = bincode::serde::decode_from_slice::<Command, _>(body, config())
+}
+
+/// Decodes exactly `bytes` as one `T`: malformed input or bytes left over are errors.
+pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::decode_from_slice::<T, _>(bytes, config())
         .map_err(|e| CodecError::Malformed(e.to_string()))?;
-    if used != body.len() {
-        return Err(CodecError::TrailingBytes(body.len() - used));
+    if used != bytes.len() {
+        return Err(CodecError::TrailingBytes(bytes.len() - used));
     }
-    Ok(command)
+    Ok(value)
 }
 
 impl Command {
@@ -70,12 +80,31 @@ pub(crate) fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes a stored record, rejecting trailing bytes.
 pub(crate) fn decode_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let (value, used) =
-        bincode::serde::decode_from_slice::<T, _>(bytes, config()).map_err(|e| e.to_string())?;
-    if used != bytes.len() {
-        return Err(format!("{} trailing bytes", bytes.len() - used));
+    decode_exact(bytes).map_err(|e| e.to_string())
+}
+
+/// A record type kept in a table: how bytes that this or an earlier version stored are read.
+pub(crate) trait StoredRecord: DeserializeOwned {
+    /// Decodes a stored record, in today's format or an earlier one.
+    fn decode_stored(bytes: &[u8]) -> Result<Self, String> {
+        decode_record(bytes)
     }
-    Ok(value)
+}
+
+impl StoredRecord for crate::model::KvEntry {}
+impl StoredRecord for crate::model::Tombstone {}
+impl StoredRecord for crate::model::AclToken {}
+impl StoredRecord for crate::model::AclPolicy {}
+impl StoredRecord for crate::model::AclBootstrapState {}
+
+impl StoredRecord for crate::model::Session {
+    fn decode_stored(bytes: &[u8]) -> Result<Self, String> {
+        decode_record::<Self>(bytes).or_else(|current| {
+            decode_record::<crate::legacy::SessionV1>(bytes)
+                .map(Self::from)
+                .map_err(|_| current)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -142,7 +142,7 @@ fn emit_table<T, V, E>(
     emit: &mut impl FnMut(StateRecord) -> Result<(), E>,
 ) -> Result<(), E>
 where
-    T: serde::de::DeserializeOwned,
+    T: crate::codec::StoredRecord,
     V: ReadView + ?Sized,
     E: From<ReadError>,
 {

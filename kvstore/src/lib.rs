@@ -38,6 +38,7 @@ mod codec;
 mod command;
 mod error;
 mod export;
+mod legacy;
 mod model;
 mod outcome;
 mod serde_bytes;

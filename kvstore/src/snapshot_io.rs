@@ -136,7 +136,13 @@ impl StateRecord {
         Ok(match record.kind {
             KV_RECORD => StateRecord::Kv(record.decode::<KvEntry>()?),
             TOMBSTONE_RECORD => StateRecord::Tombstone(record.decode::<Tombstone>()?),
-            SESSION_RECORD => StateRecord::Session(record.decode::<Session>()?),
+            // Archives written before sessions had `node_checks` hold format-1 sessions.
+            SESSION_RECORD => StateRecord::Session(record.decode::<Session>().or_else(|current| {
+                record
+                    .decode::<crate::legacy::SessionV1>()
+                    .map(Session::from)
+                    .map_err(|_| current)
+            })?),
             ACL_TOKEN_RECORD => StateRecord::AclToken(record.decode::<AclToken>()?),
             ACL_POLICY_RECORD => StateRecord::AclPolicy(record.decode::<AclPolicy>()?),
             TABLE_INDEX_RECORD => {

@@ -2,10 +2,9 @@
 //! store's reads and by commands that read while applying (a transaction's `get-tree`, for instance).
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::backend::{ReadView, Table};
-use crate::codec::{decode_record, encode_record};
+use crate::codec::{StoredRecord, encode_record};
 use crate::error::{CorruptRecord, ReadError};
 use crate::model::{AclBootstrapState, IndexedTable, KvEntry, Tombstone};
 
@@ -70,11 +69,11 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     encode_record(value)
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(table: Table, key: &[u8], bytes: &[u8]) -> Result<T, ReadError> {
-    decode_record(bytes).map_err(|reason| corrupt(table, key, reason))
+pub(crate) fn decode<T: StoredRecord>(table: Table, key: &[u8], bytes: &[u8]) -> Result<T, ReadError> {
+    T::decode_stored(bytes).map_err(|reason| corrupt(table, key, reason))
 }
 
-pub(crate) fn get<T: DeserializeOwned, V: ReadView + ?Sized>(
+pub(crate) fn get<T: StoredRecord, V: ReadView + ?Sized>(
     view: &V,
     table: Table,
     key: &[u8],
@@ -110,7 +109,7 @@ pub(crate) fn get_string<V: ReadView + ?Sized>(
 }
 
 /// Decodes every record under a prefix, stopping early when `visit` returns false.
-pub(crate) fn scan<T: DeserializeOwned, V: ReadView + ?Sized>(
+pub(crate) fn scan<T: StoredRecord, V: ReadView + ?Sized>(
     view: &V,
     table: Table,
     prefix: &[u8],
@@ -127,7 +126,7 @@ pub(crate) fn scan<T: DeserializeOwned, V: ReadView + ?Sized>(
     failure.map_or(Ok(()), Err)
 }
 
-pub(crate) fn collect<T: DeserializeOwned, V: ReadView + ?Sized>(
+pub(crate) fn collect<T: StoredRecord, V: ReadView + ?Sized>(
     view: &V,
     table: Table,
     prefix: &[u8],
