@@ -213,7 +213,12 @@ fn raft_id_from_node_id(uuid: &uuid::Uuid) -> NodeId {
     let digest = ring::digest::digest(&ring::digest::SHA256, uuid.as_bytes());
     let mut head = [0u8; 8];
     head.copy_from_slice(digest.as_ref().get(..8).unwrap_or(&[0; 8]));
-    let id = u64::from_be_bytes(head) | 1;
+    usable_raft_id(u64::from_be_bytes(head))
+}
+
+/// Makes `raw` odd (never 0) and keeps it off `NodeId::MAX`, which consensus reserves.
+fn usable_raft_id(raw: u64) -> NodeId {
+    let id = raw | 1;
     if id == NodeId::MAX { NodeId::MAX - 2 } else { id }
 }
 
@@ -221,8 +226,7 @@ fn raft_id_from_node_id(uuid: &uuid::Uuid) -> NodeId {
 #[cfg(feature = "rocksdb")]
 fn legacy_raft_id(uuid: &uuid::Uuid) -> NodeId {
     let (high, _) = uuid.as_u64_pair();
-    let id = high | 1;
-    if id == NodeId::MAX { NodeId::MAX - 2 } else { id }
+    usable_raft_id(high)
 }
 
 fn id_from_uuid(text: &str) -> Option<NodeId> {
@@ -838,11 +842,12 @@ impl<B: Backend> Agent<B> {
         };
         if let Some(holder) = holder {
             // Raft would take both for one server: a cluster that silently is not one.
-            tracing::error!(
-                "refusing server {:?}: it has raft id {} like server {holder:?}; give one of them another node_id",
-                peer.name,
-                peer.id
-            );
+            let conflict = crate::membership::RaftIdConflict {
+                id: peer.id,
+                holder,
+                refused: peer.name,
+            };
+            tracing::error!("refusing a server: {conflict}; give one of them another node_id");
             return;
         }
         discovered.insert(peer.id, NodeInfo::new(peer.rpc_addr, peer.name));
