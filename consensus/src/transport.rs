@@ -124,7 +124,6 @@ impl Conn {
 
 #[derive(Default)]
 struct PeerState {
-    addr: String,
     conn: Option<Arc<Conn>>,
     failures: u32,
     retry_at: Option<Instant>,
@@ -139,7 +138,9 @@ fn backoff(failures: u32) -> Duration {
 }
 
 struct TcpInner {
-    peers: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<PeerState>>>>,
+    /// Keyed by address, not raft id: ids are unique only within a datacenter, and a server calls
+    /// servers of other datacenters on the same transport.
+    peers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PeerState>>>>,
     next_id: AtomicU64,
     connect_timeout: Duration,
 }
@@ -175,16 +176,9 @@ impl TcpTransport {
     async fn connection(&self, target: NodeId, addr: &str) -> Result<Arc<Conn>, TransportError> {
         let peer = {
             let mut peers = self.inner.peers.lock();
-            Arc::clone(peers.entry(target).or_default())
+            Arc::clone(peers.entry(addr.to_string()).or_default())
         };
         let mut state = peer.lock().await;
-        if state.addr != addr {
-            // The peer moved (or this is the first use): forget the old connection and backoff.
-            *state = PeerState {
-                addr: addr.to_string(),
-                ..PeerState::default()
-            };
-        }
         if let Some(conn) = &state.conn {
             if !conn.closed.load(Ordering::Acquire) {
                 return Ok(Arc::clone(conn));
@@ -606,5 +600,24 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// Servers of two datacenters may share a raft id: each address keeps its own connection, so
+    /// alternating calls never tear one down for the other.
+    #[tokio::test]
+    async fn one_raft_id_at_two_addresses_keeps_two_connections() {
+        let (first, first_accepted) = peer(0).await;
+        let (second, second_accepted) = peer(0).await;
+        let transport = TcpTransport::new();
+        for _ in 0..5 {
+            for addr in [&first, &second] {
+                transport
+                    .send(7, addr, RpcRequest(Request::Probe), Duration::from_secs(1))
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(first_accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(second_accepted.load(Ordering::SeqCst), 1);
     }
 }
