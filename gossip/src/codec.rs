@@ -12,6 +12,9 @@
 //!          | VERSION STREAM_KEYRING_REPLY id:u64 node:str 0:u8 error:str
 //! ```
 //! A keyring reply lists the member's keys in base64, primary first.
+//! ack     := KIND_ACK seq:u32 [ dims:u8 { x:f64 }{dims} error:f64 adjustment:f64 height:f64 ]
+//! The acker's Vivaldi coordinate is optional and last, so an ack from a member that sends none
+//! (coordinates off, or built before them) still decodes, to `coordinate: None`.
 //! member_state := name:str addr incarnation:u32 status:u8 tags
 //!               | name:str 0:u8 incarnation:u32 status:u8      (brief: address family 0, no tags)
 //!
@@ -21,6 +24,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::coordinate::Coordinate;
 use crate::keyring::KeyringOp;
 use crate::member::{MemberStatus, Tags};
 
@@ -58,7 +62,7 @@ const KIND_DEAD: u8 = 7;
 const KIND_USER_EVENT: u8 = 8;
 
 /// One protocol message carried in a packet.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Message {
     /// A direct probe of the member named `target`, to be acked to the sender.
@@ -83,6 +87,9 @@ pub enum Message {
     Ack {
         /// The ping's sequence number.
         seq: u32,
+        /// The acker's network coordinate, when it computes one (only on the answer to a direct
+        /// ping; a relayed ack carries none).
+        coordinate: Option<Coordinate>,
     },
     /// An indirect prober got no ack in time (Lifeguard): proof that the prober itself is healthy.
     Nack {
@@ -296,6 +303,20 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_u16(out, len as u16);
     out.extend_from_slice(&b[..len]);
 }
+fn put_f64(out: &mut Vec<u8>, v: f64) {
+    out.extend_from_slice(&v.to_bits().to_le_bytes());
+}
+/// A coordinate of more than 255 dimensions (refused by `CoordinateConfig::validate`) is cut.
+fn put_coordinate(out: &mut Vec<u8>, c: &Coordinate) {
+    let dims = c.vec.len().min(usize::from(u8::MAX));
+    out.push(dims as u8);
+    for x in c.vec.iter().take(dims) {
+        put_f64(out, *x);
+    }
+    put_f64(out, c.error);
+    put_f64(out, c.adjustment);
+    put_f64(out, c.height);
+}
 fn put_addr(out: &mut Vec<u8>, addr: &SocketAddr) {
     match addr.ip() {
         IpAddr::V4(ip) => {
@@ -352,9 +373,12 @@ pub(crate) fn encode_message(msg: &Message, out: &mut Vec<u8>) {
             put_addr(out, target_addr);
             out.push(u8::from(*want_nack));
         }
-        Message::Ack { seq } => {
+        Message::Ack { seq, coordinate } => {
             out.push(KIND_ACK);
             put_u32(out, *seq);
+            if let Some(c) = coordinate {
+                put_coordinate(out, c);
+            }
         }
         Message::Nack { seq } => {
             out.push(KIND_NACK);
@@ -545,6 +569,26 @@ impl<'a> Reader<'a> {
         let len = usize::from(self.u16(what)?);
         Ok(self.take(len, what)?.to_vec())
     }
+    fn f64(&mut self, what: &'static str) -> Result<f64, DecodeError> {
+        Ok(f64::from_bits(self.u64(what)?))
+    }
+    /// Values are not checked here: the coordinate client refuses non-finite ones.
+    fn coordinate(&mut self) -> Result<Coordinate, DecodeError> {
+        let dims = usize::from(self.u8("coordinate dimensions")?);
+        if self.buf.len() < (dims + 3) * 8 {
+            return Err(DecodeError::Truncated { what: "coordinate" });
+        }
+        let mut vec = Vec::with_capacity(dims);
+        for _ in 0..dims {
+            vec.push(self.f64("coordinate vector")?);
+        }
+        Ok(Coordinate {
+            vec,
+            error: self.f64("coordinate error")?,
+            adjustment: self.f64("coordinate adjustment")?,
+            height: self.f64("coordinate height")?,
+        })
+    }
     fn addr(&mut self) -> Result<SocketAddr, DecodeError> {
         let ip = match self.u8("address family")? {
             4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>("IPv4 address")?)),
@@ -614,7 +658,14 @@ fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
             target_addr: r.addr()?,
             want_nack: r.flag("nack flag")?,
         },
-        KIND_ACK => Message::Ack { seq: r.u32("seq")? },
+        KIND_ACK => Message::Ack {
+            seq: r.u32("seq")?,
+            coordinate: if r.buf.is_empty() {
+                None
+            } else {
+                Some(r.coordinate()?)
+            },
+        },
         KIND_NACK => Message::Nack { seq: r.u32("seq")? },
         KIND_ALIVE => Message::Alive {
             incarnation: r.u32("incarnation")?,
@@ -867,7 +918,19 @@ mod tests {
                 target_addr: "[::1]:8301".parse().unwrap(),
                 want_nack: true,
             },
-            Message::Ack { seq: u32::MAX },
+            Message::Ack {
+                seq: u32::MAX,
+                coordinate: None,
+            },
+            Message::Ack {
+                seq: 12,
+                coordinate: Some(Coordinate {
+                    vec: vec![0.001, -0.002, 0.0, 0.0, 0.0, 0.0, 0.0, 3.5],
+                    error: 0.25,
+                    adjustment: -0.0001,
+                    height: 0.00002,
+                }),
+            },
             Message::Nack { seq: 0 },
             Message::Alive {
                 incarnation: 3,
@@ -1043,6 +1106,30 @@ mod tests {
             decode_packet(&[9, 0]),
             Err(DecodeError::UnsupportedVersion { version: 9 })
         );
+    }
+
+    #[test]
+    fn an_ack_without_a_coordinate_still_decodes() {
+        // The bytes of an ack as members built before coordinates send it: kind and seq only.
+        let old = [PROTOCOL_VERSION, 1, 5, 0, KIND_ACK, 42, 0, 0, 0];
+        assert_eq!(
+            decode_packet(&old).unwrap(),
+            vec![Message::Ack {
+                seq: 42,
+                coordinate: None
+            }]
+        );
+        let with = Message::Ack {
+            seq: 42,
+            coordinate: Some(Coordinate::new(&crate::CoordinateConfig::default())),
+        };
+        let bytes = message_bytes(&with);
+        assert_eq!(bytes.len(), 5 + 1 + 8 * 8 + 3 * 8);
+        assert_eq!(decode_message(&bytes).unwrap(), with);
+        // A coordinate cut short anywhere is refused, never read as a shorter one.
+        for cut in 6..bytes.len() {
+            assert!(decode_message(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

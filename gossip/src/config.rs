@@ -66,6 +66,10 @@ pub struct Config {
     /// How long a graceful leave keeps gossiping before the runtime shuts down (1 s, Serf's
     /// `LeavePropagateDelay`).
     pub leave_propagate_delay: Duration,
+    /// Vivaldi network coordinates (Serf's, on by default in both presets): acks carry the
+    /// acker's coordinate and direct probes' RTTs refine ours. Off, acks carry none (what a
+    /// member built before coordinates can decode) and none are computed.
+    pub coordinates: bool,
 }
 
 impl Config {
@@ -94,6 +98,7 @@ impl Config {
             user_event_size_limit: 512,
             user_event_buffer: 512,
             leave_propagate_delay: Duration::from_secs(1),
+            coordinates: true,
         }
     }
 

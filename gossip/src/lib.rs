@@ -34,6 +34,7 @@
 mod broadcast;
 mod codec;
 mod config;
+mod coordinate;
 mod keyring;
 mod keyring_query;
 mod member;
@@ -51,6 +52,9 @@ pub use codec::{
     decode_stream, encode_packet, encode_push_pull, encode_stream,
 };
 pub use config::{Config, ConfigError};
+pub use coordinate::{
+    Coordinate, CoordinateClient, CoordinateConfig, CoordinateError, CoordinateStats, DIMENSIONALITY, MAX_RTT,
+};
 pub use keyring::{
     Keyring, KeyringError, KeyringOp, NonceSource, SimulatedNonces, SystemNonces, decode_key, keygen,
 };

@@ -12,6 +12,7 @@ use crate::codec::{
     self, MAX_MESSAGES_PER_PACKET, MemberState, Message, PACKET_HEADER, PushPull, StreamMessage,
 };
 use crate::config::{Config, ConfigError};
+use crate::coordinate::{Coordinate, CoordinateClient, CoordinateConfig, CoordinateError, CoordinateStats};
 use crate::keyring::{ENCRYPTION_OVERHEAD, ENCRYPTION_VERSION, Keyring, KeyringOp, NonceSource, OpenError};
 use crate::keyring_query::{KeyringReport, PendingKeyringOp};
 use crate::member::{Event, Member, MemberStatus, Tags, UserEvent};
@@ -21,6 +22,8 @@ use crate::user_events::EventDedup;
 
 const AAD_PACKET: &[u8] = b"tribune-gossip/packet";
 const AAD_STREAM: &[u8] = b"tribune-gossip/stream";
+/// Mixed into the pool's seed to seed its coordinate client's direction generator.
+const COORDINATE_SEED_SALT: u64 = 0x636f_6f72_6469_6e61;
 /// Longest member name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 
@@ -136,6 +139,10 @@ pub struct Stats {
     pub refutations: u64,
     /// Packets or streams not sent because the nonce source failed.
     pub nonce_failures: u64,
+    /// RTT samples from direct probes applied to the local coordinate.
+    pub coordinate_updates: u64,
+    /// Acks whose coordinate or RTT the coordinate client refused (see [`CoordinateError`]).
+    pub coordinate_rejected: u64,
 }
 
 /// Why an operation on a pool was refused. The pool is unchanged when one is returned.
@@ -178,11 +185,20 @@ pub enum PoolError {
         /// The name asked for.
         name: String,
     },
+    /// Coordinates are off ([`Config::coordinates`]).
+    #[error("network coordinates are disabled in this pool")]
+    CoordinatesDisabled,
+    /// A coordinate was refused.
+    #[error(transparent)]
+    Coordinate(#[from] CoordinateError),
 }
 
 struct ProbeState {
     seq: u32,
     target: String,
+    /// Where the direct ping went and when, to time its ack for the coordinates.
+    target_addr: SocketAddr,
+    sent_at: Instant,
     acked: bool,
     indirect: bool,
     expected_nacks: u32,
@@ -263,6 +279,11 @@ pub struct Pool {
     keyring_ops: HashMap<u64, PendingKeyringOp>,
     next_keyring_op: u64,
 
+    /// Vivaldi coordinates: ours (absent when [`Config::coordinates`] is off) and the latest one
+    /// each member sent in an ack to our direct probes.
+    coordinates: Option<CoordinateClient>,
+    peer_coordinates: HashMap<String, Coordinate>,
+
     outputs: VecDeque<Output>,
     stats: Stats,
 }
@@ -306,6 +327,16 @@ impl Pool {
         check_tags(&config, &local.tags)?;
         let rng = SmallRng::seed_from_u64(seed);
         let user_events = EventDedup::new(config.user_event_buffer);
+        // Derived from the seed rather than drawn from the RNG, so that turning coordinates on
+        // leaves every other random choice of a seeded pool as it was.
+        let coordinates = if config.coordinates {
+            Some(CoordinateClient::new(
+                CoordinateConfig::default(),
+                seed ^ COORDINATE_SEED_SALT,
+            )?)
+        } else {
+            None
+        };
         let mut pool = Pool {
             name: local.name.clone(),
             addr: local.addr,
@@ -332,6 +363,8 @@ impl Pool {
             reconnect_due: now,
             keyring_ops: HashMap::new(),
             next_keyring_op: 1,
+            coordinates,
+            peer_coordinates: HashMap::new(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
             config,
@@ -449,6 +482,50 @@ impl Pool {
     /// Whether [`Pool::leave`] was called.
     pub fn has_left(&self) -> bool {
         self.leaving
+    }
+
+    /// The local Vivaldi coordinate, or `None` when [`Config::coordinates`] is off.
+    pub fn coordinate(&self) -> Option<&Coordinate> {
+        self.coordinates.as_ref().map(CoordinateClient::coordinate)
+    }
+
+    /// The coordinate of member `name`: ours for the local name, otherwise the latest one it sent
+    /// in an ack to one of our direct probes (`None` until then, and for forgotten members).
+    pub fn coordinate_of(&self, name: &str) -> Option<&Coordinate> {
+        if name == self.name {
+            self.coordinate()
+        } else {
+            self.peer_coordinates.get(name)
+        }
+    }
+
+    /// Every coordinate known, ours first, then members' in no particular order: what Consul's
+    /// `/v1/coordinate/nodes` lists for a pool.
+    pub fn member_coordinates(&self) -> impl Iterator<Item = (&str, &Coordinate)> + '_ {
+        self.coordinate()
+            .map(|c| (self.name.as_str(), c))
+            .into_iter()
+            .chain(self.peer_coordinates.iter().map(|(n, c)| (n.as_str(), c)))
+    }
+
+    /// The estimated RTT between two members (either may be the local one), as `consul rtt`
+    /// computes it; `None` when either coordinate is unknown or they are not comparable.
+    pub fn estimated_rtt(&self, a: &str, b: &str) -> Option<Duration> {
+        let (ca, cb) = (self.coordinate_of(a)?, self.coordinate_of(b)?);
+        ca.is_compatible_with(cb).then(|| ca.distance_to(cb))
+    }
+
+    /// The coordinate client's counters (updates, refusals, resets), when coordinates are on.
+    pub fn coordinate_stats(&self) -> Option<CoordinateStats> {
+        self.coordinates.as_ref().map(CoordinateClient::stats)
+    }
+
+    /// Replaces the local coordinate, e.g. with one saved before a restart (Serf persists it),
+    /// so that estimates are good from the start rather than after a few minutes of probes.
+    pub fn set_coordinate(&mut self, coordinate: Coordinate) -> Result<(), PoolError> {
+        let client = self.coordinates.as_mut().ok_or(PoolError::CoordinatesDisabled)?;
+        client.set_coordinate(coordinate)?;
+        Ok(())
     }
 
     /// The next thing to do, if any.
@@ -784,7 +861,8 @@ impl Pool {
         match msg {
             Message::Ping { seq, target } => {
                 if target == self.name {
-                    self.send_messages(from, vec![Message::Ack { seq }]);
+                    let coordinate = self.coordinate().cloned();
+                    self.send_messages(from, vec![Message::Ack { seq, coordinate }]);
                 }
             }
             Message::IndirectPing {
@@ -807,12 +885,14 @@ impl Pool {
                 let at = now + self.config.probe_timeout.mul_f64(0.8);
                 self.schedule(Timer::RelayTimeout { seq: our_seq }, at);
             }
-            Message::Ack { seq } => {
+            Message::Ack { seq, coordinate } => {
                 if let Some(relay) = self.relays.remove(&seq) {
+                    // The requester times its own probe, not ours: it gets no coordinate.
                     self.send_messages(
                         relay.requester,
                         vec![Message::Ack {
                             seq: relay.requester_seq,
+                            coordinate: None,
                         }],
                     );
                 } else if let Some(p) = self.probe.as_mut()
@@ -822,7 +902,14 @@ impl Pool {
                 {
                     p.acked = true;
                     if !p.indirect {
+                        // As Serf: only a direct ping answered within the probe timeout times the
+                        // network; an ack after the indirect round began may have waited anywhere.
+                        let sample = (from == p.target_addr)
+                            .then(|| (p.target.clone(), now.saturating_duration_since(p.sent_at)));
                         self.apply_awareness(-1);
+                        if let (Some((target, rtt)), Some(coordinate)) = (sample, coordinate) {
+                            self.observe_rtt(target, coordinate, rtt);
+                        }
                     }
                 }
             }
@@ -1263,6 +1350,8 @@ impl Pool {
         self.probe = Some(ProbeState {
             seq,
             target,
+            target_addr: addr,
+            sent_at: now,
             acked: false,
             indirect: false,
             expected_nacks: 0,
@@ -1317,6 +1406,10 @@ impl Pool {
         if self.members.len() != before {
             let members = &self.members;
             self.suspicions.retain(|n, _| members.position(n).is_some());
+            self.peer_coordinates.retain(|n, _| members.position(n).is_some());
+            if let Some(client) = self.coordinates.as_mut() {
+                client.retain_nodes(|n| members.position(n).is_some());
+            }
         }
         self.probe_index = 0;
     }
@@ -1395,6 +1488,24 @@ impl Pool {
             let inc = m.incarnation;
             let me = self.name.clone();
             self.suspect_node(inc, &target, &me, now);
+        }
+    }
+
+    /// A direct probe of `target` was acked after `rtt` with the target's coordinate: refine ours
+    /// and remember theirs. A refused sample (bad coordinate, absurd RTT) changes neither.
+    fn observe_rtt(&mut self, target: String, coordinate: Coordinate, rtt: Duration) {
+        let Some(client) = self.coordinates.as_mut() else {
+            return;
+        };
+        match client.update(&target, &coordinate, rtt) {
+            Ok(_) => {
+                self.stats.coordinate_updates += 1;
+                self.peer_coordinates.insert(target, coordinate);
+            }
+            Err(err) => {
+                self.stats.coordinate_rejected += 1;
+                tracing::debug!(%target, %err, ?rtt, "coordinate sample refused");
+            }
         }
     }
 

@@ -337,7 +337,14 @@ fn acks_pings_for_itself_only() {
     };
     assert_eq!(*to, addr(2));
     let msgs = codec::decode_packet(data).unwrap();
-    assert_eq!(msgs[0], Message::Ack { seq: 5 });
+    assert_eq!(
+        msgs[0],
+        Message::Ack {
+            seq: 5,
+            coordinate: p.coordinate().cloned()
+        }
+    );
+    assert!(p.coordinate().is_some());
     assert!(data.len() <= Config::local().packet_size);
 }
 
@@ -764,4 +771,112 @@ fn a_restarted_member_reusing_its_incarnation_learns_its_old_self_and_refutes() 
     c.join(&[a.local_addr()], t);
     exchange(&mut c, &mut a, t);
     assert_eq!(c.incarnation(), 2, "c outbids the stale entry about itself");
+}
+
+/// Starts a probe of "b" (the only other member, at `addr(2)`) at `now` and returns its seq.
+fn probe_b(p: &mut Pool, now: Instant) -> u32 {
+    p.handle_timer(Timer::Probe, now);
+    for o in drain(p) {
+        if let Output::Packet { to, data } = o
+            && to == addr(2)
+        {
+            for m in codec::decode_packet(&data).unwrap() {
+                if let Message::Ping { seq, target } = m {
+                    assert_eq!(target, "b");
+                    return seq;
+                }
+            }
+        }
+    }
+    panic!("no ping to b");
+}
+
+fn ack(seq: u32, coordinate: Option<Coordinate>) -> Vec<u8> {
+    encode_packet(&[Message::Ack { seq, coordinate }])
+}
+
+#[test]
+fn direct_acks_time_the_rtt_and_carry_the_peers_coordinate() {
+    let mut p = pool_with("a", 1, None);
+    p.handle_packet(addr(2), &alive("b", 2, 1), Instant::ZERO);
+    drain(&mut p);
+    let mut theirs = Coordinate::new(&CoordinateConfig::default());
+    theirs.vec[0] = 0.01;
+    theirs.error = 0.1;
+    let start = p.coordinate().unwrap().clone();
+    let rtt = Duration::from_millis(30);
+
+    // An ack without a coordinate (coordinates off there, or an older build): the probe succeeds,
+    // nothing is learned.
+    let mut now = Instant::ZERO + Duration::from_secs(1);
+    let seq = probe_b(&mut p, now);
+    p.handle_packet(addr(2), &ack(seq, None), now + rtt);
+    assert_eq!(*p.coordinate().unwrap(), start);
+    assert_eq!(p.coordinate_of("b"), None);
+
+    // The same ack relayed by a helper (another address): not a direct RTT.
+    now = now + Duration::from_secs(1);
+    let seq = probe_b(&mut p, now);
+    p.handle_packet(addr(3), &ack(seq, Some(theirs.clone())), now + rtt);
+    assert_eq!(*p.coordinate().unwrap(), start);
+    assert_eq!(p.stats().coordinate_updates, 0);
+
+    // A bad coordinate is refused and counted.
+    now = now + Duration::from_secs(1);
+    let seq = probe_b(&mut p, now);
+    let mut bad = theirs.clone();
+    bad.vec.truncate(3);
+    p.handle_packet(addr(2), &ack(seq, Some(bad)), now + rtt);
+    assert_eq!(p.stats().coordinate_rejected, 1);
+    assert_eq!(p.coordinate_of("b"), None);
+
+    // A good one, directly from b: our coordinate moves and b's is kept.
+    for _ in 0..30 {
+        now = now + Duration::from_secs(1);
+        let seq = probe_b(&mut p, now);
+        p.handle_packet(addr(2), &ack(seq, Some(theirs.clone())), now + rtt);
+    }
+    assert_eq!(p.stats().coordinate_updates, 30);
+    assert_eq!(p.coordinate_of("b"), Some(&theirs));
+    assert_ne!(*p.coordinate().unwrap(), start);
+    let est = p.estimated_rtt("a", "b").unwrap();
+    assert!(est.abs_diff(rtt) < Duration::from_millis(3), "estimate {est:?}");
+    assert_eq!(p.estimated_rtt("b", "a"), Some(est));
+    assert_eq!(p.member_coordinates().count(), 2);
+    assert_eq!(p.member_coordinates().next().map(|(n, _)| n), Some("a"));
+}
+
+#[test]
+fn without_coordinates_acks_carry_none_and_nothing_is_kept() {
+    let mut cfg = Config::local();
+    cfg.coordinates = false;
+    let local = LocalNode {
+        name: "a".into(),
+        addr: addr(1),
+        tags: Tags::new(),
+    };
+    let nonces = Box::new(crate::SimulatedNonces::new(0));
+    let mut p = Pool::new(cfg, local, None, nonces, 3, Instant::ZERO).unwrap();
+    drain(&mut p);
+    p.handle_packet(
+        addr(2),
+        &encode_packet(&[Message::Ping {
+            seq: 5,
+            target: "a".into(),
+        }]),
+        Instant::ZERO,
+    );
+    let acked = drain(&mut p).into_iter().any(|o| match o {
+        Output::Packet { data, .. } => codec::decode_packet(&data).unwrap().contains(&Message::Ack {
+            seq: 5,
+            coordinate: None,
+        }),
+        _ => false,
+    });
+    assert!(acked);
+    assert_eq!(p.coordinate(), None);
+    assert_eq!(
+        p.set_coordinate(Coordinate::new(&CoordinateConfig::default())),
+        Err(PoolError::CoordinatesDisabled)
+    );
 }
