@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::Config;
+use crate::coordinate::Coordinate;
 use crate::keyring::{ENCRYPTION_OVERHEAD, Keyring, KeyringError, KeyringOp, SystemNonces};
 use crate::keyring_query::KeyringReport;
 use crate::member::{Event, Member, Tags};
@@ -105,6 +106,8 @@ enum Command {
     UserEvent(String, Vec<u8>, oneshot::Sender<Result<(), PoolError>>),
     Members(oneshot::Sender<Vec<Member>>),
     Stats(oneshot::Sender<Stats>),
+    Coordinates(oneshot::Sender<Vec<(String, Coordinate)>>),
+    SetCoordinate(Coordinate, oneshot::Sender<Result<(), PoolError>>),
     Keyring(KeyringOp, oneshot::Sender<Result<Vec<String>, RuntimeError>>),
     PoolKeyring(KeyringOp, oneshot::Sender<KeyringReport>),
     Shutdown,
@@ -233,6 +236,18 @@ impl Gossip {
     /// The pool's counters.
     pub async fn stats(&self) -> Result<Stats, RuntimeError> {
         self.call(Command::Stats).await
+    }
+
+    /// Every network coordinate known ([`Pool::member_coordinates`]): this node's first, then
+    /// each member's latest from its acks. Empty when coordinates are off.
+    pub async fn coordinates(&self) -> Result<Vec<(String, Coordinate)>, RuntimeError> {
+        self.call(Command::Coordinates).await
+    }
+
+    /// Replaces this node's coordinate, e.g. with one saved before a restart
+    /// ([`Pool::set_coordinate`]).
+    pub async fn set_coordinate(&self, coordinate: Coordinate) -> Result<(), RuntimeError> {
+        Ok(self.call(|tx| Command::SetCoordinate(coordinate, tx)).await??)
     }
 
     /// Replaces this node's tags.
@@ -433,6 +448,13 @@ impl Driver {
             }
             Command::Stats(reply) => {
                 let _ = reply.send(self.pool.stats().clone());
+            }
+            Command::Coordinates(reply) => {
+                let all = self.pool.member_coordinates();
+                let _ = reply.send(all.map(|(n, c)| (n.to_owned(), c.clone())).collect());
+            }
+            Command::SetCoordinate(coordinate, reply) => {
+                let _ = reply.send(self.pool.set_coordinate(coordinate));
             }
             Command::Keyring(op, reply) => {
                 let result = match self.pool.keyring_mut() {

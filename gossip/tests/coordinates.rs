@@ -93,10 +93,22 @@ fn random_matrix(seed: u64) -> Vec<Vec<Duration>> {
 /// Runs 100 LAN pools over links whose one-way latency is half the matrix's RTT (plus `jitter`
 /// drawn per packet, and `loss`), and returns (minutes, median, p90) at a few points of virtual time.
 fn run(truth: &[Vec<Duration>], jitter: Duration, loss: f64, label: &str) -> Vec<(u64, f64, f64)> {
+    run_with(Config::lan(), &[1, 2, 5, 10], truth, jitter, loss, label)
+}
+
+/// [`run`] with another pool configuration, reporting after each of `minutes`.
+fn run_with(
+    pool: Config,
+    minutes: &[u64],
+    truth: &[Vec<Duration>],
+    jitter: Duration,
+    loss: f64,
+    label: &str,
+) -> Vec<(u64, f64, f64)> {
     let mut sim = Simulation::new(SimConfig {
         nodes: NODES,
         seed: 42,
-        pool: Config::lan(),
+        pool,
         jitter,
         ..SimConfig::default()
     });
@@ -115,7 +127,7 @@ fn run(truth: &[Vec<Duration>], jitter: Duration, loss: f64, label: &str) -> Vec
         }
     }
     let mut report = Vec::new();
-    for minutes in [1u64, 2, 5, 10] {
+    for &minutes in minutes {
         sim.run_to(tribune_gossip::Instant::ZERO + Duration::from_secs(60 * minutes));
         let errors = relative_errors(&sim, truth);
         let (median, p90) = (percentile(&errors, 0.5), percentile(&errors, 0.9));
@@ -185,4 +197,21 @@ fn coordinates_stay_bounded_on_a_matrix_no_space_holds() {
     let &(_, median, p90) = report.last().unwrap();
     assert!(median < 0.40, "median relative error {median}");
     assert!(p90 < 2.5, "p90 relative error {p90}");
+}
+
+/// The WAN preset probes every 5 s instead of every second: the same matrix takes about five
+/// times longer to learn, and gets there.
+#[test]
+fn wan_pools_learn_coordinates_too() {
+    let report = run_with(
+        Config::wan(),
+        &[5, 10, 20],
+        &rtt_matrix(42),
+        Duration::ZERO,
+        0.0,
+        "WAN preset, plane+height",
+    );
+    let &(_, median, p90) = report.last().unwrap();
+    assert!(median < 0.05, "median relative error {median}");
+    assert!(p90 < 0.15, "p90 relative error {p90}");
 }

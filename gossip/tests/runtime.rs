@@ -225,3 +225,35 @@ async fn retry_join_gives_up_after_max_attempts_and_succeeds_when_a_member_appea
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_over_loopback_give_coordinates_a_loopback_sized_estimate() {
+    let (a, _a_events) = start("a", None).await;
+    let (b, _b_events) = start("b", None).await;
+    assert_eq!(b.join(&[a.local_addr()]).await.unwrap(), 1);
+    // Each pool probes the other every 100 ms (Config::local) and learns its coordinate.
+    wait_for("a holds b's coordinate after a few probes", || async {
+        let all = a.coordinates().await.unwrap();
+        all.iter().any(|(n, _)| n == "b") && a.stats().await.unwrap().coordinate_updates >= 5
+    })
+    .await;
+    let all = a.coordinates().await.unwrap();
+    assert_eq!(all.first().map(|(n, _)| n.as_str()), Some("a"));
+    let ours = &all[0].1;
+    let theirs = &all.iter().find(|(n, _)| n == "b").unwrap().1;
+    // Loopback RTTs are well under a millisecond (a loaded machine may stretch one to a few):
+    // an RTT read in the wrong unit, or a step in the wrong direction, lands far above this bound.
+    let estimate = ours.distance_to(theirs);
+    assert!(estimate < Duration::from_millis(20), "estimate {estimate:?}");
+
+    let mut bad = ours.clone();
+    bad.height = f64::NAN;
+    assert!(matches!(
+        a.set_coordinate(bad).await,
+        Err(RuntimeError::Pool(tribune_gossip::PoolError::Coordinate(_)))
+    ));
+    a.set_coordinate(theirs.clone()).await.unwrap();
+    assert_eq!(a.coordinates().await.unwrap()[0].1, *theirs);
+    a.shutdown().await;
+    b.shutdown().await;
+}
