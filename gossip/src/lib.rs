@@ -24,12 +24,20 @@
 //!   TCP for push-pull, retry-join and clean shutdown.
 //! - [`sim::Simulation`]: a deterministic discrete-event simulator running thousands of pools
 //!   through the real codec, with latency, loss, partitions, crashes and restarts.
+//! - [`Coordinate`] and [`CoordinateClient`]: Serf's Vivaldi network coordinates (8 dimensions plus
+//!   height, adjustment window, gravity, a median filter per peer), in Consul's JSON shape. Each
+//!   pool with [`Config::coordinates`] on (both presets) answers a direct ping with its
+//!   coordinate, times the acks to its own direct pings on the caller's clock and refines its
+//!   coordinate from them; [`Pool::coordinate`], [`Pool::coordinate_of`],
+//!   [`Pool::member_coordinates`] and [`Pool::estimated_rtt`] serve `consul rtt`,
+//!   `/v1/coordinate/*` and sorting datacenters by distance. LAN and WAN coordinates are separate
+//!   spaces: compare a pool's coordinates only with each other.
 //!
 //! What it is NOT: the core does no IO, reads no clock and uses no unseeded randomness (AES-GCM
 //! nonces come from an injected [`NonceSource`]: the system CSPRNG outside the simulator); it has no
-//! general Serf queries (the keyring fan-out is the only one), Vivaldi coordinates or
-//! compression, and it does not persist anything (an application keeps the keys across restarts
-//! on [`Event::KeyringChanged`]).
+//! general Serf queries (the keyring fan-out is the only one) or compression, and it does not
+//! persist anything (an application keeps the keys across restarts on [`Event::KeyringChanged`],
+//! and may save [`Pool::coordinate`] and restore it with [`Pool::set_coordinate`]).
 
 mod broadcast;
 mod codec;
