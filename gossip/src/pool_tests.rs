@@ -337,14 +337,17 @@ fn acks_pings_for_itself_only() {
     };
     assert_eq!(*to, addr(2));
     let msgs = codec::decode_packet(data).unwrap();
-    assert_eq!(
-        msgs[0],
-        Message::Ack {
-            seq: 5,
-            coordinate: p.coordinate().cloned()
-        }
-    );
-    assert!(p.coordinate().is_some());
+    // The ack carries our coordinate, at the wire's f32 precision.
+    let Message::Ack {
+        seq: 5,
+        coordinate: Some(sent),
+    } = &msgs[0]
+    else {
+        panic!("not an ack with a coordinate: {:?}", msgs[0])
+    };
+    let ours = p.coordinate().unwrap();
+    assert_eq!(sent.vec, ours.vec);
+    assert!((sent.height - ours.height).abs() < 1e-12);
     assert!(data.len() <= Config::local().packet_size);
 }
 
@@ -801,8 +804,10 @@ fn direct_acks_time_the_rtt_and_carry_the_peers_coordinate() {
     p.handle_packet(addr(2), &alive("b", 2, 1), Instant::ZERO);
     drain(&mut p);
     let mut theirs = Coordinate::new(&CoordinateConfig::default());
-    theirs.vec[0] = 0.01;
-    theirs.error = 0.1;
+    // Exact in f32, the wire's precision, so that what arrives compares equal.
+    theirs.vec[0] = 0.0078125;
+    theirs.error = 0.125;
+    theirs.height = 0.0009765625;
     let start = p.coordinate().unwrap().clone();
     let rtt = Duration::from_millis(30);
 
