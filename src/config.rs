@@ -50,6 +50,19 @@ pub struct Config {
     pub retry_max: u32,
     /// WAN addresses to join at start (servers only).
     pub retry_join_wan: Vec<String>,
+    /// The pause between WAN join attempts (servers only; Consul's default 30 s).
+    pub retry_interval_wan: Duration,
+    /// The number of WAN join attempts before giving up; 0 retries forever (servers only).
+    pub retry_max_wan: u32,
+    /// The address servers of other datacenters reach this one at (WAN gossip and server RPC), when
+    /// it differs from the LAN one.
+    pub advertise_addr_wan: Option<IpAddr>,
+    /// Consul's `translate_wan_addrs`, accepted; answers do not translate addresses yet.
+    pub translate_wan_addrs: bool,
+    /// Overrides of the LAN pool's gossip timing (Consul's `gossip_lan`).
+    pub gossip_lan: GossipTuning,
+    /// Overrides of the WAN pool's gossip timing (Consul's `gossip_wan`; servers only).
+    pub gossip_wan: GossipTuning,
     /// Whether a node that left gracefully rejoins its old cluster on restart.
     pub rejoin_after_leave: bool,
     /// Whether a terminate signal (SIGTERM) makes the agent leave the cluster gracefully
@@ -106,9 +119,15 @@ impl Config {
                 ..Ports::default()
             },
             retry_join: Vec::new(),
-            retry_interval: Duration::from_secs(30),
+            retry_interval: DEFAULT_RETRY_INTERVAL,
             retry_max: 0,
             retry_join_wan: Vec::new(),
+            retry_interval_wan: DEFAULT_RETRY_INTERVAL,
+            retry_max_wan: 0,
+            advertise_addr_wan: None,
+            translate_wan_addrs: false,
+            gossip_lan: GossipTuning::default(),
+            gossip_wan: GossipTuning::default(),
             rejoin_after_leave: false,
             leave_on_terminate: false,
             skip_leave_on_interrupt: true,
@@ -180,8 +199,8 @@ impl Config {
         if self.enable_script_checks || self.enable_local_script_checks {
             out.push("enable_script_checks: health checks are not implemented yet".to_owned());
         }
-        if !self.retry_join_wan.is_empty() {
-            out.push("retry_join_wan: the WAN pool is not implemented yet".to_owned());
+        if self.translate_wan_addrs {
+            out.push("translate_wan_addrs: WAN addresses are not translated yet".to_owned());
         }
         out
     }
@@ -271,6 +290,47 @@ fn is_public_ipv6(ip: &IpAddr) -> bool {
     let link_local = first & 0xffc0 == 0xfe80;
     let mapped = v6.to_ipv4_mapped().is_some();
     !(v6.is_unspecified() || v6.is_loopback() || v6.is_multicast() || unique_local || link_local || mapped)
+}
+
+/// Consul's default pause between join attempts, LAN (`retry_interval`) and WAN (`retry_interval_wan`).
+pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Overrides of a gossip pool's timing (Consul's `gossip_lan` and `gossip_wan` blocks); each unset
+/// field keeps the pool's preset (memberlist's LAN or WAN values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GossipTuning {
+    /// Members each gossip round sends to.
+    pub gossip_nodes: Option<usize>,
+    /// The pause between gossip rounds.
+    pub gossip_interval: Option<Duration>,
+    /// The pause between failure-detection probes.
+    pub probe_interval: Option<Duration>,
+    /// How long a direct probe waits for its ack before asking others to probe.
+    pub probe_timeout: Option<Duration>,
+    /// How many times a message is retransmitted, times log(N+1).
+    pub retransmit_mult: Option<u32>,
+    /// How long a suspect has to refute before it is declared failed, in probe intervals times log(N+1).
+    pub suspicion_mult: Option<u32>,
+}
+
+impl GossipTuning {
+    /// `base` with the fields set here replaced.
+    pub fn apply_to(&self, base: tribune_gossip::Config) -> tribune_gossip::Config {
+        // The gossip crate's Config is non-exhaustive: change the fields, do not rebuild it.
+        let mut tuned = base;
+        tuned.gossip_nodes = self.gossip_nodes.unwrap_or(tuned.gossip_nodes);
+        tuned.gossip_interval = self.gossip_interval.unwrap_or(tuned.gossip_interval);
+        tuned.probe_interval = self.probe_interval.unwrap_or(tuned.probe_interval);
+        tuned.probe_timeout = self.probe_timeout.unwrap_or(tuned.probe_timeout);
+        tuned.retransmit_mult = self.retransmit_mult.unwrap_or(tuned.retransmit_mult);
+        tuned.suspicion_mult = self.suspicion_mult.unwrap_or(tuned.suspicion_mult);
+        tuned
+    }
+
+    /// Whether no field is set.
+    pub fn is_empty(&self) -> bool {
+        *self == GossipTuning::default()
+    }
 }
 
 /// Consul's default `session_ttl_min`.
@@ -509,6 +569,12 @@ struct RawConfig {
     retry_interval: Option<String>,
     retry_max: Option<u32>,
     retry_join_wan: Option<Vec<String>>,
+    retry_interval_wan: Option<String>,
+    retry_max_wan: Option<u32>,
+    advertise_addr_wan: Option<String>,
+    translate_wan_addrs: Option<bool>,
+    gossip_lan: Option<RawGossip>,
+    gossip_wan: Option<RawGossip>,
     rejoin_after_leave: Option<bool>,
     leave_on_terminate: Option<bool>,
     skip_leave_on_interrupt: Option<bool>,
@@ -538,6 +604,19 @@ struct RawPorts {
     grpc: Option<i32>,
     https: Option<i32>,
     grpc_tls: Option<i32>,
+}
+
+/// A `gossip_lan` or `gossip_wan` block. Counts are read signed so a negative one is refused with
+/// a message of ours rather than serde's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGossip {
+    gossip_nodes: Option<i64>,
+    gossip_interval: Option<String>,
+    probe_interval: Option<String>,
+    probe_timeout: Option<String>,
+    retransmit_mult: Option<i64>,
+    suspicion_mult: Option<i64>,
 }
 
 /// Consul's `ui_config`. The settings the UI alone would read are checked for their type and dropped.
@@ -685,9 +764,17 @@ impl ConfigLoader {
     }
 
     fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        // A block (`gossip_wan`) is named by the source that set one of its keys.
+        let in_block = |leaf: &String| leaf.strip_prefix(key).is_some_and(|rest| rest.starts_with('.'));
         let source_name = self
             .origin
             .get(key)
+            .or_else(|| {
+                self.origin
+                    .iter()
+                    .find(|(leaf, _)| in_block(leaf))
+                    .map(|(_, source)| source)
+            })
             .cloned()
             .unwrap_or(SourceName::Builtin("default"));
         ConfigError::InvalidValue {
@@ -773,7 +860,7 @@ impl ConfigLoader {
         let ports = self.ports(raw.ports.unwrap_or_default())?;
         let retry_interval = match raw.retry_interval {
             Some(text) => self.duration("retry_interval", &text)?,
-            None => Duration::from_secs(30),
+            None => DEFAULT_RETRY_INTERVAL,
         };
         let session_ttl_min = match raw.session_ttl_min {
             Some(text) => self.duration("session_ttl_min", &text)?,
@@ -783,9 +870,43 @@ impl ConfigLoader {
             return Err(self.invalid("session_ttl_min", "must be above zero"));
         }
         let retry_join_wan = raw.retry_join_wan.unwrap_or_default();
-        if !retry_join_wan.is_empty() && !server {
-            return Err(self.invalid("retry_join_wan", "only servers join the WAN pool"));
+        // Settings only a member of the WAN pool acts on: a client setting them has misread its role.
+        let server_only = [
+            ("retry_join_wan", !retry_join_wan.is_empty()),
+            ("retry_interval_wan", raw.retry_interval_wan.is_some()),
+            ("retry_max_wan", raw.retry_max_wan.is_some()),
+            ("gossip_wan", raw.gossip_wan.is_some()),
+        ];
+        if !server && let Some((key, _)) = server_only.iter().find(|(_, set)| *set) {
+            return Err(self.invalid(key, "only servers join the WAN pool"));
         }
+        let retry_interval_wan = match raw.retry_interval_wan {
+            Some(text) => self.duration("retry_interval_wan", &text)?,
+            None => DEFAULT_RETRY_INTERVAL,
+        };
+        if retry_interval_wan.is_zero() {
+            return Err(self.invalid("retry_interval_wan", "must be above zero"));
+        }
+        let advertise_addr_wan = raw
+            .advertise_addr_wan
+            .map(|addr| self.ip("advertise_addr_wan", &addr))
+            .transpose()?;
+        if advertise_addr_wan.is_some_and(|addr| addr.is_unspecified()) {
+            return Err(self.invalid(
+                "advertise_addr_wan",
+                "must be a routable address, not 0.0.0.0 or ::",
+            ));
+        }
+        let gossip_lan = self.gossip_tuning(
+            "gossip_lan",
+            raw.gossip_lan.unwrap_or_default(),
+            tribune_gossip::Config::lan(),
+        )?;
+        let gossip_wan = self.gossip_tuning(
+            "gossip_wan",
+            raw.gossip_wan.unwrap_or_default(),
+            tribune_gossip::Config::wan(),
+        )?;
         let encrypt = raw.encrypt.map(|key| self.gossip_key(&key)).transpose()?;
         let log_level = match raw.log_level.as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("info") => LogLevel::Info,
@@ -823,6 +944,12 @@ impl ConfigLoader {
             retry_interval,
             retry_max: raw.retry_max.unwrap_or(0),
             retry_join_wan,
+            retry_interval_wan,
+            retry_max_wan: raw.retry_max_wan.unwrap_or(0),
+            advertise_addr_wan,
+            translate_wan_addrs: raw.translate_wan_addrs.unwrap_or(false),
+            gossip_lan,
+            gossip_wan,
             rejoin_after_leave: raw.rejoin_after_leave.unwrap_or(false),
             // Consul: clients leave on terminate by default, servers do not (a server leaving shrinks the quorum).
             leave_on_terminate: raw.leave_on_terminate.unwrap_or(!server),
@@ -870,6 +997,64 @@ impl ConfigLoader {
                 format!("{error}; a duration reads like \"30s\", \"1.5m\" or \"1h30m\""),
             )
         })
+    }
+
+    /// A `gossip_lan`/`gossip_wan` block: every value above zero, and the probe timeout below the
+    /// probe interval once the block is laid over the pool's preset `base`.
+    fn gossip_tuning(
+        &self,
+        block: &str,
+        raw: RawGossip,
+        base: tribune_gossip::Config,
+    ) -> Result<GossipTuning, ConfigError> {
+        let count = |field: &str, value: Option<i64>| -> Result<Option<u32>, ConfigError> {
+            let Some(n) = value else { return Ok(None) };
+            let key = format!("{block}.{field}");
+            if n <= 0 {
+                return Err(self.invalid(&key, format!("{n} must be above zero")));
+            }
+            u32::try_from(n)
+                .map(Some)
+                .map_err(|_| self.invalid(&key, format!("{n} is too large")))
+        };
+        let duration = |field: &str, value: Option<String>| -> Result<Option<Duration>, ConfigError> {
+            let Some(text) = value else { return Ok(None) };
+            let key = format!("{block}.{field}");
+            let duration = self.duration(&key, &text)?;
+            if duration.is_zero() {
+                return Err(self.invalid(&key, "must be above zero"));
+            }
+            Ok(Some(duration))
+        };
+        let tuning = GossipTuning {
+            gossip_nodes: count("gossip_nodes", raw.gossip_nodes)?.map(|n| n as usize),
+            gossip_interval: duration("gossip_interval", raw.gossip_interval)?,
+            probe_interval: duration("probe_interval", raw.probe_interval)?,
+            probe_timeout: duration("probe_timeout", raw.probe_timeout)?,
+            retransmit_mult: count("retransmit_mult", raw.retransmit_mult)?,
+            suspicion_mult: count("suspicion_mult", raw.suspicion_mult)?,
+        };
+        let applied = tuning.apply_to(base);
+        if applied.probe_timeout >= applied.probe_interval {
+            // Name the key the user set; when both are set, the timeout is the one to shorten.
+            let field = if tuning.probe_timeout.is_some() {
+                "probe_timeout"
+            } else {
+                "probe_interval"
+            };
+            return Err(self.invalid(
+                &format!("{block}.{field}"),
+                format!(
+                    "probe_timeout ({}) must be below probe_interval ({})",
+                    crate::duration::format_go_duration(applied.probe_timeout),
+                    crate::duration::format_go_duration(applied.probe_interval),
+                ),
+            ));
+        }
+        applied
+            .validate()
+            .map_err(|error| self.invalid(block, error.to_string()))?;
+        Ok(tuning)
     }
 
     fn ports(&self, raw: RawPorts) -> Result<Ports, ConfigError> {
@@ -1380,6 +1565,188 @@ mod tests {
         assert_eq!(
             pick_advertise_ip(any6, &ips(&["fd00::2", "fe80::1"])),
             Err(AdvertiseError::NoneFound { kind: "public IPv6" })
+        );
+    }
+
+    #[test]
+    fn gossip_blocks_read_from_json_and_hcl_and_override_only_what_they_set() {
+        let json = r#"{"server": true,
+            "gossip_lan": {"gossip_nodes": 5, "probe_interval": "2s", "probe_timeout": "750ms"},
+            "gossip_wan": {"gossip_interval": "1s", "retransmit_mult": 6, "suspicion_mult": 8}}"#;
+        let hcl = r#"
+            server = true
+            gossip_lan {
+              gossip_nodes = 5
+              probe_interval = "2s"
+              probe_timeout = "750ms"
+            }
+            gossip_wan {
+              gossip_interval = "1s"
+              retransmit_mult = 6
+              suspicion_mult = 8
+            }
+        "#;
+        let from_json = load_json(&[json]).unwrap();
+        let mut loader = ConfigLoader::new();
+        loader.add_hcl(SourceName::File("a.hcl".into()), hcl).unwrap();
+        assert_eq!(from_json, loader.resolve().unwrap());
+        assert_eq!(
+            from_json.gossip_lan,
+            GossipTuning {
+                gossip_nodes: Some(5),
+                probe_interval: Some(Duration::from_secs(2)),
+                probe_timeout: Some(Duration::from_millis(750)),
+                ..GossipTuning::default()
+            }
+        );
+        let lan = from_json.gossip_lan.apply_to(tribune_gossip::Config::lan());
+        assert_eq!(lan.gossip_nodes, 5);
+        assert_eq!(lan.probe_interval, Duration::from_secs(2));
+        assert_eq!(lan.probe_timeout, Duration::from_millis(750));
+        assert_eq!(
+            lan.gossip_interval,
+            tribune_gossip::Config::lan().gossip_interval,
+            "an unset field keeps the preset"
+        );
+        let wan = from_json.gossip_wan.apply_to(tribune_gossip::Config::wan());
+        assert_eq!(
+            (wan.gossip_interval, wan.retransmit_mult, wan.suspicion_mult),
+            (Duration::from_secs(1), 6, 8)
+        );
+        assert_eq!(wan.probe_interval, Duration::from_secs(5));
+        assert_eq!(
+            GossipTuning::default().apply_to(tribune_gossip::Config::wan()),
+            tribune_gossip::Config::wan()
+        );
+        assert!(load_json(&[]).unwrap().gossip_lan.is_empty());
+    }
+
+    #[test]
+    fn bad_gossip_values_name_the_key() {
+        for (doc, key) in [
+            (
+                r#"{"gossip_lan": {"gossip_nodes": 0}}"#,
+                "gossip_lan.gossip_nodes",
+            ),
+            (
+                r#"{"gossip_lan": {"retransmit_mult": -2}}"#,
+                "gossip_lan.retransmit_mult",
+            ),
+            (
+                r#"{"gossip_lan": {"suspicion_mult": 0}}"#,
+                "gossip_lan.suspicion_mult",
+            ),
+            (
+                r#"{"gossip_lan": {"gossip_interval": "0s"}}"#,
+                "gossip_lan.gossip_interval",
+            ),
+            (
+                r#"{"gossip_lan": {"probe_interval": "-1s"}}"#,
+                "gossip_lan.probe_interval",
+            ),
+            (
+                r#"{"gossip_lan": {"probe_timeout": "soon"}}"#,
+                "gossip_lan.probe_timeout",
+            ),
+            // The LAN preset probes every second: a 1 s timeout is not below it.
+            (
+                r#"{"gossip_lan": {"probe_timeout": "1s"}}"#,
+                "gossip_lan.probe_timeout",
+            ),
+            // The WAN preset's timeout is 3 s: a 2 s interval alone is too short for it.
+            (
+                r#"{"server": true, "gossip_wan": {"probe_interval": "2s"}}"#,
+                "gossip_wan.probe_interval",
+            ),
+            (
+                r#"{"server": true, "gossip_wan": {"probe_interval": "2s", "probe_timeout": "2s"}}"#,
+                "gossip_wan.probe_timeout",
+            ),
+        ] {
+            let error = load_json(&[doc]).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::InvalidValue { key: ref k, .. } if k == key),
+                "{doc}: expected an error on {key}, got {error}"
+            );
+        }
+        // A 2 s interval is fine on the LAN preset (500 ms timeout), and with a shorter WAN timeout.
+        load_json(&[r#"{"gossip_lan": {"probe_interval": "2s"}}"#]).unwrap();
+        load_json(&[r#"{"server": true, "gossip_wan": {"probe_interval": "2s", "probe_timeout": "1s"}}"#])
+            .unwrap();
+        let error = load_json(&[r#"{"gossip_lan": {"probe_timeout": "1s"}}"#]).unwrap_err();
+        assert!(
+            error.to_string().contains("must be below probe_interval (1s)"),
+            "{error}"
+        );
+        let error = load_json(&[r#"{"gossip_lan": {"gossip_nodes": 3, "fanout": 2}}"#]).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::UnknownKey { ref key, .. } if key == "gossip_lan.fanout"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn wan_keys_follow_consul_and_belong_to_servers() {
+        let config = load_json(&[r#"{"server": true}"#]).unwrap();
+        assert_eq!(config.retry_interval_wan, Duration::from_secs(30));
+        assert_eq!(config.retry_max_wan, 0);
+        assert_eq!(config.advertise_addr_wan, None);
+        assert!(!config.translate_wan_addrs);
+
+        let config = load_json(&[r#"{"server": true, "retry_join_wan": ["10.0.0.1:8302"],
+            "retry_interval_wan": "5s", "retry_max_wan": 4, "advertise_addr_wan": "192.0.2.4"}"#])
+        .unwrap();
+        assert_eq!(config.retry_interval_wan, Duration::from_secs(5));
+        assert_eq!(config.retry_max_wan, 4);
+        assert_eq!(config.advertise_addr_wan, Some(IpAddr::from([192, 0, 2, 4])));
+        assert!(
+            config.not_implemented().is_empty(),
+            "the WAN pool is implemented: {:?}",
+            config.not_implemented()
+        );
+
+        let config =
+            load_json(&[r#"{"translate_wan_addrs": true, "advertise_addr_wan": "192.0.2.5"}"#]).unwrap();
+        assert!(config.translate_wan_addrs);
+        assert_eq!(
+            config.not_implemented(),
+            ["translate_wan_addrs: WAN addresses are not translated yet"]
+        );
+
+        for (doc, key) in [
+            (r#"{"retry_join_wan": ["x"]}"#, "retry_join_wan"),
+            (r#"{"retry_interval_wan": "10s"}"#, "retry_interval_wan"),
+            (r#"{"retry_max_wan": 3}"#, "retry_max_wan"),
+            (r#"{"gossip_wan": {"gossip_nodes": 4}}"#, "gossip_wan"),
+            (
+                r#"{"server": true, "retry_interval_wan": "0s"}"#,
+                "retry_interval_wan",
+            ),
+            (
+                r#"{"server": true, "retry_interval_wan": "later"}"#,
+                "retry_interval_wan",
+            ),
+            (r#"{"advertise_addr_wan": "0.0.0.0"}"#, "advertise_addr_wan"),
+            (r#"{"advertise_addr_wan": "dc2.example"}"#, "advertise_addr_wan"),
+            (r#"{"translate_wan_addrs": "yes"}"#, "translate_wan_addrs"),
+        ] {
+            let error = load_json(&[doc]).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::InvalidValue { key: ref k, .. } if k == key),
+                "{doc}: expected an error on {key}, got {error}"
+            );
+        }
+        let error = load_json(&[r#"{"retry_max_wan": 3}"#]).unwrap_err();
+        assert!(
+            error.to_string().contains("only servers join the WAN pool"),
+            "{error}"
+        );
+        let error = load_json(&[r#"{"gossip_wan": {"probe_timeout": "1s"}}"#]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("0.json: invalid value for `gossip_wan`"),
+            "a block is named with the file that set it: {error}"
         );
     }
 

@@ -47,9 +47,10 @@ pub(crate) struct AgentArgs {
     /// The node's UUID (`node_id`).
     #[arg(long = "node-id", value_name = "UUID")]
     node_id: Option<String>,
-    /// The datacenter (`datacenter`).
-    #[arg(long, value_name = "DC")]
-    datacenter: Option<String>,
+    /// The datacenter (`datacenter`): the command line's global `-datacenter`, which for `agent`
+    /// names the datacenter the agent belongs to (set by the caller, see `cli::run`).
+    #[arg(skip)]
+    pub(crate) datacenter: Option<String>,
     /// The ACL primary datacenter (`primary_datacenter`).
     #[arg(long = "primary-datacenter", value_name = "DC")]
     primary_datacenter: Option<String>,
@@ -89,7 +90,7 @@ pub(crate) struct AgentArgs {
     /// Consul's older -retry-join without the name: joined at start, retried like -retry-join; repeatable.
     #[arg(long = "join", value_name = "ADDR")]
     join: Vec<String>,
-    /// Consul's older -retry-join-wan; repeatable. The WAN pool is not implemented yet.
+    /// Consul's older -retry-join-wan without the name; repeatable.
     #[arg(long = "join-wan", value_name = "ADDR")]
     join_wan: Vec<String>,
     /// A gossip address to join at start (`host[:port]`, port 8301 by default), retried; repeatable (`retry_join`).
@@ -101,9 +102,19 @@ pub(crate) struct AgentArgs {
     /// Join attempts before giving up, 0 for no limit (`retry_max`).
     #[arg(long = "retry-max", value_name = "N")]
     retry_max: Option<u32>,
-    /// A WAN address to join at start; repeatable (`retry_join_wan`).
+    /// A server of another datacenter to join in the WAN pool at start (`host[:port]`, port 8302
+    /// by default), retried; repeatable; servers only (`retry_join_wan`).
     #[arg(long = "retry-join-wan", value_name = "ADDR")]
     retry_join_wan: Vec<String>,
+    /// The pause between WAN join attempts (`retry_interval_wan`).
+    #[arg(long = "retry-interval-wan", value_name = "DURATION")]
+    retry_interval_wan: Option<String>,
+    /// WAN join attempts before giving up, 0 for no limit (`retry_max_wan`).
+    #[arg(long = "retry-max-wan", value_name = "N")]
+    retry_max_wan: Option<u32>,
+    /// The address servers of other datacenters reach this one at (`advertise_addr_wan`).
+    #[arg(long = "advertise-wan", value_name = "IP")]
+    advertise_wan: Option<String>,
     /// Rejoin the cluster after a graceful leave (`rejoin_after_leave`).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     rejoin: Option<bool>,
@@ -156,6 +167,9 @@ const FLAG_KEYS: &[(&str, &str)] = &[
     ("-retry-interval", "retry_interval"),
     ("-retry-max", "retry_max"),
     ("-retry-join-wan", "retry_join_wan"),
+    ("-retry-interval-wan", "retry_interval_wan"),
+    ("-retry-max-wan", "retry_max_wan"),
+    ("-advertise-wan", "advertise_addr_wan"),
     ("-rejoin", "rejoin_after_leave"),
     ("-encrypt", "encrypt"),
     ("-log-level", "log_level"),
@@ -199,8 +213,10 @@ impl AgentArgs {
             ("primary_datacenter", &self.primary_datacenter),
             ("bind_addr", &self.bind),
             ("advertise_addr", &self.advertise),
+            ("advertise_addr_wan", &self.advertise_wan),
             ("client_addr", &self.client),
             ("retry_interval", &self.retry_interval),
+            ("retry_interval_wan", &self.retry_interval_wan),
             ("encrypt", &self.encrypt),
             ("log_level", &self.log_level),
         ] {
@@ -218,6 +234,9 @@ impl AgentArgs {
         }
         if let Some(n) = self.retry_max {
             set("retry_max", json!(n));
+        }
+        if let Some(n) = self.retry_max_wan {
+            set("retry_max_wan", json!(n));
         }
         if let Some(rejoin) = self.rejoin {
             set("rejoin_after_leave", json!(rejoin));
@@ -579,12 +598,59 @@ mod tests {
             "-hcl comes after the flags, the later one wins"
         );
         assert!(
-            config
+            !config
                 .not_implemented()
                 .iter()
                 .any(|w| w.starts_with("retry_join_wan")),
-            "{:?}",
+            "the WAN pool is implemented: {:?}",
             config.not_implemented()
+        );
+    }
+
+    #[test]
+    fn wan_flags_set_their_keys() {
+        let config = load_config(
+            &args(&[
+                "--dev",
+                "--retry-join-wan",
+                "10.1.0.1:8302",
+                "--retry-interval-wan",
+                "7s",
+                "--retry-max-wan",
+                "5",
+                "--advertise-wan",
+                "192.0.2.9",
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.retry_join_wan, ["10.1.0.1:8302"]);
+        assert_eq!(config.retry_interval_wan, std::time::Duration::from_secs(7));
+        assert_eq!(config.retry_max_wan, 5);
+        assert_eq!(config.advertise_addr_wan, Some([192, 0, 2, 9].into()));
+        let error = load_config(&args(&["--dev", "--retry-interval-wan", "soon"]), &[]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("flag -retry-interval-wan (retry_interval_wan)"),
+            "{error}"
+        );
+        let error = load_config(&args(&["--dev", "--advertise-wan", "0.0.0.0"]), &[]).unwrap_err();
+        assert!(error.to_string().contains("flag -advertise-wan"), "{error}");
+        let error = load_config(
+            &args(&[
+                "--dev",
+                "--server=false",
+                "--bootstrap-expect=0",
+                "--retry-max-wan",
+                "2",
+            ]),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("only servers join the WAN pool"),
+            "{error}"
         );
     }
 

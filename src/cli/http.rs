@@ -37,6 +37,8 @@ pub(crate) struct Target {
     pub(crate) authority: String,
     /// The ACL token sent as `X-Consul-Token`.
     pub(crate) token: Option<String>,
+    /// The datacenter every request asks for (`-datacenter`), sent as `?dc=`.
+    pub(crate) datacenter: Option<String>,
 }
 
 impl Target {
@@ -58,8 +60,34 @@ impl Target {
         Ok(Target {
             authority: authority_of(&address)?,
             token,
+            datacenter: None,
         })
     }
+
+    /// The same target, asking `datacenter` (none, or an empty name, asks the agent's own).
+    pub(crate) fn with_datacenter(mut self, datacenter: Option<&str>) -> Self {
+        self.datacenter = datacenter.filter(|dc| !dc.is_empty()).map(str::to_owned);
+        self
+    }
+
+    /// `path_and_query` with this target's `dc=` added to its query.
+    pub(crate) fn uri_for(&self, path_and_query: &str) -> String {
+        match &self.datacenter {
+            Some(dc) => add_query_param(path_and_query, "dc", dc),
+            None => path_and_query.to_owned(),
+        }
+    }
+}
+
+/// Adds `name=value` (the value percent-encoded) to the query of `path_and_query`.
+pub(crate) fn add_query_param(path_and_query: &str, name: &str, value: &str) -> String {
+    let separator = match path_and_query.split_once('?') {
+        None => "?",
+        Some((_, "")) => "",
+        Some((_, query)) if query.ends_with('&') => "",
+        Some(_) => "&",
+    };
+    format!("{path_and_query}{separator}{name}={}", encode_query_value(value))
 }
 
 /// `host:port` from an address as Consul accepts it: `host:port` or `http://host:port`.
@@ -147,9 +175,10 @@ impl ApiClient {
         path_and_query: &str,
         body: RequestBody,
     ) -> Result<Response<hyper::body::Incoming>, CliError> {
+        let uri = self.target.uri_for(path_and_query);
         let mut builder = Request::builder()
             .method(method)
-            .uri(path_and_query)
+            .uri(uri)
             .header(hyper::header::HOST, &self.target.authority);
         if let Some(token) = &self.target.token {
             builder = builder.header("x-consul-token", token);
@@ -259,6 +288,28 @@ mod tests {
         assert_eq!(authority_of("localhost").unwrap(), "localhost:8500");
         assert!(authority_of("https://example.com:8501").is_err());
         assert!(authority_of("http://host:1/path").is_err());
+    }
+
+    #[test]
+    fn the_datacenter_is_added_to_every_query() {
+        let target = Target {
+            authority: "127.0.0.1:8500".into(),
+            token: None,
+            datacenter: None,
+        };
+        assert_eq!(target.uri_for("/v1/kv/a?recurse"), "/v1/kv/a?recurse");
+        let target = target.with_datacenter(Some("dc2"));
+        assert_eq!(target.uri_for("/v1/kv/a"), "/v1/kv/a?dc=dc2");
+        assert_eq!(target.uri_for("/v1/kv/a?recurse"), "/v1/kv/a?recurse&dc=dc2");
+        assert_eq!(
+            target.uri_for("/v1/agent/force-leave/n?prune=1&wan=1"),
+            "/v1/agent/force-leave/n?prune=1&wan=1&dc=dc2"
+        );
+        assert_eq!(target.uri_for("/v1/kv/a?"), "/v1/kv/a?dc=dc2");
+        assert_eq!(target.uri_for("/v1/kv/a?keys&"), "/v1/kv/a?keys&dc=dc2");
+        let odd = target.with_datacenter(Some("east/1 &x=y"));
+        assert_eq!(odd.uri_for("/v1/kv/a"), "/v1/kv/a?dc=east%2F1%20%26x%3Dy");
+        assert_eq!(odd.with_datacenter(Some("")).datacenter, None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `tribune members|join|leave|force-leave`: the LAN gossip pool through `/v1/agent/*`, printed as
-//! Consul prints it.
+//! `tribune members|join|leave|force-leave`: the LAN and WAN gossip pools through `/v1/agent/*`,
+//! printed as Consul prints them.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use hyper::Method;
 use serde::Deserialize;
 
-use super::http::encode_query_value;
+use super::http::{add_query_param, encode_query_value};
 use super::{CliError, GlobalArgs, columns};
 
 /// `tribune members`.
@@ -27,10 +27,10 @@ pub(crate) struct MembersArgs {
 /// `tribune join`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct JoinArgs {
-    /// Gossip addresses to join through (`host[:port]`, port 8301 by default).
+    /// Gossip addresses to join through (`host[:port]`, port 8301 by default, 8302 with -wan).
     #[arg(required = true)]
     addresses: Vec<String>,
-    /// Join the WAN pool.
+    /// Join the WAN pool (servers of every datacenter) through servers of another datacenter.
     #[arg(long)]
     wan: bool,
 }
@@ -38,8 +38,14 @@ pub(crate) struct JoinArgs {
 /// `tribune force-leave`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ForceLeaveArgs {
-    /// The failed member's node name.
+    /// The failed member's node name (`<node>.<dc>` in the WAN pool).
     node: String,
+    /// Remove the member from the list of members at once instead of keeping it as left.
+    #[arg(long)]
+    prune: bool,
+    /// Act on the WAN pool; the member may belong to any datacenter.
+    #[arg(long)]
+    wan: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +143,18 @@ fn format_members(members: &[Member], detailed: bool) -> String {
             .to_vec(),
         );
         for member in members {
+            if member.kind() == "unknown" {
+                // Consul knows nothing of a member without a role, so it leaves its columns blank.
+                let mut row = vec![
+                    member.name.clone(),
+                    member.address(),
+                    member.status_name().to_owned(),
+                ];
+                row.push("unknown".to_owned());
+                row.extend(std::iter::repeat_n(String::new(), 5));
+                rows.push(row);
+                continue;
+            }
             let build = member
                 .tags
                 .get("build")
@@ -196,13 +214,87 @@ pub(crate) async fn leave(global: &GlobalArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Consul's request for `force-leave`: the flags as `prune=1` and `wan=1`.
+fn force_leave_path(node: &str, prune: bool, wan: bool) -> String {
+    let mut path = format!("/v1/agent/force-leave/{}", encode_query_value(node));
+    for (set, name) in [(prune, "prune"), (wan, "wan")] {
+        if set {
+            path = add_query_param(&path, name, "1");
+        }
+    }
+    path
+}
+
 pub(crate) async fn force_leave(args: ForceLeaveArgs, global: &GlobalArgs) -> Result<ExitCode, CliError> {
     let mut client = global.client()?;
-    let path = format!("/v1/agent/force-leave/{}", encode_query_value(&args.node));
+    let path = force_leave_path(&args.node, args.prune, args.wan);
     client
         .call(Method::PUT, &path, "")
         .await
         .and_then(|reply| reply.ok())
         .map_err(|error| error.context("force leaving"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, port: u16, tags: &[(&str, &str)], status: u8) -> Member {
+        Member {
+            name: name.to_owned(),
+            addr: "127.0.0.1".to_owned(),
+            port,
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            status,
+        }
+    }
+
+    #[test]
+    fn wan_members_print_consul_columns() {
+        let server = |name: &str, dc: &str, port: u16, status: u8| {
+            member(
+                name,
+                port,
+                &[
+                    ("role", "consul"),
+                    ("dc", dc),
+                    ("build", "1.21.0:abc"),
+                    ("vsn", "2"),
+                ],
+                status,
+            )
+        };
+        let text = format_members(
+            &[
+                server("s1.dc1", "dc1", 8302, 1),
+                server("s1.dc2", "dc2", 9302, 4),
+                member("odd", 7000, &[], 1),
+            ],
+            false,
+        );
+        assert_eq!(
+            text,
+            "Node    Address         Status  Type     Build   Protocol  DC   Partition  Segment\n\
+             s1.dc1  127.0.0.1:8302  alive   server   1.21.0  2         dc1  default    <all>\n\
+             s1.dc2  127.0.0.1:9302  failed  server   1.21.0  2         dc2  default    <all>\n\
+             odd     127.0.0.1:7000  alive   unknown\n"
+        );
+    }
+
+    #[test]
+    fn force_leave_sends_consul_parameters() {
+        assert_eq!(force_leave_path("n1", false, false), "/v1/agent/force-leave/n1");
+        assert_eq!(
+            force_leave_path("n1.dc2", true, true),
+            "/v1/agent/force-leave/n1.dc2?prune=1&wan=1"
+        );
+        assert_eq!(
+            force_leave_path("a b", false, true),
+            "/v1/agent/force-leave/a%20b?wan=1"
+        );
+    }
 }

@@ -13,12 +13,14 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 mod acl;
 mod agent;
 mod bench;
+mod catalog;
 pub(crate) mod http;
 mod keyring;
 mod kv;
 mod lock;
 mod members;
 mod operator;
+mod rtt;
 mod snapshot;
 
 /// Why a command failed. The message is what the user sees after `Error`.
@@ -96,15 +98,18 @@ pub(crate) struct GlobalArgs {
     /// The ACL token to send; also TRIBUNE_HTTP_TOKEN or CONSUL_HTTP_TOKEN (TRIBUNE_ wins).
     #[arg(long = "token", global = true, value_name = "TOKEN")]
     pub(crate) token: Option<String>,
+    /// The datacenter to ask (sent as `?dc=` on every request; the agent forwards it there). For
+    /// `agent`, the datacenter the agent belongs to (`datacenter`).
+    #[arg(long = "datacenter", global = true, value_name = "DC")]
+    pub(crate) datacenter: Option<String>,
 }
 
 impl GlobalArgs {
     /// A client for the agent these arguments name.
     pub(crate) fn client(&self) -> Result<http::ApiClient, CliError> {
-        Ok(http::ApiClient::new(http::Target::resolve(
-            self.http_addr.as_deref(),
-            self.token.as_deref(),
-        )?))
+        let target = http::Target::resolve(self.http_addr.as_deref(), self.token.as_deref())?
+            .with_datacenter(self.datacenter.as_deref());
+        Ok(http::ApiClient::new(target))
     }
 }
 
@@ -140,15 +145,20 @@ enum Command {
     Operator(operator::OperatorCommand),
     /// Runs a command while holding a lock in the KV store.
     Lock(lock::LockArgs),
-    /// Lists the members of the LAN gossip pool.
+    /// Lists the members of the LAN gossip pool (-wan: the servers of every datacenter).
     Members(members::MembersArgs),
     /// Joins the agent to a pool through other members' gossip addresses.
     Join(members::JoinArgs),
     /// Makes the agent leave the pool gracefully and stop.
     Leave,
-    /// Marks a failed member as left.
+    /// Marks a failed member as left (-prune: removes it; -wan: a member of the WAN pool).
     #[command(name = "force-leave")]
     ForceLeave(members::ForceLeaveArgs),
+    /// Reads the catalog: the known datacenters.
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCommand),
+    /// Estimates the round trip time between two nodes from their network coordinates.
+    Rtt(rtt::RttArgs),
     /// Load generator: N concurrent HTTP clients writing or reading a Tribune, Consul or etcd cluster.
     Bench(bench::BenchArgs),
 }
@@ -211,7 +221,12 @@ fn agent_config_sources(matches: &clap::ArgMatches) -> Vec<agent::FileSource> {
 async fn run(cli: Cli, config_sources: Vec<agent::FileSource>) -> Result<ExitCode, CliError> {
     let global = cli.global;
     match cli.command {
-        Command::Agent(args) => agent::run(*args, config_sources).await,
+        Command::Agent(mut args) => {
+            // `-datacenter` is global (it names the datacenter every other command asks); for the
+            // agent it is Consul's `-datacenter` flag of `consul agent`.
+            args.datacenter = global.datacenter;
+            agent::run(*args, config_sources).await
+        }
         Command::Kv(command) => kv::run(command, &global).await,
         Command::Snapshot(command) => snapshot::run(command, &global).await,
         Command::Keygen => {
@@ -228,6 +243,8 @@ async fn run(cli: Cli, config_sources: Vec<agent::FileSource>) -> Result<ExitCod
         Command::Join(args) => members::join(args, &global).await,
         Command::Leave => members::leave(&global).await,
         Command::ForceLeave(args) => members::force_leave(args, &global).await,
+        Command::Catalog(command) => catalog::run(command, &global).await,
+        Command::Rtt(args) => rtt::run(args, &global).await,
         Command::Bench(args) => bench::run(args, &global).await,
     }
 }
@@ -286,6 +303,9 @@ where
     out
 }
 
+/// The global flags, each taking a value.
+const GLOBAL_FLAGS: [&str; 3] = ["--http-addr", "--token", "--datacenter"];
+
 /// How many of the arguments already emitted (after the program name) are global flags and values.
 fn count_global_args(out: &[std::ffi::OsString]) -> usize {
     let mut count = 0;
@@ -295,10 +315,13 @@ fn count_global_args(out: &[std::ffi::OsString]) -> usize {
         if expect_value {
             expect_value = false;
             count += 1;
-        } else if text == "--http-addr" || text == "--token" {
+        } else if GLOBAL_FLAGS.contains(&text.as_ref()) {
             expect_value = true;
             count += 1;
-        } else if text.starts_with("--http-addr=") || text.starts_with("--token=") {
+        } else if GLOBAL_FLAGS
+            .iter()
+            .any(|flag| text.strip_prefix(flag).is_some_and(|rest| rest.starts_with('=')))
+        {
             count += 1;
         } else {
             break;
@@ -420,9 +443,45 @@ mod tests {
             ]
         );
         assert_eq!(
+            normalized(&[
+                "tribune",
+                "-datacenter",
+                "dc2",
+                "-token=t",
+                "lock",
+                "svc",
+                "ls",
+                "-la"
+            ]),
+            [
+                "tribune",
+                "--datacenter",
+                "dc2",
+                "--token=t",
+                "lock",
+                "svc",
+                "--",
+                "ls",
+                "-la"
+            ]
+        );
+        assert_eq!(
             normalized(&["tribune", "lock", "-n=1", "svc", "sh", "-c", "true"]),
             ["tribune", "lock", "-n=1", "svc", "--", "sh", "-c", "true"]
         );
+    }
+
+    #[test]
+    fn the_datacenter_flag_is_global_and_names_the_agents_datacenter() {
+        for args in [
+            &["tribune", "-datacenter=dc2", "kv", "get", "k"][..],
+            &["tribune", "kv", "get", "-datacenter", "dc2", "k"],
+            &["tribune", "-datacenter", "dc2", "agent", "-dev"],
+            &["tribune", "agent", "-dev", "-datacenter=dc2"],
+        ] {
+            let cli = Cli::try_parse_from(normalized(args)).unwrap();
+            assert_eq!(cli.global.datacenter.as_deref(), Some("dc2"), "{args:?}");
+        }
     }
 
     #[test]
