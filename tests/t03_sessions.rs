@@ -16,6 +16,26 @@ async fn create_session(http: &Client, body: &str) -> String {
     }
 }
 
+/// Sends a PUT that Consul answers with `true` or `false`, and checks the answer is `expected`.
+async fn put_answers(http: &Client, path: &str, body: &[u8], expected: bool) {
+    let reply = http.put(path, body).await;
+    assert_eq!(reply.text(), expected.to_string(), "PUT {path}: {reply:?}");
+}
+
+/// The length of the JSON list that a GET of `path` returns.
+async fn list_len(http: &Client, path: &str) -> usize {
+    let reply = http.get(path).await;
+    match reply.json().as_array() {
+        Some(items) => items.len(),
+        None => panic!("GET {path}: not a list: {}", reply.text()),
+    }
+}
+
+/// What `/v1/session/info/{id}` returns.
+async fn session_info(http: &Client, id: &str) -> serde_json::Value {
+    http.get(&format!("/v1/session/info/{id}")).await.json()
+}
+
 #[tokio::test]
 async fn locks_follow_consul_semantics() {
     let node = dev_server().await;
@@ -23,72 +43,33 @@ async fn locks_follow_consul_semantics() {
     let first = create_session(&http, r#"{"Name":"first","LockDelay":"0s"}"#).await;
     let second = create_session(&http, "").await;
 
-    let info = http.get(&format!("/v1/session/info/{first}")).await.json();
+    let info = session_info(&http, &first).await;
     assert_eq!(info[0]["ID"], first.as_str());
     assert_eq!(info[0]["Name"], "first");
     assert_eq!(info[0]["Node"], "dev");
     assert_eq!(info[0]["Behavior"], "release");
     assert_eq!(info[0]["LockDelay"], 0);
-    let info = http.get(&format!("/v1/session/info/{second}")).await.json();
+    let info = session_info(&http, &second).await;
     assert_eq!(
         info[0]["LockDelay"].as_u64(),
         Some(15_000_000_000),
         "Consul's default lock-delay"
     );
-    assert_eq!(
-        http.get("/v1/session/info/unknown").await.json(),
-        serde_json::json!([])
-    );
-    assert_eq!(
-        http.get("/v1/session/list")
-            .await
-            .json()
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
-    assert_eq!(
-        http.get("/v1/session/node/dev")
-            .await
-            .json()
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(session_info(&http, "unknown").await, serde_json::json!([]));
+    assert_eq!(list_len(&http, "/v1/session/list").await, 2);
+    assert_eq!(list_len(&http, "/v1/session/node/dev").await, 2);
     assert_eq!(
         http.get("/v1/session/node/other").await.json(),
         serde_json::json!([])
     );
 
-    assert_eq!(
-        http.put(&format!("/v1/kv/lock?acquire={first}"), b"held")
-            .await
-            .text(),
-        "true"
-    );
-    assert_eq!(
-        http.put(&format!("/v1/kv/lock?acquire={second}"), b"x")
-            .await
-            .text(),
-        "false"
-    );
-    assert_eq!(
-        http.put(&format!("/v1/kv/lock?release={second}"), b"x")
-            .await
-            .text(),
-        "false"
-    );
+    put_answers(&http, &format!("/v1/kv/lock?acquire={first}"), b"held", true).await;
+    put_answers(&http, &format!("/v1/kv/lock?acquire={second}"), b"x", false).await;
+    put_answers(&http, &format!("/v1/kv/lock?release={second}"), b"x", false).await;
     let entry = http.get("/v1/kv/lock").await.json();
     assert_eq!(entry[0]["Session"], first.as_str());
     assert_eq!(entry[0]["LockIndex"], 1);
-    assert_eq!(
-        http.put(&format!("/v1/kv/lock?release={first}"), b"free")
-            .await
-            .text(),
-        "true"
-    );
+    put_answers(&http, &format!("/v1/kv/lock?release={first}"), b"free", true).await;
     let entry = http.get("/v1/kv/lock").await.json();
     assert!(entry[0].get("Session").is_none());
     assert_eq!(entry[0]["LockIndex"], 1);
@@ -107,33 +88,15 @@ async fn destroying_a_session_puts_its_keys_under_lock_delay() {
     let http = Client::of(&node);
     let holder = create_session(&http, r#"{"LockDelay":"10s"}"#).await;
     let other = create_session(&http, "").await;
-    assert_eq!(
-        http.put(&format!("/v1/kv/leader?acquire={holder}"), b"me")
-            .await
-            .text(),
-        "true"
-    );
-    assert_eq!(
-        http.put(&format!("/v1/session/destroy/{holder}"), b"")
-            .await
-            .text(),
-        "true"
-    );
-    assert_eq!(
-        http.get(&format!("/v1/session/info/{holder}")).await.json(),
-        serde_json::json!([])
-    );
+    put_answers(&http, &format!("/v1/kv/leader?acquire={holder}"), b"me", true).await;
+    put_answers(&http, &format!("/v1/session/destroy/{holder}"), b"", true).await;
+    assert_eq!(session_info(&http, &holder).await, serde_json::json!([]));
     // The key was released (behavior "release") but stays locked against new holders for 10 s.
     let entry = http.get("/v1/kv/leader").await.json();
     assert!(entry[0].get("Session").is_none());
-    assert_eq!(
-        http.put(&format!("/v1/kv/leader?acquire={other}"), b"me2")
-            .await
-            .text(),
-        "false"
-    );
+    put_answers(&http, &format!("/v1/kv/leader?acquire={other}"), b"me2", false).await;
     // Destroying an unknown session is fine.
-    assert_eq!(http.put("/v1/session/destroy/unknown", b"").await.text(), "true");
+    put_answers(&http, "/v1/session/destroy/unknown", b"", true).await;
     node.shutdown().await;
 }
 
@@ -142,18 +105,8 @@ async fn delete_behavior_removes_held_keys() {
     let node = dev_server().await;
     let http = Client::of(&node);
     let session = create_session(&http, r#"{"Behavior":"delete","LockDelay":0}"#).await;
-    assert_eq!(
-        http.put(&format!("/v1/kv/eph?acquire={session}"), b"x")
-            .await
-            .text(),
-        "true"
-    );
-    assert_eq!(
-        http.put(&format!("/v1/session/destroy/{session}"), b"")
-            .await
-            .text(),
-        "true"
-    );
+    put_answers(&http, &format!("/v1/kv/eph?acquire={session}"), b"x", true).await;
+    put_answers(&http, &format!("/v1/session/destroy/{session}"), b"", true).await;
     assert_eq!(http.get("/v1/kv/eph").await.status, 404);
     let bad = http.put("/v1/session/create", br#"{"Behavior":"explode"}"#).await;
     assert_eq!(bad.status, 400);
@@ -175,12 +128,7 @@ async fn ttl_sessions_expire_unless_renewed() {
     let http = Client::of(&node);
     let kept = create_session(&http, r#"{"TTL":"1s","LockDelay":"0s"}"#).await;
     let dropped = create_session(&http, r#"{"TTL":"1s","LockDelay":"0s"}"#).await;
-    assert_eq!(
-        http.put(&format!("/v1/kv/ttl?acquire={dropped}"), b"x")
-            .await
-            .text(),
-        "true"
-    );
+    put_answers(&http, &format!("/v1/kv/ttl?acquire={dropped}"), b"x", true).await;
     let renewed = http.put(&format!("/v1/session/renew/{kept}"), b"").await;
     assert_eq!(renewed.status, 200);
     assert_eq!(renewed.json()[0]["TTL"], "1s");
@@ -192,14 +140,11 @@ async fn ttl_sessions_expire_unless_renewed() {
         Duration::from_secs(10),
         || async {
             http.put(&format!("/v1/session/renew/{kept}"), b"").await;
-            http.get(&format!("/v1/session/info/{dropped}")).await.json() == serde_json::json!([])
+            session_info(&http, &dropped).await == serde_json::json!([])
         },
     )
     .await;
-    assert_eq!(
-        http.get(&format!("/v1/session/info/{kept}")).await.json()[0]["ID"],
-        kept.as_str()
-    );
+    assert_eq!(session_info(&http, &kept).await[0]["ID"], kept.as_str());
     let entry = http.get("/v1/kv/ttl").await.json();
     assert!(
         entry[0].get("Session").is_none(),

@@ -5,26 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, pool_agent, wait_for};
-use tribune::{Node, NodeHandle};
+use common::{Client, three_server_dc, wait_for};
+use tribune::NodeHandle;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_servers_form_a_cluster_and_serve_any_request() {
-    let s1 = Node::start(pool_agent("s1", true, &[])).await.unwrap();
-    let s2 = Node::start(pool_agent("s2", true, &[&s1])).await.unwrap();
-    let s3 = Node::start(pool_agent("s3", true, &[&s1, &s2])).await.unwrap();
-    let nodes = [&s1, &s2, &s3];
-    wait_for(
-        "one leader that every server knows",
-        Duration::from_secs(15),
-        || async {
-            let leaders: Vec<Option<String>> = nodes.iter().map(|n| n.leader()).collect();
-            leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
-        },
-    )
-    .await;
+    let nodes = three_server_dc(Duration::from_secs(15)).await;
     assert_eq!(nodes.iter().filter(|n| n.is_leader()).count(), 1);
-    let followers: Vec<&&NodeHandle> = nodes.iter().filter(|n| !n.is_leader()).collect();
+    let followers: Vec<&NodeHandle> = nodes.iter().filter(|n| !n.is_leader()).collect();
     let (f1, f2) = (Client::of(followers[0]), Client::of(followers[1]));
 
     let peers = f1.get("/v1/status/peers").await.json();
@@ -68,7 +56,7 @@ async fn three_servers_form_a_cluster_and_serve_any_request() {
     )
     .await;
 
-    for node in [s1, s2, s3] {
+    for node in nodes {
         node.shutdown().await;
     }
 }

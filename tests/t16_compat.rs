@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, dev_server, pool_agent, wait_for};
+use common::{Client, dev_server, pool_agent, three_server_dc, wait_for};
 use tribune::Node;
 
 #[tokio::test]
@@ -107,19 +107,7 @@ fn assert_strings(stats: &serde_json::Value, section: &str, keys: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_self_names_the_leader_on_every_server() {
-    let s1 = Node::start(pool_agent("s1", true, &[])).await.unwrap();
-    let s2 = Node::start(pool_agent("s2", true, &[&s1])).await.unwrap();
-    let s3 = Node::start(pool_agent("s3", true, &[&s1, &s2])).await.unwrap();
-    let nodes = [&s1, &s2, &s3];
-    wait_for(
-        "one leader that every server knows",
-        Duration::from_secs(20),
-        || async {
-            let leaders: Vec<Option<String>> = nodes.iter().map(|n| n.leader()).collect();
-            leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
-        },
-    )
-    .await;
+    let nodes = three_server_dc(Duration::from_secs(20)).await;
     let leader = nodes.iter().find(|n| n.is_leader()).unwrap();
     let leader_addr = leader.rpc_addr().to_string();
     let (index, follower) = nodes.iter().enumerate().find(|(_, n)| !n.is_leader()).unwrap();
@@ -174,7 +162,7 @@ async fn agent_self_names_the_leader_on_every_server() {
     assert_eq!(on_leader["Stats"]["raft"]["last_contact"], "0");
 
     // A client agent answers with the parts that apply to it.
-    let c = Node::start(pool_agent("c1", false, &[&s1])).await.unwrap();
+    let c = Node::start(pool_agent("c1", false, &[&nodes[0]])).await.unwrap();
     let client = Client::of(&c);
     wait_for(
         "the client to see the three servers",
@@ -193,7 +181,7 @@ async fn agent_self_names_the_leader_on_every_server() {
         &["members", "failed", "left", "health_score"],
     );
     c.shutdown().await;
-    for node in [s1, s2, s3] {
+    for node in nodes {
         node.shutdown().await;
     }
 }

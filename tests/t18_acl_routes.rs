@@ -49,7 +49,7 @@ struct Case {
     pattern: &'static str,
     rule: Rule,
     path: String,
-    body: String,
+    body: &'static str,
     allowed_status: u16,
 }
 
@@ -62,262 +62,118 @@ struct Fixtures {
     read_only_policy: String,
 }
 
+impl Fixtures {
+    /// A request path of [`ROUTES`] with its `{placeholders}` replaced by the fixtures.
+    fn fill(&self, template: &str) -> String {
+        let path = [
+            ("{session}", self.session.as_str()),
+            ("{node}", &self.node),
+            ("{serf_addr}", &self.serf_addr),
+            ("{read_only_accessor}", &self.read_only_accessor),
+            ("{read_only_policy}", &self.read_only_policy),
+            ("{missing}", MISSING),
+        ]
+        .iter()
+        .fold(template.to_owned(), |path, (name, value)| {
+            path.replace(name, value)
+        });
+        assert!(
+            !path.contains('{'),
+            "a placeholder in {template} names no fixture"
+        );
+        path
+    }
+}
+
 /// `allowed_status` of a request whose allowed answer depends on what ran before it.
 const ANY_STATUS: u16 = 0;
 
-const KEY_B64: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
+/// An ID that names no token or policy.
+const MISSING: &str = "00000000-0000-4000-8000-00000000beef";
+
+const KEYRING_BODY: &str = r#"{"Key": "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="}"#;
+const TXN_BODY: &str = r#"[{"KV": {"Verb": "set", "Key": "app/t", "Value": "dg=="}}]"#;
+const AGENT_TOKEN_BODY: &str = r#"{"Token": ""}"#;
+const NEW_TOKEN_BODY: &str = r#"{"Description": "walk", "Policies": []}"#;
+const RENAME_BODY: &str = r#"{"Description": "read-only, renamed", "Policies": [{"Name": "read-only"}]}"#;
+const NEW_POLICY_BODY: &str = r#"{"Name": "walk-policy", "Rules": ""}"#;
+const MISSING_POLICY_BODY: &str = r#"{"Name": "walk-missing", "Rules": ""}"#;
+
+/// One route of the walk: method, route pattern, what it requires, the request path (with the
+/// `{placeholders}` of [`Fixtures::fill`]), the request body, the status an allowed caller gets.
+type Route = (&'static str, &'static str, Rule, &'static str, &'static str, u16);
 
 /// The expected outcome of every route, in the order the walk sends them: reads first, then
 /// writes, the ones that destroy fixtures last, and the agent's leave at the very end.
-fn cases(f: &Fixtures) -> Vec<Case> {
+#[rustfmt::skip]
+const ROUTES: &[Route] = {
     use Rule::*;
-    let case = |method, pattern, rule, path: &str, body: &str, allowed_status| Case {
-        method,
-        pattern,
-        rule,
-        path: path.to_owned(),
-        body: body.to_owned(),
-        allowed_status,
-    };
-    let keyring_body = json!({ "Key": KEY_B64 }).to_string();
-    let missing = "00000000-0000-4000-8000-00000000beef";
-    vec![
-        case("GET", "/v1/status/leader", Public, "/v1/status/leader", "", 200),
-        case("GET", "/v1/status/peers", Public, "/v1/status/peers", "", 200),
-        case(
-            "GET",
-            "/v1/catalog/datacenters",
-            Public,
-            "/v1/catalog/datacenters",
-            "",
-            200,
-        ),
-        case("GET", "/v1/kv/", Filtered, "/v1/kv/?recurse", "", 200),
-        case("GET", "/v1/kv/{*key}", Read, "/v1/kv/app/k", "", 200),
-        case(
-            "GET",
-            "/v1/session/info/{id}",
-            Filtered,
-            &format!("/v1/session/info/{}", f.session),
-            "",
-            200,
-        ),
-        case(
-            "GET",
-            "/v1/session/node/{node}",
-            Filtered,
-            &format!("/v1/session/node/{}", f.node),
-            "",
-            200,
-        ),
-        case("GET", "/v1/session/list", Filtered, "/v1/session/list", "", 200),
-        case("GET", "/v1/agent/self", Read, "/v1/agent/self", "", 200),
-        case("GET", "/v1/agent/members", Filtered, "/v1/agent/members", "", 200),
-        case(
-            "GET",
-            "/v1/acl/token/self",
-            OwnToken,
-            "/v1/acl/token/self",
-            "",
-            200,
-        ),
-        case(
-            "GET",
-            "/v1/acl/token/{accessor}",
-            Read,
-            &format!("/v1/acl/token/{}", f.read_only_accessor),
-            "",
-            200,
-        ),
-        case("GET", "/v1/acl/tokens", Read, "/v1/acl/tokens", "", 200),
-        case(
-            "GET",
-            "/v1/acl/policy/name/{name}",
-            Read,
-            "/v1/acl/policy/name/read-only",
-            "",
-            200,
-        ),
-        case(
-            "GET",
-            "/v1/acl/policy/{id}",
-            Read,
-            &format!("/v1/acl/policy/{}", f.read_only_policy),
-            "",
-            200,
-        ),
-        case("GET", "/v1/acl/policies", Read, "/v1/acl/policies", "", 200),
-        case(
-            "GET",
-            "/v1/operator/raft/configuration",
-            Read,
-            "/v1/operator/raft/configuration",
-            "",
-            200,
-        ),
-        case(
-            "GET",
-            "/v1/operator/keyring",
-            Read,
-            "/v1/operator/keyring",
-            "",
-            500,
-        ),
-        case("PUT", "/v1/kv/", Invalid, "/v1/kv/", "v", 400),
-        case("PUT", "/v1/kv/{*key}", Write, "/v1/kv/app/k", "v2", 200),
-        case("DELETE", "/v1/kv/{*key}", Write, "/v1/kv/app/other", "", 200),
-        case(
-            "PUT",
-            "/v1/txn",
-            Write,
-            "/v1/txn",
-            &json!([{"KV": {"Verb": "set", "Key": "app/t", "Value": "dg=="}}]).to_string(),
-            200,
-        ),
-        case("PUT", "/v1/session/create", Write, "/v1/session/create", "", 200),
-        case(
-            "PUT",
-            "/v1/session/renew/{id}",
-            Write,
-            &format!("/v1/session/renew/{}", f.session),
-            "",
-            200,
-        ),
-        case(
-            "PUT",
-            "/v1/session/destroy/{id}",
-            Write,
-            &format!("/v1/session/destroy/{}", f.session),
-            "",
-            200,
-        ),
-        case(
-            "PUT",
-            "/v1/agent/join/{address}",
-            Write,
-            &format!("/v1/agent/join/{}", f.serf_addr),
-            "",
-            // An agent cannot join itself: the error comes after the permission check.
-            500,
-        ),
-        case(
-            "PUT",
-            "/v1/agent/force-leave/{node}",
-            Write,
-            "/v1/agent/force-leave/nobody",
-            "",
-            404,
-        ),
-        case(
-            "PUT",
-            "/v1/agent/token/{name}",
-            Write,
-            "/v1/agent/token/agent",
-            r#"{"Token": ""}"#,
-            200,
-        ),
+    &[
+        ("GET", "/v1/status/leader", Public, "/v1/status/leader", "", 200),
+        ("GET", "/v1/status/peers", Public, "/v1/status/peers", "", 200),
+        ("GET", "/v1/catalog/datacenters", Public, "/v1/catalog/datacenters", "", 200),
+        ("GET", "/v1/coordinate/datacenters", Public, "/v1/coordinate/datacenters", "", 200),
+        ("GET", "/v1/coordinate/nodes", Filtered, "/v1/coordinate/nodes", "", 200),
+        ("GET", "/v1/coordinate/node/{node}", Filtered, "/v1/coordinate/node/{node}", "", 200),
+        ("GET", "/v1/kv/", Filtered, "/v1/kv/?recurse", "", 200),
+        ("GET", "/v1/kv/{*key}", Read, "/v1/kv/app/k", "", 200),
+        ("GET", "/v1/session/info/{id}", Filtered, "/v1/session/info/{session}", "", 200),
+        ("GET", "/v1/session/node/{node}", Filtered, "/v1/session/node/{node}", "", 200),
+        ("GET", "/v1/session/list", Filtered, "/v1/session/list", "", 200),
+        ("GET", "/v1/agent/self", Read, "/v1/agent/self", "", 200),
+        ("GET", "/v1/agent/members", Filtered, "/v1/agent/members", "", 200),
+        ("GET", "/v1/acl/token/self", OwnToken, "/v1/acl/token/self", "", 200),
+        ("GET", "/v1/acl/token/{accessor}", Read, "/v1/acl/token/{read_only_accessor}", "", 200),
+        ("GET", "/v1/acl/tokens", Read, "/v1/acl/tokens", "", 200),
+        ("GET", "/v1/acl/policy/name/{name}", Read, "/v1/acl/policy/name/read-only", "", 200),
+        ("GET", "/v1/acl/policy/{id}", Read, "/v1/acl/policy/{read_only_policy}", "", 200),
+        ("GET", "/v1/acl/policies", Read, "/v1/acl/policies", "", 200),
+        ("GET", "/v1/operator/raft/configuration", Read, "/v1/operator/raft/configuration", "", 200),
+        ("GET", "/v1/operator/keyring", Read, "/v1/operator/keyring", "", 500),
+        ("PUT", "/v1/kv/", Invalid, "/v1/kv/", "v", 400),
+        ("PUT", "/v1/kv/{*key}", Write, "/v1/kv/app/k", "v2", 200),
+        ("DELETE", "/v1/kv/{*key}", Write, "/v1/kv/app/other", "", 200),
+        ("PUT", "/v1/txn", Write, "/v1/txn", TXN_BODY, 200),
+        ("PUT", "/v1/session/create", Write, "/v1/session/create", "", 200),
+        ("PUT", "/v1/session/renew/{id}", Write, "/v1/session/renew/{session}", "", 200),
+        ("PUT", "/v1/session/destroy/{id}", Write, "/v1/session/destroy/{session}", "", 200),
+        // An agent cannot join itself: the error comes after the permission check.
+        ("PUT", "/v1/agent/join/{address}", Write, "/v1/agent/join/{serf_addr}", "", 500),
+        ("PUT", "/v1/agent/force-leave/{node}", Write, "/v1/agent/force-leave/nobody", "", 404),
+        ("PUT", "/v1/agent/token/{name}", Write, "/v1/agent/token/agent", AGENT_TOKEN_BODY, 200),
         // Open to anyone until bootstrapped; the first caller may get a token, later ones are told
         // it is no longer allowed.
-        case(
-            "PUT",
-            "/v1/acl/bootstrap",
-            Public,
-            "/v1/acl/bootstrap",
-            "",
-            ANY_STATUS,
-        ),
-        case(
-            "PUT",
-            "/v1/acl/token",
-            Write,
-            "/v1/acl/token",
-            &json!({"Description": "walk", "Policies": []}).to_string(),
-            200,
-        ),
-        case(
-            "PUT",
-            "/v1/acl/token/{accessor}",
-            Write,
-            &format!("/v1/acl/token/{}", f.read_only_accessor),
-            &json!({"Description": "read-only, renamed", "Policies": [{"Name": "read-only"}]}).to_string(),
-            200,
-        ),
-        case(
-            "DELETE",
-            "/v1/acl/token/{accessor}",
-            Write,
-            &format!("/v1/acl/token/{missing}"),
-            "",
-            200,
-        ),
-        case(
-            "PUT",
-            "/v1/acl/policy",
-            Write,
-            "/v1/acl/policy",
-            &json!({"Name": "walk-policy", "Rules": ""}).to_string(),
-            200,
-        ),
-        case(
-            "PUT",
-            "/v1/acl/policy/{id}",
-            Write,
-            &format!("/v1/acl/policy/{missing}"),
-            &json!({"Name": "walk-missing", "Rules": ""}).to_string(),
-            200,
-        ),
-        case(
-            "DELETE",
-            "/v1/acl/policy/{id}",
-            Write,
-            &format!("/v1/acl/policy/{missing}"),
-            "",
-            200,
-        ),
-        case(
-            "DELETE",
-            "/v1/operator/raft/peer",
-            Write,
-            "/v1/operator/raft/peer?id=424242",
-            "",
-            500,
-        ),
-        case(
-            "POST",
-            "/v1/operator/keyring",
-            Write,
-            "/v1/operator/keyring",
-            &keyring_body,
-            500,
-        ),
-        case(
-            "PUT",
-            "/v1/operator/keyring",
-            Write,
-            "/v1/operator/keyring",
-            &keyring_body,
-            500,
-        ),
-        case(
-            "DELETE",
-            "/v1/operator/keyring",
-            Write,
-            "/v1/operator/keyring",
-            &keyring_body,
-            500,
-        ),
-        case("GET", "/v1/snapshot", Write, "/v1/snapshot", "", 200),
-        case(
-            "PUT",
-            "/v1/snapshot",
-            Write,
-            "/v1/snapshot",
-            "not an archive",
-            400,
-        ),
-        case("DELETE", "/v1/kv/", Write, "/v1/kv/?recurse", "", 200),
-        case("PUT", "/v1/agent/leave", Write, "/v1/agent/leave", "", 200),
+        ("PUT", "/v1/acl/bootstrap", Public, "/v1/acl/bootstrap", "", ANY_STATUS),
+        ("PUT", "/v1/acl/token", Write, "/v1/acl/token", NEW_TOKEN_BODY, 200),
+        ("PUT", "/v1/acl/token/{accessor}", Write, "/v1/acl/token/{read_only_accessor}", RENAME_BODY, 200),
+        ("DELETE", "/v1/acl/token/{accessor}", Write, "/v1/acl/token/{missing}", "", 200),
+        ("PUT", "/v1/acl/policy", Write, "/v1/acl/policy", NEW_POLICY_BODY, 200),
+        ("PUT", "/v1/acl/policy/{id}", Write, "/v1/acl/policy/{missing}", MISSING_POLICY_BODY, 200),
+        ("DELETE", "/v1/acl/policy/{id}", Write, "/v1/acl/policy/{missing}", "", 200),
+        ("DELETE", "/v1/operator/raft/peer", Write, "/v1/operator/raft/peer?id=424242", "", 500),
+        ("POST", "/v1/operator/keyring", Write, "/v1/operator/keyring", KEYRING_BODY, 500),
+        ("PUT", "/v1/operator/keyring", Write, "/v1/operator/keyring", KEYRING_BODY, 500),
+        ("DELETE", "/v1/operator/keyring", Write, "/v1/operator/keyring", KEYRING_BODY, 500),
+        ("GET", "/v1/snapshot", Write, "/v1/snapshot", "", 200),
+        ("PUT", "/v1/snapshot", Write, "/v1/snapshot", "not an archive", 400),
+        ("DELETE", "/v1/kv/", Write, "/v1/kv/?recurse", "", 200),
+        ("PUT", "/v1/agent/leave", Write, "/v1/agent/leave", "", 200),
     ]
+};
+
+/// The walk's requests: [`ROUTES`] with the fixtures filled in.
+fn cases(f: &Fixtures) -> Vec<Case> {
+    ROUTES
+        .iter()
+        .map(|&(method, pattern, rule, path, body, allowed_status)| Case {
+            method,
+            pattern,
+            rule,
+            path: f.fill(path),
+            body,
+            allowed_status,
+        })
+        .collect()
 }
 
 /// The routes a client agent serves itself. A client agent refuses `acl.enabled` at start, so these
@@ -502,17 +358,17 @@ fn the_expected_outcome_table_names_every_route() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_route_answers_each_token_as_consul_requires() {
-    let (node, http) = start_acl_server().await;
-    let (read_only, read_only_accessor, read_only_policy) = read_only_token(&http).await;
+/// Creates on `server` what the walk refers to (a read-only token, the key `app/k`, a session) and
+/// returns the read-only token's secret with the fixtures.
+async fn walk_fixtures(server: &NodeHandle, http: &Client) -> (String, Fixtures) {
+    let (read_only, read_only_accessor, read_only_policy) = read_only_token(http).await;
     assert_eq!(
-        call(&http, "PUT", "/v1/kv/app/k", Some(ROOT), "v").await.text(),
+        call(http, "PUT", "/v1/kv/app/k", Some(ROOT), "v").await.text(),
         "true"
     );
-    let me = call(&http, "GET", "/v1/agent/self", Some(ROOT), "").await.json();
-    let node_name = me["Config"]["NodeName"].as_str().unwrap().to_owned();
-    let session = call(&http, "PUT", "/v1/session/create", Some(ROOT), "")
+    let me = call(http, "GET", "/v1/agent/self", Some(ROOT), "").await.json();
+    let node = me["Config"]["NodeName"].as_str().unwrap().to_owned();
+    let session = call(http, "PUT", "/v1/session/create", Some(ROOT), "")
         .await
         .json()["ID"]
         .as_str()
@@ -520,20 +376,30 @@ async fn every_route_answers_each_token_as_consul_requires() {
         .to_owned();
     let fixtures = Fixtures {
         session,
-        node: node_name,
-        serf_addr: node.serf_lan_addr().unwrap().to_string(),
+        node,
+        serf_addr: server.serf_lan_addr().unwrap().to_string(),
         read_only_accessor,
         read_only_policy,
     };
-    let cases = cases(&fixtures);
-    let mut failures = Vec::new();
-    for (caller, token) in [
+    (read_only, fixtures)
+}
+
+/// The walk's callers with their tokens, the most restricted first.
+fn callers(read_only: &str) -> [(Caller, Option<&str>); 3] {
+    [
         (Caller::Anonymous, None),
-        (Caller::ReadOnly, Some(read_only.as_str())),
+        (Caller::ReadOnly, Some(read_only)),
         (Caller::Management, Some(ROOT)),
-    ] {
-        for case in &cases {
-            let reply = call(&http, case.method, &case.path, token, &case.body).await;
+    ]
+}
+
+/// Sends every case as every caller through `http`, one caller after the other, and fails the test
+/// with every answer that breaks its case's rule.
+async fn walk(http: &Client, cases: &[Case], callers: &[(Caller, Option<&str>)]) {
+    let mut failures = Vec::new();
+    for &(caller, token) in callers {
+        for case in cases {
+            let reply = call(http, case.method, &case.path, token, case.body).await;
             failures.extend(check(case, caller, &reply));
         }
     }
@@ -543,6 +409,13 @@ async fn every_route_answers_each_token_as_consul_requires() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_each_token_as_consul_requires() {
+    let (node, http) = start_acl_server().await;
+    let (read_only, fixtures) = walk_fixtures(&node, &http).await;
+    walk(&http, &cases(&fixtures), &callers(&read_only)).await;
     node.stopped().await;
     node.shutdown().await;
 }
@@ -550,17 +423,7 @@ async fn every_route_answers_each_token_as_consul_requires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_agent_hands_every_other_route_to_a_server_that_checks_it() {
     let (server, http) = start_acl_server().await;
-    let (read_only, read_only_accessor, read_only_policy) = read_only_token(&http).await;
-    assert_eq!(
-        call(&http, "PUT", "/v1/kv/app/k", Some(ROOT), "v").await.text(),
-        "true"
-    );
-    let session = call(&http, "PUT", "/v1/session/create", Some(ROOT), "")
-        .await
-        .json()["ID"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (read_only, fixtures) = walk_fixtures(&server, &http).await;
 
     // A client agent cannot check ACLs on its own routes, so it refuses to start with them.
     let mut with_acls = pool_agent("c-acl", false, &[&server]);
@@ -573,33 +436,16 @@ async fn a_client_agent_hands_every_other_route_to_a_server_that_checks_it() {
         call(&client, "GET", "/v1/kv/app/k", Some(ROOT), "").await.status == 200
     })
     .await;
-    let fixtures = Fixtures {
-        session,
-        node: "s1".into(),
-        serf_addr: server.serf_lan_addr().unwrap().to_string(),
-        read_only_accessor,
-        read_only_policy,
-    };
+    let forwarded: Vec<Case> = cases(&fixtures)
+        .into_iter()
+        .filter(|case| !CLIENT_LOCAL.contains(&(case.method, case.pattern)))
+        .collect();
     // Only the callers whose writes are refused: the walk through the client changes nothing.
-    let mut failures = Vec::new();
-    for case in cases(&fixtures) {
-        if CLIENT_LOCAL.contains(&(case.method, case.pattern)) {
-            continue;
-        }
-        for (caller, token) in [
-            (Caller::Anonymous, None),
-            (Caller::ReadOnly, Some(read_only.as_str())),
-        ] {
-            let reply = call(&client, case.method, &case.path, token, &case.body).await;
-            failures.extend(check(&case, caller, &reply));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} wrong answers:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    let refused: Vec<_> = callers(&read_only)
+        .into_iter()
+        .filter(|(caller, _)| *caller != Caller::Management)
+        .collect();
+    walk(&client, &forwarded, &refused).await;
     client_node.shutdown().await;
     server.shutdown().await;
 }

@@ -8,27 +8,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, pool_agent, request, wait_for};
-use tribune::{Node, NodeHandle};
+use common::{Client, request, three_server_dc_with, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-fn server(name: &str, join: &[&NodeHandle]) -> tribune::config::Config {
-    let mut config = pool_agent(name, true, join);
-    // Short TTLs, so that the leader's session timer shows within the test's limits.
-    config.session_ttl_min = Duration::from_secs(1);
-    config
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sent_forwarded_header_cannot_make_a_follower_serve_a_write() {
-    let s1 = Node::start(server("s1", &[])).await.unwrap();
-    let s2 = Node::start(server("s2", &[&s1])).await.unwrap();
-    let s3 = Node::start(server("s3", &[&s1, &s2])).await.unwrap();
-    let nodes = [&s1, &s2, &s3];
-    wait_for("one leader that every server knows", LIMIT, || async {
-        let leaders: Vec<Option<String>> = nodes.iter().map(|n| n.leader()).collect();
-        leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
+    let nodes = three_server_dc_with(LIMIT, |config| {
+        // Short TTLs, so that the leader's session timer shows within the test's limits.
+        config.session_ttl_min = Duration::from_secs(1);
     })
     .await;
     let follower = Client::of(nodes.iter().find(|n| !n.is_leader()).unwrap());
@@ -37,7 +25,7 @@ async fn a_client_sent_forwarded_header_cannot_make_a_follower_serve_a_write() {
     // A plain write with the header: carried to the leader, applied, readable on every server.
     let put = request(follower.0, "PUT", "/v1/kv/forged/key", &forged, b"v").await;
     assert_eq!((put.status, put.text().as_str()), (200, "true"));
-    for node in nodes {
+    for node in &nodes {
         let http = Client::of(node);
         wait_for("the write on every server", LIMIT, || async {
             http.get("/v1/kv/forged/key?stale&raw").await.body == b"v"
@@ -65,7 +53,7 @@ async fn a_client_sent_forwarded_header_cannot_make_a_follower_serve_a_write() {
     })
     .await;
 
-    for node in [s1, s2, s3] {
+    for node in nodes {
         node.shutdown().await;
     }
 }

@@ -201,3 +201,32 @@ pub(crate) fn pool_agent(name: &str, server: bool, join: &[&NodeHandle]) -> Conf
     config.retry_interval = Duration::from_millis(200);
     config
 }
+
+/// Starts three servers `s1`, `s2`, `s3` that form one datacenter through the LAN pool (each from
+/// [`pool_agent`], then changed by `configure`), and waits up to `limit` until every one of them
+/// names the same leader.
+pub(crate) async fn three_server_dc_with(
+    limit: Duration,
+    configure: impl Fn(&mut Config),
+) -> [NodeHandle; 3] {
+    let server = |name: &str, join: &[&NodeHandle]| {
+        let mut config = pool_agent(name, true, join);
+        configure(&mut config);
+        config
+    };
+    let s1 = Node::start(server("s1", &[])).await.expect("start s1");
+    let s2 = Node::start(server("s2", &[&s1])).await.expect("start s2");
+    let s3 = Node::start(server("s3", &[&s1, &s2])).await.expect("start s3");
+    let servers = [s1, s2, s3];
+    wait_for("one leader that every server knows", limit, || async {
+        let leaders: Vec<Option<String>> = servers.iter().map(|n| n.leader()).collect();
+        leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0])
+    })
+    .await;
+    servers
+}
+
+/// [`three_server_dc_with`] with the servers' configuration as [`pool_agent`] makes it.
+pub(crate) async fn three_server_dc(limit: Duration) -> [NodeHandle; 3] {
+    three_server_dc_with(limit, |_| {}).await
+}
