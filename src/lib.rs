@@ -27,14 +27,17 @@
 //! `members`, `join`, `leave`, `force-leave`, `keygen`, `keyring`) plus a load generator (`bench`) talk to an agent's
 //! HTTP API. Embedders turn the feature off.
 //!
-//! What it is NOT (yet): no WAN pool or `?dc=` forwarding (one datacenter), no service catalog, health
-//! checks or DNS; client agents run without ACLs.
+//! - Servers of several datacenters meet in a WAN gossip pool (`join -wan`, `retry_join_wan`); a request
+//!   with `?dc=` for another datacenter is carried to one of its servers and served there.
+//!
+//! What it is NOT (yet): no service catalog, health checks or DNS; client agents run without ACLs.
 
 mod acl;
 mod client;
 pub mod config;
 pub mod duration;
 mod error;
+mod federation;
 mod fsm;
 mod gossip_keys;
 mod http;

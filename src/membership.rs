@@ -175,6 +175,12 @@ pub(crate) fn raft_id_conflicts(
 /// missing port is Consul's serf LAN port. Entries that do not resolve are skipped with a warning
 /// (they are retried on the next attempt: DNS may not be ready yet).
 pub(crate) fn resolve_join_addresses(entries: &[String]) -> Vec<SocketAddr> {
+    resolve_addresses(entries, DEFAULT_SERF_LAN_PORT)
+}
+
+/// [`resolve_join_addresses`] with `default_port` for entries without a port (the WAN pool's
+/// is 8302).
+pub(crate) fn resolve_addresses(entries: &[String], default_port: u16) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for entry in entries {
         if let Ok(addr) = entry.parse::<SocketAddr>() {
@@ -182,7 +188,7 @@ pub(crate) fn resolve_join_addresses(entries: &[String]) -> Vec<SocketAddr> {
             continue;
         }
         if let Ok(ip) = entry.parse::<std::net::IpAddr>() {
-            out.push(SocketAddr::new(ip, DEFAULT_SERF_LAN_PORT));
+            out.push(SocketAddr::new(ip, default_port));
             continue;
         }
         let has_port = entry
@@ -191,11 +197,11 @@ pub(crate) fn resolve_join_addresses(entries: &[String]) -> Vec<SocketAddr> {
         let with_port = if has_port {
             entry.clone()
         } else {
-            format!("{entry}:{DEFAULT_SERF_LAN_PORT}")
+            format!("{entry}:{default_port}")
         };
         match with_port.to_socket_addrs() {
             Ok(addrs) => out.extend(addrs),
-            Err(e) => tracing::warn!(address = %entry, error = %e, "retry_join: cannot resolve"),
+            Err(e) => tracing::warn!(address = %entry, error = %e, "join: cannot resolve"),
         }
     }
     out
@@ -262,6 +268,9 @@ pub(crate) async fn watch_members<B: Backend>(
                 if let Some(peer) = server_peer(m, &agent.config.datacenter) {
                     tracing::debug!(server = %m.name, "server seen in the LAN pool");
                     agent.learn_peer(peer);
+                    if let Some(federation) = &agent.federation {
+                        federation.flood_soon();
+                    }
                 }
             }
             Event::Failed(m) => {

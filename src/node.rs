@@ -27,6 +27,7 @@ use tribune_kvstore::{
 use crate::client::ClientAgent;
 use crate::config::Config;
 use crate::error::NodeError;
+use crate::federation::Federation;
 use crate::fsm::{ApplyResponse, KvStateMachine, LockDelays, Rejection};
 use crate::http;
 use crate::membership;
@@ -272,16 +273,34 @@ where
         }
     };
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let tags = membership::server_tags(&config, node_id, consensus.local_addr().port());
-    let (gossip, member_events) = match membership::start_lan(&config, tags).await {
-        Ok(Some((gossip, events))) => (Some(gossip), Some(events)),
+    let mut tags = membership::server_tags(&config, node_id, consensus.local_addr().port());
+    let (federation, wan_events) = match Federation::start(&config, tags.clone()).await {
+        Ok(Some((federation, events))) => (Some(federation), Some(events)),
         Ok(None) => (None, None),
         Err(e) => {
             let _ = consensus.shutdown().await;
             return Err(e);
         }
     };
+    if let Some(federation) = &federation {
+        tags.insert(
+            crate::federation::WAN_JOIN_PORT_TAG.into(),
+            federation.wan().local_addr().port().to_string(),
+        );
+    }
+    let (gossip, member_events) = match membership::start_lan(&config, tags).await {
+        Ok(Some((gossip, events))) => (Some(gossip), Some(events)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            if let Some(federation) = &federation {
+                federation.shutdown().await;
+            }
+            let _ = consensus.shutdown().await;
+            return Err(e);
+        }
+    };
     let serf_lan_addr = gossip.as_ref().map(tribune_gossip::Gossip::local_addr);
+    let serf_wan_addr = federation.as_ref().map(|f| f.wan().local_addr());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
     let resolver = crate::acl::resolver(&config.datacenter, &config.acl);
@@ -290,6 +309,9 @@ where
         Err(e) => {
             if let Some(gossip) = &gossip {
                 gossip.shutdown().await;
+            }
+            if let Some(federation) = &federation {
+                federation.shutdown().await;
             }
             let _ = consensus.shutdown().await;
             return Err(NodeError::AgentTokens {
@@ -304,6 +326,7 @@ where
         store,
         consensus: consensus.clone(),
         gossip,
+        federation: federation.clone(),
         stop_tasks: Arc::clone(&shutdown_tx),
         lock_delays,
         session_timers: Mutex::new(HashMap::new()),
@@ -340,6 +363,17 @@ where
             shutdown_rx.clone(),
         )));
     }
+    if let (Some(federation), Some(events)) = (federation, wan_events) {
+        tasks.push(tokio::spawn(
+            Arc::clone(&federation).watch(events, shutdown_rx.clone()),
+        ));
+        tasks.push(tokio::spawn(
+            Arc::clone(&federation).join_configured(agent.config.clone(), shutdown_rx.clone()),
+        ));
+        if let Some(lan) = agent.gossip.clone() {
+            tasks.push(tokio::spawn(federation.flood(lan, shutdown_rx.clone())));
+        }
+    }
     tasks.push(tokio::spawn(form_cluster(
         Arc::clone(&agent),
         shutdown_rx.clone(),
@@ -350,6 +384,7 @@ where
     Ok(NodeHandle {
         http_addr,
         serf_lan_addr,
+        serf_wan_addr,
         rpc_addr: consensus.local_addr(),
         node_id,
         control,
@@ -453,6 +488,7 @@ async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
     Ok(NodeHandle {
         http_addr,
         serf_lan_addr: Some(serf_lan_addr),
+        serf_wan_addr: None,
         rpc_addr: serf_lan_addr,
         node_id,
         control,
@@ -499,6 +535,7 @@ trait Control: Send + Sync {
 pub struct NodeHandle {
     http_addr: Option<SocketAddr>,
     serf_lan_addr: Option<SocketAddr>,
+    serf_wan_addr: Option<SocketAddr>,
     rpc_addr: SocketAddr,
     node_id: NodeId,
     control: Arc<dyn Control>,
@@ -529,6 +566,11 @@ impl NodeHandle {
     /// `ports.serf_lan` is disabled.
     pub fn serf_lan_addr(&self) -> Option<SocketAddr> {
         self.serf_lan_addr
+    }
+
+    /// The WAN gossip address (a server with `ports.serf_wan` enabled), for `join -wan`.
+    pub fn serf_wan_addr(&self) -> Option<SocketAddr> {
+        self.serf_wan_addr
     }
 
     /// Resolves once the agent stopped on its own (`/v1/agent/leave`) or through
@@ -610,6 +652,8 @@ pub(crate) struct Agent<B: Backend> {
     pub(crate) consensus: Consensus<KvStateMachine<B>>,
     /// The LAN gossip pool; `None` when `ports.serf_lan` is disabled.
     pub(crate) gossip: Option<tribune_gossip::Gossip>,
+    /// The WAN pool and the routes to other datacenters; `None` when `ports.serf_wan` is disabled.
+    pub(crate) federation: Option<Arc<Federation>>,
     /// Stops the agent's tasks; shared with the handle so that `/v1/agent/leave` can stop it.
     stop_tasks: Arc<watch::Sender<bool>>,
     /// Keys a destroyed session held, and until when the leader refuses to lock them again;
@@ -641,6 +685,9 @@ impl<B: Backend> Control for Agent<B> {
             self.router.lock().take();
             if let Some(gossip) = &self.gossip {
                 gossip.shutdown().await;
+            }
+            if let Some(federation) = &self.federation {
+                federation.shutdown().await;
             }
             if let Err(e) = self.consensus.shutdown().await {
                 tracing::warn!(error = %e, "consensus shutdown");
@@ -823,6 +870,9 @@ impl<B: Backend> Agent<B> {
         {
             tracing::warn!(error = %e, "leaving the LAN pool");
         }
+        if let Some(federation) = &self.federation {
+            federation.leave().await;
+        }
         self.stop_tasks.send_replace(true);
     }
 
@@ -876,6 +926,9 @@ pub(crate) enum AppCall {
     Http(ForwardedHttp),
     /// An HTTP request a client agent hands to a server, which serves it as its own.
     ClientHttp(ForwardedHttp),
+    /// An HTTP request a server of another datacenter carries here (`?dc=`); served by this
+    /// datacenter's own rules, as a request to this server.
+    RemoteHttp(ForwardedHttp),
 }
 
 /// A server as discovery describes it.
@@ -981,6 +1034,20 @@ impl<B: Backend> AppHandler for AppService<B> {
                         .serve_forwarded(request, http::ForwardedFrom::ClientAgent)
                         .await?,
                 ),
+                AppCall::RemoteHttp(forwarded) => {
+                    // Never carried further: a request for a third datacenter would be a loop.
+                    if request.datacenter.as_deref() != Some(agent.config.datacenter.as_str()) {
+                        return Err(format!(
+                            "this server is in datacenter {:?}, not {:?}",
+                            agent.config.datacenter, request.datacenter
+                        ));
+                    }
+                    AppReply::Http(
+                        agent
+                            .serve_forwarded(forwarded, http::ForwardedFrom::OtherDatacenter)
+                            .await?,
+                    )
+                }
             };
             Ok(reply.encode())
         })

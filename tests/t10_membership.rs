@@ -70,7 +70,14 @@ async fn servers_meet_in_the_lan_pool_and_raft_follows_it() {
     assert_eq!(first["Tags"]["dc"], "dc1");
     assert_eq!(first["Tags"]["port"], s1.rpc_addr().port().to_string());
     assert_eq!(first["Port"], s1.serf_lan_addr().unwrap().port());
-    assert_eq!(c1.get("/v1/agent/members?wan=1").await.status, 501);
+    // These servers run no WAN pool (`ports.serf_wan` off): listing it says so.
+    let wan = c1.get("/v1/agent/members?wan=1").await;
+    assert_eq!(wan.status, 500);
+    assert!(
+        wan.text().contains("ports.serf_wan is disabled"),
+        "{}",
+        wan.text()
+    );
 
     // A fourth server joins later (through s2, with PUT /v1/agent/join): the leader adds it.
     let mut late = pool_agent("s4", true, &[]);

@@ -13,12 +13,13 @@ use common::process::{AgentProcess, STEP, binary};
 use common::{request, wait_for};
 
 /// Loopback, and every port the OS's choice.
-const PORTS: [&str; 5] = [
+const PORTS: [&str; 6] = [
     "-bind=127.0.0.1",
     "-client=127.0.0.1",
     "-http-port=0",
     "-server-port=0",
     "-serf-lan-port=0",
+    "-serf-wan-port=0",
 ];
 
 fn with_ports<'a>(args: &[&'a str]) -> Vec<&'a str> {

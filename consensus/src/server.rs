@@ -358,9 +358,20 @@ impl<S: StateMachine> Consensus<S> {
     }
 
     async fn send(&self, target: NodeId, addr: &str, req: RpcRequest) -> Result<RpcResponse, ConsensusError> {
+        self.send_within(target, addr, req, self.shared.config.request_timeout)
+            .await
+    }
+
+    async fn send_within(
+        &self,
+        target: NodeId,
+        addr: &str,
+        req: RpcRequest,
+        timeout: Duration,
+    ) -> Result<RpcResponse, ConsensusError> {
         self.shared
             .transport
-            .send(target, addr, req, self.shared.config.request_timeout)
+            .send(target, addr, req, timeout)
             .await
             .map_err(|e| match e {
                 // A request that never left (no connection) is safe to retry; others are ambiguous.
@@ -597,7 +608,22 @@ impl<S: StateMachine> Consensus<S> {
         addr: &str,
         request: AppRequest,
     ) -> Result<Bytes, ConsensusError> {
-        let resp = self.send(target, addr, RpcRequest(Request::App(request))).await?;
+        self.call_app_within(target, addr, request, self.shared.config.request_timeout)
+            .await
+    }
+
+    /// [`Self::call_app`] with its own deadline: a blocking query carried to another datacenter
+    /// waits there for up to its `wait`, longer than any request timeout.
+    pub async fn call_app_within(
+        &self,
+        target: NodeId,
+        addr: &str,
+        request: AppRequest,
+        timeout: Duration,
+    ) -> Result<Bytes, ConsensusError> {
+        let resp = self
+            .send_within(target, addr, RpcRequest(Request::App(request)), timeout)
+            .await?;
         match resp.0 {
             Response::App(Ok(b)) => Ok(b),
             Response::App(Err(e)) => Err(remote_to_error(e)),

@@ -9,7 +9,6 @@ use tribune_gossip::{Gossip, Member, MemberStatus, Tags};
 use tribune_kvstore::Backend;
 
 use super::{ApiError, Params, Shared, json_response};
-use crate::membership::resolve_join_addresses;
 
 /// Serf's member status numbers, which Consul's API reports.
 fn serf_status(status: MemberStatus) -> u8 {
@@ -65,14 +64,48 @@ fn lan_pool<B: Backend>(agent: &Shared<B>) -> Result<&Gossip, ApiError> {
         .ok_or_else(|| ApiError::internal("this agent runs no LAN gossip pool (ports.serf_lan is disabled)"))
 }
 
+/// A client agent is in no WAN pool: `?wan` is refused there, naming why.
 pub(crate) fn refuse_wan(params: &Params) -> Result<(), ApiError> {
     if params.has("wan") {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "the WAN pool is not implemented yet: only the LAN pool can be listed or joined",
+        return Err(ApiError::bad_request(
+            "this agent is not a server: only servers are members of the WAN pool",
         ));
     }
     Ok(())
+}
+
+/// The pool a request names: the WAN pool with `?wan` (servers only), else the LAN pool.
+fn pool<'a, B: Backend>(agent: &'a Shared<B>, params: &Params) -> Result<Pool<'a>, ApiError> {
+    if !params.has("wan") || params.get("wan") == Some("0") || params.get("wan") == Some("false") {
+        return Ok(Pool::Lan(lan_pool(agent)?));
+    }
+    agent
+        .federation
+        .as_ref()
+        .map(|federation| Pool::Wan(federation.wan()))
+        .ok_or_else(|| ApiError::internal("this server runs no WAN gossip pool (ports.serf_wan is disabled)"))
+}
+
+/// One of the agent's two gossip pools.
+#[derive(Clone, Copy)]
+enum Pool<'a> {
+    Lan(&'a Gossip),
+    Wan(&'a Gossip),
+}
+
+impl<'a> Pool<'a> {
+    fn gossip(self) -> &'a Gossip {
+        match self {
+            Pool::Lan(g) | Pool::Wan(g) => g,
+        }
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            Pool::Lan(_) => crate::membership::DEFAULT_SERF_LAN_PORT,
+            Pool::Wan(_) => crate::federation::DEFAULT_SERF_WAN_PORT,
+        }
+    }
 }
 
 /// `GET /v1/agent/members`: the LAN pool as this agent sees it, filtered by `node:read`.
@@ -82,9 +115,9 @@ pub(crate) async fn members<B: Backend>(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(uri.query());
-    refuse_wan(&params)?;
+    let pool = pool(&agent, &params)?;
     let access = agent.access(&headers, &uri)?;
-    let body = members_json(lan_pool(&agent)?, |members| {
+    let body = members_json(pool.gossip(), |members| {
         access.filter(members, |authorizer, member| authorizer.node_read(&member.name));
     })
     .await?;
@@ -113,10 +146,12 @@ pub(crate) async fn join<B: Backend>(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(uri.query());
-    refuse_wan(&params)?;
     agent.authorize(&headers, &uri, |a| a.agent_write(&agent.config.node_name))?;
-    let pool = lan_pool(&agent)?;
-    let response = join_at(pool, &address).await?;
+    let chosen = pool(&agent, &params)?;
+    let response = join_at_port(chosen.gossip(), &address, chosen.default_port()).await?;
+    let Pool::Lan(pool) = chosen else {
+        return Ok(response);
+    };
     // As Consul refuses a member with a conflicting node ID, refuse a pool where two servers
     // share a raft id: raft would take them for one server.
     let members = pool
@@ -139,7 +174,12 @@ pub(crate) async fn join<B: Backend>(
 
 /// Joins `gossip`'s pool through `address`.
 pub(crate) async fn join_at(gossip: &Gossip, address: &str) -> Result<Response, ApiError> {
-    let addrs = resolve_join_addresses(&[address.to_owned()]);
+    join_at_port(gossip, address, crate::membership::DEFAULT_SERF_LAN_PORT).await
+}
+
+/// Joins `gossip`'s pool through `address`, `default_port` when it names none.
+async fn join_at_port(gossip: &Gossip, address: &str, default_port: u16) -> Result<Response, ApiError> {
+    let addrs = crate::membership::resolve_addresses(&[address.to_owned()], default_port);
     if addrs.is_empty() {
         return Err(ApiError::bad_request(format!("cannot resolve {address:?}")));
     }
@@ -173,7 +213,9 @@ pub(crate) async fn force_leave<B: Backend>(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     agent.authorize(&headers, &uri, |a| a.operator_write())?;
-    force_leave_member(lan_pool(&agent)?, &node).await
+    // With `?wan` any WAN member can be named, another datacenter's included (`node.dc2`).
+    let params = Params::parse(uri.query());
+    force_leave_member(pool(&agent, &params)?.gossip(), &node).await
 }
 
 /// Announces that the failed member `node` left `gossip`'s pool.

@@ -51,12 +51,6 @@ pub(crate) struct KeyringRequest {
 impl KeyringRequest {
     pub(crate) fn parse(method: &Method, uri: &Uri, body: &[u8]) -> Result<Self, ApiError> {
         let params = Params::parse(uri.query());
-        if params.has("wan") {
-            return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "the WAN pool is not implemented yet: keyring operations act on the LAN pool",
-            ));
-        }
         if let Some(factor) = params.get("relay-factor")
             && factor.parse::<u8>().map_or(true, |f| f > MAX_RELAY_FACTOR)
         {
@@ -96,8 +90,52 @@ impl KeyringRequest {
         !self.op.changes_keys()
     }
 
+    /// Carries the request out on a server: on the WAN pool first (the servers of every
+    /// datacenter), then on this datacenter's LAN pool, as Consul does; a list shows both pools.
+    pub(crate) async fn run_on_server(
+        self,
+        lan: &Gossip,
+        wan: Option<&Gossip>,
+        datacenter: &str,
+    ) -> Result<Response, ApiError> {
+        let Some(wan) = wan.filter(|_| !self.local_only) else {
+            return self.run(lan, datacenter).await;
+        };
+        let list = self.is_list();
+        let mut pools = Vec::new();
+        for (gossip, is_wan) in [(wan, true), (lan, false)] {
+            let request = KeyringRequest {
+                op: self.op.clone(),
+                local_only: false,
+            };
+            if let Some(mut keys) = request.run_pool(gossip, datacenter, is_wan).await? {
+                keys.wan = is_wan;
+                pools.push(keys);
+            }
+        }
+        if list {
+            Ok(json_response(HeaderMap::new(), &pools))
+        } else {
+            Ok(StatusCode::OK.into_response())
+        }
+    }
+
     /// Carries the request out on `gossip`'s pool (of `datacenter`).
     pub(crate) async fn run(self, gossip: &Gossip, datacenter: &str) -> Result<Response, ApiError> {
+        let list = self.is_list();
+        match self.run_pool(gossip, datacenter, false).await? {
+            Some(keys) if list => Ok(json_response(HeaderMap::new(), &[keys])),
+            _ => Ok(StatusCode::OK.into_response()),
+        }
+    }
+
+    /// Carries the request out on one pool; a list answers that pool's keys.
+    async fn run_pool(
+        self,
+        gossip: &Gossip,
+        datacenter: &str,
+        wan: bool,
+    ) -> Result<Option<PoolKeys>, ApiError> {
         // Without encryption there is nothing to list or rotate: say so once, not once per member.
         let local_keys = gossip.list_keys().await.map_err(|e| match e {
             tribune_gossip::RuntimeError::NoKeyring => {
@@ -115,7 +153,7 @@ impl KeyringRequest {
                 num_nodes: 1,
                 messages: BTreeMap::new(),
             };
-            return Ok(json_response(HeaderMap::new(), &[pool]));
+            return Ok(Some(pool));
         }
         let list = self.is_list();
         let report = gossip
@@ -123,13 +161,9 @@ impl KeyringRequest {
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
         if !report.errors.is_empty() || report.num_responses != report.num_nodes {
-            return Err(ApiError::internal(failure_message(&report, datacenter)));
+            return Err(ApiError::internal(failure_message(&report, datacenter, wan)));
         }
-        if list {
-            Ok(json_response(HeaderMap::new(), &[pool_keys(report, datacenter)]))
-        } else {
-            Ok(StatusCode::OK.into_response())
-        }
+        Ok(list.then(|| pool_keys(report, datacenter)))
     }
 }
 
@@ -147,9 +181,10 @@ fn pool_keys(report: KeyringReport, datacenter: &str) -> PoolKeys {
 
 /// Consul's wording: the pool's failure count, then each member's reason, as Go's multierror
 /// prints a list.
-fn failure_message(report: &KeyringReport, datacenter: &str) -> String {
+fn failure_message(report: &KeyringReport, datacenter: &str, wan: bool) -> String {
+    let pool = if wan { "WAN" } else { "LAN" };
     let mut lines = vec![format!(
-        "{datacenter} (LAN) error: {}/{} nodes reported failure",
+        "{datacenter} ({pool}) error: {}/{} nodes reported failure",
         report.errors.len(),
         report.num_nodes
     )];
@@ -185,7 +220,8 @@ pub(crate) async fn keyring<B: Backend>(
     let gossip = agent.gossip.as_ref().ok_or_else(|| {
         ApiError::internal("this agent runs no LAN gossip pool (ports.serf_lan is disabled)")
     })?;
-    request.run(gossip, &agent.config.datacenter).await
+    let wan = agent.federation.as_ref().map(|f| f.wan());
+    request.run_on_server(gossip, wan, &agent.config.datacenter).await
 }
 
 #[cfg(test)]
@@ -256,7 +292,7 @@ mod tests {
             ..KeyringReport::default()
         };
         assert_eq!(
-            failure_message(&report, "dc1"),
+            failure_message(&report, "dc1", false),
             "3 errors occurred:\n\t* dc1 (LAN) error: 2/3 nodes reported failure\n\t* n2: no answer \
              before the deadline\n\t* n3: gossip key is not installed in the keyring\n\n"
         );

@@ -203,7 +203,11 @@ pub(crate) async fn serf_lan_stats(gossip: Option<&Gossip>, config: &Config) -> 
 
 /// `GET /v1/catalog/datacenters`: this agent's datacenter (the WAN pool is not assembled yet).
 pub(crate) async fn datacenters<B: Backend>(State(agent): State<Shared<B>>) -> Response {
-    json_response(HeaderMap::new(), std::slice::from_ref(&agent.config.datacenter))
+    let all = match &agent.federation {
+        Some(federation) => federation.datacenters_by_distance().await,
+        None => vec![agent.config.datacenter.clone()],
+    };
+    json_response(HeaderMap::new(), &all)
 }
 
 /// The body of `PUT /v1/agent/token/<name>`.

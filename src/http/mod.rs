@@ -4,6 +4,7 @@
 mod acl;
 pub(crate) mod agent;
 pub(crate) mod client;
+mod coordinate;
 mod keyring;
 mod kv;
 mod misc;
@@ -103,6 +104,9 @@ fn server_endpoints<B: Backend>() -> Vec<Endpoint<Shared<B>>> {
         endpoint!(PUT, "/v1/agent/force-leave/{node}", agent::force_leave::<B>),
         endpoint!(PUT, "/v1/agent/token/{name}", misc::agent_token::<B>),
         endpoint!(GET, "/v1/catalog/datacenters", misc::datacenters::<B>),
+        endpoint!(GET, "/v1/coordinate/datacenters", coordinate::datacenters::<B>),
+        endpoint!(GET, "/v1/coordinate/nodes", coordinate::nodes::<B>),
+        endpoint!(GET, "/v1/coordinate/node/{node}", coordinate::node::<B>),
         endpoint!(PUT, "/v1/acl/bootstrap", acl::bootstrap::<B>),
         endpoint!(PUT, "/v1/acl/token", acl::token_create::<B>),
         endpoint!(GET, "/v1/acl/token/self", acl::token_self::<B>),
@@ -160,10 +164,7 @@ pub(crate) fn add_endpoints<S: Clone + Send + Sync + 'static>(
 pub(crate) fn router<B: Backend>(agent: Shared<B>) -> Router {
     add_endpoints(Router::new(), server_endpoints::<B>())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORWARDED_BODY))
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&agent),
-            forward_to_leader::<B>,
-        ))
+        .layer(middleware::from_fn_with_state(Arc::clone(&agent), dispatch::<B>))
         .layer(middleware::from_fn_with_state(
             agent.config.acl.default_policy,
             default_acl_policy,
@@ -184,22 +185,68 @@ async fn default_acl_policy(State(policy): State<DefaultPolicy>, request: Reques
     response
 }
 
-/// On a follower, writes (anything but GET on the replicated state) go to the leader whole: the
-/// leader's checks that use its wall clock (lock-delay, session timers) and its choices (session IDs)
-/// then happen in one place. Reads stay local (see [`Agent::read_barrier`]).
-async fn forward_to_leader<B: Backend>(
-    State(agent): State<Shared<B>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    request.headers_mut().remove(LEGACY_FORWARDED_HEADER);
-    if served_here(&request, agent.consensus.is_leader()) {
-        return next.run(request).await;
+/// Where a request is served, decided once for every endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Destination {
+    /// By this server.
+    Here,
+    /// By this datacenter's leader: on a follower, writes (anything but GET on the replicated
+    /// state) go to the leader whole, so the leader's checks that use its wall clock (lock-delay,
+    /// session timers) and its choices (session IDs) happen in one place. Reads stay local (see
+    /// [`Agent::read_barrier`]).
+    Leader,
+    /// By a server of another datacenter (`?dc=`), which applies its own rules.
+    Datacenter(String),
+}
+
+fn destination(request: &Request, local_datacenter: &str, is_leader: bool) -> Destination {
+    if let Some(datacenter) = other_datacenter(request, local_datacenter) {
+        Destination::Datacenter(datacenter)
+    } else if served_here(request, is_leader) {
+        Destination::Here
+    } else {
+        Destination::Leader
     }
-    match forward(&agent, request).await {
+}
+
+/// The datacenter named by `?dc=` when it is not this one and the endpoint is datacenter-scoped.
+/// The agent's own endpoints and the lists of datacenters answer for this agent whatever `dc` says,
+/// as Consul's do.
+fn other_datacenter(request: &Request, local_datacenter: &str) -> Option<String> {
+    let path = request.uri().path();
+    if path.starts_with("/v1/agent/")
+        || path == "/v1/catalog/datacenters"
+        || path == "/v1/coordinate/datacenters"
+        || path == "/v1/operator/keyring"
+    {
+        return None;
+    }
+    let datacenter = Params::parse(request.uri().query()).get("dc")?.to_lowercase();
+    (!datacenter.is_empty() && datacenter != local_datacenter).then_some(datacenter)
+}
+
+/// Sends each request where [`destination`] says.
+async fn dispatch<B: Backend>(State(agent): State<Shared<B>>, mut request: Request, next: Next) -> Response {
+    request.headers_mut().remove(LEGACY_FORWARDED_HEADER);
+    let routed = match destination(&request, &agent.config.datacenter, agent.consensus.is_leader()) {
+        Destination::Here => return next.run(request).await,
+        Destination::Leader => forward(&agent, request).await,
+        Destination::Datacenter(datacenter) => forward_to_datacenter(&agent, &datacenter, request).await,
+    };
+    match routed {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
+}
+
+async fn forward_to_datacenter<B: Backend>(
+    agent: &Agent<B>,
+    datacenter: &str,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let forwarded = to_forwarded(request).await?;
+    let response = agent.forward_to_datacenter(datacenter, forwarded).await?;
+    Ok(from_forwarded(response))
 }
 
 /// Whether this agent serves `request` itself rather than carrying it to the leader: reads, the
@@ -307,6 +354,9 @@ pub(crate) enum ForwardedFrom {
     /// A client agent sent it to a server: the server treats it as its own request and forwards
     /// a write to the leader.
     ClientAgent,
+    /// A server of another datacenter carried it here (`?dc=`): served as a request to this
+    /// server, by this datacenter's rules.
+    OtherDatacenter,
 }
 
 /// An error response: a status and Consul's plain-text message.

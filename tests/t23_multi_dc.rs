@@ -1,0 +1,270 @@
+//! Two datacenters in one process: three servers in dc1, one in dc2, joined by the WAN pool
+//! through a single `join -wan`. Each keeps its own data; `?dc=` reaches the other one through
+//! any server, blocking queries included; an unknown datacenter and one whose servers are all
+//! down answer Consul's errors, and a datacenter that comes back is routed to again by itself.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, three_server_dc_with, wait_for};
+use tribune::config::Config;
+use tribune::{Node, NodeHandle};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// WAN timing fast enough for a test on one host (Consul's `gossip_wan` block).
+fn fast_wan(config: &mut Config) {
+    config.ports.serf_wan = Some(0);
+    config.gossip_wan.probe_interval = Some(Duration::from_millis(100));
+    config.gossip_wan.probe_timeout = Some(Duration::from_millis(50));
+    config.gossip_wan.gossip_interval = Some(Duration::from_millis(20));
+    config.gossip_wan.suspicion_mult = Some(3);
+}
+
+fn dc2_server(join_wan: &[&NodeHandle]) -> Config {
+    let mut config = Config::dev();
+    config.datacenter = "dc2".into();
+    config.node_name = "d1".into();
+    fast_wan(&mut config);
+    config.retry_join_wan = join_wan
+        .iter()
+        .filter_map(|n| n.serf_wan_addr())
+        .map(|a| a.to_string())
+        .collect();
+    config.retry_interval_wan = Duration::from_millis(200);
+    config
+}
+
+async fn wan_names(node: &NodeHandle) -> Vec<String> {
+    let reply = Client::of(node).get("/v1/agent/members?wan=1").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let mut names: Vec<String> = reply
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["Status"] == 1)
+        .map(|m| m["Name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_datacenters_federate_and_serve_each_other() {
+    let dc1 = three_server_dc_with(LIMIT, |c| {
+        c.datacenter = "dc1".into();
+        fast_wan(c);
+    })
+    .await;
+    let d1 = common::start_leader(dc2_server(&[])).await;
+
+    // One join, from one server of dc2 to one server of dc1; flooding brings in the rest.
+    let join = Client::of(&d1)
+        .put(
+            &format!("/v1/agent/join/{}?wan=1", dc1[0].serf_wan_addr().unwrap()),
+            b"",
+        )
+        .await;
+    assert_eq!(join.status, 200, "{}", join.text());
+    let everyone = ["d1.dc2", "s1.dc1", "s2.dc1", "s3.dc1"];
+    for node in dc1.iter().chain([&d1]) {
+        wait_for("every server in every WAN member list", LIMIT, || async {
+            wan_names(node).await == everyone
+        })
+        .await;
+    }
+    // Vivaldi coordinates from the WAN pool's probes, per datacenter, in Consul's shape; the LAN
+    // pool's per node, `?dc=` giving the other datacenter's.
+    wait_for("WAN coordinates of every server", LIMIT, || async {
+        let maps = Client::of(&d1).get("/v1/coordinate/datacenters").await.json();
+        let counts: Vec<(String, usize)> = maps
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                assert_eq!(m["AreaID"], "wan");
+                let coords = m["Coordinates"].as_array().unwrap();
+                assert!(
+                    coords
+                        .iter()
+                        .all(|c| c["Coord"]["Vec"].as_array().unwrap().len() == 8)
+                );
+                (m["Datacenter"].as_str().unwrap().to_owned(), coords.len())
+            })
+            .collect();
+        counts == [("dc1".to_owned(), 3), ("dc2".to_owned(), 1)]
+    })
+    .await;
+    wait_for("LAN coordinates of dc1's servers", LIMIT, || async {
+        let nodes = Client::of(&dc1[0]).get("/v1/coordinate/nodes").await.json();
+        let names: Vec<&str> = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["Node"].as_str().unwrap())
+            .collect();
+        names == ["s1", "s2", "s3"]
+    })
+    .await;
+    let remote_nodes = Client::of(&dc1[0])
+        .get("/v1/coordinate/nodes?dc=dc2")
+        .await
+        .json();
+    assert_eq!(remote_nodes[0]["Node"], "d1", "{remote_nodes}");
+    assert_eq!(
+        Client::of(&dc1[0]).get("/v1/coordinate/node/s2").await.json()[0]["Node"],
+        "s2"
+    );
+    assert_eq!(
+        Client::of(&dc1[0]).get("/v1/coordinate/node/nobody").await.status,
+        404
+    );
+
+    let datacenters = Client::of(&dc1[1]).get("/v1/catalog/datacenters").await.json();
+    assert_eq!(datacenters, serde_json::json!(["dc1", "dc2"]));
+    let datacenters = Client::of(&d1).get("/v1/catalog/datacenters").await.json();
+    assert_eq!(
+        datacenters,
+        serde_json::json!(["dc2", "dc1"]),
+        "own datacenter first"
+    );
+
+    // Each datacenter has its own data.
+    let follower = dc1.iter().find(|n| !n.is_leader()).unwrap();
+    let (c1, c2) = (Client::of(follower), Client::of(&d1));
+    assert_eq!(c1.put("/v1/kv/app/where", b"dc1").await.text(), "true");
+    assert_eq!(c2.get("/v1/kv/app/where").await.status, 404);
+
+    // `?dc=` reaches the other datacenter, writes included, from a follower too.
+    let remote = c2.get("/v1/kv/app/where?dc=dc1&raw").await;
+    assert_eq!((remote.status, remote.body.as_slice()), (200, b"dc1".as_slice()));
+    assert_eq!(remote.header("x-consul-knownleader"), Some("true"));
+    assert!(remote.index() > 0);
+    assert_eq!(c1.put("/v1/kv/app/where?dc=dc2", b"dc2").await.text(), "true");
+    assert_eq!(c2.get("/v1/kv/app/where?raw").await.body, b"dc2");
+    assert_eq!(c1.get("/v1/kv/app/where?raw").await.body, b"dc1");
+    assert_eq!(
+        c1.get("/v1/kv/app/where?dc=DC2&raw&consistent").await.body,
+        b"dc2"
+    );
+
+    // A blocking query waits in the other datacenter and wakes on its write there.
+    let index = c1.get("/v1/kv/app/where?dc=dc2").await.index();
+    let waiter = tokio::spawn(async move {
+        c1.get(&format!("/v1/kv/app/where?dc=dc2&index={index}&wait=20s&raw"))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(c2.put("/v1/kv/app/where", b"dc2-v2").await.text(), "true");
+    let woke = waiter.await.unwrap();
+    assert_eq!(woke.body, b"dc2-v2");
+    assert!(woke.index() > index);
+
+    // Consul's errors for a datacenter nobody knows and for one whose servers are all down.
+    let unknown = c1.get("/v1/kv/app/where?dc=nowhere").await;
+    assert_eq!(
+        (unknown.status, unknown.text()),
+        (500, "No path to datacenter".to_owned())
+    );
+    d1.shutdown().await;
+    wait_for("dc2's server reported failed in the WAN pool", LIMIT, || async {
+        let members = c1.get("/v1/agent/members?wan=1").await.json();
+        members
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["Name"] == "d1.dc2" && m["Status"] == 4)
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let down = c1.get("/v1/kv/app/where?dc=dc2").await;
+    assert_eq!(
+        (down.status, down.text()),
+        (500, "Remote DC has no server currently reachable".to_owned())
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "failing took {:?}",
+        started.elapsed()
+    );
+
+    // dc2 comes back (a new server, joining through retry_join_wan) and is routed to again.
+    let d1 = common::start_leader(dc2_server(&[&dc1[2]])).await;
+    assert_eq!(Client::of(&d1).put("/v1/kv/back", b"yes").await.text(), "true");
+    wait_for("dc2 routed to again", LIMIT, || async {
+        c1.get("/v1/kv/back?dc=dc2&raw").await.body == b"yes"
+    })
+    .await;
+
+    d1.shutdown().await;
+    for node in dc1 {
+        node.shutdown().await;
+    }
+}
+
+/// The gossip key every agent of these tests shares (both pools use the same keyring).
+const GOSSIP_KEY: [u8; 16] = [7; 16];
+
+/// A server started later in a datacenter joins the WAN pool by itself (flooding), with no
+/// `join -wan` of its own; keyring operations on a server act on the WAN pool and its LAN pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_added_later_floods_into_the_wan_pool() {
+    let mut first = Config::dev();
+    first.datacenter = "dc1".into();
+    first.node_name = "a".into();
+    first.encrypt = Some(GOSSIP_KEY.to_vec());
+    fast_wan(&mut first);
+    let a = common::start_leader(first).await;
+    let mut dc2 = dc2_server(&[&a]);
+    dc2.encrypt = Some(GOSSIP_KEY.to_vec());
+    let d1 = common::start_leader(dc2).await;
+    wait_for("the two datacenters joined", LIMIT, || async {
+        wan_names(&a).await == ["a.dc1", "d1.dc2"]
+    })
+    .await;
+
+    let mut second = common::pool_agent("b", true, &[&a]);
+    second.datacenter = "dc1".into();
+    second.bootstrap_expect = 0;
+    second.encrypt = Some(GOSSIP_KEY.to_vec());
+    fast_wan(&mut second);
+    let b = Node::start(second).await.unwrap();
+    wait_for("the new server in dc2's WAN view", LIMIT, || async {
+        wan_names(&d1).await == ["a.dc1", "b.dc1", "d1.dc2"]
+    })
+    .await;
+
+    // A new key installed through one server reaches every member of both pools.
+    let new_key = "AQEBAQEBAQEBAQEBAQEBAQ==";
+    let body = format!(r#"{{"Key":"{new_key}"}}"#);
+    let installed = common::request(
+        a.http_addr().unwrap(),
+        "POST",
+        "/v1/operator/keyring",
+        &[],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(installed.status, 200, "{}", installed.text());
+    let pools = Client::of(&a).get("/v1/operator/keyring").await.json();
+    let summary: Vec<(bool, u64, u64)> = pools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["WAN"].as_bool().unwrap(),
+                p["NumNodes"].as_u64().unwrap(),
+                p["Keys"][new_key].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(summary, [(true, 3, 3), (false, 2, 2)], "{pools}");
+    for node in [b, d1, a] {
+        node.shutdown().await;
+    }
+}
