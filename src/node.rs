@@ -329,6 +329,7 @@ where
         federation: federation.clone(),
         stop_tasks: Arc::clone(&shutdown_tx),
         lock_delays,
+        lock_gate: tokio::sync::RwLock::new(()),
         session_timers: Mutex::new(HashMap::new()),
         node_failures: Mutex::new(HashMap::new()),
         discovered: Mutex::new(BTreeMap::new()),
@@ -659,6 +660,8 @@ pub(crate) struct Agent<B: Backend> {
     /// Keys a destroyed session held, and until when the leader refuses to lock them again;
     /// shared with the state machine adapter, which records them as invalidations apply.
     lock_delays: Arc<LockDelays>,
+    /// Orders lock-delay checks against session invalidations (see [`Agent::lock_delays_now`]).
+    lock_gate: tokio::sync::RwLock<()>,
     /// Sessions with a TTL and when the leader invalidates them (leader only).
     session_timers: Mutex<HashMap<String, Instant>>,
     /// Nodes the LAN pool reported failed or left, with this server's applied index then: the
@@ -712,6 +715,20 @@ impl<B: Backend> Control for Agent<B> {
     }
 }
 
+/// The lock-delays as the leader enforces them now, with the gate that keeps invalidations out
+/// until the vetted lock command has applied.
+pub(crate) struct LockDelayCheck<'a> {
+    _gate: tokio::sync::RwLockReadGuard<'a, ()>,
+    delays: &'a LockDelays,
+}
+
+impl LockDelayCheck<'_> {
+    /// Whether `key` is inside a lock-delay.
+    pub(crate) fn active(&self, key: &str) -> bool {
+        self.delays.active(key)
+    }
+}
+
 /// Why a proposal failed.
 #[derive(Debug)]
 pub(crate) enum ProposeError {
@@ -724,6 +741,12 @@ pub(crate) enum ProposeError {
 impl<B: Backend> Agent<B> {
     /// Replicates a command and returns the state machine's response and the command's index.
     pub(crate) async fn propose(&self, command: &Command) -> Result<(ApplyResponse, u64), ProposeError> {
+        // A session invalidation starts lock-delays: it waits until no vetted lock is in flight,
+        // and holds the gate until it has applied (see `lock_delays_now`).
+        let _gate = match command {
+            Command::SessionDestroy { .. } => Some(self.lock_gate.write().await),
+            _ => None,
+        };
         let bytes = encode_command(command).map_err(|e| ProposeError::Codec(e.to_string()))?;
         let written = self
             .consensus
@@ -801,9 +824,18 @@ impl<B: Backend> Agent<B> {
     /// Delays are recorded as invalidations apply, so the leader first makes sure it has applied
     /// everything committed before its term (a consistent barrier waits for its own first entry):
     /// a new leader must not answer from a record that misses its predecessor's last invalidations.
-    pub(crate) async fn lock_delays_now(&self) -> Result<&LockDelays, ConsensusError> {
+    ///
+    /// The returned check also holds the lock-delay gate until it is dropped: keep it until the
+    /// lock command it vetted has been proposed and applied. An invalidation waits for the gate, so
+    /// no lock command can be vetted before an invalidation applies yet be ordered after it in the
+    /// log (where it would take the key the invalidation just freed, inside the delay).
+    pub(crate) async fn lock_delays_now(&self) -> Result<LockDelayCheck<'_>, ConsensusError> {
+        let gate = self.lock_gate.read().await;
         self.consensus.read_barrier(ReadMode::Consistent).await?;
-        Ok(&self.lock_delays)
+        Ok(LockDelayCheck {
+            _gate: gate,
+            delays: &self.lock_delays,
+        })
     }
 
     /// Arms (or re-arms, on renewal) a session's invalidation timer at `2 × ttl` (leader only).

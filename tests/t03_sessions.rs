@@ -100,6 +100,31 @@ async fn destroying_a_session_puts_its_keys_under_lock_delay() {
     node.shutdown().await;
 }
 
+/// A destroy and an acquire by another session, sent at the same moment, many times: whenever the
+/// acquire succeeds it came after the destroy (the key was held until then), so it must have been
+/// refused by the lock-delay. The leader's lock-delay check and the destroy's apply must not
+/// interleave (a check made before the destroy applied, for an acquire ordered after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_racing_a_destroy_never_slips_inside_the_lock_delay() {
+    let node = dev_server().await;
+    let http = Client::of(&node);
+    let contender = create_session(&http, "{}").await;
+    for round in 0..150 {
+        let key = format!("/v1/kv/race/{round}");
+        let holder = create_session(&http, r#"{"LockDelay": "15s"}"#).await;
+        put_answers(&http, &format!("{key}?acquire={holder}"), b"", true).await;
+        let destroy =
+            tokio::spawn(async move { http.put(&format!("/v1/session/destroy/{holder}"), b"").await });
+        let acquire = http.put(&format!("{key}?acquire={contender}"), b"").await;
+        assert_eq!(destroy.await.unwrap().status, 200);
+        assert_eq!(
+            acquire.text(),
+            "false",
+            "round {round}: an acquire right after the destroy got the key inside its 15 s lock-delay"
+        );
+    }
+}
+
 #[tokio::test]
 async fn delete_behavior_removes_held_keys() {
     let node = dev_server().await;

@@ -144,6 +144,8 @@ pub(crate) async fn put_kv<B: Backend>(
         ));
     }
     let value = body.to_vec();
+    // Held from the lock-delay check of an acquire until its command has applied.
+    let mut lock_delay_check = None;
     let command = match (cas, acquire, release) {
         (Some(index), _, _) => Command::KvCas {
             key,
@@ -157,6 +159,7 @@ pub(crate) async fn put_kv<B: Backend>(
             if delays.active(&key) {
                 return Ok(bool_response(false));
             }
+            lock_delay_check = Some(delays);
             Command::KvLock {
                 key,
                 value,
@@ -172,7 +175,9 @@ pub(crate) async fn put_kv<B: Backend>(
         },
         _ => Command::KvSet { key, value, flags },
     };
-    write_bool(&agent, command).await
+    let written = write_bool(&agent, command).await;
+    drop(lock_delay_check);
+    written
 }
 
 pub(crate) async fn delete_kv<B: Backend>(

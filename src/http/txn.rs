@@ -191,6 +191,7 @@ pub(crate) async fn txn<B: Backend>(
     }
     // Lock-delay is wall-clock, so the leader refuses a `lock` inside it before proposing, as for
     // `?acquire` (Consul's txn pre-check).
+    let mut lock_delay_check = None;
     if ops.iter().any(|op| matches!(op, TxnOp::Lock { .. })) {
         let delays = agent.lock_delays_now().await.map_err(ApiError::consensus)?;
         let delayed: Vec<(usize, String)> = ops
@@ -206,10 +207,14 @@ pub(crate) async fn txn<B: Backend>(
         if !delayed.is_empty() {
             return Ok(respond(HeaderMap::new(), Vec::new(), delayed));
         }
+        // Held until the transaction has applied (see `Agent::lock_delays_now`).
+        lock_delay_check = Some(delays);
     }
     let command = Command::Txn { ops };
     command.validate().map_err(|e| ApiError::from_apply_error(&e))?;
-    let (response, _) = agent.propose(&command).await.map_err(ApiError::propose)?;
+    let proposed = agent.propose(&command).await;
+    drop(lock_delay_check);
+    let (response, _) = proposed.map_err(ApiError::propose)?;
     let ApplyResponse::Txn { mut results, errors } = accepted(response)? else {
         return Err(ApiError::internal("unexpected response to a transaction"));
     };
