@@ -171,15 +171,9 @@ pub(crate) fn raft_id_conflicts(
     conflicts
 }
 
-/// Resolves `retry_join` entries (`host`, `host:port`, `[v6]:port`) to socket addresses; a
-/// missing port is Consul's serf LAN port. Entries that do not resolve are skipped with a warning
-/// (they are retried on the next attempt: DNS may not be ready yet).
-pub(crate) fn resolve_join_addresses(entries: &[String]) -> Vec<SocketAddr> {
-    resolve_addresses(entries, DEFAULT_SERF_LAN_PORT)
-}
-
-/// [`resolve_join_addresses`] with `default_port` for entries without a port (the WAN pool's
-/// is 8302).
+/// Resolves join entries (`host`, `host:port`, `[v6]:port`) to socket addresses; a missing port is
+/// `default_port` (Consul's serf LAN port 8301, or WAN port 8302). Entries that do not resolve are
+/// skipped with a warning (they are retried on the next attempt: DNS may not be ready yet).
 pub(crate) fn resolve_addresses(entries: &[String], default_port: u16) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for entry in entries {
@@ -216,32 +210,57 @@ pub(crate) async fn join_pool<B: Backend>(agent: Arc<Agent<B>>, shutdown: watch:
 }
 
 /// [`join_pool`] for any agent, server or client.
-pub(crate) async fn join_pool_with(gossip: Gossip, config: Config, mut shutdown: watch::Receiver<bool>) {
-    if config.retry_join.is_empty() {
+pub(crate) async fn join_pool_with(gossip: Gossip, config: Config, shutdown: watch::Receiver<bool>) {
+    let plan = JoinPlan {
+        pool: "LAN",
+        addresses: config.retry_join,
+        default_port: DEFAULT_SERF_LAN_PORT,
+        interval: config.retry_interval,
+        max_attempts: config.retry_max,
+    };
+    retry_join(&gossip, plan, shutdown).await;
+}
+
+/// What a `retry_join` (or `retry_join_wan`) loop does.
+pub(crate) struct JoinPlan {
+    /// "LAN" or "WAN", for the log.
+    pub(crate) pool: &'static str,
+    /// `host`, `host:port` or `[v6]:port` entries.
+    pub(crate) addresses: Vec<String>,
+    /// The port of an entry that names none.
+    pub(crate) default_port: u16,
+    /// The pause between attempts.
+    pub(crate) interval: Duration,
+    /// Attempts before giving up; 0: until it works or the agent stops.
+    pub(crate) max_attempts: u32,
+}
+
+/// Joins `gossip`'s pool through `plan`'s addresses, as Consul's retry-join does: an attempt every
+/// `interval` until one address answers, at most `max_attempts` attempts.
+pub(crate) async fn retry_join(gossip: &Gossip, plan: JoinPlan, mut shutdown: watch::Receiver<bool>) {
+    if plan.addresses.is_empty() {
         return;
     }
+    let pool = plan.pool;
     let mut attempt: u32 = 0;
     loop {
         attempt = attempt.saturating_add(1);
-        let addrs = resolve_join_addresses(&config.retry_join);
+        let addrs = resolve_addresses(&plan.addresses, plan.default_port);
         if !addrs.is_empty() {
             match gossip.join(&addrs).await {
                 Ok(n) => {
-                    tracing::info!(joined = n, "joined the LAN pool");
+                    tracing::info!(joined = n, "joined the {pool} pool");
                     return;
                 }
-                Err(e) => tracing::debug!(attempt, error = %e, "LAN join failed"),
+                Err(e) => tracing::debug!(attempt, error = %e, "{pool} join failed"),
             }
         }
-        if config.retry_max != 0 && attempt >= config.retry_max {
-            tracing::error!(
-                attempts = attempt,
-                "retry_join: giving up on joining the LAN pool"
-            );
+        if plan.max_attempts != 0 && attempt >= plan.max_attempts {
+            tracing::error!(attempts = attempt, "giving up on joining the {pool} pool");
             return;
         }
         tokio::select! {
-            _ = tokio::time::sleep(config.retry_interval) => {}
+            _ = tokio::time::sleep(plan.interval) => {}
             _ = shutdown.wait_for(|stopped| *stopped) => return,
         }
     }
@@ -506,13 +525,16 @@ mod tests {
 
     #[test]
     fn join_addresses_default_to_the_serf_lan_port() {
-        let addrs = resolve_join_addresses(&[
-            "127.0.0.1".into(),
-            "127.0.0.1:9301".into(),
-            "::1".into(),
-            "[::1]:9302".into(),
-            "localhost:9303".into(),
-        ]);
+        let addrs = resolve_addresses(
+            &[
+                "127.0.0.1".into(),
+                "127.0.0.1:9301".into(),
+                "::1".into(),
+                "[::1]:9302".into(),
+                "localhost:9303".into(),
+            ],
+            DEFAULT_SERF_LAN_PORT,
+        );
         assert!(addrs.contains(&"127.0.0.1:8301".parse().unwrap()));
         assert!(addrs.contains(&"127.0.0.1:9301".parse().unwrap()));
         assert!(addrs.contains(&"[::1]:8301".parse().unwrap()));

@@ -500,13 +500,7 @@ async fn bench_drives_a_dev_server() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_dev_answers_and_stops_on_sigterm() {
-    let mut agent = AgentProcess::spawn(&[
-        "-dev",
-        "-http-port=0",
-        "-server-port=0",
-        "-serf-lan-port=0",
-        "-serf-wan-port=0",
-    ]);
+    let mut agent = AgentProcess::spawn_dev();
     let http = agent.http;
     wait_for("the dev agent to know its leader", STEP, || async move {
         let reply = request(http, "GET", "/v1/status/leader", &[], b"").await;

@@ -226,13 +226,7 @@ async fn members_lists_the_pool() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn leave_stops_the_agent() {
-    let mut agent = AgentProcess::spawn(&[
-        "-dev",
-        "-http-port=0",
-        "-server-port=0",
-        "-serf-lan-port=0",
-        "-serf-wan-port=0",
-    ]);
+    let mut agent = AgentProcess::spawn_dev();
     let left = run(agent.http, None, &["leave"]).await;
     assert_eq!(left.stdout, "Graceful leave complete\n");
     agent.wait_line("Agent left the cluster");

@@ -637,7 +637,7 @@ impl<S: StateMachine> Consensus<S> {
     /// never repeated.
     ///
     /// While the request is in flight, learning that the leader was replaced ends the wait with
-    /// [`ConsensusError::LeaderChanged`] (see [`Self::send_to_leader`]).
+    /// [`ConsensusError::LeaderChanged`]: the request may have reached the old leader.
     pub async fn call_leader(&self, request: AppRequest) -> Result<Bytes, ConsensusError> {
         let leader = self.wait_for_leader(self.leader_wait()).await?;
         match self.call_leader_once(leader, request.clone()).await {

@@ -191,44 +191,15 @@ impl Federation {
 
     /// `retry_join_wan`: joins the WAN pool through the configured addresses, retrying every
     /// `retry_interval_wan` until one answers (or `retry_max_wan` attempts failed).
-    pub(crate) async fn join_configured(
-        self: Arc<Self>,
-        config: Config,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let (addresses, interval, max_attempts) = (
-            config.retry_join_wan,
-            config.retry_interval_wan,
-            config.retry_max_wan,
-        );
-        if addresses.is_empty() {
-            return;
-        }
-        let mut attempt: u32 = 0;
-        loop {
-            attempt = attempt.saturating_add(1);
-            let addrs = crate::membership::resolve_addresses(&addresses, DEFAULT_SERF_WAN_PORT);
-            if !addrs.is_empty() {
-                match self.wan.join(&addrs).await {
-                    Ok(n) => {
-                        tracing::info!(joined = n, "joined the WAN pool");
-                        return;
-                    }
-                    Err(e) => tracing::debug!(attempt, error = %e, "WAN join failed"),
-                }
-            }
-            if max_attempts != 0 && attempt >= max_attempts {
-                tracing::error!(
-                    attempts = attempt,
-                    "retry_join_wan: giving up on joining the WAN pool"
-                );
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.wait_for(|stopped| *stopped) => return,
-            }
-        }
+    pub(crate) async fn join_configured(self: Arc<Self>, config: Config, shutdown: watch::Receiver<bool>) {
+        let plan = crate::membership::JoinPlan {
+            pool: "WAN",
+            addresses: config.retry_join_wan,
+            default_port: DEFAULT_SERF_WAN_PORT,
+            interval: config.retry_interval_wan,
+            max_attempts: config.retry_max_wan,
+        };
+        crate::membership::retry_join(&self.wan, plan, shutdown).await;
     }
 
     /// Consul's flooding: every [`FLOOD_INTERVAL`], and when asked, WAN-joins each live server of

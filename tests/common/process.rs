@@ -33,6 +33,17 @@ pub(crate) struct AgentProcess {
 }
 
 impl AgentProcess {
+    /// Spawns a `-dev` agent with every port the OS's choice.
+    pub(crate) fn spawn_dev() -> AgentProcess {
+        Self::spawn(&[
+            "-dev",
+            "-http-port=0",
+            "-server-port=0",
+            "-serf-lan-port=0",
+            "-serf-wan-port=0",
+        ])
+    }
+
     /// Spawns the agent and waits for its banner (which names the HTTP port it bound).
     pub(crate) fn spawn(args: &[&str]) -> AgentProcess {
         let mut child = binary()
