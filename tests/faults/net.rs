@@ -167,6 +167,27 @@ impl Net {
         }
     }
 
+    /// A TCP connect from server `a`'s group to server `b`'s RPC port, given `seconds` to finish
+    /// (exit 124: timed out, 0: connected, 1: refused).
+    fn probe(&self, a: usize, b: usize, seconds: u32) -> std::process::Child {
+        let (gid, (ip, _, port)) = (self.servers[a].1, self.servers[b]);
+        Command::new("setpriv")
+            .args([
+                &format!("--regid={gid}"),
+                "--clear-groups",
+                "--",
+                "timeout",
+                &seconds.to_string(),
+                "bash",
+                "-c",
+                &format!("exec 3<>/dev/tcp/{ip}/{port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn a probe")
+    }
+
     pub(crate) fn heal(&self) {
         iptables(&["-F", "INPUT"]);
     }
@@ -178,23 +199,7 @@ impl Net {
         let mut probes = Vec::new();
         for a in 0..self.servers.len() {
             for b in (0..self.servers.len()).filter(|b| *b != a) {
-                let (gid, (ip, _, port)) = (self.servers[a].1, self.servers[b]);
-                let child = Command::new("setpriv")
-                    .args([
-                        &format!("--regid={gid}"),
-                        "--clear-groups",
-                        "--",
-                        "timeout",
-                        "1",
-                        "bash",
-                        "-c",
-                        &format!("exec 3<>/dev/tcp/{ip}/{port}"),
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("spawn a probe");
-                probes.push((a, b, child));
+                probes.push((a, b, self.probe(a, b, 1)));
             }
         }
         for (a, b, mut child) in probes {
@@ -206,10 +211,19 @@ impl Net {
                     timed_out,
                     "leaky cut: a probe from server {a} to server {b} ended with {code:?}, not a timeout"
                 ),
-                Some(false) => assert!(
-                    connected || code == Some(1),
-                    "a probe from server {a} to server {b}, which should connect, ended with {code:?}"
-                ),
+                Some(false) => {
+                    // A loaded machine can starve the probe itself for a second: a link that should
+                    // be open gets one slower second chance before the run is called broken.
+                    let code = if connected || code == Some(1) {
+                        code
+                    } else {
+                        self.probe(a, b, 4).wait().expect("probe exit").code()
+                    };
+                    assert!(
+                        code == Some(0) || code == Some(1),
+                        "a probe from server {a} to server {b}, which should connect, ended with {code:?}"
+                    );
+                }
                 None => {}
             }
         }
