@@ -269,7 +269,6 @@ mod tests {
                 r#"{"Key": "c2hvcnQ="}"#,
                 400,
             ),
-            (Method::GET, "/v1/operator/keyring?wan", "", 501),
         ] {
             let error = parse(method.clone(), uri, body).unwrap_err();
             assert_eq!(error.status().as_u16(), status, "{method} {uri} {body}");
