@@ -10,11 +10,13 @@
 //!
 //! Run with `cargo run --example three_server_dc` (the README's first command does).
 
+#[path = "support/narration.rs"]
+mod narration;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use narration::{Reply, say};
 use tribune::config::Config;
 use tribune::{Node, NodeHandle};
 
@@ -322,26 +324,7 @@ fn describe_http(handle: &NodeHandle) -> String {
         .map_or_else(|| "(disabled)".to_owned(), |a| a.to_string())
 }
 
-fn say(line: &str) {
-    println!("{line}");
-}
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One HTTP/1.1 request with `Connection: close`: enough for a narration, and no client library.
+/// One request to `slot`'s HTTP API.
 async fn http(
     slot: &Slot,
     method: &str,
@@ -353,35 +336,5 @@ async fn http(
         .as_ref()
         .and_then(NodeHandle::http_addr)
         .ok_or_else(|| format!("{} is not serving HTTP", slot.name))?;
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .map_err(|_| format!("{method} {path} on {}: no answer within 10 s", slot.name))??;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{method} {path} on {}: not an HTTP response", slot.name))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Ok(Reply {
-        status,
-        headers,
-        body: body.to_owned(),
-    })
+    narration::request(addr, &slot.name, method, path, body).await
 }
