@@ -8,14 +8,16 @@
 //! ```
 //! `--warm` starts every cluster converged (each node already knows every other), skipping the
 //! join storm whose cost grows as N² × log N; the 10,000-node figures use it.
-//! Sections: `dissemination`, `detection`, `false-positives`, `slow-node`, `bandwidth`, `all`. Every run is
-//! seeded and reproducible; all nodes use memberlist's LAN defaults (`Config::lan()`).
+//! Sections: `dissemination`, `detection`, `false-positives`, `slow-node`, `bandwidth`, `all`
+//! (LAN pools, memberlist's LAN defaults `Config::lan()`), and `wan` (Consul's WAN pool,
+//! `Config::wan()`, over a seeded map of datacenters with 10 % loss; not part of `all`:
+//! `sim_figures -- wan 250`). Every run is seeded and reproducible.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use tribune_gossip::sim::{Link, SimConfig, Simulation};
+use tribune_gossip::sim::{Link, SimConfig, Simulation, WAN_SERVERS_PER_DC, wan_node_name};
 use tribune_gossip::{Config, Tags};
 
 const STEP: Duration = Duration::from_millis(250);
@@ -39,17 +41,30 @@ fn consul_tags() -> Tags {
 static WARM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn cluster(nodes: usize, seed: u64, pool: Config, tags: Tags) -> Simulation {
+    cluster_with(
+        SimConfig {
+            nodes,
+            seed,
+            pool,
+            tags,
+            ..SimConfig::default()
+        },
+        |_| {},
+    )
+}
+
+/// A cluster on `cfg` (its start window and warm flag set here), with `links` applied before any
+/// node starts, converged and drained.
+fn cluster_with(cfg: SimConfig, links: impl FnOnce(&mut Simulation)) -> Simulation {
     let wall = std::time::Instant::now();
     let warm = WARM.load(std::sync::atomic::Ordering::Relaxed);
+    let nodes = cfg.nodes;
     let mut sim = Simulation::new(SimConfig {
-        nodes,
-        seed,
-        pool,
-        tags,
         start_window: Duration::from_millis((nodes as u64 * 5).max(2000)),
         warm_start: warm,
-        ..SimConfig::default()
+        ..cfg
     });
+    links(&mut sim);
     if warm {
         sim.run_for(Duration::from_secs(10));
         assert!(sim.converged(), "a warm start is converged");
@@ -115,34 +130,14 @@ fn detection(nodes: usize) {
     let crashes = if nodes >= 5000 { 5 } else { 10 };
     for k in 0..crashes {
         let victim = 1 + (k * 104_729) % (nodes - 1);
-        sim.crash(victim);
-        let t0 = sim.now();
-        let up = sim.up_nodes().count();
-        let all = |s: &Simulation| {
-            s.verdicts()
-                .iter()
-                .filter(|v| v.subject == victim && !v.left)
-                .count()
-                >= up
-        };
-        assert!(sim.run_until(Duration::from_secs(300), Duration::from_millis(100), all));
-        let about: Vec<_> = sim.verdicts().iter().filter(|v| v.subject == victim).collect();
-        firsts.push(about.first().unwrap().at.saturating_duration_since(t0));
-        alls.push(
-            about
-                .iter()
-                .map(|v| v.at)
-                .max()
-                .unwrap()
-                .saturating_duration_since(t0),
-        );
+        let (first, all) = crash_and_wait(&mut sim, victim, Duration::from_secs(300));
+        firsts.push(first);
+        alls.push(all);
         // Let the verdict's gossip settle before the next crash.
         sim.run_for(Duration::from_secs(20));
     }
     firsts.sort();
     alls.sort();
-    // Nearest-rank percentiles over the crashes.
-    let pct = |v: &[Duration], p: usize| v[(v.len() * p).div_ceil(100).max(1) - 1];
     println!(
         "detection n={nodes}: {crashes} crashes, one at a time: first node declares it failed after {} median; every node after {} median, {} p90, {} max (min {}); false failures: {}",
         secs(pct(&firsts, 50)),
@@ -152,6 +147,44 @@ fn detection(nodes: usize) {
         secs(alls[0]),
         sim.false_failures()
     );
+}
+
+/// Nearest-rank percentile of sorted durations.
+fn pct(v: &[Duration], p: usize) -> Duration {
+    v[(v.len() * p).div_ceil(100).max(1) - 1]
+}
+
+/// Crashes `victim`, runs until every running node has declared it failed (at most `limit`), and
+/// returns how long the first and the last of them took.
+fn crash_and_wait(sim: &mut Simulation, victim: usize, limit: Duration) -> (Duration, Duration) {
+    sim.crash(victim);
+    let t0 = sim.now();
+    let up = sim.up_nodes().count();
+    let all = |s: &Simulation| {
+        s.verdicts()
+            .iter()
+            .filter(|v| v.subject == victim && !v.left && v.at >= t0)
+            .count()
+            >= up
+    };
+    assert!(
+        sim.run_until(limit, Duration::from_millis(100), all),
+        "{} was not declared failed everywhere within {limit:?}",
+        sim.name(victim)
+    );
+    let about: Vec<_> = sim
+        .verdicts()
+        .iter()
+        .filter(|v| v.subject == victim && v.at >= t0)
+        .collect();
+    let first = about.first().unwrap().at.saturating_duration_since(t0);
+    let last = about
+        .iter()
+        .map(|v| v.at)
+        .max()
+        .unwrap()
+        .saturating_duration_since(t0);
+    (first, last)
 }
 
 fn false_positives(nodes: usize) {
@@ -221,6 +254,73 @@ fn slow_node(nodes: usize) {
     }
 }
 
+/// The WAN pool (`Config::wan()`) of `nodes / 5` datacenters × 5 servers over the seeded WAN map
+/// with 10 % loss on every link: false failures over 10 minutes without a crash, then crash
+/// detection (10 crashes one after another, victims in different datacenters).
+fn wan(nodes: usize) {
+    let loss = 0.10;
+    let window = Duration::from_secs(600);
+    for tcp_fallback in [true, false] {
+        let seed = 600 + nodes as u64;
+        let mut pool = Config::wan();
+        pool.tcp_fallback_probe = tcp_fallback;
+        let mut rtt = (Duration::ZERO, Duration::ZERO);
+        let mut sim = cluster_with(
+            SimConfig {
+                nodes,
+                seed,
+                pool,
+                name_of: wan_node_name,
+                ..SimConfig::default()
+            },
+            |s| {
+                rtt = s.set_wan_layout(seed, loss);
+            },
+        );
+        let setup_false = sim.false_failures();
+        let before = (sim.verdicts().len(), sim.suspicions());
+        sim.run_for(window);
+        let mut accused: Vec<usize> = sim.verdicts()[before.0..]
+            .iter()
+            .filter(|v| !v.left && v.subject_was_up)
+            .map(|v| v.subject)
+            .collect();
+        let verdicts = accused.len();
+        accused.sort_unstable();
+        accused.dedup();
+        println!(
+            "wan n={nodes} ({} dcs x {WAN_SERVERS_PER_DC}, RTT between dcs {:.0}-{:.0} ms) loss=10% tcp_fallback={tcp_fallback:<5}: {} healthy members declared failed ({verdicts} verdicts), {} suspect events in {} s (false failures while joining: {setup_false})",
+            nodes / WAN_SERVERS_PER_DC,
+            rtt.0.as_secs_f64() * 1000.0,
+            rtt.1.as_secs_f64() * 1000.0,
+            accused.len(),
+            sim.suspicions() - before.1,
+            window.as_secs()
+        );
+        let crashes = 10;
+        let mut firsts = Vec::new();
+        let mut alls = Vec::new();
+        for k in 0..crashes {
+            // Stride through the datacenters so that no two victims share one.
+            let victim = (1 + k * (nodes / crashes + 1)) % nodes;
+            let (first, all) = crash_and_wait(&mut sim, victim, Duration::from_secs(900));
+            firsts.push(first);
+            alls.push(all);
+            sim.run_for(Duration::from_secs(30));
+        }
+        firsts.sort();
+        alls.sort();
+        println!(
+            "wan n={nodes} loss=10% tcp_fallback={tcp_fallback:<5}: {crashes} crashes, one at a time: first node declares it failed after {} median; every live node after {} median, {} max (min {}); false failures over the whole run: {}",
+            secs(pct(&firsts, 50)),
+            secs(pct(&alls, 50)),
+            secs(pct(&alls, 100)),
+            secs(alls[0]),
+            sim.false_failures()
+        );
+    }
+}
+
 fn bandwidth(nodes: usize) {
     for (label, tags) in [("no tags", Tags::new()), ("Consul-like tags", consul_tags())] {
         let mut sim = cluster(nodes, 400 + nodes as u64, Config::lan(), tags);
@@ -261,6 +361,7 @@ fn main() {
             "false-positives" => false_positives(n),
             "bandwidth" => bandwidth(n),
             "slow-node" => slow_node(n),
+            "wan" => wan(n),
             "all" => {
                 dissemination(n);
                 detection(n);

@@ -55,6 +55,9 @@ pub struct SimConfig {
     /// work grows as N² × log N (every node retransmits every member's arrival), which makes
     /// 10,000-node runs take hours; what follows convergence is unchanged.
     pub warm_start: bool,
+    /// The member name of node `i` ([`node_name`] unless set); names must be distinct. WAN pools
+    /// name members `node.datacenter`, which makes every message that carries a name longer.
+    pub name_of: fn(usize) -> String,
 }
 
 impl Default for SimConfig {
@@ -70,6 +73,7 @@ impl Default for SimConfig {
             start_window: Duration::from_secs(2),
             tags: Tags::new(),
             warm_start: false,
+            name_of: node_name,
         }
     }
 }
@@ -77,9 +81,9 @@ impl Default for SimConfig {
 /// Overrides of one directed link's behaviour.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Link {
-    /// One-way latency.
+    /// One-way latency of packets (plus the run's jitter) and of streams.
     pub latency: Duration,
-    /// Packet loss probability.
+    /// Packet loss probability (streams stay reliable).
     pub loss: f64,
 }
 
@@ -186,6 +190,9 @@ pub struct Simulation {
     scratch: Vec<Output>,
     /// Pools created so far, which numbers their nonce streams.
     pools_started: u32,
+    /// Every node's member name, and the reverse map that turns an event's name into a node.
+    names: Vec<String>,
+    index_of: HashMap<String, usize>,
 }
 
 /// The simulated address of node `i`: 10.x.y.z:7946.
@@ -210,11 +217,48 @@ pub fn node_name(i: usize) -> String {
     format!("n{i}")
 }
 
-fn name_index(name: &str) -> Option<usize> {
-    name.strip_prefix('n').and_then(|s| s.parse().ok())
+/// Servers per datacenter in [`wan_node_name`] and [`Simulation::set_wan_layout`], as in a Consul
+/// datacenter of five servers.
+pub const WAN_SERVERS_PER_DC: usize = 5;
+
+/// A WAN member name as Consul gives it, `node.datacenter`: node i is server `s{i % 5}` of
+/// datacenter `dc{i / 5 + 1}`. Use it as [`SimConfig::name_of`] with [`Simulation::set_wan_layout`].
+pub fn wan_node_name(i: usize) -> String {
+    format!("s{}.dc{}", i % WAN_SERVERS_PER_DC, i / WAN_SERVERS_PER_DC + 1)
 }
 
 impl Simulation {
+    /// Lays the nodes out as datacenters of [`WAN_SERVERS_PER_DC`] servers on a seeded map and
+    /// overrides every directed link: servers of one datacenter are 1 ms apart, two datacenters
+    /// (each at a random point of a unit square) 10 ms + 90 ms × distance / diagonal, so that
+    /// round trips span 20–200 ms and obey the triangle inequality as geography does; `loss` on
+    /// every link. Returns the smallest and largest round trip between two datacenters.
+    pub fn set_wan_layout(&mut self, seed: u64, loss: f64) -> (Duration, Duration) {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let nodes = self.nodes.len();
+        let at: Vec<(f64, f64)> = (0..nodes.div_ceil(WAN_SERVERS_PER_DC))
+            .map(|_| (rng.random::<f64>(), rng.random::<f64>()))
+            .collect();
+        let place = |i: usize| at.get(i / WAN_SERVERS_PER_DC).copied().unwrap_or((0.0, 0.0));
+        let (mut min, mut max) = (Duration::MAX, Duration::ZERO);
+        for a in 0..nodes {
+            for b in (0..nodes).filter(|&b| b != a) {
+                let latency = if a / WAN_SERVERS_PER_DC == b / WAN_SERVERS_PER_DC {
+                    Duration::from_millis(1)
+                } else {
+                    let ((xa, ya), (xb, yb)) = (place(a), place(b));
+                    let d = ((xa - xb).powi(2) + (ya - yb).powi(2)).sqrt() / 2f64.sqrt();
+                    let latency = Duration::from_secs_f64(0.010 + 0.090 * d);
+                    min = min.min(latency * 2);
+                    max = max.max(latency * 2);
+                    latency
+                };
+                self.set_link(a, b, Link { latency, loss });
+            }
+        }
+        (min.min(max), max)
+    }
+
     /// A cluster whose nodes start within [`SimConfig::start_window`] from time zero.
     pub fn new(cfg: SimConfig) -> Self {
         let mut rng = SmallRng::seed_from_u64(cfg.seed);
@@ -232,7 +276,11 @@ impl Simulation {
                 uptime: Duration::ZERO,
             })
             .collect();
+        let names: Vec<String> = (0..cfg.nodes).map(cfg.name_of).collect();
+        let index_of = names.iter().cloned().enumerate().map(|(i, n)| (n, i)).collect();
         let mut sim = Simulation {
+            names,
+            index_of,
             now: Instant::ZERO,
             rng,
             nodes,
@@ -285,6 +333,11 @@ impl Simulation {
         self.nodes.is_empty()
     }
 
+    /// Node `i`'s member name ([`SimConfig::name_of`]).
+    pub fn name(&self, i: usize) -> &str {
+        self.names.get(i).map_or("", String::as_str)
+    }
+
     /// Node `i`'s pool, if it is running.
     pub fn pool(&self, i: usize) -> Option<&Pool> {
         self.nodes.get(i).and_then(|n| n.pool.as_ref())
@@ -317,12 +370,12 @@ impl Simulation {
         {
             return false;
         }
-        let names: Vec<String> = up.iter().map(|&j| node_name(j)).collect();
         up.iter().all(|&i| {
             self.pool(i).is_some_and(|p| {
-                names
-                    .iter()
-                    .all(|n| p.member_status(n).is_some_and(|(s, _)| s == MemberStatus::Alive))
+                up.iter().all(|&j| {
+                    p.member_status(self.name(j))
+                        .is_some_and(|(s, _)| s == MemberStatus::Alive)
+                })
             })
         })
     }
@@ -534,7 +587,7 @@ impl Simulation {
         let keyring = self.key.as_deref().and_then(|k| Keyring::new(k).ok());
         let seed = self.rng.random::<u64>();
         let local = LocalNode {
-            name: node_name(i),
+            name: self.name(i).to_string(),
             addr: node_addr(i),
             tags: self.cfg.tags.clone(),
         };
@@ -549,7 +602,7 @@ impl Simulation {
         if warm {
             let tags = &self.cfg.tags;
             let everyone = (0..self.nodes.len()).filter(|&j| j != i).map(|j| Member {
-                name: node_name(j),
+                name: self.name(j).to_string(),
                 addr: node_addr(j),
                 tags: tags.clone(),
                 incarnation: 1,
@@ -610,7 +663,7 @@ impl Simulation {
                 {
                     let epoch = self.nodes.get(from).map_or(0, |n| n.epoch);
                     self.account(to, reply.len(), false);
-                    let at = now + self.cfg.latency;
+                    let at = now + self.latency(to, from);
                     self.push(
                         at,
                         Action::StreamReply {
@@ -643,6 +696,11 @@ impl Simulation {
                 }
             }
         }
+    }
+
+    /// One-way latency from `a` to `b` before jitter: the link's override, else the default.
+    fn latency(&self, a: usize, b: usize) -> Duration {
+        self.links.get(&(a, b)).map_or(self.cfg.latency, |l| l.latency)
     }
 
     fn reachable(&self, a: usize, b: usize) -> bool {
@@ -686,7 +744,7 @@ impl Simulation {
                         self.packets_lost += 1;
                         continue;
                     }
-                    let mut latency = link.map_or(self.cfg.latency, |l| l.latency);
+                    let mut latency = self.latency(i, j);
                     let jitter = u64::try_from(self.cfg.jitter.as_micros()).unwrap_or(0);
                     if jitter > 0 {
                         latency += Duration::from_micros(self.rng.random_range(0..jitter));
@@ -698,7 +756,7 @@ impl Simulation {
                     self.account(i, data.len(), false);
                     let Some(j) = node_index(to) else { continue };
                     if j < self.nodes.len() && self.reachable(i, j) {
-                        let at = self.now + self.cfg.latency;
+                        let at = self.now + self.latency(i, j);
                         self.push(at, Action::StreamRequest { to: j, from: i, data });
                     }
                 }
@@ -734,7 +792,7 @@ impl Simulation {
             }
             _ => return,
         };
-        let Some(subject) = name_index(&member.name) else {
+        let Some(&subject) = self.index_of.get(&member.name) else {
             return;
         };
         let subject_was_up = self.pool(subject).is_some_and(|p| !p.has_left());

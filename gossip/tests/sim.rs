@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use std::collections::BTreeMap;
-use tribune_gossip::sim::{SimConfig, Simulation, node_name};
+use tribune_gossip::sim::{SimConfig, Simulation, node_name, wan_node_name};
 
 use tribune_gossip::{Config, KeyringOp, KeyringReport, MemberStatus};
 
@@ -29,7 +29,7 @@ fn failed_everywhere(sim: &Simulation, subject: usize) -> bool {
         i == subject
             || sim
                 .pool(i)
-                .and_then(|p| p.member(&node_name(subject)))
+                .and_then(|p| p.member(sim.name(subject)))
                 .is_some_and(|m| m.status == MemberStatus::Failed)
     })
 }
@@ -385,4 +385,45 @@ fn a_key_rotation_reaches_every_member_and_silent_or_refusing_members_are_named(
     for i in sim.up_nodes().collect::<Vec<_>>() {
         assert_eq!(sim.pool(i).unwrap().keyring().unwrap().keys(), vec![new.clone()]);
     }
+}
+
+/// Consul's WAN pool shape: ten datacenters of five servers named `s{i}.dc{j}`, 20–200 ms round
+/// trips between datacenters, 10 % loss on every link and UDP probes only (the stream fallback
+/// would hide the loss). No healthy server is declared failed in five minutes, and a crash is
+/// declared everywhere within the WAN suspicion window (6 × log10(50) × 5 s ≈ 51 s minimum).
+#[test]
+fn a_wan_pool_at_10_percent_loss_detects_a_crash_without_false_failures() {
+    let mut pool = Config::wan();
+    pool.tcp_fallback_probe = false;
+    let mut sim = Simulation::new(SimConfig {
+        nodes: 50,
+        seed: 14,
+        pool,
+        name_of: wan_node_name,
+        ..SimConfig::default()
+    });
+    let (min, max) = sim.set_wan_layout(14, 0.10);
+    assert!(
+        min >= Duration::from_millis(20) && max <= Duration::from_millis(200),
+        "{min:?} {max:?}"
+    );
+    assert!(sim.run_until(Duration::from_secs(300), STEP, |s| s.converged()));
+    assert_eq!(sim.pool(0).unwrap().local_name(), "s0.dc1");
+    let suspicions = sim.suspicions();
+    sim.run_for(Duration::from_secs(300));
+    assert!(
+        sim.suspicions() > suspicions,
+        "10 % loss over UDP raises suspicions"
+    );
+    assert_eq!(sim.false_failures(), 0);
+
+    sim.crash(23);
+    let t0 = sim.now();
+    assert!(sim.run_until(Duration::from_secs(200), STEP, |s| failed_everywhere(s, 23)));
+    let took = sim.now().saturating_duration_since(t0);
+    assert!(
+        took >= Duration::from_secs(50),
+        "not before the suspicion timeout: {took:?}"
+    );
+    assert_eq!(sim.false_failures(), 0);
 }
