@@ -114,9 +114,15 @@ impl Workload {
                 Mode::Consistent => (Method::GET, format!("{path}?consistent"), Bytes::new()),
             }
         };
+        // `-datacenter` sends Consul's requests to another datacenter through this agent.
+        let uri = if self.etcd {
+            path
+        } else {
+            self.target.uri_for(&path)
+        };
         let mut builder = Request::builder()
             .method(method)
-            .uri(path)
+            .uri(uri)
             .header(hyper::header::HOST, &self.target.authority);
         if let Some(token) = &self.target.token {
             builder = builder.header("x-consul-token", token);
@@ -152,7 +158,8 @@ pub(crate) async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<ExitCode
     if args.keys == 0 {
         return Err(CliError::Usage("-keys must be above zero".into()));
     }
-    let target = Target::resolve(global.http_addr.as_deref(), global.token.as_deref())?;
+    let target = Target::resolve(global.http_addr.as_deref(), global.token.as_deref())?
+        .with_datacenter(global.datacenter.as_deref());
     let workload = Arc::new(Workload {
         target,
         mode: args.mode,
@@ -409,6 +416,8 @@ impl Histogram {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -422,6 +431,26 @@ mod tests {
             assert!(low <= value, "{value}: {low}");
             assert!(value - low <= value / 30 + 1, "{value}: {low}");
         }
+    }
+
+    #[test]
+    fn requests_ask_the_chosen_datacenter() {
+        let workload = |etcd: bool| Workload {
+            target: Target::resolve(Some("127.0.0.1:8500"), None)
+                .unwrap()
+                .with_datacenter(Some("dc2")),
+            mode: Mode::Stale,
+            etcd,
+            prefix: "bench/".into(),
+            keys: 10,
+            value: Bytes::from_static(b"v"),
+        };
+        let consul = workload(false).request(Mode::Stale, 3).unwrap();
+        assert_eq!(consul.uri().to_string(), "/v1/kv/bench/00000003?stale&dc=dc2");
+        let put = workload(false).request(Mode::Put, 4).unwrap();
+        assert_eq!(put.uri().to_string(), "/v1/kv/bench/00000004?dc=dc2");
+        let etcd = workload(true).request(Mode::Put, 4).unwrap();
+        assert_eq!(etcd.uri().to_string(), "/v3/kv/put", "etcd has no datacenters");
     }
 
     #[test]
