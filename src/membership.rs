@@ -266,6 +266,17 @@ pub(crate) async fn retry_join(gossip: &Gossip, plan: JoinPlan, mut shutdown: wa
     }
 }
 
+/// The pool's next event, or `None` once the pool stopped or the agent is shutting down.
+pub(crate) async fn next_event(
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Event> {
+    tokio::select! {
+        event = events.recv() => event,
+        _ = shutdown.wait_for(|stopped| *stopped) => None,
+    }
+}
+
 /// Feeds the pool's member events to the agent: every server of this datacenter seen alive is
 /// remembered for `bootstrap_expect`, a member that failed or left has its `serfHealth` go critical
 /// (the leader invalidates its sessions), and a changed keyring is saved.
@@ -274,14 +285,7 @@ pub(crate) async fn watch_members<B: Backend>(
     mut events: mpsc::UnboundedReceiver<Event>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let event = tokio::select! {
-            event = events.recv() => match event {
-                Some(event) => event,
-                None => return,
-            },
-            _ = shutdown.wait_for(|stopped| *stopped) => return,
-        };
+    while let Some(event) = next_event(&mut events, &mut shutdown).await {
         match &event {
             Event::Joined(m) | Event::Updated(m) | Event::Rejoined(m) => {
                 if let Some(peer) = server_peer(m, &agent.config.datacenter) {

@@ -174,14 +174,7 @@ impl Federation {
         if let Ok(members) = self.wan.members().await {
             self.router.lock().reset(&members);
         }
-        loop {
-            let event = tokio::select! {
-                event = events.recv() => match event {
-                    Some(event) => event,
-                    None => return,
-                },
-                _ = shutdown.wait_for(|stopped| *stopped) => return,
-            };
+        while let Some(event) = crate::membership::next_event(&mut events, &mut shutdown).await {
             if let Event::Failed(m) | Event::Left(m) = &event {
                 tracing::info!(member = %m.name, "WAN member {}", if matches!(event, Event::Failed(_)) { "failed" } else { "left" });
             }
