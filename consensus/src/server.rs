@@ -624,11 +624,7 @@ impl<S: StateMachine> Consensus<S> {
         let resp = self
             .send_within(target, addr, RpcRequest(Request::App(request)), timeout)
             .await?;
-        match resp.0 {
-            Response::App(Ok(b)) => Ok(b),
-            Response::App(Err(e)) => Err(remote_to_error(e)),
-            other => Err(unexpected(target, &other)),
-        }
+        app_answer(target, resp)
     }
 
     /// Sends an application request to the leader (waiting briefly for one to be known). A
@@ -654,11 +650,7 @@ impl<S: StateMachine> Consensus<S> {
         let resp = self
             .send_to_leader(leader, &info.rpc_addr, RpcRequest(Request::App(request)))
             .await?;
-        match resp.0 {
-            Response::App(Ok(b)) => Ok(b),
-            Response::App(Err(e)) => Err(remote_to_error(e)),
-            other => Err(unexpected(leader, &other)),
-        }
+        app_answer(leader, resp)
     }
 
     /// Waits (up to the leader wait) for a leader other than `old`, and accepts `old` again once
@@ -835,6 +827,15 @@ pub(crate) fn remote_to_error(e: RemoteError) -> ConsensusError {
         RemoteError::App(reason) => ConsensusError::App { reason },
         RemoteError::Failed(reason) => ConsensusError::Stopped { reason },
         RemoteError::Overloaded { queued } => ConsensusError::Overloaded { queued },
+    }
+}
+
+/// The application's answer in `resp`, from server `target`.
+fn app_answer(target: NodeId, resp: RpcResponse) -> Result<Bytes, ConsensusError> {
+    match resp.0 {
+        Response::App(Ok(b)) => Ok(b),
+        Response::App(Err(e)) => Err(remote_to_error(e)),
+        other => Err(unexpected(target, &other)),
     }
 }
 

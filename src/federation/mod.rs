@@ -42,7 +42,8 @@ pub(crate) const WAN_JOIN_PORT_TAG: &str = "wan_join_port";
 /// The WAN pool and the routing table built from it.
 pub(crate) struct Federation {
     datacenter: String,
-    node_name: String,
+    /// This server's name in the WAN pool (`<node>.<dc>`).
+    wan_name: String,
     wan: Gossip,
     router: Mutex<Router>,
     flood_now: Notify,
@@ -73,7 +74,8 @@ impl Federation {
             return Ok(None);
         };
         let bind = SocketAddr::new(config.bind_addr, port);
-        let mut options = GossipOptions::new(wan_name(&config.node_name, &config.datacenter), bind);
+        let own_name = wan_name(&config.node_name, &config.datacenter);
+        let mut options = GossipOptions::new(own_name.clone(), bind);
         options.config = config.gossip_wan.apply_to(tribune_gossip::Config::wan());
         options.tags = tags;
         options.advertise = config
@@ -86,7 +88,7 @@ impl Federation {
         })?;
         let federation = Arc::new(Federation {
             datacenter: config.datacenter.clone(),
-            node_name: config.node_name.clone(),
+            wan_name: own_name,
             wan,
             router: Mutex::new(Router::default()),
             flood_now: Notify::new(),
@@ -103,10 +105,9 @@ impl Federation {
     /// (Consul's `catalog/datacenters` order).
     pub(crate) async fn datacenters_by_distance(&self) -> Vec<String> {
         let coordinates = self.wan.coordinates().await.unwrap_or_default();
-        let own_name = self.wan_name_of_self();
         let own = coordinates
             .iter()
-            .find(|(name, _)| *name == own_name)
+            .find(|(name, _)| *name == self.wan_name)
             .map(|(_, c)| c);
         let by_datacenter = self.coordinates_by_datacenter(&coordinates);
         let by_datacenter = by_datacenter
@@ -144,10 +145,6 @@ impl Federation {
                 (dc, nodes)
             })
             .collect()
-    }
-
-    fn wan_name_of_self(&self) -> String {
-        wan_name(&self.node_name, &self.datacenter)
     }
 
     /// The live servers of `datacenter`, in the order to try them.

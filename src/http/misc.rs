@@ -201,7 +201,8 @@ pub(crate) async fn serf_lan_stats(gossip: Option<&Gossip>, config: &Config) -> 
     })
 }
 
-/// `GET /v1/catalog/datacenters`: this agent's datacenter (the WAN pool is not assembled yet).
+/// `GET /v1/catalog/datacenters`: every datacenter this server can route to, nearest first (only
+/// its own without a WAN pool).
 pub(crate) async fn datacenters<B: Backend>(State(agent): State<Shared<B>>) -> Response {
     let all = match &agent.federation {
         Some(federation) => federation.datacenters_by_distance().await,

@@ -214,10 +214,9 @@ fn destination(request: &Request, local_datacenter: &str, is_leader: bool) -> De
 /// as Consul's do.
 fn other_datacenter(request: &Request, local_datacenter: &str) -> Option<String> {
     let path = request.uri().path();
-    if path.starts_with("/v1/agent/")
+    if answered_by_this_agent(path)
         || path == "/v1/catalog/datacenters"
         || path == "/v1/coordinate/datacenters"
-        || path == "/v1/operator/keyring"
     {
         return None;
     }
@@ -255,9 +254,14 @@ async fn forward_to_datacenter<B: Backend>(
 fn served_here(request: &Request, is_leader: bool) -> bool {
     request.method() == Method::GET
         || request.extensions().get::<ForwardedByServer>().is_some()
-        || request.uri().path().starts_with("/v1/agent/")
-        || request.uri().path() == "/v1/operator/keyring"
+        || answered_by_this_agent(request.uri().path())
         || is_leader
+}
+
+/// The endpoints about this agent itself (its members, tokens, pools and keyring): never carried to
+/// the leader nor to another datacenter.
+fn answered_by_this_agent(path: &str) -> bool {
+    path.starts_with("/v1/agent/") || path == "/v1/operator/keyring"
 }
 
 async fn forward<B: Backend>(agent: &Agent<B>, request: Request) -> Result<Response, ApiError> {
