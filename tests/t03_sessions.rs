@@ -7,15 +7,6 @@ use std::time::Duration;
 use common::{Client, dev_server, start_leader, wait_for};
 use tribune::config::Config;
 
-async fn create_session(http: &Client, body: &str) -> String {
-    let reply = http.put("/v1/session/create", body.as_bytes()).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    match reply.json()["ID"].as_str() {
-        Some(id) => id.to_owned(),
-        None => panic!("no ID in {}", reply.text()),
-    }
-}
-
 /// Sends a PUT that Consul answers with `true` or `false`, and checks the answer is `expected`.
 async fn put_answers(http: &Client, path: &str, body: &[u8], expected: bool) {
     let reply = http.put(path, body).await;
@@ -40,8 +31,8 @@ async fn session_info(http: &Client, id: &str) -> serde_json::Value {
 async fn locks_follow_consul_semantics() {
     let node = dev_server().await;
     let http = Client::of(&node);
-    let first = create_session(&http, r#"{"Name":"first","LockDelay":"0s"}"#).await;
-    let second = create_session(&http, "").await;
+    let first = http.create_session(r#"{"Name":"first","LockDelay":"0s"}"#).await;
+    let second = http.create_session("").await;
 
     let info = session_info(&http, &first).await;
     assert_eq!(info[0]["ID"], first.as_str());
@@ -86,8 +77,8 @@ async fn locks_follow_consul_semantics() {
 async fn destroying_a_session_puts_its_keys_under_lock_delay() {
     let node = dev_server().await;
     let http = Client::of(&node);
-    let holder = create_session(&http, r#"{"LockDelay":"10s"}"#).await;
-    let other = create_session(&http, "").await;
+    let holder = http.create_session(r#"{"LockDelay":"10s"}"#).await;
+    let other = http.create_session("").await;
     put_answers(&http, &format!("/v1/kv/leader?acquire={holder}"), b"me", true).await;
     put_answers(&http, &format!("/v1/session/destroy/{holder}"), b"", true).await;
     assert_eq!(session_info(&http, &holder).await, serde_json::json!([]));
@@ -108,10 +99,10 @@ async fn destroying_a_session_puts_its_keys_under_lock_delay() {
 async fn an_acquire_racing_a_destroy_never_slips_inside_the_lock_delay() {
     let node = dev_server().await;
     let http = Client::of(&node);
-    let contender = create_session(&http, "{}").await;
+    let contender = http.create_session("{}").await;
     for round in 0..150 {
         let key = format!("/v1/kv/race/{round}");
-        let holder = create_session(&http, r#"{"LockDelay": "15s"}"#).await;
+        let holder = http.create_session(r#"{"LockDelay": "15s"}"#).await;
         put_answers(&http, &format!("{key}?acquire={holder}"), b"", true).await;
         let destroy =
             tokio::spawn(async move { http.put(&format!("/v1/session/destroy/{holder}"), b"").await });
@@ -129,7 +120,9 @@ async fn an_acquire_racing_a_destroy_never_slips_inside_the_lock_delay() {
 async fn delete_behavior_removes_held_keys() {
     let node = dev_server().await;
     let http = Client::of(&node);
-    let session = create_session(&http, r#"{"Behavior":"delete","LockDelay":0}"#).await;
+    let session = http
+        .create_session(r#"{"Behavior":"delete","LockDelay":0}"#)
+        .await;
     put_answers(&http, &format!("/v1/kv/eph?acquire={session}"), b"x", true).await;
     put_answers(&http, &format!("/v1/session/destroy/{session}"), b"", true).await;
     assert_eq!(http.get("/v1/kv/eph").await.status, 404);
@@ -151,8 +144,8 @@ async fn ttl_sessions_expire_unless_renewed() {
     config.session_ttl_min = Duration::from_millis(500);
     let node = start_leader(config).await;
     let http = Client::of(&node);
-    let kept = create_session(&http, r#"{"TTL":"1s","LockDelay":"0s"}"#).await;
-    let dropped = create_session(&http, r#"{"TTL":"1s","LockDelay":"0s"}"#).await;
+    let kept = http.create_session(r#"{"TTL":"1s","LockDelay":"0s"}"#).await;
+    let dropped = http.create_session(r#"{"TTL":"1s","LockDelay":"0s"}"#).await;
     put_answers(&http, &format!("/v1/kv/ttl?acquire={dropped}"), b"x", true).await;
     let renewed = http.put(&format!("/v1/session/renew/{kept}"), b"").await;
     assert_eq!(renewed.status, 200);

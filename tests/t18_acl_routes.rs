@@ -289,12 +289,18 @@ async fn read_only_token(http: &Client) -> (String, String, String) {
         "keyring = \"read\"",
     ]
     .join("\n");
+    token_with_policy(http, "read-only", &rules).await
+}
+
+/// Creates policy `name` with `rules` and a token (described as `name`) holding it, with the
+/// management token; returns the token's secret and accessor and the policy's ID.
+async fn token_with_policy(http: &Client, name: &str, rules: &str) -> (String, String, String) {
     let policy = call(
         http,
         "PUT",
         "/v1/acl/policy",
         Some(ROOT),
-        &json!({"Name": "read-only", "Rules": rules}).to_string(),
+        &json!({"Name": name, "Rules": rules}).to_string(),
     )
     .await;
     assert_eq!(policy.status, 200, "{}", policy.text());
@@ -304,7 +310,7 @@ async fn read_only_token(http: &Client) -> (String, String, String) {
         "PUT",
         "/v1/acl/token",
         Some(ROOT),
-        &json!({"Description": "read-only", "Policies": [{"Name": "read-only"}]}).to_string(),
+        &json!({"Description": name, "Policies": [{"Name": name}]}).to_string(),
     )
     .await;
     assert_eq!(token.status, 200, "{}", token.text());
@@ -462,24 +468,7 @@ async fn txn_reads_follow_key_rules_and_denied_ops_fail_the_transaction() {
         );
     }
     let rules = "key_prefix \"\" { policy = \"read\" }\nkey_prefix \"secret/\" { policy = \"deny\" }";
-    let policy = call(
-        &http,
-        "PUT",
-        "/v1/acl/policy",
-        Some(ROOT),
-        &json!({"Name": "no-secrets", "Rules": rules}).to_string(),
-    )
-    .await;
-    assert_eq!(policy.status, 200, "{}", policy.text());
-    let token = call(
-        &http,
-        "PUT",
-        "/v1/acl/token",
-        Some(ROOT),
-        &json!({"Policies": [{"Name": "no-secrets"}]}).to_string(),
-    )
-    .await;
-    let reader = token.json()["SecretID"].as_str().unwrap().to_owned();
+    let (reader, _, _) = token_with_policy(&http, "no-secrets", rules).await;
     let txn = |ops: Value| {
         let reader = reader.clone();
         async move { call(&http, "PUT", "/v1/txn", Some(&reader), &ops.to_string()).await }

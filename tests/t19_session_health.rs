@@ -17,15 +17,6 @@ const FORMATION: Duration = Duration::from_secs(30);
 /// Failure detection with Consul's LAN timings (1 s probes, Lifeguard suspicion) takes seconds.
 const DETECTION: Duration = Duration::from_secs(90);
 
-async fn create_session(http: &Client, body: &str) -> String {
-    let reply = http.put("/v1/session/create", body.as_bytes()).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    match reply.json()["ID"].as_str() {
-        Some(id) => id.to_owned(),
-        None => panic!("no ID in {}", reply.text()),
-    }
-}
-
 /// `(Session, LockIndex)` of a key, or `None` when the key does not exist.
 async fn lock_state(http: &Client, key: &str) -> Option<(Option<String>, u64)> {
     let reply = http.get(&format!("/v1/kv/{key}")).await;
@@ -65,7 +56,7 @@ async fn lock_delay_survives_a_leader_failover() {
     let http = Client::of(&old_leader);
 
     let delay = Duration::from_secs(5);
-    let holder = create_session(&http, r#"{"LockDelay":"5s"}"#).await;
+    let holder = http.create_session(r#"{"LockDelay":"5s"}"#).await;
     let acquire = format!("/v1/kv/failover/lock?acquire={holder}");
     assert_eq!(http.put(&acquire, b"held").await.text(), "true");
     let destroy = http.put(&format!("/v1/session/destroy/{holder}"), b"").await;
@@ -83,7 +74,7 @@ async fn lock_delay_survives_a_leader_failover() {
     .await;
     let new_leader = nodes.iter().find(|n| n.is_leader()).unwrap();
     let http = Client::of(new_leader);
-    let contender = create_session(&http, r#"{"LockDelay":"0s"}"#).await;
+    let contender = http.create_session(r#"{"LockDelay":"0s"}"#).await;
     let acquire = format!("/v1/kv/failover/lock?acquire={contender}");
     let refused = http.put(&acquire, b"mine").await;
     assert!(
@@ -124,13 +115,13 @@ async fn lock_delay_survives_a_leader_failover() {
 async fn txn_lock_honours_the_lock_delay() {
     let node = dev_server().await;
     let http = Client::of(&node);
-    let holder = create_session(&http, r#"{"LockDelay":"30s"}"#).await;
+    let holder = http.create_session(r#"{"LockDelay":"30s"}"#).await;
     let acquired = http.put(&format!("/v1/kv/txn/lock?acquire={holder}"), b"x").await;
     assert_eq!(acquired.text(), "true");
     let destroy = http.put(&format!("/v1/session/destroy/{holder}"), b"").await;
     assert_eq!(destroy.text(), "true");
 
-    let contender = create_session(&http, r#"{"LockDelay":"0s"}"#).await;
+    let contender = http.create_session(r#"{"LockDelay":"0s"}"#).await;
     let body = serde_json::json!([
         {"KV": {"Verb": "set", "Key": "txn/other", "Value": "eQ=="}},
         {"KV": {"Verb": "lock", "Key": "txn/lock", "Value": "eQ==", "Session": contender}},
@@ -192,14 +183,14 @@ async fn a_crashed_client_agent_loses_its_sessions_and_locks() {
     let server = &server_clients[0];
 
     // Through the client agent, a session belongs to the client's node and follows its serfHealth.
-    let released = create_session(&local, r#"{"Name":"release"}"#).await;
+    let released = local.create_session(r#"{"Name":"release"}"#).await;
     let info = server.get(&format!("/v1/session/info/{released}")).await.json();
     assert_eq!(info[0]["Node"], "c1", "{info}");
     assert_eq!(info[0]["NodeChecks"], serde_json::json!(["serfHealth"]));
-    let deleted = create_session(&local, r#"{"Behavior":"delete"}"#).await;
+    let deleted = local.create_session(r#"{"Behavior":"delete"}"#).await;
     // Explicitly empty checks: tied to nothing, as in Consul.
-    let detached = create_session(&local, r#"{"NodeChecks":[]}"#).await;
-    let detached_old_style = create_session(&local, r#"{"Checks":[]}"#).await;
+    let detached = local.create_session(r#"{"NodeChecks":[]}"#).await;
+    let detached_old_style = local.create_session(r#"{"Checks":[]}"#).await;
     let info = server.get(&format!("/v1/session/info/{detached}")).await.json();
     assert_eq!(info[0]["NodeChecks"], serde_json::json!([]));
 

@@ -158,7 +158,10 @@ async fn two_datacenters_federate_and_serve_each_other() {
         c1.get(&format!("/v1/kv/app/where?dc=dc2&index={index}&wait=20s&raw"))
             .await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for("the remote blocking query parked in dc2", LIMIT, || async {
+        d1.parked_blocking_queries() >= 1
+    })
+    .await;
     assert_eq!(c2.put("/v1/kv/app/where", b"dc2-v2").await.text(), "true");
     let woke = waiter.await.unwrap();
     assert_eq!(woke.body, b"dc2-v2");

@@ -150,6 +150,16 @@ impl Client {
     pub(crate) async fn delete(&self, path: &str) -> Reply {
         request(self.0, "DELETE", path, &[], b"").await
     }
+
+    /// `PUT /v1/session/create` with `body`; fails the test unless it answers an ID.
+    pub(crate) async fn create_session(&self, body: &str) -> String {
+        let reply = self.put("/v1/session/create", body.as_bytes()).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        match reply.json()["ID"].as_str() {
+            Some(id) => id.to_owned(),
+            None => panic!("no ID in {}", reply.text()),
+        }
+    }
 }
 
 /// Starts a development server and waits until it leads its one-server cluster.
