@@ -1,0 +1,1 @@
+//! In-process link conditions (being written).

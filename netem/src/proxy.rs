@@ -1,0 +1,1 @@
+//! The userspace UDP/TCP proxy (being written).
