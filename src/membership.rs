@@ -290,7 +290,7 @@ pub(crate) async fn watch_members<B: Backend>(
             Event::Joined(m) | Event::Updated(m) | Event::Rejoined(m) => {
                 if let Some(peer) = server_peer(m, &agent.config.datacenter) {
                     tracing::debug!(server = %m.name, "server seen in the LAN pool");
-                    agent.learn_peer(peer);
+                    agent.discovered.learn(peer);
                     if let Some(federation) = &agent.federation {
                         federation.flood_soon();
                     }
@@ -298,11 +298,11 @@ pub(crate) async fn watch_members<B: Backend>(
             }
             Event::Failed(m) => {
                 tracing::info!(member = %m.name, "member failed");
-                agent.note_node_down(&m.name);
+                agent.sessions.note_node_down(&m.name, agent.store.last_applied());
             }
             Event::Left(m) => {
                 tracing::info!(member = %m.name, "member left");
-                agent.note_node_down(&m.name);
+                agent.sessions.note_node_down(&m.name, agent.store.last_applied());
             }
             Event::KeyringChanged => {
                 if let Some(gossip) = &agent.gossip {

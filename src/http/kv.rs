@@ -155,7 +155,11 @@ pub(crate) async fn put_kv<B: Backend>(
         },
         (_, Some(session), _) => {
             // Lock-delay is wall-clock, so the leader enforces it before proposing (as Consul).
-            let delays = agent.lock_delays_now().await.map_err(ApiError::consensus)?;
+            let delays = agent
+                .sessions
+                .lock_delays_now(&agent.consensus)
+                .await
+                .map_err(ApiError::consensus)?;
             if delays.active(&key) {
                 return Ok(bool_response(false));
             }

@@ -314,7 +314,7 @@ pub(crate) async fn create<B: Backend>(
     let (response, _) = agent.propose(&command).await.map_err(ApiError::propose)?;
     accepted(response)?;
     if let Some(ttl) = ttl {
-        agent.arm_session_timer(&id, ttl);
+        agent.sessions.arm_timer(&id, ttl);
     }
     Ok(json_response(HeaderMap::new(), &CreateResponse { id }))
 }
@@ -337,7 +337,7 @@ pub(crate) async fn destroy<B: Backend>(
     command.validate().map_err(|e| ApiError::from_apply_error(&e))?;
     let (response, _) = agent.propose(&command).await.map_err(ApiError::propose)?;
     accepted(response)?;
-    agent.clear_session_timer(&id);
+    agent.sessions.clear_timer(&id);
     Ok(bool_response(true))
 }
 
@@ -358,7 +358,7 @@ pub(crate) async fn renew<B: Backend>(
     };
     access.require(|a| a.session_write(&session.node))?;
     if let Some(ttl) = session.ttl {
-        agent.arm_session_timer(&id, ttl);
+        agent.sessions.arm_timer(&id, ttl);
     }
     let headers = agent.query_meta().with_index(found.index).headers();
     Ok(json_response(headers, &[SessionJson::from(session)]))

@@ -193,7 +193,11 @@ pub(crate) async fn txn<B: Backend>(
     // `?acquire` (Consul's txn pre-check).
     let mut lock_delay_check = None;
     if ops.iter().any(|op| matches!(op, TxnOp::Lock { .. })) {
-        let delays = agent.lock_delays_now().await.map_err(ApiError::consensus)?;
+        let delays = agent
+            .sessions
+            .lock_delays_now(&agent.consensus)
+            .await
+            .map_err(ApiError::consensus)?;
         let delayed: Vec<(usize, String)> = ops
             .iter()
             .enumerate()
@@ -207,7 +211,7 @@ pub(crate) async fn txn<B: Backend>(
         if !delayed.is_empty() {
             return Ok(respond(HeaderMap::new(), Vec::new(), delayed));
         }
-        // Held until the transaction has applied (see `Agent::lock_delays_now`).
+        // Held until the transaction has applied (see `SessionKeeper::lock_delays_now`).
         lock_delay_check = Some(delays);
     }
     let command = Command::Txn { ops };
