@@ -6,12 +6,20 @@
 //! tribune-check decides whether the histories are linearizable, whether any acknowledged write was
 //! lost and whether the lock stayed safe. RELIABILITY.md explains the campaigns and their results.
 //!
+//! WAN faults (namespace only): a run that draws one also starts a second datacenter (one dc2
+//! server, WAN-joined, behind a tribune-netem proxy it advertises as its WAN address), and clients
+//! work on dc2's keys with `?dc=dc2` through dc1's servers and dc2's own. The faults: dc2 cut off
+//! (iptables), 25 ms each way (the proxy), 20 % WAN loss (iptables). Beyond the checker: a cut-off
+//! dc2 is declared failed, `?dc=dc2` then answers Consul's 500 within 3 s, and after every heal dc2
+//! is routable again by itself.
+//!
 //! - `short_campaign` (CI): a fixed list of seeds covering every fault kind.
 //! - `long_campaign` (ignored): `TRIBUNE_FAULTS_RUNS` (default 100) seeded runs with two random
 //!   faults each, ending with the RELIABILITY.md table.
 //!
 //! Environment: `TRIBUNE_FAULTS_OUT` (where histories, logs and the table go; default a temporary
 //! directory that is kept and printed), `TRIBUNE_FAULTS_SEEDS=3,1007` (replay those runs),
+//! `TRIBUNE_FAULTS_WAN=1` (every long-campaign run's first fault is a WAN fault),
 //! `TRIBUNE_FAULTS_STRICT_DEFAULT=0` (report default-mode anomalies without failing).
 #![cfg(all(feature = "cli", feature = "rocksdb"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]

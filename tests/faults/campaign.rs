@@ -19,10 +19,13 @@ use tribune_check::{
 use super::cluster::{self, Cluster};
 use super::nemesis::{self, Applied, Fault};
 use super::net::{self, Net};
+use super::wan::{self, Wan};
 use super::workload::{self, Shared};
 
 /// Register clients per run.
 const CLIENTS: u64 = 6;
+/// Register clients on dc2's keys in a WAN run.
+const WAN_CLIENTS: u64 = 3;
 /// The steady state before the first fault.
 const WARM_UP: Duration = Duration::from_secs(2);
 /// Set in the re-executed test process that runs inside `unshare -n`.
@@ -49,10 +52,13 @@ pub(crate) enum Class {
     UnknownDefault,
     /// The final `?consistent` read of a key never succeeded (nothing to check lost writes against).
     NoFinalRead,
+    /// A WAN check failed: a cut-off dc2 not declared failed, `?dc=dc2` not failing fast with
+    /// Consul's error, dc2 not routable again after a heal, the proxy not in the path.
+    WanRouting,
 }
 
 impl Class {
-    const ALL: [Class; 9] = [
+    const ALL: [Class; 10] = [
         Class::Consistent,
         Class::Default,
         Class::StalePhantom,
@@ -62,6 +68,7 @@ impl Class {
         Class::UnknownConsistent,
         Class::UnknownDefault,
         Class::NoFinalRead,
+        Class::WanRouting,
     ];
 
     fn name(self) -> &'static str {
@@ -75,6 +82,7 @@ impl Class {
             Class::UnknownConsistent => "unknown (consistent)",
             Class::UnknownDefault => "unknown (default)",
             Class::NoFinalRead => "no final read",
+            Class::WanRouting => "WAN routing",
         }
     }
 }
@@ -94,6 +102,8 @@ pub(crate) fn short_plans(network: bool) -> Vec<Plan> {
             (2, vec![Fault::PauseLeader, Fault::PartitionFollower]),
             (3, vec![Fault::KillFollower, Fault::OneWayLeader]),
             (4, vec![Fault::KillAll, Fault::PacketLoss]),
+            (5, vec![Fault::WanCut, Fault::WanDelay]),
+            (6, vec![Fault::WanLoss, Fault::KillLeader]),
         ]
     } else {
         vec![
@@ -108,14 +118,18 @@ pub(crate) fn short_plans(network: bool) -> Vec<Plan> {
         .collect()
 }
 
-/// A long-campaign run: two faults drawn from the seed.
-pub(crate) fn random_plan(seed: u64, network: bool) -> Plan {
+/// A long-campaign run: two faults drawn from the seed; with `wan_first` (and the namespace),
+/// the first is a WAN fault.
+pub(crate) fn random_plan(seed: u64, network: bool, wan_first: bool) -> Plan {
     let mut rng = SmallRng::seed_from_u64(seed);
     let kinds: Vec<Fault> = Fault::ALL
         .into_iter()
         .filter(|fault| network || !fault.network())
         .collect();
-    let faults = (0..2).map(|_| kinds[rng.random_range(0..kinds.len())]).collect();
+    let mut faults: Vec<Fault> = (0..2).map(|_| kinds[rng.random_range(0..kinds.len())]).collect();
+    if wan_first && network {
+        faults[0] = Fault::WAN[rng.random_range(0..Fault::WAN.len())];
+    }
     Plan { seed, faults }
 }
 
@@ -130,6 +144,8 @@ pub(crate) struct RunResult {
     pub(crate) details: Vec<String>,
     /// Per fault: ms from its start, and from its heal, to the first accepted write invoked after.
     pub(crate) failover: Vec<(Fault, Option<u64>, Option<u64>)>,
+    /// Operations on dc2's keys.
+    pub(crate) wan_operations: usize,
     pub(crate) dir: PathBuf,
 }
 
@@ -173,7 +189,14 @@ pub(crate) fn run(
     let dir = out.join(format!("run-{}", plan.seed));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the run directory");
-    let slots = cluster::slots(&dir, net.is_some());
+    let wan_run = net.is_some() && plan.faults.iter().any(|f| f.wan());
+    let (slots, wan) = if wan_run {
+        let (dc1, dc2) = wan::slots(&dir);
+        let wan = Wan::start(runtime, &dc1, dc2);
+        (dc1, Some(wan))
+    } else {
+        (cluster::slots(&dir, net.is_some()), None)
+    };
     let mut cluster = Cluster::start(slots);
     let leader = runtime.block_on(cluster.wait_leader(nemesis::RECOVERY_LIMIT));
     assert!(
@@ -184,11 +207,43 @@ pub(crate) fn run(
         dir.display(),
         log_tails(&cluster)
     );
-    let shared = Shared::new(cluster.slots.iter().map(|slot| slot.http()).collect());
+    if let Some(wan) = &wan {
+        let dc2_leader = runtime.block_on(wan.dc2.wait_leader(nemesis::RECOVERY_LIMIT));
+        let routable = dc2_leader.and_then(|_| runtime.block_on(wan.wait_routable(wan::REJOIN_LIMIT)));
+        assert!(
+            routable.is_some(),
+            "run {}: dc2 (leader {dc2_leader:?}) was not routable from every dc1 server in {:?}; logs in {}:\n{}{}",
+            plan.seed,
+            wan::REJOIN_LIMIT,
+            dir.display(),
+            log_tails(&cluster),
+            log_tails(&wan.dc2)
+        );
+    }
+    let shared = Shared::new(
+        cluster.slots.iter().map(|slot| slot.http()).collect(),
+        wan.as_ref().map(|wan| wan.dc2_http),
+    );
     let mut tasks = Vec::new();
     for worker in 0..CLIENTS {
         let seed = plan.seed * 1000 + worker;
-        tasks.push(runtime.spawn(workload::register_client(Arc::clone(&shared), worker, seed)));
+        tasks.push(runtime.spawn(workload::register_client(
+            Arc::clone(&shared),
+            worker,
+            seed,
+            false,
+        )));
+    }
+    if wan.is_some() {
+        for n in 0..WAN_CLIENTS {
+            let worker = 50 + n;
+            tasks.push(runtime.spawn(workload::register_client(
+                Arc::clone(&shared),
+                worker,
+                plan.seed * 1000 + worker,
+                true,
+            )));
+        }
     }
     tasks.push(runtime.spawn(workload::txn_client(
         Arc::clone(&shared),
@@ -210,6 +265,7 @@ pub(crate) fn run(
             fault,
             &mut cluster,
             net,
+            wan.as_ref(),
             runtime,
             &shared,
             &mut rng,
@@ -229,6 +285,8 @@ pub(crate) fn run(
     });
     let missing = runtime.block_on(workload::final_reads(&shared, Duration::from_secs(30)));
     drop(cluster);
+    let proxy_stats = wan.as_ref().map(Wan::stats);
+    drop(wan);
 
     let ops = shared.ops.lock().clone();
     let locks = shared.locks.lock().clone();
@@ -238,9 +296,19 @@ pub(crate) fn run(
     for a in &applied {
         let _ = writeln!(
             faults_text,
-            "{}\tstart_ns={}\theal_ns={}\ttarget={:?}\tleader_before={:?}",
-            a.fault, a.start_ns, a.heal_ns, a.target, a.leader_before
+            "{}\tstart_ns={}\theal_ns={}\ttarget={:?}\tleader_before={:?}\twan_failed_ms={:?}\twan_routable_ms={:?}\twan_read_ms={:?}",
+            a.fault,
+            a.start_ns,
+            a.heal_ns,
+            a.target,
+            a.leader_before,
+            a.wan_declared_failed_ms,
+            a.wan_routable_ms,
+            a.wan_read_ms
         );
+    }
+    if let Some(stats) = &proxy_stats {
+        let _ = writeln!(faults_text, "proxies (gossip, rpc): {stats:?}");
     }
     std::fs::write(dir.join("faults.txt"), faults_text).expect("save the fault log");
 
@@ -248,6 +316,7 @@ pub(crate) fn run(
         seed: plan.seed,
         operations: ops.len(),
         lock_events: locks.len(),
+        wan_operations: ops.iter().filter(|op| op.key.starts_with("wan/")).count(),
         dir: dir.clone(),
         ..RunResult::default()
     };
@@ -282,6 +351,9 @@ pub(crate) fn run(
         result.add(Class::LockSafety, anomaly.to_string());
     }
     for a in &applied {
+        for problem in &a.problems {
+            result.add(Class::WanRouting, format!("{}: {problem}", a.fault));
+        }
         result.failover.push((
             a.fault,
             first_accepted_write(&ops, a.start_ns),
@@ -293,11 +365,15 @@ pub(crate) fn run(
     for slot in cluster::slots(&dir, net.is_some()) {
         let _ = std::fs::remove_dir_all(&slot.data_dir);
     }
+    if wan_run {
+        let _ = std::fs::remove_dir_all(cluster::dc2_slot(&dir).data_dir);
+    }
     let found: usize = result.anomalies.values().sum();
     println!(
-        "run {}: {} ops, {} lock events, faults [{}], {} anomalies, {:.1}s ({})",
+        "run {}: {} ops ({} on dc2), {} lock events, faults [{}], {} anomalies, {:.1}s ({})",
         plan.seed,
         result.operations,
+        result.wan_operations,
         result.lock_events,
         plan.faults
             .iter()
@@ -341,6 +417,11 @@ pub(crate) struct Totals {
     /// Faults after which no write was accepted before the run ended.
     pub(crate) no_write_after: BTreeMap<Fault, usize>,
     pub(crate) failed_runs: Vec<(u64, PathBuf)>,
+    pub(crate) wan_operations: usize,
+    pub(crate) wan_declared_failed: Vec<u64>,
+    pub(crate) wan_routable: Vec<(Fault, u64)>,
+    /// (fastest, median) `?dc=dc2` read under the WAN delay, per fault.
+    pub(crate) wan_reads: Vec<(u64, u64)>,
 }
 
 impl Totals {
@@ -348,8 +429,13 @@ impl Totals {
         self.runs += 1;
         self.operations += result.operations;
         self.lock_events += result.lock_events;
+        self.wan_operations += result.wan_operations;
         for a in &result.applied {
             *self.faults.entry(a.fault).or_default() += 1;
+            self.wan_declared_failed.extend(a.wan_declared_failed_ms);
+            self.wan_routable
+                .extend(a.wan_routable_ms.map(|ms| (a.fault, ms)));
+            self.wan_reads.extend(a.wan_read_ms);
         }
         for (class, n) in &result.anomalies {
             *self.anomalies.entry(*class).or_default() += n;
@@ -412,6 +498,54 @@ impl Totals {
                 percentile(heal, 50),
                 percentile(heal, 99),
                 self.no_write_after.get(fault).copied().unwrap_or(0)
+            );
+        }
+        if self.wan_operations > 0 {
+            let _ = writeln!(
+                out,
+                "\nWAN ({} operations on dc2's keys, `?dc=dc2` through dc1 and on dc2 itself):\n",
+                self.wan_operations
+            );
+            let _ = writeln!(out, "| WAN figure | samples | p50 / max (ms) |");
+            let _ = writeln!(out, "|---|---:|---:|");
+            let row = |out: &mut String, name: &str, samples: &[u64]| {
+                let max = samples.iter().max().map_or("-".to_owned(), u64::to_string);
+                let _ = writeln!(
+                    out,
+                    "| {name} | {} | {} / {max} |",
+                    samples.len(),
+                    percentile(samples, 50)
+                );
+            };
+            row(
+                &mut out,
+                "cut: until every dc1 server lists dc2 as failed",
+                &self.wan_declared_failed,
+            );
+            for fault in Fault::WAN {
+                let samples: Vec<u64> = self
+                    .wan_routable
+                    .iter()
+                    .filter(|(f, _)| *f == fault)
+                    .map(|(_, ms)| *ms)
+                    .collect();
+                row(
+                    &mut out,
+                    &format!("{fault}: heal until `?dc=dc2` served via every dc1 server"),
+                    &samples,
+                );
+            }
+            let fastest: Vec<u64> = self.wan_reads.iter().map(|(f, _)| *f).collect();
+            let median: Vec<u64> = self.wan_reads.iter().map(|(_, m)| *m).collect();
+            row(
+                &mut out,
+                "forwarded stale read under 25 ms each way: fastest",
+                &fastest,
+            );
+            row(
+                &mut out,
+                "forwarded stale read under 25 ms each way: median",
+                &median,
             );
         }
         out
@@ -515,6 +649,7 @@ pub(crate) fn run_campaign(test_name: &str, campaign: Campaign) {
 fn execute(campaign: Campaign, network: bool) {
     let out = output_dir();
     let commit = checkout();
+    let wan_first = env_flag("TRIBUNE_FAULTS_WAN", false);
     println!("t20_faults: histories and server logs under {}", out.display());
     let plans: Vec<Plan> = match (campaign, std::env::var("TRIBUNE_FAULTS_SEEDS")) {
         (_, Ok(seeds)) => seeds
@@ -524,7 +659,7 @@ fn execute(campaign: Campaign, network: bool) {
                 short_plans(network)
                     .into_iter()
                     .find(|plan| plan.seed == seed)
-                    .unwrap_or_else(|| random_plan(seed, network))
+                    .unwrap_or_else(|| random_plan(seed, network, wan_first))
             })
             .collect(),
         (Campaign::Short, Err(_)) => short_plans(network),
@@ -533,11 +668,13 @@ fn execute(campaign: Campaign, network: bool) {
                 .ok()
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(100);
-            (0..runs).map(|i| random_plan(1000 + i, network)).collect()
+            (0..runs)
+                .map(|i| random_plan(1000 + i, network, wan_first))
+                .collect()
         }
     };
     let slots = cluster::slots(&out, network);
-    let net = network.then(|| Net::setup(&slots));
+    let net = network.then(|| Net::setup(&slots, &cluster::dc2_slot(&out), cluster::DC2_PROXY_IP));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -551,8 +688,9 @@ fn execute(campaign: Campaign, network: bool) {
     let command = match campaign {
         Campaign::Short => "cargo test -p tribune --test t20_faults short_campaign".to_owned(),
         Campaign::Long => format!(
-            "TRIBUNE_FAULTS_RUNS={} cargo test -p tribune --test t20_faults -- --ignored long_campaign --nocapture",
-            plans.len()
+            "TRIBUNE_FAULTS_RUNS={}{} cargo test -p tribune --test t20_faults -- --ignored long_campaign --nocapture",
+            plans.len(),
+            if wan_first { " TRIBUNE_FAULTS_WAN=1" } else { "" }
         ),
     };
     let table = totals.table(&command, network, &commit);
@@ -568,6 +706,7 @@ fn execute(campaign: Campaign, network: bool) {
         Class::StalePhantom,
         Class::StaleBackwards,
         Class::LockSafety,
+        Class::WanRouting,
     ]
     .into_iter()
     .chain(strict_default.then_some(Class::Default))

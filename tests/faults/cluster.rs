@@ -1,6 +1,7 @@
 //! Three `tribune agent -server` processes with their data on disk: started, killed with SIGKILL,
 //! paused with SIGSTOP, resumed and restarted from their data directories. Every process is killed
-//! when the cluster is dropped, a panicking test included.
+//! when the cluster is dropped, a panicking test included. A WAN run adds a second datacenter of
+//! one server (a `Cluster` of its own) and WAN-joins the two.
 
 use std::fs::{File, OpenOptions};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -25,6 +26,20 @@ pub(crate) struct Slot {
     pub(crate) log: PathBuf,
     /// The group the process runs as, which the namespace's SNAT rule maps to `ip`.
     pub(crate) gid: Option<u32>,
+    pub(crate) datacenter: String,
+    /// The WAN pool settings (`None`: the WAN port is off).
+    pub(crate) wan: Option<WanSettings>,
+}
+
+/// A server's place in the WAN pool.
+#[derive(Debug, Clone)]
+pub(crate) struct WanSettings {
+    pub(crate) serf_wan_port: u16,
+    /// The address other datacenters reach it at (a proxy's, to put the proxy in the path).
+    pub(crate) advertise: Option<Ipv4Addr>,
+    pub(crate) retry_join: Vec<String>,
+    /// The `gossip_wan` timing, as a config file.
+    pub(crate) config_file: PathBuf,
 }
 
 impl Slot {
@@ -69,9 +84,59 @@ pub(crate) fn slots(root: &Path, namespaced: bool) -> Vec<Slot> {
                 data_dir: root.join(format!("s{}-data", i + 1)),
                 log: root.join(format!("s{}.log", i + 1)),
                 gid,
+                datacenter: "dc1".to_owned(),
+                wan: None,
             }
         })
         .collect()
+}
+
+/// dc2's address inside the namespace (after dc1's 127.0.0.2-4).
+pub(crate) const DC2_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
+/// Where the WAN proxy in front of dc2 listens; dc2 advertises it as its WAN address.
+pub(crate) const DC2_PROXY_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 2);
+pub(crate) const SERF_WAN_PORT: u16 = 8302;
+
+/// The one server of the second datacenter (namespace only: it needs its own address).
+pub(crate) fn dc2_slot(root: &Path) -> Slot {
+    Slot {
+        name: "dc2-s1".to_owned(),
+        ip: DC2_IP,
+        http_port: 8500,
+        rpc_port: 8300,
+        serf_port: 8301,
+        data_dir: root.join("dc2-s1-data"),
+        log: root.join("dc2-s1.log"),
+        gid: Some(GID_BASE + SERVERS as u32),
+        datacenter: "dc2".to_owned(),
+        wan: None,
+    }
+}
+
+/// WAN-joins dc1's servers and dc2's: every server on the WAN port with fast WAN timing (so a
+/// cut-off datacenter is declared failed in seconds, not minutes), dc2 advertising the proxy's
+/// address, each side retrying a join to the other.
+pub(crate) fn federate(root: &Path, dc1: &mut [Slot], dc2: &mut Slot) {
+    let config_file = root.join("gossip-wan.json");
+    std::fs::write(
+        &config_file,
+        r#"{"gossip_wan": {"probe_interval": "500ms", "probe_timeout": "250ms", "suspicion_mult": 3, "gossip_interval": "100ms"}}"#,
+    )
+    .expect("write the gossip_wan config");
+    for slot in dc1.iter_mut() {
+        slot.wan = Some(WanSettings {
+            serf_wan_port: SERF_WAN_PORT,
+            advertise: None,
+            retry_join: vec![format!("{DC2_PROXY_IP}:{SERF_WAN_PORT}")],
+            config_file: config_file.clone(),
+        });
+    }
+    dc2.wan = Some(WanSettings {
+        serf_wan_port: SERF_WAN_PORT,
+        advertise: Some(DC2_PROXY_IP),
+        retry_join: dc1.iter().map(|s| format!("{}:{SERF_WAN_PORT}", s.ip)).collect(),
+        config_file,
+    });
 }
 
 /// A server's process state as the nemesis left it.
@@ -123,7 +188,8 @@ impl Cluster {
         command.args([
             "agent".to_owned(),
             "-server".to_owned(),
-            format!("-bootstrap-expect={SERVERS}"),
+            format!("-bootstrap-expect={}", self.slots.len()),
+            format!("-datacenter={}", slot.datacenter),
             format!("-node={}", slot.name),
             format!("-data-dir={}", slot.data_dir.display()),
             format!("-bind={}", slot.ip),
@@ -131,9 +197,26 @@ impl Cluster {
             format!("-http-port={}", slot.http_port),
             format!("-server-port={}", slot.rpc_port),
             format!("-serf-lan-port={}", slot.serf_port),
-            "-serf-wan-port=-1".to_owned(),
             "-retry-interval=200ms".to_owned(),
         ]);
+        match &slot.wan {
+            None => {
+                command.arg("-serf-wan-port=-1");
+            }
+            Some(wan) => {
+                command.args([
+                    format!("-config-file={}", wan.config_file.display()),
+                    format!("-serf-wan-port={}", wan.serf_wan_port),
+                    "-retry-interval-wan=500ms".to_owned(),
+                ]);
+                if let Some(ip) = wan.advertise {
+                    command.arg(format!("-advertise-wan={ip}"));
+                }
+                for addr in &wan.retry_join {
+                    command.arg(format!("-retry-join-wan={addr}"));
+                }
+            }
+        }
         for other in self.slots.iter().filter(|other| other.name != slot.name) {
             command.arg(format!("-retry-join={}", other.serf()));
         }

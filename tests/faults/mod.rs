@@ -6,4 +6,5 @@ pub(crate) mod cluster;
 pub(crate) mod http;
 pub(crate) mod nemesis;
 pub(crate) mod net;
+pub(crate) mod wan;
 pub(crate) mod workload;

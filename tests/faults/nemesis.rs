@@ -10,6 +10,7 @@ use tokio::runtime::Runtime;
 
 use super::cluster::{Cluster, SERVERS};
 use super::net::Net;
+use super::wan::{self, Wan};
 use super::workload::Shared;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,10 +31,16 @@ pub(crate) enum Fault {
     OneWayLeader,
     /// Drop 30 % of the packets on every link between servers.
     PacketLoss,
+    /// Cut dc2 off from dc1 (iptables), until dc1 declares it failed and a little more.
+    WanCut,
+    /// 25 ms one-way delay on everything dc1 sends dc2 and its answers (the proxy).
+    WanDelay,
+    /// Drop 20 % of the packets between the datacenters (iptables).
+    WanLoss,
 }
 
 impl Fault {
-    pub(crate) const ALL: [Fault; 8] = [
+    pub(crate) const ALL: [Fault; 11] = [
         Fault::KillLeader,
         Fault::KillFollower,
         Fault::KillAll,
@@ -42,14 +49,24 @@ impl Fault {
         Fault::PartitionFollower,
         Fault::OneWayLeader,
         Fault::PacketLoss,
+        Fault::WanCut,
+        Fault::WanDelay,
+        Fault::WanLoss,
     ];
+
+    /// The faults between datacenters (a run with one starts dc2).
+    pub(crate) const WAN: [Fault; 3] = [Fault::WanCut, Fault::WanDelay, Fault::WanLoss];
+
+    pub(crate) fn wan(self) -> bool {
+        Fault::WAN.contains(&self)
+    }
 
     /// Whether it needs the private network namespace.
     pub(crate) fn network(self) -> bool {
         matches!(
             self,
             Fault::PartitionLeader | Fault::PartitionFollower | Fault::OneWayLeader | Fault::PacketLoss
-        )
+        ) || self.wan()
     }
 }
 
@@ -64,6 +81,9 @@ impl fmt::Display for Fault {
             Fault::PartitionFollower => "partition: isolate follower",
             Fault::OneWayLeader => "one-way: leader's packets dropped",
             Fault::PacketLoss => "30% packet loss",
+            Fault::WanCut => "WAN: dc2 cut off",
+            Fault::WanDelay => "WAN: 25 ms each way (proxy)",
+            Fault::WanLoss => "WAN: 20% packet loss",
         })
     }
 }
@@ -78,6 +98,14 @@ pub(crate) struct Applied {
     pub(crate) target: Option<usize>,
     /// The leader it found before, if the servers agreed on one.
     pub(crate) leader_before: Option<usize>,
+    /// WAN faults: ms from the cut until every dc1 server listed dc2 as failed.
+    pub(crate) wan_declared_failed_ms: Option<u64>,
+    /// WAN faults: ms from the heal until every dc1 server routed `?dc=dc2` again.
+    pub(crate) wan_routable_ms: Option<u64>,
+    /// WAN delay: the fastest and the median forwarded read under the delay, in ms.
+    pub(crate) wan_read_ms: Option<(u64, u64)>,
+    /// What the checks beyond the histories found wrong (WAN routing).
+    pub(crate) problems: Vec<String>,
 }
 
 /// How long the servers get to agree on a leader after a heal before the run goes on regardless
@@ -93,6 +121,7 @@ pub(crate) fn inject(
     fault: Fault,
     cluster: &mut Cluster,
     net: Option<&Net>,
+    wan: Option<&Wan>,
     runtime: &Runtime,
     shared: &Shared,
     rng: &mut SmallRng,
@@ -101,6 +130,11 @@ pub(crate) fn inject(
     let leader = leader_before.unwrap_or_else(|| rng.random_range(0..SERVERS));
     let follower = (leader + rng.random_range(1..SERVERS)) % SERVERS;
     let net = || net.unwrap_or_else(|| panic!("{fault} needs the network namespace"));
+    let wan = || wan.unwrap_or_else(|| panic!("{fault} needs the second datacenter"));
+    let mut wan_declared_failed_ms = None;
+    let mut wan_routable_ms = None;
+    let mut wan_read_ms = None;
+    let mut problems = Vec::new();
     // The fault starts once it is in place (a kill has been delivered, the rules installed); the
     // probes that prove a cut run after that moment, inside the hold.
     let start_ns;
@@ -163,8 +197,65 @@ pub(crate) fn inject(
             net().heal();
             None
         }
+        Fault::WanCut => {
+            net().wan_cut();
+            start_ns = shared.now_ns();
+            net().verify_wan_cut();
+            wan_declared_failed_ms = runtime.block_on(wan().wait_declared_failed(wan::DETECT_LIMIT));
+            match wan_declared_failed_ms {
+                Some(_) => {
+                    let (found, _) = runtime.block_on(wan().check_fail_fast());
+                    problems.extend(found);
+                }
+                None => problems.push(format!(
+                    "dc2, cut off, was not listed as failed by every dc1 server within {:?}",
+                    wan::DETECT_LIMIT
+                )),
+            }
+            hold(rng, 1000, 3000);
+            net().heal();
+            None
+        }
+        Fault::WanDelay => {
+            wan().set_delay(wan::WAN_DELAY);
+            start_ns = shared.now_ns();
+            // The proxy is in the path only if a forwarded call pays the round trip: two one-way
+            // delays at least, on a reused connection.
+            let times = runtime.block_on(wan().forwarded_read_times(7));
+            let round_trip = u64::try_from((wan::WAN_DELAY * 2).as_millis()).unwrap_or(u64::MAX);
+            match (times.first(), times.get(times.len() / 2)) {
+                (Some(&fastest), Some(&median)) => {
+                    wan_read_ms = Some((fastest, median));
+                    if fastest < round_trip {
+                        problems.push(format!(
+                            "a ?dc=dc2 read took {fastest} ms under a {round_trip} ms WAN round trip: the proxy is not in the path"
+                        ));
+                    }
+                }
+                _ => problems.push("no ?dc=dc2 read succeeded under the WAN delay".to_owned()),
+            }
+            hold(rng, 3000, 5000);
+            wan().set_delay(Duration::ZERO);
+            None
+        }
+        Fault::WanLoss => {
+            net().wan_loss(0.2);
+            start_ns = shared.now_ns();
+            hold(rng, 4000, 6000);
+            net().heal();
+            None
+        }
     };
     let heal_ns = shared.now_ns();
+    if fault.wan() {
+        wan_routable_ms = runtime.block_on(wan().wait_routable(wan::REJOIN_LIMIT));
+        if wan_routable_ms.is_none() {
+            problems.push(format!(
+                "after the heal of '{fault}', dc2 was not routable from every dc1 server within {:?}",
+                wan::REJOIN_LIMIT
+            ));
+        }
+    }
     let _ = runtime.block_on(cluster.wait_leader(RECOVERY_LIMIT));
     hold(rng, 2000, 3000);
     Applied {
@@ -173,5 +264,9 @@ pub(crate) fn inject(
         heal_ns,
         target,
         leader_before,
+        wan_declared_failed_ms,
+        wan_routable_ms,
+        wan_read_ms,
+        problems,
     }
 }

@@ -2,6 +2,10 @@
 //! runs under its own group, which an SNAT rule maps to that address, so iptables rules naming
 //! source and destination addresses cut exactly the links between servers. The test's own clients
 //! talk from 127.0.0.1 and are never cut. Every cut is probed before a run trusts it.
+//!
+//! The second datacenter's server (127.0.0.5) is mapped the same way; its WAN links are the ones
+//! between a dc1 server and either dc2's address or the proxy's (127.0.1.2, which dc2 advertises),
+//! so a WAN cut also cuts what passes through the proxy.
 
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
@@ -59,16 +63,19 @@ fn iptables(args: &[&str]) {
 /// The namespace's network, set up once per process.
 pub(crate) struct Net {
     servers: Vec<(Ipv4Addr, u32, u16)>,
+    /// dc2's server, and the proxy's address in front of it.
+    dc2: (Ipv4Addr, u32, u16),
+    dc2_proxy: Ipv4Addr,
 }
 
 impl Net {
-    /// Brings `lo` up and maps each server's group to its address.
-    pub(crate) fn setup(slots: &[Slot]) -> Net {
+    /// Brings `lo` up and maps each server's group (dc1's and dc2's) to its address.
+    pub(crate) fn setup(slots: &[Slot], dc2: &Slot, dc2_proxy: Ipv4Addr) -> Net {
         run("ip", &["link", "set", "lo", "up"]);
         iptables(&["-t", "nat", "-F", "POSTROUTING"]);
         iptables(&["-F", "INPUT"]);
         let mut servers = Vec::new();
-        for slot in slots {
+        for slot in slots.iter().chain([dc2]) {
             let gid = slot.gid.expect("a namespaced server runs under its own group");
             let (ip, gid_text) = (slot.ip.to_string(), gid.to_string());
             iptables(&[
@@ -87,38 +94,69 @@ impl Net {
             ]);
             servers.push((slot.ip, gid, slot.rpc_port));
         }
-        Net { servers }
+        let dc2 = servers.pop().expect("dc2's slot was added last");
+        Net {
+            servers,
+            dc2,
+            dc2_proxy,
+        }
     }
 
     /// Drops what server `from` sends to server `to` (with `probability`, 1.0 = all): packets
     /// addressed to `to`, and replies on connections `to` opened, whose destination was rewritten.
     fn drop_link(&self, from: usize, to: usize, probability: f64) {
-        let (a, b) = (self.servers[from].0.to_string(), self.servers[to].0.to_string());
-        let p = format!("{probability}");
-        let chance: Vec<&str> = if probability < 1.0 {
-            vec!["-m", "statistic", "--mode", "random", "--probability", &p]
-        } else {
-            Vec::new()
-        };
-        let mut direct = vec!["-A", "INPUT", "-s", &a, "-d", &b];
-        direct.extend(&chance);
-        direct.extend(["-j", "DROP"]);
-        iptables(&direct);
-        let mut reply = vec![
-            "-A",
-            "INPUT",
-            "-s",
-            &a,
-            "-m",
-            "conntrack",
-            "--ctdir",
-            "REPLY",
-            "--ctrepldst",
-            &b,
-        ];
-        reply.extend(&chance);
-        reply.extend(["-j", "DROP"]);
-        iptables(&reply);
+        drop_between(self.servers[from].0, self.servers[to].0, probability);
+    }
+
+    /// Every link between a dc1 server and dc2 (directly, or through the proxy), both ways.
+    fn wan_links(&self) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+        let mut links = Vec::new();
+        for (ip, _, _) in &self.servers {
+            for remote in [self.dc2.0, self.dc2_proxy] {
+                links.push((*ip, remote));
+                links.push((remote, *ip));
+            }
+        }
+        links
+    }
+
+    /// Cuts dc2 off from dc1 (the test's clients still reach both).
+    pub(crate) fn wan_cut(&self) {
+        for (a, b) in self.wan_links() {
+            drop_between(a, b, 1.0);
+        }
+    }
+
+    /// Drops a share of every packet between the datacenters.
+    pub(crate) fn wan_loss(&self, probability: f64) {
+        for (a, b) in self.wan_links() {
+            drop_between(a, b, probability);
+        }
+    }
+
+    /// Proves a [`Net::wan_cut`]: no dc1 server connects to dc2's RPC port, directly or through
+    /// the proxy, and dc2 connects to no dc1 server; dc1's own links stay open.
+    pub(crate) fn verify_wan_cut(&self) {
+        let (dc2_ip, dc2_gid, dc2_port) = self.dc2;
+        let mut cut = Vec::new();
+        for (i, (ip, gid, port)) in self.servers.iter().enumerate() {
+            for remote in [dc2_ip, self.dc2_proxy] {
+                cut.push((
+                    format!("s{} to {remote}", i + 1),
+                    probe_addr(*gid, remote, dc2_port, 1),
+                ));
+            }
+            cut.push((format!("dc2 to s{}", i + 1), probe_addr(dc2_gid, *ip, *port, 1)));
+        }
+        for (what, mut child) in cut {
+            let code = child.wait().expect("probe exit").code();
+            assert_eq!(
+                code,
+                Some(124),
+                "leaky WAN cut: a probe {what} ended with {code:?}, not a timeout"
+            );
+        }
+        self.verify(|_, _| Some(false));
     }
 
     /// Cuts every link between the two sides, both ways.
@@ -167,25 +205,10 @@ impl Net {
         }
     }
 
-    /// A TCP connect from server `a`'s group to server `b`'s RPC port, given `seconds` to finish
-    /// (exit 124: timed out, 0: connected, 1: refused).
+    /// A TCP connect from server `a`'s group to server `b`'s RPC port.
     fn probe(&self, a: usize, b: usize, seconds: u32) -> std::process::Child {
         let (gid, (ip, _, port)) = (self.servers[a].1, self.servers[b]);
-        Command::new("setpriv")
-            .args([
-                &format!("--regid={gid}"),
-                "--clear-groups",
-                "--",
-                "timeout",
-                &seconds.to_string(),
-                "bash",
-                "-c",
-                &format!("exec 3<>/dev/tcp/{ip}/{port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn a probe")
+        probe_addr(gid, ip, port, seconds)
     }
 
     pub(crate) fn heal(&self) {
@@ -228,4 +251,55 @@ impl Net {
             }
         }
     }
+}
+
+/// Drops what `a` sends to `b` (with `probability`, 1.0 = all): packets addressed to `b`, and
+/// replies on connections `b` opened, whose destination was rewritten.
+fn drop_between(a: Ipv4Addr, b: Ipv4Addr, probability: f64) {
+    let (a, b) = (a.to_string(), b.to_string());
+    let p = format!("{probability}");
+    let chance: Vec<&str> = if probability < 1.0 {
+        vec!["-m", "statistic", "--mode", "random", "--probability", &p]
+    } else {
+        Vec::new()
+    };
+    let mut direct = vec!["-A", "INPUT", "-s", &a, "-d", &b];
+    direct.extend(&chance);
+    direct.extend(["-j", "DROP"]);
+    iptables(&direct);
+    let mut reply = vec![
+        "-A",
+        "INPUT",
+        "-s",
+        &a,
+        "-m",
+        "conntrack",
+        "--ctdir",
+        "REPLY",
+        "--ctrepldst",
+        &b,
+    ];
+    reply.extend(&chance);
+    reply.extend(["-j", "DROP"]);
+    iptables(&reply);
+}
+
+/// A TCP connect from group `gid` to `ip:port`, given `seconds` to finish (exit 124: timed out,
+/// 0: connected, 1: refused).
+fn probe_addr(gid: u32, ip: Ipv4Addr, port: u16, seconds: u32) -> std::process::Child {
+    Command::new("setpriv")
+        .args([
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            "--",
+            "timeout",
+            &seconds.to_string(),
+            "bash",
+            "-c",
+            &format!("exec 3<>/dev/tcp/{ip}/{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn a probe")
 }

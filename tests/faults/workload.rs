@@ -2,6 +2,8 @@
 //! mode, unique-valued writes, `?cas=` writes, deletes), multi-key transactions, and two clients
 //! contending for a session lock with a fencing-token-guarded resource. Each request goes to a
 //! random server with a short timeout; what may have happened is recorded as indeterminate.
+//! In a WAN run, register clients also work on dc2's keys (`wan/k*`) with `?dc=dc2`, through
+//! random dc1 servers (forwarded) and through dc2's server itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,10 +34,32 @@ pub(crate) fn key(n: usize) -> String {
     format!("reg/k{n}")
 }
 
+/// dc2's register keys (distinct names, so the checker never mixes the two datacenters' keys).
+pub(crate) fn wan_key(n: usize) -> String {
+    format!("wan/k{n}")
+}
+
+/// The datacenter of the WAN keys.
+pub(crate) const REMOTE_DC: &str = "dc2";
+
+/// Consul's two answers for a call to another datacenter that was never sent.
+pub(crate) const NOT_SENT_ERRORS: [&str; 2] = [
+    "No path to datacenter",
+    "Remote DC has no server currently reachable",
+];
+
+/// `path` with one more query parameter.
+fn with_query(path: &str, param: &str) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}{param}")
+}
+
 /// What the clients share: the servers, the clock and the histories.
 pub(crate) struct Shared {
     pub(crate) epoch: Instant,
     pub(crate) servers: Vec<SocketAddr>,
+    /// dc2's server, in a WAN run.
+    pub(crate) dc2: Option<SocketAddr>,
     pub(crate) ops: Mutex<Vec<KvOperation>>,
     pub(crate) locks: Mutex<Vec<LockEvent>>,
     pub(crate) stop: AtomicBool,
@@ -45,10 +69,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(servers: Vec<SocketAddr>) -> Arc<Shared> {
+    pub(crate) fn new(servers: Vec<SocketAddr>, dc2: Option<SocketAddr>) -> Arc<Shared> {
         Arc::new(Shared {
             epoch: Instant::now(),
             servers,
+            dc2,
             ops: Mutex::new(Vec::new()),
             locks: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
@@ -76,6 +101,9 @@ impl Shared {
     }
 
     fn server_name(&self, addr: SocketAddr) -> Option<String> {
+        if self.dc2 == Some(addr) {
+            return Some("dc2-s1".to_owned());
+        }
         self.servers
             .iter()
             .position(|s| *s == addr)
@@ -121,9 +149,13 @@ fn decode_entry(reply: &Response) -> Option<Entry> {
 }
 
 /// A write's outcome: `true`/`false` bodies are answers; a 5xx or no answer after sending may have
-/// taken effect; a refused connection or a 4xx did not.
+/// taken effect; a refused connection, a 4xx, or a call to another datacenter that was never sent
+/// (Consul's two routing errors) did not.
 fn write_outcome(result: &Result<Response, NoResponse>) -> KvOutcome {
     match result {
+        Ok(reply) if reply.status == 500 && NOT_SENT_ERRORS.contains(&reply.text().trim()) => {
+            KvOutcome::Failed
+        }
         Ok(reply) if reply.status == 200 => match reply.text().trim() {
             "true" => KvOutcome::Written { ok: true },
             "false" => KvOutcome::Written { ok: false },
@@ -140,14 +172,23 @@ async fn pause(rng: &mut SmallRng, low_ms: u64, high_ms: u64) {
 }
 
 /// One register client: random operations on random keys through random servers until stopped.
-pub(crate) async fn register_client(shared: Arc<Shared>, worker: u64, seed: u64) {
+/// A `wan` client works on dc2's keys with `?dc=dc2`: three calls in four through a random dc1
+/// server (forwarded), the fourth through dc2's own server.
+pub(crate) async fn register_client(shared: Arc<Shared>, worker: u64, seed: u64, wan: bool) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut client = shared.new_client();
     let mut known_index: HashMap<String, u64> = HashMap::new();
     let mut sequence = 0u64;
     while !shared.stopped() {
-        let key = key(rng.random_range(0..KEYS));
-        let server = shared.servers[rng.random_range(0..shared.servers.len())];
+        let n = rng.random_range(0..KEYS);
+        let (key, server) = match (wan, shared.dc2) {
+            (true, Some(dc2)) if rng.random_range(0..4) == 0 => (wan_key(n), dc2),
+            (true, _) => (
+                wan_key(n),
+                shared.servers[rng.random_range(0..shared.servers.len())],
+            ),
+            (false, _) => (key(n), shared.servers[rng.random_range(0..shared.servers.len())]),
+        };
         let roll = rng.random_range(0..100);
         let (op, method, path, body) = if roll < 50 {
             let (mode, flag) = match roll {
@@ -185,6 +226,11 @@ pub(crate) async fn register_client(shared: Arc<Shared>, worker: u64, seed: u64)
                 }
                 _ => (KvOp::Delete, "DELETE", format!("/v1/kv/{key}"), String::new()),
             }
+        };
+        let path = if wan {
+            with_query(&path, &format!("dc={REMOTE_DC}"))
+        } else {
+            path
         };
         let invoked_ns = shared.now_ns();
         let result = http::call(server, method, &path, body.as_bytes(), REQUEST_TIMEOUT).await;
@@ -426,12 +472,18 @@ pub(crate) async fn final_reads(shared: &Shared, limit: Duration) -> Vec<String>
     let deadline = Instant::now() + limit;
     let client = shared.new_client();
     let mut missing = Vec::new();
-    for n in 0..KEYS {
-        let key = key(n);
+    // dc2's keys are read from dc2's own server: the question is what dc2 kept, not the route.
+    let keys = (0..KEYS).map(|n| (key(n), None)).chain(
+        shared
+            .dc2
+            .iter()
+            .flat_map(|dc2| (0..KEYS).map(|n| (wan_key(n), Some(*dc2)))),
+    );
+    for (key, remote) in keys {
         let mut done = false;
         let mut attempt = 0usize;
         while !done && Instant::now() < deadline {
-            let server = shared.servers[attempt % shared.servers.len()];
+            let server = remote.unwrap_or(shared.servers[attempt % shared.servers.len()]);
             attempt += 1;
             let invoked_ns = shared.now_ns();
             let path = format!("/v1/kv/{key}?consistent");
