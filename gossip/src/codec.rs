@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! packet  := VERSION count:u8 { len:u16 message }{count}
-//! message := kind:u8 body
+//! message := kind:u8 body       (a kind the decoder does not know is skipped: the packet's other
+//!                                 messages still apply)
+//! prune   := KIND_PRUNE incarnation:u32 node:str   (`force-leave -prune`: erase `node`)
 //! stream  := VERSION STREAM_PUSH_PULL flags:u8 event_ltime:u64 count:u32 { member_state }{count}
 //!                [ want_count:u32 { name:str }{want_count} ]   (when flags has WANT)
 //!          | VERSION STREAM_PING seq:u32 target:str      (the TCP fallback probe)
@@ -62,6 +64,7 @@ const KIND_ALIVE: u8 = 5;
 const KIND_SUSPECT: u8 = 6;
 const KIND_DEAD: u8 = 7;
 const KIND_USER_EVENT: u8 = 8;
+const KIND_PRUNE: u8 = 9;
 
 /// One protocol message carried in a packet.
 #[derive(Clone, Debug, PartialEq)]
@@ -126,6 +129,16 @@ pub enum Message {
         node: String,
         /// Who declared it.
         from: String,
+    },
+    /// `node`, down (failed or left) at `incarnation`, is to be erased from every member's list
+    /// rather than kept as departed until reaped: Consul's `force-leave -prune`. A build that
+    /// predates this kind drops the whole packet carrying it; decoders from this one on skip
+    /// any kind they do not know (see [`decode_packet`]).
+    Prune {
+        /// Incarnation of the claim: a member known at a higher one is not erased.
+        incarnation: u32,
+        /// Member to erase.
+        node: String,
     },
     /// An application event broadcast to the whole pool.
     UserEvent {
@@ -418,6 +431,11 @@ pub(crate) fn encode_message(msg: &Message, out: &mut Vec<u8>) {
             put_str(out, node);
             put_str(out, from);
         }
+        Message::Prune { incarnation, node } => {
+            out.push(KIND_PRUNE);
+            put_u32(out, *incarnation);
+            put_str(out, node);
+        }
         Message::UserEvent { ltime, name, payload } => {
             out.push(KIND_USER_EVENT);
             put_u64(out, *ltime);
@@ -685,6 +703,10 @@ fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
             node: r.string("node")?,
             from: r.string("from")?,
         },
+        KIND_PRUNE => Message::Prune {
+            incarnation: r.u32("incarnation")?,
+            node: r.string("node")?,
+        },
         KIND_USER_EVENT => Message::UserEvent {
             ltime: r.u64("ltime")?,
             name: r.string("event name")?,
@@ -713,7 +735,13 @@ pub fn decode_packet(bytes: &[u8]) -> Result<Vec<Message>, DecodeError> {
     let mut out = Vec::with_capacity(usize::from(count).min(r.buf.len() / 3));
     for _ in 0..count {
         let len = usize::from(r.u16("message length")?);
-        out.push(decode_message(r.take(len, "message")?)?);
+        match decode_message(r.take(len, "message")?) {
+            Ok(msg) => out.push(msg),
+            // Each message carries its length, so a kind from a newer build costs only itself,
+            // not the probes and claims sharing its packet.
+            Err(DecodeError::UnknownKind { .. }) => {}
+            Err(err) => return Err(err),
+        }
     }
     r.finish()?;
     Ok(out)
@@ -956,7 +984,21 @@ mod tests {
                 name: "deploy".into(),
                 payload: vec![1, 2, 3],
             },
+            Message::Prune {
+                incarnation: 6,
+                node: "gone.dc2".into(),
+            },
         ]
+    }
+
+    #[test]
+    fn an_unknown_message_kind_is_skipped_not_the_packet() {
+        let known = Message::Nack { seq: 3 };
+        let mut packet = start_packet();
+        push_framed(&mut packet, &[0xee, 1, 2, 3]);
+        push_framed(&mut packet, &message_bytes(&known));
+        finish_packet(&mut packet, 2);
+        assert_eq!(decode_packet(&packet).unwrap(), vec![known]);
     }
 
     #[test]

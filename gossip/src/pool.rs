@@ -26,6 +26,9 @@ const AAD_STREAM: &[u8] = b"tribune-gossip/stream";
 const COORDINATE_SEED_SALT: u64 = 0x636f_6f72_6469_6e61;
 /// Longest member name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
+/// Most prunes sent back to one peer that missed them, per push-pull: the rest follow on later
+/// exchanges, and one packet stays small.
+const MAX_PRUNES_PER_CORRECTION: usize = 16;
 
 /// The local member's identity, as given to [`Pool::new`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -268,6 +271,10 @@ pub struct Pool {
     suspicions: HashMap<String, Suspicion>,
     /// Suspects to probe ourselves once their suspicion has stood for a while: (name, incarnation, due).
     suspect_probes: VecDeque<(String, u32, Instant)>,
+    /// Members erased by a prune: the incarnation they were erased at and when, kept for
+    /// [`Config::dead_member_retention`] so that a stale claim from a peer that has not heard of
+    /// the prune does not bring them back.
+    pruned: HashMap<String, (u32, Instant)>,
     broadcasts: BroadcastQueue,
     user_events: EventDedup,
 
@@ -355,6 +362,7 @@ impl Pool {
             relays: HashMap::new(),
             suspicions: HashMap::new(),
             suspect_probes: VecDeque::new(),
+            pruned: HashMap::new(),
             broadcasts: BroadcastQueue::default(),
             user_events,
             probe_due: now,
@@ -608,6 +616,33 @@ impl Pool {
         Ok(())
     }
 
+    /// Consul's `force-leave -prune`: a failed, suspect or departed member is reported as
+    /// [`Event::Left`] (unless it had already left) and erased from the member list here and,
+    /// through a [`Message::Prune`] broadcast, on every member, instead of being listed as left
+    /// until [`Config::dead_member_retention`] passes. A live member is not touched, as with
+    /// [`Pool::force_leave`]. A pruned member that is in fact alive (or restarts) is accused on
+    /// its next claim at the pruned incarnation, outbids it and joins again as new.
+    pub fn force_leave_prune(&mut self, name: &str, now: Instant) -> Result<(), PoolError> {
+        let entry = self
+            .members
+            .position(name)
+            .and_then(|i| self.members.get(i))
+            .filter(|_| name != self.name)
+            .ok_or_else(|| PoolError::UnknownMember {
+                name: name.to_owned(),
+            })?;
+        if entry.status != MemberStatus::Alive {
+            let incarnation = entry.incarnation;
+            self.prune_node(incarnation, name, now);
+        }
+        Ok(())
+    }
+
+    /// Whether `name` was erased by a prune and is still remembered as such.
+    pub fn is_pruned(&self, name: &str) -> bool {
+        self.pruned.contains_key(name)
+    }
+
     /// Replaces the local member's tags and announces them.
     pub fn update_tags(&mut self, tags: Tags, _now: Instant) -> Result<(), PoolError> {
         if self.leaving {
@@ -728,7 +763,7 @@ impl Pool {
         };
         match msg {
             StreamMessage::PushPull(pp) => {
-                let want = self.merge_remote_state(&pp, now);
+                let want = self.merge_remote_state(from, &pp, now);
                 if pp.reply {
                     if pp.join {
                         // Like Consul's join (Serf's `ignoreOld`): events older than the pool's
@@ -945,6 +980,10 @@ impl Pool {
                 self.correct_stale_claim(from, &node, incarnation);
                 self.dead_node(incarnation, &node, &accuser, now)
             }
+            Message::Prune { incarnation, node } => {
+                self.correct_stale_claim(from, &node, incarnation);
+                self.prune_node(incarnation, &node, now)
+            }
             Message::UserEvent { ltime, name, payload } => {
                 if self.user_events.accept(ltime, &name, &payload) {
                     let msg = Message::UserEvent {
@@ -1006,6 +1045,21 @@ impl Pool {
         }
         if node.is_empty() || node.len() > MAX_NAME_LEN {
             return;
+        }
+        if let Some(&(pruned_at, _)) = self.pruned.get(&node) {
+            if incarnation <= pruned_at {
+                // A stale claim, or the member itself back at its old incarnation (a restart, or
+                // it was never down): accuse it, so that if it is alive it outbids the prune and
+                // joins again; a dead address just loses the packet.
+                let accusation = Message::Suspect {
+                    incarnation: pruned_at,
+                    node,
+                    from: self.name.clone(),
+                };
+                self.send_messages(addr, vec![accusation]);
+                return;
+            }
+            self.pruned.remove(&node);
         }
         let Some(i) = self.members.position(&node) else {
             let member = Member {
@@ -1240,6 +1294,40 @@ impl Pool {
             .push(Some(node.to_owned()), codec::message_bytes(&msg));
     }
 
+    /// Erases `node`, down at `incarnation`, from the member list (reporting it as left first, as
+    /// Serf reports a leave before the reap), remembers the prune and spreads it.
+    fn prune_node(&mut self, incarnation: u32, node: &str, now: Instant) {
+        if node == self.name {
+            if !self.leaving && incarnation >= self.incarnation {
+                self.refute(incarnation);
+            }
+            return;
+        }
+        let Some(i) = self.members.position(node) else {
+            return;
+        };
+        let Some(entry) = self.members.get(i) else { return };
+        if incarnation < entry.incarnation {
+            return;
+        }
+        if entry.status != MemberStatus::Left {
+            self.suspicions.remove(node);
+            self.set_status(i, MemberStatus::Left, now);
+            self.members.set_state(i, incarnation, MemberStatus::Left);
+            if let Some(member) = self.members.get(i).map(Entry::to_member) {
+                self.emit(Event::Left(member));
+            }
+        }
+        self.forget_members(|e, _| e.name() != node);
+        self.pruned.insert(node.to_owned(), (incarnation, now));
+        let msg = Message::Prune {
+            incarnation,
+            node: node.to_owned(),
+        };
+        self.broadcasts
+            .push(Some(node.to_owned()), codec::message_bytes(&msg));
+    }
+
     /// Outbids a claim about ourselves with a higher incarnation.
     fn refute(&mut self, accused: u32) {
         self.incarnation = self.incarnation.max(accused).saturating_add(1);
@@ -1251,14 +1339,29 @@ impl Pool {
 
     /// Applies a peer's state. Returns the members it reported briefly at an incarnation newer
     /// than ours (or that we do not know): their tags and address must be asked for.
-    fn merge_remote_state(&mut self, pp: &PushPull, now: Instant) -> Vec<String> {
+    fn merge_remote_state(&mut self, from: SocketAddr, pp: &PushPull, now: Instant) -> Vec<String> {
         self.user_events.catch_up(pp.event_ltime);
         let sender = pp_sender(pp);
         // A joiner learns the whole pool at once: size the table for it in one step.
         self.members
             .reserve(pp.members.len().saturating_sub(self.members.len()));
         let mut want = Vec::new();
+        let mut missed_prunes = Vec::new();
         for m in &pp.members {
+            if m.name != sender
+                && let Some(&(pruned_at, _)) = self.pruned.get(&m.name)
+                && m.incarnation <= pruned_at
+            {
+                // The peer missed the prune: tell it directly rather than wait for gossip that
+                // may have stopped retransmitting it.
+                if missed_prunes.len() < MAX_PRUNES_PER_CORRECTION {
+                    missed_prunes.push(Message::Prune {
+                        incarnation: pruned_at,
+                        node: m.name.clone(),
+                    });
+                }
+                continue;
+            }
             match m.status {
                 MemberStatus::Alive if m.brief => {
                     if m.name == self.name {
@@ -1288,6 +1391,9 @@ impl Pool {
                     self.suspect_node(m.incarnation, &m.name, &sender, now)
                 }
             }
+        }
+        if !missed_prunes.is_empty() {
+            self.send_messages(from, missed_prunes);
         }
         want
     }
@@ -1399,10 +1505,18 @@ impl Pool {
     /// Ends a probe round: forgets long-dead members and reshuffles the probe order.
     fn reset_probe_round(&mut self, now: Instant) {
         let retention = self.config.dead_member_retention;
-        let before = self.members.len();
-        self.members.retain_and_shuffle(&mut self.rng, |_, down_since| {
+        self.pruned
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < retention);
+        self.forget_members(|_, down_since| {
             down_since.is_none_or(|t| now.saturating_duration_since(t) < retention)
         });
+    }
+
+    /// Drops the members `keep` refuses, with what is kept about them, and starts a new probe
+    /// order.
+    fn forget_members(&mut self, keep: impl Fn(&Entry, Option<Instant>) -> bool) {
+        let before = self.members.len();
+        self.members.retain_and_shuffle(&mut self.rng, keep);
         if self.members.len() != before {
             let members = &self.members;
             self.suspicions.retain(|n, _| members.position(n).is_some());

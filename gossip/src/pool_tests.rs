@@ -885,3 +885,209 @@ fn without_coordinates_acks_carry_none_and_nothing_is_kept() {
         Err(PoolError::CoordinatesDisabled)
     );
 }
+
+/// a and c know b; b is failed at a.
+fn two_pools_and_a_failed_b() -> (Pool, Pool, Instant) {
+    let mut a = pool_with("a", 1, None);
+    let mut c = pool_with("c", 3, None);
+    let t = Instant::from_micros(1);
+    for p in [&mut a, &mut c] {
+        p.handle_packet(addr(2), &alive("b", 2, 1), t);
+    }
+    a.handle_packet(addr(3), &alive("c", 3, 1), t);
+    c.handle_packet(addr(1), &alive("a", 1, 1), t);
+    let dead = encode_packet(&[Message::Dead {
+        incarnation: 1,
+        node: "b".into(),
+        from: "x".into(),
+    }]);
+    a.handle_packet(addr(9), &dead, t);
+    drain(&mut a);
+    drain(&mut c);
+    (a, c, t)
+}
+
+fn packets_to(outs: &[Output], to: SocketAddr) -> Vec<Vec<Message>> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Packet { to: dest, data } if *dest == to => Some(codec::decode_packet(data).unwrap()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn force_leave_prune_erases_a_failed_member_everywhere() {
+    let (mut a, mut c, t) = two_pools_and_a_failed_b();
+    assert!(matches!(
+        a.force_leave_prune("nobody", t),
+        Err(PoolError::UnknownMember { .. })
+    ));
+    assert!(matches!(
+        a.force_leave_prune("a", t),
+        Err(PoolError::UnknownMember { .. })
+    ));
+    let before = a.num_members();
+    a.force_leave_prune("b", t).unwrap();
+    let outs = drain(&mut a);
+    assert!(matches!(events(&outs)[..], [Event::Left(ref m)] if m.name == "b"));
+    assert!(a.member("b").is_none(), "b is erased, not listed as left");
+    assert_eq!(a.num_members(), before - 1);
+    assert!(a.is_pruned("b"));
+
+    // c still held b alive: the prune reaches it by gossip, and c reports a leave, then erases b.
+    let mut told_c = false;
+    for _ in 0..3 {
+        a.gossip(t);
+        for data in packets_to(&drain(&mut a), addr(3)) {
+            told_c |= data
+                .iter()
+                .any(|m| matches!(m, Message::Prune { node, .. } if node == "b"));
+            c.handle_packet(addr(1), &codec::encode_packet(&data), t);
+        }
+    }
+    assert!(told_c, "a gossiped the prune to c");
+    let at_c = events(&drain(&mut c));
+    assert!(
+        at_c.iter().any(|e| matches!(e, Event::Left(m) if m.name == "b")),
+        "{at_c:?}"
+    );
+    assert!(c.member("b").is_none());
+
+    // A live member is left alone.
+    c.force_leave_prune("a", t).unwrap();
+    assert!(events(&drain(&mut c)).is_empty());
+    assert_eq!(c.member("a").unwrap().status, MemberStatus::Alive);
+}
+
+#[test]
+fn a_member_that_already_left_can_be_pruned() {
+    let (mut a, _c, t) = two_pools_and_a_failed_b();
+    a.force_leave("b", t).unwrap();
+    drain(&mut a);
+    assert_eq!(a.member("b").unwrap().status, MemberStatus::Left);
+    a.force_leave_prune("b", t).unwrap();
+    assert!(
+        events(&drain(&mut a)).is_empty(),
+        "no second Left for a member that left"
+    );
+    assert!(a.member("b").is_none());
+}
+
+#[test]
+fn a_pruned_member_comes_back_only_at_a_newer_incarnation() {
+    let (mut a, _c, t) = two_pools_and_a_failed_b();
+    a.force_leave_prune("b", t).unwrap();
+    drain(&mut a);
+
+    // A stale claim (a peer that missed the failure, or b restarted at its old incarnation) does
+    // not bring b back; b is accused at the pruned incarnation so that, if alive, it outbids it.
+    a.handle_packet(addr(3), &alive("b", 2, 1), t);
+    let outs = drain(&mut a);
+    assert!(a.member("b").is_none());
+    assert!(events(&outs).is_empty());
+    let accused = packets_to(&outs, addr(2)).concat();
+    assert!(
+        accused
+            .iter()
+            .any(|m| matches!(m, Message::Suspect { node, incarnation: 1, .. } if node == "b")),
+        "{accused:?}"
+    );
+
+    // A peer whose push-pull still lists b (left, at the pruned incarnation) is sent the prune.
+    let pp = PushPull {
+        join: false,
+        reply: false,
+        push: true,
+        event_ltime: 0,
+        members: vec![
+            MemberState {
+                name: "d".into(),
+                addr: addr(4),
+                incarnation: 1,
+                status: MemberStatus::Alive,
+                tags: Tags::new(),
+                brief: false,
+            },
+            MemberState {
+                name: "b".into(),
+                addr: addr(2),
+                incarnation: 1,
+                status: MemberStatus::Left,
+                tags: Tags::new(),
+                brief: false,
+            },
+        ],
+        want: Vec::new(),
+    };
+    let _reply = a.handle_stream(addr(4), &codec::encode_push_pull(&pp), t);
+    let outs = drain(&mut a);
+    assert!(a.member("b").is_none());
+    let corrected = packets_to(&outs, addr(4)).concat();
+    assert!(
+        corrected
+            .iter()
+            .any(|m| matches!(m, Message::Prune { node, incarnation: 1 } if node == "b")),
+        "{corrected:?}"
+    );
+
+    // b's refutation, at a newer incarnation, is a join.
+    a.handle_packet(addr(2), &alive("b", 2, 2), t);
+    let joined = events(&drain(&mut a));
+    assert!(
+        matches!(joined[..], [Event::Joined(ref m)] if m.name == "b"),
+        "{joined:?}"
+    );
+    assert!(!a.is_pruned("b"));
+}
+
+#[test]
+fn a_prune_spreads_through_a_lossy_pool_and_a_restarted_member_rejoins() {
+    let mut sim = Simulation::new(SimConfig {
+        nodes: 20,
+        pool: Config::local(),
+        seed: 8,
+        loss: 0.1,
+        ..SimConfig::default()
+    });
+    assert!(
+        sim.run_until(Duration::from_secs(60), Duration::from_millis(100), |s| s
+            .converged())
+    );
+    let gone = sim.name(7).to_owned();
+    sim.crash(7);
+    let failed_everywhere = |s: &Simulation| {
+        s.up_nodes().all(|i| {
+            s.pool(i)
+                .and_then(|p| p.member_status(&gone))
+                .is_some_and(|(st, _)| st == MemberStatus::Failed)
+        })
+    };
+    assert!(sim.run_until(
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        failed_everywhere
+    ));
+    assert!(sim.force_leave_prune(0, &gone));
+    let erased_everywhere = |s: &Simulation| {
+        s.up_nodes()
+            .all(|i| s.pool(i).is_some_and(|p| p.member_status(&gone).is_none()))
+    };
+    assert!(sim.run_until(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        erased_everywhere
+    ));
+    // Push-pull keeps exchanging full state: nobody brings the pruned member back.
+    sim.run_for(Duration::from_secs(60));
+    assert!(erased_everywhere(&sim), "a pruned member came back");
+
+    // Restarted (at incarnation 1, below nothing it could know), it is accused, outbids the
+    // prune and is alive everywhere again.
+    sim.restart(7);
+    assert!(
+        sim.run_until(Duration::from_secs(60), Duration::from_millis(100), |s| s
+            .converged()),
+        "the restarted member rejoined"
+    );
+}

@@ -492,6 +492,19 @@ impl Simulation {
         self.push(now + delay, Action::Shutdown { node: i, epoch });
     }
 
+    /// Node `i` runs `force-leave -prune` on member `name` ([`Pool::force_leave_prune`]); false
+    /// when the node is down or the pool refused.
+    pub fn force_leave_prune(&mut self, i: usize, name: &str) -> bool {
+        let now = self.now;
+        let done = self
+            .nodes
+            .get_mut(i)
+            .and_then(|n| n.pool.as_mut())
+            .is_some_and(|p| p.force_leave_prune(name, now).is_ok());
+        self.drain(i);
+        done
+    }
+
     /// Node `i` broadcasts a user event.
     pub fn send_user_event(&mut self, i: usize, name: &str, payload: &[u8]) -> bool {
         let now = self.now;
