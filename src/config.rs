@@ -93,6 +93,9 @@ pub struct Config {
     pub session_ttl_min: Duration,
     /// The ACL settings.
     pub acl: AclConfig,
+    /// Emulated link conditions under this agent's gossip pools and server RPC connections, for
+    /// tests and embedders that run several agents in one process; never read from a file.
+    pub network: Option<tribune_netem::link::Network>,
 }
 
 impl Config {
@@ -142,6 +145,7 @@ impl Config {
             primary_datacenter: DEFAULT_DATACENTER.to_owned(),
             session_ttl_min: DEFAULT_SESSION_TTL_MIN,
             acl: AclConfig::default(),
+            network: None,
         }
     }
 
@@ -966,6 +970,7 @@ impl ConfigLoader {
             primary_datacenter,
             session_ttl_min,
             acl,
+            network: None,
         })
     }
 

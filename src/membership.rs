@@ -93,6 +93,7 @@ pub(crate) async fn start_lan(
     // With port 0 the gossip runtime advertises the port it binds.
     options.advertise = config.advertise_addr.map(|ip| SocketAddr::new(ip, port));
     options.keyring = gossip_keys::initial_keyring(config)?;
+    options.network = config.network.clone();
     let started = Gossip::start(options).await.map_err(|e| NodeError::Gossip {
         reason: e.to_string(),
     })?;

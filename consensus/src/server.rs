@@ -196,6 +196,7 @@ impl<S: StateMachine> Consensus<S> {
         let local_addr = listener.local_addr().map_err(|e| ConsensusError::Startup {
             reason: format!("local addr: {e}"),
         })?;
+        transport.bound_to(local_addr);
         let transport: Arc<dyn Transport> = Arc::new(transport);
         let lease = Arc::new(LeaseClock::default());
         let network = NetworkFactory {

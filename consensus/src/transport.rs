@@ -1,15 +1,18 @@
 //! The client side of the server RPC port: the [`Transport`] seam, the TCP implementation with
-//! one multiplexed connection per peer, and a fault-injecting wrapper for tests.
+//! one multiplexed connection per peer (optionally under emulated link conditions), and a
+//! fault-injecting wrapper for tests.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tribune_netem::link::{Network, Verdict as Link};
 
 use crate::codec;
 use crate::types::NodeId;
@@ -64,6 +67,12 @@ pub trait Transport: Send + Sync + 'static {
         request: RpcRequest,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<RpcResponse, TransportError>>;
+
+    /// Told once, before the first request, the address this server's RPC port is bound to
+    /// (known only after binding when the port was 0). Transports that do not care ignore it.
+    fn bound_to(&self, local: SocketAddr) {
+        let _ = local;
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Arc<T> {
@@ -75,6 +84,10 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
         timeout: Duration,
     ) -> BoxFuture<'static, Result<RpcResponse, TransportError>> {
         (**self).send(target, addr, request, timeout)
+    }
+
+    fn bound_to(&self, local: SocketAddr) {
+        (**self).bound_to(local);
     }
 }
 
@@ -143,6 +156,10 @@ struct TcpInner {
     peers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PeerState>>>>,
     next_id: AtomicU64,
     connect_timeout: Duration,
+    /// Emulated link conditions between this server's address and its peers' (tests only).
+    network: Option<Network>,
+    /// This server's own RPC address: the sending end of every link it decides for.
+    local: OnceLock<SocketAddr>,
 }
 
 /// The TCP transport: one reused, multiplexed connection per peer, reconnecting with backoff.
@@ -164,13 +181,54 @@ impl Default for TcpTransport {
 impl TcpTransport {
     /// A transport with no connections yet.
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// This transport, before its first request, under the link conditions of `network` (`None`:
+    /// the real network only, at no cost). Its own end of each link is the address it is
+    /// [bound to](Transport::bound_to); until then no condition applies.
+    ///
+    /// A connection to a cut peer fails as a dropped SYN does: after the connect timeout, then
+    /// in backoff. A request waits its one-way delay before it is written and its answer the
+    /// reverse delay after it is read; a lost one leaves the caller to time out.
+    #[must_use]
+    pub fn with_network(self, network: Option<Network>) -> Self {
+        let local = self.inner.local.get().copied();
+        let this = Self::build(network);
+        if let Some(addr) = local {
+            this.bound_to(addr);
+        }
+        this
+    }
+
+    fn build(network: Option<Network>) -> Self {
         TcpTransport {
             inner: Arc::new(TcpInner {
                 peers: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 connect_timeout: Duration::from_millis(500),
+                network,
+                local: OnceLock::new(),
             }),
         }
+    }
+
+    /// The emulated fate of one message between this server and the peer at `peer`, sent by us
+    /// (`outbound`) or answered by it; `None` when no network is set or an end is unknown.
+    fn link(
+        &self,
+        peer: &str,
+        outbound: bool,
+        decide: fn(&Network, SocketAddr, SocketAddr) -> Link,
+    ) -> Option<Link> {
+        let network = self.inner.network.as_ref()?;
+        let local = *self.inner.local.get()?;
+        let peer: SocketAddr = peer.parse().ok()?;
+        Some(if outbound {
+            decide(network, local, peer)
+        } else {
+            decide(network, peer, local)
+        })
     }
 
     async fn connection(&self, target: NodeId, addr: &str) -> Result<Arc<Conn>, TransportError> {
@@ -194,10 +252,18 @@ impl TcpTransport {
                 reason: "in reconnect backoff".into(),
             });
         }
-        let connect = tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect(addr)).await;
+        let connect = if self.link(addr, true, Network::connect) == Some(Link::Drop) {
+            // A SYN lost behind a cut link: nothing answers until the connect timeout.
+            tokio::time::sleep(self.inner.connect_timeout).await;
+            None
+        } else {
+            tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect(addr))
+                .await
+                .ok()
+        };
         let stream = match connect {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
                 state.failures = state.failures.saturating_add(1);
                 state.retry_at = Some(Instant::now() + backoff(state.failures));
                 return Err(TransportError::Unreachable {
@@ -206,7 +272,7 @@ impl TcpTransport {
                     reason: e.to_string(),
                 });
             }
-            Err(_) => {
+            None => {
                 state.failures = state.failures.saturating_add(1);
                 state.retry_at = Some(Instant::now() + backoff(state.failures));
                 return Err(TransportError::Unreachable {
@@ -305,6 +371,7 @@ impl Transport for TcpTransport {
             };
             let sent_at = Instant::now();
             let work = async {
+                cross(this.link(&addr, true, Network::decide)).await;
                 let id = this.inner.next_id.fetch_add(1, Ordering::Relaxed);
                 let frame = wire::encode_frame(id, KIND_REQUEST, &request).map_err(|e| {
                     TransportError::Connection {
@@ -328,7 +395,10 @@ impl Transport for TcpTransport {
                     id,
                 };
                 match rx.await {
-                    Ok(Ok(resp)) => Ok(resp),
+                    Ok(Ok(resp)) => {
+                        cross(this.link(&addr, false, Network::decide)).await;
+                        Ok(resp)
+                    }
                     Ok(Err(reason)) => Err(TransportError::Connection { target, reason }),
                     Err(_) => Err(TransportError::Connection {
                         target,
@@ -349,6 +419,21 @@ impl Transport for TcpTransport {
                 }
             }
         })
+    }
+
+    fn bound_to(&self, local: SocketAddr) {
+        // The first address wins: a transport serves one server.
+        let _ = self.inner.local.set(local);
+    }
+}
+
+/// Carries a message across an emulated link: waits its delay, or forever when it is lost (the
+/// caller's deadline then ends the wait, as silence on a real network does).
+async fn cross(verdict: Option<Link>) {
+    match verdict {
+        Some(Link::Drop) => std::future::pending().await,
+        Some(Link::Deliver { after }) if !after.is_zero() => tokio::time::sleep(after).await,
+        Some(Link::Deliver { .. }) | None => {}
     }
 }
 
@@ -522,6 +607,10 @@ impl<T: Transport> Transport for FaultyTransport<T> {
             }
         })
     }
+
+    fn bound_to(&self, local: SocketAddr) {
+        self.inner.bound_to(local);
+    }
 }
 
 #[cfg(test)]
@@ -600,6 +689,102 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// A transport of a server at `local` under `network`, as `Consensus::start` makes it.
+    fn conditioned(network: &Network, local: SocketAddr) -> TcpTransport {
+        let transport = TcpTransport::new().with_network(Some(network.clone()));
+        transport.bound_to(local);
+        transport
+    }
+
+    #[tokio::test]
+    async fn an_emulated_delay_holds_the_request_and_its_answer() {
+        use tribune_netem::link::Conditions;
+        let (addr, _) = peer(0).await;
+        let local: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let network = Network::new(1);
+        network.assign(local, "here");
+        network.assign(addr.parse::<SocketAddr>().unwrap(), "there");
+        network
+            .set_one_way("here", "there", Conditions::delay(Duration::from_millis(60)))
+            .unwrap();
+        network
+            .set_one_way("there", "here", Conditions::delay(Duration::from_millis(40)))
+            .unwrap();
+        let transport = conditioned(&network, local);
+        let probe = || RpcRequest(Request::Probe);
+        transport
+            .send(1, &addr, probe(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        transport
+            .send(1, &addr, probe(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+
+        // All answers lost: the caller times out, as it would behind a lossy link.
+        network
+            .set_one_way("there", "here", Conditions::default().with_loss(1.0))
+            .unwrap();
+        let lost = transport
+            .send(1, &addr, probe(), Duration::from_millis(200))
+            .await;
+        assert!(matches!(lost, Err(TransportError::Timeout { .. })), "{lost:?}");
+        network.clear();
+        transport
+            .send(1, &addr, probe(), Duration::from_secs(2))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_cut_peer_is_unreachable_as_behind_a_dropped_syn() {
+        let (addr, accepted) = peer(0).await;
+        let local: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let network = Network::new(1);
+        network.assign(local, "here");
+        network.assign(addr.parse::<SocketAddr>().unwrap(), "there");
+        network.cut("here", "there");
+        let transport = conditioned(&network, local);
+        let probe = || RpcRequest(Request::Probe);
+        let started = Instant::now();
+        let first = transport.send(1, &addr, probe(), Duration::from_secs(2)).await;
+        assert!(
+            matches!(&first, Err(TransportError::Unreachable { reason, .. }) if reason == "connect timed out"),
+            "{first:?}"
+        );
+        let waited = started.elapsed();
+        assert!(waited >= transport.inner.connect_timeout, "{waited:?}");
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+        let second = transport.send(1, &addr, probe(), Duration::from_secs(2)).await;
+        assert!(
+            matches!(&second, Err(TransportError::Unreachable { reason, .. }) if reason == "in reconnect backoff"),
+            "{second:?}"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 0, "no connection got through");
+        network.heal("here", "there");
+        let started = Instant::now();
+        let healed = loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "never reconnected after the heal"
+            );
+            match transport.send(1, &addr, probe(), Duration::from_secs(1)).await {
+                Ok(resp) => break resp,
+                Err(TransportError::Unreachable { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(matches!(healed.0, Response::Probe { initialized: true }));
     }
 
     /// Servers of two datacenters may share a raft id: each address keeps its own connection, so

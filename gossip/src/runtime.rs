@@ -8,12 +8,14 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
+use tribune_netem::link::{Network, Verdict};
 
 use crate::config::Config;
 use crate::coordinate::Coordinate;
@@ -40,6 +42,11 @@ pub struct GossipOptions {
     pub tags: Tags,
     /// Encryption keys; `None` sends and accepts plaintext only.
     pub keyring: Option<Keyring>,
+    /// Emulated link conditions applied to what this member sends, for tests (`None`: the real
+    /// network only). Packets from the advertised address are delayed without holding up the
+    /// pool, or dropped; a push-pull waits the one-way delay each way, and a cut link makes it
+    /// time out as an unreachable peer does.
+    pub network: Option<Network>,
 }
 
 impl GossipOptions {
@@ -52,6 +59,7 @@ impl GossipOptions {
             advertise: None,
             tags: Tags::new(),
             keyring: None,
+            network: None,
         }
     }
 }
@@ -154,13 +162,14 @@ impl Gossip {
             addr: advertise,
             tags: opts.tags.clone(),
         };
+        let network = opts.network.clone();
         let pool = runtime_pool(opts.config.clone(), local, opts.keyring, random_seed())?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let driver = Driver {
             pool,
             epoch,
-            udp,
+            udp: Arc::new(udp),
             listener,
             events: event_tx,
             timers: BTreeMap::new(),
@@ -170,6 +179,8 @@ impl Gossip {
             joins: Vec::new(),
             keyring_waiters: std::collections::HashMap::new(),
             advertise,
+            network,
+            delayed: JoinSet::new(),
         };
         let task = tokio::spawn(driver.run(cmd_rx));
         let handle = Gossip {
@@ -324,7 +335,7 @@ struct JoinWaiter {
 struct Driver {
     pool: Pool,
     epoch: tokio::time::Instant,
-    udp: UdpSocket,
+    udp: Arc<UdpSocket>,
     listener: TcpListener,
     events: mpsc::UnboundedSender<Event>,
     timers: BTreeMap<(Instant, u64), Timer>,
@@ -334,6 +345,9 @@ struct Driver {
     joins: Vec<JoinWaiter>,
     keyring_waiters: std::collections::HashMap<u64, oneshot::Sender<KeyringReport>>,
     advertise: SocketAddr,
+    network: Option<Network>,
+    /// Packets held back by an emulated delay, each sent by its own task.
+    delayed: JoinSet<()>,
 }
 
 impl Driver {
@@ -398,6 +412,7 @@ impl Driver {
                     }
                 },
                 Some(_) = self.incoming.join_next(), if !self.incoming.is_empty() => {},
+                Some(_) = self.delayed.join_next(), if !self.delayed.is_empty() => {},
                 () = tokio::time::sleep_until(sleep_until) => {
                     let now = self.now();
                     while let Some(entry) = self.timers.first_entry() {
@@ -412,6 +427,7 @@ impl Driver {
         }
         self.streams.abort_all();
         self.incoming.abort_all();
+        self.delayed.abort_all();
     }
 
     fn command(&mut self, cmd: Command) {
@@ -496,15 +512,33 @@ impl Driver {
         while let Some(out) = self.pool.poll_output() {
             match out {
                 Output::Packet { to, data } => {
-                    if let Err(err) = self.udp.send_to(&data, to).await {
-                        tracing::debug!(%to, %err, "gossip UDP send failed");
+                    let verdict = self.network.as_ref().map(|n| n.decide(self.advertise, to));
+                    match verdict {
+                        Some(Verdict::Drop) => {}
+                        Some(Verdict::Deliver { after }) if !after.is_zero() => {
+                            let udp = Arc::clone(&self.udp);
+                            self.delayed.spawn(async move {
+                                tokio::time::sleep(after).await;
+                                if let Err(err) = udp.send_to(&data, to).await {
+                                    tracing::debug!(%to, %err, "gossip UDP send failed");
+                                }
+                            });
+                        }
+                        _ => {
+                            if let Err(err) = self.udp.send_to(&data, to).await {
+                                tracing::debug!(%to, %err, "gossip UDP send failed");
+                            }
+                        }
                     }
                 }
                 Output::Stream { to, data } => {
                     let limit = self.pool.config().max_stream_size + ENCRYPTION_OVERHEAD;
                     let timeout = self.pool.config().tcp_timeout;
+                    let link = self.network.as_ref().map_or([Verdict::NOW; 2], |n| {
+                        [n.connect(self.advertise, to), n.connect(to, self.advertise)]
+                    });
                     self.streams
-                        .spawn(async move { (to, exchange(to, data, limit, timeout).await) });
+                        .spawn(async move { (to, exchange(to, data, limit, timeout, link).await) });
                 }
                 Output::Timer { timer, at } => {
                     self.timer_seq += 1;
@@ -567,12 +601,31 @@ async fn write_frame(stream: &mut TcpStream, data: &[u8]) -> io::Result<()> {
     stream.flush().await
 }
 
-/// One outgoing push-pull: connect, send, read the reply.
-async fn exchange(to: SocketAddr, data: Vec<u8>, limit: usize, timeout: Duration) -> io::Result<Vec<u8>> {
+/// One outgoing push-pull: connect, send, read the reply. `link` holds the emulated fate of the
+/// request and of the reply: each waits its one-way delay, and a dropped one leaves the exchange
+/// hanging until `timeout`, as a peer behind a dropping firewall does.
+async fn exchange(
+    to: SocketAddr,
+    data: Vec<u8>,
+    limit: usize,
+    timeout: Duration,
+    link: [Verdict; 2],
+) -> io::Result<Vec<u8>> {
+    async fn cross(verdict: Verdict) {
+        match verdict {
+            Verdict::Drop => std::future::pending().await,
+            Verdict::Deliver { after } if !after.is_zero() => tokio::time::sleep(after).await,
+            Verdict::Deliver { .. } => {}
+        }
+    }
+    let [there, back] = link;
     let work = async {
+        cross(there).await;
         let mut stream = TcpStream::connect(to).await?;
         write_frame(&mut stream, &data).await?;
-        read_frame(&mut stream, limit).await
+        let reply = read_frame(&mut stream, limit).await?;
+        cross(back).await;
+        Ok(reply)
     };
     tokio::time::timeout(timeout, work)
         .await

@@ -131,6 +131,15 @@ pub struct Network {
     inner: Arc<Mutex<State>>,
 }
 
+/// Two handles are equal when they share one state (clones of one [`Network::new`]).
+impl PartialEq for Network {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for Network {}
+
 impl std::fmt::Debug for Network {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let st = self.inner.lock();

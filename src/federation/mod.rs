@@ -83,6 +83,7 @@ impl Federation {
             .or(config.advertise_addr)
             .map(|ip| SocketAddr::new(ip, port));
         options.keyring = gossip_keys::initial_keyring(config)?;
+        options.network = config.network.clone();
         let (wan, events) = Gossip::start(options).await.map_err(|e| NodeError::Gossip {
             reason: format!("WAN pool: {e}"),
         })?;
