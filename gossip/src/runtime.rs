@@ -110,6 +110,7 @@ enum Command {
     Join(Vec<SocketAddr>, oneshot::Sender<usize>),
     Leave(oneshot::Sender<()>),
     ForceLeave(String, oneshot::Sender<Result<(), PoolError>>),
+    ForceLeavePrune(String, oneshot::Sender<Result<(), PoolError>>),
     UpdateTags(Tags, oneshot::Sender<Result<(), PoolError>>),
     UserEvent(String, Vec<u8>, oneshot::Sender<Result<(), PoolError>>),
     Members(oneshot::Sender<Vec<Member>>),
@@ -316,6 +317,13 @@ impl Gossip {
         Ok(self.call(|tx| Command::ForceLeave(name.to_owned(), tx)).await??)
     }
 
+    /// Consul's `force-leave -prune`: see [`Pool::force_leave_prune`].
+    pub async fn force_leave_prune(&self, name: &str) -> Result<(), RuntimeError> {
+        Ok(self
+            .call(|tx| Command::ForceLeavePrune(name.to_owned(), tx))
+            .await??)
+    }
+
     /// Stops the pool (without announcing a leave) and waits for its task to end.
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
@@ -452,6 +460,9 @@ impl Driver {
             }
             Command::ForceLeave(name, reply) => {
                 let _ = reply.send(self.pool.force_leave(&name, now));
+            }
+            Command::ForceLeavePrune(name, reply) => {
+                let _ = reply.send(self.pool.force_leave_prune(&name, now));
             }
             Command::UpdateTags(tags, reply) => {
                 let _ = reply.send(self.pool.update_tags(tags, now));

@@ -205,7 +205,8 @@ pub(crate) async fn leave<B: Backend>(
 }
 
 /// `PUT /v1/agent/force-leave/{node}`: announces that a failed member left, so every member
-/// stops waiting for it and the leader removes a failed server from raft.
+/// stops waiting for it and the leader removes a failed server from raft. With `?prune` the
+/// member is also erased from every member's list (Consul's `force-leave -prune`).
 pub(crate) async fn force_leave<B: Backend>(
     State(agent): State<Shared<B>>,
     Path(node): Path<String>,
@@ -215,12 +216,27 @@ pub(crate) async fn force_leave<B: Backend>(
     agent.authorize(&headers, &uri, |a| a.operator_write())?;
     // With `?wan` any WAN member can be named, another datacenter's included (`node.dc2`).
     let params = Params::parse(uri.query());
-    force_leave_member(pool(&agent, &params)?.gossip(), &node).await
+    force_leave_member(pool(&agent, &params)?.gossip(), &node, wants_prune(&params)).await
 }
 
-/// Announces that the failed member `node` left `gossip`'s pool.
-pub(crate) async fn force_leave_member(gossip: &Gossip, node: &str) -> Result<Response, ApiError> {
-    gossip.force_leave(node).await.map_err(|e| match e {
+/// Whether a force-leave asks for `prune`: Consul takes the parameter's presence; `0` and
+/// `false` are read as no, as for `wan`.
+pub(crate) fn wants_prune(params: &Params) -> bool {
+    params.has("prune") && !matches!(params.get("prune"), Some("0" | "false"))
+}
+
+/// Announces that the failed member `node` left `gossip`'s pool; with `prune`, erases it too.
+pub(crate) async fn force_leave_member(
+    gossip: &Gossip,
+    node: &str,
+    prune: bool,
+) -> Result<Response, ApiError> {
+    let done = if prune {
+        gossip.force_leave_prune(node).await
+    } else {
+        gossip.force_leave(node).await
+    };
+    done.map_err(|e| match e {
         tribune_gossip::RuntimeError::Pool(tribune_gossip::PoolError::UnknownMember { .. }) => ApiError::new(
             StatusCode::NOT_FOUND,
             format!("agent: No node found with name '{node}'"),

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::agent::{force_leave_member, join_at, members_json, refuse_wan};
+use super::agent::{force_leave_member, join_at, members_json, refuse_wan, wants_prune};
 use super::keyring::KeyringRequest;
 use super::misc::{agent_stats, config_json, runtime_stats, serf_lan_stats};
 use super::{
@@ -99,8 +99,14 @@ async fn leave(State(agent): State<Client>) -> Response {
     StatusCode::OK.into_response()
 }
 
-async fn force_leave(State(agent): State<Client>, Path(node): Path<String>) -> Result<Response, ApiError> {
-    force_leave_member(&agent.gossip, &node).await
+async fn force_leave(
+    State(agent): State<Client>,
+    Path(node): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(uri.query());
+    refuse_wan(&params)?;
+    force_leave_member(&agent.gossip, &node, wants_prune(&params)).await
 }
 
 /// `/v1/operator/keyring`: `?local-only` lists this agent's own keys; anything else goes to a

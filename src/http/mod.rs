@@ -46,6 +46,10 @@ const LEGACY_FORWARDED_HEADER: &str = "x-tribune-forwarded";
 /// over the server port: only that channel can set it, since extensions never come off the wire.
 #[derive(Debug, Clone, Copy)]
 struct ForwardedByServer;
+/// Put in a request's extensions by [`serve_forwarded`] for a request a server of another
+/// datacenter carried here; like [`ForwardedByServer`], never taken from the wire.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FromOtherDatacenter;
 /// Largest request body a follower forwards to the leader.
 pub(crate) const MAX_FORWARDED_BODY: usize = 16 * 1024 * 1024;
 
@@ -332,6 +336,9 @@ pub(crate) async fn serve_forwarded(
         .map_err(|e| e.to_string())?;
     if from == ForwardedFrom::Server {
         http_request.extensions_mut().insert(ForwardedByServer);
+    }
+    if from == ForwardedFrom::OtherDatacenter {
+        http_request.extensions_mut().insert(FromOtherDatacenter);
     }
     let response = router.oneshot(http_request).await.map_err(|e| e.to_string())?;
     let (parts, body) = response.into_parts();
