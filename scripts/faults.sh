@@ -2,7 +2,9 @@
 # The long fault campaign behind RELIABILITY.md: TRIBUNE_FAULTS_RUNS seeded runs (default 100) of three
 # `tribune agent` servers under kill -9, SIGSTOP, partitions and packet loss (the last two as root, inside a
 # private network namespace). Histories, server logs and the results table (RELIABILITY-table.md) go to
-# TRIBUNE_FAULTS_OUT (default target/faults). About 25 s per run on 2 cores.
+# TRIBUNE_FAULTS_OUT (default target/faults). About 25 s per run on 2 cores. Runs that draw a WAN fault
+# (dc2 cut off, 25 ms each way through the tribune-netem proxy, WAN loss) also start a second datacenter;
+# TRIBUNE_FAULTS_WAN=1 makes every run's first fault a WAN fault (about 45 s per run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prereqs.sh

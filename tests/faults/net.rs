@@ -139,21 +139,28 @@ impl Net {
     pub(crate) fn verify_wan_cut(&self) {
         let (dc2_ip, dc2_gid, dc2_port) = self.dc2;
         let mut cut = Vec::new();
-        for (i, (ip, gid, port)) in self.servers.iter().enumerate() {
+        for (ip, gid, port) in &self.servers {
             for remote in [dc2_ip, self.dc2_proxy] {
-                cut.push((
-                    format!("s{} to {remote}", i + 1),
-                    probe_addr(*gid, remote, dc2_port, 1),
-                ));
+                cut.push((*gid, remote, dc2_port));
             }
-            cut.push((format!("dc2 to s{}", i + 1), probe_addr(dc2_gid, *ip, *port, 1)));
+            cut.push((dc2_gid, *ip, *port));
         }
-        for (what, mut child) in cut {
-            let code = child.wait().expect("probe exit").code();
+        // A connect that got through is tried twice more on fresh ports before the cut is called
+        // leaky: a new probe can land on the conntrack entry of an earlier one with the same
+        // pre-NAT tuple and skip the SNAT the cut's rules rely on (seen once, in a short campaign).
+        let first: Vec<_> = cut
+            .into_iter()
+            .map(|(gid, ip, port)| ((gid, ip, port), probe_addr(gid, ip, port, 1)))
+            .collect();
+        for ((gid, ip, port), mut child) in first {
+            let mut codes = vec![child.wait().expect("probe exit").code()];
+            while codes.last() != Some(&Some(124)) && codes.len() < 3 {
+                codes.push(probe_addr(gid, ip, port, 1).wait().expect("probe exit").code());
+            }
             assert_eq!(
-                code,
+                codes.last().copied().flatten(),
                 Some(124),
-                "leaky WAN cut: a probe {what} ended with {code:?}, not a timeout"
+                "leaky WAN cut: probes from group {gid} to {ip}:{port} ended with {codes:?}, not a timeout"
             );
         }
         self.verify(|_, _| Some(false));
