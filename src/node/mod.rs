@@ -166,7 +166,8 @@ where
     consensus_config.datacenter = config.datacenter.clone();
     consensus_config.advertise_ip = config.advertise_addr;
     consensus_config.bootstrap_expect = config.bootstrap_expect as usize;
-    let consensus = Consensus::start(consensus_config, rpc_bind, log, sm, TcpTransport::new()).await?;
+    let transport = TcpTransport::new().with_network(config.network.clone());
+    let consensus = Consensus::start(consensus_config, rpc_bind, log, sm, transport).await?;
 
     let http_listener = match bind_http(&config).await {
         Ok(listener) => listener,
