@@ -32,6 +32,11 @@ async fn put_get_raw_and_missing_keys() {
     assert_eq!(got.header("x-consul-knownleader"), Some("true"));
     assert_eq!(got.header("x-consul-lastcontact"), Some("0"));
     assert_eq!(got.header("x-consul-default-acl-policy"), Some("allow"));
+    assert_eq!(got.header("x-consul-effective-consistency"), Some("leader"));
+    for (mode, name) in [("stale", "stale"), ("consistent", "consistent")] {
+        let read = http.get(&format!("/v1/kv/app/config?{mode}")).await;
+        assert_eq!(read.header("x-consul-effective-consistency"), Some(name));
+    }
 
     let raw = http.get("/v1/kv/app/config?raw").await;
     assert_eq!((raw.status, raw.body.as_slice()), (200, b"v1".as_slice()));

@@ -147,10 +147,15 @@ async fn two_datacenters_federate_and_serve_each_other() {
     assert_eq!(c1.put("/v1/kv/app/where?dc=dc2", b"dc2").await.text(), "true");
     assert_eq!(c2.get("/v1/kv/app/where?raw").await.body, b"dc2");
     assert_eq!(c1.get("/v1/kv/app/where?raw").await.body, b"dc1");
+    let consistent = c1.get("/v1/kv/app/where?dc=DC2&raw&consistent").await;
+    assert_eq!(consistent.body, b"dc2");
     assert_eq!(
-        c1.get("/v1/kv/app/where?dc=DC2&raw&consistent").await.body,
-        b"dc2"
+        consistent.header("x-consul-effective-consistency"),
+        Some("consistent"),
+        "the remote server's mode comes back"
     );
+    let stale = c1.get("/v1/kv/app/where?dc=dc2&stale").await;
+    assert_eq!(stale.header("x-consul-effective-consistency"), Some("stale"));
 
     // A blocking query waits in the other datacenter and wakes on its write there.
     let index = c1.get("/v1/kv/app/where?dc=dc2").await.index();
@@ -213,7 +218,8 @@ async fn two_datacenters_federate_and_serve_each_other() {
 const GOSSIP_KEY: [u8; 16] = [7; 16];
 
 /// A server started later in a datacenter joins the WAN pool by itself (flooding), with no
-/// `join -wan` of its own; keyring operations on a server act on the WAN pool and its LAN pool.
+/// `join -wan` of its own; keyring operations on a server act on the WAN pool and on every
+/// datacenter's LAN pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_added_later_floods_into_the_wan_pool() {
     let mut first = Config::dev();
@@ -254,19 +260,24 @@ async fn a_server_added_later_floods_into_the_wan_pool() {
     .await;
     assert_eq!(installed.status, 200, "{}", installed.text());
     let pools = Client::of(&a).get("/v1/operator/keyring").await.json();
-    let summary: Vec<(bool, u64, u64)> = pools
+    let summary: Vec<(bool, &str, u64, u64)> = pools
         .as_array()
         .unwrap()
         .iter()
         .map(|p| {
             (
                 p["WAN"].as_bool().unwrap(),
+                p["Datacenter"].as_str().unwrap(),
                 p["NumNodes"].as_u64().unwrap(),
                 p["Keys"][new_key].as_u64().unwrap_or(0),
             )
         })
         .collect();
-    assert_eq!(summary, [(true, 3, 3), (false, 2, 2)], "{pools}");
+    assert_eq!(
+        summary,
+        [(true, "dc1", 3, 3), (false, "dc1", 2, 2), (false, "dc2", 1, 1)],
+        "{pools}"
+    );
     for node in [b, d1, a] {
         node.shutdown().await;
     }

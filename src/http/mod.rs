@@ -592,12 +592,19 @@ pub(crate) struct QueryMeta {
     index: u64,
     known_leader: bool,
     last_contact_ms: u128,
+    /// The mode the read was served in, for `X-Consul-Effective-Consistency`.
+    consistency: Option<ReadMode>,
 }
 
 impl QueryMeta {
     pub(crate) fn with_index(mut self, index: u64) -> Self {
         // Never 0: a blocking client sending index=0 would not block at all.
         self.index = index.max(1);
+        self
+    }
+
+    pub(crate) fn with_consistency(mut self, mode: ReadMode) -> Self {
+        self.consistency = Some(mode);
         self
     }
 
@@ -611,6 +618,15 @@ impl QueryMeta {
         set("x-consul-index", self.index.to_string());
         set("x-consul-knownleader", self.known_leader.to_string());
         set("x-consul-lastcontact", self.last_contact_ms.to_string());
+        if let Some(mode) = self.consistency {
+            // Consul's names: its default mode is served by the leader.
+            let name = match mode {
+                ReadMode::Stale => "stale",
+                ReadMode::Default => "leader",
+                ReadMode::Consistent => "consistent",
+            };
+            set("x-consul-effective-consistency", name.to_owned());
+        }
         headers
     }
 }
@@ -682,7 +698,7 @@ impl<B: Backend> Agent<B> {
                 _ = shutdown.wait_for(|stopped| *stopped) => {}
             }
         }
-        Ok(self.query_meta())
+        Ok(self.query_meta().with_consistency(mode))
     }
 
     pub(crate) fn query_meta(&self) -> QueryMeta {
@@ -690,6 +706,7 @@ impl<B: Backend> Agent<B> {
             index: 1,
             known_leader: self.consensus.leader().is_some(),
             last_contact_ms: self.consensus.last_contact().map(|d| d.as_millis()).unwrap_or(0),
+            consistency: None,
         }
     }
 }

@@ -164,9 +164,9 @@ pub(crate) async fn txn<B: Backend>(
     if !ops.iter().any(TxnOp::is_write) {
         // Consul's fast path: reads and checks only are answered from this server's state after the
         // read barrier of the requested mode, without a log entry.
-        let params = Params::parse(uri.query());
+        let mode = Params::parse(uri.query()).read_mode()?;
         agent
-            .read_barrier(params.read_mode()?)
+            .read_barrier(mode)
             .await
             .map_err(ApiError::consensus)?;
         let read = agent
@@ -186,7 +186,11 @@ pub(crate) async fn txn<B: Backend>(
             .into_iter()
             .map(|e| (e.op_index, e.what))
             .collect();
-        let headers = agent.query_meta().with_index(read.index).headers();
+        let headers = agent
+            .query_meta()
+            .with_index(read.index)
+            .with_consistency(mode)
+            .headers();
         return Ok(respond(headers, results, errors));
     }
     // Lock-delay is wall-clock, so the leader refuses a `lock` inside it before proposing, as for
