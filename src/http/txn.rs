@@ -165,10 +165,7 @@ pub(crate) async fn txn<B: Backend>(
         // Consul's fast path: reads and checks only are answered from this server's state after the
         // read barrier of the requested mode, without a log entry.
         let mode = Params::parse(uri.query()).read_mode()?;
-        agent
-            .read_barrier(mode)
-            .await
-            .map_err(ApiError::consensus)?;
+        agent.read_barrier(mode).await.map_err(ApiError::consensus)?;
         let read = agent
             .store
             .read_txn(&ops)
