@@ -19,6 +19,7 @@
 
 mod access;
 mod authorizer;
+mod hcl1;
 mod radix;
 mod resolver;
 mod rules;

@@ -3,9 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde_json::Value;
-
 use crate::access::{AccessLevel, LABELLED_COUNT, Resource};
+use crate::hcl1::{self, Item, Key, Node, Pos, Value};
 
 /// Whether a labelled rule matches one name exactly (`key`) or every name that starts with its segment
 /// (`key_prefix`).
@@ -106,6 +105,17 @@ pub enum RuleError {
         /// The attribute as written.
         attribute: String,
     },
+    /// Another error, at a known place in the text (1-based line and column, in characters). HCL
+    /// errors always carry one; JSON syntax errors do, JSON shape errors do not.
+    #[error("line {line}, column {column}: {error}")]
+    At {
+        /// The line.
+        line: usize,
+        /// The column.
+        column: usize,
+        /// What is wrong there.
+        error: Box<RuleError>,
+    },
     /// The right names with the wrong shape, e.g. `acl { policy = "write" }` or `key = "write"`.
     #[error("{}{} is malformed: expected {expected}", resource.as_deref().unwrap_or("ACL rules"), segment_suffix(segment))]
     Malformed {
@@ -116,6 +126,44 @@ pub enum RuleError {
         /// What was expected there.
         expected: &'static str,
     },
+}
+
+impl RuleError {
+    /// What is wrong, without the place ([`RuleError::At`] unwrapped).
+    pub fn kind(&self) -> &RuleError {
+        match self {
+            RuleError::At { error, .. } => error.kind(),
+            other => other,
+        }
+    }
+
+    /// The 1-based line the error is on, when known.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            RuleError::At { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
+
+    /// The 1-based column (in characters) the error is at, when known.
+    pub fn column(&self) -> Option<usize> {
+        match self {
+            RuleError::At { column, .. } => Some(*column),
+            _ => None,
+        }
+    }
+
+    fn at(self, pos: Option<Pos>) -> RuleError {
+        match (pos, self) {
+            (_, located @ RuleError::At { .. }) => located,
+            (Some(pos), error) => RuleError::At {
+                line: pos.line,
+                column: pos.column,
+                error: Box::new(error),
+            },
+            (None, error) => error,
+        }
+    }
 }
 
 fn segment_suffix(segment: &Option<impl AsRef<str>>) -> String {
@@ -175,6 +223,10 @@ pub struct PolicyRules {
     pub(crate) acl: Option<AccessLevel>,
     pub(crate) operator: Option<AccessLevel>,
     pub(crate) keyring: Option<AccessLevel>,
+    /// `mesh` and `peering` are validated and kept (so Consul's own policies parse and merge) but not
+    /// evaluated: this crate has no service-mesh or peering operations.
+    pub(crate) mesh: Option<AccessLevel>,
+    pub(crate) peering: Option<AccessLevel>,
 }
 
 impl PolicyRules {
@@ -194,95 +246,157 @@ impl PolicyRules {
         }
     }
 
-    /// Parses HCL rules (block form `key "foo" { policy = "write" }`, attributes `acl = "write"`).
+    /// Parses HCL rules as Consul's HCL 1 parser reads them: blocks `key "foo" { policy = "write" }`
+    /// (several attributes on one line need no separator, commas are optional), object assignments
+    /// `key = { "foo" = { policy = "write" } }`, attributes `acl = "write"`, comments `#`, `//` and
+    /// `/* */`, heredocs. Errors name the line and column.
     pub fn parse_hcl(text: &str) -> Result<PolicyRules, RuleError> {
-        // hcl-rs bounds nesting depth itself (it reports deeper input as a syntax error), so hostile
-        // input cannot exhaust the stack; serde_json does the same for JSON.
-        let value: Value = hcl::from_str(text).map_err(|e| RuleError::Syntax {
-            syntax: RuleSyntax::Hcl,
-            message: e.to_string(),
+        let items = hcl1::parse(text).map_err(|e| {
+            RuleError::Syntax {
+                syntax: RuleSyntax::Hcl,
+                message: e.message,
+            }
+            .at(Some(e.pos))
         })?;
-        Self::from_value(&value)
+        Self::from_items(&items)
     }
 
     /// Parses JSON rules (`{"key":{"foo":{"policy":"write"}},"acl":"write"}`).
     pub fn parse_json(text: &str) -> Result<PolicyRules, RuleError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| RuleError::Syntax {
-            syntax: RuleSyntax::Json,
-            message: e.to_string(),
+        // serde_json bounds nesting depth itself, so hostile input cannot exhaust the stack.
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            let located = e.line() > 0;
+            let mut message = e.to_string();
+            if located {
+                // The place goes into `RuleError::At`; do not say it twice.
+                let suffix = format!(" at line {} column {}", e.line(), e.column());
+                if let Some(stripped) = message.strip_suffix(&suffix) {
+                    message = stripped.to_owned();
+                }
+            }
+            let error = RuleError::Syntax {
+                syntax: RuleSyntax::Json,
+                message,
+            };
+            error.at(located.then(|| Pos {
+                line: e.line(),
+                column: e.column(),
+            }))
         })?;
-        Self::from_value(&value)
-    }
-
-    fn from_value(root: &Value) -> Result<PolicyRules, RuleError> {
-        let Value::Object(blocks) = root else {
-            return Err(RuleError::Malformed {
+        let root = hcl1::from_json(&value);
+        match &root.value {
+            Value::Object(items) => Self::from_items(items),
+            _ => Err(RuleError::Malformed {
                 resource: None,
                 segment: None,
                 expected: "an object",
-            });
-        };
+            }),
+        }
+    }
+
+    fn from_items(items: &[Item]) -> Result<PolicyRules, RuleError> {
         let mut rules = PolicyRules::default();
-        for (name, value) in blocks {
-            match block_kind(name) {
-                Some(Block::Unlabelled(resource)) => {
-                    let access = unlabelled_access(name, value)?;
-                    merge_level(rules.unlabelled_mut(resource), access);
+        for item in items {
+            let Some((name, labels)) = item.keys.split_first() else {
+                continue;
+            };
+            match block_kind(&name.name) {
+                Some(Block::Unlabelled(slot)) => {
+                    let access = unlabelled_access(&name.name, slot, labels, &item.value)?;
+                    merge_level(rules.unlabelled_mut(slot), access);
                 }
                 Some(Block::Labelled(resource, kind)) => {
-                    rules.add_labelled(name, resource, kind, value)?;
+                    rules.add_labelled(&name.name, resource, kind, labels, &item.value)?;
                 }
                 None => {
                     return Err(RuleError::UnknownResource {
-                        resource: name.clone(),
-                    });
+                        resource: name.name.clone(),
+                    }
+                    .at(name.pos));
                 }
             }
         }
         Ok(rules)
     }
 
+    /// One labelled block: `key "a" { ... }` (the label is in `labels`) or `key = { "a" = { ... } }`
+    /// (the labels are the object's keys), or a list of such objects, as HCL's JSON form allows.
     fn add_labelled(
         &mut self,
         block: &str,
         resource: Resource,
         kind: MatchKind,
-        value: &Value,
+        labels: &[Key],
+        value: &Node,
     ) -> Result<(), RuleError> {
-        let malformed = || RuleError::Malformed {
-            resource: Some(block.to_owned()),
-            segment: None,
-            expected: "an object of segment labels to rule bodies",
+        if let Some((segment, rest)) = labels.split_first() {
+            return self.add_rule(block, resource, kind, segment, rest, value);
+        }
+        let malformed = |pos: Option<Pos>| {
+            RuleError::Malformed {
+                resource: Some(block.to_owned()),
+                segment: None,
+                expected: "an object of segment labels to rule bodies",
+            }
+            .at(pos)
         };
-        // HCL's JSON form may wrap blocks in arrays; accept both shapes.
-        let groups: Vec<&serde_json::Map<String, Value>> = match value {
-            Value::Object(map) => vec![map],
-            Value::Array(items) => items
+        let groups: Vec<&[Item]> = match &value.value {
+            Value::Object(items) => vec![items],
+            Value::List(nodes) => nodes
                 .iter()
-                .map(|item| item.as_object().ok_or_else(malformed))
+                .map(|node| match &node.value {
+                    Value::Object(items) => Ok(items.as_slice()),
+                    _ => Err(malformed(node.pos)),
+                })
                 .collect::<Result<_, _>>()?,
-            _ => return Err(malformed()),
+            _ => return Err(malformed(value.pos)),
         };
         for group in groups {
-            for (segment, body) in group {
-                let access = labelled_access(block, resource, segment, body)?;
-                if let Some(index) = resource.labelled_index()
-                    && let Some(rules) = self.labelled.get_mut(index)
-                {
-                    merge_into(rules.map_mut(kind), segment, access);
+            for item in group {
+                if let Some((segment, rest)) = item.keys.split_first() {
+                    self.add_rule(block, resource, kind, segment, rest, &item.value)?;
                 }
             }
         }
         Ok(())
     }
 
-    fn unlabelled_mut(&mut self, resource: Resource) -> &mut Option<AccessLevel> {
-        match resource {
-            Resource::Operator => &mut self.operator,
-            Resource::Keyring => &mut self.keyring,
-            // Only called with unlabelled resources; `acl` is the remaining one.
-            _ => &mut self.acl,
+    fn add_rule(
+        &mut self,
+        block: &str,
+        resource: Resource,
+        kind: MatchKind,
+        segment: &Key,
+        rest: &[Key],
+        body: &Node,
+    ) -> Result<(), RuleError> {
+        let access = labelled_access(block, resource, segment, rest, body)?;
+        if let Some(index) = resource.labelled_index()
+            && let Some(rules) = self.labelled.get_mut(index)
+        {
+            merge_into(rules.map_mut(kind), &segment.name, access);
         }
+        Ok(())
+    }
+
+    fn unlabelled_mut(&mut self, slot: Unlabelled) -> &mut Option<AccessLevel> {
+        match slot {
+            Unlabelled::Acl => &mut self.acl,
+            Unlabelled::Operator => &mut self.operator,
+            Unlabelled::Keyring => &mut self.keyring,
+            Unlabelled::Mesh => &mut self.mesh,
+            Unlabelled::Peering => &mut self.peering,
+        }
+    }
+
+    /// The `mesh` rule, if any. Validated and merged, not evaluated by this crate.
+    pub fn mesh(&self) -> Option<AccessLevel> {
+        self.mesh
+    }
+
+    /// The `peering` rule, if any. Validated and merged, not evaluated by this crate.
+    pub fn peering(&self) -> Option<AccessLevel> {
+        self.peering
     }
 
     /// Merges `other` into `self` by precedence.
@@ -294,13 +408,14 @@ impl PolicyRules {
             (&mut self.acl, other.acl),
             (&mut self.operator, other.operator),
             (&mut self.keyring, other.keyring),
+            (&mut self.mesh, other.mesh),
+            (&mut self.peering, other.peering),
         ] {
             if let Some(access) = theirs {
                 merge_level(slot, access);
             }
         }
     }
-
     /// Merges any number of policies' rules into one.
     pub fn merged<'a>(policies: impl IntoIterator<Item = &'a PolicyRules>) -> PolicyRules {
         let mut merged = PolicyRules::default();
@@ -386,107 +501,202 @@ impl PolicyRules {
 
 enum Block {
     Labelled(Resource, MatchKind),
-    Unlabelled(Resource),
+    Unlabelled(Unlabelled),
 }
 
-fn block_kind(name: &str) -> Option<Block> {
-    let (base, kind) = match name.strip_suffix("_prefix") {
-        Some(base) => (base, MatchKind::Prefix),
-        None => (name, MatchKind::Exact),
-    };
-    let resource = Resource::from_name(base)?;
-    match (resource.is_labelled(), kind) {
-        (true, kind) => Some(Block::Labelled(resource, kind)),
-        (false, MatchKind::Exact) => Some(Block::Unlabelled(resource)),
-        // `acl_prefix` and friends do not exist.
-        (false, MatchKind::Prefix) => None,
+/// The rules that take one disposition and no label.
+#[derive(Clone, Copy)]
+enum Unlabelled {
+    Acl,
+    Operator,
+    Keyring,
+    Mesh,
+    Peering,
+}
+
+impl Unlabelled {
+    /// The resource whose rules a `list` check applies to; `mesh` and `peering` follow the same rule
+    /// as the others (no `list`).
+    fn resource(self) -> Resource {
+        match self {
+            Unlabelled::Operator => Resource::Operator,
+            Unlabelled::Keyring => Resource::Keyring,
+            Unlabelled::Acl | Unlabelled::Mesh | Unlabelled::Peering => Resource::Acl,
+        }
     }
 }
 
+/// Resource names match case-insensitively, as HCL 1's decoder matches field names.
+fn block_kind(name: &str) -> Option<Block> {
+    let lower = name.to_ascii_lowercase();
+    match lower.as_str() {
+        "mesh" => return Some(Block::Unlabelled(Unlabelled::Mesh)),
+        "peering" => return Some(Block::Unlabelled(Unlabelled::Peering)),
+        _ => {}
+    }
+    let (base, kind) = match lower.strip_suffix("_prefix") {
+        Some(base) => (base, MatchKind::Prefix),
+        None => (lower.as_str(), MatchKind::Exact),
+    };
+    let resource = Resource::from_name(base)?;
+    match (resource, kind) {
+        (resource, kind) if resource.is_labelled() => Some(Block::Labelled(resource, kind)),
+        (Resource::Acl, MatchKind::Exact) => Some(Block::Unlabelled(Unlabelled::Acl)),
+        (Resource::Operator, MatchKind::Exact) => Some(Block::Unlabelled(Unlabelled::Operator)),
+        (Resource::Keyring, MatchKind::Exact) => Some(Block::Unlabelled(Unlabelled::Keyring)),
+        // `acl_prefix` and friends do not exist.
+        _ => None,
+    }
+}
+
+/// A disposition; like Consul, the spelling is case-insensitive (`"Write"` is `write`).
 fn parse_level(
     block: &str,
     resource: Resource,
     segment: Option<&str>,
-    value: &Value,
+    value: &Node,
 ) -> Result<AccessLevel, RuleError> {
-    let invalid = || RuleError::InvalidPolicy {
-        resource: block.to_owned(),
-        segment: segment.map(str::to_owned),
-        value: value.to_string(),
+    let invalid = || {
+        RuleError::InvalidPolicy {
+            resource: block.to_owned(),
+            segment: segment.map(str::to_owned),
+            value: value.value.render(),
+        }
+        .at(value.pos)
     };
-    let access = value
-        .as_str()
-        .and_then(AccessLevel::from_name)
-        .ok_or_else(invalid)?;
+    let Value::Str(text) = &value.value else {
+        return Err(invalid());
+    };
+    let access = AccessLevel::from_name(&text.to_ascii_lowercase()).ok_or_else(invalid)?;
     if access == AccessLevel::List && resource != Resource::Key {
         return Err(RuleError::ListNotAllowed {
             resource: block.to_owned(),
             segment: segment.map(str::to_owned),
-        });
+        }
+        .at(value.pos));
     }
     Ok(access)
 }
 
-fn unlabelled_access(block: &str, value: &Value) -> Result<AccessLevel, RuleError> {
-    let resource = Resource::from_name(block).unwrap_or(Resource::Acl);
-    match value {
-        Value::String(_) => parse_level(block, resource, None, value),
-        _ => Err(RuleError::Malformed {
+fn unlabelled_access(
+    block: &str,
+    slot: Unlabelled,
+    labels: &[Key],
+    value: &Node,
+) -> Result<AccessLevel, RuleError> {
+    match (&value.value, labels.first()) {
+        (Value::Str(_), None) => parse_level(block, slot.resource(), None, value),
+        (_, label) => Err(RuleError::Malformed {
             resource: Some(block.to_owned()),
             segment: None,
             expected: "a string such as \"read\", \"write\" or \"deny\"",
-        }),
+        }
+        .at(label.and_then(|l| l.pos).or(value.pos))),
     }
 }
 
-/// Reads one labelled rule body. Repeated bodies for the same segment (an array, as HCL produces for a
-/// repeated block) merge by precedence.
+/// Reads one labelled rule body. `rest` holds any keys written after the segment label
+/// (`key "a" "b" { ... }`), which HCL 1 reads as a nested object `{ b = { ... } }`. Repeated bodies for
+/// the same segment (a list, as HCL's JSON form allows) merge by precedence.
 fn labelled_access(
     block: &str,
     resource: Resource,
-    segment: &str,
-    body: &Value,
+    segment: &Key,
+    rest: &[Key],
+    body: &Node,
 ) -> Result<AccessLevel, RuleError> {
-    let malformed = || RuleError::Malformed {
-        resource: Some(block.to_owned()),
-        segment: Some(segment.to_owned()),
-        expected: "a rule body such as { policy = \"read\" }",
+    let malformed = |pos: Option<Pos>| {
+        RuleError::Malformed {
+            resource: Some(block.to_owned()),
+            segment: Some(segment.name.clone()),
+            expected: "a rule body such as { policy = \"read\" }",
+        }
+        .at(pos)
     };
-    let bodies: Vec<&serde_json::Map<String, Value>> = match body {
-        Value::Object(map) => vec![map],
-        Value::Array(items) if !items.is_empty() => items
+    if let Some(extra) = rest.first() {
+        return Err(attribute_error(block, resource, segment, extra, true, body));
+    }
+    let bodies: Vec<&[Item]> = match &body.value {
+        Value::Object(items) => vec![items],
+        Value::List(nodes) if !nodes.is_empty() => nodes
             .iter()
-            .map(|item| item.as_object().ok_or_else(malformed))
+            .map(|node| match &node.value {
+                Value::Object(items) => Ok(items.as_slice()),
+                _ => Err(malformed(node.pos)),
+            })
             .collect::<Result<_, _>>()?,
-        _ => return Err(malformed()),
+        _ => return Err(malformed(body.pos.or(segment.pos))),
     };
     let mut merged: Option<AccessLevel> = None;
     for attributes in bodies {
         let mut policy = None;
-        for (attribute, value) in attributes {
-            match attribute.as_str() {
-                "policy" => policy = Some(parse_level(block, resource, Some(segment), value)?),
+        for item in attributes {
+            let Some((name, nested)) = item.keys.split_first() else {
+                continue;
+            };
+            if !nested.is_empty() {
+                return Err(attribute_error(block, resource, segment, name, true, &item.value));
+            }
+            match name.name.to_ascii_lowercase().as_str() {
+                "policy" => {
+                    let level = parse_level(block, resource, Some(&segment.name), &item.value)?;
+                    merge_level(&mut policy, level);
+                }
                 // Intentions belong to service mesh, which this crate does not evaluate; the attribute is
                 // validated so that Consul's own policies (e.g. global-management) still parse.
                 "intentions" if resource == Resource::Service => {
-                    parse_level(block, resource, Some(segment), value)?;
+                    parse_level(block, resource, Some(&segment.name), &item.value)?;
                 }
                 _ => {
-                    return Err(RuleError::UnknownAttribute {
-                        resource: block.to_owned(),
-                        segment: segment.to_owned(),
-                        attribute: attribute.clone(),
-                    });
+                    return Err(attribute_error(
+                        block,
+                        resource,
+                        segment,
+                        name,
+                        false,
+                        &item.value,
+                    ));
                 }
             }
         }
-        let policy = policy.ok_or_else(|| RuleError::MissingPolicy {
-            resource: block.to_owned(),
-            segment: segment.to_owned(),
+        let policy = policy.ok_or_else(|| {
+            RuleError::MissingPolicy {
+                resource: block.to_owned(),
+                segment: segment.name.clone(),
+            }
+            .at(segment.pos)
         })?;
         merge_level(&mut merged, policy);
     }
-    merged.ok_or_else(malformed)
+    merged.ok_or_else(|| malformed(body.pos))
+}
+
+/// An attribute that is not one of the rule's, or one of the rule's written as a block.
+fn attribute_error(
+    block: &str,
+    resource: Resource,
+    segment: &Key,
+    name: &Key,
+    as_block: bool,
+    value: &Node,
+) -> RuleError {
+    let lower = name.name.to_ascii_lowercase();
+    let known = lower == "policy" || (lower == "intentions" && resource == Resource::Service);
+    if known && as_block {
+        RuleError::InvalidPolicy {
+            resource: block.to_owned(),
+            segment: Some(segment.name.clone()),
+            value: value.value.render(),
+        }
+        .at(name.pos)
+    } else {
+        RuleError::UnknownAttribute {
+            resource: block.to_owned(),
+            segment: segment.name.clone(),
+            attribute: name.name.clone(),
+        }
+        .at(name.pos)
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,13 @@
 
 use tribune_acl::{PolicyRules, RuleError, RuleSyntax};
 
+/// The error with its place (`RuleError::At`) unwrapped.
 fn err(text: &str) -> RuleError {
+    located(text).kind().clone()
+}
+
+/// The error as returned, with its place.
+fn located(text: &str) -> RuleError {
     match PolicyRules::parse(text) {
         Ok(rules) => panic!("expected an error for {text:?}, got {rules:?}"),
         Err(e) => e,
@@ -24,14 +30,14 @@ fn unknown_resources() {
         }
     );
     assert_eq!(
-        err(r#"{"mesh": "write"}"#),
+        err(r#"{"namespace": {"x": {"policy": "read"}}}"#),
         RuleError::UnknownResource {
-            resource: "mesh".into()
+            resource: "namespace".into()
         }
     );
     assert_eq!(
-        err("mesh = \"write\"").to_string(),
-        "unknown ACL resource \"mesh\""
+        located("acl = \"read\"\n\n  identity = \"write\"").to_string(),
+        "line 3, column 3: unknown ACL resource \"identity\""
     );
 }
 
@@ -47,6 +53,10 @@ fn invalid_policies_name_resource_segment_and_value() {
         }
     );
     assert_eq!(e.to_string(), "invalid key \"a\" policy \"admin\"");
+    assert_eq!(
+        located("key \"a\" { policy = \"admin\" }").to_string(),
+        "line 1, column 20: invalid key \"a\" policy \"admin\""
+    );
     assert!(
         matches!(err("operator = \"admin\""), RuleError::InvalidPolicy { resource, segment: None, .. } if resource == "operator")
     );
@@ -57,9 +67,10 @@ fn invalid_policies_name_resource_segment_and_value() {
         matches!(err(r#"{"node":{"n":{"policy":5}}}"#), RuleError::InvalidPolicy { value, .. } if value == "5")
     );
     assert!(matches!(
-        err("keyring = \"Write\""),
+        err("keyring = \"writer\""),
         RuleError::InvalidPolicy { .. }
     ));
+    assert!(matches!(err("keyring = 1"), RuleError::Malformed { .. }));
 }
 
 #[test]
