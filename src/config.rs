@@ -398,6 +398,10 @@ pub struct AclConfig {
     pub token_ttl: Duration,
     /// How long a resolved policy is cached.
     pub policy_ttl: Duration,
+    /// The shortest lifetime a new token may be given (`ExpirationTTL` / `ExpirationTime`).
+    pub token_min_expiration_ttl: Duration,
+    /// The longest lifetime a new token may be given.
+    pub token_max_expiration_ttl: Duration,
     /// The special tokens.
     pub tokens: AclTokens,
 }
@@ -413,6 +417,8 @@ impl Default for AclConfig {
             enable_key_list_policy: false,
             token_ttl: Duration::from_secs(30),
             policy_ttl: Duration::from_secs(30),
+            token_min_expiration_ttl: Duration::from_secs(60),
+            token_max_expiration_ttl: Duration::from_secs(24 * 60 * 60),
             tokens: AclTokens::default(),
         }
     }
@@ -652,6 +658,8 @@ struct RawAcl {
     enable_key_list_policy: Option<bool>,
     token_ttl: Option<String>,
     policy_ttl: Option<String>,
+    token_min_expiration_ttl: Option<String>,
+    token_max_expiration_ttl: Option<String>,
     tokens: Option<RawAclTokens>,
 }
 
@@ -1141,6 +1149,16 @@ impl ConfigLoader {
             enable_key_list_policy: raw.enable_key_list_policy.unwrap_or(false),
             token_ttl: ttl("acl.token_ttl", raw.token_ttl, defaults.token_ttl)?,
             policy_ttl: ttl("acl.policy_ttl", raw.policy_ttl, defaults.policy_ttl)?,
+            token_min_expiration_ttl: ttl(
+                "acl.token_min_expiration_ttl",
+                raw.token_min_expiration_ttl,
+                defaults.token_min_expiration_ttl,
+            )?,
+            token_max_expiration_ttl: ttl(
+                "acl.token_max_expiration_ttl",
+                raw.token_max_expiration_ttl,
+                defaults.token_max_expiration_ttl,
+            )?,
             tokens: AclTokens {
                 initial_management: tokens.initial_management.or(tokens.master),
                 agent: tokens.agent,

@@ -146,6 +146,7 @@ const ROUTES: &[Route] = {
         ("PUT", "/v1/acl/bootstrap", Public, "/v1/acl/bootstrap", "", ANY_STATUS),
         ("PUT", "/v1/acl/token", Write, "/v1/acl/token", NEW_TOKEN_BODY, 200),
         ("PUT", "/v1/acl/token/{accessor}", Write, "/v1/acl/token/{read_only_accessor}", RENAME_BODY, 200),
+        ("PUT", "/v1/acl/token/{accessor}/clone", Write, "/v1/acl/token/{read_only_accessor}/clone", "", 200),
         ("DELETE", "/v1/acl/token/{accessor}", Write, "/v1/acl/token/{missing}", "", 200),
         ("PUT", "/v1/acl/policy", Write, "/v1/acl/policy", NEW_POLICY_BODY, 200),
         ("PUT", "/v1/acl/policy/{id}", Write, "/v1/acl/policy/{missing}", MISSING_POLICY_BODY, 200),

@@ -87,24 +87,89 @@ pub(crate) enum TokenCommand {
         /// Keep the token in this datacenter.
         #[arg(long)]
         local: bool,
+        /// How long the token lives (a duration such as `10m`); it never expires when absent.
+        #[arg(long = "expires-ttl", value_name = "DURATION")]
+        expires_ttl: Option<String>,
     },
     /// Lists every token.
     List,
     /// Reads a token by accessor ID, or the one in use with -self.
     Read {
-        /// The token's accessor ID.
-        #[arg(long, required_unless_present = "self_token")]
+        /// The token's accessor ID (a unique prefix, or `anonymous`).
+        #[arg(long, alias = "accessor-id", required_unless_present = "self_token")]
         id: Option<String>,
         /// Read the token the command runs with.
         #[arg(long = "self")]
         self_token: bool,
     },
+    /// Clones a token: a new accessor and secret with the same policies.
+    Clone {
+        /// The accessor ID of the token to clone (a unique prefix, or `anonymous`).
+        #[arg(long, alias = "accessor-id")]
+        id: String,
+        /// The clone's description (the original's when absent).
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Updates a token's description and policies.
+    Update {
+        /// The token's accessor ID (a unique prefix, or `anonymous`).
+        #[arg(long, alias = "accessor-id")]
+        id: String,
+        /// A new description.
+        #[arg(long)]
+        description: Option<String>,
+        /// A policy to link, by ID, replacing the current ones; repeatable.
+        #[arg(long = "policy-id", value_name = "ID")]
+        policy_id: Vec<String>,
+        /// A policy to link, by name, replacing the current ones; repeatable.
+        #[arg(long = "policy-name", value_name = "NAME")]
+        policy_name: Vec<String>,
+        /// A policy to add, by ID, keeping the current ones; repeatable.
+        #[arg(long = "append-policy-id", value_name = "ID")]
+        append_policy_id: Vec<String>,
+        /// A policy to add, by name, keeping the current ones; repeatable.
+        #[arg(long = "append-policy-name", value_name = "NAME")]
+        append_policy_name: Vec<String>,
+    },
     /// Deletes a token by accessor ID.
     Delete {
-        /// The token's accessor ID.
-        #[arg(long)]
+        /// The token's accessor ID (a unique prefix, or `anonymous`).
+        #[arg(long, alias = "accessor-id")]
         id: String,
     },
+}
+
+/// The anonymous token's accessor ID, which `-id anonymous` names.
+const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
+
+/// Turns an `-id` argument into an accessor ID as Consul's CLI does: `anonymous`, a full ID, or a
+/// prefix that matches exactly one token.
+async fn token_accessor(client: &mut ApiClient, id: &str) -> Result<String, CliError> {
+    if id == "anonymous" {
+        return Ok(ANONYMOUS_ACCESSOR.to_owned());
+    }
+    if id.len() == 36 {
+        return Ok(id.to_owned());
+    }
+    let tokens: Vec<Token> = client
+        .call(Method::GET, "/v1/acl/tokens", "")
+        .await
+        .and_then(|reply| reply.ok())
+        .and_then(|reply| reply.json())
+        .map_err(|error| error.context("Error determining token ID"))?;
+    let mut matches = tokens
+        .into_iter()
+        .filter(|token| token.accessor_id.starts_with(id));
+    match (matches.next(), matches.next()) {
+        (Some(token), None) => Ok(token.accessor_id),
+        (None, _) => Err(CliError::Failed(format!(
+            "Error determining token ID: No such token ID with prefix: {id}"
+        ))),
+        (Some(_), Some(_)) => Err(CliError::Failed(format!(
+            "Error determining token ID: Multiple token IDs with prefix: {id}"
+        ))),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +194,8 @@ struct Token {
     local: bool,
     #[serde(default)]
     create_time: Option<String>,
+    #[serde(default)]
+    expiration_time: Option<String>,
     #[serde(default)]
     policies: Vec<Link>,
 }
@@ -275,6 +342,7 @@ async fn token(client: &mut ApiClient, command: TokenCommand) -> Result<(), CliE
             accessor,
             secret,
             local,
+            expires_ttl,
         } => {
             let policies: Vec<_> = policy_id
                 .into_iter()
@@ -287,6 +355,7 @@ async fn token(client: &mut ApiClient, command: TokenCommand) -> Result<(), CliE
                 "AccessorID": accessor.unwrap_or_default(),
                 "SecretID": secret.unwrap_or_default(),
                 "Local": local,
+                "ExpirationTTL": expires_ttl.unwrap_or_default(),
             })
             .to_string();
             let token: Token = client
@@ -313,7 +382,10 @@ async fn token(client: &mut ApiClient, command: TokenCommand) -> Result<(), CliE
         }
         TokenCommand::Read { id, self_token } => {
             let path = match id {
-                Some(id) if !self_token => format!("/v1/acl/token/{}", encode_query_value(&id)),
+                Some(id) if !self_token => {
+                    let id = token_accessor(client, &id).await?;
+                    format!("/v1/acl/token/{}", encode_query_value(&id))
+                }
                 _ => "/v1/acl/token/self".to_owned(),
             };
             let token: Token = client
@@ -324,7 +396,75 @@ async fn token(client: &mut ApiClient, command: TokenCommand) -> Result<(), CliE
                 .map_err(|error| error.context("reading token"))?;
             print!("{}", format_token(&token));
         }
+        TokenCommand::Clone { id, description } => {
+            let id = token_accessor(client, &id).await?;
+            let body = json!({ "Description": description }).to_string();
+            let token: Token = client
+                .call(
+                    Method::PUT,
+                    &format!("/v1/acl/token/{}/clone", encode_query_value(&id)),
+                    body,
+                )
+                .await
+                .and_then(|reply| reply.ok())
+                .and_then(|reply| reply.json())
+                .map_err(|error| error.context("Error cloning token"))?;
+            print!("{}", format_token(&token));
+        }
+        TokenCommand::Update {
+            id,
+            description,
+            policy_id,
+            policy_name,
+            append_policy_id,
+            append_policy_name,
+        } => {
+            let id = token_accessor(client, &id).await?;
+            let path = format!("/v1/acl/token/{}", encode_query_value(&id));
+            let current: Token = client
+                .call(Method::GET, &path, "")
+                .await
+                .and_then(|reply| reply.ok())
+                .and_then(|reply| reply.json())
+                .map_err(|error| error.context("Error when retrieving current token"))?;
+            let links = |ids: Vec<String>, names: Vec<String>| -> Vec<serde_json::Value> {
+                ids.into_iter()
+                    .map(|id| json!({ "ID": id }))
+                    .chain(names.into_iter().map(|name| json!({ "Name": name })))
+                    .collect()
+            };
+            // As Consul's CLI: -policy-* replace the links, -append-policy-* add to them, and without
+            // either the token keeps the links it has.
+            let mut policies: Vec<serde_json::Value> = if policy_id.is_empty() && policy_name.is_empty() {
+                current
+                    .policies
+                    .iter()
+                    .map(|link| json!({ "ID": link.id }))
+                    .collect()
+            } else {
+                links(policy_id, policy_name)
+            };
+            policies.extend(links(append_policy_id, append_policy_name));
+            let mut body = json!({
+                "AccessorID": id,
+                "SecretID": current.secret_id,
+                "Description": description.unwrap_or(current.description),
+                "Policies": policies,
+                "Local": current.local,
+            });
+            if let Some(expiration) = current.expiration_time {
+                body["ExpirationTime"] = json!(expiration);
+            }
+            let token: Token = client
+                .call(Method::PUT, &path, body.to_string())
+                .await
+                .and_then(|reply| reply.ok())
+                .and_then(|reply| reply.json())
+                .map_err(|error| error.context(&format!("Failed to update token {id}")))?;
+            print!("{}", format_token(&token));
+        }
         TokenCommand::Delete { id } => {
+            let id = token_accessor(client, &id).await?;
             client
                 .call(
                     Method::DELETE,
@@ -349,6 +489,9 @@ fn format_token(token: &Token) -> String {
     line("Local", &token.local.to_string());
     if let Some(created) = &token.create_time {
         line("Create Time", created);
+    }
+    if let Some(expires) = &token.expiration_time {
+        line("Expiration Time", expires);
     }
     out.push_str("Policies:\n");
     for link in &token.policies {

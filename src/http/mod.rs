@@ -116,6 +116,7 @@ fn server_endpoints<B: Backend>() -> Vec<Endpoint<Shared<B>>> {
         endpoint!(GET, "/v1/acl/token/self", acl::token_self::<B>),
         endpoint!(GET, "/v1/acl/token/{accessor}", acl::token_read::<B>),
         endpoint!(PUT, "/v1/acl/token/{accessor}", acl::token_update::<B>),
+        endpoint!(PUT, "/v1/acl/token/{accessor}/clone", acl::token_clone::<B>),
         endpoint!(DELETE, "/v1/acl/token/{accessor}", acl::token_delete::<B>),
         endpoint!(GET, "/v1/acl/tokens", acl::token_list::<B>),
         endpoint!(PUT, "/v1/acl/policy", acl::policy_create::<B>),

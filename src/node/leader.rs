@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tribune_kvstore::{
-    AclPolicy, AclToken, Backend, Command, GLOBAL_MANAGEMENT_POLICY_ID, GLOBAL_MANAGEMENT_POLICY_NAME,
-    GLOBAL_MANAGEMENT_RULES, PolicyLink,
+    ANONYMOUS_TOKEN_ACCESSOR, AclPolicy, AclToken, Backend, Command, GLOBAL_MANAGEMENT_POLICY_ID,
+    GLOBAL_MANAGEMENT_POLICY_NAME, GLOBAL_MANAGEMENT_RULES, PolicyLink,
 };
 
 use super::agent::{Agent, ProposeError};
@@ -26,6 +26,12 @@ const TOMBSTONE_TTL: Duration = Duration::from_secs(15 * 60);
 /// How often the leader samples the applied index for tombstone reaping (Consul's granularity).
 const TOMBSTONE_GRANULARITY: Duration = Duration::from_secs(30);
 
+/// How often the leader looks for expired ACL tokens to delete.
+const TOKEN_REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The most expired tokens one reaping pass deletes; the rest wait for the next pass.
+const TOKEN_REAP_BATCH: usize = 128;
+
 /// How often the leader's duty loop looks at session timers.
 const LEADER_TICK: Duration = Duration::from_millis(100);
 
@@ -35,6 +41,7 @@ pub(super) async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown
     let mut was_leader = false;
     let mut tombstones = TombstoneReaper::default();
     let mut next_health_sweep = Instant::now();
+    let mut next_token_reap = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(LEADER_TICK) => {}
@@ -59,6 +66,14 @@ pub(super) async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown
             if let Err(e) = install_initial_management(&agent).await {
                 tracing::warn!(error = ?e, "installing the initial management token");
             }
+            if let Err(e) = install_anonymous_token(&agent).await {
+                tracing::warn!(error = ?e, "installing the anonymous token");
+            }
+            next_token_reap = now;
+        }
+        if now >= next_token_reap {
+            next_token_reap = now + TOKEN_REAP_INTERVAL;
+            reap_expired_tokens(&agent, wall_clock_unix_ms()).await;
         }
         sessions::invalidate_failed_nodes(&agent).await;
         if now >= next_health_sweep {
@@ -186,9 +201,104 @@ pub(super) async fn install_initial_management<B: Backend>(agent: &Agent<B>) -> 
     Ok(())
 }
 
+/// The Anonymous token's record, as Consul's leader writes it when ACLs are on.
+fn anonymous_token() -> AclToken {
+    AclToken {
+        accessor_id: ANONYMOUS_TOKEN_ACCESSOR.to_owned(),
+        secret_id: tribune_acl::ANONYMOUS_TOKEN_SECRET.to_owned(),
+        description: "Anonymous Token".to_owned(),
+        policies: Vec::new(),
+        local: false,
+        expiration_unix_ms: None,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+/// On gaining leadership in the primary datacenter with ACLs on, stores the anonymous token unless
+/// it exists (its policies are the operator's to edit, so an existing record is left alone). Requests
+/// without a token resolve to it, so the policies linked to it apply to them.
+pub(super) async fn install_anonymous_token<B: Backend>(agent: &Agent<B>) -> Result<(), ProposeError> {
+    if !agent.config.acl.enabled || agent.config.datacenter != agent.config.primary_datacenter {
+        return Ok(());
+    }
+    let read = |e: tribune_kvstore::ReadError| ProposeError::Codec(e.to_string());
+    if agent
+        .store
+        .acl_token(ANONYMOUS_TOKEN_ACCESSOR)
+        .map_err(read)?
+        .value
+        .is_some()
+    {
+        return Ok(());
+    }
+    agent.propose(&Command::AclTokenUpsert(anonymous_token())).await?;
+    agent.resolver.purge();
+    Ok(())
+}
+
+/// The wall clock, read here in the duty loop and handed to the reaping logic.
+fn wall_clock_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The accessor IDs of at most `limit` tokens whose expiration time is before `now_ms`.
+fn expired_accessors(tokens: &[AclToken], now_ms: u64, limit: usize) -> Vec<String> {
+    tokens
+        .iter()
+        .filter(|token| token.expiration_unix_ms.is_some_and(|expires| expires < now_ms))
+        .take(limit)
+        .map(|token| token.accessor_id.clone())
+        .collect()
+}
+
+/// Deletes tokens that expired before `now_ms`, a bounded batch per pass. The store never reads a
+/// clock, so expiry becomes a replicated delete only through the leader's proposal.
+async fn reap_expired_tokens<B: Backend>(agent: &Agent<B>, now_ms: u64) {
+    let tokens = match agent.store.acl_tokens() {
+        Ok(found) => found.value,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing tokens to reap");
+            return;
+        }
+    };
+    let expired = expired_accessors(&tokens, now_ms, TOKEN_REAP_BATCH);
+    if expired.is_empty() {
+        return;
+    }
+    for accessor_id in expired {
+        if let Err(e) = agent.propose(&Command::AclTokenDelete { accessor_id }).await {
+            tracing::warn!(error = ?e, "reaping an expired token");
+            break;
+        }
+    }
+    agent.resolver.purge();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_tokens_past_their_expiration_are_reaped_in_bounded_batches() {
+        let token = |id: &str, expires: Option<u64>| AclToken {
+            accessor_id: id.to_owned(),
+            expiration_unix_ms: expires,
+            ..anonymous_token()
+        };
+        let tokens = vec![
+            token("never", None),
+            token("past", Some(100)),
+            token("exactly-now", Some(200)),
+            token("future", Some(300)),
+            token("long-past", Some(1)),
+        ];
+        assert_eq!(expired_accessors(&tokens, 200, 10), vec!["past", "long-past"]);
+        assert_eq!(expired_accessors(&tokens, 200, 1), vec!["past"]);
+        assert!(expired_accessors(&tokens, 0, 10).is_empty());
+    }
 
     #[test]
     fn tombstones_are_reaped_up_to_the_sample_older_than_the_ttl() {
