@@ -1,8 +1,9 @@
 //! Consul's ACL rule language and policy engine: parse rules, merge a token's policies, decide.
 //!
 //! What it is:
-//! - [`PolicyRules`]: rules parsed from HCL or JSON (`key_prefix "" { policy = "read" }`,
-//!   `acl = "write"`), with typed [`RuleError`]s naming the resource and what is wrong.
+//! - [`PolicyRules`]: rules parsed from HCL (as Consul's HCL 1 parser reads them) or JSON
+//!   (`key_prefix "" { policy = "read" }`, `acl = "write"`), with typed [`RuleError`]s naming the
+//!   resource, what is wrong and, for HCL, the line and column.
 //! - [`Authorizer`]: a token's policies merged (deny > write > list > read per segment) and indexed in
 //!   radix trees, answering [`Decision::Allow`] or [`Decision::Deny`] in O(length of the name); exact rules
 //!   beat prefix rules, the longest prefix wins, then the [`DefaultPolicy`].
@@ -14,7 +15,7 @@
 //! What it is NOT: it does no IO and reads no clock (`now` is always a parameter); it does not store
 //! tokens or policies (the node's replicated state does, behind [`TokenSource`]); it does not evaluate
 //! roles, service/node identities, intentions, mesh or peering rules (an `intentions` attribute on service
-//! rules is validated and otherwise ignored).
+//! rules, `mesh` and `peering` are validated and kept, not evaluated).
 #![doc = include_str!("../README.md")]
 
 mod access;

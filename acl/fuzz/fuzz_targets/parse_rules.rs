@@ -9,6 +9,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = PolicyRules::parse_json(text);
+    // An HCL error always says where it is.
+    if let Err(e) = PolicyRules::parse_hcl(text) {
+        assert!(e.line().is_some() && e.column().is_some(), "{e}");
+    }
     if let Ok(rules) = PolicyRules::parse(text) {
         // Whatever parsed must index and answer without panicking, and a rule's own segment must be
         // decided by that rule: an exact rule always, a prefix rule when no exact rule shares its segment.
