@@ -33,6 +33,7 @@
 //! What it is NOT (yet): no service catalog, health checks or DNS; client agents run without ACLs.
 
 mod acl;
+mod acl_replication;
 mod client;
 pub mod config;
 pub mod duration;

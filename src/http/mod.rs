@@ -127,6 +127,11 @@ fn server_endpoints<B: Backend>() -> Vec<Endpoint<Shared<B>>> {
         endpoint!(GET, "/v1/acl/policies", acl::policy_list::<B>),
         endpoint!(
             GET,
+            "/v1/acl/replication",
+            crate::acl_replication::status_handler::<B>
+        ),
+        endpoint!(
+            GET,
             "/v1/operator/raft/configuration",
             operator::configuration::<B>
         ),
@@ -232,7 +237,34 @@ fn other_datacenter(request: &Request, local_datacenter: &str) -> Option<String>
 /// Sends each request where [`destination`] says.
 async fn dispatch<B: Backend>(State(agent): State<Shared<B>>, mut request: Request, next: Next) -> Response {
     request.headers_mut().remove(LEGACY_FORWARDED_HEADER);
-    let routed = match destination(&request, &agent.config.datacenter, agent.consensus.is_leader()) {
+    let mut destination = destination(&request, &agent.config.datacenter, agent.consensus.is_leader());
+    if destination != Destination::Datacenter(agent.config.primary_datacenter.clone()) {
+        // In a secondary, policies and global tokens are written in the primary.
+        match crate::acl_replication::write_goes_to_primary(&agent, request).await {
+            Ok((true, carried)) => {
+                return match forward_to_primary(&agent, carried).await {
+                    Ok(response) => response,
+                    Err(error) => error.into_response(),
+                };
+            }
+            Ok((false, kept)) => request = kept,
+            Err(error) => return error.into_response(),
+        }
+        // The replication status is the leader's.
+        if destination == Destination::Here
+            && request.uri().path() == "/v1/acl/replication"
+            && !agent.consensus.is_leader()
+            && request.extensions().get::<ForwardedByServer>().is_none()
+        {
+            destination = Destination::Leader;
+        }
+    }
+    if destination == Destination::Here && agent.config.acl.enabled {
+        // A token the primary knows but this datacenter has not replicated yet.
+        let secret = agent.request_secret(request.headers(), request.uri());
+        crate::acl_replication::learn(&agent, &secret).await;
+    }
+    let routed = match destination {
         Destination::Here => return next.run(request).await,
         Destination::Leader => forward(&agent, request).await,
         Destination::Datacenter(datacenter) => forward_to_datacenter(&agent, &datacenter, request).await,
@@ -241,6 +273,14 @@ async fn dispatch<B: Backend>(State(agent): State<Shared<B>>, mut request: Reque
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
+}
+
+async fn forward_to_primary<B: Backend>(agent: &Agent<B>, request: Request) -> Result<Response, ApiError> {
+    let forwarded = crate::acl_replication::without_dc(to_forwarded(request).await?);
+    let response = agent
+        .forward_to_datacenter(&agent.config.primary_datacenter, forwarded)
+        .await?;
+    Ok(from_forwarded(response))
 }
 
 async fn forward_to_datacenter<B: Backend>(
@@ -384,6 +424,11 @@ impl ApiError {
             status,
             message: message.into(),
         }
+    }
+
+    /// Consul's plain-text message.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
     }
 
     #[cfg(test)]
@@ -656,7 +701,12 @@ impl<B: Backend> Agent<B> {
             return Ok(Access::Unrestricted);
         }
         let secret = self.request_secret(headers, uri);
-        match crate::acl::resolve(&self.resolver, &self.store, &secret) {
+        let resolved = if crate::acl_replication::is_acl_secondary(self) {
+            crate::acl_replication::resolve(&self.resolver, &self.store, &self.acl_replication.remote, &secret)
+        } else {
+            crate::acl::resolve(&self.resolver, &self.store, &secret)
+        };
+        match resolved {
             Ok(resolution) => Ok(Access::Token {
                 authorizer: resolution.authorizer,
             }),

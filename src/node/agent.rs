@@ -46,6 +46,8 @@ pub(crate) struct Agent<B: Backend> {
     pub(crate) resolver: tribune_acl::Resolver,
     /// The agent's own ACL tokens (`default` serves requests without one), settable at run time.
     pub(crate) tokens: AgentTokens,
+    /// ACLs across datacenters: replication status and the tokens resolved at the primary.
+    pub(crate) acl_replication: crate::acl_replication::AclReplication,
     /// Held while this server proposes a snapshot restore, so that its own restores never interleave.
     pub(crate) restore_lock: tokio::sync::Mutex<()>,
     pub(crate) shutdown: watch::Receiver<bool>,

@@ -235,6 +235,7 @@ where
         federation: federation.clone(),
         resolver,
         tokens,
+        acl_replication: crate::acl_replication::AclReplication::default(),
         restore_lock: tokio::sync::Mutex::new(()),
         shutdown: shutdown_rx.clone(),
         stop_tasks: Arc::clone(&shutdown_tx),
@@ -277,6 +278,10 @@ where
         }
     }
     tasks.push(tokio::spawn(formation::form_cluster(
+        Arc::clone(&agent),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::acl_replication::supervise(
         Arc::clone(&agent),
         shutdown_rx.clone(),
     )));

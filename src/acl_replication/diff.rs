@@ -1,0 +1,362 @@
+//! The sans-IO half of ACL replication: what to delete and what to upsert, given the primary's
+//! records and this datacenter's; when a sync must start over; how long to wait after an error;
+//! and when the replicator runs at all. No clock is read here: time comes in as arguments.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tribune_kvstore::{ANONYMOUS_TOKEN_ACCESSOR, AclPolicy, AclToken, GLOBAL_MANAGEMENT_POLICY_ID};
+
+/// A SHA-256 over the fields an operator sets, each length-prefixed so that moving bytes from one
+/// field to the next changes the digest. Indexes are left out: they are local to each datacenter.
+pub(crate) type ContentHash = [u8; 32];
+
+fn digest<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> ContentHash {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for field in fields {
+        context.update(&(field.len() as u64).to_le_bytes());
+        context.update(field);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
+/// The content hash of a policy.
+pub(crate) fn policy_hash(policy: &AclPolicy) -> ContentHash {
+    let fixed = [
+        policy.id.as_bytes(),
+        policy.name.as_bytes(),
+        policy.description.as_bytes(),
+        policy.rules.as_bytes(),
+    ];
+    digest(
+        fixed
+            .into_iter()
+            .chain(policy.datacenters.iter().map(|d| d.as_bytes())),
+    )
+}
+
+/// The content hash of a token. Link names are left out: the store fills them from the policy.
+pub(crate) fn token_hash(token: &AclToken) -> ContentHash {
+    let expiration = token.expiration_unix_ms.unwrap_or(0).to_le_bytes();
+    let local: &[u8] = if token.local { b"local" } else { b"global" };
+    let fixed = [
+        token.accessor_id.as_bytes(),
+        token.secret_id.as_bytes(),
+        token.description.as_bytes(),
+        local,
+        &expiration[..],
+    ];
+    digest(
+        fixed
+            .into_iter()
+            .chain(token.policies.iter().map(|l| l.id.as_bytes())),
+    )
+}
+
+/// What one round changes locally, in the order it must be applied: every delete before any
+/// upsert (a deleted policy may free a name an upserted one takes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// IDs present here but no longer in the primary.
+    pub(crate) deletes: Vec<String>,
+    /// IDs missing here or whose content differs.
+    pub(crate) upserts: Vec<String>,
+}
+
+impl Plan {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.deletes.is_empty() && self.upserts.is_empty()
+    }
+}
+
+/// Built-in records no round may delete, whatever the primary lists.
+fn protected(id: &str) -> bool {
+    id == GLOBAL_MANAGEMENT_POLICY_ID || id == ANONYMOUS_TOKEN_ACCESSOR
+}
+
+/// The diff of two `(id, hash)` sets. It takes the primary's *successful* answer only: a failed
+/// or partial fetch is an error before this point, never an empty list, so a primary that could
+/// not be read can never make a round delete anything.
+pub(crate) fn plan(remote: &BTreeMap<String, ContentHash>, local: &BTreeMap<String, ContentHash>) -> Plan {
+    let deletes = local
+        .keys()
+        .filter(|id| !remote.contains_key(*id) && !protected(id))
+        .cloned()
+        .collect();
+    let upserts = remote
+        .iter()
+        .filter(|(id, hash)| local.get(*id) != Some(*hash))
+        .map(|(id, _)| id.clone())
+        .collect();
+    Plan { deletes, upserts }
+}
+
+/// A token as the primary lists it, made ready to replicate: links to policies the primary does not
+/// list any more are dropped (a deleted policy leaves dangling links, which resolution ignores, but
+/// the store refuses to write a link to an unknown policy), so the local copy's hash matches.
+pub(crate) fn replicable_token(mut token: AclToken, remote_policies: &BTreeSet<String>) -> AclToken {
+    token
+        .policies
+        .retain(|link| remote_policies.contains(&link.id) || link.id == GLOBAL_MANAGEMENT_POLICY_ID);
+    token.create_index = 0;
+    token.modify_index = 0;
+    token
+}
+
+/// What a round must do given the primary's index now and the last one replicated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sync {
+    /// The primary moved on (or stayed): diff as usual and block on its index next.
+    Incremental,
+    /// The primary's index went backwards (restored from a snapshot): forget the cursor and diff
+    /// everything, as after a start.
+    Full,
+}
+
+/// The primary's index as last replicated, for the blocking queries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    index: u64,
+}
+
+impl Cursor {
+    /// The index to block on.
+    pub(crate) fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// The primary answered at `remote`.
+    pub(crate) fn observe(&self, remote: u64) -> Sync {
+        if remote < self.index {
+            Sync::Full
+        } else {
+            Sync::Incremental
+        }
+    }
+
+    /// A round succeeded up to `remote`.
+    pub(crate) fn advance(&mut self, remote: u64) {
+        self.index = remote;
+    }
+
+    /// A round failed, or the index went backwards: the next round starts from scratch.
+    pub(crate) fn reset(&mut self) {
+        self.index = 0;
+    }
+}
+
+/// Exponential back-off after errors, reset by a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+        Backoff { next: min, min, max }
+    }
+
+    /// The wait after one more failure.
+    pub(crate) fn failed(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+
+    pub(crate) fn succeeded(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// At most one round per `interval`, with a burst of `burst` rounds: a primary that answers its
+/// blocking queries at once (a busy or flapping primary) cannot make the replicator spin.
+#[derive(Debug, Clone)]
+pub(crate) struct RateLimit<T> {
+    interval: Duration,
+    burst: u32,
+    /// The start times of the last rounds, at most `burst`.
+    recent: std::collections::VecDeque<T>,
+}
+
+impl<T: Copy + Ord + std::ops::Add<Duration, Output = T>> RateLimit<T> {
+    pub(crate) fn new(interval: Duration, burst: u32) -> Self {
+        RateLimit {
+            interval,
+            burst: burst.max(1),
+            recent: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// When the next round may start, if not at `now`; records the round when it may.
+    pub(crate) fn admit(&mut self, now: T) -> Option<T> {
+        let window = self.interval * self.burst;
+        while self.recent.front().is_some_and(|&t| t + window <= now) {
+            self.recent.pop_front();
+        }
+        if self.recent.len() < self.burst as usize {
+            self.recent.push_back(now);
+            return None;
+        }
+        self.recent.front().map(|&oldest| oldest + window)
+    }
+}
+
+/// Whether the replicator should run, and what to do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Supervise {
+    Start,
+    Stop,
+    Keep,
+}
+
+/// Replication runs while this server leads a secondary datacenter with ACLs on, and only then:
+/// started on gaining leadership, stopped on losing it, started again on regaining it (a stopped
+/// replicator is never left behind by a leadership change, consul#12295).
+pub(crate) fn supervise(running: bool, acl_enabled: bool, secondary: bool, leader: bool) -> Supervise {
+    match (running, acl_enabled && secondary && leader) {
+        (false, true) => Supervise::Start,
+        (true, false) => Supervise::Stop,
+        _ => Supervise::Keep,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tribune_kvstore::PolicyLink;
+
+    fn policy(id: &str, rules: &str) -> AclPolicy {
+        AclPolicy {
+            id: id.into(),
+            name: format!("p-{id}"),
+            description: String::new(),
+            rules: rules.into(),
+            datacenters: Vec::new(),
+            create_index: 1,
+            modify_index: 1,
+        }
+    }
+
+    fn hashes(policies: &[AclPolicy]) -> BTreeMap<String, ContentHash> {
+        policies.iter().map(|p| (p.id.clone(), policy_hash(p))).collect()
+    }
+
+    #[test]
+    fn the_diff_deletes_what_the_primary_dropped_and_upserts_what_changed() {
+        let remote = hashes(&[policy("a", "x"), policy("b", "y2"), policy("d", "new")]);
+        let local = hashes(&[policy("a", "x"), policy("b", "y"), policy("c", "gone")]);
+        let plan = plan(&remote, &local);
+        assert_eq!(plan.deletes, vec!["c".to_owned()]);
+        assert_eq!(plan.upserts, vec!["b".to_owned(), "d".to_owned()]);
+        assert!(super::plan(&remote, &remote).is_empty());
+    }
+
+    #[test]
+    fn indexes_do_not_change_the_hash_but_content_does() {
+        let mut a = policy("a", "x");
+        let before = policy_hash(&a);
+        a.modify_index = 99;
+        assert_eq!(policy_hash(&a), before);
+        a.rules = "xy".into();
+        assert_ne!(policy_hash(&a), before);
+        // Moving bytes between fields changes the digest.
+        let mut b = policy("a", "x");
+        b.description = "ab".into();
+        b.rules = String::new();
+        let mut c = policy("a", "x");
+        c.description = "a".into();
+        c.rules = "b".into();
+        assert_ne!(policy_hash(&b), policy_hash(&c));
+    }
+
+    /// The safety property: the only way to a plan is a successful fetch. A failed fetch leaves
+    /// the round before the diff, so it deletes nothing; built-ins are never deleted even when an
+    /// answer omits them.
+    #[test]
+    fn a_failed_fetch_never_deletes() {
+        let local = hashes(&[policy("a", "x"), policy(GLOBAL_MANAGEMENT_POLICY_ID, "m")]);
+        let fetched: Result<BTreeMap<String, ContentHash>, String> = Err("Permission denied".into());
+        let planned = fetched.map(|remote| plan(&remote, &local));
+        assert!(planned.is_err(), "an error stays an error, not an empty list");
+        // Even an (accepted) empty answer never deletes the built-in management policy.
+        let emptied = plan(&BTreeMap::new(), &local);
+        assert_eq!(emptied.deletes, vec!["a".to_owned()]);
+    }
+
+    #[test]
+    fn dangling_links_are_dropped_before_replicating() {
+        let token = AclToken {
+            accessor_id: "t".into(),
+            secret_id: "s".into(),
+            description: String::new(),
+            policies: vec![
+                PolicyLink {
+                    id: "kept".into(),
+                    name: "k".into(),
+                },
+                PolicyLink {
+                    id: "deleted".into(),
+                    name: "d".into(),
+                },
+            ],
+            local: false,
+            expiration_unix_ms: None,
+            create_index: 5,
+            modify_index: 6,
+        };
+        let known: BTreeSet<String> = ["kept".to_owned()].into();
+        let ready = replicable_token(token, &known);
+        assert_eq!(ready.policies.len(), 1);
+        assert_eq!(ready.policies[0].id, "kept");
+    }
+
+    #[test]
+    fn an_index_that_went_backwards_forces_a_full_sync() {
+        let mut cursor = Cursor::default();
+        assert_eq!(cursor.observe(10), Sync::Incremental);
+        cursor.advance(10);
+        assert_eq!(cursor.index(), 10);
+        assert_eq!(cursor.observe(12), Sync::Incremental);
+        assert_eq!(cursor.observe(3), Sync::Full);
+        cursor.reset();
+        assert_eq!(cursor.index(), 0);
+    }
+
+    #[test]
+    fn back_off_doubles_up_to_its_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(1));
+        let waits: Vec<_> = (0..4).map(|_| backoff.failed()).collect();
+        assert_eq!(waits, [250, 500, 1000, 1000].map(Duration::from_millis).to_vec());
+        backoff.succeeded();
+        assert_eq!(backoff.failed(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn the_rate_limit_allows_a_burst_then_one_round_per_interval() {
+        let start = tokio::time::Instant::now();
+        let second = Duration::from_secs(1);
+        let mut limit = RateLimit::new(second, 2);
+        assert_eq!(limit.admit(start), None);
+        assert_eq!(limit.admit(start), None);
+        assert_eq!(limit.admit(start), Some(start + 2 * second));
+        assert_eq!(limit.admit(start + 2 * second), None);
+    }
+
+    #[test]
+    fn replication_follows_leadership_of_a_secondary_only() {
+        // Gained, kept, lost, regained (consul#12295).
+        assert_eq!(supervise(false, true, true, true), Supervise::Start);
+        assert_eq!(supervise(true, true, true, true), Supervise::Keep);
+        assert_eq!(supervise(true, true, true, false), Supervise::Stop);
+        assert_eq!(supervise(false, true, true, false), Supervise::Keep);
+        assert_eq!(supervise(false, true, true, true), Supervise::Start);
+        // Never in the primary, never with ACLs off.
+        assert_eq!(supervise(false, true, false, true), Supervise::Keep);
+        assert_eq!(supervise(false, false, true, true), Supervise::Keep);
+    }
+}

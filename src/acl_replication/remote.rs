@@ -1,0 +1,222 @@
+//! A token the primary knows but this secondary has not replicated yet is resolved at the primary
+//! (`/v1/acl/token/self` with that secret) and cached briefly, so that a global token works in every
+//! datacenter as soon as it is created (Consul fails it until replication catches up, consul#4837).
+//!
+//! The fetch is async and happens in the dispatch, before the handler; the handler's synchronous
+//! resolution then finds the token through [`resolve`]'s source, which asks the local state first
+//! and this cache second.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tribune_acl::{
+    ANONYMOUS_TOKEN_SECRET, Policy, Resolution, ResolveError, Resolver, SourceError, Token, TokenSource,
+};
+use tribune_kvstore::{AclPolicy, AclToken, Backend, Store};
+
+use super::{PolicyJson, TokenJson, fetch, is_acl_secondary};
+use crate::acl::{StoreTokens, policy_from_store, token_from_store};
+use crate::node::Agent;
+use crate::tokens::TokenKind;
+
+/// How long a token the primary resolved is trusted here.
+const FOUND_TTL: Duration = Duration::from_secs(10);
+/// How long a secret the primary did not know is not asked about again.
+const MISSING_TTL: Duration = Duration::from_secs(2);
+/// Most secrets remembered; past it the cache starts over (it only saves round trips).
+const MAX_ENTRIES: usize = 4096;
+
+type SecretKey = [u8; 32];
+
+fn secret_key(secret: &str) -> SecretKey {
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref());
+    key
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    at: Instant,
+    found: Option<(AclToken, Vec<AclPolicy>)>,
+}
+
+/// Tokens resolved at the primary, keyed by the SHA-256 of their secret.
+#[derive(Debug, Default)]
+pub(crate) struct RemoteTokens {
+    entries: Mutex<HashMap<SecretKey, Entry>>,
+}
+
+impl RemoteTokens {
+    /// Forgets everything (replication just changed the local state).
+    pub(crate) fn clear(&self) {
+        self.entries.lock().clear();
+    }
+
+    fn fresh(&self, key: &SecretKey, now: Instant) -> Option<Entry> {
+        let entries = self.entries.lock();
+        let entry = entries.get(key)?;
+        let ttl = if entry.found.is_some() {
+            FOUND_TTL
+        } else {
+            MISSING_TTL
+        };
+        (now.duration_since(entry.at) < ttl).then(|| entry.clone())
+    }
+
+    fn insert(&self, key: SecretKey, entry: Entry) {
+        let mut entries = self.entries.lock();
+        if entries.len() >= MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, entry);
+    }
+
+    fn token(&self, secret: &str, now: Instant) -> Option<AclToken> {
+        let entry = self.fresh(&secret_key(secret), now)?;
+        entry.found.map(|(token, _)| token)
+    }
+
+    fn policy(&self, now: Instant, matches: impl Fn(&AclPolicy) -> bool) -> Option<AclPolicy> {
+        let entries = self.entries.lock();
+        entries
+            .values()
+            .filter(|e| now.duration_since(e.at) < FOUND_TTL)
+            .filter_map(|e| e.found.as_ref())
+            .flat_map(|(_, policies)| policies.iter())
+            .find(|p| matches(p))
+            .cloned()
+    }
+}
+
+/// The local state first, then the tokens the primary resolved.
+struct WithRemote<'a, B: Backend> {
+    local: StoreTokens<'a, B>,
+    remote: &'a RemoteTokens,
+    now: Instant,
+}
+
+impl<B: Backend> TokenSource for WithRemote<'_, B> {
+    fn token_by_secret(&self, secret: &str) -> Result<Option<Token>, SourceError> {
+        match self.local.token_by_secret(secret)? {
+            Some(token) => Ok(Some(token)),
+            None => Ok(self.remote.token(secret, self.now).map(token_from_store)),
+        }
+    }
+
+    fn policy_by_id(&self, id: &str) -> Result<Option<Policy>, SourceError> {
+        match self.local.policy_by_id(id)? {
+            Some(policy) => Ok(Some(policy)),
+            None => Ok(self
+                .remote
+                .policy(self.now, |p| p.id == id)
+                .map(policy_from_store)),
+        }
+    }
+
+    fn policy_by_name(&self, name: &str) -> Result<Option<Policy>, SourceError> {
+        match self.local.policy_by_name(name)? {
+            Some(policy) => Ok(Some(policy)),
+            None => Ok(self
+                .remote
+                .policy(self.now, |p| p.name == name)
+                .map(policy_from_store)),
+        }
+    }
+}
+
+/// Resolves a secret against the local state and, in a secondary, the tokens the primary resolved.
+pub(crate) fn resolve<B: Backend>(
+    resolver: &Resolver,
+    store: &Store<B>,
+    remote: &RemoteTokens,
+    secret: &str,
+) -> Result<Resolution, ResolveError> {
+    let source = WithRemote {
+        local: StoreTokens(store),
+        remote,
+        now: Instant::now(),
+    };
+    resolver.resolve(&source, secret, SystemTime::now())
+}
+
+/// In a secondary, asks the primary about a secret this datacenter does not know, unless it was
+/// asked recently; what it learns goes into the cache [`resolve`] reads. A local token of the
+/// primary is not usable here and is treated as unknown; a primary that cannot be reached leaves
+/// the secret unknown (the local resolution then answers).
+pub(crate) async fn learn<B: Backend>(agent: &Agent<B>, secret: &str) {
+    if !is_acl_secondary(agent) || secret.is_empty() || secret == ANONYMOUS_TOKEN_SECRET {
+        return;
+    }
+    match agent.store.acl_token_by_secret(secret) {
+        Ok(found) if found.value.is_none() => {}
+        _ => return,
+    }
+    let remote = &agent.acl_replication.remote;
+    let key = secret_key(secret);
+    if remote.fresh(&key, Instant::now()).is_some() {
+        return;
+    }
+    let primary = agent.config.primary_datacenter.clone();
+    let token = match fetch::<_, TokenJson>(agent, &primary, "/v1/acl/token/self", secret).await {
+        Ok((_, json)) if !json.local => match json.into_token() {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::debug!(error = %e, "a token from the primary could not be read");
+                return;
+            }
+        },
+        Ok(_) => {
+            remote.insert(
+                key,
+                Entry {
+                    at: Instant::now(),
+                    found: None,
+                },
+            );
+            return;
+        }
+        Err(message) if message.contains("ACL not found") => {
+            remote.insert(
+                key,
+                Entry {
+                    at: Instant::now(),
+                    found: None,
+                },
+            );
+            return;
+        }
+        Err(message) => {
+            tracing::debug!(error = %message, "the primary could not resolve a token");
+            return;
+        }
+    };
+    // Its policies, where they have not replicated yet: read with the replication token, since
+    // the token itself may not grant acl:read.
+    let reader = agent
+        .tokens
+        .get(TokenKind::Replication)
+        .unwrap_or_else(|| secret.to_owned());
+    let mut policies = Vec::new();
+    for link in &token.policies {
+        let known = matches!(agent.store.acl_policy(&link.id), Ok(found) if found.value.is_some());
+        if known {
+            continue;
+        }
+        let uri = format!("/v1/acl/policy/{}?stale", link.id);
+        match fetch::<_, PolicyJson>(agent, &primary, &uri, &reader).await {
+            Ok((_, policy)) => policies.push(policy.into_policy()),
+            Err(message) => {
+                tracing::debug!(policy = %link.id, error = %message, "reading a policy at the primary")
+            }
+        }
+    }
+    remote.insert(
+        key,
+        Entry {
+            at: Instant::now(),
+            found: Some((token, policies)),
+        },
+    );
+}
