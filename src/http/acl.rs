@@ -342,7 +342,8 @@ fn parse_expiration_ttl(value: &serde_json::Value) -> Result<Option<Duration>, A
 
 /// Reads `ExpirationTime` (RFC 3339) as unix milliseconds.
 fn parse_expiration_time(text: Option<&str>) -> Result<Option<u64>, ApiError> {
-    let Some(text) = text.filter(|t| !t.is_empty()) else {
+    // Go's zero time, which some clients send for "no expiration", is before what the parser takes.
+    let Some(text) = text.filter(|t| !t.is_empty() && *t != ZERO_TIME) else {
         return Ok(None);
     };
     let time = humantime::parse_rfc3339_weak(text)
@@ -350,8 +351,7 @@ fn parse_expiration_time(text: Option<&str>) -> Result<Option<u64>, ApiError> {
     let ms = time
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
-    // Go's zero time, which some clients send for "no expiration".
-    Ok((text != ZERO_TIME && ms > 0).then_some(ms))
+    Ok((ms > 0).then_some(ms))
 }
 
 /// The bounds a new token's lifetime must fall within.
