@@ -128,6 +128,7 @@ const ROUTES: &[Route] = {
         ("GET", "/v1/acl/policy/name/{name}", Read, "/v1/acl/policy/name/read-only", "", 200),
         ("GET", "/v1/acl/policy/{id}", Read, "/v1/acl/policy/{read_only_policy}", "", 200),
         ("GET", "/v1/acl/policies", Read, "/v1/acl/policies", "", 200),
+        ("GET", "/v1/acl/replication", Public, "/v1/acl/replication", "", 200),
         ("GET", "/v1/operator/raft/configuration", Read, "/v1/operator/raft/configuration", "", 200),
         ("GET", "/v1/operator/keyring", Read, "/v1/operator/keyring", "", 500),
         ("PUT", "/v1/kv/", Invalid, "/v1/kv/", "v", 400),
