@@ -282,3 +282,91 @@ async fn a_server_added_later_floods_into_the_wan_pool() {
         node.shutdown().await;
     }
 }
+
+/// Every datacenter-scoped endpoint family carries `?dc=` to the other datacenter, where that
+/// datacenter's servers serve it from their own state: KV transactions, sessions, snapshot save
+/// and restore, operator raft, status (ACL reads: t27); and a client agent passes `?dc=` through its
+/// server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_datacenter_scoped_endpoint_reaches_the_other_datacenter() {
+    let mut first = Config::dev();
+    first.datacenter = "dc1".into();
+    first.node_name = "a".into();
+    fast_wan(&mut first);
+    let a = common::start_leader(first).await;
+    let d1 = common::start_leader(dc2_server(&[&a])).await;
+    wait_for("the two datacenters joined", LIMIT, || async {
+        wan_names(&a).await == ["a.dc1", "d1.dc2"]
+    })
+    .await;
+    let (c1, c2) = (Client::of(&a), Client::of(&d1));
+
+    // A transaction runs in dc2 only.
+    let txn = br#"[{"KV":{"Verb":"set","Key":"t/x","Value":"ZGMy"}}]"#;
+    let applied = c1.put("/v1/txn?dc=dc2", txn).await;
+    assert_eq!(applied.status, 200, "{}", applied.text());
+    assert_eq!(c2.get("/v1/kv/t/x?raw").await.body, b"dc2");
+    assert_eq!(c1.get("/v1/kv/t/x").await.status, 404);
+    let read = br#"[{"KV":{"Verb":"get","Key":"t/x"}}]"#;
+    let remote_read = c1.put("/v1/txn?dc=dc2&stale", read).await;
+    assert_eq!(remote_read.status, 200, "{}", remote_read.text());
+    assert_eq!(remote_read.json()["Results"][0]["KV"]["Value"], "ZGMy");
+    assert_eq!(
+        remote_read.header("x-consul-effective-consistency"),
+        Some("stale")
+    );
+
+    // A session created through dc1 lives in dc2.
+    let created = c1.put("/v1/session/create?dc=dc2", br#"{"Name":"far"}"#).await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    let id = created.json()["ID"].as_str().unwrap().to_owned();
+    let info = c1.get(&format!("/v1/session/info/{id}?dc=dc2")).await.json();
+    assert_eq!(info[0]["Node"], "d1", "{info}");
+    assert_eq!(
+        c1.get(&format!("/v1/session/info/{id}")).await.json(),
+        serde_json::json!([])
+    );
+    let listed = c1.get("/v1/session/list?dc=dc2").await.json();
+    assert!(listed.as_array().unwrap().iter().any(|s| s["ID"] == id), "{listed}");
+    let destroyed = c1.put(&format!("/v1/session/destroy/{id}?dc=dc2"), b"").await;
+    assert_eq!(destroyed.text(), "true");
+    assert_eq!(c2.get("/v1/session/list").await.json(), serde_json::json!([]));
+
+    // Operator raft and status answer for dc2's servers.
+    let raft = c1.get("/v1/operator/raft/configuration?dc=dc2").await.json();
+    assert_eq!(raft["Servers"][0]["Node"], "d1", "{raft}");
+    assert_eq!(raft["Servers"].as_array().unwrap().len(), 1);
+    let leader = c1.get("/v1/status/leader?dc=dc2").await.json();
+    assert_eq!(leader, serde_json::json!(d1.rpc_addr().to_string()));
+    let peers = c1.get("/v1/status/peers?dc=dc2").await.json();
+    assert_eq!(peers, serde_json::json!([d1.rpc_addr().to_string()]));
+
+    // A snapshot of dc2 saved and restored through dc1.
+    let saved = c1.get("/v1/snapshot?dc=dc2").await;
+    assert_eq!(saved.status, 200, "{}", saved.text());
+    let archive = tribune_snapshot::verify(saved.body.as_slice()).expect("a verified archive");
+    assert!(archive.meta.index > 0);
+    assert_eq!(c2.put("/v1/kv/t/after", b"later").await.text(), "true");
+    assert_eq!(c1.put("/v1/kv/t/mine", b"dc1").await.text(), "true");
+    let restored = c1.put("/v1/snapshot?dc=dc2", &saved.body).await;
+    assert_eq!(restored.status, 200, "{}", restored.text());
+    wait_for("dc2 back at the snapshot", LIMIT, || async {
+        c2.get("/v1/kv/t/after").await.status == 404
+    })
+    .await;
+    assert_eq!(c2.get("/v1/kv/t/x?raw").await.body, b"dc2");
+    assert_eq!(c1.get("/v1/kv/t/mine?raw").await.body, b"dc1", "dc1 untouched");
+
+    // A client agent of dc1 passes `?dc=` through its server.
+    let client = Node::start(common::pool_agent("c", false, &[&a])).await.unwrap();
+    let via_client = Client::of(&client);
+    wait_for("the client reaches dc2", LIMIT, || async {
+        via_client.get("/v1/kv/t/x?dc=dc2&raw").await.body == b"dc2"
+    })
+    .await;
+    assert_eq!(via_client.get("/v1/kv/t/x").await.status, 404);
+
+    for node in [client, d1, a] {
+        node.shutdown().await;
+    }
+}
