@@ -327,7 +327,10 @@ async fn every_datacenter_scoped_endpoint_reaches_the_other_datacenter() {
         serde_json::json!([])
     );
     let listed = c1.get("/v1/session/list?dc=dc2").await.json();
-    assert!(listed.as_array().unwrap().iter().any(|s| s["ID"] == id), "{listed}");
+    assert!(
+        listed.as_array().unwrap().iter().any(|s| s["ID"] == id),
+        "{listed}"
+    );
     let destroyed = c1.put(&format!("/v1/session/destroy/{id}?dc=dc2"), b"").await;
     assert_eq!(destroyed.text(), "true");
     assert_eq!(c2.get("/v1/session/list").await.json(), serde_json::json!([]));

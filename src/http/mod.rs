@@ -702,7 +702,12 @@ impl<B: Backend> Agent<B> {
         }
         let secret = self.request_secret(headers, uri);
         let resolved = if crate::acl_replication::is_acl_secondary(self) {
-            crate::acl_replication::resolve(&self.resolver, &self.store, &self.acl_replication.remote, &secret)
+            crate::acl_replication::resolve(
+                &self.resolver,
+                &self.store,
+                &self.acl_replication.remote,
+                &secret,
+            )
         } else {
             crate::acl::resolve(&self.resolver, &self.store, &secret)
         };
