@@ -148,6 +148,21 @@ def main():
     assert reader.acl.token.read_self()["AccessorID"] == token["AccessorID"]
     assert reader.kv.get("app/config")[1]["Value"] == b"v3"
 
+    step("acl token clone, update, filters, expiration, anonymous")
+    twin = c.acl.token.clone(token["AccessorID"], description="twin")
+    assert twin["AccessorID"] != token["AccessorID"] and twin["SecretID"] != token["SecretID"], twin
+    assert twin["Description"] == "twin" and twin["Policies"][0]["ID"] == policy["ID"], twin
+    updated = c.acl.token.update(twin["AccessorID"], description="renamed", policies_name=["readonly"])
+    assert updated["Description"] == "renamed" and updated["Policies"][0]["Name"] == "readonly", updated
+    by_policy = [t["AccessorID"] for t in c.acl.token.list(policy=policy["ID"])]
+    assert sorted(by_policy) == sorted([token["AccessorID"], twin["AccessorID"]]), by_policy
+    brief = c.acl.token.create(description="brief", expiration_ttl="1h")
+    assert brief.get("ExpirationTime"), brief
+    anonymous_token = c.acl.token.read("00000000-0000-0000-0000-000000000002")
+    assert anonymous_token["Description"] == "Anonymous Token", anonymous_token
+    assert c.acl.token.delete(twin["AccessorID"]) is True
+    assert c.acl.token.delete(brief["AccessorID"]) is True
+
     step("acl denial is a 403")
     for denied in (
         lambda: reader.kv.put("app/config", "nope"),
