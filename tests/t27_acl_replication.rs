@@ -326,6 +326,9 @@ async fn acls_replicate_from_the_primary_and_work_across_datacenters() {
     assert_eq!(used.status, 200, "{}", used.text());
     let still_denied = call(&dc2, "PUT", "/v1/kv/other", &fresh_secret, &json!("v")).await;
     assert_eq!(still_denied.status, 403, "{}", still_denied.text());
+    let own = call(&dc2, "GET", "/v1/acl/token/self", &fresh_secret, &Value::Null).await;
+    assert_eq!(own.status, 200, "{}", own.text());
+    assert_eq!(own.json()["AccessorID"], fresh_accessor.as_str());
     let not_replicated = call(
         &dc2,
         "GET",

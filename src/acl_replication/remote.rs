@@ -73,7 +73,8 @@ impl RemoteTokens {
         entries.insert(key, entry);
     }
 
-    fn token(&self, secret: &str, now: Instant) -> Option<AclToken> {
+    /// The token with `secret` as the primary resolved it, while the cache still trusts it.
+    pub(crate) fn token(&self, secret: &str, now: Instant) -> Option<AclToken> {
         let entry = self.fresh(&secret_key(secret), now)?;
         entry.found.map(|(token, _)| token)
     }

@@ -650,8 +650,13 @@ pub(crate) async fn token_self<B: Backend>(
         return Err(not_found());
     }
     let found = agent.store.acl_token_by_secret(&secret).map_err(ApiError::read)?;
+    // In a secondary, a global token the primary resolved before it replicated here.
     let token = found
         .value
+        .or_else(|| {
+            let now = tokio::time::Instant::now();
+            agent.acl_replication.remote.token(&secret, now)
+        })
         .filter(|token| !token_expired(token, now_unix_ms()))
         .ok_or_else(not_found)?;
     Ok(json_response(HeaderMap::new(), &TokenJson::from(token)))
