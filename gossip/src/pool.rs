@@ -1108,19 +1108,10 @@ impl Pool {
     }
 
     fn suspect_node(&mut self, incarnation: u32, node: &str, from: &str, now: Instant) {
-        if node == self.name {
-            if !self.leaving && incarnation >= self.incarnation {
-                self.refute(incarnation);
-            }
-            return;
-        }
-        let Some(i) = self.members.position(node) else {
+        let Some(i) = self.accused(incarnation, node) else {
             return;
         };
         let Some(entry) = self.members.get(i) else { return };
-        if incarnation < entry.incarnation {
-            return;
-        }
         let renewed = match entry.status {
             // The same suspicion again: an independent confirmation.
             MemberStatus::Suspect if incarnation == entry.incarnation => {
@@ -1248,19 +1239,10 @@ impl Pool {
     }
 
     fn dead_node(&mut self, incarnation: u32, node: &str, from: &str, now: Instant) {
-        if node == self.name {
-            if !self.leaving && incarnation >= self.incarnation {
-                self.refute(incarnation);
-            }
-            return;
-        }
-        let Some(i) = self.members.position(node) else {
+        let Some(i) = self.accused(incarnation, node) else {
             return;
         };
         let Some(entry) = self.members.get(i) else { return };
-        if incarnation < entry.incarnation {
-            return;
-        }
         let is_leave = from == node;
         match entry.status {
             MemberStatus::Left => return,
@@ -1297,19 +1279,10 @@ impl Pool {
     /// Erases `node`, down at `incarnation`, from the member list (reporting it as left first, as
     /// Serf reports a leave before the reap), remembers the prune and spreads it.
     fn prune_node(&mut self, incarnation: u32, node: &str, now: Instant) {
-        if node == self.name {
-            if !self.leaving && incarnation >= self.incarnation {
-                self.refute(incarnation);
-            }
-            return;
-        }
-        let Some(i) = self.members.position(node) else {
+        let Some(i) = self.accused(incarnation, node) else {
             return;
         };
         let Some(entry) = self.members.get(i) else { return };
-        if incarnation < entry.incarnation {
-            return;
-        }
         if entry.status != MemberStatus::Left {
             self.suspicions.remove(node);
             self.set_status(i, MemberStatus::Left, now);
@@ -1326,6 +1299,22 @@ impl Pool {
         };
         self.broadcasts
             .push(Some(node.to_owned()), codec::message_bytes(&msg));
+    }
+
+    /// The first step of every claim that `node` is down at `incarnation` (suspect, dead, prune):
+    /// a claim about ourselves is refuted (unless we are leaving); one about a member we do not
+    /// know, or about an incarnation older than the one we hold, is ignored. Otherwise the
+    /// member's position, for the claim to act on.
+    fn accused(&mut self, incarnation: u32, node: &str) -> Option<usize> {
+        if node == self.name {
+            if !self.leaving && incarnation >= self.incarnation {
+                self.refute(incarnation);
+            }
+            return None;
+        }
+        let i = self.members.position(node)?;
+        let entry = self.members.get(i)?;
+        (incarnation >= entry.incarnation).then_some(i)
     }
 
     /// Outbids a claim about ourselves with a higher incarnation.
