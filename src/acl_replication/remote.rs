@@ -42,6 +42,16 @@ struct Entry {
     found: Option<(AclToken, Vec<AclPolicy>)>,
 }
 
+impl Entry {
+    /// A secret the primary does not know (or knows only as one of its local tokens), as of now.
+    fn unknown() -> Entry {
+        Entry {
+            at: Instant::now(),
+            found: None,
+        }
+    }
+}
+
 /// Tokens resolved at the primary, keyed by the SHA-256 of their secret.
 #[derive(Debug, Default)]
 pub(crate) struct RemoteTokens {
@@ -169,23 +179,11 @@ pub(crate) async fn learn<B: Backend>(agent: &Agent<B>, secret: &str) {
             }
         },
         Ok(_) => {
-            remote.insert(
-                key,
-                Entry {
-                    at: Instant::now(),
-                    found: None,
-                },
-            );
+            remote.insert(key, Entry::unknown());
             return;
         }
         Err(message) if message.contains("ACL not found") => {
-            remote.insert(
-                key,
-                Entry {
-                    at: Instant::now(),
-                    found: None,
-                },
-            );
+            remote.insert(key, Entry::unknown());
             return;
         }
         Err(message) => {
