@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::{Client, pool_agent, wait_for};
+use common::{Client, pool_agent, tribune_cli, wait_for};
 use serde_json::{Value, json};
 use tribune::Node;
 use tribune::config::Config;
@@ -36,21 +35,6 @@ async fn listing(client: Client) -> Value {
 async fn keyring_call(client: Client, method: &str, key: &str) -> common::Reply {
     let body = json!({ "Key": key }).to_string();
     common::request(client.0, method, "/v1/operator/keyring", &[], body.as_bytes()).await
-}
-
-async fn tribune(client: Client, args: &[&str]) -> (bool, String) {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tribune"));
-    command
-        .arg(format!("-http-addr={}", client.0))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,10 +87,10 @@ async fn a_key_rotation_reaches_every_member_and_survives_a_restart() {
     assert_eq!(used.status, 200, "{}", used.text());
     assert_eq!(listing(on_s2).await["PrimaryKeys"], json!({ new.clone(): 4 }));
 
-    let (ok, out) = tribune(on_s2, &["keyring", "-remove", &old]).await;
+    let (ok, out) = tribune_cli(on_s2.0, &["keyring", "-remove", &old]).await;
     assert!(ok, "{out}");
     assert!(out.contains("==> Removing gossip encryption key..."), "{out}");
-    let (ok, out) = tribune(on_s2, &["keyring", "-list"]).await;
+    let (ok, out) = tribune_cli(on_s2.0, &["keyring", "-list"]).await;
     assert!(ok, "{out}");
     assert!(out.contains(&format!("dc1 (LAN):\n  {new} [4/4]\n")), "{out}");
     assert!(!out.contains(&old), "{out}");
@@ -120,7 +104,7 @@ async fn a_key_rotation_reaches_every_member_and_survives_a_restart() {
         refused.text()
     );
     assert!(refused.text().contains("primary"), "{}", refused.text());
-    let (ok, out) = tribune(on_s2, &["keyring", "-use", &old]).await;
+    let (ok, out) = tribune_cli(on_s2.0, &["keyring", "-use", &old]).await;
     assert!(!ok && out.contains("not installed"), "{out}");
     let bad = keyring_call(on_s2, "POST", "c2hvcnQ=").await;
     assert_eq!(bad.status, 400, "{}", bad.text());
@@ -178,7 +162,7 @@ async fn keyring_operations_without_encryption_say_so() {
     let reply = client.get("/v1/operator/keyring").await;
     assert_eq!(reply.status, 500);
     assert!(reply.text().contains("not enabled"), "{}", reply.text());
-    let (ok, out) = tribune(client, &["keyring", "-list", "-install", "x"]).await;
+    let (ok, out) = tribune_cli(client.0, &["keyring", "-list", "-install", "x"]).await;
     assert!(!ok && out.contains("Only a single action"), "{out}");
     node.shutdown().await;
 }

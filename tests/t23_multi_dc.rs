@@ -9,20 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, three_server_dc_with, wait_for};
+use common::{Client, fast_wan, three_server_dc_with, wait_for};
 use tribune::config::Config;
 use tribune::{Node, NodeHandle};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// WAN timing fast enough for a test on one host (Consul's `gossip_wan` block).
-fn fast_wan(config: &mut Config) {
-    config.ports.serf_wan = Some(0);
-    config.gossip_wan.probe_interval = Some(Duration::from_millis(100));
-    config.gossip_wan.probe_timeout = Some(Duration::from_millis(50));
-    config.gossip_wan.gossip_interval = Some(Duration::from_millis(20));
-    config.gossip_wan.suspicion_mult = Some(3);
-}
 
 fn dc2_server(join_wan: &[&NodeHandle]) -> Config {
     let mut config = Config::dev();

@@ -24,14 +24,12 @@ const LIMIT: Duration = Duration::from_secs(30);
 const ONE_WAY: Duration = Duration::from_millis(25);
 const RTT: Duration = Duration::from_millis(50);
 
-/// WAN timing fast enough for a test on one host, with a probe timeout well above the emulated
-/// round trip so that a slow link is not mistaken for a dead one.
+/// [`common::fast_wan`] with a probe timeout well above the emulated round trip, so that a slow
+/// link is not mistaken for a dead one.
 fn fast_wan(config: &mut Config) {
-    config.ports.serf_wan = Some(0);
+    common::fast_wan(config);
     config.gossip_wan.probe_interval = Some(Duration::from_millis(300));
     config.gossip_wan.probe_timeout = Some(Duration::from_millis(150));
-    config.gossip_wan.gossip_interval = Some(Duration::from_millis(20));
-    config.gossip_wan.suspicion_mult = Some(3);
 }
 
 /// Three servers in dc1 and one in dc2, every one of them under `network`, their WAN and RPC

@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::{Client, pool_agent, start_leader, wait_for};
+use common::{Client, fast_wan, pool_agent, start_leader, tribune_cli, wait_for};
 use serde_json::{Value, json};
 use tribune::config::Config;
 use tribune::{Node, NodeHandle};
@@ -25,11 +24,7 @@ fn server(name: &str, datacenter: &str, join: &[&NodeHandle]) -> Config {
     let mut config = Config::dev();
     config.datacenter = datacenter.into();
     config.node_name = name.into();
-    config.ports.serf_wan = Some(0);
-    config.gossip_wan.probe_interval = Some(Duration::from_millis(100));
-    config.gossip_wan.probe_timeout = Some(Duration::from_millis(50));
-    config.gossip_wan.gossip_interval = Some(Duration::from_millis(20));
-    config.gossip_wan.suspicion_mult = Some(3);
+    fast_wan(&mut config);
     config.retry_join_wan = join
         .iter()
         .filter_map(|n| n.serf_wan_addr())
@@ -61,21 +56,6 @@ async fn wan_members(node: &NodeHandle) -> Vec<(String, u64)> {
 
 fn status_of(members: &[(String, u64)], name: &str) -> Option<u64> {
     members.iter().find(|(n, _)| n == name).map(|(_, s)| *s)
-}
-
-async fn tribune(node: &NodeHandle, args: &[&str]) -> (bool, String) {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tribune"));
-    command
-        .arg(format!("-http-addr={}", node.http_addr().unwrap()))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +93,7 @@ async fn force_leave_from_dc1_removes_and_prunes_other_datacenters_wan_members()
     assert_eq!(lan.status, 404, "{}", lan.text());
 
     // From dc1, dc3's server is forced out of the WAN pool: left everywhere, still listed.
-    let (ok, out) = tribune(&s1, &["force-leave", "-wan", "e1.dc3"]).await;
+    let (ok, out) = tribune_cli(s1.http_addr().unwrap(), &["force-leave", "-wan", "e1.dc3"]).await;
     assert!(ok, "{out}");
     for node in [&s1, &d1] {
         wait_for("dc3's server listed as left", LIMIT, || async {
@@ -123,7 +103,11 @@ async fn force_leave_from_dc1_removes_and_prunes_other_datacenters_wan_members()
     }
 
     // With -prune, dc4's server is erased from every server's list, dc2's included.
-    let (ok, out) = tribune(&s1, &["force-leave", "-prune", "-wan", "f1.dc4"]).await;
+    let (ok, out) = tribune_cli(
+        s1.http_addr().unwrap(),
+        &["force-leave", "-prune", "-wan", "f1.dc4"],
+    )
+    .await;
     assert!(ok, "{out}");
     for node in [&s1, &d1] {
         wait_for("dc4's server gone from the WAN pool", LIMIT, || async {
@@ -262,7 +246,7 @@ async fn keyring_on_a_server_covers_the_wan_pool_and_every_datacenters_lan_pool(
         .await
         .json();
     assert_eq!(local[0]["PrimaryKeys"], only(&new, 1), "{local}");
-    let (ok, out) = tribune(&s1, &["keyring", "-remove", &old]).await;
+    let (ok, out) = tribune_cli(s1.http_addr().unwrap(), &["keyring", "-remove", &old]).await;
     assert!(ok, "{out}");
     assert_eq!(
         keyring_pools(&s1).await,
@@ -274,7 +258,7 @@ async fn keyring_on_a_server_covers_the_wan_pool_and_every_datacenters_lan_pool(
     );
 
     // The CLI lists every pool, WAN first, as Consul prints them.
-    let (ok, out) = tribune(&s1, &["keyring", "-list"]).await;
+    let (ok, out) = tribune_cli(s1.http_addr().unwrap(), &["keyring", "-list"]).await;
     assert!(ok, "{out}");
     let expected =
         format!("\nWAN:\n  {new} [2/2]\n\ndc1 (LAN):\n  {new} [1/1]\n\ndc2 (LAN):\n  {new} [2/2]\n");

@@ -240,3 +240,31 @@ pub(crate) async fn three_server_dc_with(
 pub(crate) async fn three_server_dc(limit: Duration) -> [NodeHandle; 3] {
     three_server_dc_with(limit, |_| {}).await
 }
+
+/// WAN pool timing fast enough for a test on one host (Consul's `gossip_wan` block), on a free
+/// `serf_wan` port.
+pub(crate) fn fast_wan(config: &mut Config) {
+    config.ports.serf_wan = Some(0);
+    config.gossip_wan.probe_interval = Some(Duration::from_millis(100));
+    config.gossip_wan.probe_timeout = Some(Duration::from_millis(50));
+    config.gossip_wan.gossip_interval = Some(Duration::from_millis(20));
+    config.gossip_wan.suspicion_mult = Some(3);
+}
+
+/// Runs the `tribune` CLI against the agent at `http_addr`; whether it succeeded, and its stdout
+/// followed by its stderr.
+#[cfg(feature = "cli")]
+pub(crate) async fn tribune_cli(http_addr: SocketAddr, args: &[&str]) -> (bool, String) {
+    let mut command = process::binary();
+    command
+        .arg(format!("-http-addr={http_addr}"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
