@@ -19,8 +19,10 @@
 #![doc = include_str!("../README.md")]
 
 mod access;
+pub mod auth;
 mod authorizer;
 mod hcl1;
+mod identity;
 mod radix;
 mod resolver;
 mod rules;
@@ -28,6 +30,7 @@ mod token;
 
 pub use access::{Access, AccessLevel, Decision, DefaultPolicy, DownPolicy, Resource};
 pub use authorizer::Authorizer;
+pub use identity::{NodeIdentity, RoleLink, ServiceIdentity, TemplateVariables, TemplatedPolicy};
 pub use resolver::{
     DEFAULT_TTL, Freshness, Resolution, ResolveError, Resolver, ResolverConfig, SourceError, TokenSource,
 };
