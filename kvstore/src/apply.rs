@@ -8,14 +8,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use crate::backend::{Batch, BatchOp, ReadView, Slot, Table};
-use crate::command::{Command, TxnOp};
+use crate::command::{AclReplicationBatch, Command, TxnOp};
 use crate::error::{ApplyError, BackendError, ReadError};
 use crate::model::{
-    ANONYMOUS_TOKEN_ACCESSOR, AclBootstrapState, AclPolicy, AclToken, GLOBAL_MANAGEMENT_POLICY_ID,
-    GLOBAL_MANAGEMENT_POLICY_NAME, GLOBAL_MANAGEMENT_RULES, IndexedTable, KvEntry, MAX_LOCK_DELAY,
-    NewSession, PolicyLink, Session, SessionBehavior, StateRecord, Tombstone,
+    ANONYMOUS_TOKEN_ACCESSOR, AclAuthMethod, AclBindingRule, AclBootstrapState, AclPolicy, AclRole, AclToken,
+    GLOBAL_MANAGEMENT_POLICY_ID, GLOBAL_MANAGEMENT_POLICY_NAME, GLOBAL_MANAGEMENT_RULES, IndexedTable,
+    KvEntry, MAX_LOCK_DELAY, NewSession, PolicyLink, RoleLink, Session, SessionBehavior, StateRecord,
+    Tombstone,
 };
-use crate::outcome::{Outcome, SessionInvalidation, TxnOpError, TxnOutcome, TxnResult};
+use crate::outcome::{
+    AuthMethodDeletion, Outcome, ReplicationCounts, SessionInvalidation, TxnOpError, TxnOutcome, TxnResult,
+};
 use crate::tables::{self, encode, encode_u64, session_lock_key, session_lock_prefix};
 
 /// What a command touched, for the watch hub.
@@ -25,6 +28,14 @@ pub(crate) struct Touched {
     pub(crate) sessions: bool,
     pub(crate) acl: bool,
     pub(crate) reset: bool,
+}
+
+/// Who decided an ACL write: this datacenter, whose rules it enforces, or the primary datacenter,
+/// whose state a replication batch mirrors (see [`AclReplicationBatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Local,
+    Replicated,
 }
 
 type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -502,24 +513,78 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
 
     // ---- ACL ----------------------------------------------------------------------------------
 
+    /// Deletes a derived lookup row only if it still points at `owner`: in a replicated datacenter a
+    /// name or secret can have moved to another record before this one's own update arrives.
+    fn delete_owned_row(&mut self, table: Table, key: &str, owner: &str) -> Result<(), ReadError> {
+        if tables::get_string(self, table, key.as_bytes())?.as_deref() == Some(owner) {
+            self.delete(table, key.as_bytes().to_vec());
+        }
+        Ok(())
+    }
+
+    /// Fills in a policy link's name. A link to a missing policy is refused, or kept as given when
+    /// replicating.
+    fn resolve_policy_link(&self, link: &mut PolicyLink, origin: Origin) -> Result<(), ApplyError> {
+        match tables::get::<AclPolicy, _>(self, Table::AclPolicies, link.id.as_bytes())? {
+            Some(policy) => link.name = policy.name,
+            None if origin == Origin::Replicated => {}
+            None => {
+                return Err(ApplyError::UnknownPolicy {
+                    policy_id: link.id.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills in a role link's name, as [`Tx::resolve_policy_link`] does for policies.
+    fn resolve_role_link(&self, link: &mut RoleLink, origin: Origin) -> Result<(), ApplyError> {
+        match tables::get::<AclRole, _>(self, Table::AclRoles, link.id.as_bytes())? {
+            Some(role) => link.name = role.name,
+            None if origin == Origin::Replicated => {}
+            None => {
+                return Err(ApplyError::UnknownRole {
+                    role_id: link.id.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn acl_token_upsert(&mut self, token: &AclToken) -> Result<AclToken, ApplyError> {
+        self.acl_token_write(token, Origin::Local)
+    }
+
+    fn acl_token_write(&mut self, token: &AclToken, origin: Origin) -> Result<AclToken, ApplyError> {
         let mut stored = token.clone();
         for link in &mut stored.policies {
-            let policy = tables::get::<AclPolicy, _>(self, Table::AclPolicies, link.id.as_bytes())?
-                .ok_or_else(|| ApplyError::UnknownPolicy {
-                    policy_id: link.id.clone(),
-                })?;
-            link.name = policy.name;
+            self.resolve_policy_link(link, origin)?;
+        }
+        for link in &mut stored.roles {
+            self.resolve_role_link(link, origin)?;
+        }
+        if origin == Origin::Local
+            && !token.auth_method.is_empty()
+            && tables::get::<AclAuthMethod, _>(self, Table::AclAuthMethods, token.auth_method.as_bytes())?
+                .is_none()
+        {
+            return Err(ApplyError::UnknownAuthMethod {
+                name: token.auth_method.clone(),
+            });
         }
         let existing = tables::get::<AclToken, _>(self, Table::AclTokens, token.accessor_id.as_bytes())?;
         if let Some(existing) = &existing
             && existing.secret_id != token.secret_id
         {
-            return Err(ApplyError::SecretChanged {
-                accessor_id: token.accessor_id.clone(),
-            });
+            if origin == Origin::Local {
+                return Err(ApplyError::SecretChanged {
+                    accessor_id: token.accessor_id.clone(),
+                });
+            }
+            self.delete_owned_row(Table::AclTokenSecrets, &existing.secret_id, &existing.accessor_id)?;
         }
-        if let Some(owner) = tables::get_string(self, Table::AclTokenSecrets, token.secret_id.as_bytes())?
+        if origin == Origin::Local
+            && let Some(owner) = tables::get_string(self, Table::AclTokenSecrets, token.secret_id.as_bytes())?
             && owner != token.accessor_id
         {
             return Err(ApplyError::DuplicateSecret { accessor_id: owner });
@@ -542,22 +607,38 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
     }
 
     fn acl_token_delete(&mut self, accessor_id: &str) -> Result<Outcome, ApplyError> {
+        self.acl_token_remove(accessor_id, Origin::Local)?;
+        Ok(Outcome::Done)
+    }
+
+    /// Removes a token; true when one was removed. Replication never removes a token local to this
+    /// datacenter.
+    fn acl_token_remove(&mut self, accessor_id: &str, origin: Origin) -> Result<bool, ApplyError> {
         if accessor_id == ANONYMOUS_TOKEN_ACCESSOR {
             return Err(ApplyError::BuiltinDelete {
                 what: "the anonymous token",
             });
         }
-        if let Some(token) = tables::get::<AclToken, _>(self, Table::AclTokens, accessor_id.as_bytes())? {
-            self.delete(Table::AclTokens, accessor_id.as_bytes().to_vec());
-            self.delete(Table::AclTokenSecrets, token.secret_id.as_bytes().to_vec());
-            self.bump(IndexedTable::AclTokens);
-            self.touched.acl = true;
+        let Some(token) = tables::get::<AclToken, _>(self, Table::AclTokens, accessor_id.as_bytes())? else {
+            return Ok(false);
+        };
+        if origin == Origin::Replicated && token.local {
+            return Ok(false);
         }
-        Ok(Outcome::Done)
+        self.delete(Table::AclTokens, accessor_id.as_bytes().to_vec());
+        self.delete_owned_row(Table::AclTokenSecrets, &token.secret_id, accessor_id)?;
+        self.bump(IndexedTable::AclTokens);
+        self.touched.acl = true;
+        Ok(true)
     }
 
     fn acl_policy_upsert(&mut self, policy: &AclPolicy) -> Result<AclPolicy, ApplyError> {
-        if let Some(owner) = tables::get_string(self, Table::AclPolicyNames, policy.name.as_bytes())?
+        self.acl_policy_write(policy, Origin::Local)
+    }
+
+    fn acl_policy_write(&mut self, policy: &AclPolicy, origin: Origin) -> Result<AclPolicy, ApplyError> {
+        if origin == Origin::Local
+            && let Some(owner) = tables::get_string(self, Table::AclPolicyNames, policy.name.as_bytes())?
             && owner != policy.id
         {
             return Err(ApplyError::DuplicatePolicyName {
@@ -568,7 +649,7 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
         if let Some(existing) = &existing
             && existing.name != policy.name
         {
-            self.delete(Table::AclPolicyNames, existing.name.as_bytes().to_vec());
+            self.delete_owned_row(Table::AclPolicyNames, &existing.name, &existing.id)?;
         }
         let mut stored = policy.clone();
         stored.create_index = existing.as_ref().map_or(self.index, |e| e.create_index);
@@ -585,18 +666,190 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
     }
 
     fn acl_policy_delete(&mut self, id: &str) -> Result<Outcome, ApplyError> {
+        self.acl_policy_remove(id)?;
+        Ok(Outcome::Done)
+    }
+
+    /// Removes a policy; true when one was removed. Links to it stay and resolve to nothing.
+    fn acl_policy_remove(&mut self, id: &str) -> Result<bool, ApplyError> {
         if id == GLOBAL_MANAGEMENT_POLICY_ID {
             return Err(ApplyError::BuiltinDelete {
                 what: "the global-management policy",
             });
         }
-        if let Some(policy) = tables::get::<AclPolicy, _>(self, Table::AclPolicies, id.as_bytes())? {
-            self.delete(Table::AclPolicies, id.as_bytes().to_vec());
-            self.delete(Table::AclPolicyNames, policy.name.as_bytes().to_vec());
-            self.bump(IndexedTable::AclPolicies);
-            self.touched.acl = true;
+        let Some(policy) = tables::get::<AclPolicy, _>(self, Table::AclPolicies, id.as_bytes())? else {
+            return Ok(false);
+        };
+        self.delete(Table::AclPolicies, id.as_bytes().to_vec());
+        self.delete_owned_row(Table::AclPolicyNames, &policy.name, id)?;
+        self.bump(IndexedTable::AclPolicies);
+        self.touched.acl = true;
+        Ok(true)
+    }
+
+    fn acl_role_write(&mut self, role: &AclRole, origin: Origin) -> Result<AclRole, ApplyError> {
+        if origin == Origin::Local
+            && let Some(owner) = tables::get_string(self, Table::AclRoleNames, role.name.as_bytes())?
+            && owner != role.id
+        {
+            return Err(ApplyError::DuplicateRoleName {
+                name: role.name.clone(),
+            });
         }
-        Ok(Outcome::Done)
+        let mut stored = role.clone();
+        for link in &mut stored.policies {
+            self.resolve_policy_link(link, origin)?;
+        }
+        let existing = tables::get::<AclRole, _>(self, Table::AclRoles, role.id.as_bytes())?;
+        if let Some(existing) = &existing
+            && existing.name != role.name
+        {
+            self.delete_owned_row(Table::AclRoleNames, &existing.name, &existing.id)?;
+        }
+        stored.create_index = existing.as_ref().map_or(self.index, |e| e.create_index);
+        stored.modify_index = self.index;
+        self.put(Table::AclRoles, stored.id.as_bytes().to_vec(), encode(&stored));
+        self.put(
+            Table::AclRoleNames,
+            stored.name.as_bytes().to_vec(),
+            stored.id.as_bytes().to_vec(),
+        );
+        self.bump(IndexedTable::AclRoles);
+        self.touched.acl = true;
+        Ok(stored)
+    }
+
+    /// Removes a role; true when one was removed. Token links to it stay and resolve to nothing.
+    fn acl_role_remove(&mut self, id: &str) -> Result<bool, ApplyError> {
+        let Some(role) = tables::get::<AclRole, _>(self, Table::AclRoles, id.as_bytes())? else {
+            return Ok(false);
+        };
+        self.delete(Table::AclRoles, id.as_bytes().to_vec());
+        self.delete_owned_row(Table::AclRoleNames, &role.name, id)?;
+        self.bump(IndexedTable::AclRoles);
+        self.touched.acl = true;
+        Ok(true)
+    }
+
+    fn acl_auth_method_upsert(&mut self, method: &AclAuthMethod) -> Result<AclAuthMethod, ApplyError> {
+        let existing = tables::get::<AclAuthMethod, _>(self, Table::AclAuthMethods, method.name.as_bytes())?;
+        if let Some(existing) = &existing
+            && existing.method_type != method.method_type
+        {
+            return Err(ApplyError::AuthMethodTypeChanged {
+                name: method.name.clone(),
+                stored: existing.method_type.clone(),
+                requested: method.method_type.clone(),
+            });
+        }
+        let mut stored = method.clone();
+        stored.create_index = existing.as_ref().map_or(self.index, |e| e.create_index);
+        stored.modify_index = self.index;
+        self.put(
+            Table::AclAuthMethods,
+            stored.name.as_bytes().to_vec(),
+            encode(&stored),
+        );
+        self.bump(IndexedTable::AclAuthMethods);
+        self.touched.acl = true;
+        Ok(stored)
+    }
+
+    /// Deletes a method with its binding rules and the tokens its logins created, as Consul does.
+    /// Tokens are found by a scan: there is no token-by-method lookup, and deleting a method is rare.
+    fn acl_auth_method_delete(&mut self, name: &str) -> Result<Outcome, ApplyError> {
+        if tables::get::<AclAuthMethod, _>(self, Table::AclAuthMethods, name.as_bytes())?.is_none() {
+            return Ok(Outcome::AclAuthMethodDeleted(AuthMethodDeletion::default()));
+        }
+        let mut binding_rule_ids = Vec::new();
+        tables::scan(self, Table::AclBindingRules, b"", |rule: AclBindingRule| {
+            if rule.auth_method == name {
+                binding_rule_ids.push(rule.id);
+            }
+            true
+        })?;
+        let mut token_accessor_ids = Vec::new();
+        tables::scan(self, Table::AclTokens, b"", |token: AclToken| {
+            if token.auth_method == name {
+                token_accessor_ids.push(token.accessor_id);
+            }
+            true
+        })?;
+        for id in &binding_rule_ids {
+            self.acl_binding_rule_remove(id)?;
+        }
+        for accessor_id in &token_accessor_ids {
+            self.acl_token_remove(accessor_id, Origin::Local)?;
+        }
+        self.delete(Table::AclAuthMethods, name.as_bytes().to_vec());
+        self.bump(IndexedTable::AclAuthMethods);
+        self.touched.acl = true;
+        Ok(Outcome::AclAuthMethodDeleted(AuthMethodDeletion {
+            existed: true,
+            binding_rule_ids,
+            token_accessor_ids,
+        }))
+    }
+
+    fn acl_binding_rule_upsert(&mut self, rule: &AclBindingRule) -> Result<AclBindingRule, ApplyError> {
+        if tables::get::<AclAuthMethod, _>(self, Table::AclAuthMethods, rule.auth_method.as_bytes())?
+            .is_none()
+        {
+            return Err(ApplyError::UnknownAuthMethod {
+                name: rule.auth_method.clone(),
+            });
+        }
+        let existing = tables::get::<AclBindingRule, _>(self, Table::AclBindingRules, rule.id.as_bytes())?;
+        let mut stored = rule.clone();
+        stored.create_index = existing.as_ref().map_or(self.index, |e| e.create_index);
+        stored.modify_index = self.index;
+        self.put(
+            Table::AclBindingRules,
+            stored.id.as_bytes().to_vec(),
+            encode(&stored),
+        );
+        self.bump(IndexedTable::AclBindingRules);
+        self.touched.acl = true;
+        Ok(stored)
+    }
+
+    /// Removes a binding rule; true when one was removed.
+    fn acl_binding_rule_remove(&mut self, id: &str) -> Result<bool, ApplyError> {
+        if tables::get::<AclBindingRule, _>(self, Table::AclBindingRules, id.as_bytes())?.is_none() {
+            return Ok(false);
+        }
+        self.delete(Table::AclBindingRules, id.as_bytes().to_vec());
+        self.bump(IndexedTable::AclBindingRules);
+        self.touched.acl = true;
+        Ok(true)
+    }
+
+    /// Applies a replication batch in its documented order; any error leaves the whole command
+    /// unapplied, since the overlay is only committed on success.
+    fn acl_replicate(&mut self, batch: &AclReplicationBatch) -> Result<Outcome, ApplyError> {
+        let mut counts = ReplicationCounts::default();
+        for id in &batch.policy_deletes {
+            counts.policies_deleted += u64::from(self.acl_policy_remove(id)?);
+        }
+        for id in &batch.role_deletes {
+            counts.roles_deleted += u64::from(self.acl_role_remove(id)?);
+        }
+        for accessor_id in &batch.token_deletes {
+            counts.tokens_deleted += u64::from(self.acl_token_remove(accessor_id, Origin::Replicated)?);
+        }
+        for policy in &batch.policy_upserts {
+            self.acl_policy_write(policy, Origin::Replicated)?;
+            counts.policies_upserted += 1;
+        }
+        for role in &batch.role_upserts {
+            self.acl_role_write(role, Origin::Replicated)?;
+            counts.roles_upserted += 1;
+        }
+        for token in &batch.token_upserts {
+            self.acl_token_write(token, Origin::Replicated)?;
+            counts.tokens_upserted += 1;
+        }
+        Ok(Outcome::AclReplicated(counts))
     }
 
     fn acl_bootstrap(&mut self, token: &AclToken, reset_index: Option<u64>) -> Result<Outcome, ApplyError> {
@@ -721,6 +974,18 @@ pub(crate) fn stage_record(record: &StateRecord, out: &mut Vec<BatchOp>) {
             put(Table::State, tables::table_index_key(*table), encode_u64(*index));
         }
         StateRecord::AclBootstrap(state) => put(Table::State, tables::STATE_ACL_BOOTSTRAP, encode(state)),
+        StateRecord::AclRole(role) => {
+            put(
+                Table::AclRoleNames,
+                role.name.as_bytes(),
+                role.id.as_bytes().to_vec(),
+            );
+            put(Table::AclRoles, role.id.as_bytes(), encode(role));
+        }
+        StateRecord::AclAuthMethod(method) => {
+            put(Table::AclAuthMethods, method.name.as_bytes(), encode(method));
+        }
+        StateRecord::AclBindingRule(rule) => put(Table::AclBindingRules, rule.id.as_bytes(), encode(rule)),
     }
 }
 
@@ -801,5 +1066,18 @@ pub(crate) fn execute<V: ReadView + ?Sized>(
             tx.touched.reset = true;
             Outcome::Restored
         }
+        Command::AclRoleUpsert(role) => Outcome::AclRole(tx.acl_role_write(role, Origin::Local)?),
+        Command::AclRoleDelete { id } => {
+            tx.acl_role_remove(id)?;
+            Outcome::Done
+        }
+        Command::AclAuthMethodUpsert(method) => Outcome::AclAuthMethod(tx.acl_auth_method_upsert(method)?),
+        Command::AclAuthMethodDelete { name } => tx.acl_auth_method_delete(name)?,
+        Command::AclBindingRuleUpsert(rule) => Outcome::AclBindingRule(tx.acl_binding_rule_upsert(rule)?),
+        Command::AclBindingRuleDelete { id } => {
+            tx.acl_binding_rule_remove(id)?;
+            Outcome::Done
+        }
+        Command::AclReplicationBatch(batch) => tx.acl_replicate(batch)?,
     })
 }

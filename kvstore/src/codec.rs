@@ -9,9 +9,10 @@ use serde::de::DeserializeOwned;
 use crate::command::Command;
 use crate::error::CodecError;
 
-/// Version byte written in front of every encoded command. Version 1 (sessions without
-/// `node_checks`) is still read; see the `legacy` module.
-pub const CODEC_VERSION: u8 = 2;
+/// Version byte written in front of every encoded command. Versions 1 (sessions without
+/// `node_checks`) and 2 (tokens without roles, identities and auth method) are still read; see the
+/// `legacy` module.
+pub const CODEC_VERSION: u8 = 3;
 
 /// The oldest command version [`decode_command`] reads.
 const OLDEST_CODEC_VERSION: u8 = 1;
@@ -42,6 +43,7 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     match version {
         CODEC_VERSION => decode_exact(body),
+        crate::legacy::FORMAT_2 => crate::legacy::decode_command_v2(body, decode_exact),
         OLDEST_CODEC_VERSION => crate::legacy::decode_command_v1(body, decode_exact),
         found => Err(CodecError::UnknownVersion {
             found,
@@ -93,7 +95,19 @@ pub(crate) trait StoredRecord: DeserializeOwned {
 
 impl StoredRecord for crate::model::KvEntry {}
 impl StoredRecord for crate::model::Tombstone {}
-impl StoredRecord for crate::model::AclToken {}
+impl StoredRecord for crate::model::AclRole {}
+impl StoredRecord for crate::model::AclAuthMethod {}
+impl StoredRecord for crate::model::AclBindingRule {}
+
+impl StoredRecord for crate::model::AclToken {
+    fn decode_stored(bytes: &[u8]) -> Result<Self, String> {
+        decode_record::<Self>(bytes).or_else(|current| {
+            decode_record::<crate::legacy::AclTokenV2>(bytes)
+                .map(Self::from)
+                .map_err(|_| current)
+        })
+    }
+}
 impl StoredRecord for crate::model::AclPolicy {}
 impl StoredRecord for crate::model::AclBootstrapState {}
 

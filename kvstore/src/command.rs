@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApplyError, KeyProblem};
-use crate::model::{AclPolicy, AclToken, NewSession, StateRecord};
+use crate::model::{
+    ANONYMOUS_TOKEN_ACCESSOR, AclAuthMethod, AclBindingRule, AclPolicy, AclRole, AclToken, NewSession,
+    NodeIdentity, PolicyLink, RoleLink, ServiceIdentity, StateRecord, TemplatedPolicy,
+};
 
 /// Largest value a KV entry may hold: Consul's `kv_max_value_size` default (512 KiB).
 pub const MAX_VALUE_BYTES: usize = 512 * 1024;
@@ -13,6 +16,17 @@ pub const MAX_TXN_OPS: usize = 128;
 pub const MAX_ID_BYTES: usize = 256;
 /// Longest ACL policy name accepted (Consul's limit).
 pub const MAX_POLICY_NAME_BYTES: usize = 128;
+/// Longest ACL role, auth method or template name, and longest service or node identity name.
+pub const MAX_ACL_NAME_BYTES: usize = 256;
+/// Most entries one list of an ACL record may hold (policy or role links, identities, templated
+/// policies, datacenters).
+pub const MAX_ACL_LIST_ITEMS: usize = 512;
+/// Longest free-text field of a role, auth method or binding rule (description, selector, bind name).
+pub const MAX_ACL_TEXT_BYTES: usize = 64 * 1024;
+/// Longest auth method configuration (JSON text; JWKS and CA certificates make it large).
+pub const MAX_AUTH_METHOD_CONFIG_BYTES: usize = 1024 * 1024;
+/// Most deletes and upserts, all lists together, one [`AclReplicationBatch`] may carry.
+pub const MAX_REPLICATION_BATCH_ITEMS: usize = 1024;
 /// Most health checks one session may be bound to.
 pub(crate) const MAX_SESSION_CHECKS: usize = 64;
 
@@ -140,6 +154,80 @@ pub enum Command {
         /// The restore in progress.
         restore_id: u64,
     },
+    // Format 3. Variants are only ever appended: a variant's position is its tag in the log.
+    /// Create or replace a role: its name must be unused by another role and every policy it links
+    /// must exist (indexes and link names are filled in by the store).
+    AclRoleUpsert(AclRole),
+    /// Delete a role by ID (tokens that link it keep a link that resolves to nothing).
+    AclRoleDelete {
+        /// Role ID.
+        id: String,
+    },
+    /// Create or replace an auth method (its type cannot change).
+    AclAuthMethodUpsert(AclAuthMethod),
+    /// Delete an auth method, its binding rules and every token its logins created.
+    AclAuthMethodDelete {
+        /// Method name.
+        name: String,
+    },
+    /// Create or replace a binding rule; its auth method must exist.
+    AclBindingRuleUpsert(AclBindingRule),
+    /// Delete a binding rule by ID.
+    AclBindingRuleDelete {
+        /// Rule ID.
+        id: String,
+    },
+    /// A round of ACL replication from the primary datacenter, applied all or nothing.
+    AclReplicationBatch(AclReplicationBatch),
+}
+
+/// What one round of ACL replication changes in a secondary datacenter, applied all or nothing in
+/// this order: the deletes (policies, roles, tokens), then policy, role and token upserts.
+///
+/// Unlike the single-record commands, it mirrors the primary rather than judging it:
+/// - records keep the IDs given; indexes are still this datacenter's;
+/// - links to policies and roles that do not exist here are kept as given (their records may come
+///   in a later batch, or the primary deleted them and resolves the link to nothing, as will we);
+///   links to records that exist get their current names;
+/// - a token's auth method need not exist here, and a token's secret may differ from the one stored
+///   for its accessor (the primary is the authority);
+/// - a name (or secret) still held by another record here goes to the record being replicated: the
+///   other one is stale and its own update or delete follows.
+///
+/// Deletes of records that do not exist are no-ops, and a token delete never removes a token local
+/// to this datacenter (only global tokens are replicated). At most [`MAX_REPLICATION_BATCH_ITEMS`]
+/// items in all.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AclReplicationBatch {
+    /// IDs of policies to delete.
+    pub policy_deletes: Vec<String>,
+    /// Policies to write, with the primary's IDs.
+    pub policy_upserts: Vec<AclPolicy>,
+    /// IDs of roles to delete.
+    pub role_deletes: Vec<String>,
+    /// Roles to write, with the primary's IDs.
+    pub role_upserts: Vec<AclRole>,
+    /// Accessor IDs of tokens to delete.
+    pub token_deletes: Vec<String>,
+    /// Global tokens to write, with the primary's accessor and secret IDs.
+    pub token_upserts: Vec<AclToken>,
+}
+
+impl AclReplicationBatch {
+    /// Deletes and upserts in all lists together.
+    pub fn item_count(&self) -> usize {
+        self.policy_deletes.len()
+            + self.policy_upserts.len()
+            + self.role_deletes.len()
+            + self.role_upserts.len()
+            + self.token_deletes.len()
+            + self.token_upserts.len()
+    }
+
+    /// True when the batch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.item_count() == 0
+    }
 }
 
 /// One KV operation of a transaction, with the verbs of Consul's `/v1/txn`.
@@ -397,43 +485,286 @@ impl Command {
                     .try_for_each(|check| validate_id("session.node_checks", check))
             }
             Command::SessionDestroy { id } => validate_id("session.id", id),
-            Command::AclTokenUpsert(token) | Command::AclBootstrap { token, .. } => {
-                validate_id("token.accessor_id", &token.accessor_id)?;
-                validate_id("token.secret_id", &token.secret_id)?;
-                token
-                    .policies
-                    .iter()
-                    .try_for_each(|link| validate_id("token.policies.id", &link.id))
-            }
+            Command::AclTokenUpsert(token) | Command::AclBootstrap { token, .. } => validate_token(token),
             Command::AclTokenDelete { accessor_id } => validate_id("token.accessor_id", accessor_id),
-            Command::AclPolicyUpsert(policy) => {
-                validate_id("policy.id", &policy.id)?;
-                validate_policy_name(&policy.name)
-            }
+            Command::AclPolicyUpsert(policy) => validate_policy(policy),
             Command::AclPolicyDelete { id } => validate_id("policy.id", id),
             Command::ReapTombstones { .. }
             | Command::RestoreBegin { .. }
             | Command::RestoreChunk { .. }
             | Command::RestoreCommit { .. } => Ok(()),
+            Command::AclRoleUpsert(role) => validate_role(role),
+            Command::AclRoleDelete { id } => validate_id("role.id", id),
+            Command::AclAuthMethodUpsert(method) => validate_auth_method(method),
+            Command::AclAuthMethodDelete { name } => {
+                validate_name("auth_method.name", name, MAX_ACL_NAME_BYTES)
+            }
+            Command::AclBindingRuleUpsert(rule) => validate_binding_rule(rule),
+            Command::AclBindingRuleDelete { id } => validate_id("binding_rule.id", id),
+            Command::AclReplicationBatch(batch) => validate_replication_batch(batch),
         }
     }
 }
 
+fn validate_policy(policy: &AclPolicy) -> Result<(), ApplyError> {
+    validate_id("policy.id", &policy.id)?;
+    validate_policy_name(&policy.name)
+}
+
+fn validate_token(token: &AclToken) -> Result<(), ApplyError> {
+    validate_id("token.accessor_id", &token.accessor_id)?;
+    validate_id("token.secret_id", &token.secret_id)?;
+    validate_policy_links(&TOKEN_FIELDS, &token.policies)?;
+    validate_list("token.roles", &token.roles)?;
+    token
+        .roles
+        .iter()
+        .try_for_each(|RoleLink { id, .. }| validate_id("token.roles.id", id))?;
+    validate_identities(
+        &TOKEN_FIELDS,
+        &token.service_identities,
+        &token.node_identities,
+        &token.templated_policies,
+    )?;
+    if !token.auth_method.is_empty() {
+        if token.accessor_id == ANONYMOUS_TOKEN_ACCESSOR {
+            return Err(ApplyError::InvalidField {
+                field: "token.auth_method",
+                reason: "the anonymous token cannot come from an auth method".into(),
+            });
+        }
+        validate_name("token.auth_method", &token.auth_method, MAX_ACL_NAME_BYTES)?;
+    }
+    Ok(())
+}
+
+fn validate_role(role: &AclRole) -> Result<(), ApplyError> {
+    validate_id("role.id", &role.id)?;
+    validate_acl_name("role.name", &role.name, MAX_ACL_NAME_BYTES)?;
+    validate_text("role.description", &role.description, MAX_ACL_TEXT_BYTES)?;
+    validate_policy_links(&ROLE_FIELDS, &role.policies)?;
+    validate_identities(
+        &ROLE_FIELDS,
+        &role.service_identities,
+        &role.node_identities,
+        &role.templated_policies,
+    )
+}
+
+fn validate_auth_method(method: &AclAuthMethod) -> Result<(), ApplyError> {
+    validate_acl_name("auth_method.name", &method.name, MAX_ACL_NAME_BYTES)?;
+    validate_name("auth_method.method_type", &method.method_type, MAX_ACL_NAME_BYTES)?;
+    validate_text(
+        "auth_method.display_name",
+        &method.display_name,
+        MAX_ACL_TEXT_BYTES,
+    )?;
+    validate_text("auth_method.description", &method.description, MAX_ACL_TEXT_BYTES)?;
+    if !matches!(method.token_locality.as_str(), "" | "local" | "global") {
+        return Err(ApplyError::InvalidField {
+            field: "auth_method.token_locality",
+            reason: format!("{:?} is not \"local\" or \"global\"", method.token_locality),
+        });
+    }
+    validate_text(
+        "auth_method.config_json",
+        &method.config_json,
+        MAX_AUTH_METHOD_CONFIG_BYTES,
+    )
+}
+
+fn validate_binding_rule(rule: &AclBindingRule) -> Result<(), ApplyError> {
+    validate_id("binding_rule.id", &rule.id)?;
+    validate_name("binding_rule.auth_method", &rule.auth_method, MAX_ACL_NAME_BYTES)?;
+    validate_text("binding_rule.description", &rule.description, MAX_ACL_TEXT_BYTES)?;
+    validate_text("binding_rule.selector", &rule.selector, MAX_ACL_TEXT_BYTES)?;
+    validate_name("binding_rule.bind_type", &rule.bind_type, MAX_ACL_NAME_BYTES)?;
+    if rule.bind_name.is_empty() {
+        return Err(ApplyError::InvalidField {
+            field: "binding_rule.bind_name",
+            reason: "is empty".into(),
+        });
+    }
+    validate_text("binding_rule.bind_name", &rule.bind_name, MAX_ACL_TEXT_BYTES)?;
+    validate_text(
+        "binding_rule.bind_vars_name",
+        &rule.bind_vars_name,
+        MAX_ACL_TEXT_BYTES,
+    )
+}
+
+fn validate_replication_batch(batch: &AclReplicationBatch) -> Result<(), ApplyError> {
+    let items = batch.item_count();
+    if items > MAX_REPLICATION_BATCH_ITEMS {
+        return Err(ApplyError::ReplicationBatchTooLarge {
+            items,
+            limit: MAX_REPLICATION_BATCH_ITEMS,
+        });
+    }
+    batch
+        .policy_deletes
+        .iter()
+        .try_for_each(|id| validate_id("replication.policy_deletes", id))?;
+    batch
+        .role_deletes
+        .iter()
+        .try_for_each(|id| validate_id("replication.role_deletes", id))?;
+    batch
+        .token_deletes
+        .iter()
+        .try_for_each(|id| validate_id("replication.token_deletes", id))?;
+    batch.policy_upserts.iter().try_for_each(validate_policy)?;
+    batch.role_upserts.iter().try_for_each(validate_role)?;
+    batch.token_upserts.iter().try_for_each(|token| {
+        if token.local {
+            return Err(ApplyError::InvalidField {
+                field: "replication.token_upserts.local",
+                reason: format!("token {:?} is local to its datacenter", token.accessor_id),
+            });
+        }
+        validate_token(token)
+    })
+}
+
+fn validate_list<T>(field: &'static str, items: &[T]) -> Result<(), ApplyError> {
+    if items.len() > MAX_ACL_LIST_ITEMS {
+        return Err(ApplyError::InvalidField {
+            field,
+            reason: format!(
+                "has {} entries, over the limit of {MAX_ACL_LIST_ITEMS}",
+                items.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn validate_policy_links(fields: &IdentityFields, links: &[PolicyLink]) -> Result<(), ApplyError> {
+    validate_list(fields.policies, links)?;
+    links
+        .iter()
+        .try_for_each(|link| validate_id(fields.policy_id, &link.id))
+}
+
+/// The names of the fields a token and a role share, so an error names the record it is about.
+struct IdentityFields {
+    policies: &'static str,
+    policy_id: &'static str,
+    services: &'static str,
+    service_name: &'static str,
+    service_datacenters: &'static str,
+    nodes: &'static str,
+    node_name: &'static str,
+    node_datacenter: &'static str,
+    templated: &'static str,
+    template_name: &'static str,
+    template_variable: &'static str,
+    template_datacenters: &'static str,
+}
+
+const TOKEN_FIELDS: IdentityFields = IdentityFields {
+    policies: "token.policies",
+    policy_id: "token.policies.id",
+    services: "token.service_identities",
+    service_name: "token.service_identities.service_name",
+    service_datacenters: "token.service_identities.datacenters",
+    nodes: "token.node_identities",
+    node_name: "token.node_identities.node_name",
+    node_datacenter: "token.node_identities.datacenter",
+    templated: "token.templated_policies",
+    template_name: "token.templated_policies.template_name",
+    template_variable: "token.templated_policies.name",
+    template_datacenters: "token.templated_policies.datacenters",
+};
+
+const ROLE_FIELDS: IdentityFields = IdentityFields {
+    policies: "role.policies",
+    policy_id: "role.policies.id",
+    services: "role.service_identities",
+    service_name: "role.service_identities.service_name",
+    service_datacenters: "role.service_identities.datacenters",
+    nodes: "role.node_identities",
+    node_name: "role.node_identities.node_name",
+    node_datacenter: "role.node_identities.datacenter",
+    templated: "role.templated_policies",
+    template_name: "role.templated_policies.template_name",
+    template_variable: "role.templated_policies.name",
+    template_datacenters: "role.templated_policies.datacenters",
+};
+
+/// Checks the identities and templated policies of a token or a role.
+fn validate_identities(
+    fields: &IdentityFields,
+    services: &[ServiceIdentity],
+    nodes: &[NodeIdentity],
+    templated: &[TemplatedPolicy],
+) -> Result<(), ApplyError> {
+    validate_list(fields.services, services)?;
+    for identity in services {
+        validate_name(fields.service_name, &identity.service_name, MAX_ACL_NAME_BYTES)?;
+        validate_datacenters(fields.service_datacenters, &identity.datacenters)?;
+    }
+    validate_list(fields.nodes, nodes)?;
+    for identity in nodes {
+        validate_name(fields.node_name, &identity.node_name, MAX_ACL_NAME_BYTES)?;
+        validate_name(fields.node_datacenter, &identity.datacenter, MAX_ACL_NAME_BYTES)?;
+    }
+    validate_list(fields.templated, templated)?;
+    for policy in templated {
+        validate_name(fields.template_name, &policy.template_name, MAX_ACL_NAME_BYTES)?;
+        validate_text(fields.template_variable, &policy.name, MAX_ACL_NAME_BYTES)?;
+        validate_datacenters(fields.template_datacenters, &policy.datacenters)?;
+    }
+    Ok(())
+}
+
+fn validate_datacenters(field: &'static str, datacenters: &[String]) -> Result<(), ApplyError> {
+    validate_list(field, datacenters)?;
+    datacenters
+        .iter()
+        .try_for_each(|dc| validate_name(field, dc, MAX_ACL_NAME_BYTES))
+}
+
+/// A name that is a key or a reference: not empty, bounded, no NUL (the separator of composite keys).
+fn validate_name(field: &'static str, name: &str, limit: usize) -> Result<(), ApplyError> {
+    if name.is_empty() {
+        return Err(ApplyError::InvalidField {
+            field,
+            reason: "is empty".into(),
+        });
+    }
+    validate_text(field, name, limit)
+}
+
+/// Free text: bounded, no NUL. Empty is fine.
+fn validate_text(field: &'static str, text: &str, limit: usize) -> Result<(), ApplyError> {
+    let reason = if text.len() > limit {
+        format!("is longer than {limit} bytes")
+    } else if text.contains('\0') {
+        "contains a NUL character".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(ApplyError::InvalidField { field, reason })
+}
+
 fn validate_policy_name(name: &str) -> Result<(), ApplyError> {
+    validate_acl_name("policy.name", name, MAX_POLICY_NAME_BYTES)
+}
+
+/// A policy, role or auth method name: letters, digits, `-` and `_`, bounded.
+fn validate_acl_name(field: &'static str, name: &str, limit: usize) -> Result<(), ApplyError> {
     let reason = if name.is_empty() {
-        "is empty"
-    } else if name.len() > MAX_POLICY_NAME_BYTES {
-        "is longer than 128 bytes"
+        "is empty".to_owned()
+    } else if name.len() > limit {
+        format!("is longer than {limit} bytes")
     } else if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        "may only contain letters, digits, '-' and '_'"
+        "may only contain letters, digits, '-' and '_'".to_owned()
     } else {
         return Ok(());
     };
-    Err(ApplyError::InvalidField {
-        field: "policy.name",
-        reason: reason.to_owned(),
-    })
+    Err(ApplyError::InvalidField { field, reason })
 }

@@ -95,7 +95,7 @@ pub enum ApplyError {
         /// The session named.
         session: String,
     },
-    /// A field of a session, token or policy is not acceptable.
+    /// A field of a session or an ACL record is not acceptable.
     #[error("invalid {field}: {reason}")]
     InvalidField {
         /// Which field.
@@ -109,11 +109,47 @@ pub enum ApplyError {
         /// The ID.
         id: String,
     },
-    /// A token links to a policy that does not exist.
-    #[error("token links to unknown policy {policy_id:?}")]
+    /// A token or role links to a policy that does not exist.
+    #[error("link to unknown policy {policy_id:?}")]
     UnknownPolicy {
         /// The policy ID.
         policy_id: String,
+    },
+    /// A token links to a role that does not exist.
+    #[error("link to unknown role {role_id:?}")]
+    UnknownRole {
+        /// The role ID.
+        role_id: String,
+    },
+    /// A token or binding rule names an auth method that does not exist.
+    #[error("unknown auth method {name:?}")]
+    UnknownAuthMethod {
+        /// The method name.
+        name: String,
+    },
+    /// Another role already has this name.
+    #[error("a role named {name:?} already exists")]
+    DuplicateRoleName {
+        /// The name.
+        name: String,
+    },
+    /// An auth method's type cannot change once it exists.
+    #[error("cannot change the type of auth method {name:?} from {stored:?} to {requested:?}")]
+    AuthMethodTypeChanged {
+        /// The method.
+        name: String,
+        /// Its type.
+        stored: String,
+        /// The type asked for.
+        requested: String,
+    },
+    /// An ACL replication batch carries more items than [`crate::MAX_REPLICATION_BATCH_ITEMS`].
+    #[error("ACL replication batch has {items} items, over the limit of {limit}")]
+    ReplicationBatchTooLarge {
+        /// Deletes and upserts in the batch.
+        items: usize,
+        /// The limit.
+        limit: usize,
     },
     /// Another token already uses this secret.
     #[error("secret ID already in use by token {accessor_id:?}")]

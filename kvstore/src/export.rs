@@ -8,7 +8,10 @@ use tribune_snapshot::{Inspection, SnapshotError, SnapshotMeta, SnapshotWriter};
 
 use crate::backend::{Backend, FrozenView, ReadView, Table};
 use crate::error::ReadError;
-use crate::model::{AclBootstrapState, AclPolicy, AclToken, KvEntry, Session, StateRecord, Tombstone};
+use crate::model::{
+    AclAuthMethod, AclBindingRule, AclBootstrapState, AclPolicy, AclRole, AclToken, KvEntry, Session,
+    StateRecord, Tombstone,
+};
 use crate::snapshot_io::{ExportError, ExportOptions};
 use crate::store::Store;
 use crate::tables;
@@ -98,7 +101,8 @@ impl<B: Backend> StoreSnapshot<B> {
 }
 
 /// Calls `emit` with every record of the view's live state, table by table, in key order:
-/// table indexes and ACL bootstrap state, sessions, policies, tokens, KV entries, tombstones.
+/// table indexes and ACL bootstrap state, sessions, policies, roles, auth methods, binding rules,
+/// tokens, KV entries, tombstones (ACL records before the records that link to them).
 /// Stops at the first error `emit` returns.
 pub(crate) fn for_each_record<V, E>(
     view: &V,
@@ -130,6 +134,14 @@ where
     }
     emit_table::<Session, _, _>(view, Table::Sessions, StateRecord::Session, &mut emit)?;
     emit_table::<AclPolicy, _, _>(view, Table::AclPolicies, StateRecord::AclPolicy, &mut emit)?;
+    emit_table::<AclRole, _, _>(view, Table::AclRoles, StateRecord::AclRole, &mut emit)?;
+    emit_table::<AclAuthMethod, _, _>(view, Table::AclAuthMethods, StateRecord::AclAuthMethod, &mut emit)?;
+    emit_table::<AclBindingRule, _, _>(
+        view,
+        Table::AclBindingRules,
+        StateRecord::AclBindingRule,
+        &mut emit,
+    )?;
     emit_table::<AclToken, _, _>(view, Table::AclTokens, StateRecord::AclToken, &mut emit)?;
     emit_table::<KvEntry, _, _>(view, Table::Kv, StateRecord::Kv, &mut emit)?;
     emit_table::<Tombstone, _, _>(view, Table::Tombstones, StateRecord::Tombstone, &mut emit)

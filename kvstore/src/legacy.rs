@@ -1,15 +1,27 @@
 //! What earlier versions of this crate wrote, read back as today's types.
 //!
 //! Raft logs, RocksDB tables and snapshot archives outlive the binary that wrote them, so every
-//! encoding this crate ever wrote stays readable. The one change so far: sessions gained
-//! `node_checks` (format 2). A session written before it was bound to no check, so it comes back
-//! with `node_checks` empty, which is exactly how it behaved.
+//! encoding this crate ever wrote stays readable. Two changes so far:
 //!
-//! Records carry no version of their own; a format-1 session can still be told apart with
-//! certainty. After `ttl`, format 1 holds two integers (`create_index`, `modify_index`), format 2 a
-//! list length, its strings and the same two integers: at least three values. Format-1 bytes read
-//! as format 2 therefore always run out, and format-2 bytes read as format 1 always leave bytes
-//! over, which the decoders reject.
+//! - Format 2: sessions gained `node_checks`. A session written before it was bound to no check, so
+//!   it comes back with `node_checks` empty, which is exactly how it behaved.
+//! - Format 3: tokens gained role links, service and node identities, templated policies, an auth
+//!   method and a creation time. A token written before had none of them, so it comes back with
+//!   them empty (and no creation time). Roles, auth methods and binding rules are new records and
+//!   commands; formats 1 and 2 never held them.
+//!
+//! Commands carry their format in their first byte, so a command is never guessed at. Records in
+//! tables and archives carry no version of their own, yet each old shape can be told apart from
+//! today's with certainty:
+//!
+//! - Sessions: after `ttl`, format 1 holds two integers (`create_index`, `modify_index`), format 2 a
+//!   list length, its strings and the same two integers: at least three values. Format-1 bytes read
+//!   as format 2 therefore always run out, and format-2 bytes read as format 1 always leave bytes
+//!   over, which the decoders reject.
+//! - Tokens: format 3 appends its fields after `modify_index`, so a format-3 token is a format-2
+//!   token followed by at least six more values (four list lengths, a string length, an option tag).
+//!   Format-2 bytes read as format 3 decode the same leading fields and then always run out;
+//!   format-3 bytes read as format 2 always leave at least six bytes over.
 
 use std::time::Duration;
 
@@ -18,15 +30,27 @@ use serde::Deserialize;
 use crate::command::Command;
 use crate::error::CodecError;
 use crate::model::{
-    AclBootstrapState, AclPolicy, AclToken, IndexedTable, KvEntry, NewSession, Session, SessionBehavior,
-    StateRecord, Tombstone,
+    AclBootstrapState, AclPolicy, AclToken, IndexedTable, KvEntry, NewSession, PolicyLink, Session,
+    SessionBehavior, StateRecord, Tombstone,
 };
+
+/// The version byte of format-2 commands.
+pub(crate) const FORMAT_2: u8 = 2;
 
 /// The bincode tag of [`Command::SessionCreate`]: a format-1 command with this tag holds a
 /// format-1 session. (Tags are variant positions; a test pins them.)
 pub(crate) const SESSION_CREATE_TAG: u8 = 8;
-/// The bincode tag of [`Command::RestoreChunk`], whose records may hold format-1 sessions.
+/// The bincode tag of [`Command::AclTokenUpsert`], whose token has the format-2 shape in formats 1
+/// and 2.
+pub(crate) const ACL_TOKEN_UPSERT_TAG: u8 = 10;
+/// The bincode tag of [`Command::AclBootstrap`], whose token has the format-2 shape in formats 1
+/// and 2.
+pub(crate) const ACL_BOOTSTRAP_TAG: u8 = 14;
+/// The bincode tag of [`Command::RestoreChunk`], whose records may hold format-1 sessions and
+/// format-2 tokens.
 pub(crate) const RESTORE_CHUNK_TAG: u8 = 17;
+/// How many command variants formats 1 and 2 had: a higher tag was never written by them.
+pub(crate) const FORMAT_2_COMMANDS: u8 = 19;
 
 /// A session as format 1 stored it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -84,14 +108,42 @@ impl From<NewSessionV1> for NewSession {
     }
 }
 
-/// [`StateRecord`] as format 1 encoded it: the same variants in the same order.
+/// A token as formats 1 and 2 stored it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(crate) struct AclTokenV2 {
+    accessor_id: String,
+    secret_id: String,
+    description: String,
+    policies: Vec<PolicyLink>,
+    local: bool,
+    expiration_unix_ms: Option<u64>,
+    create_index: u64,
+    modify_index: u64,
+}
+
+impl From<AclTokenV2> for AclToken {
+    fn from(t: AclTokenV2) -> Self {
+        AclToken {
+            description: t.description,
+            policies: t.policies,
+            local: t.local,
+            expiration_unix_ms: t.expiration_unix_ms,
+            create_index: t.create_index,
+            modify_index: t.modify_index,
+            ..AclToken::new(t.accessor_id, t.secret_id)
+        }
+    }
+}
+
+/// [`StateRecord`] as format 1 encoded it: the same first variants in the same order.
 #[derive(Debug, Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 pub(crate) enum StateRecordV1 {
     Kv(KvEntry),
     Tombstone(Tombstone),
     Session(SessionV1),
-    AclToken(AclToken),
+    AclToken(AclTokenV2),
     AclPolicy(AclPolicy),
     TableIndex { table: IndexedTable, index: u64 },
     AclBootstrap(AclBootstrapState),
@@ -103,7 +155,7 @@ impl From<StateRecordV1> for StateRecord {
             StateRecordV1::Kv(v) => StateRecord::Kv(v),
             StateRecordV1::Tombstone(v) => StateRecord::Tombstone(v),
             StateRecordV1::Session(v) => StateRecord::Session(v.into()),
-            StateRecordV1::AclToken(v) => StateRecord::AclToken(v),
+            StateRecordV1::AclToken(v) => StateRecord::AclToken(v.into()),
             StateRecordV1::AclPolicy(v) => StateRecord::AclPolicy(v),
             StateRecordV1::TableIndex { table, index } => StateRecord::TableIndex { table, index },
             StateRecordV1::AclBootstrap(v) => StateRecord::AclBootstrap(v),
@@ -111,8 +163,36 @@ impl From<StateRecordV1> for StateRecord {
     }
 }
 
-/// Decodes the body of a format-1 command (after its version byte). Only session creation and
-/// restore chunks changed shape; every other command is encoded as it is today.
+/// [`StateRecord`] as format 2 encoded it: today's sessions, format-2 tokens, no roles, auth methods
+/// or binding rules.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+pub(crate) enum StateRecordV2 {
+    Kv(KvEntry),
+    Tombstone(Tombstone),
+    Session(Session),
+    AclToken(AclTokenV2),
+    AclPolicy(AclPolicy),
+    TableIndex { table: IndexedTable, index: u64 },
+    AclBootstrap(AclBootstrapState),
+}
+
+impl From<StateRecordV2> for StateRecord {
+    fn from(r: StateRecordV2) -> Self {
+        match r {
+            StateRecordV2::Kv(v) => StateRecord::Kv(v),
+            StateRecordV2::Tombstone(v) => StateRecord::Tombstone(v),
+            StateRecordV2::Session(v) => StateRecord::Session(v),
+            StateRecordV2::AclToken(v) => StateRecord::AclToken(v.into()),
+            StateRecordV2::AclPolicy(v) => StateRecord::AclPolicy(v),
+            StateRecordV2::TableIndex { table, index } => StateRecord::TableIndex { table, index },
+            StateRecordV2::AclBootstrap(v) => StateRecord::AclBootstrap(v),
+        }
+    }
+}
+
+/// Decodes the body of a format-1 command (after its version byte). Session creation, the two token
+/// commands and restore chunks changed shape since; every other command is encoded as it is today.
 pub(crate) fn decode_command_v1(
     body: &[u8],
     decode: impl Fn(&[u8]) -> Result<Command, CodecError>,
@@ -129,6 +209,38 @@ pub(crate) fn decode_command_v1(
                 records: records.into_iter().map(StateRecord::from).collect(),
             })
         }
+        _ => decode_command_v2(body, decode),
+    }
+}
+
+/// Decodes the body of a format-2 command (after its version byte). Only the token commands and
+/// restore chunks changed shape; the other commands of format 2 are encoded as they are today.
+pub(crate) fn decode_command_v2(
+    body: &[u8],
+    decode: impl Fn(&[u8]) -> Result<Command, CodecError>,
+) -> Result<Command, CodecError> {
+    match body.split_first() {
+        Some((&ACL_TOKEN_UPSERT_TAG, rest)) => {
+            let token: AclTokenV2 = crate::codec::decode_exact(rest)?;
+            Ok(Command::AclTokenUpsert(token.into()))
+        }
+        Some((&ACL_BOOTSTRAP_TAG, rest)) => {
+            let (token, reset_index): (AclTokenV2, Option<u64>) = crate::codec::decode_exact(rest)?;
+            Ok(Command::AclBootstrap {
+                token: token.into(),
+                reset_index,
+            })
+        }
+        Some((&RESTORE_CHUNK_TAG, rest)) => {
+            let (restore_id, records): (u64, Vec<StateRecordV2>) = crate::codec::decode_exact(rest)?;
+            Ok(Command::RestoreChunk {
+                restore_id,
+                records: records.into_iter().map(StateRecord::from).collect(),
+            })
+        }
+        Some((&tag, _)) if tag >= FORMAT_2_COMMANDS => Err(CodecError::Malformed(format!(
+            "command tag {tag} did not exist before format 3"
+        ))),
         _ => decode(body),
     }
 }

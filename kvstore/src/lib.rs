@@ -2,8 +2,8 @@
 //!
 //! It knows nothing of raft: it is handed `(index, command)` pairs in log order.
 //!
-//! - [`Command`] is every state change (KV verbs, transactions, sessions, ACL records, tombstone reaping,
-//!   staged restore); [`encode_command`] / [`decode_command`] put it in and take it out of the log.
+//! - [`Command`] is every state change (KV verbs, transactions, sessions, ACL tokens, policies, roles,
+//!   auth methods and binding rules, ACL replication batches, tombstone reaping, staged restore); [`encode_command`] / [`decode_command`] put it in and take it out of the log.
 //! - [`Store::apply`] applies one command at one index: deterministic (no clock, no randomness), all or
 //!   nothing, with the index committed in the same backend batch. Semantics are Consul's (CAS, locks and
 //!   LockIndex, tombstones, transactions with `Errors[{OpIndex, What}]`, session behaviors).
@@ -53,20 +53,25 @@ pub use backend::rocks::{RocksBackend, RocksFrozenView, RocksStore, RocksView};
 pub use backend::{Backend, Batch, BatchOp, FrozenView, ReadView, Slot, Table};
 pub use codec::{CODEC_VERSION, MAX_COMMAND_BYTES, decode_command, encode_command};
 pub use command::{
-    Command, MAX_ID_BYTES, MAX_POLICY_NAME_BYTES, MAX_TXN_OPS, MAX_VALUE_BYTES, TxnOp, validate_key,
-    validate_prefix,
+    AclReplicationBatch, Command, MAX_ACL_LIST_ITEMS, MAX_ACL_NAME_BYTES, MAX_ACL_TEXT_BYTES,
+    MAX_AUTH_METHOD_CONFIG_BYTES, MAX_ID_BYTES, MAX_POLICY_NAME_BYTES, MAX_REPLICATION_BATCH_ITEMS,
+    MAX_TXN_OPS, MAX_VALUE_BYTES, TxnOp, validate_key, validate_prefix,
 };
 pub use error::{ApplyError, BackendError, CodecError, CorruptRecord, KeyProblem, OpenError, ReadError};
 pub use export::StoreSnapshot;
 pub use model::{
-    ANONYMOUS_TOKEN_ACCESSOR, AclBootstrapState, AclPolicy, AclToken, GLOBAL_MANAGEMENT_POLICY_ID,
-    GLOBAL_MANAGEMENT_POLICY_NAME, GLOBAL_MANAGEMENT_RULES, Indexed, IndexedTable, KvEntry, MAX_LOCK_DELAY,
-    NewSession, PolicyLink, Session, SessionBehavior, StateRecord, Tombstone,
+    ANONYMOUS_TOKEN_ACCESSOR, AclAuthMethod, AclBindingRule, AclBootstrapState, AclPolicy, AclRole, AclToken,
+    GLOBAL_MANAGEMENT_POLICY_ID, GLOBAL_MANAGEMENT_POLICY_NAME, GLOBAL_MANAGEMENT_RULES, Indexed,
+    IndexedTable, KvEntry, MAX_LOCK_DELAY, NewSession, NodeIdentity, PolicyLink, RoleLink, ServiceIdentity,
+    Session, SessionBehavior, StateRecord, TemplatedPolicy, Tombstone,
 };
-pub use outcome::{Outcome, SessionInvalidation, TxnOpError, TxnOutcome, TxnResult};
+pub use outcome::{
+    AuthMethodDeletion, Outcome, ReplicationCounts, SessionInvalidation, TxnOpError, TxnOutcome, TxnResult,
+};
 pub use snapshot_io::{
-    ACL_BOOTSTRAP_RECORD, ACL_POLICY_RECORD, ACL_TOKEN_RECORD, ExportError, ExportOptions, ImportError,
-    ImportReport, KV_RECORD, SESSION_RECORD, TABLE_INDEX_RECORD, TOMBSTONE_RECORD,
+    ACL_AUTH_METHOD_RECORD, ACL_BINDING_RULE_RECORD, ACL_BOOTSTRAP_RECORD, ACL_POLICY_RECORD,
+    ACL_ROLE_RECORD, ACL_TOKEN_RECORD, ExportError, ExportOptions, ImportError, ImportReport, KV_RECORD,
+    SESSION_RECORD, TABLE_INDEX_RECORD, TOMBSTONE_RECORD,
 };
 pub use store::{MemoryStore, Store, StoreConfig};
 pub use watch::{Subscription, WaitOutcome, Wake, WatchHub, WatchScope};

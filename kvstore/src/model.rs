@@ -89,7 +89,7 @@ pub struct NewSession {
     pub node_checks: Vec<String>,
 }
 
-/// A token's link to a policy.
+/// A token's or role's link to a policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyLink {
     /// The policy ID.
@@ -98,7 +98,49 @@ pub struct PolicyLink {
     pub name: String,
 }
 
+/// A token's (or role's owner's) link to a role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleLink {
+    /// The role ID.
+    pub id: String,
+    /// The role name, filled in by the store from the linked role when the token is written.
+    pub name: String,
+}
+
+/// A service identity: the rights a service (and its sidecar proxy) needs, granted by name. Consul
+/// synthesizes the policy; the store only keeps the name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceIdentity {
+    /// The service the identity speaks for.
+    pub service_name: String,
+    /// Datacenters where it applies; empty means all.
+    pub datacenters: Vec<String>,
+}
+
+/// A node identity: the rights an agent needs for its node, in one datacenter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    /// The node the identity speaks for.
+    pub node_name: String,
+    /// The one datacenter where it applies.
+    pub datacenter: String,
+}
+
+/// A built-in policy template (`builtin/service`, `builtin/node`, ...) with its variables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplatedPolicy {
+    /// The template, e.g. `builtin/service`.
+    pub template_name: String,
+    /// The template's `Name` variable; empty for templates that take none.
+    pub name: String,
+    /// Datacenters where it applies; empty means all.
+    pub datacenters: Vec<String>,
+}
+
 /// An ACL token as plain data. Rules are not interpreted here.
+///
+/// The fields after `modify_index` arrived with format 3. They come last so that a format-2 record
+/// is exactly the leading part of a format-3 one (see the `legacy` module); keep it that way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AclToken {
     /// Public identifier.
@@ -117,6 +159,41 @@ pub struct AclToken {
     pub create_index: u64,
     /// Index of the command that last changed it (assigned by the store).
     pub modify_index: u64,
+    /// Linked roles.
+    pub roles: Vec<RoleLink>,
+    /// Service identities.
+    pub service_identities: Vec<ServiceIdentity>,
+    /// Node identities.
+    pub node_identities: Vec<NodeIdentity>,
+    /// Templated policies.
+    pub templated_policies: Vec<TemplatedPolicy>,
+    /// The auth method whose login created the token; empty when none did.
+    pub auth_method: String,
+    /// When the token was created (unix milliseconds), chosen by the caller that wrote the command
+    /// (the store reads no clock); `None` for tokens written before it was recorded.
+    pub create_time_unix_ms: Option<u64>,
+}
+
+impl AclToken {
+    /// A token with only its identifiers set: no links, no identities, global, never expiring.
+    pub fn new(accessor_id: impl Into<String>, secret_id: impl Into<String>) -> Self {
+        Self {
+            accessor_id: accessor_id.into(),
+            secret_id: secret_id.into(),
+            description: String::new(),
+            policies: Vec::new(),
+            local: false,
+            expiration_unix_ms: None,
+            create_index: 0,
+            modify_index: 0,
+            roles: Vec::new(),
+            service_identities: Vec::new(),
+            node_identities: Vec::new(),
+            templated_policies: Vec::new(),
+            auth_method: String::new(),
+            create_time_unix_ms: None,
+        }
+    }
 }
 
 /// An ACL policy as plain data; `rules` is stored as text and parsed elsewhere.
@@ -132,6 +209,76 @@ pub struct AclPolicy {
     pub rules: String,
     /// Datacenters the policy is valid in; empty means all.
     pub datacenters: Vec<String>,
+    /// Index of the command that created it (assigned by the store).
+    pub create_index: u64,
+    /// Index of the command that last changed it (assigned by the store).
+    pub modify_index: u64,
+}
+
+/// An ACL role: a named set of policy links and identities that tokens link to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclRole {
+    /// Role ID.
+    pub id: String,
+    /// Unique name (letters, digits, `-` and `_`).
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Linked policies (names filled in by the store).
+    pub policies: Vec<PolicyLink>,
+    /// Service identities.
+    pub service_identities: Vec<ServiceIdentity>,
+    /// Node identities.
+    pub node_identities: Vec<NodeIdentity>,
+    /// Templated policies.
+    pub templated_policies: Vec<TemplatedPolicy>,
+    /// Index of the command that created it (assigned by the store).
+    pub create_index: u64,
+    /// Index of the command that last changed it (assigned by the store).
+    pub modify_index: u64,
+}
+
+/// An ACL auth method: how external credentials are exchanged for tokens. Its configuration is kept
+/// as JSON text and interpreted elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclAuthMethod {
+    /// Unique name; the key of the method.
+    pub name: String,
+    /// The kind of method (`kubernetes`, `jwt`, `oidc`, ...); it cannot change once created.
+    pub method_type: String,
+    /// Name shown to users; empty when none.
+    pub display_name: String,
+    /// Free text.
+    pub description: String,
+    /// Longest lifetime of a token created by a login (milliseconds); 0 means the default.
+    pub max_token_ttl_ms: u64,
+    /// `""` or `"local"`: tokens are local to the datacenter; `"global"`: they are replicated.
+    pub token_locality: String,
+    /// The method-specific configuration, as JSON text.
+    pub config_json: String,
+    /// Index of the command that created it (assigned by the store).
+    pub create_index: u64,
+    /// Index of the command that last changed it (assigned by the store).
+    pub modify_index: u64,
+}
+
+/// An ACL binding rule: which identities or links a login through an auth method earns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclBindingRule {
+    /// Rule ID.
+    pub id: String,
+    /// Free text.
+    pub description: String,
+    /// The auth method the rule belongs to; it must exist.
+    pub auth_method: String,
+    /// Which verified claims the rule applies to (a bexpr selector, uninterpreted here); empty: all.
+    pub selector: String,
+    /// What the rule binds: `service`, `node`, `role`, `policy` or `templated-policy`.
+    pub bind_type: String,
+    /// The name bound, possibly with `${claim}` interpolations (uninterpreted here).
+    pub bind_name: String,
+    /// For `templated-policy`, the template's `Name` variable (interpolated like `bind_name`).
+    pub bind_vars_name: String,
     /// Index of the command that created it (assigned by the store).
     pub create_index: u64,
     /// Index of the command that last changed it (assigned by the store).
@@ -180,6 +327,7 @@ pub struct AclBootstrapState {
 }
 
 /// The per-table indexes Consul reports for reads of a whole table (the `X-Consul-Index` of lists).
+/// Variants are only ever appended: their positions are their encoding in table-index records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum IndexedTable {
     /// KV entries and tombstones together (Consul's `kvs` + `tombstones`).
@@ -190,12 +338,19 @@ pub enum IndexedTable {
     AclTokens,
     /// ACL policies.
     AclPolicies,
+    /// ACL roles (format 3).
+    AclRoles,
+    /// ACL auth methods (format 3).
+    AclAuthMethods,
+    /// ACL binding rules (format 3).
+    AclBindingRules,
 }
 
 /// One item of the replicated state, as exported to a snapshot or carried by a staged restore.
 ///
-/// Derived lookup tables (secret → accessor, policy name → id, session → held keys) are rebuilt from
-/// these records and never travel.
+/// Derived lookup tables (secret → accessor, policy and role name → id, session → held keys) are
+/// rebuilt from these records and never travel. Variants are only ever appended: their positions are
+/// their encoding in restore chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum StateRecord {
@@ -218,6 +373,12 @@ pub enum StateRecord {
     },
     /// The ACL bootstrap state.
     AclBootstrap(AclBootstrapState),
+    /// An ACL role (format 3).
+    AclRole(AclRole),
+    /// An ACL auth method (format 3).
+    AclAuthMethod(AclAuthMethod),
+    /// An ACL binding rule (format 3).
+    AclBindingRule(AclBindingRule),
 }
 
 /// A value together with the index a blocking query compares against (Consul's `X-Consul-Index`).

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::model::{AclPolicy, AclToken, KvEntry, SessionBehavior};
+use crate::model::{AclAuthMethod, AclBindingRule, AclPolicy, AclRole, AclToken, KvEntry, SessionBehavior};
 
 /// The result of [`crate::Store::apply`] for a command that was applied (or deliberately skipped).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,16 @@ pub enum Outcome {
     AclPolicy(AclPolicy),
     /// ACLs were bootstrapped with this token.
     AclBootstrapped(AclToken),
+    /// A role was written; it carries the assigned indexes and resolved policy names.
+    AclRole(AclRole),
+    /// An auth method was written.
+    AclAuthMethod(AclAuthMethod),
+    /// A binding rule was written.
+    AclBindingRule(AclBindingRule),
+    /// An auth method was deleted (or did not exist), with what went with it.
+    AclAuthMethodDeleted(AuthMethodDeletion),
+    /// An ACL replication batch was applied.
+    AclReplicated(ReplicationCounts),
     /// Tombstones were reaped.
     TombstonesReaped {
         /// How many.
@@ -41,6 +51,34 @@ pub enum Outcome {
     /// The command changed what it should, with nothing more to report (deletes of ACL records,
     /// restore begin and chunks).
     Done,
+}
+
+/// What deleting an auth method removed, so the node can drop cached tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuthMethodDeletion {
+    /// Whether the method existed (deleting an unknown method is a successful no-op).
+    pub existed: bool,
+    /// The IDs of its binding rules, deleted with it.
+    pub binding_rule_ids: Vec<String>,
+    /// The accessor IDs of the tokens its logins created, deleted with it.
+    pub token_accessor_ids: Vec<String>,
+}
+
+/// What an ACL replication batch changed. Deletes count only records that existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplicationCounts {
+    /// Policies deleted.
+    pub policies_deleted: u64,
+    /// Policies written.
+    pub policies_upserted: u64,
+    /// Roles deleted.
+    pub roles_deleted: u64,
+    /// Roles written.
+    pub roles_upserted: u64,
+    /// Tokens deleted.
+    pub tokens_deleted: u64,
+    /// Tokens written.
+    pub tokens_upserted: u64,
 }
 
 /// What destroying a session did. Lock-delay is wall-clock, so the store only reports it: the leader

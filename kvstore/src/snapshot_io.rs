@@ -2,7 +2,10 @@
 //!
 //! Record kinds (payloads are the serde types of [`crate::model`], bincode-encoded by the archive):
 //! 1 KV entry, 2 tombstone, 3 session, 4 ACL token, 5 ACL policy, 6 table index `(IndexedTable, u64)`,
-//! 7 ACL bootstrap state. A reader refuses unknown kinds: a restore never skips a record.
+//! 7 ACL bootstrap state, 8 ACL role, 9 ACL auth method, 10 ACL binding rule (8-10 since format 3).
+//! Kinds are only ever appended. A reader refuses unknown kinds: a restore never skips a record.
+//! Token records written before format 3 have the format-2 shape and are read as such (see the
+//! `legacy` module).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -15,7 +18,8 @@ use crate::apply::{Touched, stage_record};
 use crate::backend::{Backend, Batch, BatchOp, Slot, Table};
 use crate::error::{BackendError, ReadError};
 use crate::model::{
-    AclBootstrapState, AclPolicy, AclToken, IndexedTable, KvEntry, Session, StateRecord, Tombstone,
+    AclAuthMethod, AclBindingRule, AclBootstrapState, AclPolicy, AclRole, AclToken, IndexedTable, KvEntry,
+    Session, StateRecord, Tombstone,
 };
 use crate::store::Store;
 use crate::tables::{self, encode_u64};
@@ -34,6 +38,12 @@ pub const ACL_POLICY_RECORD: RecordKind = RecordKind(5);
 pub const TABLE_INDEX_RECORD: RecordKind = RecordKind(6);
 /// Record kind of the ACL bootstrap state.
 pub const ACL_BOOTSTRAP_RECORD: RecordKind = RecordKind(7);
+/// Record kind of an ACL role.
+pub const ACL_ROLE_RECORD: RecordKind = RecordKind(8);
+/// Record kind of an ACL auth method.
+pub const ACL_AUTH_METHOD_RECORD: RecordKind = RecordKind(9);
+/// Record kind of an ACL binding rule.
+pub const ACL_BINDING_RULE_RECORD: RecordKind = RecordKind(10);
 
 /// Staging writes are committed in batches of about this many operations while importing, so memory
 /// stays bounded by one batch, not by the archive.
@@ -114,6 +124,9 @@ impl StateRecord {
             StateRecord::AclPolicy(_) => ACL_POLICY_RECORD,
             StateRecord::TableIndex { .. } => TABLE_INDEX_RECORD,
             StateRecord::AclBootstrap(_) => ACL_BOOTSTRAP_RECORD,
+            StateRecord::AclRole(_) => ACL_ROLE_RECORD,
+            StateRecord::AclAuthMethod(_) => ACL_AUTH_METHOD_RECORD,
+            StateRecord::AclBindingRule(_) => ACL_BINDING_RULE_RECORD,
         }
     }
 
@@ -128,6 +141,9 @@ impl StateRecord {
             StateRecord::AclPolicy(v) => writer.write_record(kind, v),
             StateRecord::TableIndex { table, index } => writer.write_record(kind, &(*table, *index)),
             StateRecord::AclBootstrap(v) => writer.write_record(kind, v),
+            StateRecord::AclRole(v) => writer.write_record(kind, v),
+            StateRecord::AclAuthMethod(v) => writer.write_record(kind, v),
+            StateRecord::AclBindingRule(v) => writer.write_record(kind, v),
         }
     }
 
@@ -143,13 +159,22 @@ impl StateRecord {
                     .map(Session::from)
                     .map_err(|_| current)
             })?),
-            ACL_TOKEN_RECORD => StateRecord::AclToken(record.decode::<AclToken>()?),
+            // Archives written before format 3 hold format-2 tokens.
+            ACL_TOKEN_RECORD => StateRecord::AclToken(record.decode::<AclToken>().or_else(|current| {
+                record
+                    .decode::<crate::legacy::AclTokenV2>()
+                    .map(AclToken::from)
+                    .map_err(|_| current)
+            })?),
             ACL_POLICY_RECORD => StateRecord::AclPolicy(record.decode::<AclPolicy>()?),
             TABLE_INDEX_RECORD => {
                 let (table, index) = record.decode::<(IndexedTable, u64)>()?;
                 StateRecord::TableIndex { table, index }
             }
             ACL_BOOTSTRAP_RECORD => StateRecord::AclBootstrap(record.decode::<AclBootstrapState>()?),
+            ACL_ROLE_RECORD => StateRecord::AclRole(record.decode::<AclRole>()?),
+            ACL_AUTH_METHOD_RECORD => StateRecord::AclAuthMethod(record.decode::<AclAuthMethod>()?),
+            ACL_BINDING_RULE_RECORD => StateRecord::AclBindingRule(record.decode::<AclBindingRule>()?),
             kind => return Err(ImportError::UnknownKind { kind }),
         })
     }

@@ -11,7 +11,8 @@ use crate::backend::{Backend, Batch, BatchOp, Slot, Table};
 use crate::command::{Command, TxnOp};
 use crate::error::{ApplyError, OpenError, ReadError};
 use crate::model::{
-    AclBootstrapState, AclPolicy, AclToken, Indexed, IndexedTable, KvEntry, Session, Tombstone,
+    AclAuthMethod, AclBindingRule, AclBootstrapState, AclPolicy, AclRole, AclToken, Indexed, IndexedTable,
+    KvEntry, Session, Tombstone,
 };
 use crate::outcome::{Outcome, TxnOutcome};
 use crate::tables::{self, encode_u64};
@@ -383,6 +384,58 @@ impl<B: Backend> Store<B> {
         })
     }
 
+    /// A role by ID.
+    pub fn acl_role(&self, id: &str) -> Result<Indexed<Option<AclRole>>, ReadError> {
+        self.table_indexed(IndexedTable::AclRoles, |view| {
+            tables::get(view, Table::AclRoles, id.as_bytes())
+        })
+    }
+
+    /// A role by name.
+    pub fn acl_role_by_name(&self, name: &str) -> Result<Indexed<Option<AclRole>>, ReadError> {
+        self.table_indexed(IndexedTable::AclRoles, |view| {
+            match tables::get_string(view, Table::AclRoleNames, name.as_bytes())? {
+                Some(id) => tables::get(view, Table::AclRoles, id.as_bytes()),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Every role, by ID.
+    pub fn acl_roles(&self) -> Result<Indexed<Vec<AclRole>>, ReadError> {
+        self.table_indexed(IndexedTable::AclRoles, |view| {
+            tables::collect(view, Table::AclRoles, b"")
+        })
+    }
+
+    /// An auth method by name.
+    pub fn acl_auth_method(&self, name: &str) -> Result<Indexed<Option<AclAuthMethod>>, ReadError> {
+        self.table_indexed(IndexedTable::AclAuthMethods, |view| {
+            tables::get(view, Table::AclAuthMethods, name.as_bytes())
+        })
+    }
+
+    /// Every auth method, by name.
+    pub fn acl_auth_methods(&self) -> Result<Indexed<Vec<AclAuthMethod>>, ReadError> {
+        self.table_indexed(IndexedTable::AclAuthMethods, |view| {
+            tables::collect(view, Table::AclAuthMethods, b"")
+        })
+    }
+
+    /// A binding rule by ID.
+    pub fn acl_binding_rule(&self, id: &str) -> Result<Indexed<Option<AclBindingRule>>, ReadError> {
+        self.table_indexed(IndexedTable::AclBindingRules, |view| {
+            tables::get(view, Table::AclBindingRules, id.as_bytes())
+        })
+    }
+
+    /// Every binding rule, by ID.
+    pub fn acl_binding_rules(&self) -> Result<Indexed<Vec<AclBindingRule>>, ReadError> {
+        self.table_indexed(IndexedTable::AclBindingRules, |view| {
+            tables::collect(view, Table::AclBindingRules, b"")
+        })
+    }
+
     /// Whether ACLs were bootstrapped, and the reset index.
     pub fn acl_bootstrap_state(&self) -> Result<AclBootstrapState, ReadError> {
         self.read(|view| tables::acl_bootstrap(view))
@@ -395,10 +448,11 @@ impl<B: Backend> Store<B> {
             WatchScope::Prefix(prefix) => self.prefix_index(prefix),
             WatchScope::Sessions => self.read(|v| Ok(tables::table_index(v, IndexedTable::Sessions)?.max(1))),
             WatchScope::Acl => self.read(|v| {
-                let tokens = tables::table_index(v, IndexedTable::AclTokens)?;
-                Ok(tokens
-                    .max(tables::table_index(v, IndexedTable::AclPolicies)?)
-                    .max(1))
+                let mut index = 1;
+                for table in tables::ACL_INDEXED_TABLES {
+                    index = index.max(tables::table_index(v, table)?);
+                }
+                Ok(index)
             }),
         }
     }

@@ -19,18 +19,34 @@ pub(crate) fn table_index_key(table: IndexedTable) -> &'static [u8] {
         IndexedTable::Sessions => b"index/sessions",
         IndexedTable::AclTokens => b"index/acl_tokens",
         IndexedTable::AclPolicies => b"index/acl_policies",
+        IndexedTable::AclRoles => b"index/acl_roles",
+        IndexedTable::AclAuthMethods => b"index/acl_auth_methods",
+        IndexedTable::AclBindingRules => b"index/acl_binding_rules",
     }
 }
 
+/// Every indexed table.
+pub(crate) const INDEXED_TABLES: [IndexedTable; 7] = [
+    IndexedTable::Kv,
+    IndexedTable::Sessions,
+    IndexedTable::AclTokens,
+    IndexedTable::AclPolicies,
+    IndexedTable::AclRoles,
+    IndexedTable::AclAuthMethods,
+    IndexedTable::AclBindingRules,
+];
+
+/// The indexed tables a blocking query on the ACL scope follows.
+pub(crate) const ACL_INDEXED_TABLES: [IndexedTable; 5] = [
+    IndexedTable::AclTokens,
+    IndexedTable::AclPolicies,
+    IndexedTable::AclRoles,
+    IndexedTable::AclAuthMethods,
+    IndexedTable::AclBindingRules,
+];
+
 pub(crate) fn table_from_index_key(key: &[u8]) -> Option<IndexedTable> {
-    [
-        IndexedTable::Kv,
-        IndexedTable::Sessions,
-        IndexedTable::AclTokens,
-        IndexedTable::AclPolicies,
-    ]
-    .into_iter()
-    .find(|t| table_index_key(*t) == key)
+    INDEXED_TABLES.into_iter().find(|t| table_index_key(*t) == key)
 }
 
 /// `session NUL key`: the derived row that says a session holds a key.

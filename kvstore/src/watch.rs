@@ -24,7 +24,7 @@ pub enum WatchScope {
     Prefix(String),
     /// The sessions table.
     Sessions,
-    /// The ACL tables (tokens, policies, bootstrap).
+    /// The ACL tables (tokens, policies, roles, auth methods, binding rules, bootstrap).
     Acl,
 }
 

@@ -35,6 +35,14 @@ pub enum Table {
     AclPolicies,
     /// Policy ID by name (derived).
     AclPolicyNames,
+    /// ACL roles by ID.
+    AclRoles,
+    /// Role ID by name (derived).
+    AclRoleNames,
+    /// ACL auth methods by name.
+    AclAuthMethods,
+    /// ACL binding rules by ID.
+    AclBindingRules,
     /// Replicated bookkeeping: table indexes, ACL bootstrap state.
     State,
     /// Local bookkeeping, never staged nor exported: last applied index, datacenter, restore in progress.
@@ -43,7 +51,7 @@ pub enum Table {
 
 impl Table {
     /// Every table that has a live and a staging copy.
-    pub const SLOTTED: [Table; 9] = [
+    pub const SLOTTED: [Table; 13] = [
         Table::Kv,
         Table::Tombstones,
         Table::Sessions,
@@ -52,6 +60,10 @@ impl Table {
         Table::AclTokenSecrets,
         Table::AclPolicies,
         Table::AclPolicyNames,
+        Table::AclRoles,
+        Table::AclRoleNames,
+        Table::AclAuthMethods,
+        Table::AclBindingRules,
         Table::State,
     ];
 
@@ -66,6 +78,10 @@ impl Table {
             Table::AclTokenSecrets => "acl_token_secrets",
             Table::AclPolicies => "acl_policies",
             Table::AclPolicyNames => "acl_policy_names",
+            Table::AclRoles => "acl_roles",
+            Table::AclRoleNames => "acl_role_names",
+            Table::AclAuthMethods => "acl_auth_methods",
+            Table::AclBindingRules => "acl_binding_rules",
             Table::State => "state",
             Table::Meta => "meta",
         }

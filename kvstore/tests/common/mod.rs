@@ -143,9 +143,6 @@ pub fn policy(id: &str, name: &str) -> AclPolicy {
 
 pub fn token(accessor: &str, secret: &str, policies: &[&str]) -> AclToken {
     AclToken {
-        accessor_id: accessor.into(),
-        secret_id: secret.into(),
-        description: String::new(),
         policies: policies
             .iter()
             .map(|id| PolicyLink {
@@ -153,9 +150,6 @@ pub fn token(accessor: &str, secret: &str, policies: &[&str]) -> AclToken {
                 name: String::new(),
             })
             .collect(),
-        local: false,
-        expiration_unix_ms: None,
-        create_index: 0,
-        modify_index: 0,
+        ..AclToken::new(accessor, secret)
     }
 }
