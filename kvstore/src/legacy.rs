@@ -286,6 +286,83 @@ mod tests {
         })
         .unwrap();
         assert_eq!(chunk.get(1), Some(&RESTORE_CHUNK_TAG));
+        let upsert = encode_command(&Command::AclTokenUpsert(AclToken::new("a", "s"))).unwrap();
+        assert_eq!(upsert.get(1), Some(&ACL_TOKEN_UPSERT_TAG));
+        let bootstrap = encode_command(&Command::AclBootstrap {
+            token: AclToken::new("a", "s"),
+            reset_index: None,
+        })
+        .unwrap();
+        assert_eq!(bootstrap.get(1), Some(&ACL_BOOTSTRAP_TAG));
+        let commit = encode_command(&Command::RestoreCommit { restore_id: 1 }).unwrap();
+        assert_eq!(commit.get(1), Some(&(FORMAT_2_COMMANDS - 1)));
+    }
+
+    /// The format-3 commands' tags: appended after every format-2 command, never to move.
+    #[test]
+    fn the_format_3_commands_have_the_tags_after_format_2() {
+        use crate::command::AclReplicationBatch;
+        use crate::model::{AclAuthMethod, AclBindingRule, AclRole};
+        let role = AclRole {
+            id: "r".into(),
+            name: "r".into(),
+            description: String::new(),
+            policies: Vec::new(),
+            service_identities: Vec::new(),
+            node_identities: Vec::new(),
+            templated_policies: Vec::new(),
+            create_index: 0,
+            modify_index: 0,
+        };
+        let method = AclAuthMethod {
+            name: "m".into(),
+            method_type: "jwt".into(),
+            display_name: String::new(),
+            description: String::new(),
+            max_token_ttl_ms: 0,
+            token_locality: String::new(),
+            config_json: "{}".into(),
+            create_index: 0,
+            modify_index: 0,
+        };
+        let rule = AclBindingRule {
+            id: "b".into(),
+            description: String::new(),
+            auth_method: "m".into(),
+            selector: String::new(),
+            bind_type: "service".into(),
+            bind_name: "web".into(),
+            bind_vars_name: String::new(),
+            create_index: 0,
+            modify_index: 0,
+        };
+        let pinned: [(Command, u8); 7] = [
+            (Command::AclRoleUpsert(role), 19),
+            (Command::AclRoleDelete { id: "r".into() }, 20),
+            (Command::AclAuthMethodUpsert(method), 21),
+            (Command::AclAuthMethodDelete { name: "m".into() }, 22),
+            (Command::AclBindingRuleUpsert(rule), 23),
+            (Command::AclBindingRuleDelete { id: "b".into() }, 24),
+            (Command::AclReplicationBatch(AclReplicationBatch::default()), 25),
+        ];
+        for (command, tag) in pinned {
+            let bytes = encode_command(&command).unwrap();
+            assert_eq!(
+                bytes.get(..2),
+                Some(&[crate::CODEC_VERSION, tag][..]),
+                "{command:?}"
+            );
+            assert_eq!(decode_command(&bytes).unwrap(), command);
+            // Formats 1 and 2 never wrote these commands: their version bytes with these tags are refused.
+            for old in [1, FORMAT_2] {
+                let mut old_bytes = bytes.clone();
+                old_bytes[0] = old;
+                assert!(matches!(
+                    decode_command(&old_bytes),
+                    Err(CodecError::Malformed(_))
+                ));
+            }
+        }
     }
 
     impl NewSessionV1 {
@@ -367,6 +444,273 @@ mod tests {
             StateRecord::from_archive(&record).unwrap(),
             StateRecord::Session(Session::from(v1_session()))
         );
+    }
+
+    fn v2_token() -> AclTokenV2 {
+        AclTokenV2 {
+            accessor_id: "acc".into(),
+            secret_id: "sec".into(),
+            description: "made by format 2".into(),
+            policies: vec![PolicyLink {
+                id: "p1".into(),
+                name: "readers".into(),
+            }],
+            local: false,
+            expiration_unix_ms: Some(1_900_000_000_000),
+            create_index: 5,
+            modify_index: 6,
+        }
+    }
+
+    fn v2_command(tag: u8, body: Vec<u8>) -> Vec<u8> {
+        let mut bytes = vec![FORMAT_2, tag];
+        bytes.extend(body);
+        bytes
+    }
+
+    #[test]
+    fn a_format_2_token_converts_with_nothing_new() {
+        let token = AclToken::from(v2_token());
+        assert_eq!(
+            (
+                token.accessor_id.as_str(),
+                token.secret_id.as_str(),
+                token.description.as_str()
+            ),
+            ("acc", "sec", "made by format 2")
+        );
+        assert_eq!(token.policies.len(), 1);
+        assert_eq!(
+            (token.expiration_unix_ms, token.create_index, token.modify_index),
+            (Some(1_900_000_000_000), 5, 6)
+        );
+        assert!(token.roles.is_empty() && token.service_identities.is_empty());
+        assert!(token.node_identities.is_empty() && token.templated_policies.is_empty());
+        assert_eq!(
+            (token.auth_method.as_str(), token.create_time_unix_ms),
+            ("", None)
+        );
+    }
+
+    #[test]
+    fn format_2_token_commands_apply_as_tokens_with_nothing_new() {
+        let store = Store::in_memory(StoreConfig::new("dc1")).unwrap();
+        let policy = crate::model::AclPolicy {
+            id: "p1".into(),
+            name: "readers".into(),
+            description: String::new(),
+            rules: String::new(),
+            datacenters: Vec::new(),
+            create_index: 0,
+            modify_index: 0,
+        };
+        store.apply(1, &Command::AclPolicyUpsert(policy)).unwrap();
+
+        let upsert = decode_command(&v2_command(ACL_TOKEN_UPSERT_TAG, encode(&v2_token()))).unwrap();
+        assert_eq!(upsert, Command::AclTokenUpsert(v2_token().into()));
+        store.apply(2, &upsert).unwrap();
+        let stored = store.acl_token("acc").unwrap().value.unwrap();
+        assert_eq!((stored.create_index, stored.roles.len()), (2, 0));
+
+        let body = encode(&(v2_token(), Some(7u64)));
+        let bootstrap = decode_command(&v2_command(ACL_BOOTSTRAP_TAG, body)).unwrap();
+        assert_eq!(
+            bootstrap,
+            Command::AclBootstrap {
+                token: v2_token().into(),
+                reset_index: Some(7),
+            }
+        );
+        // Without the bootstrap: no reset index is needed, and the secret matches.
+        let fresh = Store::in_memory(StoreConfig::new("dc1")).unwrap();
+        let bootstrap =
+            decode_command(&v2_command(ACL_BOOTSTRAP_TAG, encode(&(v2_token(), None::<u64>)))).unwrap();
+        assert!(matches!(
+            fresh.apply(1, &bootstrap).unwrap(),
+            crate::Outcome::AclBootstrapped(_)
+        ));
+
+        // A format-2 command whose token has today's shape is refused, not misread.
+        let today = encode(&AclToken::from(v2_token()));
+        assert!(decode_command(&v2_command(ACL_TOKEN_UPSERT_TAG, today)).is_err());
+        // Format-2 commands that did not change decode as today.
+        let mut delete = encode_command(&Command::AclTokenDelete {
+            accessor_id: "acc".into(),
+        })
+        .unwrap();
+        delete[0] = FORMAT_2;
+        assert!(matches!(
+            decode_command(&delete).unwrap(),
+            Command::AclTokenDelete { .. }
+        ));
+    }
+
+    #[test]
+    fn format_1_and_2_restore_chunks_keep_their_tokens() {
+        let session = Session::from(v1_session());
+        let v2_records = vec![
+            StateRecordV2::Session(session.clone()),
+            StateRecordV2::AclToken(v2_token()),
+            StateRecordV2::TableIndex {
+                table: IndexedTable::AclTokens,
+                index: 6,
+            },
+        ];
+        let bytes = v2_command(RESTORE_CHUNK_TAG, encode(&(4u64, v2_records)));
+        let expected = vec![
+            StateRecord::Session(session),
+            StateRecord::AclToken(v2_token().into()),
+            StateRecord::TableIndex {
+                table: IndexedTable::AclTokens,
+                index: 6,
+            },
+        ];
+        assert_eq!(
+            decode_command(&bytes).unwrap(),
+            Command::RestoreChunk {
+                restore_id: 4,
+                records: expected
+            }
+        );
+
+        let mut v1 = vec![1, RESTORE_CHUNK_TAG];
+        v1.extend(encode(&(5u64, vec![StateRecordV1::AclToken(v2_token())])));
+        assert_eq!(
+            decode_command(&v1).unwrap(),
+            Command::RestoreChunk {
+                restore_id: 5,
+                records: vec![StateRecord::AclToken(v2_token().into())]
+            }
+        );
+        // A format-1 token command has the format-2 token shape too.
+        let mut v1_upsert = vec![1, ACL_TOKEN_UPSERT_TAG];
+        v1_upsert.extend(encode(&v2_token()));
+        assert_eq!(
+            decode_command(&v1_upsert).unwrap(),
+            Command::AclTokenUpsert(v2_token().into())
+        );
+    }
+
+    #[test]
+    fn a_token_stored_in_format_2_is_read_back_exported_and_deleted() {
+        let store = Store::in_memory(StoreConfig::new("dc1")).unwrap();
+        let mut batch = Batch::new();
+        batch.push(BatchOp::Put {
+            slot: Slot::Live,
+            table: Table::AclTokens,
+            key: b"acc".to_vec(),
+            value: encode(&v2_token()),
+        });
+        batch.push(BatchOp::Put {
+            slot: Slot::Live,
+            table: Table::AclTokenSecrets,
+            key: b"sec".to_vec(),
+            value: b"acc".to_vec(),
+        });
+        store.backend.commit(batch).unwrap();
+        let expected = AclToken::from(v2_token());
+        assert_eq!(store.acl_token("acc").unwrap().value, Some(expected.clone()));
+        assert_eq!(
+            store.acl_token_by_secret("sec").unwrap().value,
+            Some(expected.clone())
+        );
+        assert_eq!(store.acl_tokens().unwrap().value, vec![expected.clone()]);
+        assert_eq!(store.dump().unwrap(), vec![StateRecord::AclToken(expected)]);
+        store
+            .apply(
+                1,
+                &Command::AclTokenDelete {
+                    accessor_id: "acc".into(),
+                },
+            )
+            .unwrap();
+        assert!(store.acl_token_by_secret("sec").unwrap().value.is_none());
+    }
+
+    #[test]
+    fn a_format_2_token_in_an_archive_is_restored() {
+        let record = tribune_snapshot::Record {
+            kind: crate::ACL_TOKEN_RECORD,
+            payload: encode(&v2_token()),
+        };
+        assert_eq!(
+            StateRecord::from_archive(&record).unwrap(),
+            StateRecord::AclToken(v2_token().into())
+        );
+    }
+
+    #[test]
+    fn the_two_token_formats_are_never_confused() {
+        let v2 = encode(&v2_token());
+        // A format-2 record runs out when read as today's shape...
+        assert!(crate::codec::decode_record::<AclToken>(&v2).is_err());
+        assert_eq!(AclToken::decode_stored(&v2).unwrap(), AclToken::from(v2_token()));
+        // ...and today's records, from the emptiest to the fullest, leave bytes over as format 2.
+        let mut current = AclToken::new("acc", "");
+        let emptiest = encode(&current);
+        assert!(crate::codec::decode_record::<AclTokenV2>(&emptiest).is_err());
+        assert_eq!(AclToken::decode_stored(&emptiest).unwrap(), current);
+        current = AclToken::from(v2_token());
+        current.roles = vec![crate::model::RoleLink {
+            id: "r".into(),
+            name: "ops".into(),
+        }];
+        current.service_identities = vec![crate::model::ServiceIdentity {
+            service_name: "web".into(),
+            datacenters: vec!["dc2".into()],
+        }];
+        current.node_identities = vec![crate::model::NodeIdentity {
+            node_name: "n1".into(),
+            datacenter: "dc1".into(),
+        }];
+        current.templated_policies = vec![crate::model::TemplatedPolicy {
+            template_name: "builtin/service".into(),
+            name: "api".into(),
+            datacenters: Vec::new(),
+        }];
+        current.auth_method = "k8s".into();
+        current.create_time_unix_ms = Some(1_700_000_000_000);
+        let fullest = encode(&current);
+        assert!(crate::codec::decode_record::<AclTokenV2>(&fullest).is_err());
+        assert_eq!(AclToken::decode_stored(&fullest).unwrap(), current);
+        assert!(AclToken::decode_stored(&[0xff, 0xff]).is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever the contents, today's token is never read as format 2, and format 2's never as today's.
+        #[test]
+        fn token_formats_are_never_confused_for_any_contents(
+            accessor in "[a-z0-9-]{0,40}",
+            description in ".{0,40}",
+            policies in proptest::collection::vec(("[a-z]{0,8}", "[a-z]{0,8}"), 0..4),
+            local in proptest::prelude::any::<bool>(),
+            expiration in proptest::option::of(proptest::prelude::any::<u64>()),
+            indexes in (proptest::prelude::any::<u64>(), proptest::prelude::any::<u64>()),
+            roles in proptest::collection::vec("[a-z]{0,8}", 0..3),
+            auth_method in "[a-z]{0,8}",
+            create_time in proptest::option::of(proptest::prelude::any::<u64>()),
+        ) {
+            let old = AclTokenV2 {
+                accessor_id: accessor.clone(),
+                secret_id: "s".into(),
+                description,
+                policies: policies.into_iter().map(|(id, name)| PolicyLink { id, name }).collect(),
+                local,
+                expiration_unix_ms: expiration,
+                create_index: indexes.0,
+                modify_index: indexes.1,
+            };
+            let old_bytes = encode(&old);
+            proptest::prop_assert!(crate::codec::decode_record::<AclToken>(&old_bytes).is_err());
+            proptest::prop_assert_eq!(AclToken::decode_stored(&old_bytes).unwrap(), AclToken::from(old.clone()));
+            let mut current = AclToken::from(old);
+            current.roles = roles.into_iter().map(|id| crate::model::RoleLink { id, name: String::new() }).collect();
+            current.auth_method = auth_method;
+            current.create_time_unix_ms = create_time;
+            let bytes = encode(&current);
+            proptest::prop_assert!(crate::codec::decode_record::<AclTokenV2>(&bytes).is_err());
+            proptest::prop_assert_eq!(AclToken::decode_stored(&bytes).unwrap(), current);
+        }
     }
 
     #[test]

@@ -5,8 +5,9 @@ use std::ops::Deref;
 use std::time::Duration;
 
 use tribune_kvstore::{
-    AclPolicy, AclToken, Backend, Command, MemoryBackend, NewSession, PolicyLink, SessionBehavior, Store,
-    StoreConfig, TxnOp,
+    AclAuthMethod, AclBindingRule, AclPolicy, AclRole, AclToken, Backend, Command, MemoryBackend, NewSession,
+    NodeIdentity, PolicyLink, RoleLink, ServiceIdentity, SessionBehavior, Store, StoreConfig,
+    TemplatedPolicy, TxnOp,
 };
 
 pub const DC: &str = "dc1";
@@ -150,6 +151,81 @@ pub fn token(accessor: &str, secret: &str, policies: &[&str]) -> AclToken {
                 name: String::new(),
             })
             .collect(),
+        ..AclToken::new(accessor, secret)
+    }
+}
+
+pub fn role(id: &str, name: &str, policies: &[&str]) -> AclRole {
+    AclRole {
+        id: id.into(),
+        name: name.into(),
+        description: format!("role {name}"),
+        policies: policies
+            .iter()
+            .map(|id| PolicyLink {
+                id: (*id).into(),
+                name: String::new(),
+            })
+            .collect(),
+        service_identities: vec![ServiceIdentity {
+            service_name: "web".into(),
+            datacenters: vec!["dc1".into()],
+        }],
+        node_identities: vec![NodeIdentity {
+            node_name: "node1".into(),
+            datacenter: "dc1".into(),
+        }],
+        templated_policies: vec![TemplatedPolicy {
+            template_name: "builtin/service".into(),
+            name: "api".into(),
+            datacenters: Vec::new(),
+        }],
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+pub fn role_link(id: &str) -> RoleLink {
+    RoleLink {
+        id: id.into(),
+        name: String::new(),
+    }
+}
+
+pub fn auth_method(name: &str, method_type: &str) -> AclAuthMethod {
+    AclAuthMethod {
+        name: name.into(),
+        method_type: method_type.into(),
+        display_name: format!("{name} logins"),
+        description: String::new(),
+        max_token_ttl_ms: 3_600_000,
+        token_locality: "local".into(),
+        config_json: r#"{"BoundAudiences":["tribune"]}"#.into(),
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+pub fn binding_rule(id: &str, method: &str) -> AclBindingRule {
+    AclBindingRule {
+        id: id.into(),
+        description: String::new(),
+        auth_method: method.into(),
+        selector: "value.namespace==default".into(),
+        bind_type: "service".into(),
+        bind_name: "${value.name}".into(),
+        bind_vars_name: String::new(),
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+/// A token created by a login through `method`.
+pub fn login_token(accessor: &str, secret: &str, method: &str) -> AclToken {
+    AclToken {
+        auth_method: method.into(),
+        local: true,
+        create_time_unix_ms: Some(1_700_000_000_000),
         ..AclToken::new(accessor, secret)
     }
 }
