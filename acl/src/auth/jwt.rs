@@ -1119,4 +1119,13 @@ BwIDAQAB
             })
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_tokens_never_panic(token in "[A-Za-z0-9_.=-]{0,80}") {
+            let (_, pem) = ed25519_key();
+            let cfg = config(json!({}), &[&pem]);
+            proptest::prop_assert!(verify_jwt(&cfg, &token, at(NOW)).is_err());
+        }
+    }
 }

@@ -1020,4 +1020,13 @@ mod tests {
             "selector is invalid at position 0: selector \"claims.name\" is not valid"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_and_evaluating_arbitrary_text_never_panics(text in "[ -~µ]{0,40}") {
+            if let Ok(selector) = Selector::parse(&text) {
+                let _ = selector.evaluate(&fields());
+            }
+        }
+    }
 }
