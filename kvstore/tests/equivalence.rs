@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tribune_kvstore::{Backend, Command, NewSession, SessionBehavior, Store, TxnOp};
+use tribune_kvstore::{AclReplicationBatch, Backend, Command, NewSession, SessionBehavior, Store, TxnOp};
 
 const KEYS: &[&str] = &[
     "a", "a/b", "a/b/c", "a/d", "b", "b/x", "c d", "/bad", "x/../y", "",
@@ -58,6 +58,83 @@ fn txn_op() -> impl Strategy<Value = TxnOp> {
     ]
 }
 
+fn pick(options: &'static [&'static str]) -> impl Strategy<Value = String> {
+    prop::sample::select(options).prop_map(str::to_owned)
+}
+
+/// ACL commands over a handful of IDs and names, so links, name clashes, cascades and refusals happen.
+fn acl_command() -> impl Strategy<Value = Command> {
+    let policies = || pick(&["p1", "p2"]);
+    let roles = || pick(&["r1", "r2"]);
+    let names = || pick(&["a", "b"]);
+    let methods = || pick(&["m1", "m2"]);
+    let token = || {
+        (
+            pick(&["t1", "t2"]),
+            pick(&["s1", "s2"]),
+            prop::collection::vec(policies(), 0..2),
+            prop::collection::vec(roles(), 0..2),
+            pick(&["", "m1"]),
+        )
+            .prop_map(|(accessor, secret, policies, roles, method)| {
+                let mut token = common::token(&accessor, &secret, &[]);
+                token.policies = policies
+                    .iter()
+                    .map(|id| tribune_kvstore::PolicyLink {
+                        id: id.clone(),
+                        name: String::new(),
+                    })
+                    .collect();
+                token.roles = roles.iter().map(|id| common::role_link(id)).collect();
+                token.auth_method = method;
+                token
+            })
+    };
+    let role = move || {
+        (roles(), names(), prop::collection::vec(policies(), 0..2)).prop_map(|(id, name, links)| {
+            let links: Vec<&str> = links.iter().map(String::as_str).collect();
+            common::role(&id, &name, &links)
+        })
+    };
+    prop_oneof![
+        (policies(), names()).prop_map(|(id, name)| Command::AclPolicyUpsert(common::policy(&id, &name))),
+        policies().prop_map(|id| Command::AclPolicyDelete { id }),
+        role().prop_map(Command::AclRoleUpsert),
+        roles().prop_map(|id| Command::AclRoleDelete { id }),
+        token().prop_map(Command::AclTokenUpsert),
+        pick(&["t1", "t2"]).prop_map(|accessor_id| Command::AclTokenDelete { accessor_id }),
+        (methods(), pick(&["jwt", "kubernetes"]))
+            .prop_map(|(name, kind)| Command::AclAuthMethodUpsert(common::auth_method(&name, &kind))),
+        methods().prop_map(|name| Command::AclAuthMethodDelete { name }),
+        (pick(&["b1", "b2"]), methods())
+            .prop_map(|(id, method)| Command::AclBindingRuleUpsert(common::binding_rule(&id, &method))),
+        pick(&["b1", "b2"]).prop_map(|id| Command::AclBindingRuleDelete { id }),
+        (
+            prop::collection::vec(policies(), 0..2),
+            prop::collection::vec((policies(), names()), 0..2),
+            prop::collection::vec(roles(), 0..2),
+            prop::collection::vec(role(), 0..2),
+            prop::collection::vec(pick(&["t1", "t2"]), 0..2),
+            prop::collection::vec(token(), 0..2),
+        )
+            .prop_map(
+                |(policy_deletes, policies, role_deletes, role_upserts, token_deletes, token_upserts)| {
+                    Command::AclReplicationBatch(AclReplicationBatch {
+                        policy_deletes,
+                        policy_upserts: policies
+                            .iter()
+                            .map(|(id, name)| common::policy(id, name))
+                            .collect(),
+                        role_deletes,
+                        role_upserts,
+                        token_deletes,
+                        token_upserts,
+                    })
+                }
+            ),
+    ]
+}
+
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         4 => (key(), value(), 0u64..2).prop_map(|(key, value, flags)| Command::KvSet { key, value, flags }),
@@ -81,6 +158,7 @@ fn command() -> impl Strategy<Value = Command> {
         })),
         1 => session_id().prop_map(|id| Command::SessionDestroy { id }),
         1 => (0u64..30).prop_map(|up_to_index| Command::ReapTombstones { up_to_index }),
+        6 => acl_command(),
     ]
 }
 

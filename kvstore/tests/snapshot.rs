@@ -28,11 +28,21 @@ fn populate<B: Backend>(s: &Store<B>) {
         )
         .unwrap();
     }
+    s.apply(
+        53,
+        &Command::AclAuthMethodUpsert(auth_method("k8s", "kubernetes")),
+    )
+    .unwrap();
+    s.apply(54, &Command::AclBindingRuleUpsert(binding_rule("b1", "k8s")))
+        .unwrap();
+    s.apply(55, &Command::AclRoleUpsert(role("r1", "ops", &[])))
+        .unwrap();
     s.apply(60, &del_tree("app/04")).unwrap();
     s.apply(61, &Command::AclPolicyUpsert(policy("p1", "readers")))
         .unwrap();
-    s.apply(62, &Command::AclTokenUpsert(token("acc", "secret", &["p1"])))
-        .unwrap();
+    let mut linked = token("acc", "secret", &["p1"]);
+    linked.roles = vec![role_link("r1")];
+    s.apply(62, &Command::AclTokenUpsert(linked)).unwrap();
     s.apply(
         63,
         &Command::AclBootstrap {
@@ -69,6 +79,9 @@ fn round_trip<B: Backend>(s: &Store<B>) {
         "50 keys minus the 10 of app/04x, plus the lock"
     );
     assert_eq!(inspection.kinds[&RecordKind(2)].count, 10);
+    for (kind, what) in [(8, "role"), (9, "auth method"), (10, "binding rule")] {
+        assert_eq!(inspection.kinds[&RecordKind(kind)].count, 1, "{what}");
+    }
     // Every record decodes back to what dump() shows, in order.
     let mut reader = SnapshotReader::new(Cursor::new(&bytes)).unwrap();
     let mut records = Vec::new();
@@ -106,6 +119,12 @@ fn import_replaces_state<B: Backend>(source: &Store<B>, target: &Store<B>) {
         target.acl_policy_by_name("readers").unwrap().value.unwrap().id,
         "p1"
     );
+    assert_eq!(target.acl_role_by_name("ops").unwrap().value.unwrap().id, "r1");
+    assert_eq!(
+        target.acl_token("acc").unwrap().value.unwrap().roles[0].name,
+        "ops"
+    );
+    assert_eq!(target.acl_binding_rules().unwrap().index, 54);
     // The log continues after the snapshot's index; older entries are no-ops.
     assert!(matches!(
         target.apply(63, &set("late", "x")).unwrap(),
@@ -280,6 +299,66 @@ fn restore_through_the_log_from_an_archive<B: Backend>(source: &Store<B>, target
     assert_eq!(target.dump().unwrap(), source.dump().unwrap());
 }
 
+/// A token as archives written before format 3 hold it.
+#[derive(serde::Serialize)]
+struct TokenFormat2 {
+    accessor_id: String,
+    secret_id: String,
+    description: String,
+    policies: Vec<tribune_kvstore::PolicyLink>,
+    local: bool,
+    expiration_unix_ms: Option<u64>,
+    create_index: u64,
+    modify_index: u64,
+}
+
+/// An archive from before format 3 (tokens without roles or identities) is imported as is.
+fn a_format_2_archive_is_imported<B: Backend>(target: &Store<B>) {
+    let meta = SnapshotMeta {
+        index: 12,
+        datacenter: DC.into(),
+        ..SnapshotMeta::default()
+    };
+    let mut writer = SnapshotWriter::new(Vec::new(), &meta).unwrap();
+    writer
+        .write_record(
+            tribune_kvstore::ACL_TOKEN_RECORD,
+            &TokenFormat2 {
+                accessor_id: "acc".into(),
+                secret_id: "sec".into(),
+                description: "old".into(),
+                policies: Vec::new(),
+                local: true,
+                expiration_unix_ms: None,
+                create_index: 3,
+                modify_index: 4,
+            },
+        )
+        .unwrap();
+    writer
+        .write_record(
+            tribune_kvstore::TABLE_INDEX_RECORD,
+            &(tribune_kvstore::IndexedTable::AclTokens, 4u64),
+        )
+        .unwrap();
+    let (bytes, _) = writer.finish().unwrap();
+    target.import(Cursor::new(&bytes)).unwrap();
+    let token = target.acl_token_by_secret("sec").unwrap();
+    assert_eq!(token.index, 4);
+    let token = token.value.unwrap();
+    assert_eq!(
+        (token.description.as_str(), token.local, token.create_index),
+        ("old", true, 3)
+    );
+    assert!(token.roles.is_empty() && token.auth_method.is_empty());
+    assert_eq!(token.create_time_unix_ms, None);
+    // Written again, it is today's record.
+    let (again, _) = target.export(Vec::new(), &ExportOptions::default()).unwrap();
+    let copy = memory();
+    copy.import(Cursor::new(&again)).unwrap();
+    assert_eq!(copy.dump().unwrap(), target.dump().unwrap());
+}
+
 macro_rules! suite {
     ($backend:ident, $make:path) => {
         mod $backend {
@@ -309,6 +388,11 @@ macro_rules! suite {
             #[tokio::test]
             async fn import_wakes_waiters() {
                 super::import_wakes_waiters(&$make(), &$make()).await;
+            }
+
+            #[test]
+            fn a_format_2_archive_is_imported() {
+                super::a_format_2_archive_is_imported(&$make());
             }
 
             #[test]
