@@ -8,7 +8,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::time::{Duration, UNIX_EPOCH};
 
 use tribune_acl::{
-    Authorizer, DefaultPolicy, MatchKind, Policy, PolicyLink, PolicyRules, Resolver, ResolverConfig,
+    Authorizer, DefaultPolicy, MatchKind, Policy, PolicyLink, PolicyRules, Resolver, ResolverConfig, Role,
     SourceError, Token, TokenSource,
 };
 
@@ -127,6 +127,12 @@ impl TokenSource for OneToken {
     }
     fn policy_by_name(&self, name: &str) -> Result<Option<Policy>, SourceError> {
         Ok(self.policies.iter().find(|p| p.name == name).cloned())
+    }
+    fn role_by_id(&self, _id: &str) -> Result<Option<Role>, SourceError> {
+        Ok(None)
+    }
+    fn role_by_name(&self, _name: &str) -> Result<Option<Role>, SourceError> {
+        Ok(None)
     }
 }
 

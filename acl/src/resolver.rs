@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::access::{DefaultPolicy, DownPolicy};
 use crate::authorizer::Authorizer;
+use crate::identity::{IdentityOwner, NodeIdentity, RoleLink, ServiceIdentity, TemplatedPolicy};
+use crate::role::Role;
 use crate::rules::{PolicyRules, RuleError};
 use crate::token::{GLOBAL_MANAGEMENT_POLICY_ID, Policy, PolicyLink, Token};
 
@@ -23,7 +25,7 @@ pub enum SourceError {
     },
 }
 
-/// Where tokens and policies come from: the replicated state in the primary datacenter, or the primary
+/// Where tokens, policies and roles come from: the replicated state in the primary datacenter, or the primary
 /// itself (over RPC) in a secondary one.
 ///
 /// Implementations MUST:
@@ -31,7 +33,7 @@ pub enum SourceError {
 ///   replicated-state answer); any failure to find out MUST be `Err(SourceError::Unreachable)`, because the
 ///   resolver turns `Ok(None)` into "ACL not found" but `Err` into `down_policy`;
 /// - return tokens even when expired (the resolver checks expiry against the `now` it is given);
-/// - answer `policy_by_name` with the policy currently bearing that name;
+/// - answer `policy_by_name` and `role_by_name` with the object currently bearing that name;
 /// - not block without bound: a timeout is an `Unreachable` error;
 /// - be callable from several threads at once if the resolver is shared (`&self` methods).
 ///
@@ -44,6 +46,10 @@ pub trait TokenSource {
     fn policy_by_id(&self, id: &str) -> Result<Option<Policy>, SourceError>;
     /// The policy named `name`.
     fn policy_by_name(&self, name: &str) -> Result<Option<Policy>, SourceError>;
+    /// The role with ID `id`.
+    fn role_by_id(&self, id: &str) -> Result<Option<Role>, SourceError>;
+    /// The role named `name`.
+    fn role_by_name(&self, name: &str) -> Result<Option<Role>, SourceError>;
 }
 
 /// Why a secret did not resolve. Both variants map to HTTP 403.
@@ -53,7 +59,7 @@ pub enum ResolveError {
     /// No such token, or the token has expired (Consul does not distinguish them to callers).
     #[error("ACL not found")]
     AclNotFound,
-    /// A linked policy's stored rules do not parse (they are validated on write, so this means the
+    /// A linked policy's (or a synthesized policy's) stored rules do not parse (they are validated on write, so this means the
     /// stored state is damaged or was written by something else).
     #[error("policy {policy_id} has invalid rules: {error}")]
     InvalidPolicy {
@@ -103,9 +109,11 @@ pub struct ResolverConfig {
     pub token_ttl: Duration,
     /// `acl.policy_ttl`: how long a resolved policy is trusted without asking again.
     pub policy_ttl: Duration,
+    /// `acl.role_ttl`: how long a resolved role is trusted without asking again.
+    pub role_ttl: Duration,
 }
 
-/// Consul's default for `acl.token_ttl` and `acl.policy_ttl`.
+/// Consul's default for `acl.token_ttl`, `acl.policy_ttl` and `acl.role_ttl`.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
 impl ResolverConfig {
@@ -117,6 +125,7 @@ impl ResolverConfig {
             down_policy: DownPolicy::ExtendCache,
             token_ttl: DEFAULT_TTL,
             policy_ttl: DEFAULT_TTL,
+            role_ttl: DEFAULT_TTL,
         }
     }
 }
@@ -144,9 +153,28 @@ struct PolicyEntry {
     fetched_at: SystemTime,
 }
 
+#[derive(Debug, Clone)]
+struct RoleEntry {
+    /// `None` caches "the source says there is no such role".
+    found: Option<Arc<Role>>,
+    fetched_at: SystemTime,
+}
+
+/// Rules synthesized from an identity or a template, parsed once.
+#[derive(Debug, Clone)]
+struct SyntheticEntry {
+    generation: u64,
+    rules: Arc<PolicyRules>,
+}
+
 /// Authorizers are keyed by the sorted generations of the policies they were built from: a generation is
-/// unique to one policy ID and content.
+/// unique to one stored policy's ID and content, or to one synthesized rules text. (Roles need none of
+/// their own: what a role grants is the generations of its policies and synthesized rules.)
 type AuthorizerKey = Vec<u64>;
+
+/// Beyond this many distinct synthesized rules texts the cache of them is cleared. Generations are never
+/// reused, so authorizers keyed by dropped ones simply stop being hit.
+const MAX_CACHED_SYNTHETIC: usize = 4096;
 
 /// Beyond this many cached authorizers the cache is cleared: it only holds derived data, and clearing
 /// bounds the growth caused by superseded policy generations.
@@ -157,12 +185,20 @@ struct Cache {
     tokens: HashMap<SecretKey, TokenEntry>,
     policies: HashMap<String, PolicyEntry>,
     policy_ids_by_name: HashMap<String, String>,
+    roles: HashMap<String, RoleEntry>,
+    role_ids_by_name: HashMap<String, String>,
+    synthetic: HashMap<String, SyntheticEntry>,
     authorizers: HashMap<AuthorizerKey, Arc<Authorizer>>,
     next_generation: u64,
 }
 
-/// Resolves secrets to authorizers through a [`TokenSource`], caching tokens, policies and built
-/// authorizers, and applying `down_policy` when the source fails.
+/// Resolves secrets to authorizers through a [`TokenSource`], caching tokens, policies, roles,
+/// synthesized rules and built authorizers, and applying `down_policy` when the source fails.
+///
+/// A token grants the union of its policies, its roles' policies, and the policies synthesized from its
+/// own and its roles' service identities, node identities and templated policies, each kept only where
+/// its datacenter scoping includes [`ResolverConfig::datacenter`]. Missing policies and roles are
+/// skipped; identities and templated policies that do not validate (damaged state) grant nothing.
 ///
 /// It reads no clock (every call takes `now`) and holds its lock only while touching the cache, never
 /// while the source is being asked. Share it behind an `Arc`.
@@ -180,6 +216,29 @@ enum PolicyOutcome {
     },
     Missing,
     Down,
+}
+
+enum RoleOutcome {
+    Found(Arc<Role>),
+    Missing,
+    Down,
+}
+
+/// The source failed with nothing usable cached: the whole resolution falls back to `down_policy`.
+struct SourceDown;
+
+/// What a token's links and identities add up to, before the authorizer is built.
+#[derive(Default)]
+struct Grants {
+    management: bool,
+    parts: Vec<(u64, Arc<PolicyRules>)>,
+}
+
+/// Per-resolution arguments shared by every lookup.
+struct Lookup<'a, S: ?Sized> {
+    source: &'a S,
+    now: SystemTime,
+    force: bool,
 }
 
 impl Resolver {
@@ -212,7 +271,7 @@ impl Resolver {
         self.resolve_inner(source, secret, now, false)
     }
 
-    /// Fetches the token and its policies from the source regardless of TTLs and updates the cache: the
+    /// Fetches the token, its policies and roles from the source regardless of TTLs and updates the cache: the
     /// follow-up to a [`Freshness::RefreshDue`] answer. If the source fails, cached entries are kept.
     pub fn refresh<S: TokenSource + ?Sized>(
         &self,
@@ -313,33 +372,207 @@ impl Resolver {
             return Err(ResolveError::AclNotFound);
         }
 
-        let mut management = false;
-        let mut parts: Vec<(u64, Arc<PolicyRules>)> = Vec::with_capacity(token.policies.len());
-        for link in &token.policies {
-            match self.resolve_policy(source, link, now, force, &mut freshness)? {
-                PolicyOutcome::Found { generation, parsed } => {
-                    if !parsed.policy.applies_in(&self.config.datacenter) {
-                        continue;
-                    }
-                    if parsed.policy.is_global_management() {
-                        management = true;
-                    }
-                    parts.push((generation, parsed.rules.clone()));
-                }
-                PolicyOutcome::Missing => {}
-                PolicyOutcome::Down => return Ok(self.down_resolution(Some(token))),
-            }
+        let lookup = Lookup { source, now, force };
+        let mut grants = Grants::default();
+        match self.collect_token(&lookup, &token, &mut freshness, &mut grants) {
+            Ok(Ok(())) => {}
+            Ok(Err(SourceDown)) => return Ok(self.down_resolution(Some(token))),
+            Err(error) => return Err(error),
         }
-        let authorizer = if management {
+        let authorizer = if grants.management {
             self.management.clone()
         } else {
-            self.authorizer_for(parts)
+            self.authorizer_for(grants.parts)
         };
         Ok(Resolution {
             authorizer,
             token: Some(token),
             freshness,
         })
+    }
+
+    /// Gathers everything `token` grants here. The outer `Result` is a damaged policy; the inner one a
+    /// source that failed with nothing cached to fall back on.
+    fn collect_token<S: TokenSource + ?Sized>(
+        &self,
+        lookup: &Lookup<'_, S>,
+        token: &Token,
+        freshness: &mut Freshness,
+        grants: &mut Grants,
+    ) -> Result<Result<(), SourceDown>, ResolveError> {
+        if let Err(down) = self.collect_policies(lookup, &token.policies, freshness, grants)? {
+            return Ok(Err(down));
+        }
+        for link in &token.roles {
+            let role = match self.resolve_role(lookup, link, freshness) {
+                RoleOutcome::Found(role) => role,
+                RoleOutcome::Missing => continue,
+                RoleOutcome::Down => return Ok(Err(SourceDown)),
+            };
+            if let Err(down) = self.collect_policies(lookup, &role.policies, freshness, grants)? {
+                return Ok(Err(down));
+            }
+            self.collect_synthesized(
+                IdentityOwner::Role,
+                &role.service_identities,
+                &role.node_identities,
+                &role.templated_policies,
+                grants,
+            )?;
+        }
+        self.collect_synthesized(
+            IdentityOwner::Token,
+            &token.service_identities,
+            &token.node_identities,
+            &token.templated_policies,
+            grants,
+        )?;
+        Ok(Ok(()))
+    }
+
+    fn collect_policies<S: TokenSource + ?Sized>(
+        &self,
+        lookup: &Lookup<'_, S>,
+        links: &[PolicyLink],
+        freshness: &mut Freshness,
+        grants: &mut Grants,
+    ) -> Result<Result<(), SourceDown>, ResolveError> {
+        for link in links {
+            match self.resolve_policy(lookup.source, link, lookup.now, lookup.force, freshness)? {
+                PolicyOutcome::Found { generation, parsed } => {
+                    if !parsed.policy.applies_in(&self.config.datacenter) {
+                        continue;
+                    }
+                    if parsed.policy.is_global_management() {
+                        grants.management = true;
+                    }
+                    grants.parts.push((generation, parsed.rules.clone()));
+                }
+                PolicyOutcome::Missing => {}
+                PolicyOutcome::Down => return Ok(Err(SourceDown)),
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Adds the rules synthesized from identities and templated policies in force here. Invalid ones are
+    /// skipped rather than rendered: their names are pasted into rules text.
+    fn collect_synthesized(
+        &self,
+        owner: IdentityOwner,
+        service_identities: &[ServiceIdentity],
+        node_identities: &[NodeIdentity],
+        templated_policies: &[TemplatedPolicy],
+        grants: &mut Grants,
+    ) -> Result<(), ResolveError> {
+        let datacenter = self.config.datacenter.as_str();
+        for identity in service_identities {
+            if identity.applies_in(datacenter) && identity.validate(owner).is_ok() {
+                grants.parts.push(self.synthesized_rules(identity.rules())?);
+            }
+        }
+        for identity in node_identities {
+            if identity.applies_in(datacenter) && identity.validate(owner).is_ok() {
+                grants.parts.push(self.synthesized_rules(identity.rules())?);
+            }
+        }
+        for templated in templated_policies {
+            if !templated.applies_in(datacenter) {
+                continue;
+            }
+            if let Ok(rules) = templated.rules() {
+                grants.parts.push(self.synthesized_rules(rules)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The parsed form and generation of a synthesized rules text, parsed at most once while cached.
+    fn synthesized_rules(&self, rules: String) -> Result<(u64, Arc<PolicyRules>), ResolveError> {
+        if let Some(entry) = self.lock().synthetic.get(&rules) {
+            return Ok((entry.generation, entry.rules.clone()));
+        }
+        let parsed = PolicyRules::parse(&rules).map_err(|error| ResolveError::InvalidPolicy {
+            policy_id: crate::identity::synthetic_policy_id(&rules),
+            error,
+        })?;
+        let mut cache = self.lock();
+        if cache.synthetic.len() >= MAX_CACHED_SYNTHETIC {
+            cache.synthetic.clear();
+        }
+        cache.next_generation += 1;
+        let fresh = SyntheticEntry {
+            generation: cache.next_generation,
+            rules: Arc::new(parsed),
+        };
+        // Another resolution may have parsed the same text meanwhile: keep the first generation.
+        let entry = cache.synthetic.entry(rules).or_insert(fresh);
+        Ok((entry.generation, entry.rules.clone()))
+    }
+
+    /// A role link, through the role cache: the same TTL, `async-cache` and down handling as policies.
+    fn resolve_role<S: TokenSource + ?Sized>(
+        &self,
+        lookup: &Lookup<'_, S>,
+        link: &RoleLink,
+        freshness: &mut Freshness,
+    ) -> RoleOutcome {
+        let by_name = link.id.is_empty();
+        let cached = {
+            let cache = self.lock();
+            let id = if by_name {
+                cache.role_ids_by_name.get(&link.name)
+            } else {
+                Some(&link.id)
+            };
+            id.and_then(|id| cache.roles.get(id)).cloned()
+        };
+
+        if let Some(entry) = &cached
+            && !lookup.force
+        {
+            if Self::is_fresh(entry.fetched_at, self.config.role_ttl, lookup.now) {
+                return role_outcome(entry);
+            }
+            if self.config.down_policy == DownPolicy::AsyncCache {
+                *freshness = (*freshness).max(Freshness::RefreshDue);
+                return role_outcome(entry);
+            }
+        }
+
+        let fetched = if by_name {
+            lookup.source.role_by_name(&link.name)
+        } else {
+            lookup.source.role_by_id(&link.id)
+        };
+        let found = match fetched {
+            Ok(found) => found.map(Arc::new),
+            Err(SourceError::Unreachable { .. }) => {
+                return match cached {
+                    Some(entry) if self.serves_stale_on_failure() => {
+                        *freshness = (*freshness).max(Freshness::Extended);
+                        role_outcome(&entry)
+                    }
+                    _ => RoleOutcome::Down,
+                };
+            }
+        };
+        let id = match (&found, by_name) {
+            (Some(role), _) => role.id.clone(),
+            (None, false) => link.id.clone(),
+            (None, true) => return RoleOutcome::Missing,
+        };
+        let entry = RoleEntry {
+            found,
+            fetched_at: lookup.now,
+        };
+        let outcome = role_outcome(&entry);
+        let mut cache = self.lock();
+        if let Some(role) = &entry.found {
+            cache.role_ids_by_name.insert(role.name.clone(), id.clone());
+        }
+        cache.roles.insert(id, entry);
+        outcome
     }
 
     fn authorizer_for(&self, mut parts: Vec<(u64, Arc<PolicyRules>)>) -> Arc<Authorizer> {
@@ -471,6 +704,13 @@ fn outcome(entry: &PolicyEntry) -> PolicyOutcome {
             parsed: parsed.clone(),
         },
         None => PolicyOutcome::Missing,
+    }
+}
+
+fn role_outcome(entry: &RoleEntry) -> RoleOutcome {
+    match &entry.found {
+        Some(role) => RoleOutcome::Found(role.clone()),
+        None => RoleOutcome::Missing,
     }
 }
 

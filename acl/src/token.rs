@@ -5,6 +5,10 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{
+    IdentityError, IdentityOwner, NodeIdentity, RoleLink, ServiceIdentity, TemplatedPolicy,
+};
+
 /// AccessorID of the built-in anonymous token, used for requests that carry no token.
 pub const ANONYMOUS_TOKEN_ACCESSOR_ID: &str = "00000000-0000-0000-0000-000000000002";
 /// SecretID of the built-in anonymous token.
@@ -142,6 +146,21 @@ pub struct Token {
     /// Linked policies.
     #[serde(default)]
     pub policies: Vec<PolicyLink>,
+    /// Linked roles.
+    #[serde(default)]
+    pub roles: Vec<RoleLink>,
+    /// Service identities the token carries.
+    #[serde(default)]
+    pub service_identities: Vec<ServiceIdentity>,
+    /// Node identities the token carries.
+    #[serde(default)]
+    pub node_identities: Vec<NodeIdentity>,
+    /// Templated policies the token carries.
+    #[serde(default)]
+    pub templated_policies: Vec<TemplatedPolicy>,
+    /// The auth method that created the token by login; empty for tokens created directly.
+    #[serde(default)]
+    pub auth_method: String,
     /// A local token lives only in its datacenter and is never replicated.
     #[serde(default)]
     pub local: bool,
@@ -149,6 +168,9 @@ pub struct Token {
     /// layer renders Consul's RFC 3339 `ExpirationTime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration_time: Option<SystemTime>,
+    /// When the token was created. Serialised in serde's `SystemTime` form like `expiration_time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_time: Option<SystemTime>,
     /// Raft index of creation (0 when not stored yet).
     #[serde(default)]
     pub create_index: u64,
@@ -165,8 +187,14 @@ impl Token {
             secret_id: Secret::new(secret_id),
             description: String::new(),
             policies: Vec::new(),
+            roles: Vec::new(),
+            service_identities: Vec::new(),
+            node_identities: Vec::new(),
+            templated_policies: Vec::new(),
+            auth_method: String::new(),
             local: false,
             expiration_time: None,
+            create_time: None,
             create_index: 0,
             modify_index: 0,
         }
@@ -189,6 +217,31 @@ impl Token {
     /// Whether the token has expired at `now`. As Consul: expired strictly after the expiration time.
     pub fn is_expired(&self, now: SystemTime) -> bool {
         self.expiration_time.is_some_and(|expires| expires < now)
+    }
+
+    /// Checks the token's service identities, node identities and templated policies as Consul does when
+    /// a token is written (a local token's service identities may not list datacenters).
+    pub fn validate_identities(&self) -> Result<(), IdentityError> {
+        for identity in &self.service_identities {
+            if identity.service_name.is_empty() {
+                return Err(IdentityError::MissingServiceName {
+                    owner: IdentityOwner::Token,
+                });
+            }
+            if self.local && !identity.datacenters.is_empty() {
+                return Err(IdentityError::DatacentersOnLocalToken {
+                    name: identity.service_name.clone(),
+                });
+            }
+            identity.validate(IdentityOwner::Token)?;
+        }
+        for identity in &self.node_identities {
+            identity.validate(IdentityOwner::Token)?;
+        }
+        for templated in &self.templated_policies {
+            templated.validate()?;
+        }
+        Ok(())
     }
 
     /// Whether the token links the `global-management` policy.

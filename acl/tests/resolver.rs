@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tribune_acl::{
     DefaultPolicy, DownPolicy, Freshness, GLOBAL_MANAGEMENT_POLICY_ID, Policy, PolicyLink, ResolveError,
-    Resolver, ResolverConfig, SourceError, Token, TokenSource,
+    Resolver, ResolverConfig, Role, SourceError, Token, TokenSource,
 };
 
 #[derive(Default)]
@@ -88,6 +88,21 @@ impl TokenSource for FakeSource {
             return Err(unreachable());
         }
         Ok(s.policies.values().find(|p| p.name == name).cloned())
+    }
+
+    // Roles are covered by tests/roles.rs; this source stores none.
+    fn role_by_id(&self, _id: &str) -> Result<Option<Role>, SourceError> {
+        if self.state().down {
+            return Err(unreachable());
+        }
+        Ok(None)
+    }
+
+    fn role_by_name(&self, _name: &str) -> Result<Option<Role>, SourceError> {
+        if self.state().down {
+            return Err(unreachable());
+        }
+        Ok(None)
     }
 }
 
