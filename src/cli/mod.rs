@@ -18,6 +18,7 @@ pub(crate) mod http;
 mod keyring;
 mod kv;
 mod lock;
+mod login;
 mod members;
 mod operator;
 mod rtt;
@@ -137,9 +138,14 @@ enum Command {
     Keygen,
     /// Lists, installs, uses and removes gossip encryption keys on every member of the pool.
     Keyring(keyring::KeyringArgs),
-    /// Manages ACLs: bootstrap, policies, tokens, the agent's tokens.
+    /// Manages ACLs: bootstrap, policies, tokens, roles, auth methods, binding rules, templated
+    /// policies, the agent's tokens.
     #[command(subcommand)]
     Acl(acl::AclCommand),
+    /// Trades a bearer token an auth method accepts for an ACL token, written to -token-sink-file.
+    Login(login::LoginArgs),
+    /// Deletes the token a login minted (the one -token or the environment names).
+    Logout,
     /// Operator tools for the servers.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
@@ -237,6 +243,8 @@ async fn run(cli: Cli, config_sources: Vec<agent::FileSource>) -> Result<ExitCod
         }
         Command::Keyring(args) => keyring::run(args, &global).await,
         Command::Acl(command) => acl::run(command, &global).await,
+        Command::Login(args) => login::login(args, &global).await,
+        Command::Logout => login::logout(&global).await,
         Command::Operator(command) => operator::run(command, &global).await,
         Command::Lock(args) => lock::run(args, &global).await,
         Command::Members(args) => members::members(args, &global).await,
