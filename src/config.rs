@@ -398,6 +398,8 @@ pub struct AclConfig {
     pub token_ttl: Duration,
     /// How long a resolved policy is cached.
     pub policy_ttl: Duration,
+    /// How long a resolved role is cached.
+    pub role_ttl: Duration,
     /// The shortest lifetime a new token may be given (`ExpirationTTL` / `ExpirationTime`).
     pub token_min_expiration_ttl: Duration,
     /// The longest lifetime a new token may be given.
@@ -417,6 +419,7 @@ impl Default for AclConfig {
             enable_key_list_policy: false,
             token_ttl: Duration::from_secs(30),
             policy_ttl: Duration::from_secs(30),
+            role_ttl: Duration::from_secs(30),
             token_min_expiration_ttl: Duration::from_secs(60),
             token_max_expiration_ttl: Duration::from_secs(24 * 60 * 60),
             tokens: AclTokens::default(),
@@ -658,6 +661,7 @@ struct RawAcl {
     enable_key_list_policy: Option<bool>,
     token_ttl: Option<String>,
     policy_ttl: Option<String>,
+    role_ttl: Option<String>,
     token_min_expiration_ttl: Option<String>,
     token_max_expiration_ttl: Option<String>,
     tokens: Option<RawAclTokens>,
@@ -1149,6 +1153,7 @@ impl ConfigLoader {
             enable_key_list_policy: raw.enable_key_list_policy.unwrap_or(false),
             token_ttl: ttl("acl.token_ttl", raw.token_ttl, defaults.token_ttl)?,
             policy_ttl: ttl("acl.policy_ttl", raw.policy_ttl, defaults.policy_ttl)?,
+            role_ttl: ttl("acl.role_ttl", raw.role_ttl, defaults.role_ttl)?,
             token_min_expiration_ttl: ttl(
                 "acl.token_min_expiration_ttl",
                 raw.token_min_expiration_ttl,

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tribune_consensus::{AppliedState, CommittedCommand, StateMachine, StateMachineError, StateSnapshot};
 use tribune_kvstore::{
-    AclPolicy, AclToken, ApplyError, Backend, Batch, BatchOp, ExportOptions, ImportError, KvEntry, Outcome,
+    AclAuthMethod, AclBindingRule, AclPolicy, AclRole, AclToken, ApplyError, Backend, Batch, BatchOp, ExportOptions, ImportError, KvEntry, Outcome,
     ReadView, Slot, StateRecord, Store, StoreSnapshot, Table, decode_command,
 };
 use tribune_snapshot::SnapshotReader;
@@ -83,6 +83,13 @@ pub(crate) enum ApplyResponse {
         /// The store's explanation.
         message: String,
     },
+    // Appended after the older variants, whose bincode tags stay what they were.
+    /// A role was written.
+    AclRole(AclRole),
+    /// An auth method was written.
+    AclAuthMethod(AclAuthMethod),
+    /// A binding rule was written.
+    AclBindingRule(AclBindingRule),
 }
 
 impl ApplyResponse {
@@ -97,6 +104,9 @@ impl ApplyResponse {
             Outcome::SessionDestroyed(_) => ApplyResponse::SessionDestroyed,
             Outcome::AclToken(token) | Outcome::AclBootstrapped(token) => ApplyResponse::AclToken(token),
             Outcome::AclPolicy(policy) => ApplyResponse::AclPolicy(policy),
+            Outcome::AclRole(role) => ApplyResponse::AclRole(role),
+            Outcome::AclAuthMethod(method) => ApplyResponse::AclAuthMethod(method),
+            Outcome::AclBindingRule(rule) => ApplyResponse::AclBindingRule(rule),
             _ => ApplyResponse::Done,
         }
     }

@@ -90,7 +90,7 @@ pub struct NewSession {
 }
 
 /// A token's or role's link to a policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct PolicyLink {
     /// The policy ID.
     pub id: String,
@@ -99,7 +99,7 @@ pub struct PolicyLink {
 }
 
 /// A token's (or role's owner's) link to a role.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct RoleLink {
     /// The role ID.
     pub id: String,
@@ -109,7 +109,7 @@ pub struct RoleLink {
 
 /// A service identity: the rights a service (and its sidecar proxy) needs, granted by name. Consul
 /// synthesizes the policy; the store only keeps the name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ServiceIdentity {
     /// The service the identity speaks for.
     pub service_name: String,
@@ -118,7 +118,7 @@ pub struct ServiceIdentity {
 }
 
 /// A node identity: the rights an agent needs for its node, in one datacenter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct NodeIdentity {
     /// The node the identity speaks for.
     pub node_name: String,
@@ -127,7 +127,7 @@ pub struct NodeIdentity {
 }
 
 /// A built-in policy template (`builtin/service`, `builtin/node`, ...) with its variables.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct TemplatedPolicy {
     /// The template, e.g. `builtin/service`.
     pub template_name: String,
@@ -141,7 +141,7 @@ pub struct TemplatedPolicy {
 ///
 /// The fields after `modify_index` arrived with format 3. They come last so that a format-2 record
 /// is exactly the leading part of a format-3 one (see the `legacy` module); keep it that way.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AclToken {
     /// Public identifier.
     pub accessor_id: String,
@@ -197,7 +197,7 @@ impl AclToken {
 }
 
 /// An ACL policy as plain data; `rules` is stored as text and parsed elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AclPolicy {
     /// Policy ID.
     pub id: String,
@@ -216,7 +216,7 @@ pub struct AclPolicy {
 }
 
 /// An ACL role: a named set of policy links and identities that tokens link to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AclRole {
     /// Role ID.
     pub id: String,
@@ -240,7 +240,7 @@ pub struct AclRole {
 
 /// An ACL auth method: how external credentials are exchanged for tokens. Its configuration is kept
 /// as JSON text and interpreted elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AclAuthMethod {
     /// Unique name; the key of the method.
     pub name: String,
@@ -263,7 +263,7 @@ pub struct AclAuthMethod {
 }
 
 /// An ACL binding rule: which identities or links a login through an auth method earns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AclBindingRule {
     /// Rule ID.
     pub id: String,

@@ -1,14 +1,18 @@
 //! ACLs in the node: the [`TokenSource`] over the replicated state, the resolver, and how a request's
-//! token is found.
+//! token is found. `convert` maps the stored records to the ACL engine's types.
 
-use std::time::{Duration, SystemTime};
+pub(crate) mod convert;
+
+use std::time::SystemTime;
 
 use axum::http::HeaderMap;
 use tribune_acl::{
-    ANONYMOUS_TOKEN_SECRET, DefaultPolicy as AclDefault, DownPolicy as AclDown, Policy, PolicyLink,
-    Resolution, ResolveError, Resolver, ResolverConfig, SourceError, Token, TokenSource,
+    ANONYMOUS_TOKEN_SECRET, DefaultPolicy as AclDefault, DownPolicy as AclDown, Policy, Resolution,
+    ResolveError, Resolver, ResolverConfig, Role, SourceError, Token, TokenSource,
 };
-use tribune_kvstore::{AclPolicy, AclToken, Backend, GLOBAL_MANAGEMENT_POLICY_ID, Store};
+use tribune_kvstore::{Backend, GLOBAL_MANAGEMENT_POLICY_ID, Store};
+
+pub(crate) use convert::{policy_from_store, role_from_store, token_from_store};
 
 use crate::config::{AclConfig, DefaultPolicy, DownPolicy};
 
@@ -21,42 +25,6 @@ pub(crate) struct StoreTokens<'a, B: Backend>(pub(crate) &'a Store<B>);
 fn unreachable(error: impl std::fmt::Display) -> SourceError {
     SourceError::Unreachable {
         reason: error.to_string(),
-    }
-}
-
-/// The ACL crate's view of a stored token.
-pub(crate) fn token_from_store(token: AclToken) -> Token {
-    Token {
-        accessor_id: token.accessor_id,
-        secret_id: tribune_acl::Secret::new(token.secret_id),
-        description: token.description,
-        policies: token
-            .policies
-            .into_iter()
-            .map(|link| PolicyLink {
-                id: link.id,
-                name: link.name,
-            })
-            .collect(),
-        local: token.local,
-        expiration_time: token
-            .expiration_unix_ms
-            .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
-        create_index: token.create_index,
-        modify_index: token.modify_index,
-    }
-}
-
-/// The ACL crate's view of a stored policy.
-pub(crate) fn policy_from_store(policy: AclPolicy) -> Policy {
-    Policy {
-        id: policy.id,
-        name: policy.name,
-        description: policy.description,
-        rules: policy.rules,
-        datacenters: policy.datacenters,
-        create_index: policy.create_index,
-        modify_index: policy.modify_index,
     }
 }
 
@@ -79,6 +47,16 @@ impl<B: Backend> TokenSource for StoreTokens<'_, B> {
         }
         let found = self.0.acl_policy(id).map_err(unreachable)?.value;
         Ok(found.map(policy_from_store))
+    }
+
+    fn role_by_id(&self, id: &str) -> Result<Option<Role>, SourceError> {
+        let found = self.0.acl_role(id).map_err(unreachable)?.value;
+        Ok(found.map(role_from_store))
+    }
+
+    fn role_by_name(&self, name: &str) -> Result<Option<Role>, SourceError> {
+        let found = self.0.acl_role_by_name(name).map_err(unreachable)?.value;
+        Ok(found.map(role_from_store))
     }
 
     fn policy_by_name(&self, name: &str) -> Result<Option<Policy>, SourceError> {
@@ -108,6 +86,7 @@ pub(crate) fn resolver(datacenter: &str, acl: &AclConfig) -> Resolver {
     };
     config.token_ttl = acl.token_ttl;
     config.policy_ttl = acl.policy_ttl;
+    config.role_ttl = acl.role_ttl;
     Resolver::new(config)
 }
 

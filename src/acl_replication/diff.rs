@@ -2,10 +2,13 @@
 //! records and this datacenter's; when a sync must start over; how long to wait after an error;
 //! and when the replicator runs at all. No clock is read here: time comes in as arguments.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tribune_kvstore::{ANONYMOUS_TOKEN_ACCESSOR, AclPolicy, AclToken, GLOBAL_MANAGEMENT_POLICY_ID};
+use tribune_kvstore::{
+    ANONYMOUS_TOKEN_ACCESSOR, AclPolicy, AclRole, AclToken, GLOBAL_MANAGEMENT_POLICY_ID, NodeIdentity,
+    ServiceIdentity, TemplatedPolicy,
+};
 
 /// A SHA-256 over the fields an operator sets, each length-prefixed so that moving bytes from one
 /// field to the next changes the digest. Indexes are left out: they are local to each datacenter.
@@ -37,22 +40,73 @@ pub(crate) fn policy_hash(policy: &AclPolicy) -> ContentHash {
     )
 }
 
-/// The content hash of a token. Link names are left out: the store fills them from the policy.
-pub(crate) fn token_hash(token: &AclToken) -> ContentHash {
-    let expiration = token.expiration_unix_ms.unwrap_or(0).to_le_bytes();
-    let local: &[u8] = if token.local { b"local" } else { b"global" };
-    let fixed = [
-        token.accessor_id.as_bytes(),
-        token.secret_id.as_bytes(),
-        token.description.as_bytes(),
-        local,
-        &expiration[..],
+/// The identity fields tokens and roles share, flattened for hashing. Each list is preceded by its
+/// length so that an item cannot move from one list to the next unnoticed.
+fn identity_fields(
+    services: &[ServiceIdentity],
+    nodes: &[NodeIdentity],
+    templates: &[TemplatedPolicy],
+) -> Vec<Vec<u8>> {
+    let mut fields = vec![(services.len() as u64).to_le_bytes().to_vec()];
+    for s in services {
+        fields.push(s.service_name.as_bytes().to_vec());
+        fields.push((s.datacenters.len() as u64).to_le_bytes().to_vec());
+        fields.extend(s.datacenters.iter().map(|d| d.as_bytes().to_vec()));
+    }
+    fields.push((nodes.len() as u64).to_le_bytes().to_vec());
+    for n in nodes {
+        fields.push(n.node_name.as_bytes().to_vec());
+        fields.push(n.datacenter.as_bytes().to_vec());
+    }
+    fields.push((templates.len() as u64).to_le_bytes().to_vec());
+    for t in templates {
+        fields.push(t.template_name.as_bytes().to_vec());
+        fields.push(t.name.as_bytes().to_vec());
+        fields.push((t.datacenters.len() as u64).to_le_bytes().to_vec());
+        fields.extend(t.datacenters.iter().map(|d| d.as_bytes().to_vec()));
+    }
+    fields
+}
+
+/// The content hash of a role. Link names are left out: they follow the linked policy.
+pub(crate) fn role_hash(role: &AclRole) -> ContentHash {
+    let mut fields: Vec<Vec<u8>> = vec![
+        role.id.as_bytes().to_vec(),
+        role.name.as_bytes().to_vec(),
+        role.description.as_bytes().to_vec(),
+        (role.policies.len() as u64).to_le_bytes().to_vec(),
     ];
-    digest(
-        fixed
-            .into_iter()
-            .chain(token.policies.iter().map(|l| l.id.as_bytes())),
-    )
+    fields.extend(role.policies.iter().map(|l| l.id.as_bytes().to_vec()));
+    fields.extend(identity_fields(
+        &role.service_identities,
+        &role.node_identities,
+        &role.templated_policies,
+    ));
+    digest(fields.iter().map(Vec::as_slice))
+}
+
+/// The content hash of a token. Link names are left out: they follow the linked policy or role.
+pub(crate) fn token_hash(token: &AclToken) -> ContentHash {
+    let local: &[u8] = if token.local { b"local" } else { b"global" };
+    let mut fields: Vec<Vec<u8>> = vec![
+        token.accessor_id.as_bytes().to_vec(),
+        token.secret_id.as_bytes().to_vec(),
+        token.description.as_bytes().to_vec(),
+        local.to_vec(),
+        token.expiration_unix_ms.unwrap_or(0).to_le_bytes().to_vec(),
+        token.create_time_unix_ms.unwrap_or(0).to_le_bytes().to_vec(),
+        token.auth_method.as_bytes().to_vec(),
+        (token.policies.len() as u64).to_le_bytes().to_vec(),
+    ];
+    fields.extend(token.policies.iter().map(|l| l.id.as_bytes().to_vec()));
+    fields.push((token.roles.len() as u64).to_le_bytes().to_vec());
+    fields.extend(token.roles.iter().map(|l| l.id.as_bytes().to_vec()));
+    fields.extend(identity_fields(
+        &token.service_identities,
+        &token.node_identities,
+        &token.templated_policies,
+    ));
+    digest(fields.iter().map(Vec::as_slice))
 }
 
 /// What one round changes locally, in the order it must be applied: every delete before any
@@ -92,18 +146,6 @@ pub(crate) fn plan(remote: &BTreeMap<String, ContentHash>, local: &BTreeMap<Stri
         .map(|(id, _)| id.clone())
         .collect();
     Plan { deletes, upserts }
-}
-
-/// A token as the primary lists it, made ready to replicate: links to policies the primary does not
-/// list any more are dropped (a deleted policy leaves dangling links, which resolution ignores, but
-/// the store refuses to write a link to an unknown policy), so the local copy's hash matches.
-pub(crate) fn replicable_token(mut token: AclToken, remote_policies: &BTreeSet<String>) -> AclToken {
-    token
-        .policies
-        .retain(|link| remote_policies.contains(&link.id) || link.id == GLOBAL_MANAGEMENT_POLICY_ID);
-    token.create_index = 0;
-    token.modify_index = 0;
-    token
 }
 
 /// What a round must do given the primary's index now and the last one replicated.
@@ -228,7 +270,6 @@ pub(crate) fn supervise(running: bool, acl_enabled: bool, secondary: bool, leade
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tribune_kvstore::PolicyLink;
 
     fn policy(id: &str, rules: &str) -> AclPolicy {
         AclPolicy {
@@ -289,30 +330,39 @@ mod tests {
     }
 
     #[test]
-    fn dangling_links_are_dropped_before_replicating() {
+    fn a_token_s_roles_and_identities_are_part_of_its_hash() {
         let token = AclToken {
             accessor_id: "t".into(),
             secret_id: "s".into(),
-            description: String::new(),
-            policies: vec![
-                PolicyLink {
-                    id: "kept".into(),
-                    name: "k".into(),
-                },
-                PolicyLink {
-                    id: "deleted".into(),
-                    name: "d".into(),
-                },
-            ],
-            local: false,
-            expiration_unix_ms: None,
-            create_index: 5,
-            modify_index: 6,
+            ..AclToken::default()
         };
-        let known: BTreeSet<String> = ["kept".to_owned()].into();
-        let ready = replicable_token(token, &known);
-        assert_eq!(ready.policies.len(), 1);
-        assert_eq!(ready.policies[0].id, "kept");
+        let before = token_hash(&token);
+        let with_role = AclToken {
+            roles: vec![tribune_kvstore::RoleLink {
+                id: "r".into(),
+                name: "ops".into(),
+            }],
+            ..token.clone()
+        };
+        assert_ne!(token_hash(&with_role), before);
+        let with_service = AclToken {
+            service_identities: vec![ServiceIdentity {
+                service_name: "web".into(),
+                datacenters: Vec::new(),
+            }],
+            ..token.clone()
+        };
+        assert_ne!(token_hash(&with_service), before);
+        assert_ne!(token_hash(&with_service), token_hash(&with_role));
+        // A link's name is not content: it follows the linked role.
+        let renamed = AclToken {
+            roles: vec![tribune_kvstore::RoleLink {
+                id: "r".into(),
+                name: "renamed".into(),
+            }],
+            ..token
+        };
+        assert_eq!(token_hash(&renamed), token_hash(&with_role));
     }
 
     #[test]

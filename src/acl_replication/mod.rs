@@ -10,8 +10,9 @@
 
 mod diff;
 mod remote;
+mod round;
+mod wire;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,18 +20,15 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use futures::{StreamExt as _, TryStreamExt as _};
 use parking_lot::Mutex;
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tribune_kvstore::{AclPolicy, AclToken, Backend, Command, PolicyLink};
+use tribune_kvstore::Backend;
 
-use crate::fsm::ApplyResponse;
 use crate::http::{ApiError, json_response};
 use crate::node::{Agent, ForwardedHttp};
 use crate::tokens::TokenKind;
-use diff::{Backoff, ContentHash, Cursor, RateLimit, Supervise, Sync};
+use diff::{Backoff, Cursor, RateLimit, Supervise};
 pub(crate) use remote::{RemoteTokens, learn, resolve};
 
 /// How often the supervisor looks at leadership.
@@ -43,9 +41,6 @@ const ROUND_BURST: u32 = 5;
 /// Back-off after a failed round.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(64);
-/// Changes proposed per batch, and how many of a batch are in flight at once.
-const BATCH: usize = 256;
-const IN_FLIGHT: usize = 16;
 /// Full records read from the primary at once.
 const READS_IN_FLIGHT: usize = 8;
 /// Go's zero time, which Consul prints for a time never set.
@@ -56,6 +51,7 @@ const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 struct Status {
     running: bool,
     replicated_index: u64,
+    replicated_role_index: u64,
     replicated_token_index: u64,
     last_success: Option<SystemTime>,
     last_error: Option<SystemTime>,
@@ -139,12 +135,25 @@ async fn replicate<B: Backend>(agent: Arc<Agent<B>>) {
             tokio::time::sleep_until(at).await;
             continue;
         }
-        match round(&agent, &mut cursor).await {
-            Ok(()) => {
+        match round::round(&agent, &mut cursor).await {
+            Ok((indexes, applied)) => {
                 backoff.succeeded();
-                agent
-                    .acl_replication
-                    .update(|s| s.last_success = Some(SystemTime::now()));
+                if applied != round::Applied::default() {
+                    tracing::debug!(
+                        deletes = applied.deletes,
+                        upserts = applied.upserts,
+                        "ACL replication applied changes"
+                    );
+                    // Cached resolutions may hold what was just replaced or deleted.
+                    agent.resolver.purge();
+                    agent.acl_replication.remote.clear();
+                }
+                agent.acl_replication.update(|s| {
+                    s.last_success = Some(SystemTime::now());
+                    s.replicated_index = indexes.policies;
+                    s.replicated_role_index = indexes.roles;
+                    s.replicated_token_index = indexes.tokens;
+                });
             }
             Err(message) => {
                 cursor.reset();
@@ -158,189 +167,6 @@ async fn replicate<B: Backend>(agent: Arc<Agent<B>>) {
             }
         }
     }
-}
-
-/// One round: a blocking list of the primary's policies, its tokens, the diffs, the changes.
-async fn round<B: Backend>(agent: &Agent<B>, cursor: &mut Cursor) -> Result<(), String> {
-    let token = agent
-        .tokens
-        .get(TokenKind::Replication)
-        .ok_or_else(|| "no ACL replication token is set (acl.tokens.replication)".to_owned())?;
-    let primary = agent.config.primary_datacenter.clone();
-    let uri = format!(
-        "/v1/acl/policies?stale&index={}&wait={BLOCKING_WAIT}",
-        cursor.index()
-    );
-    let (policy_index, stubs): (u64, Vec<PolicyStub>) = fetch(agent, &primary, &uri, &token)
-        .await
-        .map_err(|e| format!("failed to retrieve remote ACL policies: {e}"))?;
-    // The primary always holds global-management: an empty list is a broken answer, not a
-    // reason to delete every policy here.
-    if stubs.is_empty() {
-        return Err("failed to retrieve remote ACL policies: the primary listed none".into());
-    }
-    let (token_index, remote_tokens): (u64, Vec<TokenJson>) =
-        fetch(agent, &primary, "/v1/acl/tokens?stale", &token)
-            .await
-            .map_err(|e| format!("failed to retrieve remote ACL tokens: {e}"))?;
-    let remote_index = policy_index.max(token_index);
-    if cursor.observe(remote_index) == Sync::Full {
-        tracing::warn!(
-            remote_index,
-            last = cursor.index(),
-            "ACL replication remote index moved backwards, forcing a full ACL sync"
-        );
-        cursor.reset();
-    }
-
-    // Policies: read in full those that are new here or changed since the last round.
-    let local_policies: BTreeMap<String, AclPolicy> = agent
-        .store
-        .acl_policies()
-        .map_err(|e| format!("failed to read local ACL policies: {e}"))?
-        .value
-        .into_iter()
-        .map(|p| (p.id.clone(), p))
-        .collect();
-    let changed: Vec<String> = stubs
-        .iter()
-        .filter(|stub| !local_policies.contains_key(&stub.id) || stub.modify_index > cursor.index())
-        .map(|stub| stub.id.clone())
-        .collect();
-    let fetched: Vec<AclPolicy> = futures::stream::iter(changed)
-        .map(|id| {
-            let primary = primary.clone();
-            let token = token.clone();
-            async move {
-                let uri = format!("/v1/acl/policy/{id}?stale");
-                fetch::<_, PolicyJson>(agent, &primary, &uri, &token)
-                    .await
-                    .map(|(_, policy)| policy.into_policy())
-                    .map_err(|e| format!("failed to retrieve remote ACL policy {id}: {e}"))
-            }
-        })
-        .buffer_unordered(READS_IN_FLIGHT)
-        .try_collect()
-        .await?;
-    let fetched: BTreeMap<String, AclPolicy> = fetched.into_iter().map(|p| (p.id.clone(), p)).collect();
-    let local_hashes: BTreeMap<String, ContentHash> = local_policies
-        .iter()
-        .map(|(id, p)| (id.clone(), diff::policy_hash(p)))
-        .collect();
-    let remote_hashes: BTreeMap<String, ContentHash> = stubs
-        .iter()
-        .filter_map(|stub| match fetched.get(&stub.id) {
-            Some(policy) => Some((stub.id.clone(), diff::policy_hash(policy))),
-            // Unchanged since the last round and present here: as it is here.
-            None => local_hashes.get(&stub.id).map(|h| (stub.id.clone(), *h)),
-        })
-        .collect();
-    let policy_plan = diff::plan(&remote_hashes, &local_hashes);
-    let remote_policy_ids: BTreeSet<String> = stubs.iter().map(|s| s.id.clone()).collect();
-
-    // Tokens: the list carries everything, secrets included when the token may write ACLs.
-    let token_plan_and_records = if agent.config.acl.enable_token_replication {
-        let mut remote = BTreeMap::new();
-        for json in remote_tokens.into_iter().filter(|t| !t.local) {
-            if json.secret_id.is_empty() || json.secret_id == "<hidden>" {
-                return Err("failed to retrieve unredacted tokens - replication token in use does not grant acl:write".into());
-            }
-            let token = diff::replicable_token(json.into_token()?, &remote_policy_ids);
-            remote.insert(token.accessor_id.clone(), token);
-        }
-        let local: BTreeMap<String, ContentHash> = agent
-            .store
-            .acl_tokens()
-            .map_err(|e| format!("failed to read local ACL tokens: {e}"))?
-            .value
-            .iter()
-            .filter(|t| !t.local)
-            .map(|t| (t.accessor_id.clone(), diff::token_hash(t)))
-            .collect();
-        let remote_hashes = remote
-            .iter()
-            .map(|(id, t)| (id.clone(), diff::token_hash(t)))
-            .collect();
-        Some((diff::plan(&remote_hashes, &local), remote))
-    } else {
-        None
-    };
-
-    let mut commands = Vec::new();
-    if let Some((plan, _)) = &token_plan_and_records {
-        commands.extend(plan.deletes.iter().map(|id| Command::AclTokenDelete {
-            accessor_id: id.clone(),
-        }));
-    }
-    commands.extend(
-        policy_plan
-            .deletes
-            .iter()
-            .map(|id| Command::AclPolicyDelete { id: id.clone() }),
-    );
-    let deletes = commands.len();
-    apply(agent, std::mem::take(&mut commands)).await?;
-    commands.extend(
-        policy_plan
-            .upserts
-            .iter()
-            .filter_map(|id| fetched.get(id).cloned())
-            .map(Command::AclPolicyUpsert),
-    );
-    let policy_upserts = commands.len();
-    apply(agent, std::mem::take(&mut commands)).await?;
-    if let Some((plan, records)) = token_plan_and_records {
-        commands.extend(
-            plan.upserts
-                .iter()
-                .filter_map(|id| records.get(id).cloned())
-                .map(Command::AclTokenUpsert),
-        );
-    }
-    let token_upserts = commands.len();
-    apply(agent, commands).await?;
-    if deletes + policy_upserts + token_upserts > 0 {
-        tracing::debug!(
-            deletes,
-            policy_upserts,
-            token_upserts,
-            "ACL replication applied changes"
-        );
-        // Cached resolutions may hold what was just replaced or deleted.
-        agent.resolver.purge();
-        agent.acl_replication.remote.clear();
-    }
-
-    cursor.advance(remote_index);
-    let tokens_on = agent.config.acl.enable_token_replication;
-    agent.acl_replication.update(|s| {
-        s.replicated_index = policy_index;
-        s.replicated_token_index = if tokens_on { token_index } else { 0 };
-    });
-    Ok(())
-}
-
-/// Proposes `commands` in batches of [`BATCH`], [`IN_FLIGHT`] at a time; the first failure ends
-/// the round (the next one diffs again, so nothing is lost).
-async fn apply<B: Backend>(agent: &Agent<B>, commands: Vec<Command>) -> Result<(), String> {
-    let mut commands = commands.into_iter().peekable();
-    while commands.peek().is_some() {
-        let batch: Vec<Command> = commands.by_ref().take(BATCH).collect();
-        futures::stream::iter(batch)
-            .map(|command| async move {
-                match agent.propose(&command).await {
-                    Ok((ApplyResponse::Rejected { message, .. }, _)) => {
-                        Err(format!("failed to apply an ACL change: {message}"))
-                    }
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(format!("failed to apply an ACL change: {e:?}")),
-                }
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .try_collect::<Vec<()>>()
-            .await?;
-    }
-    Ok(())
 }
 
 /// A GET at the primary with `token`; the answer's `X-Consul-Index` and decoded body. Anything
@@ -374,101 +200,6 @@ async fn fetch<B: Backend, T: serde::de::DeserializeOwned>(
     Ok((index, body))
 }
 
-#[derive(Debug, Deserialize)]
-struct PolicyStub {
-    #[serde(rename = "ID")]
-    id: String,
-    #[serde(rename = "ModifyIndex", default)]
-    modify_index: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct LinkJson {
-    #[serde(rename = "ID")]
-    id: String,
-    #[serde(rename = "Name", default)]
-    name: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct PolicyJson {
-    #[serde(rename = "ID")]
-    id: String,
-    #[serde(rename = "Name")]
-    name: String,
-    #[serde(rename = "Description", default)]
-    description: String,
-    #[serde(rename = "Rules", default)]
-    rules: String,
-    #[serde(rename = "Datacenters", default)]
-    datacenters: Option<Vec<String>>,
-}
-
-impl PolicyJson {
-    fn into_policy(self) -> AclPolicy {
-        AclPolicy {
-            id: self.id,
-            name: self.name,
-            description: self.description,
-            rules: self.rules,
-            datacenters: self.datacenters.unwrap_or_default(),
-            create_index: 0,
-            modify_index: 0,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct TokenJson {
-    #[serde(rename = "AccessorID")]
-    accessor_id: String,
-    #[serde(rename = "SecretID", default)]
-    secret_id: String,
-    #[serde(rename = "Description", default)]
-    description: String,
-    #[serde(rename = "Policies", default)]
-    policies: Option<Vec<LinkJson>>,
-    #[serde(rename = "Local", default)]
-    local: bool,
-    #[serde(rename = "ExpirationTime", default)]
-    expiration_time: Option<String>,
-}
-
-impl TokenJson {
-    fn into_token(self) -> Result<AclToken, String> {
-        let expiration_unix_ms = match self.expiration_time.as_deref() {
-            None | Some("") => None,
-            Some(text) => {
-                let at = humantime::parse_rfc3339_weak(text)
-                    .map_err(|e| format!("token {}: bad ExpirationTime {text:?}: {e}", self.accessor_id))?;
-                let ms = at
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                    .unwrap_or(0);
-                Some(ms)
-            }
-        };
-        Ok(AclToken {
-            accessor_id: self.accessor_id,
-            secret_id: self.secret_id,
-            description: self.description,
-            policies: self
-                .policies
-                .unwrap_or_default()
-                .into_iter()
-                .map(|l| PolicyLink {
-                    id: l.id,
-                    name: l.name,
-                })
-                .collect(),
-            local: self.local,
-            expiration_unix_ms,
-            create_index: 0,
-            modify_index: 0,
-        })
-    }
-}
-
 fn rfc3339(at: Option<SystemTime>) -> String {
     at.map_or_else(
         || ZERO_TIME.to_owned(),
@@ -495,7 +226,7 @@ pub(crate) async fn status_handler<B: Backend>(
         "SourceDatacenter": if enabled { agent.config.primary_datacenter.as_str() } else { "" },
         "ReplicationType": if enabled { replication_type } else { "" },
         "ReplicatedIndex": status.replicated_index,
-        "ReplicatedRoleIndex": 0,
+        "ReplicatedRoleIndex": status.replicated_role_index,
         "ReplicatedTokenIndex": status.replicated_token_index,
         "LastSuccess": rfc3339(status.last_success),
         "LastError": rfc3339(status.last_error),
@@ -524,6 +255,12 @@ pub(crate) async fn write_goes_to_primary<B: Backend>(
         || path.starts_with("/v1/acl/role/");
     if always {
         return Ok((true, request));
+    }
+    // Logging out of a global token deletes it where global tokens are written.
+    if path == "/v1/acl/logout" {
+        let secret = agent.request_secret(request.headers(), request.uri());
+        let found = agent.store.acl_token_by_secret(&secret).map_err(ApiError::read)?.value;
+        return Ok((found.is_some_and(|token| !token.local), request));
     }
     let accessor = match path.strip_prefix("/v1/acl/token") {
         Some("") => None,
@@ -589,19 +326,5 @@ mod tests {
             "/v1/acl/policy?x=1&y"
         );
         assert_eq!(without_dc(request("/v1/acl/token")).uri, "/v1/acl/token");
-    }
-
-    #[test]
-    fn tokens_are_read_as_consul_lists_them() {
-        let json: TokenJson = serde_json::from_str(
-            r#"{"AccessorID":"a","SecretID":"s","Description":"d","Policies":[{"ID":"p","Name":"n"}],
-                "Local":false,"ExpirationTime":"2030-01-01T00:00:00Z","Hash":"x"}"#,
-        )
-        .unwrap();
-        let token = json.into_token().unwrap();
-        assert_eq!(token.policies[0].id, "p");
-        assert_eq!(token.expiration_unix_ms, Some(1_893_456_000_000));
-        let bare: TokenJson = serde_json::from_str(r#"{"AccessorID":"a","Policies":null}"#).unwrap();
-        assert!(bare.into_token().unwrap().policies.is_empty());
     }
 }

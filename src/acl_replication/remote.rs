@@ -12,12 +12,14 @@ use std::time::{Duration, SystemTime};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tribune_acl::{
-    ANONYMOUS_TOKEN_SECRET, Policy, Resolution, ResolveError, Resolver, SourceError, Token, TokenSource,
+    ANONYMOUS_TOKEN_SECRET, Policy, Resolution, ResolveError, Resolver, Role, SourceError, Token,
+    TokenSource,
 };
-use tribune_kvstore::{AclPolicy, AclToken, Backend, Store};
+use tribune_kvstore::{AclPolicy, AclRole, AclToken, Backend, Store};
 
-use super::{PolicyJson, TokenJson, fetch, is_acl_secondary};
-use crate::acl::{StoreTokens, policy_from_store, token_from_store};
+use super::wire::{PolicyJson, RoleJson, TokenJson};
+use super::{fetch, is_acl_secondary};
+use crate::acl::{StoreTokens, policy_from_store, role_from_store, token_from_store};
 use crate::node::Agent;
 use crate::tokens::TokenKind;
 
@@ -25,6 +27,9 @@ use crate::tokens::TokenKind;
 const FOUND_TTL: Duration = Duration::from_secs(10);
 /// How long a secret the primary did not know is not asked about again.
 const MISSING_TTL: Duration = Duration::from_secs(2);
+/// How long a primary that could not be asked is not asked again about the same secret: requests
+/// meanwhile resolve under `down_policy` at once instead of each waiting for the WAN to fail.
+const UNREACHABLE_TTL: Duration = Duration::from_secs(1);
 /// Most secrets remembered; past it the cache starts over (it only saves round trips).
 const MAX_ENTRIES: usize = 4096;
 
@@ -36,18 +41,50 @@ fn secret_key(secret: &str) -> SecretKey {
     key
 }
 
+/// A token the primary resolved, with the policies and roles it links that had not replicated yet.
+#[derive(Debug, Clone)]
+struct Learned {
+    token: AclToken,
+    policies: Vec<AclPolicy>,
+    roles: Vec<AclRole>,
+}
+
+/// What asking the primary about a secret gave.
+#[derive(Debug, Clone)]
+enum Answer {
+    Found(Box<Learned>),
+    /// The primary does not know the secret (or knows it only as one of its local tokens).
+    Unknown,
+    /// The primary could not be asked or did not answer.
+    Unreachable(String),
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     at: Instant,
-    found: Option<(AclToken, Vec<AclPolicy>)>,
+    answer: Answer,
 }
 
 impl Entry {
-    /// A secret the primary does not know (or knows only as one of its local tokens), as of now.
-    fn unknown() -> Entry {
+    fn now(answer: Answer) -> Entry {
         Entry {
             at: Instant::now(),
-            found: None,
+            answer,
+        }
+    }
+
+    fn ttl(&self) -> Duration {
+        match self.answer {
+            Answer::Found(_) => FOUND_TTL,
+            Answer::Unknown => MISSING_TTL,
+            Answer::Unreachable(_) => UNREACHABLE_TTL,
+        }
+    }
+
+    fn learned(&self) -> Option<&Learned> {
+        match &self.answer {
+            Answer::Found(learned) => Some(learned),
+            _ => None,
         }
     }
 }
@@ -67,12 +104,7 @@ impl RemoteTokens {
     fn fresh(&self, key: &SecretKey, now: Instant) -> Option<Entry> {
         let entries = self.entries.lock();
         let entry = entries.get(key)?;
-        let ttl = if entry.found.is_some() {
-            FOUND_TTL
-        } else {
-            MISSING_TTL
-        };
-        (now.duration_since(entry.at) < ttl).then(|| entry.clone())
+        (now.duration_since(entry.at) < entry.ttl()).then(|| entry.clone())
     }
 
     fn insert(&self, key: SecretKey, entry: Entry) {
@@ -85,8 +117,20 @@ impl RemoteTokens {
 
     /// The token with `secret` as the primary resolved it, while the cache still trusts it.
     pub(crate) fn token(&self, secret: &str, now: Instant) -> Option<AclToken> {
-        let entry = self.fresh(&secret_key(secret), now)?;
-        entry.found.map(|(token, _)| token)
+        match self.fresh(&secret_key(secret), now)?.answer {
+            Answer::Found(learned) => Some(learned.token.clone()),
+            _ => None,
+        }
+    }
+
+    /// The token with `secret`, `None` when the primary does not know it or was not asked, and an
+    /// error when it was asked just now and could not answer (so that `down_policy` applies).
+    fn lookup(&self, secret: &str, now: Instant) -> Result<Option<AclToken>, SourceError> {
+        match self.fresh(&secret_key(secret), now).map(|entry| entry.answer) {
+            Some(Answer::Found(learned)) => Ok(Some(learned.token.clone())),
+            Some(Answer::Unreachable(reason)) => Err(SourceError::Unreachable { reason }),
+            Some(Answer::Unknown) | None => Ok(None),
+        }
     }
 
     fn policy(&self, now: Instant, matches: impl Fn(&AclPolicy) -> bool) -> Option<AclPolicy> {
@@ -94,9 +138,20 @@ impl RemoteTokens {
         entries
             .values()
             .filter(|e| now.duration_since(e.at) < FOUND_TTL)
-            .filter_map(|e| e.found.as_ref())
-            .flat_map(|(_, policies)| policies.iter())
+            .filter_map(Entry::learned)
+            .flat_map(|learned| learned.policies.iter())
             .find(|p| matches(p))
+            .cloned()
+    }
+
+    fn role(&self, now: Instant, matches: impl Fn(&AclRole) -> bool) -> Option<AclRole> {
+        let entries = self.entries.lock();
+        entries
+            .values()
+            .filter(|e| now.duration_since(e.at) < FOUND_TTL)
+            .filter_map(Entry::learned)
+            .flat_map(|learned| learned.roles.iter())
+            .find(|r| matches(r))
             .cloned()
     }
 }
@@ -112,7 +167,7 @@ impl<B: Backend> TokenSource for WithRemote<'_, B> {
     fn token_by_secret(&self, secret: &str) -> Result<Option<Token>, SourceError> {
         match self.local.token_by_secret(secret)? {
             Some(token) => Ok(Some(token)),
-            None => Ok(self.remote.token(secret, self.now).map(token_from_store)),
+            None => Ok(self.remote.lookup(secret, self.now)?.map(token_from_store)),
         }
     }
 
@@ -123,6 +178,23 @@ impl<B: Backend> TokenSource for WithRemote<'_, B> {
                 .remote
                 .policy(self.now, |p| p.id == id)
                 .map(policy_from_store)),
+        }
+    }
+
+    fn role_by_id(&self, id: &str) -> Result<Option<Role>, SourceError> {
+        match self.local.role_by_id(id)? {
+            Some(role) => Ok(Some(role)),
+            None => Ok(self.remote.role(self.now, |r| r.id == id).map(role_from_store)),
+        }
+    }
+
+    fn role_by_name(&self, name: &str) -> Result<Option<Role>, SourceError> {
+        match self.local.role_by_name(name)? {
+            Some(role) => Ok(Some(role)),
+            None => Ok(self
+                .remote
+                .role(self.now, |r| r.name == name)
+                .map(role_from_store)),
         }
     }
 
@@ -154,8 +226,9 @@ pub(crate) fn resolve<B: Backend>(
 
 /// In a secondary, asks the primary about a secret this datacenter does not know, unless it was
 /// asked recently; what it learns goes into the cache [`resolve`] reads. A local token of the
-/// primary is not usable here and is treated as unknown; a primary that cannot be reached leaves
-/// the secret unknown (the local resolution then answers).
+/// primary is not usable here and is treated as unknown; a primary that cannot be reached is
+/// remembered as such for a moment, and resolution then applies `down_policy`, as a Consul
+/// secondary does when it cannot reach the primary.
 pub(crate) async fn learn<B: Backend>(agent: &Agent<B>, secret: &str) {
     if !is_acl_secondary(agent) || secret.is_empty() || secret == ANONYMOUS_TOKEN_SECRET {
         return;
@@ -175,19 +248,21 @@ pub(crate) async fn learn<B: Backend>(agent: &Agent<B>, secret: &str) {
             Ok(token) => token,
             Err(e) => {
                 tracing::debug!(error = %e, "a token from the primary could not be read");
+                remote.insert(key, Entry::now(Answer::Unknown));
                 return;
             }
         },
         Ok(_) => {
-            remote.insert(key, Entry::unknown());
+            remote.insert(key, Entry::now(Answer::Unknown));
             return;
         }
         Err(message) if message.contains("ACL not found") => {
-            remote.insert(key, Entry::unknown());
+            remote.insert(key, Entry::now(Answer::Unknown));
             return;
         }
         Err(message) => {
             tracing::debug!(error = %message, "the primary could not resolve a token");
+            remote.insert(key, Entry::now(Answer::Unreachable(message)));
             return;
         }
     };
@@ -197,25 +272,46 @@ pub(crate) async fn learn<B: Backend>(agent: &Agent<B>, secret: &str) {
         .tokens
         .get(TokenKind::Replication)
         .unwrap_or_else(|| secret.to_owned());
-    let mut policies = Vec::new();
-    for link in &token.policies {
-        let known = matches!(agent.store.acl_policy(&link.id), Ok(found) if found.value.is_some());
+    let mut roles = Vec::new();
+    for link in &token.roles {
+        let known = matches!(agent.store.acl_role(&link.id), Ok(found) if found.value.is_some());
         if known {
             continue;
         }
-        let uri = format!("/v1/acl/policy/{}?stale", link.id);
+        let uri = format!("/v1/acl/role/{}?stale", link.id);
+        match fetch::<_, RoleJson>(agent, &primary, &uri, &reader).await {
+            Ok((_, role)) => roles.push(role.into_role()),
+            Err(message) => {
+                tracing::debug!(role = %link.id, error = %message, "reading a role at the primary")
+            }
+        }
+    }
+    let policy_ids: Vec<String> = token
+        .policies
+        .iter()
+        .map(|link| link.id.clone())
+        .chain(roles.iter().flat_map(|role| role.policies.iter().map(|link| link.id.clone())))
+        .collect();
+    let mut policies = Vec::new();
+    for id in policy_ids {
+        let known = matches!(agent.store.acl_policy(&id), Ok(found) if found.value.is_some());
+        if known || policies.iter().any(|p: &AclPolicy| p.id == id) {
+            continue;
+        }
+        let uri = format!("/v1/acl/policy/{id}?stale");
         match fetch::<_, PolicyJson>(agent, &primary, &uri, &reader).await {
             Ok((_, policy)) => policies.push(policy.into_policy()),
             Err(message) => {
-                tracing::debug!(policy = %link.id, error = %message, "reading a policy at the primary")
+                tracing::debug!(policy = %id, error = %message, "reading a policy at the primary")
             }
         }
     }
     remote.insert(
         key,
-        Entry {
-            at: Instant::now(),
-            found: Some((token, policies)),
-        },
+        Entry::now(Answer::Found(Box::new(Learned {
+            token,
+            policies,
+            roles,
+        }))),
     );
 }

@@ -125,6 +125,27 @@ fn server_endpoints<B: Backend>() -> Vec<Endpoint<Shared<B>>> {
         endpoint!(PUT, "/v1/acl/policy/{id}", acl::policy_update::<B>),
         endpoint!(DELETE, "/v1/acl/policy/{id}", acl::policy_delete::<B>),
         endpoint!(GET, "/v1/acl/policies", acl::policy_list::<B>),
+        endpoint!(PUT, "/v1/acl/role", acl::role_create::<B>),
+        endpoint!(GET, "/v1/acl/role/name/{name}", acl::role_read_by_name::<B>),
+        endpoint!(GET, "/v1/acl/role/{id}", acl::role_read::<B>),
+        endpoint!(PUT, "/v1/acl/role/{id}", acl::role_update::<B>),
+        endpoint!(DELETE, "/v1/acl/role/{id}", acl::role_delete::<B>),
+        endpoint!(GET, "/v1/acl/roles", acl::role_list::<B>),
+        endpoint!(PUT, "/v1/acl/auth-method", acl::auth_method_create::<B>),
+        endpoint!(GET, "/v1/acl/auth-method/{name}", acl::auth_method_read::<B>),
+        endpoint!(PUT, "/v1/acl/auth-method/{name}", acl::auth_method_update::<B>),
+        endpoint!(DELETE, "/v1/acl/auth-method/{name}", acl::auth_method_delete::<B>),
+        endpoint!(GET, "/v1/acl/auth-methods", acl::auth_method_list::<B>),
+        endpoint!(PUT, "/v1/acl/binding-rule", acl::binding_rule_create::<B>),
+        endpoint!(GET, "/v1/acl/binding-rule/{id}", acl::binding_rule_read::<B>),
+        endpoint!(PUT, "/v1/acl/binding-rule/{id}", acl::binding_rule_update::<B>),
+        endpoint!(DELETE, "/v1/acl/binding-rule/{id}", acl::binding_rule_delete::<B>),
+        endpoint!(GET, "/v1/acl/binding-rules", acl::binding_rule_list::<B>),
+        endpoint!(POST, "/v1/acl/login", acl::login::<B>),
+        endpoint!(POST, "/v1/acl/logout", acl::logout::<B>),
+        endpoint!(GET, "/v1/acl/templated-policies", acl::templated_policy_list::<B>),
+        endpoint!(GET, "/v1/acl/templated-policy/name/{*name}", acl::templated_policy_read::<B>),
+        endpoint!(POST, "/v1/acl/templated-policy/preview/{*name}", acl::templated_policy_preview::<B>),
         endpoint!(
             GET,
             "/v1/acl/replication",
@@ -836,6 +857,14 @@ const REQUEST_FIELDS: &[&str] = &[
 
 /// Decodes a JSON request body as Consul's Go decoder does: object keys match field names whatever
 /// their case (py-consul sends `{"name": .., "ttl": ..}` to `/v1/session/create`).
+/// The wall clock as unix milliseconds (0 before 1970, saturating far in the future): creation and
+/// expiration times the API writes into records, decided here so that applying them reads no clock.
+pub(crate) fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}
+
 pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
     let mut value: serde_json::Value = serde_json::from_slice(body)?;
     canonicalize_field_names(&mut value);

@@ -43,7 +43,7 @@ pub(crate) async fn save<B: Backend>(
     let exported = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let file = tempfile::tempfile().map_err(|e| format!("creating a temporary file: {e}"))?;
         let options = ExportOptions {
-            created_at_unix_ms: now_unix_ms(),
+            created_at_unix_ms: super::now_unix_ms(),
             ..ExportOptions::default()
         };
         let (mut file, inspection) = store
@@ -257,9 +257,3 @@ fn read_chunks(file: std::fs::File, chunks: &mpsc::Sender<Result<Vec<StateRecord
     }
 }
 
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}

@@ -175,10 +175,8 @@ pub(super) async fn install_initial_management<B: Backend>(agent: &Agent<B>) -> 
             id: GLOBAL_MANAGEMENT_POLICY_ID.to_owned(),
             name: GLOBAL_MANAGEMENT_POLICY_NAME.to_owned(),
         }],
-        local: false,
-        expiration_unix_ms: None,
-        create_index: 0,
-        modify_index: 0,
+        create_time_unix_ms: Some(crate::http::now_unix_ms()),
+        ..AclToken::default()
     };
     // As Consul's leader does, the initial management token *is* the bootstrap while bootstrap is
     // still open: afterwards `PUT /v1/acl/bootstrap` is refused instead of minting a second
@@ -207,11 +205,7 @@ fn anonymous_token() -> AclToken {
         accessor_id: ANONYMOUS_TOKEN_ACCESSOR.to_owned(),
         secret_id: tribune_acl::ANONYMOUS_TOKEN_SECRET.to_owned(),
         description: "Anonymous Token".to_owned(),
-        policies: Vec::new(),
-        local: false,
-        expiration_unix_ms: None,
-        create_index: 0,
-        modify_index: 0,
+        ..AclToken::default()
     }
 }
 
