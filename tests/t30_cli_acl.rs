@@ -801,7 +801,6 @@ async fn auth_methods_binding_rules_login_and_logout_on_the_command_line() {
     assert_eq!(minted["AuthMethod"], "ci");
     assert_eq!(minted["Description"], "token created via login: {\"job\":\"42\"}");
     assert_eq!(minted["Roles"][0]["Name"], "app-team");
-    assert_eq!(minted["TemplatedPolicies"][0]["TemplateVariables"]["Name"], "web");
     assert!(can_write(&http, &secret, "app/from-ci").await);
     assert!(!can_write(&http, &secret, "other/from-ci").await);
     let own = ok(cli(addr, &["acl", "token", "read", "-self", "-token", &secret]).await);
