@@ -135,9 +135,15 @@ async fn plan_policies<B: Backend>(
         .into_iter()
         .map(|p| (p.id.clone(), p))
         .collect();
+    // The cursor is the highest of the three lists' indexes, and the role and token lists are read
+    // after this one: a policy changed between the two reads has a modify index below the cursor
+    // yet was not in the last round's policy list. So "changed" is judged against that list's own
+    // index, which the status keeps from the last successful round (the cursor is 0 after a
+    // failure or a restart, and then everything is read).
+    let listed_before = cursor.index().min(agent.acl_replication.status.lock().replicated_index);
     let changed: Vec<String> = stubs
         .iter()
-        .filter(|stub| !local.contains_key(&stub.id) || stub.modify_index > cursor.index())
+        .filter(|stub| !local.contains_key(&stub.id) || stub.modify_index > listed_before)
         .map(|stub| stub.id.clone())
         .collect();
     let fetched: Vec<AclPolicy> = futures::stream::iter(changed)
