@@ -14,39 +14,7 @@ use super::{
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum TokenCommand {
     /// Creates a token.
-    Create {
-        /// A description.
-        #[arg(long, default_value = "")]
-        description: String,
-        /// A policy to link, by ID (a unique prefix); repeatable.
-        #[arg(long = "policy-id", value_name = "ID")]
-        policy_id: Vec<String>,
-        /// A policy to link, by name; repeatable.
-        #[arg(long = "policy-name", value_name = "NAME")]
-        policy_name: Vec<String>,
-        /// A role to link, by ID (a unique prefix); repeatable.
-        #[arg(long = "role-id", value_name = "ID")]
-        role_id: Vec<String>,
-        /// A role to link, by name; repeatable.
-        #[arg(long = "role-name", value_name = "NAME")]
-        role_name: Vec<String>,
-        #[command(flatten)]
-        identities: IdentityArgs,
-        /// The accessor ID (generated when absent).
-        #[arg(long)]
-        accessor: Option<String>,
-        /// The secret (generated when absent).
-        #[arg(long)]
-        secret: Option<String>,
-        /// Keep the token in this datacenter.
-        #[arg(long)]
-        local: bool,
-        /// How long the token lives (a duration such as `10m`); it never expires when absent.
-        #[arg(long = "expires-ttl", value_name = "DURATION")]
-        expires_ttl: Option<String>,
-        #[command(flatten)]
-        output: OutputArgs,
-    },
+    Create(Box<TokenCreate>),
     /// Lists every token.
     List(OutputArgs),
     /// Reads a token by accessor ID, or the one in use with -self.
@@ -80,6 +48,41 @@ pub(crate) enum TokenCommand {
         #[arg(long, alias = "accessor-id")]
         id: String,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct TokenCreate {
+    /// A description.
+    #[arg(long, default_value = "")]
+    description: String,
+    /// A policy to link, by ID (a unique prefix); repeatable.
+    #[arg(long = "policy-id", value_name = "ID")]
+    policy_id: Vec<String>,
+    /// A policy to link, by name; repeatable.
+    #[arg(long = "policy-name", value_name = "NAME")]
+    policy_name: Vec<String>,
+    /// A role to link, by ID (a unique prefix); repeatable.
+    #[arg(long = "role-id", value_name = "ID")]
+    role_id: Vec<String>,
+    /// A role to link, by name; repeatable.
+    #[arg(long = "role-name", value_name = "NAME")]
+    role_name: Vec<String>,
+    #[command(flatten)]
+    identities: IdentityArgs,
+    /// The accessor ID (generated when absent).
+    #[arg(long)]
+    accessor: Option<String>,
+    /// The secret (generated when absent).
+    #[arg(long)]
+    secret: Option<String>,
+    /// Keep the token in this datacenter.
+    #[arg(long)]
+    local: bool,
+    /// How long the token lives (a duration such as `10m`); it never expires when absent.
+    #[arg(long = "expires-ttl", value_name = "DURATION")]
+    expires_ttl: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -213,19 +216,20 @@ async fn links(
 
 pub(super) async fn run(client: &mut ApiClient, command: TokenCommand) -> Result<(), CliError> {
     match command {
-        TokenCommand::Create {
-            description,
-            policy_id,
-            policy_name,
-            role_id,
-            role_name,
-            identities,
-            accessor,
-            secret,
-            local,
-            expires_ttl,
-            output,
-        } => {
+        TokenCommand::Create(create) => {
+            let TokenCreate {
+                description,
+                policy_id,
+                policy_name,
+                role_id,
+                role_name,
+                identities,
+                accessor,
+                secret,
+                local,
+                expires_ttl,
+                output,
+            } = *create;
             let identities = identities.parse()?;
             let policies = links(client, policy_id, policy_name, "/v1/acl/policies", "policy").await?;
             let roles = links(client, role_id, role_name, "/v1/acl/roles", "role").await?;
