@@ -40,6 +40,9 @@ enum Rule {
     /// Refused as malformed before any permission matters (`PUT /v1/kv/` names no key), the same for
     /// every caller, and changes nothing.
     Invalid,
+    /// Only a token a login minted (`/v1/acl/logout`): a caller without a token is told it has none,
+    /// any other token is refused.
+    LoginToken,
 }
 
 /// One request of the walk: the route it exercises, what the route requires, and the status an
@@ -98,6 +101,12 @@ const NEW_TOKEN_BODY: &str = r#"{"Description": "walk", "Policies": []}"#;
 const RENAME_BODY: &str = r#"{"Description": "read-only, renamed", "Policies": [{"Name": "read-only"}]}"#;
 const NEW_POLICY_BODY: &str = r#"{"Name": "walk-policy", "Rules": ""}"#;
 const MISSING_POLICY_BODY: &str = r#"{"Name": "walk-missing", "Rules": ""}"#;
+const NEW_ROLE_BODY: &str = r#"{"Name": "walk-role"}"#;
+const MISSING_ROLE_BODY: &str = r#"{"Name": "walk-missing-role"}"#;
+const UNSUPPORTED_METHOD_BODY: &str = r#"{"Name": "walk", "Type": "kubernetes", "Config": {}}"#;
+const ORPHAN_RULE_BODY: &str = r#"{"AuthMethod": "nope", "BindType": "role", "BindName": "x"}"#;
+const PREVIEW_BODY: &str = r#"{"Name": "web"}"#;
+const EMPTY_LOGIN_BODY: &str = r#"{"AuthMethod": ""}"#;
 
 /// One route of the walk: method, route pattern, what it requires, the request path (with the
 /// `{placeholders}` of [`Fixtures::fill`]), the request body, the status an allowed caller gets.
@@ -127,6 +136,19 @@ const ROUTES: &[Route] = {
         ("GET", "/v1/acl/tokens", Read, "/v1/acl/tokens", "", 200),
         ("GET", "/v1/acl/policy/name/{name}", Read, "/v1/acl/policy/name/read-only", "", 200),
         ("GET", "/v1/acl/policy/{id}", Read, "/v1/acl/policy/{read_only_policy}", "", 200),
+        ("GET", "/v1/acl/role/name/{name}", Read, "/v1/acl/role/name/nope", "", 404),
+        ("GET", "/v1/acl/role/{id}", Read, "/v1/acl/role/{missing}", "", 404),
+        ("GET", "/v1/acl/roles", Read, "/v1/acl/roles", "", 200),
+        ("GET", "/v1/acl/auth-method/{name}", Read, "/v1/acl/auth-method/nope", "", 404),
+        ("GET", "/v1/acl/auth-methods", Read, "/v1/acl/auth-methods", "", 200),
+        ("GET", "/v1/acl/binding-rule/{id}", Read, "/v1/acl/binding-rule/{missing}", "", 404),
+        ("GET", "/v1/acl/binding-rules", Read, "/v1/acl/binding-rules", "", 200),
+        ("GET", "/v1/acl/templated-policies", Read, "/v1/acl/templated-policies", "", 200),
+        ("GET", "/v1/acl/templated-policy/name/{*name}", Read, "/v1/acl/templated-policy/name/builtin/dns", "", 200),
+        ("POST", "/v1/acl/templated-policy/preview/{*name}", Read, "/v1/acl/templated-policy/preview/builtin/service", PREVIEW_BODY, 200),
+        // A login names its auth method; with none, every caller gets Consul's refusal.
+        ("POST", "/v1/acl/login", Invalid, "/v1/acl/login", EMPTY_LOGIN_BODY, 500),
+        ("POST", "/v1/acl/logout", LoginToken, "/v1/acl/logout", "", ANY_STATUS),
         ("GET", "/v1/acl/policies", Read, "/v1/acl/policies", "", 200),
         ("GET", "/v1/acl/replication", Public, "/v1/acl/replication", "", 200),
         ("GET", "/v1/operator/raft/configuration", Read, "/v1/operator/raft/configuration", "", 200),
@@ -152,6 +174,16 @@ const ROUTES: &[Route] = {
         ("PUT", "/v1/acl/policy", Write, "/v1/acl/policy", NEW_POLICY_BODY, 200),
         ("PUT", "/v1/acl/policy/{id}", Write, "/v1/acl/policy/{missing}", MISSING_POLICY_BODY, 200),
         ("DELETE", "/v1/acl/policy/{id}", Write, "/v1/acl/policy/{missing}", "", 200),
+        ("PUT", "/v1/acl/role", Write, "/v1/acl/role", NEW_ROLE_BODY, 200),
+        ("PUT", "/v1/acl/role/{id}", Write, "/v1/acl/role/{missing}", MISSING_ROLE_BODY, 500),
+        ("DELETE", "/v1/acl/role/{id}", Write, "/v1/acl/role/{missing}", "", 200),
+        // Checked after the permission: a kubernetes method is not supported here.
+        ("PUT", "/v1/acl/auth-method", Write, "/v1/acl/auth-method", UNSUPPORTED_METHOD_BODY, 500),
+        ("PUT", "/v1/acl/auth-method/{name}", Write, "/v1/acl/auth-method/walk", UNSUPPORTED_METHOD_BODY, 500),
+        ("DELETE", "/v1/acl/auth-method/{name}", Write, "/v1/acl/auth-method/nope", "", 200),
+        ("PUT", "/v1/acl/binding-rule", Write, "/v1/acl/binding-rule", ORPHAN_RULE_BODY, 500),
+        ("PUT", "/v1/acl/binding-rule/{id}", Write, "/v1/acl/binding-rule/{missing}", ORPHAN_RULE_BODY, 500),
+        ("DELETE", "/v1/acl/binding-rule/{id}", Write, "/v1/acl/binding-rule/{missing}", "", 200),
         ("DELETE", "/v1/operator/raft/peer", Write, "/v1/operator/raft/peer?id=424242", "", 500),
         ("POST", "/v1/operator/keyring", Write, "/v1/operator/keyring", KEYRING_BODY, 500),
         ("PUT", "/v1/operator/keyring", Write, "/v1/operator/keyring", KEYRING_BODY, 500),
@@ -231,10 +263,26 @@ enum Caller {
 
 /// Checks one answer against the rule; `None` when it matches, else what went wrong.
 fn check(case: &Case, caller: Caller, reply: &Reply) -> Option<String> {
+    if case.rule == Rule::LoginToken {
+        // None of the walk's callers holds a token a login minted.
+        let refused = match caller {
+            Caller::Anonymous => reply.status == 401,
+            Caller::ReadOnly | Caller::Management => denied(reply),
+        };
+        return (!refused).then(|| {
+            format!(
+                "{caller:?} {} {}: got {} {:?}; expected a refusal",
+                case.method,
+                case.path,
+                reply.status,
+                reply.text()
+            )
+        });
+    }
     let allowed = match (case.rule, caller) {
         (_, Caller::Management) | (Rule::Public | Rule::Invalid | Rule::Filtered, _) => true,
         (Rule::Read | Rule::OwnToken, Caller::ReadOnly) => true,
-        (Rule::Read | Rule::OwnToken | Rule::Write, _) => false,
+        (Rule::Read | Rule::OwnToken | Rule::Write | Rule::LoginToken, _) => false,
     };
     let what = format!(
         "{caller:?} {} {} ({:?}): got {} {:?}",

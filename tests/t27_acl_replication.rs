@@ -96,7 +96,10 @@ async fn acls_replicate_from_the_primary_and_work_across_datacenters() {
         replicated["ReplicatedTokenIndex"].as_u64().unwrap() > 0,
         "{replicated}"
     );
-    assert_eq!(replicated["ReplicatedRoleIndex"], 0);
+    assert!(
+        replicated["ReplicatedRoleIndex"].as_u64().unwrap() > 0,
+        "{replicated}"
+    );
     assert_eq!(replicated["LastErrorMessage"], "");
     let primary_status = status(&dc1).await;
     assert_eq!(primary_status["Enabled"], false, "{primary_status}");
@@ -151,6 +154,47 @@ async fn acls_replicate_from_the_primary_and_work_across_datacenters() {
     assert_eq!(put.status, 200, "{}", put.text());
     let denied = call(&dc2, "PUT", "/v1/kv/other", &app_secret, &json!("v")).await;
     assert_eq!(denied.status, 403, "{}", denied.text());
+
+    // A role written in a secondary is written in the primary, replicates back, and a global token
+    // linking it works in both datacenters.
+    let role = call(
+        &dc2,
+        "PUT",
+        "/v1/acl/role",
+        ROOT,
+        &json!({"Name": "app-role", "Policies": [{"Name": "app"}], "ServiceIdentities": [{"ServiceName": "web"}]}),
+    )
+    .await;
+    assert_eq!(role.status, 200, "{}", role.text());
+    let role_id = role.json()["ID"].as_str().unwrap().to_owned();
+    let in_primary = call(&dc1, "GET", &format!("/v1/acl/role/{role_id}"), ROOT, &Value::Null).await;
+    assert_eq!(in_primary.status, 200, "the role was written in dc1: {}", in_primary.text());
+    let via_role = call(
+        &dc1,
+        "PUT",
+        "/v1/acl/token",
+        ROOT,
+        &json!({"Description": "via role", "Roles": [{"Name": "app-role"}]}),
+    )
+    .await;
+    assert_eq!(via_role.status, 200, "{}", via_role.text());
+    let role_secret = via_role.json()["SecretID"].as_str().unwrap().to_owned();
+    let role_accessor = via_role.json()["AccessorID"].as_str().unwrap().to_owned();
+    wait_for("the role and its token to replicate to dc2", LIMIT, || async {
+        let role = call(&dc2, "GET", &format!("/v1/acl/role/{role_id}"), ROOT, &Value::Null).await;
+        let token = call(&dc2, "GET", &format!("/v1/acl/token/{role_accessor}"), ROOT, &Value::Null).await;
+        role.status == 200 && token.status == 200
+    })
+    .await;
+    let replicated_role = call(&dc2, "GET", "/v1/acl/role/name/app-role", ROOT, &Value::Null).await;
+    assert_eq!(replicated_role.json()["ServiceIdentities"][0]["ServiceName"], "web");
+    assert_eq!(replicated_role.json()["Policies"][0]["ID"], policy_id.as_str());
+    for dc in [&dc1, &dc2] {
+        let put = call(dc, "PUT", "/v1/kv/app/role", &role_secret, &json!("v")).await;
+        assert_eq!(put.status, 200, "{}", put.text());
+        let denied = call(dc, "PUT", "/v1/kv/other", &role_secret, &json!("v")).await;
+        assert_eq!(denied.status, 403, "{}", denied.text());
+    }
 
     // A local token of dc2 stays in dc2, and replication leaves it alone.
     let local = call(

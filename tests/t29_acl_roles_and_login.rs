@@ -347,8 +347,18 @@ async fn a_jwt_login_mints_a_token_bound_by_the_matching_rules() {
         &json!({"AuthMethod": "ci", "Selector": "value.service != \"\"", "BindType": "service", "BindName": "${value.service}"}),
     )
     .await;
+    ok(
+        &http,
+        "PUT",
+        "/v1/acl/binding-rule",
+        &json!({
+            "AuthMethod": "ci", "Selector": "value.team == \"app\"", "BindType": "templated-policy",
+            "BindName": "builtin/service", "BindVars": {"Name": "${value.service}"},
+        }),
+    )
+    .await;
     let rules = ok(&http, "GET", "/v1/acl/binding-rules?authmethod=ci", &Value::Null).await;
-    assert_eq!(rules.as_array().unwrap().len(), 2);
+    assert_eq!(rules.as_array().unwrap().len(), 3, "{rules}");
     assert_eq!(rules[0]["ID"], team_rule["ID"]);
 
     let claims = |team: &str, service: &str| {
@@ -377,7 +387,12 @@ async fn a_jwt_login_mints_a_token_bound_by_the_matching_rules() {
     assert_eq!(token["AuthMethod"], "ci");
     assert_eq!(token["Local"], true);
     assert_eq!(token["Roles"][0]["Name"], "app-team");
-    assert_eq!(token["ServiceIdentities"][0]["ServiceName"], "web");
+    assert_eq!(token["ServiceIdentities"][0]["ServiceName"], "web", "{token}");
+    assert_eq!(
+        token["TemplatedPolicies"],
+        json!([{"TemplateName": "builtin/service", "TemplateVariables": {"Name": "web"}}]),
+        "{token}"
+    );
     assert_eq!(token["Description"], "token created via login: {\"job\":\"42\"}");
     assert!(token["ExpirationTime"].is_string(), "MaxTokenTTL bounds the token: {token}");
     let secret = token["SecretID"].as_str().unwrap().to_owned();
@@ -419,7 +434,7 @@ async fn a_jwt_login_mints_a_token_bound_by_the_matching_rules() {
     ok(&http, "DELETE", "/v1/acl/auth-method/ci", &Value::Null).await;
     assert_eq!(
         ok(&http, "GET", "/v1/acl/binding-rules", &Value::Null).await,
-        json!([])
+        json!([]),
     );
     assert_eq!(
         ok(&http, "GET", "/v1/acl/tokens?authmethod=ci", &Value::Null).await,

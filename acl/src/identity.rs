@@ -21,7 +21,7 @@ pub struct RoleLink {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ServiceIdentity {
     /// The service the identity speaks for.
-    #[serde(rename = "ServiceName")]
+    #[serde(rename = "ServiceName", default)]
     pub service_name: String,
     /// Datacenters where it applies; empty means everywhere.
     #[serde(rename = "Datacenters", default, skip_serializing_if = "Vec::is_empty")]
@@ -32,10 +32,10 @@ pub struct ServiceIdentity {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct NodeIdentity {
     /// The node the identity speaks for.
-    #[serde(rename = "NodeName")]
+    #[serde(rename = "NodeName", default)]
     pub node_name: String,
     /// The one datacenter where it applies.
-    #[serde(rename = "Datacenter")]
+    #[serde(rename = "Datacenter", default)]
     pub datacenter: String,
 }
 

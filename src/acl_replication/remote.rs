@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tribune_acl::{
-    ANONYMOUS_TOKEN_SECRET, Policy, Resolution, ResolveError, Resolver, Role, SourceError, Token,
+    ANONYMOUS_TOKEN_SECRET, Freshness, Policy, Resolution, ResolveError, Resolver, Role, SourceError, Token,
     TokenSource,
 };
 use tribune_kvstore::{AclPolicy, AclRole, AclToken, Backend, Store};
@@ -23,8 +23,6 @@ use crate::acl::{StoreTokens, policy_from_store, role_from_store, token_from_sto
 use crate::node::Agent;
 use crate::tokens::TokenKind;
 
-/// How long a token the primary resolved is trusted here.
-const FOUND_TTL: Duration = Duration::from_secs(10);
 /// How long a secret the primary did not know is not asked about again.
 const MISSING_TTL: Duration = Duration::from_secs(2);
 /// How long a primary that could not be asked is not asked again about the same secret: requests
@@ -62,23 +60,29 @@ enum Answer {
 #[derive(Debug, Clone)]
 struct Entry {
     at: Instant,
+    /// How long the answer is trusted: a found token as long as `acl.token_ttl` says, like the
+    /// resolver's own cache (a longer life here would keep a token the resolver considers stale
+    /// from being asked about again, and so from `down_policy` and from revocation).
+    ttl: Duration,
     answer: Answer,
 }
 
 impl Entry {
-    fn now(answer: Answer) -> Entry {
+    fn now(answer: Answer, token_ttl: Duration) -> Entry {
+        let ttl = match answer {
+            Answer::Found(_) => token_ttl,
+            Answer::Unknown => MISSING_TTL,
+            Answer::Unreachable(_) => UNREACHABLE_TTL,
+        };
         Entry {
             at: Instant::now(),
+            ttl,
             answer,
         }
     }
 
-    fn ttl(&self) -> Duration {
-        match self.answer {
-            Answer::Found(_) => FOUND_TTL,
-            Answer::Unknown => MISSING_TTL,
-            Answer::Unreachable(_) => UNREACHABLE_TTL,
-        }
+    fn is_fresh(&self, now: Instant) -> bool {
+        now.duration_since(self.at) < self.ttl
     }
 
     fn learned(&self) -> Option<&Learned> {
@@ -104,7 +108,7 @@ impl RemoteTokens {
     fn fresh(&self, key: &SecretKey, now: Instant) -> Option<Entry> {
         let entries = self.entries.lock();
         let entry = entries.get(key)?;
-        (now.duration_since(entry.at) < entry.ttl()).then(|| entry.clone())
+        entry.is_fresh(now).then(|| entry.clone())
     }
 
     fn insert(&self, key: SecretKey, entry: Entry) {
@@ -137,7 +141,7 @@ impl RemoteTokens {
         let entries = self.entries.lock();
         entries
             .values()
-            .filter(|e| now.duration_since(e.at) < FOUND_TTL)
+            .filter(|e| e.is_fresh(now))
             .filter_map(Entry::learned)
             .flat_map(|learned| learned.policies.iter())
             .find(|p| matches(p))
@@ -148,7 +152,7 @@ impl RemoteTokens {
         let entries = self.entries.lock();
         entries
             .values()
-            .filter(|e| now.duration_since(e.at) < FOUND_TTL)
+            .filter(|e| e.is_fresh(now))
             .filter_map(Entry::learned)
             .flat_map(|learned| learned.roles.iter())
             .find(|r| matches(r))
@@ -221,7 +225,15 @@ pub(crate) fn resolve<B: Backend>(
         remote,
         now: Instant::now(),
     };
-    resolver.resolve(&source, secret, SystemTime::now())
+    let now = SystemTime::now();
+    let resolution = resolver.resolve(&source, secret, now)?;
+    if resolution.freshness == Freshness::RefreshDue {
+        // `async-cache` served a stale entry and wants it refreshed. The primary was already asked
+        // ([`learn`] runs before every resolution and found this cache stale too), so the refresh
+        // reads only memory; a primary that could not answer leaves the cached entry in place.
+        return resolver.refresh(&source, secret, now);
+    }
+    Ok(resolution)
 }
 
 /// In a secondary, asks the primary about a secret this datacenter does not know, unless it was
@@ -243,26 +255,27 @@ pub(crate) async fn learn<B: Backend>(agent: &Agent<B>, secret: &str) {
         return;
     }
     let primary = agent.config.primary_datacenter.clone();
+    let token_ttl = agent.config.acl.token_ttl;
     let token = match fetch::<_, TokenJson>(agent, &primary, "/v1/acl/token/self", secret).await {
         Ok((_, json)) if !json.local => match json.into_token() {
             Ok(token) => token,
             Err(e) => {
                 tracing::debug!(error = %e, "a token from the primary could not be read");
-                remote.insert(key, Entry::now(Answer::Unknown));
+                remote.insert(key, Entry::now(Answer::Unknown, token_ttl));
                 return;
             }
         },
         Ok(_) => {
-            remote.insert(key, Entry::now(Answer::Unknown));
+            remote.insert(key, Entry::now(Answer::Unknown, token_ttl));
             return;
         }
         Err(message) if message.contains("ACL not found") => {
-            remote.insert(key, Entry::now(Answer::Unknown));
+            remote.insert(key, Entry::now(Answer::Unknown, token_ttl));
             return;
         }
         Err(message) => {
             tracing::debug!(error = %message, "the primary could not resolve a token");
-            remote.insert(key, Entry::now(Answer::Unreachable(message)));
+            remote.insert(key, Entry::now(Answer::Unreachable(message), token_ttl));
             return;
         }
     };
@@ -290,7 +303,11 @@ pub(crate) async fn learn<B: Backend>(agent: &Agent<B>, secret: &str) {
         .policies
         .iter()
         .map(|link| link.id.clone())
-        .chain(roles.iter().flat_map(|role| role.policies.iter().map(|link| link.id.clone())))
+        .chain(
+            roles
+                .iter()
+                .flat_map(|role| role.policies.iter().map(|link| link.id.clone())),
+        )
         .collect();
     let mut policies = Vec::new();
     for id in policy_ids {
@@ -308,10 +325,13 @@ pub(crate) async fn learn<B: Backend>(agent: &Agent<B>, secret: &str) {
     }
     remote.insert(
         key,
-        Entry::now(Answer::Found(Box::new(Learned {
-            token,
-            policies,
-            roles,
-        }))),
+        Entry::now(
+            Answer::Found(Box::new(Learned {
+                token,
+                policies,
+                roles,
+            })),
+            token_ttl,
+        ),
     );
 }

@@ -828,11 +828,21 @@ impl Access {
 /// The field names of the request bodies this API reads, in Consul's spelling.
 const REQUEST_FIELDS: &[&str] = &[
     "AccessorID",
+    "AuthMethod",
     "Behavior",
+    "BindName",
+    "BindType",
+    "BindVars",
+    "BearerToken",
     "Check",
     "Checks",
+    "Config",
+    "Datacenter",
     "Datacenters",
     "Description",
+    "DisplayName",
+    "ExpirationTTL",
+    "ExpirationTime",
     "Flags",
     "ID",
     "Index",
@@ -840,17 +850,30 @@ const REQUEST_FIELDS: &[&str] = &[
     "Key",
     "Local",
     "LockDelay",
+    "MaxTokenTTL",
+    "Meta",
     "Name",
     "Node",
     "NodeChecks",
+    "NodeIdentities",
+    "NodeName",
     "Policies",
+    "Roles",
     "Rules",
     "SecretID",
+    "Selector",
     "Service",
     "ServiceChecks",
+    "ServiceIdentities",
+    "ServiceName",
     "Session",
     "TTL",
+    "TemplateName",
+    "TemplateVariables",
+    "TemplatedPolicies",
     "Token",
+    "TokenLocality",
+    "Type",
     "Value",
     "Verb",
 ];
@@ -871,13 +894,16 @@ pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result
     serde_json::from_value(value)
 }
 
+/// Fields whose value is a map of the client's own keys (an auth method's `Config`, a login's `Meta`):
+/// Go decodes those keys as written, so they are left alone.
+const FREE_FORM_FIELDS: &[&str] = &["Config", "Meta"];
+
 /// Renames every object key that equals a known field name but for case. Recursion is bounded by
 /// serde_json's nesting limit (128) on the parse that built the value.
 fn canonicalize_field_names(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
             for (key, mut inner) in std::mem::take(map) {
-                canonicalize_field_names(&mut inner);
                 let key = match REQUEST_FIELDS
                     .iter()
                     .find(|field| field.eq_ignore_ascii_case(&key))
@@ -885,6 +911,9 @@ fn canonicalize_field_names(value: &mut serde_json::Value) {
                     Some(field) => (*field).to_owned(),
                     None => key,
                 };
+                if !FREE_FORM_FIELDS.contains(&key.as_str()) {
+                    canonicalize_field_names(&mut inner);
+                }
                 map.insert(key, inner);
             }
         }
@@ -982,6 +1011,18 @@ mod tests {
         assert_eq!((body.name.as_str(), body.ttl.as_str()), ("n", "10s"));
         assert_eq!(body.policies[0], serde_json::json!({"ID": "x", "free": 1}));
         assert!(decode_json::<Body>(b"{").is_err());
+    }
+
+    #[test]
+    fn free_form_maps_keep_the_client_s_keys() {
+        let body: serde_json::Value = decode_json(
+            br#"{"config": {"ClaimMappings": {"service": "service"}}, "meta": {"name": "x"}, "name": "m"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"Config": {"ClaimMappings": {"service": "service"}}, "Meta": {"name": "x"}, "Name": "m"})
+        );
     }
 
     #[test]
