@@ -113,7 +113,33 @@ tribune_ensure_client_suites() {
         (cd "$cache/js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
         echo "$pins" > "$cache/js/.tribune-pins"
     fi
+    # py-consul's own ACL tests (tests/api/test_acl*.py in its sdist) also run against Tribune, from
+    # tests/t08_clients.rs with our fixtures in tests/clients/py/upstream/. The sdist is the release
+    # installed above, fetched by version and digest and unpacked into $cache/py-consul-src.
+    local sdist_version=1.8.0
+    local sdist_sha256=ed9ab0adb335d33ea84f7622f372411f8e288bb09aee5e7632264d28d285a52c
+    local sdist_dir="$cache/py-consul-src"
+    if ! grep -qx "py-consul==$sdist_version" tests/clients/py/requirements.txt; then
+        echo "tribune: tests/clients/py/requirements.txt no longer pins py-consul==$sdist_version;" \
+            "update the sdist version and sha256 in scripts/prereqs.sh with it" >&2
+        return 1
+    fi
+    if [ "$(cat "$sdist_dir/.tribune-pins" 2>/dev/null)" != "$sdist_version $sdist_sha256" ]; then
+        local download
+        download=$(mktemp -d)
+        echo "py-consul==$sdist_version --hash=sha256:$sdist_sha256" > "$download/pin.txt"
+        echo "tribune: fetching the py-consul $sdist_version sdist into $sdist_dir" >&2
+        "$cache/py/bin/pip" download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+            --require-hashes -r "$download/pin.txt" -d "$download" || return 1
+        echo "$sdist_sha256  $download/py_consul-$sdist_version.tar.gz" | sha256sum --check --quiet || return 1
+        rm -rf "$sdist_dir"
+        mkdir -p "$sdist_dir"
+        tar -xzf "$download/py_consul-$sdist_version.tar.gz" -C "$sdist_dir" --strip-components=1 || return 1
+        rm -rf "$download"
+        echo "$sdist_version $sdist_sha256" > "$sdist_dir/.tribune-pins"
+    fi
     export TRIBUNE_CLIENT_PYTHON="$cache/py/bin/python"
+    export TRIBUNE_PY_CONSUL_SDIST="$sdist_dir"
     export TRIBUNE_CLIENT_NODE_MODULES="$cache/js/node_modules"
     export TRIBUNE_CLIENT_SUITES=required
 }
