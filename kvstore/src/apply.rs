@@ -583,11 +583,14 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
             }
             self.delete_owned_row(Table::AclTokenSecrets, &existing.secret_id, &existing.accessor_id)?;
         }
-        if origin == Origin::Local
-            && let Some(owner) = tables::get_string(self, Table::AclTokenSecrets, token.secret_id.as_bytes())?
+        if let Some(owner) = tables::get_string(self, Table::AclTokenSecrets, token.secret_id.as_bytes())?
             && owner != token.accessor_id
         {
-            return Err(ApplyError::DuplicateSecret { accessor_id: owner });
+            // A replicated token takes its secret from another replicated token (which the same round
+            // deletes or re-keys anyway), never from a local one: no two tokens ever share a secret.
+            if origin == Origin::Local || !self.acl_token_remove(&owner, Origin::Replicated)? {
+                return Err(ApplyError::DuplicateSecret { accessor_id: owner });
+            }
         }
         stored.create_index = existing.as_ref().map_or(self.index, |e| e.create_index);
         stored.modify_index = self.index;
@@ -637,13 +640,18 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
     }
 
     fn acl_policy_write(&mut self, policy: &AclPolicy, origin: Origin) -> Result<AclPolicy, ApplyError> {
-        if origin == Origin::Local
-            && let Some(owner) = tables::get_string(self, Table::AclPolicyNames, policy.name.as_bytes())?
+        if let Some(owner) = tables::get_string(self, Table::AclPolicyNames, policy.name.as_bytes())?
             && owner != policy.id
         {
-            return Err(ApplyError::DuplicatePolicyName {
-                name: policy.name.clone(),
-            });
+            // Policies in a secondary are all replicated: the one holding the name is gone from the
+            // primary or renamed there, and the same round deletes or rewrites it. Removing it now
+            // keeps names unique at every index.
+            if origin == Origin::Local || owner == GLOBAL_MANAGEMENT_POLICY_ID {
+                return Err(ApplyError::DuplicatePolicyName {
+                    name: policy.name.clone(),
+                });
+            }
+            self.acl_policy_remove(&owner)?;
         }
         let existing = tables::get::<AclPolicy, _>(self, Table::AclPolicies, policy.id.as_bytes())?;
         if let Some(existing) = &existing
@@ -688,13 +696,16 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
     }
 
     fn acl_role_write(&mut self, role: &AclRole, origin: Origin) -> Result<AclRole, ApplyError> {
-        if origin == Origin::Local
-            && let Some(owner) = tables::get_string(self, Table::AclRoleNames, role.name.as_bytes())?
+        if let Some(owner) = tables::get_string(self, Table::AclRoleNames, role.name.as_bytes())?
             && owner != role.id
         {
-            return Err(ApplyError::DuplicateRoleName {
-                name: role.name.clone(),
-            });
+            // As for policies: every role in a secondary is replicated.
+            if origin == Origin::Local {
+                return Err(ApplyError::DuplicateRoleName {
+                    name: role.name.clone(),
+                });
+            }
+            self.acl_role_remove(&owner)?;
         }
         let mut stored = role.clone();
         for link in &mut stored.policies {

@@ -30,9 +30,35 @@ fn config() -> Config {
     bincode::config::standard().with_limit::<MAX_COMMAND_BYTES>()
 }
 
-/// Encodes a command for the raft log.
+/// The oldest format that can carry `command`. Format 3 changed only the token's shape and added
+/// commands, so every other command is written as format 2, whose bytes it has: a server of the
+/// previous release can then apply everything but the new ACL commands during a rolling upgrade.
+fn oldest_format_for(command: &Command) -> u8 {
+    match command {
+        Command::KvSet { .. }
+        | Command::KvCas { .. }
+        | Command::KvDelete { .. }
+        | Command::KvDeleteCas { .. }
+        | Command::KvDeleteTree { .. }
+        | Command::KvLock { .. }
+        | Command::KvUnlock { .. }
+        | Command::Txn { .. }
+        | Command::SessionCreate(_)
+        | Command::SessionDestroy { .. }
+        | Command::AclTokenDelete { .. }
+        | Command::AclPolicyUpsert(_)
+        | Command::AclPolicyDelete { .. }
+        | Command::ReapTombstones { .. }
+        | Command::RestoreBegin { .. }
+        | Command::RestoreCommit { .. } => crate::legacy::FORMAT_2,
+        // Tokens changed shape; restore chunks carry tokens; the rest is new.
+        _ => CODEC_VERSION,
+    }
+}
+
+/// Encodes a command for the raft log, in the oldest format that carries it.
 pub fn encode_command(command: &Command) -> Result<Vec<u8>, CodecError> {
-    let mut out = vec![CODEC_VERSION];
+    let mut out = vec![oldest_format_for(command)];
     bincode::serde::encode_into_std_write(command, &mut out, config())
         .map_err(|e| CodecError::Encode(e.to_string()))?;
     Ok(out)
@@ -143,7 +169,8 @@ mod tests {
             ],
         };
         let bytes = encode_command(&cmd).unwrap();
-        assert_eq!(bytes[0], CODEC_VERSION);
+        // Transactions did not change in format 3: written so the previous release reads them too.
+        assert_eq!(bytes[0], crate::legacy::FORMAT_2);
         assert_eq!(decode_command(&bytes).unwrap(), cmd);
         assert_eq!(Command::decode(&cmd.encode().unwrap()).unwrap(), cmd);
     }
@@ -196,5 +223,36 @@ mod tests {
             bytes[at] ^= 1 << bit;
             let _ = decode_command(&bytes);
         }
+    }
+}
+
+#[cfg(test)]
+mod format_choice_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::model::AclToken;
+
+    /// What the previous release can read is written in its format: its servers keep applying KV and
+    /// session commands while a rolling upgrade is under way.
+    #[test]
+    fn commands_that_did_not_change_are_written_in_format_2() {
+        let unchanged = Command::KvSet {
+            key: "k".into(),
+            value: b"v".to_vec(),
+            flags: 0,
+        };
+        let bytes = encode_command(&unchanged).unwrap();
+        assert_eq!(bytes.first(), Some(&crate::legacy::FORMAT_2));
+        assert_eq!(decode_command(&bytes).unwrap(), unchanged);
+        // The body is exactly what format 3 would write.
+        let mut as_format_3 = bytes.clone();
+        as_format_3[0] = CODEC_VERSION;
+        assert_eq!(decode_command(&as_format_3).unwrap(), unchanged);
+
+        let token = Command::AclTokenUpsert(AclToken::new("a", "s"));
+        let bytes = encode_command(&token).unwrap();
+        assert_eq!(bytes.first(), Some(&CODEC_VERSION));
+        assert_eq!(decode_command(&bytes).unwrap(), token);
     }
 }

@@ -191,8 +191,10 @@ pub enum Command {
 ///   links to records that exist get their current names;
 /// - a token's auth method need not exist here, and a token's secret may differ from the one stored
 ///   for its accessor (the primary is the authority);
-/// - a name (or secret) still held by another record here goes to the record being replicated: the
-///   other one is stale and its own update or delete follows.
+/// - a name (or secret) still held by another record here goes to the record being replicated, and
+///   that other record is removed (it is stale: the primary deleted or renamed it, and the same round
+///   writes it again if it still exists there), so no two records ever share a name or a secret; a
+///   secret held by a local token refuses the batch.
 ///
 /// Deletes of records that do not exist are no-ops, and a token delete never removes a token local
 /// to this datacenter (only global tokens are replicated). At most [`MAX_REPLICATION_BATCH_ITEMS`]
