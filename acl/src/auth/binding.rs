@@ -222,35 +222,8 @@ pub fn interpolate(
     Ok(out)
 }
 
-fn is_lower_identity_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    let edge_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    (1..=256).contains(&name.len())
-        && edge_ok(bytes.first())
-        && edge_ok(bytes.last())
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
 fn is_name_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
-}
-
-/// Consul's rule for service identity names (and node identity names): lowercase alphanumerics, `-`
-/// and `_`, starting and ending alphanumeric, at most 256 bytes.
-pub fn is_valid_service_identity_name(name: &str) -> bool {
-    is_lower_identity_name(name)
-}
-
-/// Consul's rule for node identity names (the same as for service identities).
-pub fn is_valid_node_identity_name(name: &str) -> bool {
-    is_lower_identity_name(name)
-}
-
-/// Consul's rule for role names: `[A-Za-z0-9-_]{1,256}`.
-pub fn is_valid_role_name(name: &str) -> bool {
-    (1..=256).contains(&name.len()) && name.bytes().all(is_name_char)
 }
 
 /// Consul's rule for policy names: `[A-Za-z0-9-_]+(/[A-Za-z0-9-_]*)?`, at most 128 bytes, not under
@@ -262,17 +235,6 @@ pub fn is_valid_policy_name(name: &str) -> bool {
     let (head, tail) = name.split_once('/').unwrap_or((name, ""));
     !head.is_empty() && head.bytes().all(is_name_char) && tail.bytes().all(is_name_char)
 }
-
-/// The built-in templates a `templated-policy` rule may name, and whether each requires `Name`.
-const BUILTIN_TEMPLATES: &[(&str, bool)] = &[
-    ("builtin/service", true),
-    ("builtin/node", true),
-    ("builtin/dns", false),
-    ("builtin/nomad-server", false),
-    ("builtin/nomad-client", false),
-    ("builtin/workload-identity", true),
-    ("builtin/api-gateway", true),
-];
 
 /// Fills a bind name, lowercasing values as Consul does and refusing when that changed anything.
 fn compute_name(template: &str, vars: &BTreeMap<String, String>) -> Result<String, BindError> {
@@ -304,9 +266,10 @@ fn templated_policy(
     bind_vars: Option<&TemplateVariables>,
     vars: &BTreeMap<String, String>,
 ) -> Result<TemplatedPolicy, BindError> {
-    let Some(&(_, needs_name)) = BUILTIN_TEMPLATES.iter().find(|(name, _)| *name == template) else {
+    let Some(definition) = crate::templated::builtin_template(template) else {
         return Err(BindError::UnknownTemplate(template.to_owned()));
     };
+    let needs_name = definition.requires_name();
     let variables = match bind_vars {
         None => None,
         Some(bind_vars) => Some(TemplateVariables {
@@ -327,7 +290,7 @@ fn templated_policy(
         template,
         "builtin/service" | "builtin/node" | "builtin/api-gateway"
     );
-    if identity_template && !is_lower_identity_name(name) {
+    if identity_template && !crate::identity::is_valid_identity_name(name) {
         return Err(BindError::TemplateVariables(format!(
             "{name:?} has an invalid name. Only lowercase alphanumeric characters, '-' and '_' are allowed"
         )));
@@ -341,9 +304,9 @@ fn templated_policy(
 
 fn name_rule(bind_type: BindType) -> fn(&str) -> bool {
     match bind_type {
-        BindType::Service => is_valid_service_identity_name,
-        BindType::Node => is_valid_node_identity_name,
-        BindType::Role => is_valid_role_name,
+        BindType::Service => crate::identity::is_valid_identity_name,
+        BindType::Node => crate::identity::is_valid_identity_name,
+        BindType::Role => crate::role::is_valid_role_name,
         BindType::Policy | BindType::TemplatedPolicy => is_valid_policy_name,
     }
 }
@@ -459,7 +422,7 @@ pub fn bind(rules: &[BindingRule], identity: &Identity, datacenter: &str) -> Res
         }
         match rule.bind_type {
             BindType::Service => {
-                let name = checked_name(&rule.bind_name, vars, is_valid_service_identity_name)?;
+                let name = checked_name(&rule.bind_name, vars, crate::identity::is_valid_identity_name)?;
                 push_unique(
                     &mut bindings.service_identities,
                     ServiceIdentity {
@@ -469,7 +432,7 @@ pub fn bind(rules: &[BindingRule], identity: &Identity, datacenter: &str) -> Res
                 );
             }
             BindType::Node => {
-                let name = checked_name(&rule.bind_name, vars, is_valid_node_identity_name)?;
+                let name = checked_name(&rule.bind_name, vars, crate::identity::is_valid_identity_name)?;
                 push_unique(
                     &mut bindings.node_identities,
                     NodeIdentity {
@@ -479,7 +442,7 @@ pub fn bind(rules: &[BindingRule], identity: &Identity, datacenter: &str) -> Res
                 );
             }
             BindType::Role => {
-                let name = checked_name(&rule.bind_name, vars, is_valid_role_name)?;
+                let name = checked_name(&rule.bind_name, vars, crate::role::is_valid_role_name)?;
                 push_unique(
                     &mut bindings.roles,
                     RoleLink {

@@ -19,8 +19,7 @@ mod selector;
 
 pub use binding::{
     BindError, BindType, BindTypeError, BindingRule, BindingRuleError, Bindings, InterpolationError,
-    PERMISSION_DENIED, bind, interpolate, is_valid_node_identity_name, is_valid_policy_name,
-    is_valid_role_name, is_valid_service_identity_name,
+    PERMISSION_DENIED, bind, interpolate, is_valid_policy_name,
 };
 pub use duration::{DurationError, format_go_duration, parse_go_duration};
 pub use jwt::{
