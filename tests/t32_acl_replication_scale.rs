@@ -296,7 +296,7 @@ impl Written {
     /// Token `j`'s policy links: policy `j`, and for every third token policy `j + 1` too.
     fn token_policies(&self, j: usize) -> Vec<String> {
         let mut links = vec![self.policy_ids[j].clone()];
-        if j % 3 == 0 && j + 1 < POLICIES {
+        if j.is_multiple_of(3) && j + 1 < POLICIES {
             links.push(self.policy_ids[j + 1].clone());
         }
         links
@@ -304,7 +304,7 @@ impl Written {
 
     /// Every tenth token links a role, whose policy is one of 5000..5020.
     fn token_roles(&self, j: usize) -> Vec<String> {
-        if j % 10 == 0 {
+        if j.is_multiple_of(10) {
             vec![self.role_ids[(j / 10) % ROLES].clone()]
         } else {
             Vec::new()
