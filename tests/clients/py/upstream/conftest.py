@@ -10,6 +10,7 @@ values the upstream tests expect, but each one starts a fresh `tribune agent -de
 from __future__ import annotations
 
 import collections
+import ctypes
 import json
 import os
 import signal
@@ -40,8 +41,8 @@ def tribune_binary() -> str:
 
 
 def free_loopback_port() -> int:
-    # The OS may hand the port out again before the agent binds it; the agent then fails to start
-    # and the fixture says so, rather than talking to some other server.
+    # The OS may hand the port out again before the agent binds it; the agent then cannot bind,
+    # exits, and the fixture reports that with the agent's log.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -116,6 +117,13 @@ def wait_until_ready(process: subprocess.Popen, port: int, initial_management: s
     raise TimeoutError(f"{base} not ready within {START_TIMEOUT_SECONDS}s ({last_problem}):\n{agent_log(log_path)}")
 
 
+def die_with_pytest() -> None:
+    # Runs in the agent's process before exec: if pytest is killed (the Rust runner's timeout), the
+    # kernel ends the agent too instead of leaving it running.
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def stop(process: subprocess.Popen) -> None:
     if process.poll() is not None:
         return
@@ -154,7 +162,9 @@ def run_agent(tmp_path, initial_management: str | None):
     ]
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "TRIBUNE_HTTP_"))}
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=environment, preexec_fn=die_with_pytest
+        )
     try:
         wait_until_ready(process, port, initial_management, log_path)
         yield process, port
