@@ -16,6 +16,7 @@ use tribune_check::{
     check_stale_reads, lost_writes, to_jsonl,
 };
 
+use super::acl::{self, DownPolicy};
 use super::cluster::{self, Cluster};
 use super::nemesis::{self, Applied, Fault};
 use super::net::{self, Net};
@@ -55,10 +56,14 @@ pub(crate) enum Class {
     /// A WAN check failed: a cut-off dc2 not declared failed, `?dc=dc2` not failing fast with
     /// Consul's error, dc2 not routable again after a heal, the proxy not in the path.
     WanRouting,
+    /// A federated ACL run: dc2 answering T or an unknown secret other than its down policy
+    /// dictates while cut off from dc1, or than dc1 would away from faults; an answer slower
+    /// than 3 s; the replicated policy differing from dc1's; the setup not completing.
+    AclDownPolicy,
 }
 
 impl Class {
-    const ALL: [Class; 10] = [
+    const ALL: [Class; 11] = [
         Class::Consistent,
         Class::Default,
         Class::StalePhantom,
@@ -69,6 +74,7 @@ impl Class {
         Class::UnknownDefault,
         Class::NoFinalRead,
         Class::WanRouting,
+        Class::AclDownPolicy,
     ];
 
     fn name(self) -> &'static str {
@@ -83,6 +89,7 @@ impl Class {
             Class::UnknownDefault => "unknown (default)",
             Class::NoFinalRead => "no final read",
             Class::WanRouting => "WAN routing",
+            Class::AclDownPolicy => "ACL down_policy",
         }
     }
 }
@@ -92,6 +99,8 @@ impl Class {
 pub(crate) struct Plan {
     pub(crate) seed: u64,
     pub(crate) faults: Vec<Fault>,
+    /// A federated ACL run (WAN runs only): dc2's `down_policy`.
+    pub(crate) acl: Option<DownPolicy>,
 }
 
 /// CI's runs: every fault kind at least once (network kinds only where the namespace exists).
@@ -114,13 +123,20 @@ pub(crate) fn short_plans(network: bool) -> Vec<Plan> {
     };
     plans
         .into_iter()
-        .map(|(seed, faults)| Plan { seed, faults })
+        .map(|(seed, faults)| Plan {
+            seed,
+            // The run with the WAN cut is also the federated ACL run, under Consul's default
+            // down policy (the long campaign's TRIBUNE_FAULTS_ACL=1 cycles through all four).
+            acl: faults.contains(&Fault::WanCut).then_some(DownPolicy::ExtendCache),
+            faults,
+        })
         .collect()
 }
 
 /// A long-campaign run: two faults drawn from the seed; with `wan_first` (and the namespace),
-/// the first is a WAN fault.
-pub(crate) fn random_plan(seed: u64, network: bool, wan_first: bool) -> Plan {
+/// the first is a WAN fault; with `acl` (and the namespace), the first is a WAN cut and the run
+/// federates ACLs with the seed's down policy.
+pub(crate) fn random_plan(seed: u64, network: bool, wan_first: bool, acl: bool) -> Plan {
     let mut rng = SmallRng::seed_from_u64(seed);
     let kinds: Vec<Fault> = Fault::ALL
         .into_iter()
@@ -130,7 +146,11 @@ pub(crate) fn random_plan(seed: u64, network: bool, wan_first: bool) -> Plan {
     if wan_first && network {
         faults[0] = Fault::WAN[rng.random_range(0..Fault::WAN.len())];
     }
-    Plan { seed, faults }
+    let acl = (acl && network).then(|| DownPolicy::for_seed(seed));
+    if acl.is_some() {
+        faults[0] = Fault::WanCut;
+    }
+    Plan { seed, faults, acl }
 }
 
 /// What one run found.
@@ -146,6 +166,8 @@ pub(crate) struct RunResult {
     pub(crate) failover: Vec<(Fault, Option<u64>, Option<u64>)>,
     /// Operations on dc2's keys.
     pub(crate) wan_operations: usize,
+    /// A federated ACL run's checker figures.
+    pub(crate) acl: Option<acl::Figures>,
     pub(crate) dir: PathBuf,
 }
 
@@ -190,8 +212,12 @@ pub(crate) fn run(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the run directory");
     let wan_run = net.is_some() && plan.faults.iter().any(|f| f.wan());
+    let acl_policy = plan.acl.filter(|_| wan_run);
     let (slots, wan) = if wan_run {
-        let (dc1, dc2) = wan::slots(&dir);
+        let (mut dc1, mut dc2) = wan::slots(&dir);
+        if let Some(policy) = acl_policy {
+            acl::configure(&dir, &mut dc1, &mut dc2, policy);
+        }
         let wan = Wan::start(runtime, &dc1, dc2);
         (dc1, Some(wan))
     } else {
@@ -224,6 +250,24 @@ pub(crate) fn run(
         cluster.slots.iter().map(|slot| slot.http()).collect(),
         wan.as_ref().map(|wan| wan.dc2_http),
     );
+    let mut acl_problems = Vec::new();
+    let mut acl_checker = None;
+    if let (Some(_), Some(wan)) = (acl_policy, &wan) {
+        match runtime.block_on(acl::set_up(&wan.dc1_http, wan.dc2_http, plan.seed)) {
+            Ok(fixture) => {
+                acl_checker = Some((
+                    fixture.clone(),
+                    runtime.spawn(acl::checker(
+                        Arc::clone(&shared),
+                        wan.dc2_http,
+                        fixture,
+                        plan.seed * 1000 + 300,
+                    )),
+                ));
+            }
+            Err(problem) => acl_problems.push(problem),
+        }
+    }
     let mut tasks = Vec::new();
     for worker in 0..CLIENTS {
         let seed = plan.seed * 1000 + worker;
@@ -269,6 +313,7 @@ pub(crate) fn run(
             runtime,
             &shared,
             &mut rng,
+            acl_policy.is_some(),
         ));
     }
     // Heal everything (each fault healed itself; this is the backstop), then stop the clients.
@@ -284,6 +329,23 @@ pub(crate) fn run(
         }
     });
     let missing = runtime.block_on(workload::final_reads(&shared, Duration::from_secs(30)));
+    let mut acl_figures = None;
+    if let (Some(policy), Some(wan), Some((fixture, checker))) = (acl_policy, &wan, acl_checker) {
+        let seen = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(30), checker).await })
+            .ok()
+            .and_then(Result::ok);
+        match seen {
+            Some(seen) => {
+                let _ = std::fs::write(dir.join("acl.txt"), acl::log(&seen, &applied));
+                let (problems, figures) = acl::judge(&seen, &applied, policy);
+                acl_problems.extend(problems);
+                acl_figures = Some(figures);
+            }
+            None => acl_problems.push("the ACL checker did not finish".to_owned()),
+        }
+        acl_problems.extend(runtime.block_on(acl::compare_policies(&wan.dc1_http, wan.dc2_http, &fixture)));
+    }
     drop(cluster);
     let proxy_stats = wan.as_ref().map(Wan::stats);
     drop(wan);
@@ -296,15 +358,25 @@ pub(crate) fn run(
     for a in &applied {
         let _ = writeln!(
             faults_text,
-            "{}\tstart_ns={}\theal_ns={}\ttarget={:?}\tleader_before={:?}\twan_failed_ms={:?}\twan_routable_ms={:?}\twan_read_ms={:?}",
+            "{}\tstart_ns={}\theal_ns={}\tsettled_ns={}\ttarget={:?}\tleader_before={:?}\twan_failed_ms={:?}\twan_routable_ms={:?}\twan_read_ms={:?}\tdc2_fails_fast_ms={:?}\tdc2_reaches_primary_ms={:?}",
             a.fault,
             a.start_ns,
             a.heal_ns,
+            a.settled_ns,
             a.target,
             a.leader_before,
             a.wan_declared_failed_ms,
             a.wan_routable_ms,
-            a.wan_read_ms
+            a.wan_read_ms,
+            a.dc2_fails_fast_ms,
+            a.dc2_reaches_primary_ms
+        );
+    }
+    if let Some(policy) = acl_policy {
+        let _ = writeln!(
+            faults_text,
+            "acl: dc2 down_policy={policy}, token_ttl={:?}",
+            acl::TOKEN_TTL
         );
     }
     if let Some(stats) = &proxy_stats {
@@ -317,6 +389,7 @@ pub(crate) fn run(
         operations: ops.len(),
         lock_events: locks.len(),
         wan_operations: ops.iter().filter(|op| op.key.starts_with("wan/")).count(),
+        acl: acl_figures,
         dir: dir.clone(),
         ..RunResult::default()
     };
@@ -350,6 +423,9 @@ pub(crate) fn run(
     for anomaly in check_locks(&locks) {
         result.add(Class::LockSafety, anomaly.to_string());
     }
+    for problem in acl_problems {
+        result.add(Class::AclDownPolicy, problem);
+    }
     for a in &applied {
         for problem in &a.problems {
             result.add(Class::WanRouting, format!("{}: {problem}", a.fault));
@@ -370,11 +446,16 @@ pub(crate) fn run(
     }
     let found: usize = result.anomalies.values().sum();
     println!(
-        "run {}: {} ops ({} on dc2), {} lock events, faults [{}], {} anomalies, {:.1}s ({})",
+        "run {}: {} ops ({} on dc2), {} lock events, {}faults [{}], {} anomalies, {:.1}s ({})",
         plan.seed,
         result.operations,
         result.wan_operations,
         result.lock_events,
+        result.acl.as_ref().map_or(String::new(), |figures| format!(
+            "ACL ({}) answers {:?}, ",
+            acl_policy.map_or(String::new(), |p| p.to_string()),
+            figures.answers
+        )),
         plan.faults
             .iter()
             .map(ToString::to_string)
@@ -404,6 +485,9 @@ fn log_tails(cluster: &Cluster) -> String {
     out
 }
 
+/// Federated ACL runs under one down policy: runs, answers per window, slowest per window (ms).
+type AclTotals = (usize, BTreeMap<acl::Window, usize>, BTreeMap<acl::Window, u64>);
+
 /// The campaign's totals.
 #[derive(Debug, Default)]
 pub(crate) struct Totals {
@@ -422,6 +506,12 @@ pub(crate) struct Totals {
     pub(crate) wan_routable: Vec<(Fault, u64)>,
     /// (fastest, median) `?dc=dc2` read under the WAN delay, per fault.
     pub(crate) wan_reads: Vec<(u64, u64)>,
+    /// Federated ACL runs per dc2 down policy: runs, answers per window, slowest per window (ms).
+    pub(crate) acl: BTreeMap<DownPolicy, AclTotals>,
+    /// ACL runs: ms from a cut until dc2 failed a `?dc=dc1` call fast, and from a heal until dc2
+    /// carried a call to dc1 again.
+    pub(crate) dc2_fails_fast: Vec<u64>,
+    pub(crate) dc2_reaches_primary: Vec<u64>,
 }
 
 impl Totals {
@@ -436,6 +526,21 @@ impl Totals {
             self.wan_routable
                 .extend(a.wan_routable_ms.map(|ms| (a.fault, ms)));
             self.wan_reads.extend(a.wan_read_ms);
+            self.dc2_fails_fast.extend(a.dc2_fails_fast_ms);
+            self.dc2_reaches_primary.extend(a.dc2_reaches_primary_ms);
+        }
+        if let Some(figures) = &result.acl
+            && let Some(policy) = figures.down_policy
+        {
+            let (runs, answers, slowest) = self.acl.entry(policy).or_default();
+            *runs += 1;
+            for (window, n) in &figures.answers {
+                *answers.entry(*window).or_default() += n;
+            }
+            for (window, ms) in &figures.slowest_ms {
+                let entry = slowest.entry(*window).or_default();
+                *entry = (*entry).max(*ms);
+            }
         }
         for (class, n) in &result.anomalies {
             *self.anomalies.entry(*class).or_default() += n;
@@ -548,6 +653,52 @@ impl Totals {
                 &median,
             );
         }
+        if !self.acl.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nFederated ACLs (dc2 resolves tokens at dc1, `acl.token_ttl` {:?}; answers of the checker on dc2 by window; slowest in ms):\n",
+                acl::TOKEN_TTL
+            );
+            let _ = writeln!(
+                out,
+                "| dc2 down_policy | runs | judged under the cut (down policy) | judged normal | around faults (either) | slowest: cut / normal / around |"
+            );
+            let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+            for (policy, (runs, answers, slowest)) in &self.acl {
+                let count = |w| answers.get(&w).copied().unwrap_or(0);
+                let ms = |w| slowest.get(&w).map_or("-".to_owned(), u64::to_string);
+                let _ = writeln!(
+                    out,
+                    "| {policy} | {runs} | {} | {} | {} | {} / {} / {} |",
+                    count(acl::Window::Cut),
+                    count(acl::Window::Normal),
+                    count(acl::Window::Between),
+                    ms(acl::Window::Cut),
+                    ms(acl::Window::Normal),
+                    ms(acl::Window::Between)
+                );
+            }
+            let _ = writeln!(out, "\n| ACL figure | samples | p50 / max (ms) |");
+            let _ = writeln!(out, "|---|---:|---:|");
+            for (name, samples) in [
+                (
+                    "cut: until dc2 fails `?dc=dc1` fast (500 within 3 s)",
+                    &self.dc2_fails_fast,
+                ),
+                (
+                    "heal: until dc2 carries a call to dc1 again",
+                    &self.dc2_reaches_primary,
+                ),
+            ] {
+                let max = samples.iter().max().map_or("-".to_owned(), u64::to_string);
+                let _ = writeln!(
+                    out,
+                    "| {name} | {} | {} / {max} |",
+                    samples.len(),
+                    percentile(samples, 50)
+                );
+            }
+        }
         out
     }
 }
@@ -649,7 +800,8 @@ pub(crate) fn run_campaign(test_name: &str, campaign: Campaign) {
 fn execute(campaign: Campaign, network: bool) {
     let out = output_dir();
     let commit = checkout();
-    let wan_first = env_flag("TRIBUNE_FAULTS_WAN", false);
+    let acl = env_flag("TRIBUNE_FAULTS_ACL", false);
+    let wan_first = acl || env_flag("TRIBUNE_FAULTS_WAN", false);
     println!("t20_faults: histories and server logs under {}", out.display());
     let plans: Vec<Plan> = match (campaign, std::env::var("TRIBUNE_FAULTS_SEEDS")) {
         (_, Ok(seeds)) => seeds
@@ -659,7 +811,7 @@ fn execute(campaign: Campaign, network: bool) {
                 short_plans(network)
                     .into_iter()
                     .find(|plan| plan.seed == seed)
-                    .unwrap_or_else(|| random_plan(seed, network, wan_first))
+                    .unwrap_or_else(|| random_plan(seed, network, wan_first, acl))
             })
             .collect(),
         (Campaign::Short, Err(_)) => short_plans(network),
@@ -669,7 +821,7 @@ fn execute(campaign: Campaign, network: bool) {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(100);
             (0..runs)
-                .map(|i| random_plan(1000 + i, network, wan_first))
+                .map(|i| random_plan(1000 + i, network, wan_first, acl))
                 .collect()
         }
     };
@@ -690,7 +842,13 @@ fn execute(campaign: Campaign, network: bool) {
         Campaign::Long => format!(
             "TRIBUNE_FAULTS_RUNS={}{} cargo test -p tribune --test t20_faults -- --ignored long_campaign --nocapture",
             plans.len(),
-            if wan_first { " TRIBUNE_FAULTS_WAN=1" } else { "" }
+            if acl {
+                " TRIBUNE_FAULTS_ACL=1"
+            } else if wan_first {
+                " TRIBUNE_FAULTS_WAN=1"
+            } else {
+                ""
+            }
         ),
     };
     let table = totals.table(&command, network, &commit);
@@ -707,6 +865,7 @@ fn execute(campaign: Campaign, network: bool) {
         Class::StaleBackwards,
         Class::LockSafety,
         Class::WanRouting,
+        Class::AclDownPolicy,
     ]
     .into_iter()
     .chain(strict_default.then_some(Class::Default))

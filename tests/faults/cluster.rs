@@ -29,6 +29,8 @@ pub(crate) struct Slot {
     pub(crate) datacenter: String,
     /// The WAN pool settings (`None`: the WAN port is off).
     pub(crate) wan: Option<WanSettings>,
+    /// More configuration files (the ACL settings of a federated ACL run).
+    pub(crate) config_files: Vec<PathBuf>,
 }
 
 /// A server's place in the WAN pool.
@@ -86,6 +88,7 @@ pub(crate) fn slots(root: &Path, namespaced: bool) -> Vec<Slot> {
                 gid,
                 datacenter: "dc1".to_owned(),
                 wan: None,
+                config_files: Vec::new(),
             }
         })
         .collect()
@@ -110,6 +113,7 @@ pub(crate) fn dc2_slot(root: &Path) -> Slot {
         gid: Some(GID_BASE + SERVERS as u32),
         datacenter: "dc2".to_owned(),
         wan: None,
+        config_files: Vec::new(),
     }
 }
 
@@ -216,6 +220,9 @@ impl Cluster {
                     command.arg(format!("-retry-join-wan={addr}"));
                 }
             }
+        }
+        for file in &slot.config_files {
+            command.arg(format!("-config-file={}", file.display()));
         }
         for other in self.slots.iter().filter(|other| other.name != slot.name) {
             command.arg(format!("-retry-join={}", other.serf()));

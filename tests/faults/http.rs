@@ -42,13 +42,26 @@ pub(crate) async fn call(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Response, NoResponse> {
+    call_as(addr, method, path, None, body, timeout).await
+}
+
+/// [`call`] presenting an ACL token in `X-Consul-Token` (`None`: no token, the anonymous one).
+pub(crate) async fn call_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Response, NoResponse> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(_)) | Err(_) => return Err(NoResponse::NotSent),
     };
+    let token_header = token.map_or_else(String::new, |token| format!("X-Consul-Token: {token}\r\n"));
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{token_header}Content-Length: {}\r\n\r\n",
         body.len()
     );
     let exchange = async {

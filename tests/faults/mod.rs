@@ -1,6 +1,7 @@
 //! The fault harness: real `tribune agent` servers, a nemesis, clients recording histories, and
 //! the campaign that checks them (see tests/t20_faults.rs).
 
+pub(crate) mod acl;
 pub(crate) mod campaign;
 pub(crate) mod cluster;
 pub(crate) mod http;

@@ -8,6 +8,7 @@ use rand::Rng as _;
 use rand::rngs::SmallRng;
 use tokio::runtime::Runtime;
 
+use super::acl;
 use super::cluster::{Cluster, SERVERS};
 use super::net::Net;
 use super::wan::{self, Wan};
@@ -104,6 +105,14 @@ pub(crate) struct Applied {
     pub(crate) wan_routable_ms: Option<u64>,
     /// WAN delay: the fastest and the median forwarded read under the delay, in ms.
     pub(crate) wan_read_ms: Option<(u64, u64)>,
+    /// ACL runs, WAN cut: ms from the cut until a `?dc=dc1` call through dc2 failed fast with
+    /// Consul's error (dc2 knows dc1 cannot be reached).
+    pub(crate) dc2_fails_fast_ms: Option<u64>,
+    /// ACL runs, WAN faults: ms from the heal until dc2 carried a call to dc1 again.
+    pub(crate) dc2_reaches_primary_ms: Option<u64>,
+    /// When everything the nemesis waits for after the heal (routing both ways, a leader) was
+    /// back, before the quiet period.
+    pub(crate) settled_ns: u64,
     /// What the checks beyond the histories found wrong (WAN routing).
     pub(crate) problems: Vec<String>,
 }
@@ -116,7 +125,11 @@ fn hold(rng: &mut SmallRng, low_ms: u64, high_ms: u64) {
     std::thread::sleep(Duration::from_millis(rng.random_range(low_ms..=high_ms)));
 }
 
-/// Applies `fault`, holds it, heals it, then waits for a leader and a short quiet period.
+/// Applies `fault`, holds it, heals it, then waits for a leader and a short quiet period. In a
+/// federated ACL run (`acl`) a WAN cut also waits for dc2 to see dc1 failed and lasts until the
+/// down policy has been in force for a while, a WAN heal waits for dc2 to reach dc1 again, and
+/// the quiet period outlasts `acl.token_ttl`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn inject(
     fault: Fault,
     cluster: &mut Cluster,
@@ -125,6 +138,7 @@ pub(crate) fn inject(
     runtime: &Runtime,
     shared: &Shared,
     rng: &mut SmallRng,
+    acl: bool,
 ) -> Applied {
     let leader_before = runtime.block_on(cluster.wait_leader(RECOVERY_LIMIT));
     let leader = leader_before.unwrap_or_else(|| rng.random_range(0..SERVERS));
@@ -134,6 +148,8 @@ pub(crate) fn inject(
     let mut wan_declared_failed_ms = None;
     let mut wan_routable_ms = None;
     let mut wan_read_ms = None;
+    let mut dc2_fails_fast_ms = None;
+    let mut dc2_reaches_primary_ms = None;
     let mut problems = Vec::new();
     // The fault starts once it is in place (a kill has been delivered, the rules installed); the
     // probes that prove a cut run after that moment, inside the hold.
@@ -212,7 +228,30 @@ pub(crate) fn inject(
                     wan::DETECT_LIMIT
                 )),
             }
+            if acl {
+                let dc2 = wan().dc2_http;
+                // Counted from the cut, not from this wait's start.
+                dc2_fails_fast_ms = runtime
+                    .block_on(acl::wait_dc2_fails_fast(dc2, wan::DETECT_LIMIT))
+                    .map(|_| shared.now_ns().saturating_sub(start_ns) / 1_000_000);
+                if dc2_fails_fast_ms.is_none() {
+                    problems.push(format!(
+                        "dc2, cut off, did not fail a ?dc=dc1 call fast within {:?}",
+                        wan::DETECT_LIMIT
+                    ));
+                }
+            }
             hold(rng, 1000, 3000);
+            if acl {
+                // The down policy applies from token_ttl after the cut, and answers must be
+                // prompt once dc2 knows dc1 is gone; the checker needs both for a while.
+                let knows = Duration::from_millis(dc2_fails_fast_ms.unwrap_or(0));
+                let down_from = (acl::TOKEN_TTL + acl::MARGIN).max(knows);
+                let until_ns =
+                    start_ns + u64::try_from((down_from + acl::CUT_HOLD).as_nanos()).unwrap_or(u64::MAX);
+                let now_ns = shared.now_ns();
+                std::thread::sleep(Duration::from_nanos(until_ns.saturating_sub(now_ns)));
+            }
             net().heal();
             None
         }
@@ -255,9 +294,25 @@ pub(crate) fn inject(
                 wan::REJOIN_LIMIT
             ));
         }
+        if acl {
+            dc2_reaches_primary_ms = runtime
+                .block_on(acl::wait_dc2_reaches_primary(wan().dc2_http, wan::REJOIN_LIMIT))
+                .map(|_| shared.now_ns().saturating_sub(heal_ns) / 1_000_000);
+            if dc2_reaches_primary_ms.is_none() {
+                problems.push(format!(
+                    "after the heal of '{fault}', dc2 did not carry a call to dc1 within {:?}",
+                    wan::REJOIN_LIMIT
+                ));
+            }
+        }
     }
     let _ = runtime.block_on(cluster.wait_leader(RECOVERY_LIMIT));
+    let settled_ns = shared.now_ns();
+    let quiet_started = std::time::Instant::now();
     hold(rng, 2000, 3000);
+    if acl {
+        std::thread::sleep(acl::QUIET.saturating_sub(quiet_started.elapsed()));
+    }
     Applied {
         fault,
         start_ns,
@@ -267,6 +322,9 @@ pub(crate) fn inject(
         wan_declared_failed_ms,
         wan_routable_ms,
         wan_read_ms,
+        dc2_fails_fast_ms,
+        dc2_reaches_primary_ms,
+        settled_ns,
         problems,
     }
 }
