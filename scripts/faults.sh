@@ -5,6 +5,9 @@
 # TRIBUNE_FAULTS_OUT (default target/faults). About 25 s per run on 2 cores. Runs that draw a WAN fault
 # (dc2 cut off, 25 ms each way through the tribune-netem proxy, WAN loss) also start a second datacenter;
 # TRIBUNE_FAULTS_WAN=1 makes every run's first fault a WAN fault (about 45 s per run).
+# TRIBUNE_FAULTS_ACL=1 federates ACLs in every run (dc1 the primary, dc2 a secondary resolving tokens at dc1, its
+# acl.down_policy cycling extend-cache / async-cache / allow / deny by seed) and makes the first fault a WAN cut, so
+# that `TRIBUNE_FAULTS_RUNS=4 TRIBUNE_FAULTS_ACL=1 scripts/faults.sh` checks each down policy once (about 55 s per run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prereqs.sh

@@ -13,6 +13,12 @@
 //! dc2 is declared failed, `?dc=dc2` then answers Consul's 500 within 3 s, and after every heal dc2
 //! is routable again by itself.
 //!
+//! Federated ACLs (faults/acl.rs): the run with the WAN cut (and, with `TRIBUNE_FAULTS_ACL=1`,
+//! every long-campaign run, its first fault a WAN cut) makes dc1 the ACL primary and dc2 a
+//! secondary resolving tokens at dc1 under a `down_policy` (extend-cache in CI; by seed in the
+//! long campaign); a checker holds dc2 to what that policy dictates while dc1 is cut off, and to
+//! the normal answers away from faults.
+//!
 //! - `short_campaign` (CI): a fixed list of seeds covering every fault kind.
 //! - `long_campaign` (ignored): `TRIBUNE_FAULTS_RUNS` (default 100) seeded runs with two random
 //!   faults each, ending with the RELIABILITY.md table.
@@ -20,6 +26,7 @@
 //! Environment: `TRIBUNE_FAULTS_OUT` (where histories, logs and the table go; default a temporary
 //! directory that is kept and printed), `TRIBUNE_FAULTS_SEEDS=3,1007` (replay those runs),
 //! `TRIBUNE_FAULTS_WAN=1` (every long-campaign run's first fault is a WAN fault),
+//! `TRIBUNE_FAULTS_ACL=1` (every long-campaign run federates ACLs and starts with a WAN cut),
 //! `TRIBUNE_FAULTS_STRICT_DEFAULT=0` (report default-mode anomalies without failing).
 #![cfg(all(feature = "cli", feature = "rocksdb"))]
 #![allow(clippy::unwrap_used, clippy::expect_used)]

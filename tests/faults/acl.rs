@@ -45,7 +45,7 @@ pub(crate) const TOKEN_TTL: Duration = Duration::from_secs(2);
 /// Slack around every fault boundary (the history's clock and the servers' are not one clock).
 pub(crate) const MARGIN: Duration = Duration::from_millis(500);
 /// How long a cut is held once the down policy must apply, so the checker sees it for a while.
-pub(crate) const CUT_HOLD: Duration = Duration::from_secs(3);
+pub(crate) const CUT_HOLD: Duration = Duration::from_secs(6);
 /// The least quiet time after a fault of an ACL run: the normal answers must show again after
 /// `token_ttl`, and be seen for a moment.
 pub(crate) const QUIET: Duration = Duration::from_millis(4500);
