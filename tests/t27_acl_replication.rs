@@ -335,7 +335,7 @@ async fn acls_replicate_from_the_primary_and_work_across_datacenters() {
         )
         .await
         .status
-            == 403
+            == 404
     })
     .await;
     let gone = call(&dc2, "PUT", "/v1/kv/app/x", &app_secret, &json!("v")).await;

@@ -390,7 +390,7 @@ async fn a_jwt_login_mints_a_token_bound_by_the_matching_rules() {
     assert_eq!(token["ServiceIdentities"][0]["ServiceName"], "web", "{token}");
     assert_eq!(
         token["TemplatedPolicies"],
-        json!([{"TemplateName": "builtin/service", "TemplateVariables": {"Name": "web"}}]),
+        json!([{"TemplateName": "builtin/service", "TemplateVariables": {"name": "web"}}]),
         "{token}"
     );
     assert_eq!(token["Description"], "token created via login: {\"job\":\"42\"}");

@@ -187,7 +187,7 @@ async fn roles_token_identities_and_templates_on_the_command_line() {
     assert_eq!(stored["Name"], "app-role");
     assert_eq!(stored["Policies"][0]["ID"], p1_id.as_str());
     assert_eq!(stored["NodeIdentities"][0]["NodeName"], "n1");
-    assert_eq!(stored["TemplatedPolicies"][0]["TemplateVariables"]["Name"], "api");
+    assert_eq!(stored["TemplatedPolicies"][0]["TemplateVariables"]["name"], "api");
 
     // Read by ID prefix and by name; JSON output is the agent's object.
     let read = ok(cli(addr, &["acl", "role", "read", "-id", &role_id[..8]]).await);

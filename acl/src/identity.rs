@@ -43,7 +43,7 @@ pub struct NodeIdentity {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TemplateVariables {
     /// The name the template is instantiated for (a service or node name).
-    #[serde(rename = "Name", alias = "name", default)]
+    #[serde(rename = "name", alias = "Name", default)]
     pub name: String,
 }
 

@@ -162,12 +162,20 @@ pub(crate) enum Sync {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Cursor {
     index: u64,
+    policies: u64,
 }
 
 impl Cursor {
     /// The index to block on.
     pub(crate) fn index(&self) -> u64 {
         self.index
+    }
+
+    /// The index of the last policy list replicated: a policy whose modify index is above it may
+    /// have changed since. (The blocking index is the highest of the three lists', read one after
+    /// the other, so a policy changed between the reads is below it yet was never seen.)
+    pub(crate) fn policies_listed(&self) -> u64 {
+        self.policies
     }
 
     /// The primary answered at `remote`.
@@ -179,14 +187,15 @@ impl Cursor {
         }
     }
 
-    /// A round succeeded up to `remote`.
-    pub(crate) fn advance(&mut self, remote: u64) {
+    /// A round succeeded up to `remote`, with the policy list read at `policies`.
+    pub(crate) fn advance(&mut self, remote: u64, policies: u64) {
         self.index = remote;
+        self.policies = policies;
     }
 
     /// A round failed, or the index went backwards: the next round starts from scratch.
     pub(crate) fn reset(&mut self) {
-        self.index = 0;
+        *self = Cursor::default();
     }
 }
 
@@ -369,12 +378,12 @@ mod tests {
     fn an_index_that_went_backwards_forces_a_full_sync() {
         let mut cursor = Cursor::default();
         assert_eq!(cursor.observe(10), Sync::Incremental);
-        cursor.advance(10);
-        assert_eq!(cursor.index(), 10);
+        cursor.advance(10, 7);
+        assert_eq!((cursor.index(), cursor.policies_listed()), (10, 7));
         assert_eq!(cursor.observe(12), Sync::Incremental);
         assert_eq!(cursor.observe(3), Sync::Full);
         cursor.reset();
-        assert_eq!(cursor.index(), 0);
+        assert_eq!((cursor.index(), cursor.policies_listed()), (0, 0));
     }
 
     #[test]

@@ -42,7 +42,7 @@ const ROUND_BURST: u32 = 5;
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(64);
 /// Full records read from the primary at once.
-const READS_IN_FLIGHT: usize = 8;
+const READS_IN_FLIGHT: usize = 64;
 /// Go's zero time, which Consul prints for a time never set.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 

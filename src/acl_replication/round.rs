@@ -120,7 +120,7 @@ pub(super) async fn round<B: Backend>(
         .chain(token_plan.upserts.iter().filter_map(|id| tokens.remove(id)).map(Change::Token))
         .collect();
     let applied = apply(agent, changes).await?;
-    cursor.advance(remote_index);
+    cursor.advance(remote_index, indexes.policies);
     Ok((indexes, applied))
 }
 
@@ -141,15 +141,9 @@ async fn plan_policies<B: Backend>(
         .into_iter()
         .map(|p| (p.id.clone(), p))
         .collect();
-    // The cursor is the highest of the three lists' indexes, and the role and token lists are read
-    // after this one: a policy changed between the two reads has a modify index below the cursor
-    // yet was not in the last round's policy list. So "changed" is judged against that list's own
-    // index, which the status keeps from the last successful round (the cursor is 0 after a
-    // failure or a restart, and then everything is read).
-    let listed_before = cursor.index().min(agent.acl_replication.status.lock().replicated_index);
     let changed: Vec<String> = stubs
         .iter()
-        .filter(|stub| !local.contains_key(&stub.id) || stub.modify_index > listed_before)
+        .filter(|stub| !local.contains_key(&stub.id) || stub.modify_index > cursor.policies_listed())
         .map(|stub| stub.id.clone())
         .collect();
     let fetched: Vec<AclPolicy> = futures::stream::iter(changed)

@@ -10,7 +10,7 @@ use tribune_kvstore::{AclPolicy, Backend, Command, WatchScope};
 
 use super::super::kv::bool_response;
 use super::super::{ApiError, Params, Shared, accepted, json_response};
-use super::{content_hash, new_id, not_found, parse_body};
+use super::{content_hash, is_uuid, new_id, parse_body};
 use crate::fsm::ApplyResponse;
 
 #[derive(Debug, Serialize)]
@@ -65,6 +65,14 @@ struct PolicyRequest {
     rules: String,
     #[serde(default, deserialize_with = "crate::http::null_as_default")]
     datacenters: Vec<String>,
+}
+
+/// Consul answers a policy it does not hold with a 404 (py-consul reads it as "no such policy").
+fn policy_not_found() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "Requested policy does not exist: ACL not found",
+    )
 }
 
 async fn write_policy<B: Backend>(
@@ -126,11 +134,17 @@ pub(crate) async fn policy_read<B: Backend>(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     agent.authorize(&headers, &uri, |a| a.acl_read())?;
+    // Consul's policy table is indexed by UUID: anything else fails the lookup itself.
+    if !is_uuid(&id) {
+        return Err(ApiError::internal(
+            "failed acl policy lookup: index error: UUID must be 36 characters",
+        ));
+    }
     let meta = agent
         .prepare_read(&Params::parse(uri.query()), WatchScope::Acl)
         .await?;
     let found = agent.store.acl_policy(&id).map_err(ApiError::read)?;
-    let policy = found.value.ok_or_else(not_found)?;
+    let policy = found.value.ok_or_else(policy_not_found)?;
     Ok(json_response(
         meta.with_index(found.index).headers(),
         &PolicyJson::from_policy(policy, true),
@@ -148,7 +162,7 @@ pub(crate) async fn policy_read_by_name<B: Backend>(
         .prepare_read(&Params::parse(uri.query()), WatchScope::Acl)
         .await?;
     let found = agent.store.acl_policy_by_name(&name).map_err(ApiError::read)?;
-    let policy = found.value.ok_or_else(not_found)?;
+    let policy = found.value.ok_or_else(policy_not_found)?;
     Ok(json_response(
         meta.with_index(found.index).headers(),
         &PolicyJson::from_policy(policy, true),

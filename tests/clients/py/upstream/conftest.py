@@ -51,16 +51,7 @@ def free_loopback_port() -> int:
 # Upstream tests that fail because Tribune answers differently from Consul in its ACL endpoints:
 # each is a Tribune bug, reported with the request, Consul's answer and ours. They still run, as
 # strict expected failures, so that the fix turns them into an error here until the entry goes.
-KNOWN_TRIBUNE_ACL_BUGS = {
-    "tests/api/test_acl.py::TestConsulAcl::test_acl_policy_delete": (
-        "GET /v1/acl/policy/<deleted id>: Consul answers 404 'Requested policy does not exist: ACL not found'"
-        " (py-consul returns None); Tribune answers 403 'ACL not found'"
-    ),
-    "tests/api/test_acl.py::TestConsulAcl::test_acl_token_create_templated": (
-        "TemplatedPolicies[].TemplateVariables in token replies: Consul writes the key as 'name';"
-        " Tribune writes 'Name'"
-    ),
-}
+KNOWN_TRIBUNE_ACL_BUGS: dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(items):
