@@ -29,7 +29,7 @@ use crate::http::{ApiError, json_response};
 use crate::node::{Agent, ForwardedHttp};
 use crate::tokens::TokenKind;
 use diff::{Backoff, Cursor, RateLimit, Supervise};
-pub(crate) use remote::{RemoteTokens, learn, resolve};
+pub(crate) use remote::{RemoteTokens, learn_before_serving, resolve};
 
 /// How often the supervisor looks at leadership.
 const SUPERVISE_TICK: Duration = Duration::from_millis(100);

@@ -6,20 +6,22 @@
 //! resolution then finds the token through [`resolve`]'s source, which asks the local state first
 //! and this cache second.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tribune_acl::{
-    ANONYMOUS_TOKEN_SECRET, Freshness, Policy, Resolution, ResolveError, Resolver, Role, SourceError, Token,
-    TokenSource,
+    ANONYMOUS_TOKEN_SECRET, DownPolicy, Freshness, Policy, Resolution, ResolveError, Resolver, Role,
+    SourceError, Token, TokenSource,
 };
 use tribune_kvstore::{AclPolicy, AclRole, AclToken, Backend, Store};
 
 use super::wire::{PolicyJson, RoleJson, TokenJson};
 use super::{fetch, is_acl_secondary};
 use crate::acl::{StoreTokens, policy_from_store, role_from_store, token_from_store};
+use crate::config::DownPolicy as ConfigDownPolicy;
 use crate::node::Agent;
 use crate::tokens::TokenKind;
 
@@ -97,6 +99,9 @@ impl Entry {
 #[derive(Debug, Default)]
 pub(crate) struct RemoteTokens {
     entries: Mutex<HashMap<SecretKey, Entry>>,
+    /// Secrets a background refresh is asking the primary about (`async-cache`), so that a burst of
+    /// requests with one stale token starts one refresh.
+    refreshing: Mutex<HashSet<SecretKey>>,
 }
 
 impl RemoteTokens {
@@ -127,32 +132,58 @@ impl RemoteTokens {
         }
     }
 
+    /// The entry for `key` if it is fresh, or, with `serve_stale`, a stale one that found a token.
+    fn usable(&self, key: &SecretKey, now: Instant, serve_stale: bool) -> Option<Entry> {
+        let entries = self.entries.lock();
+        let entry = entries.get(key)?;
+        let stale_but_found = serve_stale && entry.learned().is_some();
+        (entry.is_fresh(now) || stale_but_found).then(|| entry.clone())
+    }
+
     /// The token with `secret`, `None` when the primary does not know it or was not asked, and an
-    /// error when it was asked just now and could not answer (so that `down_policy` applies).
-    fn lookup(&self, secret: &str, now: Instant) -> Result<Option<AclToken>, SourceError> {
-        match self.fresh(&secret_key(secret), now).map(|entry| entry.answer) {
+    /// error when it was asked just now and could not answer (so that `down_policy` applies). With
+    /// `serve_stale` (`async-cache`), a token found earlier is served however old, while a
+    /// background refresh asks again.
+    fn lookup(&self, secret: &str, now: Instant, serve_stale: bool) -> Result<Option<AclToken>, SourceError> {
+        match self
+            .usable(&secret_key(secret), now, serve_stale)
+            .map(|entry| entry.answer)
+        {
             Some(Answer::Found(learned)) => Ok(Some(learned.token.clone())),
             Some(Answer::Unreachable(reason)) => Err(SourceError::Unreachable { reason }),
             Some(Answer::Unknown) | None => Ok(None),
         }
     }
 
-    fn policy(&self, now: Instant, matches: impl Fn(&AclPolicy) -> bool) -> Option<AclPolicy> {
+    /// Whether the primary found a token with `secret` at some point (however long ago).
+    fn found_before(&self, secret: &str) -> bool {
+        self.entries
+            .lock()
+            .get(&secret_key(secret))
+            .is_some_and(|entry| entry.learned().is_some())
+    }
+
+    fn policy(
+        &self,
+        now: Instant,
+        serve_stale: bool,
+        matches: impl Fn(&AclPolicy) -> bool,
+    ) -> Option<AclPolicy> {
         let entries = self.entries.lock();
         entries
             .values()
-            .filter(|e| e.is_fresh(now))
+            .filter(|e| serve_stale || e.is_fresh(now))
             .filter_map(Entry::learned)
             .flat_map(|learned| learned.policies.iter())
             .find(|p| matches(p))
             .cloned()
     }
 
-    fn role(&self, now: Instant, matches: impl Fn(&AclRole) -> bool) -> Option<AclRole> {
+    fn role(&self, now: Instant, serve_stale: bool, matches: impl Fn(&AclRole) -> bool) -> Option<AclRole> {
         let entries = self.entries.lock();
         entries
             .values()
-            .filter(|e| e.is_fresh(now))
+            .filter(|e| serve_stale || e.is_fresh(now))
             .filter_map(Entry::learned)
             .flat_map(|learned| learned.roles.iter())
             .find(|r| matches(r))
@@ -165,13 +196,18 @@ struct WithRemote<'a, B: Backend> {
     local: StoreTokens<'a, B>,
     remote: &'a RemoteTokens,
     now: Instant,
+    /// `async-cache`: what the primary answered earlier is served however old.
+    serve_stale: bool,
 }
 
 impl<B: Backend> TokenSource for WithRemote<'_, B> {
     fn token_by_secret(&self, secret: &str) -> Result<Option<Token>, SourceError> {
         match self.local.token_by_secret(secret)? {
             Some(token) => Ok(Some(token)),
-            None => Ok(self.remote.lookup(secret, self.now)?.map(token_from_store)),
+            None => Ok(self
+                .remote
+                .lookup(secret, self.now, self.serve_stale)?
+                .map(token_from_store)),
         }
     }
 
@@ -180,7 +216,7 @@ impl<B: Backend> TokenSource for WithRemote<'_, B> {
             Some(policy) => Ok(Some(policy)),
             None => Ok(self
                 .remote
-                .policy(self.now, |p| p.id == id)
+                .policy(self.now, self.serve_stale, |p| p.id == id)
                 .map(policy_from_store)),
         }
     }
@@ -188,7 +224,10 @@ impl<B: Backend> TokenSource for WithRemote<'_, B> {
     fn role_by_id(&self, id: &str) -> Result<Option<Role>, SourceError> {
         match self.local.role_by_id(id)? {
             Some(role) => Ok(Some(role)),
-            None => Ok(self.remote.role(self.now, |r| r.id == id).map(role_from_store)),
+            None => Ok(self
+                .remote
+                .role(self.now, self.serve_stale, |r| r.id == id)
+                .map(role_from_store)),
         }
     }
 
@@ -197,7 +236,7 @@ impl<B: Backend> TokenSource for WithRemote<'_, B> {
             Some(role) => Ok(Some(role)),
             None => Ok(self
                 .remote
-                .role(self.now, |r| r.name == name)
+                .role(self.now, self.serve_stale, |r| r.name == name)
                 .map(role_from_store)),
         }
     }
@@ -207,7 +246,7 @@ impl<B: Backend> TokenSource for WithRemote<'_, B> {
             Some(policy) => Ok(Some(policy)),
             None => Ok(self
                 .remote
-                .policy(self.now, |p| p.name == name)
+                .policy(self.now, self.serve_stale, |p| p.name == name)
                 .map(policy_from_store)),
         }
     }
@@ -224,16 +263,39 @@ pub(crate) fn resolve<B: Backend>(
         local: StoreTokens(store),
         remote,
         now: Instant::now(),
+        serve_stale: resolver.config().down_policy == DownPolicy::AsyncCache,
     };
     let now = SystemTime::now();
     let resolution = resolver.resolve(&source, secret, now)?;
     if resolution.freshness == Freshness::RefreshDue {
-        // `async-cache` served a stale entry and wants it refreshed. The primary was already asked
-        // ([`learn`] runs before every resolution and found this cache stale too), so the refresh
-        // reads only memory; a primary that could not answer leaves the cached entry in place.
+        // `async-cache` served a stale entry and wants it refreshed. The primary is asked in the
+        // background ([`learn_before_serving`]), so the refresh reads only memory: the newest answer
+        // the primary gave; a primary that could not answer leaves the cached entry in place.
         return resolver.refresh(&source, secret, now);
     }
     Ok(resolution)
+}
+
+/// Before a request is served in a secondary: the primary is asked about a secret this datacenter
+/// does not hold ([`learn`]) and the request waits for the answer, except under `async-cache` for a
+/// token the primary found before, which is served from the cache at once while one background task
+/// asks again, as Consul's async-cache does.
+pub(crate) async fn learn_before_serving<B: Backend>(agent: &Arc<Agent<B>>, secret: &str) {
+    let remote = &agent.acl_replication.remote;
+    if agent.config.acl.down_policy != ConfigDownPolicy::AsyncCache || !remote.found_before(secret) {
+        learn(agent, secret).await;
+        return;
+    }
+    let key = secret_key(secret);
+    if !remote.refreshing.lock().insert(key) {
+        return;
+    }
+    let agent = Arc::clone(agent);
+    let secret = secret.to_owned();
+    tokio::spawn(async move {
+        learn(&agent, &secret).await;
+        agent.acl_replication.remote.refreshing.lock().remove(&key);
+    });
 }
 
 /// In a secondary, asks the primary about a secret this datacenter does not know, unless it was
@@ -241,7 +303,7 @@ pub(crate) fn resolve<B: Backend>(
 /// primary is not usable here and is treated as unknown; a primary that cannot be reached is
 /// remembered as such for a moment, and resolution then applies `down_policy`, as a Consul
 /// secondary does when it cannot reach the primary.
-pub(crate) async fn learn<B: Backend>(agent: &Agent<B>, secret: &str) {
+async fn learn<B: Backend>(agent: &Agent<B>, secret: &str) {
     if !is_acl_secondary(agent) || secret.is_empty() || secret == ANONYMOUS_TOKEN_SECRET {
         return;
     }
@@ -275,7 +337,13 @@ pub(crate) async fn learn<B: Backend>(agent: &Agent<B>, secret: &str) {
         }
         Err(message) => {
             tracing::debug!(error = %message, "the primary could not resolve a token");
-            remote.insert(key, Entry::now(Answer::Unreachable(message), token_ttl));
+            // Under async-cache a token found earlier goes on being served; other down policies
+            // need to see the failure to apply themselves.
+            let keep_found =
+                agent.config.acl.down_policy == ConfigDownPolicy::AsyncCache && remote.found_before(secret);
+            if !keep_found {
+                remote.insert(key, Entry::now(Answer::Unreachable(message), token_ttl));
+            }
             return;
         }
     };

@@ -283,7 +283,7 @@ async fn dispatch<B: Backend>(State(agent): State<Shared<B>>, mut request: Reque
     if destination == Destination::Here && agent.config.acl.enabled {
         // A token the primary knows but this datacenter has not replicated yet.
         let secret = agent.request_secret(request.headers(), request.uri());
-        crate::acl_replication::learn(&agent, &secret).await;
+        crate::acl_replication::learn_before_serving(&agent, &secret).await;
     }
     let routed = match destination {
         Destination::Here => return next.run(request).await,
