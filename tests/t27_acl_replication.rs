@@ -167,8 +167,20 @@ async fn acls_replicate_from_the_primary_and_work_across_datacenters() {
     .await;
     assert_eq!(role.status, 200, "{}", role.text());
     let role_id = role.json()["ID"].as_str().unwrap().to_owned();
-    let in_primary = call(&dc1, "GET", &format!("/v1/acl/role/{role_id}"), ROOT, &Value::Null).await;
-    assert_eq!(in_primary.status, 200, "the role was written in dc1: {}", in_primary.text());
+    let in_primary = call(
+        &dc1,
+        "GET",
+        &format!("/v1/acl/role/{role_id}"),
+        ROOT,
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(
+        in_primary.status,
+        200,
+        "the role was written in dc1: {}",
+        in_primary.text()
+    );
     let via_role = call(
         &dc1,
         "PUT",
@@ -181,13 +193,30 @@ async fn acls_replicate_from_the_primary_and_work_across_datacenters() {
     let role_secret = via_role.json()["SecretID"].as_str().unwrap().to_owned();
     let role_accessor = via_role.json()["AccessorID"].as_str().unwrap().to_owned();
     wait_for("the role and its token to replicate to dc2", LIMIT, || async {
-        let role = call(&dc2, "GET", &format!("/v1/acl/role/{role_id}"), ROOT, &Value::Null).await;
-        let token = call(&dc2, "GET", &format!("/v1/acl/token/{role_accessor}"), ROOT, &Value::Null).await;
+        let role = call(
+            &dc2,
+            "GET",
+            &format!("/v1/acl/role/{role_id}"),
+            ROOT,
+            &Value::Null,
+        )
+        .await;
+        let token = call(
+            &dc2,
+            "GET",
+            &format!("/v1/acl/token/{role_accessor}"),
+            ROOT,
+            &Value::Null,
+        )
+        .await;
         role.status == 200 && token.status == 200
     })
     .await;
     let replicated_role = call(&dc2, "GET", "/v1/acl/role/name/app-role", ROOT, &Value::Null).await;
-    assert_eq!(replicated_role.json()["ServiceIdentities"][0]["ServiceName"], "web");
+    assert_eq!(
+        replicated_role.json()["ServiceIdentities"][0]["ServiceName"],
+        "web"
+    );
     assert_eq!(replicated_role.json()["Policies"][0]["ID"], policy_id.as_str());
     for dc in [&dc1, &dc2] {
         let put = call(dc, "PUT", "/v1/kv/app/role", &role_secret, &json!("v")).await;
@@ -426,4 +455,75 @@ async fn acls_replicate_from_the_primary_and_work_across_datacenters() {
 
     dc2.shutdown().await;
     dc1.shutdown().await;
+}
+
+/// Whether every server in `servers` holds the policy `name` (read from each one's own state).
+async fn replicated_on(servers: Vec<&NodeHandle>, name: &str) -> bool {
+    for server in servers {
+        let path = format!("/v1/acl/policy/name/{name}?stale");
+        if call(server, "GET", &path, ROOT, &Value::Null).await.status != 200 {
+            return false;
+        }
+    }
+    true
+}
+
+/// consul#12295: replication belongs to the leader and must follow it. With three servers in dc2,
+/// the leader replicates; once it is gone, the server that takes over replicates, and what dc1
+/// writes afterwards still reaches dc2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_follows_the_leader_of_the_secondary() {
+    let mut primary = acl_server("dc1");
+    primary.acl.tokens.initial_management = Some(ROOT.into());
+    let dc1 = start_leader(primary).await;
+    let dc1_wan = dc1.serf_wan_addr().unwrap().to_string();
+    let servers = common::three_server_dc_with(LIMIT, |config| {
+        config.datacenter = "dc2".into();
+        config.primary_datacenter = "dc1".into();
+        config.acl.enabled = true;
+        config.acl.default_policy = DefaultPolicy::Deny;
+        config.acl.tokens.replication = Some(ROOT.into());
+        common::fast_wan(config);
+        config.retry_join_wan = vec![dc1_wan.clone()];
+        config.retry_interval_wan = Duration::from_millis(200);
+    })
+    .await;
+
+    let policy = |name: &str| json!({"Name": name, "Rules": "key_prefix \"app/\" { policy = \"read\" }"});
+    let first = call(&dc1, "PUT", "/v1/acl/policy", ROOT, &policy("before")).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    wait_for("the first policy in every dc2 server", LIMIT, || {
+        replicated_on(servers.iter().collect(), "before")
+    })
+    .await;
+
+    let [a, b, c] = servers;
+    let (leader, followers) = if a.is_leader() {
+        (a, [b, c])
+    } else if b.is_leader() {
+        (b, [a, c])
+    } else {
+        (c, [a, b])
+    };
+    leader.shutdown().await;
+    wait_for("a new dc2 leader", LIMIT, || async {
+        followers.iter().any(NodeHandle::is_leader)
+    })
+    .await;
+    wait_for("replication running under the new leader", LIMIT, || async {
+        let reply = call(&followers[0], "GET", "/v1/acl/replication", "", &Value::Null).await;
+        reply.status == 200 && reply.json()["Running"] == true
+    })
+    .await;
+
+    let second = call(&dc1, "PUT", "/v1/acl/policy", ROOT, &policy("after")).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    wait_for(
+        "the policy written after the change of leader in dc2",
+        LIMIT,
+        || replicated_on(followers.iter().collect(), "after"),
+    )
+    .await;
+    let status = status(&followers[1]).await;
+    assert_eq!(status["LastErrorMessage"], "", "{status}");
 }
