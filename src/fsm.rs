@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tribune_consensus::{AppliedState, CommittedCommand, StateMachine, StateMachineError, StateSnapshot};
 use tribune_kvstore::{
-    AclAuthMethod, AclBindingRule, AclPolicy, AclRole, AclToken, ApplyError, Backend, Batch, BatchOp, ExportOptions, ImportError, KvEntry, Outcome,
-    ReadView, Slot, StateRecord, Store, StoreSnapshot, Table, decode_command,
+    AclAuthMethod, AclBindingRule, AclPolicy, AclRole, AclToken, ApplyError, Backend, Batch, BatchOp,
+    ExportOptions, ImportError, KvEntry, Outcome, ReadView, Slot, StateRecord, Store, StoreSnapshot, Table,
+    decode_command,
 };
 use tribune_snapshot::SnapshotReader;
 

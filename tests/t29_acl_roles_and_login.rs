@@ -24,7 +24,11 @@ async fn call(http: &Client, method: &str, path: &str, token: &str, body: &Value
     } else {
         vec![("X-Consul-Token", token)]
     };
-    let body = if body.is_null() { String::new() } else { body.to_string() };
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
     request(http.0, method, path, &headers, body.as_bytes()).await
 }
 
@@ -46,7 +50,10 @@ async fn started() -> (tribune::NodeHandle, Client) {
     let node = start_leader(acl_server()).await;
     let http = Client::of(&node);
     wait_for("the initial management token", LIMIT, || async {
-        call(&http, "GET", "/v1/acl/tokens", ROOT, &Value::Null).await.status == 200
+        call(&http, "GET", "/v1/acl/tokens", ROOT, &Value::Null)
+            .await
+            .status
+            == 200
     })
     .await;
     (node, http)
@@ -108,7 +115,11 @@ async fn a_role_s_policies_apply_to_its_tokens_until_the_role_changes() {
     // Consul's refusals.
     let duplicate = call(&http, "PUT", "/v1/acl/role", ROOT, &json!({"Name": "app-role"})).await;
     assert_eq!(duplicate.status, 500);
-    assert!(duplicate.text().contains("already exists"), "{}", duplicate.text());
+    assert!(
+        duplicate.text().contains("already exists"),
+        "{}",
+        duplicate.text()
+    );
     let bad_identity = call(
         &http,
         "PUT",
@@ -118,7 +129,11 @@ async fn a_role_s_policies_apply_to_its_tokens_until_the_role_changes() {
     )
     .await;
     assert_eq!(bad_identity.status, 500);
-    assert!(bad_identity.text().contains("has an invalid name"), "{}", bad_identity.text());
+    assert!(
+        bad_identity.text().contains("has an invalid name"),
+        "{}",
+        bad_identity.text()
+    );
     let unknown_policy = call(
         &http,
         "PUT",
@@ -127,7 +142,11 @@ async fn a_role_s_policies_apply_to_its_tokens_until_the_role_changes() {
         &json!({"Name": "r3", "Policies": [{"Name": "nope"}]}),
     )
     .await;
-    assert!(unknown_policy.text().contains("No such ACL policy"), "{}", unknown_policy.text());
+    assert!(
+        unknown_policy.text().contains("No such ACL policy"),
+        "{}",
+        unknown_policy.text()
+    );
 
     // A token linking the role by name may write what the role's policy allows, nothing else.
     let token = ok(
@@ -141,7 +160,13 @@ async fn a_role_s_policies_apply_to_its_tokens_until_the_role_changes() {
     let secret = token["SecretID"].as_str().unwrap().to_owned();
     assert!(can_write(&http, &secret, "app/a").await);
     assert!(!can_write(&http, &secret, "other/a").await);
-    let by_role = ok(&http, "GET", &format!("/v1/acl/tokens?role={role_id}"), &Value::Null).await;
+    let by_role = ok(
+        &http,
+        "GET",
+        &format!("/v1/acl/tokens?role={role_id}"),
+        &Value::Null,
+    )
+    .await;
     assert_eq!(by_role.as_array().unwrap().len(), 1);
 
     // The role loses the policy: the token loses the right.
@@ -162,7 +187,10 @@ async fn a_role_s_policies_apply_to_its_tokens_until_the_role_changes() {
     )
     .await;
     assert!(can_write(&http, &secret, "app/c").await);
-    assert_eq!(ok(&http, "DELETE", &format!("/v1/acl/role/{role_id}"), &Value::Null).await, json!(true));
+    assert_eq!(
+        ok(&http, "DELETE", &format!("/v1/acl/role/{role_id}"), &Value::Null).await,
+        json!(true)
+    );
     assert!(!can_write(&http, &secret, "app/d").await);
     let accessor = token["AccessorID"].as_str().unwrap();
     let reread = ok(&http, "GET", &format!("/v1/acl/token/{accessor}"), &Value::Null).await;
@@ -192,7 +220,10 @@ async fn identities_and_templated_policies_round_trip_with_consul_s_checks() {
     assert_ne!(token["CreateTime"], "0001-01-01T00:00:00Z");
 
     let refused = [
-        (json!({"NodeIdentities": [{"NodeName": "n"}]}), "missing the datacenter field"),
+        (
+            json!({"NodeIdentities": [{"NodeName": "n"}]}),
+            "missing the datacenter field",
+        ),
         (
             json!({"TemplatedPolicies": [{"TemplateName": "builtin/nope"}]}),
             "does not exist",
@@ -215,7 +246,13 @@ async fn identities_and_templated_policies_round_trip_with_consul_s_checks() {
     // The template catalogue, one template, and a preview.
     let templates = ok(&http, "GET", "/v1/acl/templated-policies", &Value::Null).await;
     assert!(templates.get("builtin/service").is_some() && templates.get("builtin/dns").is_some());
-    let dns = ok(&http, "GET", "/v1/acl/templated-policy/name/builtin/dns", &Value::Null).await;
+    let dns = ok(
+        &http,
+        "GET",
+        "/v1/acl/templated-policy/name/builtin/dns",
+        &Value::Null,
+    )
+    .await;
     assert_eq!(dns["TemplateName"], "builtin/dns");
     let preview = ok(
         &http,
@@ -224,7 +261,10 @@ async fn identities_and_templated_policies_round_trip_with_consul_s_checks() {
         &json!({"Name": "api"}),
     )
     .await;
-    assert!(preview["Rules"].as_str().unwrap().contains("service \"api\""), "{preview}");
+    assert!(
+        preview["Rules"].as_str().unwrap().contains("service \"api\""),
+        "{preview}"
+    );
     let unnamed = call(
         &http,
         "POST",
@@ -234,7 +274,14 @@ async fn identities_and_templated_policies_round_trip_with_consul_s_checks() {
     )
     .await;
     assert_eq!(unnamed.status, 400, "{}", unnamed.text());
-    let unknown = call(&http, "GET", "/v1/acl/templated-policy/name/builtin/nope", ROOT, &Value::Null).await;
+    let unknown = call(
+        &http,
+        "GET",
+        "/v1/acl/templated-policy/name/builtin/nope",
+        ROOT,
+        &Value::Null,
+    )
+    .await;
     assert_eq!(unknown.status, 404);
 }
 
@@ -254,7 +301,9 @@ impl Signer {
 
     fn public_pem(&self) -> String {
         // SubjectPublicKeyInfo for Ed25519: a fixed prefix, then the 32 key bytes.
-        let mut der = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+        let mut der = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
         der.extend_from_slice(self.key.public_key().as_ref());
         let body = base64::engine::general_purpose::STANDARD.encode(der);
         format!("-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n")
@@ -310,7 +359,10 @@ async fn a_jwt_login_mints_a_token_bound_by_the_matching_rules() {
     assert_eq!(method["MaxTokenTTL"], "5m0s");
     let methods = ok(&http, "GET", "/v1/acl/auth-methods", &Value::Null).await;
     assert_eq!(methods[0]["Name"], "ci");
-    assert!(methods[0].get("Config").is_none(), "the list shows stubs: {methods}");
+    assert!(
+        methods[0].get("Config").is_none(),
+        "the list shows stubs: {methods}"
+    );
 
     // Consul's refusals for methods and rules.
     let unsupported = call(
@@ -394,7 +446,10 @@ async fn a_jwt_login_mints_a_token_bound_by_the_matching_rules() {
         "{token}"
     );
     assert_eq!(token["Description"], "token created via login: {\"job\":\"42\"}");
-    assert!(token["ExpirationTime"].is_string(), "MaxTokenTTL bounds the token: {token}");
+    assert!(
+        token["ExpirationTime"].is_string(),
+        "MaxTokenTTL bounds the token: {token}"
+    );
     let secret = token["SecretID"].as_str().unwrap().to_owned();
     assert!(can_write(&http, &secret, "app/from-ci").await);
     assert!(!can_write(&http, &secret, "other/from-ci").await);
@@ -406,7 +461,10 @@ async fn a_jwt_login_mints_a_token_bound_by_the_matching_rules() {
     assert_eq!(other.status, 200, "{}", other.text());
     assert!(other.json().get("Roles").is_none());
     let nothing = login(signer.jwt(&claims("ops", ""))).await;
-    assert_eq!((nothing.status, nothing.text().trim()), (403, "Permission denied"));
+    assert_eq!(
+        (nothing.status, nothing.text().trim()),
+        (403, "Permission denied")
+    );
 
     // A JWT signed by another key, from another issuer or expired is not accepted.
     let stranger = Signer::new().jwt(&claims("app", "web"));

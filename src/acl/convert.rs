@@ -190,7 +190,11 @@ pub(crate) fn store_binding_rule(rule: &acl::auth::BindingRule) -> kv::AclBindin
         selector: rule.selector.clone(),
         bind_type: rule.bind_type.as_str().to_owned(),
         bind_name: rule.bind_name.clone(),
-        bind_vars_name: rule.bind_vars.as_ref().map(|v| v.name.clone()).unwrap_or_default(),
+        bind_vars_name: rule
+            .bind_vars
+            .as_ref()
+            .map(|v| v.name.clone())
+            .unwrap_or_default(),
         create_index: rule.create_index,
         modify_index: rule.modify_index,
     }

@@ -259,7 +259,11 @@ pub(crate) async fn write_goes_to_primary<B: Backend>(
     // Logging out of a global token deletes it where global tokens are written.
     if path == "/v1/acl/logout" {
         let secret = agent.request_secret(request.headers(), request.uri());
-        let found = agent.store.acl_token_by_secret(&secret).map_err(ApiError::read)?.value;
+        let found = agent
+            .store
+            .acl_token_by_secret(&secret)
+            .map_err(ApiError::read)?
+            .value;
         return Ok((found.is_some_and(|token| !token.local), request));
     }
     let accessor = match path.strip_prefix("/v1/acl/token") {

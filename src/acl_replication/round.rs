@@ -43,7 +43,10 @@ enum Change {
     Token(AclToken),
 }
 
-fn hashes<T>(records: &BTreeMap<String, T>, hash: impl Fn(&T) -> ContentHash) -> BTreeMap<String, ContentHash> {
+fn hashes<T>(
+    records: &BTreeMap<String, T>,
+    hash: impl Fn(&T) -> ContentHash,
+) -> BTreeMap<String, ContentHash> {
     records.iter().map(|(id, r)| (id.clone(), hash(r))).collect()
 }
 
@@ -115,9 +118,27 @@ pub(super) async fn round<B: Backend>(
         .map(Change::DeleteToken)
         .chain(role_plan.deletes.into_iter().map(Change::DeleteRole))
         .chain(policy_plan.deletes.into_iter().map(Change::DeletePolicy))
-        .chain(policy_plan.upserts.iter().filter_map(|id| policies.remove(id)).map(Change::Policy))
-        .chain(role_plan.upserts.iter().filter_map(|id| roles.remove(id)).map(Change::Role))
-        .chain(token_plan.upserts.iter().filter_map(|id| tokens.remove(id)).map(Change::Token))
+        .chain(
+            policy_plan
+                .upserts
+                .iter()
+                .filter_map(|id| policies.remove(id))
+                .map(Change::Policy),
+        )
+        .chain(
+            role_plan
+                .upserts
+                .iter()
+                .filter_map(|id| roles.remove(id))
+                .map(Change::Role),
+        )
+        .chain(
+            token_plan
+                .upserts
+                .iter()
+                .filter_map(|id| tokens.remove(id))
+                .map(Change::Token),
+        )
         .collect();
     let applied = apply(agent, changes).await?;
     cursor.advance(remote_index, indexes.policies);
@@ -190,7 +211,10 @@ fn plan_roles<B: Backend>(
         .into_iter()
         .map(|r| (r.id.clone(), r))
         .collect();
-    let plan = diff::plan(&hashes(&remote, diff::role_hash), &hashes(&local, diff::role_hash));
+    let plan = diff::plan(
+        &hashes(&remote, diff::role_hash),
+        &hashes(&local, diff::role_hash),
+    );
     Ok((plan, remote))
 }
 
@@ -204,7 +228,8 @@ fn plan_tokens<B: Backend>(
     for json in remote.into_iter().filter(|t| !t.local) {
         if json.secret_id.is_empty() || json.secret_id == "<hidden>" {
             return Err(
-                "failed to retrieve unredacted tokens - replication token in use does not grant acl:write".into(),
+                "failed to retrieve unredacted tokens - replication token in use does not grant acl:write"
+                    .into(),
             );
         }
         let token = json.into_token()?;
@@ -219,7 +244,10 @@ fn plan_tokens<B: Backend>(
         .filter(|t| !t.local)
         .map(|t| (t.accessor_id.clone(), t))
         .collect();
-    let plan = diff::plan(&hashes(&records, diff::token_hash), &hashes(&local, diff::token_hash));
+    let plan = diff::plan(
+        &hashes(&records, diff::token_hash),
+        &hashes(&local, diff::token_hash),
+    );
     Ok((plan, records))
 }
 

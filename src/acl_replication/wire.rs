@@ -72,7 +72,10 @@ fn policy_links(links: Option<Vec<LinkJson>>) -> Vec<PolicyLink> {
     links
         .unwrap_or_default()
         .into_iter()
-        .map(|l| PolicyLink { id: l.id, name: l.name })
+        .map(|l| PolicyLink {
+            id: l.id,
+            name: l.name,
+        })
         .collect()
 }
 
@@ -154,14 +157,19 @@ fn unix_ms(accessor: &str, field: &str, text: Option<&str>) -> Result<Option<u64
     };
     let at = humantime::parse_rfc3339_weak(text)
         .map_err(|e| format!("token {accessor}: bad {field} {text:?}: {e}"))?;
-    Ok(Some(at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| {
-        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-    })))
+    Ok(Some(
+        at.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    ))
 }
 
 impl TokenJson {
     pub(super) fn into_token(self) -> Result<AclToken, String> {
-        let expiration_unix_ms = unix_ms(&self.accessor_id, "ExpirationTime", self.expiration_time.as_deref())?;
+        let expiration_unix_ms = unix_ms(
+            &self.accessor_id,
+            "ExpirationTime",
+            self.expiration_time.as_deref(),
+        )?;
         let create_time_unix_ms = unix_ms(&self.accessor_id, "CreateTime", self.create_time.as_deref())?;
         let IdentitiesJson {
             service_identities,
@@ -177,7 +185,10 @@ impl TokenJson {
                 .roles
                 .unwrap_or_default()
                 .into_iter()
-                .map(|l| RoleLink { id: l.id, name: l.name })
+                .map(|l| RoleLink {
+                    id: l.id,
+                    name: l.name,
+                })
                 .collect(),
             service_identities: service_identities
                 .unwrap_or_default()
@@ -222,7 +233,10 @@ mod tests {
             "CreateTime": "0001-01-01T00:00:00Z",
             "Hash": "x", "CreateIndex": 4, "ModifyIndex": 5, "Legacy": false
         });
-        let token = serde_json::from_value::<TokenJson>(json).unwrap().into_token().unwrap();
+        let token = serde_json::from_value::<TokenJson>(json)
+            .unwrap()
+            .into_token()
+            .unwrap();
         assert_eq!(token.roles[0].id, "r1");
         assert_eq!(token.service_identities[0].service_name, "web");
         assert_eq!(token.node_identities[0].datacenter, "dc2");

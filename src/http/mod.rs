@@ -144,8 +144,16 @@ fn server_endpoints<B: Backend>() -> Vec<Endpoint<Shared<B>>> {
         endpoint!(POST, "/v1/acl/login", acl::login::<B>),
         endpoint!(POST, "/v1/acl/logout", acl::logout::<B>),
         endpoint!(GET, "/v1/acl/templated-policies", acl::templated_policy_list::<B>),
-        endpoint!(GET, "/v1/acl/templated-policy/name/{*name}", acl::templated_policy_read::<B>),
-        endpoint!(POST, "/v1/acl/templated-policy/preview/{*name}", acl::templated_policy_preview::<B>),
+        endpoint!(
+            GET,
+            "/v1/acl/templated-policy/name/{*name}",
+            acl::templated_policy_read::<B>
+        ),
+        endpoint!(
+            POST,
+            "/v1/acl/templated-policy/preview/{*name}",
+            acl::templated_policy_preview::<B>
+        ),
         endpoint!(
             GET,
             "/v1/acl/replication",
@@ -885,7 +893,9 @@ const REQUEST_FIELDS: &[&str] = &[
 pub(crate) fn now_unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {

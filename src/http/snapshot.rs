@@ -256,4 +256,3 @@ fn read_chunks(file: std::fs::File, chunks: &mpsc::Sender<Result<Vec<StateRecord
         let _ = chunks.blocking_send(Ok(chunk));
     }
 }
-

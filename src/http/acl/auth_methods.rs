@@ -16,7 +16,8 @@ use crate::fsm::ApplyResponse;
 
 /// Consul's answer when a secondary without token replication is asked about auth methods: the
 /// tokens a login mints would be local tokens it cannot hold.
-pub(super) const REQUIRES_TOKEN_REPLICATION: &str = "Token replication is required for auth methods to function";
+pub(super) const REQUIRES_TOKEN_REPLICATION: &str =
+    "Token replication is required for auth methods to function";
 
 /// Auth methods need a datacenter that can hold its own tokens: the primary, or a secondary that
 /// replicates tokens.

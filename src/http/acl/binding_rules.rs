@@ -80,14 +80,12 @@ async fn write_rule<B: Backend>(
         }
     }
     rule.validate().map_err(|e| ApiError::internal(e.to_string()))?;
-    let method = stored_method(agent, &rule.auth_method)?
-        .value
-        .ok_or_else(|| {
-            ApiError::internal(format!(
-                "Invalid Binding Rule: AuthMethod {:?} does not exist",
-                rule.auth_method
-            ))
-        })?;
+    let method = stored_method(agent, &rule.auth_method)?.value.ok_or_else(|| {
+        ApiError::internal(format!(
+            "Invalid Binding Rule: AuthMethod {:?} does not exist",
+            rule.auth_method
+        ))
+    })?;
     let config = method
         .jwt_config()
         .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -174,5 +172,8 @@ pub(crate) async fn binding_rule_list<B: Backend>(
     let meta = agent.prepare_read(&params, WatchScope::Acl).await?;
     let method = params.get("authmethod").filter(|m| !m.is_empty());
     let found = stored_rules(&agent, method)?;
-    Ok(json_response(meta.with_index(found.index).headers(), &found.value))
+    Ok(json_response(
+        meta.with_index(found.index).headers(),
+        &found.value,
+    ))
 }

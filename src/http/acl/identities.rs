@@ -84,36 +84,78 @@ impl IdentitiesRequest {
 impl Identities {
     pub(super) fn from_token(token: &AclToken) -> Self {
         Identities {
-            service_identities: token.service_identities.iter().map(convert::service_identity).collect(),
+            service_identities: token
+                .service_identities
+                .iter()
+                .map(convert::service_identity)
+                .collect(),
             node_identities: token.node_identities.iter().map(convert::node_identity).collect(),
-            templated_policies: token.templated_policies.iter().map(convert::templated_policy).collect(),
+            templated_policies: token
+                .templated_policies
+                .iter()
+                .map(convert::templated_policy)
+                .collect(),
         }
     }
 
     pub(super) fn from_role(role: &AclRole) -> Self {
         Identities {
-            service_identities: role.service_identities.iter().map(convert::service_identity).collect(),
+            service_identities: role
+                .service_identities
+                .iter()
+                .map(convert::service_identity)
+                .collect(),
             node_identities: role.node_identities.iter().map(convert::node_identity).collect(),
-            templated_policies: role.templated_policies.iter().map(convert::templated_policy).collect(),
+            templated_policies: role
+                .templated_policies
+                .iter()
+                .map(convert::templated_policy)
+                .collect(),
         }
     }
 
     pub(super) fn into_token(self, mut token: AclToken) -> AclToken {
-        token.service_identities = self.service_identities.iter().map(convert::store_service_identity).collect();
-        token.node_identities = self.node_identities.iter().map(convert::store_node_identity).collect();
-        token.templated_policies = self.templated_policies.iter().map(convert::store_templated_policy).collect();
+        token.service_identities = self
+            .service_identities
+            .iter()
+            .map(convert::store_service_identity)
+            .collect();
+        token.node_identities = self
+            .node_identities
+            .iter()
+            .map(convert::store_node_identity)
+            .collect();
+        token.templated_policies = self
+            .templated_policies
+            .iter()
+            .map(convert::store_templated_policy)
+            .collect();
         token
     }
 
     pub(super) fn into_role(self, mut role: AclRole) -> AclRole {
-        role.service_identities = self.service_identities.iter().map(convert::store_service_identity).collect();
-        role.node_identities = self.node_identities.iter().map(convert::store_node_identity).collect();
-        role.templated_policies = self.templated_policies.iter().map(convert::store_templated_policy).collect();
+        role.service_identities = self
+            .service_identities
+            .iter()
+            .map(convert::store_service_identity)
+            .collect();
+        role.node_identities = self
+            .node_identities
+            .iter()
+            .map(convert::store_node_identity)
+            .collect();
+        role.templated_policies = self
+            .templated_policies
+            .iter()
+            .map(convert::store_templated_policy)
+            .collect();
         role
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.service_identities.is_empty() && self.node_identities.is_empty() && self.templated_policies.is_empty()
+        self.service_identities.is_empty()
+            && self.node_identities.is_empty()
+            && self.templated_policies.is_empty()
     }
 
     /// The fields the content hash covers, in a fixed order.

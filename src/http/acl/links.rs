@@ -1,8 +1,8 @@
 //! Links from tokens and roles to policies and roles: resolved by ID or name on write, named as the
 //! linked object is named now on read.
 
-use tribune_kvstore::{Backend, GLOBAL_MANAGEMENT_POLICY_ID, PolicyLink, RoleLink};
 use serde::{Deserialize, Serialize};
+use tribune_kvstore::{Backend, GLOBAL_MANAGEMENT_POLICY_ID, PolicyLink, RoleLink};
 
 use super::super::{ApiError, Shared};
 
@@ -17,7 +17,10 @@ pub(crate) struct LinkJson {
 
 /// Resolves the policy links of a token or role request (by ID or by name) to stored policies, dropping
 /// repeats, with Consul's words for a link that names nothing.
-pub(super) fn resolve_policy_links<B: Backend>(agent: &Shared<B>, links: Vec<LinkJson>) -> Result<Vec<PolicyLink>, ApiError> {
+pub(super) fn resolve_policy_links<B: Backend>(
+    agent: &Shared<B>,
+    links: Vec<LinkJson>,
+) -> Result<Vec<PolicyLink>, ApiError> {
     let mut resolved: Vec<PolicyLink> = Vec::with_capacity(links.len());
     for link in links {
         let by_id = !link.id.is_empty();
@@ -68,7 +71,11 @@ pub(super) fn resolve_role_links<B: Backend>(
     let mut resolved: Vec<RoleLink> = Vec::with_capacity(links.len());
     for link in links {
         let found = if link.id.is_empty() {
-            agent.store.acl_role_by_name(&link.name).map_err(ApiError::read)?.value
+            agent
+                .store
+                .acl_role_by_name(&link.name)
+                .map_err(ApiError::read)?
+                .value
         } else {
             agent.store.acl_role(&link.id).map_err(ApiError::read)?.value
         };

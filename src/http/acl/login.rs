@@ -104,8 +104,8 @@ pub(crate) async fn login<B: Backend>(
     let identity = verify_jwt(&config, &request.bearer_token, SystemTime::now())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let rules = stored_rules(&agent, Some(&method.name))?.value;
-    let bindings = bind(&rules, &identity, &agent.config.datacenter)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let bindings =
+        bind(&rules, &identity, &agent.config.datacenter).map_err(|e| ApiError::internal(e.to_string()))?;
     let (policies, roles) = existing_links(&agent, &bindings)?;
     let identities = Identities {
         service_identities: bindings.service_identities,
@@ -131,9 +131,8 @@ pub(crate) async fn login<B: Backend>(
         format!("{LOGIN_DESCRIPTION}: {meta}")
     };
     let now_ms = now_unix_ms();
-    let expiration_unix_ms = (!method.max_token_ttl.is_zero()).then(|| {
-        now_ms.saturating_add(u64::try_from(method.max_token_ttl.as_millis()).unwrap_or(u64::MAX))
-    });
+    let expiration_unix_ms = (!method.max_token_ttl.is_zero())
+        .then(|| now_ms.saturating_add(u64::try_from(method.max_token_ttl.as_millis()).unwrap_or(u64::MAX)));
     let token = identities.into_token(AclToken {
         accessor_id: new_id(),
         secret_id: new_id(),
@@ -190,10 +189,9 @@ mod tests {
 
     #[test]
     fn login_bodies_read_as_consul_sends_them() {
-        let request: LoginRequest = serde_json::from_str(
-            r#"{"AuthMethod":"jwt","BearerToken":"a.b.c","Meta":{"pod":"web-1"}}"#,
-        )
-        .unwrap();
+        let request: LoginRequest =
+            serde_json::from_str(r#"{"AuthMethod":"jwt","BearerToken":"a.b.c","Meta":{"pod":"web-1"}}"#)
+                .unwrap();
         assert_eq!(request.auth_method, "jwt");
         assert_eq!(request.meta.get("pod").map(String::as_str), Some("web-1"));
         let bare: LoginRequest = serde_json::from_str(r#"{"AuthMethod":"jwt","Meta":null}"#).unwrap();

@@ -23,14 +23,13 @@ pub(crate) use binding_rules::{
     binding_rule_create, binding_rule_delete, binding_rule_list, binding_rule_read, binding_rule_update,
 };
 pub(crate) use login::{login, logout};
-pub(crate) use templated::{templated_policy_list, templated_policy_preview, templated_policy_read};
 pub(crate) use policies::{
     policy_create, policy_delete, policy_list, policy_read, policy_read_by_name, policy_update,
 };
 pub(crate) use roles::{role_create, role_delete, role_list, role_read, role_read_by_name, role_update};
+pub(crate) use templated::{templated_policy_list, templated_policy_preview, templated_policy_read};
 pub(crate) use tokens::{
-    bootstrap, token_clone, token_create, token_delete, token_list, token_read, token_self,
-    token_update,
+    bootstrap, token_clone, token_create, token_delete, token_list, token_read, token_self, token_update,
 };
 
 /// Consul's `Hash` of a token or policy: a digest of the fields a client sets, base64-encoded, so

@@ -11,10 +11,10 @@ use tribune_kvstore::{AclRole, Backend, Command, WatchScope};
 use super::super::kv::bool_response;
 use super::super::{ApiError, Params, Shared, accepted, json_response};
 use super::identities::{Identities, IdentitiesRequest};
-use tribune_acl::IdentityOwner;
 use super::links::{LinkJson, policy_links_json, resolve_policy_links};
 use super::{content_hash, is_uuid, new_id, parse_body};
 use crate::fsm::ApplyResponse;
+use tribune_acl::IdentityOwner;
 
 /// A role as Consul's API shows it.
 #[derive(Debug, Serialize)]
@@ -78,7 +78,10 @@ struct RoleRequest {
 }
 
 fn role_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "Requested role does not exist: ACL not found")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "Requested role does not exist: ACL not found",
+    )
 }
 
 async fn write_role<B: Backend>(

@@ -8,7 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use serde::Serialize;
-use tribune_acl::{TemplateDefinition, TemplateError, TemplateVariables, builtin_template, builtin_templates};
+use tribune_acl::{
+    TemplateDefinition, TemplateError, TemplateVariables, builtin_template, builtin_templates,
+};
 use tribune_kvstore::Backend;
 
 use super::super::{ApiError, Shared, json_response};

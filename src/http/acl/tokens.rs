@@ -9,15 +9,15 @@ use tribune_kvstore::{AclToken, Backend, Command, WatchScope};
 
 use super::super::kv::bool_response;
 use super::super::{ApiError, Params, Shared, accepted, json_response};
+use super::identities::{Identities, IdentitiesRequest};
+use super::links::{LinkJson, policy_links_json, resolve_policy_links, resolve_role_links, role_links_json};
 use super::time::{
     ExpirationBounds, ZERO_TIME, format_unix_ms, new_token_expiration, now_unix_ms, parse_expiration_time,
     parse_expiration_ttl,
 };
-use super::identities::{Identities, IdentitiesRequest};
-use tribune_acl::IdentityOwner;
-use super::links::{LinkJson, policy_links_json, resolve_policy_links, resolve_role_links, role_links_json};
 use super::{RESERVED_ID_PREFIX, content_hash, is_uuid, new_id, not_found, parse_body};
 use crate::fsm::ApplyResponse;
+use tribune_acl::IdentityOwner;
 
 /// The description Consul gives the bootstrap token.
 const BOOTSTRAP_DESCRIPTION: &str = "Bootstrap Token (Global Management)";
@@ -96,9 +96,17 @@ impl TokenJson {
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 struct TokenRequest {
-    #[serde(rename = "AccessorID", default, deserialize_with = "crate::http::null_as_default")]
+    #[serde(
+        rename = "AccessorID",
+        default,
+        deserialize_with = "crate::http::null_as_default"
+    )]
     accessor_id: String,
-    #[serde(rename = "SecretID", default, deserialize_with = "crate::http::null_as_default")]
+    #[serde(
+        rename = "SecretID",
+        default,
+        deserialize_with = "crate::http::null_as_default"
+    )]
     secret_id: String,
     #[serde(default, deserialize_with = "crate::http::null_as_default")]
     description: String,
@@ -133,10 +141,9 @@ pub(crate) async fn bootstrap<B: Backend>(State(agent): State<Shared<B>>) -> Res
     };
     let (response, _) = agent.propose(&command).await.map_err(ApiError::propose)?;
     match accepted(response)? {
-        ApplyResponse::AclToken(token) => Ok(json_response(
-            HeaderMap::new(),
-            &TokenJson::new(&agent, token)?,
-        )),
+        ApplyResponse::AclToken(token) => {
+            Ok(json_response(HeaderMap::new(), &TokenJson::new(&agent, token)?))
+        }
         _ => Err(ApiError::internal("unexpected response to ACL bootstrap")),
     }
 }
@@ -176,17 +183,17 @@ fn check_new_id<B: Backend>(agent: &Shared<B>, id: &str, what: &str) -> Result<(
     Ok(())
 }
 
-pub(super) async fn upsert_token<B: Backend>(agent: &Shared<B>, token: AclToken) -> Result<Response, ApiError> {
+pub(super) async fn upsert_token<B: Backend>(
+    agent: &Shared<B>,
+    token: AclToken,
+) -> Result<Response, ApiError> {
     let (response, _) = agent
         .propose(&Command::AclTokenUpsert(token))
         .await
         .map_err(ApiError::propose)?;
     agent.resolver.purge();
     match accepted(response)? {
-        ApplyResponse::AclToken(token) => Ok(json_response(
-            HeaderMap::new(),
-            &TokenJson::new(agent, token)?,
-        )),
+        ApplyResponse::AclToken(token) => Ok(json_response(HeaderMap::new(), &TokenJson::new(agent, token)?)),
         _ => Err(ApiError::internal("unexpected response to a token write")),
     }
 }
