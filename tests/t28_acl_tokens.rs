@@ -428,7 +428,11 @@ async fn token_verbs_on_the_command_line() {
     )
     .await);
     let accessor = field(&created, "AccessorID:").to_owned();
-    assert!(field(&created, "Expiration Time:").ends_with('Z'), "{created}");
+    // Go's layout, as Consul's CLI prints times.
+    assert!(
+        field(&created, "Expiration Time:").ends_with(" +0000 UTC"),
+        "{created}"
+    );
     assert!(created.contains(" - p1\n"), "{created}");
 
     // Update by a unique prefix: a new description, p2 appended, p1 kept.

@@ -139,6 +139,51 @@ async fn roles_token_identities_and_templates_on_the_command_line() {
     )
     .await);
 
+    // Policy update: merged by default (the description given, the rules kept), renamed with -id.
+    let updated = ok(cli(
+        addr,
+        &[
+            "acl",
+            "policy",
+            "update",
+            "-name",
+            "p2",
+            "-description",
+            "app writers",
+        ],
+    )
+    .await);
+    assert!(updated.contains("Description:  app writers"), "{updated}");
+    assert!(updated.contains("key_prefix \"app/\""), "{updated}");
+    let renamed = ok(cli(
+        addr,
+        &[
+            "acl",
+            "policy",
+            "update",
+            "-id",
+            &p1_id[..8],
+            "-name",
+            "p1-renamed",
+        ],
+    )
+    .await);
+    assert!(renamed.contains("Name:         p1-renamed"), "{renamed}");
+    ok(cli(
+        addr,
+        &[
+            "acl",
+            "policy",
+            "update",
+            "-id",
+            &p1_id,
+            "-name",
+            "p1",
+            "-no-merge",
+        ],
+    )
+    .await);
+
     // Create: every kind of link and identity, printed as Consul prints a role.
     let created = ok(cli(
         addr,

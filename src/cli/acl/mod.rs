@@ -209,6 +209,15 @@ pub(super) fn field_line(out: &mut String, indent: &str, width: usize, name: &st
     out.push_str(&format!("{indent}{:<width$}{value}\n", format!("{name}:")));
 }
 
+/// A UTC time from the API (RFC 3339) as Consul's CLI prints it, in Go's `time.Time` layout
+/// (`2026-12-07 01:12:43.306 +0000 UTC`); anything else is printed as it came.
+pub(super) fn go_time(rfc3339: &str) -> String {
+    match rfc3339.strip_suffix('Z').and_then(|t| t.split_once('T')) {
+        Some((date, time)) => format!("{date} {time} +0000 UTC"),
+        None => rfc3339.to_owned(),
+    }
+}
+
 /// The meta lines (`Hash`, `Create Index`, `Modify Index`) of any ACL object.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]

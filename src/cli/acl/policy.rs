@@ -1,4 +1,4 @@
-//! `tribune acl policy create|list|read|delete`.
+//! `tribune acl policy create|list|read|update|delete`.
 
 use hyper::Method;
 use serde::Deserialize;
@@ -33,6 +33,30 @@ pub(crate) enum PolicyCommand {
     Read {
         #[command(flatten)]
         selector: PolicySelector,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Updates a policy found by -id (then -name renames it) or by -name; what no flag names is kept
+    /// unless -no-merge.
+    Update {
+        /// The policy's ID (a unique prefix).
+        #[arg(long, required_unless_present = "name")]
+        id: Option<String>,
+        /// With -id, the policy's new name; alone, the name of the policy to update.
+        #[arg(long)]
+        name: Option<String>,
+        /// A new description.
+        #[arg(long)]
+        description: Option<String>,
+        /// New rules: literal, `@file`, or `-` for stdin.
+        #[arg(long)]
+        rules: Option<String>,
+        /// A datacenter the policy is valid in; repeatable; replaces the current list.
+        #[arg(long = "valid-datacenter", value_name = "DC")]
+        valid_datacenter: Vec<String>,
+        /// Replace the whole policy with what the flags give instead of merging.
+        #[arg(long = "no-merge")]
+        no_merge: bool,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -105,6 +129,38 @@ pub(super) async fn run(client: &mut ApiClient, command: PolicyCommand) -> Resul
             let policy = read_policy(client, &selector).await?;
             output.print(&policy, format_policy)?;
         }
+        PolicyCommand::Update {
+            id,
+            name,
+            description,
+            rules,
+            valid_datacenter,
+            no_merge,
+            output,
+        } => {
+            let selector = PolicySelector {
+                name: if id.is_some() { None } else { name.clone() },
+                id,
+            };
+            let current = read_policy(client, &selector).await?;
+            let policy_id = current
+                .get("ID")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let rules = match rules {
+                Some(arg) => Some(
+                    String::from_utf8(read_value_arg(&arg)?)
+                        .map_err(|_| CliError::Usage("The rules are not UTF-8 text".into()))?,
+                ),
+                None => None,
+            };
+            let body = updated_policy(&current, name, description, rules, valid_datacenter, no_merge)?;
+            let path = format!("/v1/acl/policy/{}", encode_query_value(&policy_id));
+            let policy: Value =
+                fetch(client, Method::PUT, &path, body.to_string(), "updating policy").await?;
+            output.print(&policy, format_policy)?;
+        }
         PolicyCommand::Delete(selector) => {
             let id = policy_id(client, &selector).await?;
             client
@@ -120,6 +176,38 @@ pub(super) async fn run(client: &mut ApiClient, command: PolicyCommand) -> Resul
         }
     }
     Ok(())
+}
+
+/// The body of a policy update: the flags given, over the current policy unless `no_merge`.
+fn updated_policy(
+    current: &Value,
+    name: Option<String>,
+    description: Option<String>,
+    rules: Option<String>,
+    datacenters: Vec<String>,
+    no_merge: bool,
+) -> Result<Value, CliError> {
+    let kept = |field: &str| {
+        if no_merge {
+            Value::Null
+        } else {
+            current.get(field).cloned().unwrap_or(Value::Null)
+        }
+    };
+    let name = match name {
+        Some(name) => Value::String(name),
+        None => current.get("Name").cloned().unwrap_or(Value::Null),
+    };
+    if name.as_str().is_none_or(str::is_empty) {
+        return Err(CliError::Usage("Must specify the -name of the policy".into()));
+    }
+    Ok(json!({
+        "ID": current.get("ID").cloned().unwrap_or(Value::Null),
+        "Name": name,
+        "Description": description.map_or_else(|| kept("Description"), Value::String),
+        "Rules": rules.map_or_else(|| kept("Rules"), Value::String),
+        "Datacenters": if datacenters.is_empty() { kept("Datacenters") } else { json!(datacenters) },
+    }))
 }
 
 /// The full ID a selector names: `-id` (a unique prefix) or the ID of the policy named `-name`.
@@ -180,4 +268,25 @@ fn format_policy(policy: &Policy, meta: bool) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_merges_unless_told_not_to() {
+        let current =
+            json!({"ID": "p", "Name": "app", "Description": "d", "Rules": "r", "Datacenters": ["dc1"]});
+        let merged = updated_policy(&current, None, None, Some("r2".into()), Vec::new(), false).unwrap();
+        assert_eq!(
+            merged,
+            json!({"ID": "p", "Name": "app", "Description": "d", "Rules": "r2", "Datacenters": ["dc1"]})
+        );
+        let replaced = updated_policy(&current, Some("new".into()), None, None, Vec::new(), true).unwrap();
+        assert_eq!(
+            replaced,
+            json!({"ID": "p", "Name": "new", "Description": null, "Rules": null, "Datacenters": null})
+        );
+    }
 }

@@ -526,10 +526,10 @@ pub(super) fn format_token(token: &Token, meta: bool) -> String {
         line("Auth Method", &token.auth_method);
     }
     if let Some(created) = &token.create_time {
-        line("Create Time", created);
+        line("Create Time", &super::go_time(created));
     }
     if let Some(expires) = &token.expiration_time {
-        line("Expiration Time", expires);
+        line("Expiration Time", &super::go_time(expires));
     }
     if meta {
         token.meta.write(&mut out, "", 18, true);

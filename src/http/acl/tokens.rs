@@ -1,5 +1,7 @@
 //! `/v1/acl/bootstrap` and `/v1/acl/token*`.
 
+use std::time::{Duration, SystemTime};
+
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
@@ -148,19 +150,23 @@ pub(crate) async fn bootstrap<B: Backend>(State(agent): State<Shared<B>>) -> Res
     }
 }
 
-/// Whether a stored token has expired at `now_ms` (strictly after its expiration time, as Consul).
-fn token_expired(token: &AclToken, now_ms: u64) -> bool {
-    token.expiration_unix_ms.is_some_and(|expires| expires < now_ms)
+/// Whether a stored token has expired at `now` (strictly after its expiration time, as Consul). The
+/// full-precision clock, as the resolver reads it: a token a request was just refused for as expired
+/// never reads back as live in the same millisecond.
+fn token_expired(token: &AclToken, now: SystemTime) -> bool {
+    token
+        .expiration_unix_ms
+        .is_some_and(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms) < now)
 }
 
 /// A token by accessor ID, unless it is missing or expired.
 fn live_token<B: Backend>(
     agent: &Shared<B>,
     accessor: &str,
-    now_ms: u64,
+    now: SystemTime,
 ) -> Result<Option<AclToken>, ApiError> {
     let found = agent.store.acl_token(accessor).map_err(ApiError::read)?.value;
-    Ok(found.filter(|token| !token_expired(token, now_ms)))
+    Ok(found.filter(|token| !token_expired(token, now)))
 }
 
 /// Checks an identifier a client chose for a new token (`what` is `AccessorID` or `SecretID`):
@@ -260,8 +266,7 @@ async fn update_token<B: Backend>(
     if !is_uuid(&accessor_id) {
         return Err(ApiError::internal("AccessorID is not a valid UUID"));
     }
-    let now_ms = now_unix_ms();
-    let Some(existing) = live_token(agent, &accessor_id, now_ms)? else {
+    let Some(existing) = live_token(agent, &accessor_id, SystemTime::now())? else {
         return Err(ApiError::internal(format!("Cannot find token {accessor_id:?}")));
     };
     let secret_id = if request.secret_id.is_empty() {
@@ -346,7 +351,7 @@ pub(crate) async fn token_clone<B: Backend>(
 ) -> Result<Response, ApiError> {
     agent.authorize(&headers, &uri, |a| a.acl_write())?;
     let request: CloneRequest = parse_body(&body)?;
-    let original = live_token(&agent, &accessor, now_unix_ms())?.ok_or_else(not_found)?;
+    let original = live_token(&agent, &accessor, SystemTime::now())?.ok_or_else(not_found)?;
     let description = if request.description.is_empty() {
         original.description
     } else {
@@ -377,7 +382,7 @@ pub(crate) async fn token_read<B: Backend>(
     let found = agent.store.acl_token(&accessor).map_err(ApiError::read)?;
     let token = found
         .value
-        .filter(|token| !token_expired(token, now_unix_ms()))
+        .filter(|token| !token_expired(token, SystemTime::now()))
         .ok_or_else(not_found)?;
     Ok(json_response(
         meta.with_index(found.index).headers(),
@@ -420,7 +425,7 @@ pub(crate) async fn token_self<B: Backend>(
             let now = tokio::time::Instant::now();
             agent.acl_replication.remote.token(&secret, now)
         })
-        .filter(|token| !token_expired(token, now_unix_ms()))
+        .filter(|token| !token_expired(token, SystemTime::now()))
         .ok_or_else(not_found)?;
     Ok(json_response(HeaderMap::new(), &TokenJson::new(&agent, token)?))
 }
@@ -485,12 +490,12 @@ pub(crate) async fn token_list<B: Backend>(
     let params = Params::parse(uri.query());
     let meta = agent.prepare_read(&params, WatchScope::Acl).await?;
     let filter = TokenFilter::from_params(&params);
-    let now_ms = now_unix_ms();
+    let now = SystemTime::now();
     let found = agent.store.acl_tokens().map_err(ApiError::read)?;
     let tokens: Vec<TokenJson> = found
         .value
         .into_iter()
-        .filter(|token| !token_expired(token, now_ms) && filter.keeps(token))
+        .filter(|token| !token_expired(token, now) && filter.keeps(token))
         .map(|token| TokenJson::new(&agent, token))
         .collect::<Result<_, _>>()?;
     Ok(json_response(meta.with_index(found.index).headers(), &tokens))
@@ -522,8 +527,9 @@ mod tests {
             modify_index: 1,
             ..AclToken::default()
         };
-        assert!(!token_expired(&token, NOW));
-        assert!(token_expired(&token, NOW + 1));
+        let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        assert!(!token_expired(&token, at(NOW)));
+        assert!(token_expired(&token, at(NOW) + Duration::from_micros(1)));
         let by_policy = TokenFilter {
             policy: Some("p".into()),
             ..TokenFilter::default()
