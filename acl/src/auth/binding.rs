@@ -508,7 +508,7 @@ mod tests {
         assert_eq!(r.bind_vars.as_ref().unwrap().name, "${value.name}");
         let out = serde_json::to_value(&r).unwrap();
         assert_eq!(out["BindType"], "templated-policy");
-        assert_eq!(out["BindVars"]["Name"], "${value.name}");
+        assert_eq!(out["BindVars"]["name"], "${value.name}");
         assert_eq!(out["AuthMethod"], "m");
         let out = serde_json::to_value(rule("", BindType::Service, "x")).unwrap();
         assert!(out.get("BindVars").is_none());
