@@ -2,6 +2,7 @@
 //! loopback with a minimal client (one request per connection), and wait on conditions with deadlines.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub(crate) mod jwt;
 #[cfg(feature = "cli")]
 pub(crate) mod process;
 
