@@ -1,7 +1,30 @@
 //! Cross-datacenter KV replication with consul-replicate's semantics, and without its mass deletes.
 //!
-//! A sans-IO planner compares a source prefix with a destination prefix and proposes puts and deletes
-//! in transaction-sized batches; a thin loop drives it over `Source` and `Sink` traits that the caller
-//! implements (the node implements them over Consul's HTTP API).
+//! One replication copies a source prefix in another datacenter (`global@dc1`) to a destination
+//! prefix in the local datacenter (`global`, or another name with `global@dc1:backup`). The parts:
 //!
-//! Status: this crate holds only its documentation until the multi-datacenter work fills it.
+//! - [`config`]: what to replicate and how ([`ReplicateConfig`], [`PrefixSpec`]), with
+//!   consul-replicate's defaults.
+//! - [`model`]: the entries, reads and write batches that cross the traits.
+//! - [`Source`] and [`Sink`]: the two sides, implemented by the caller. The `http` feature implements
+//!   both over any Consul-compatible HTTP API; the `tribune` node implements them over its own state.
+//! - [`planner`]: sans-IO. Given what the source said and the destination's mirror, it decides the puts
+//!   and deletes (each delete with its reason) or holds the pass with a reason (the mass-delete guard),
+//!   and cuts the result into transactions of at most [`MAX_TXN_OPS`] operations.
+//! - [`runner`]: the thin async loop per prefix: blocking reads, quiescence, retries with back-off,
+//!   `once`, status and lag.
+//!
+//! It is not a lock service: keeping one replicator per datacenter is the caller's job (the `http`
+//! feature has a session lock; the node replicates only on its leader), and the runner fences its writes
+//! with the [`model::Fence`] it is given.
+
+pub mod config;
+pub mod model;
+mod traits;
+
+pub use config::{PrefixSpec, PrefixSpecError, ReplicateConfig, RetryConfig, WaitConfig};
+pub use model::{Batch, DeletedKey, Entry, Fence, Op, ReadContent, ReadQuery, SourceRead};
+pub use traits::{Sink, SinkError, Source, SourceError};
+
+/// The most operations one transaction may carry; Consul refuses larger `/v1/txn` requests.
+pub const MAX_TXN_OPS: usize = 64;
