@@ -14,6 +14,8 @@ pub const DEFAULT_STATUS_DIR: &str = "service/consul-replicate/statuses";
 pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(2);
 /// The default share of the destination one pass may delete before its deletes are held.
 pub const DEFAULT_MAX_DELETE_FRACTION: f64 = 0.5;
+/// The default least time between two source reads (consul-replicate's floor).
+pub const DEFAULT_MIN_READ_INTERVAL: Duration = Duration::from_millis(100);
 
 /// One replicated prefix: `source@datacenter[:destination]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +150,10 @@ pub struct ReplicateConfig {
     pub protected: Vec<String>,
     /// How long one blocking source read may wait.
     pub read_wait: Duration,
+    /// The least time between the starts of two source reads after the first pass, so a source that
+    /// answers at once (a prefix that changes all the time, an index that never settles) is not read
+    /// in a tight loop (consul-replicate waits 100 ms).
+    pub min_read_interval: Duration,
 }
 
 impl Default for ReplicateConfig {
@@ -165,6 +171,7 @@ impl Default for ReplicateConfig {
             deletes: true,
             protected: Vec::new(),
             read_wait: Duration::from_secs(60),
+            min_read_interval: DEFAULT_MIN_READ_INTERVAL,
         }
     }
 }

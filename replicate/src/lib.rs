@@ -11,19 +11,32 @@
 //! - [`planner`]: sans-IO. Given what the source said and the destination's mirror, it decides the puts
 //!   and deletes (each delete with its reason) or holds the pass with a reason (the mass-delete guard),
 //!   and cuts the result into transactions of at most [`MAX_TXN_OPS`] operations.
-//! - [`runner`]: the thin async loop per prefix: blocking reads, quiescence, retries with back-off,
-//!   `once`, status and lag.
+//! - [`runner`]: the thin async loop per prefix ([`Replicator`]): blocking reads, quiescence
+//!   ([`quiesce`]), retries with back-off ([`backoff`]), `once`, status ([`status`]) and lag.
+//! - [`memory`]: an in-memory [`Source`] and [`Sink`] with fault injection, for tests and embedders.
 //!
 //! It is not a lock service: keeping one replicator per datacenter is the caller's job (the `http`
 //! feature has a session lock; the node replicates only on its leader), and the runner fences its writes
 //! with the [`model::Fence`] it is given.
 
+pub mod backoff;
 pub mod config;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod memory;
 pub mod model;
+pub mod planner;
+pub mod quiesce;
+pub mod runner;
+pub mod status;
 mod traits;
 
 pub use config::{PrefixSpec, PrefixSpecError, ReplicateConfig, RetryConfig, WaitConfig};
+pub use memory::{MemorySink, MemorySource, SinkFault, SourceFault};
 pub use model::{Batch, DeletedKey, Entry, Fence, Op, ReadContent, ReadQuery, SourceRead};
+pub use planner::{DeleteReason, Guard, Hold, Mirror, Plan, Planner, Scope};
+pub use runner::{Clock, PassError, ReplicateError, Replicator, RunOutcome, SystemClock};
+pub use status::{PrefixStatus, status_key};
 pub use traits::{Sink, SinkError, Source, SourceError};
 
 /// The most operations one transaction may carry; Consul refuses larger `/v1/txn` requests.
