@@ -21,6 +21,7 @@ mod lock;
 mod login;
 mod members;
 mod operator;
+mod replicate;
 mod rtt;
 mod snapshot;
 
@@ -167,6 +168,9 @@ enum Command {
     Rtt(rtt::RttArgs),
     /// Load generator: N concurrent HTTP clients writing or reading a Tribune, Consul or etcd cluster.
     Bench(bench::BenchArgs),
+    /// Replicates KV prefixes from other datacenters into this one (consul-replicate's flags and
+    /// config files), without mass deletes.
+    Replicate(Box<replicate::ReplicateArgs>),
 }
 
 /// Parses the process arguments and runs the command.
@@ -254,6 +258,7 @@ async fn run(cli: Cli, config_sources: Vec<agent::FileSource>) -> Result<ExitCod
         Command::Catalog(command) => catalog::run(command, &global).await,
         Command::Rtt(args) => rtt::run(args, &global).await,
         Command::Bench(args) => bench::run(args, &global).await,
+        Command::Replicate(args) => replicate::run(*args, &global).await,
     }
 }
 
