@@ -2,9 +2,12 @@
 //! loopback with a minimal client (one request per connection), and wait on conditions with deadlines.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+#[cfg(feature = "cli")]
+pub(crate) mod federation;
 pub(crate) mod jwt;
 #[cfg(feature = "cli")]
 pub(crate) mod process;
+pub(crate) mod wan;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -34,6 +34,10 @@ pub(crate) struct ReplicateArgs {
     /// The longest last contact a stale read may show.
     #[arg(long = "max-stale", value_name = "DURATION", value_parser = duration)]
     max_stale: Option<Duration>,
+    /// How long one blocking read of the source may wait for a change (default 60s). A source
+    /// whose index went back (restored or rebuilt) is noticed when such a read returns.
+    #[arg(long = "read-wait", value_name = "DURATION", value_parser = duration)]
+    read_wait: Option<Duration>,
     /// Where replication status records are kept.
     #[arg(long = "status-dir", value_name = "KV_PATH")]
     status_dir: Option<String>,
@@ -244,6 +248,7 @@ impl ReplicateArgs {
         settings.excludes = self.exclude.clone();
         settings.wait = self.wait.unwrap_or_default();
         settings.max_stale = self.max_stale;
+        settings.read_wait = self.read_wait;
         settings.status_dir = self.status_dir.clone();
         settings.log_level = self.log_level;
         settings.syslog_enabled = self.syslog;

@@ -151,6 +151,8 @@ struct RawFile {
     wait: Option<RawWait>,
     #[serde(default, deserialize_with = "duration")]
     max_stale: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    read_wait: Option<Duration>,
     status_dir: Option<String>,
     log_level: Option<String>,
     pid_file: Option<PathBuf>,
@@ -557,6 +559,7 @@ impl RawFile {
             };
         }
         settings.max_stale = self.max_stale;
+        settings.read_wait = self.read_wait;
         settings.status_dir = self.status_dir;
         settings.log_level = self
             .log_level

@@ -189,6 +189,7 @@ pub(super) struct Settings {
     pub(super) reload_signal: Option<Option<Signal>>,
     pub(super) log_level: Option<LogLevel>,
     pub(super) max_stale: Option<Duration>,
+    pub(super) read_wait: Option<Duration>,
     pub(super) pid_file: Option<PathBuf>,
     pub(super) status_dir: Option<String>,
     pub(super) syslog_enabled: Option<bool>,
@@ -234,6 +235,7 @@ impl Settings {
         set(&mut self.reload_signal, other.reload_signal);
         set(&mut self.log_level, other.log_level);
         set(&mut self.max_stale, other.max_stale);
+        set(&mut self.read_wait, other.read_wait);
         set(&mut self.pid_file, other.pid_file);
         set(&mut self.status_dir, other.status_dir);
         set(&mut self.syslog_enabled, other.syslog_enabled);
@@ -432,6 +434,7 @@ impl Settings {
             excludes: self.excludes,
             status_dir: self.status_dir.unwrap_or(defaults.status_dir.clone()),
             max_stale: self.max_stale.unwrap_or(defaults.max_stale),
+            read_wait: self.read_wait.unwrap_or(defaults.read_wait),
             wait,
             retry,
             once,
