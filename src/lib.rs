@@ -29,6 +29,9 @@
 //!
 //! - Servers of several datacenters meet in a WAN gossip pool (`join -wan`, `retry_join_wan`); a request
 //!   with `?dc=` for another datacenter is carried to one of its servers and served there.
+//! - [`replicate`] gives tribune-replicate a [`NodeSource`] (another datacenter's prefix, through the
+//!   `?dc=` path, with delta reads) and a [`NodeSink`] (this datacenter's state, through consensus),
+//!   from [`NodeHandle::replication_source`] and [`NodeHandle::replication_sink`].
 //!
 //! What it is NOT (yet): no service catalog, health checks or DNS; client agents run without ACLs.
 
@@ -44,8 +47,10 @@ mod gossip_keys;
 mod http;
 mod membership;
 mod node;
+pub mod replicate;
 mod tokens;
 
 pub use error::NodeError;
 pub use http::{ApiRoute, client_routes, server_routes};
 pub use node::{Node, NodeHandle};
+pub use replicate::{NodeSink, NodeSource, ReplicationSetupError};

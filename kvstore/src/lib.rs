@@ -9,6 +9,8 @@
 //!   LockIndex, tombstones, transactions with `Errors[{OpIndex, What}]`, session behaviors).
 //! - Reads ([`Store::get`], [`Store::list`], [`Store::keys`], sessions, ACL lookups) return Consul's
 //!   `X-Consul-Index` with the data; [`Store::wait`] and the [`WatchHub`] serve blocking queries.
+//!   [`Store::changes_since`] answers a prefix's delta (entries written and keys deleted after an
+//!   index) when the tombstones still prove every delete, for cross-datacenter replication.
 //! - [`Store::export`] / [`Store::import`] move the whole state through `tribune-snapshot` archives.
 //! - Backends: [`MemoryBackend`] and, with the default `rocksdb` feature, `RocksBackend`, behind the
 //!   [`Backend`] trait. RocksDB batches go to the WAL unsynced: the raft log is synced and replays from
@@ -61,7 +63,7 @@ pub use error::{ApplyError, BackendError, CodecError, CorruptRecord, KeyProblem,
 pub use export::StoreSnapshot;
 pub use model::{
     ANONYMOUS_TOKEN_ACCESSOR, AclAuthMethod, AclBindingRule, AclBootstrapState, AclPolicy, AclRole, AclToken,
-    GLOBAL_MANAGEMENT_POLICY_ID, GLOBAL_MANAGEMENT_POLICY_NAME, GLOBAL_MANAGEMENT_RULES, Indexed,
+    Changes, GLOBAL_MANAGEMENT_POLICY_ID, GLOBAL_MANAGEMENT_POLICY_NAME, GLOBAL_MANAGEMENT_RULES, Indexed,
     IndexedTable, KvEntry, MAX_LOCK_DELAY, NewSession, NodeIdentity, PolicyLink, RoleLink, ServiceIdentity,
     Session, SessionBehavior, StateRecord, TemplatedPolicy, Tombstone,
 };

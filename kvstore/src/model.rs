@@ -33,6 +33,19 @@ pub struct Tombstone {
     pub index: u64,
 }
 
+/// What changed under a prefix after an index ([`Store::changes_since`](crate::Store::changes_since)):
+/// the entries written and the keys deleted since then, as they stand now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Changes {
+    /// The index the changes start after.
+    pub since: u64,
+    /// Entries whose ModifyIndex is above `since`, in key order.
+    pub changed: Vec<KvEntry>,
+    /// Keys deleted after `since` and absent now (a key deleted then written again is only in
+    /// `changed`), in key order; each with the index of its delete.
+    pub deleted: Vec<Tombstone>,
+}
+
 /// What happens to the keys a session holds when the session is destroyed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum SessionBehavior {

@@ -243,6 +243,10 @@ impl<B: Backend> Store<B> {
                 return Err(err);
             }
         };
+        // Nothing before the installed state's index is provable from its tombstones (raised before
+        // the swap commits; see `Store::apply`).
+        self.tombstones_complete_after
+            .fetch_max(index, std::sync::atomic::Ordering::AcqRel);
         let mut swap = Batch::new();
         swap.push(BatchOp::Put {
             slot: Slot::Live,

@@ -11,8 +11,8 @@ use crate::backend::{Backend, Batch, BatchOp, Slot, Table};
 use crate::command::{Command, TxnOp};
 use crate::error::{ApplyError, OpenError, ReadError};
 use crate::model::{
-    AclAuthMethod, AclBindingRule, AclBootstrapState, AclPolicy, AclRole, AclToken, Indexed, IndexedTable,
-    KvEntry, Session, Tombstone,
+    AclAuthMethod, AclBindingRule, AclBootstrapState, AclPolicy, AclRole, AclToken, Changes, Indexed,
+    IndexedTable, KvEntry, Session, Tombstone,
 };
 use crate::outcome::{Outcome, TxnOutcome};
 use crate::tables::{self, encode_u64};
@@ -65,6 +65,11 @@ pub struct Store<B: Backend> {
     pub(crate) last_applied: AtomicU64,
     pub(crate) apply_lock: Mutex<()>,
     pub(crate) hub: WatchHub,
+    /// Every tombstone with a delete index above this one is still in the state, so a delta read
+    /// after it is complete (see [`Store::changes_since`]). Kept in memory only, never replicated:
+    /// set to the applied index at open and at import (nothing older is provable then), raised by
+    /// every reap and staged restore, never lowered.
+    pub(crate) tombstones_complete_after: AtomicU64,
 }
 
 impl<B: Backend> std::fmt::Debug for Store<B> {
@@ -123,7 +128,14 @@ impl<B: Backend> Store<B> {
             last_applied: AtomicU64::new(last_applied),
             apply_lock: Mutex::new(()),
             hub: WatchHub::new(),
+            tombstones_complete_after: AtomicU64::new(last_applied),
         })
+    }
+
+    /// Closes the store and hands back its backend (a store opened again over a memory backend
+    /// finds the state it left, as a reopened RocksDB directory does).
+    pub fn into_backend(self) -> B {
+        self.backend
     }
 
     /// The datacenter the state belongs to.
@@ -134,6 +146,14 @@ impl<B: Backend> Store<B> {
     /// The index of the last command applied (0 for a new store).
     pub fn last_applied(&self) -> u64 {
         self.last_applied.load(Ordering::Acquire)
+    }
+
+    /// The index after which every delete is still known from its tombstone: a
+    /// [`Store::changes_since`] from an index below it answers `None`. It starts at the applied index
+    /// when the store opens or imports a snapshot, and rises with every `ReapTombstones` (to its
+    /// `up_to_index`) and every staged restore.
+    pub fn tombstones_complete_after(&self) -> u64 {
+        self.tombstones_complete_after.load(Ordering::Acquire)
     }
 
     /// The backend (for its own maintenance calls).
@@ -178,6 +198,21 @@ impl<B: Backend> Store<B> {
             }
         };
         drop(view);
+        if result.is_ok() {
+            // Raised before the commit: a reader that sees the reaped (or restored) state reads
+            // the horizon after taking its view, and so sees the raised one.
+            match command {
+                Command::ReapTombstones { up_to_index } => {
+                    self.tombstones_complete_after
+                        .fetch_max(*up_to_index, Ordering::AcqRel);
+                }
+                // The restored state's tombstones were reaped at unknown points.
+                Command::RestoreCommit { .. } => {
+                    self.tombstones_complete_after.fetch_max(index, Ordering::AcqRel);
+                }
+                _ => {}
+            }
+        }
         batch.push(BatchOp::Put {
             slot: Slot::Live,
             table: Table::Meta,
@@ -249,6 +284,56 @@ impl<B: Backend> Store<B> {
                 value: entries,
             })
         })
+    }
+
+    /// What changed under `prefix` after index `since`: the entries whose ModifyIndex is above it,
+    /// and the keys deleted after it (from their tombstones) that are absent now. The index is the one
+    /// [`Store::list`] reports for the prefix at the same moment, so a blocking delta reader follows
+    /// the same index as a full one.
+    ///
+    /// `None` when the store cannot prove it still holds every tombstone after `since` (`since` is
+    /// below [`Store::tombstones_complete_after`]: a reap removed some, or the store restarted or
+    /// installed a snapshot since); the caller then reads the whole prefix.
+    pub fn changes_since(&self, prefix: &str, since: u64) -> Result<Option<Indexed<Changes>>, ReadError> {
+        let view = self.backend.view()?;
+        // Read after taking the view: a reap the view holds raised the horizon before it committed.
+        if since < self.tombstones_complete_after() {
+            return Ok(None);
+        }
+        let mut entries_max = 0;
+        let mut changed = Vec::new();
+        tables::scan(&view, Table::Kv, prefix.as_bytes(), |entry: KvEntry| {
+            entries_max = entries_max.max(entry.modify_index);
+            if entry.modify_index > since {
+                changed.push(entry);
+            }
+            true
+        })?;
+        let mut stones_max = 0;
+        let mut stones = Vec::new();
+        tables::scan(&view, Table::Tombstones, prefix.as_bytes(), |stone: Tombstone| {
+            stones_max = stones_max.max(stone.index);
+            if stone.index > since {
+                stones.push(stone);
+            }
+            true
+        })?;
+        // A key written again after its delete is live: it is in `changed` (its ModifyIndex is above
+        // the delete's, so above `since`), and must not be reported deleted too.
+        let mut deleted = Vec::with_capacity(stones.len());
+        for stone in stones {
+            if tables::kv_get(&view, &stone.key)?.is_none() {
+                deleted.push(stone);
+            }
+        }
+        Ok(Some(Indexed {
+            index: tables::prefix_index_of(&view, prefix, entries_max, stones_max)?,
+            value: Changes {
+                since,
+                changed,
+                deleted,
+            },
+        }))
     }
 
     /// Key names under `prefix` (`?keys`), rolled up after the first `separator` following the

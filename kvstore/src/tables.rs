@@ -201,10 +201,26 @@ pub(crate) fn prefix_read_index<V: ReadView + ?Sized>(
     prefix: &str,
     entries_max: u64,
 ) -> Result<u64, ReadError> {
+    let stones_max = if prefix.is_empty() {
+        0
+    } else {
+        tombstone_max(view, prefix)?
+    };
+    prefix_index_of(view, prefix, entries_max, stones_max)
+}
+
+/// [`prefix_read_index`] when the caller already has both maxima (entries and tombstones under
+/// the prefix).
+pub(crate) fn prefix_index_of<V: ReadView + ?Sized>(
+    view: &V,
+    prefix: &str,
+    entries_max: u64,
+    stones_max: u64,
+) -> Result<u64, ReadError> {
     let mut index = if prefix.is_empty() {
         0
     } else {
-        entries_max.max(tombstone_max(view, prefix)?)
+        entries_max.max(stones_max)
     };
     if index == 0 {
         index = table_index(view, IndexedTable::Kv)?;

@@ -1,4 +1,5 @@
-//! `/v1/kv/*`: Consul's KV endpoint.
+//! `/v1/kv/*`: Consul's KV endpoint, and one Tribune extension: a recursive read with
+//! `?changes-since=N` answers only what changed under the prefix after index N (see [`get_kv`]).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -6,10 +7,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::Serialize;
-use tribune_kvstore::{Backend, Command, KvEntry, MAX_VALUE_BYTES, WatchScope};
+use tribune_kvstore::{Backend, Command, KvEntry, MAX_VALUE_BYTES, Tombstone, WatchScope};
 
 use super::{ApiError, Params, Shared, accepted, json_response, percent_decode};
 use crate::fsm::ApplyResponse;
+use crate::replicate::CHANGES_SINCE_HEADER;
 
 /// Consul's `DirEntry` as JSON.
 #[derive(Debug, Serialize)]
@@ -41,6 +43,31 @@ impl From<KvEntry> for DirEntry {
     }
 }
 
+/// The body of a delta answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ChangesBody {
+    changed: Vec<DirEntry>,
+    deleted: Vec<DeletedEntry>,
+}
+
+/// A key deleted after `changes-since`, with the index of its delete.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeletedEntry {
+    key: String,
+    modify_index: u64,
+}
+
+impl From<Tombstone> for DeletedEntry {
+    fn from(stone: Tombstone) -> Self {
+        DeletedEntry {
+            key: stone.key,
+            modify_index: stone.index,
+        }
+    }
+}
+
 /// The key of a KV request: everything after `/v1/kv/`, percent-decoded (`%2F` included).
 fn key_of(uri: &Uri) -> String {
     let raw = uri.path().strip_prefix("/v1/kv").unwrap_or("");
@@ -51,6 +78,16 @@ fn missing_key() -> ApiError {
     ApiError::bad_request("Missing key name")
 }
 
+/// `GET /v1/kv/<key>`: one entry, `?recurse` for a prefix, `?keys` for key names.
+///
+/// `?recurse&changes-since=N` (a Tribune extension, for cross-datacenter replication) answers 200
+/// with `X-Tribune-Changes-Since: N` and `{"Changed": [DirEntry…], "Deleted": [{"Key", "ModifyIndex"}…]}`
+/// — the entries written and the keys deleted under the prefix after N, both filtered by key read
+/// like a recursive read — when the store can prove the delta complete; otherwise (tombstones
+/// reaped after N, or a restart or restore since) the ordinary recursive read, without the header.
+/// Blocking, consistency modes and the index are those of `?recurse`. A value that is not an
+/// unsigned integer is a 400, as a malformed `index` is: a client that asked for a delta must not
+/// mistake a full read for one it did not mean to ask. Without `recurse` the parameter is ignored.
 pub(crate) async fn get_kv<B: Backend>(
     State(agent): State<Shared<B>>,
     uri: Uri,
@@ -75,6 +112,11 @@ pub(crate) async fn get_kv<B: Backend>(
     } else {
         WatchScope::Key(key.clone())
     };
+    let changes_since = if recurse {
+        params.u64("changes-since")?
+    } else {
+        None
+    };
     let meta = agent.prepare_read(&params, scope).await?;
     if list_keys {
         let separator = params.get("separator").or_else(|| params.get("seperator"));
@@ -86,6 +128,21 @@ pub(crate) async fn get_kv<B: Backend>(
             return Ok((StatusCode::NOT_FOUND, headers).into_response());
         }
         return Ok(json_response(headers, &found.value));
+    }
+    if let Some(since) = changes_since
+        && let Some(changes) = agent.store.changes_since(&key, since).map_err(ApiError::read)?
+    {
+        let mut changed = changes.value.changed;
+        let mut deleted = changes.value.deleted;
+        access.filter(&mut changed, |a, entry| a.key_read(&entry.key));
+        access.filter(&mut deleted, |a, stone| a.key_read(&stone.key));
+        let mut headers = meta.with_index(changes.index).headers();
+        headers.insert(CHANGES_SINCE_HEADER, HeaderValue::from(since));
+        let body = ChangesBody {
+            changed: changed.into_iter().map(DirEntry::from).collect(),
+            deleted: deleted.into_iter().map(DeletedEntry::from).collect(),
+        };
+        return Ok(json_response(headers, &body));
     }
     if recurse {
         let mut found = agent.store.list(&key).map_err(ApiError::read)?;

@@ -109,6 +109,10 @@ impl<B: Backend> Control for Agent<B> {
     fn parked_blocking_queries(&self) -> usize {
         self.store.watch_hub().waiter_count()
     }
+
+    fn replication_port(self: Arc<Self>) -> Option<Arc<dyn crate::replicate::ReplicationPort>> {
+        Some(crate::replicate::port(&self))
+    }
 }
 
 /// Why a proposal failed.

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tribune_consensus::NodeId;
 
 use crate::client::ClientAgent;
+use crate::replicate::{NodeSink, NodeSource, ReplicationPort, ReplicationSetupError};
 
 /// What the handle needs from the running agent, whatever its storage backend.
 pub(super) trait Control: Send + Sync {
@@ -21,6 +22,8 @@ pub(super) trait Control: Send + Sync {
     fn leader_rpc_addr(&self) -> Option<String>;
     fn is_leader(&self) -> bool;
     fn parked_blocking_queries(&self) -> usize;
+    /// The server's state and cross-datacenter path for replication; `None` on a client agent.
+    fn replication_port(self: Arc<Self>) -> Option<Arc<dyn ReplicationPort>>;
 }
 
 impl Control for ClientAgent {
@@ -42,6 +45,10 @@ impl Control for ClientAgent {
 
     fn parked_blocking_queries(&self) -> usize {
         0
+    }
+
+    fn replication_port(self: Arc<Self>) -> Option<Arc<dyn ReplicationPort>> {
+        None
     }
 }
 
@@ -128,6 +135,28 @@ impl NodeHandle {
     /// metrics, and what tests wait on instead of sleeping while a reader parks).
     pub fn parked_blocking_queries(&self) -> usize {
         self.control.parked_blocking_queries()
+    }
+
+    /// A replication [`Source`](tribune_replicate::Source) that reads prefixes of other datacenters
+    /// through this server (see [`NodeSource`]). `token` travels with every read and is checked by the
+    /// datacenter that answers; `None` leaves it to that server's default token. A client agent has
+    /// none.
+    pub fn replication_source(&self, token: Option<&str>) -> Result<NodeSource, ReplicationSetupError> {
+        let port = Arc::clone(&self.control)
+            .replication_port()
+            .ok_or(ReplicationSetupError::NotAServer)?;
+        Ok(NodeSource::new(port, token.map(str::to_owned)))
+    }
+
+    /// A replication [`Sink`](tribune_replicate::Sink) over this datacenter's state (see
+    /// [`NodeSink`]), acting with `token` (`None`: the agent's default token). With ACLs enabled the
+    /// token must resolve now, and every call checks its rights again. A client agent has none.
+    pub fn replication_sink(&self, token: Option<&str>) -> Result<NodeSink, ReplicationSetupError> {
+        let port = Arc::clone(&self.control)
+            .replication_port()
+            .ok_or(ReplicationSetupError::NotAServer)?;
+        port.check_token(token)?;
+        Ok(NodeSink::new(port, token.map(str::to_owned)))
     }
 
     /// Stops the agent: the HTTP server (blocked queries return at once), the background tasks and
