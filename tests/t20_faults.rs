@@ -19,6 +19,11 @@
 //! long campaign); a checker holds dc2 to what that policy dictates while dc1 is cut off, and to
 //! the normal answers away from faults.
 //!
+//! KV replication (faults/replication.rs): every WAN run also starts `tribune replicate -prefix
+//! repl/@dc1` beside dc2 (two processes racing for one `-lock`), a writer of `repl/` in dc1 and an
+//! observer of dc2's `repl/`; dc2 must never show a value not written, wrong flags or a key going
+//! back to an older state, and must equal dc1's `repl/` within 30 s once the faults are healed.
+//!
 //! - `short_campaign` (CI): a fixed list of seeds covering every fault kind.
 //! - `long_campaign` (ignored): `TRIBUNE_FAULTS_RUNS` (default 100) seeded runs with two random
 //!   faults each, ending with the RELIABILITY.md table.

@@ -20,6 +20,7 @@ use super::acl::{self, DownPolicy};
 use super::cluster::{self, Cluster};
 use super::nemesis::{self, Applied, Fault};
 use super::net::{self, Net};
+use super::replication;
 use super::wan::{self, Wan};
 use super::workload::{self, Shared};
 
@@ -60,10 +61,14 @@ pub(crate) enum Class {
     /// dictates while cut off from dc1, or than dc1 would away from faults; an answer slower
     /// than 3 s; the replicated policy differing from dc1's; the setup not completing.
     AclDownPolicy,
+    /// A WAN run's `tribune replicate` from dc1's `repl/` into dc2: dc2 showing a value never
+    /// written, wrong flags, a key going back to an older state or vanishing without a delete;
+    /// dc2's `repl/` not equal to dc1's within 30 s of the writer's stop.
+    KvReplication,
 }
 
 impl Class {
-    const ALL: [Class; 11] = [
+    const ALL: [Class; 12] = [
         Class::Consistent,
         Class::Default,
         Class::StalePhantom,
@@ -75,6 +80,7 @@ impl Class {
         Class::NoFinalRead,
         Class::WanRouting,
         Class::AclDownPolicy,
+        Class::KvReplication,
     ];
 
     fn name(self) -> &'static str {
@@ -90,6 +96,7 @@ impl Class {
             Class::NoFinalRead => "no final read",
             Class::WanRouting => "WAN routing",
             Class::AclDownPolicy => "ACL down_policy",
+            Class::KvReplication => "KV replication",
         }
     }
 }
@@ -168,6 +175,8 @@ pub(crate) struct RunResult {
     pub(crate) wan_operations: usize,
     /// A federated ACL run's checker figures.
     pub(crate) acl: Option<acl::Figures>,
+    /// A WAN run's KV replication figures.
+    pub(crate) replication: Option<replication::Figures>,
     pub(crate) dir: PathBuf,
 }
 
@@ -268,6 +277,11 @@ pub(crate) fn run(
             Err(problem) => acl_problems.push(problem),
         }
     }
+    // The KV replication scenario of every WAN run: replicators beside dc2, a writer on dc1's
+    // `repl/`, an observer on dc2's.
+    let replication = wan.as_ref().map(|wan| {
+        replication::Scenario::start(runtime, &shared, wan.dc2_http, &dir, plan.seed * 1000 + 400)
+    });
     let mut tasks = Vec::new();
     for worker in 0..CLIENTS {
         let seed = plan.seed * 1000 + worker;
@@ -328,6 +342,7 @@ pub(crate) fn run(
             let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
         }
     });
+    let replicated = replication.map(|scenario| scenario.finish(runtime, &shared));
     let missing = runtime.block_on(workload::final_reads(&shared, Duration::from_secs(30)));
     let mut acl_figures = None;
     if let (Some(policy), Some(wan), Some((fixture, checker))) = (acl_policy, &wan, acl_checker) {
@@ -426,6 +441,15 @@ pub(crate) fn run(
     for problem in acl_problems {
         result.add(Class::AclDownPolicy, problem);
     }
+    if let Some(found) = replicated {
+        for problem in found.replication {
+            result.add(Class::KvReplication, problem);
+        }
+        for problem in found.lost_in_dc1 {
+            result.add(Class::LostWrite, problem);
+        }
+        result.replication = Some(found.figures);
+    }
     for a in &applied {
         for problem in &a.problems {
             result.add(Class::WanRouting, format!("{}: {problem}", a.fault));
@@ -446,11 +470,16 @@ pub(crate) fn run(
     }
     let found: usize = result.anomalies.values().sum();
     println!(
-        "run {}: {} ops ({} on dc2), {} lock events, {}faults [{}], {} anomalies, {:.1}s ({})",
+        "run {}: {} ops ({} on dc2), {} lock events, {}{}faults [{}], {} anomalies, {:.1}s ({})",
         plan.seed,
         result.operations,
         result.wan_operations,
         result.lock_events,
+        result.replication.as_ref().map_or(String::new(), |r| format!(
+            "{} repl/ writes, dc2 converged after {}, ",
+            r.writes,
+            r.converged_ms.map_or("NEVER".to_owned(), |ms| format!("{ms} ms"))
+        )),
         result.acl.as_ref().map_or(String::new(), |figures| format!(
             "ACL ({}) answers {:?}, ",
             acl_policy.map_or(String::new(), |p| p.to_string()),
@@ -512,6 +541,13 @@ pub(crate) struct Totals {
     /// carried a call to dc1 again.
     pub(crate) dc2_fails_fast: Vec<u64>,
     pub(crate) dc2_reaches_primary: Vec<u64>,
+    /// KV replication: runs, writer operations (acknowledged), reads of dc2, and ms from the
+    /// writer's stop until dc2's `repl/` equalled dc1's.
+    pub(crate) replication_runs: usize,
+    pub(crate) replication_writes: (usize, usize),
+    /// Reads of dc2, and changes of a key they showed.
+    pub(crate) replication_reads: (usize, usize),
+    pub(crate) replication_converged: Vec<u64>,
 }
 
 impl Totals {
@@ -541,6 +577,14 @@ impl Totals {
                 let entry = slowest.entry(*window).or_default();
                 *entry = (*entry).max(*ms);
             }
+        }
+        if let Some(r) = &result.replication {
+            self.replication_runs += 1;
+            self.replication_writes.0 += r.writes;
+            self.replication_writes.1 += r.acked;
+            self.replication_reads.0 += r.observations;
+            self.replication_reads.1 += r.changes_seen;
+            self.replication_converged.extend(r.converged_ms);
         }
         for (class, n) in &result.anomalies {
             *self.anomalies.entry(*class).or_default() += n;
@@ -698,6 +742,30 @@ impl Totals {
                     percentile(samples, 50)
                 );
             }
+        }
+        if self.replication_runs > 0 {
+            let samples = &self.replication_converged;
+            let _ = writeln!(
+                out,
+                "\nKV replication (`tribune replicate -prefix {}@dc1` beside dc2, two racing for a lock; {} runs, {} writes to dc1's `{}` ({} acknowledged), {} reads of dc2's showing {} changes):\n",
+                replication::PREFIX,
+                self.replication_runs,
+                self.replication_writes.0,
+                replication::PREFIX,
+                self.replication_writes.1,
+                self.replication_reads.0,
+                self.replication_reads.1
+            );
+            let _ = writeln!(out, "| KV replication figure | samples | p50 / max (ms) |");
+            let _ = writeln!(out, "|---|---:|---:|");
+            let _ = writeln!(
+                out,
+                "| writer stopped (faults healed) → dc2's `{}` equals dc1's | {} | {} / {} |",
+                replication::PREFIX,
+                samples.len(),
+                percentile(samples, 50),
+                samples.iter().max().map_or("-".to_owned(), u64::to_string)
+            );
         }
         out
     }
@@ -866,6 +934,7 @@ fn execute(campaign: Campaign, network: bool) {
         Class::LockSafety,
         Class::WanRouting,
         Class::AclDownPolicy,
+        Class::KvReplication,
     ]
     .into_iter()
     .chain(strict_default.then_some(Class::Default))
