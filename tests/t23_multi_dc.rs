@@ -9,25 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, fast_wan, three_server_dc_with, wait_for};
+use common::{Client, fast_wan, three_server_dc_with, wait_for, wan_server};
 use tribune::config::Config;
 use tribune::{Node, NodeHandle};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn dc2_server(join_wan: &[&NodeHandle]) -> Config {
-    let mut config = Config::dev();
-    config.datacenter = "dc2".into();
-    config.node_name = "d1".into();
-    fast_wan(&mut config);
-    config.retry_join_wan = join_wan
-        .iter()
-        .filter_map(|n| n.serf_wan_addr())
-        .map(|a| a.to_string())
-        .collect();
-    config.retry_interval_wan = Duration::from_millis(200);
-    config
-}
 
 async fn wan_names(node: &NodeHandle) -> Vec<String> {
     let reply = Client::of(node).get("/v1/agent/members?wan=1").await;
@@ -51,7 +37,7 @@ async fn two_datacenters_federate_and_serve_each_other() {
         fast_wan(c);
     })
     .await;
-    let d1 = common::start_leader(dc2_server(&[])).await;
+    let d1 = common::start_leader(wan_server("dc2", "d1", &[])).await;
 
     // One join, from one server of dc2 to one server of dc1; flooding brings in the rest.
     let join = Client::of(&d1)
@@ -192,7 +178,7 @@ async fn two_datacenters_federate_and_serve_each_other() {
     );
 
     // dc2 comes back (a new server, joining through retry_join_wan) and is routed to again.
-    let d1 = common::start_leader(dc2_server(&[&dc1[2]])).await;
+    let d1 = common::start_leader(wan_server("dc2", "d1", &[&dc1[2]])).await;
     assert_eq!(Client::of(&d1).put("/v1/kv/back", b"yes").await.text(), "true");
     wait_for("dc2 routed to again", LIMIT, || async {
         c1.get("/v1/kv/back?dc=dc2&raw").await.body == b"yes"
@@ -219,7 +205,7 @@ async fn a_server_added_later_floods_into_the_wan_pool() {
     first.encrypt = Some(GOSSIP_KEY.to_vec());
     fast_wan(&mut first);
     let a = common::start_leader(first).await;
-    let mut dc2 = dc2_server(&[&a]);
+    let mut dc2 = wan_server("dc2", "d1", &[&a]);
     dc2.encrypt = Some(GOSSIP_KEY.to_vec());
     let d1 = common::start_leader(dc2).await;
     wait_for("the two datacenters joined", LIMIT, || async {
@@ -285,7 +271,7 @@ async fn every_datacenter_scoped_endpoint_reaches_the_other_datacenter() {
     first.node_name = "a".into();
     fast_wan(&mut first);
     let a = common::start_leader(first).await;
-    let d1 = common::start_leader(dc2_server(&[&a])).await;
+    let d1 = common::start_leader(wan_server("dc2", "d1", &[&a])).await;
     wait_for("the two datacenters joined", LIMIT, || async {
         wan_names(&a).await == ["a.dc1", "d1.dc2"]
     })

@@ -13,55 +13,20 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, three_server_dc_with, wait_for};
+use common::{Client, wait_for};
 use tribune::NodeHandle;
-use tribune::config::Config;
 use tribune_gossip::Coordinate;
-use tribune_netem::link::{Conditions, Network};
+use tribune_netem::link::Network;
 
 const LIMIT: Duration = Duration::from_secs(30);
 /// One way between the datacenters: a 50 ms round trip.
 const ONE_WAY: Duration = Duration::from_millis(25);
 const RTT: Duration = Duration::from_millis(50);
 
-/// [`common::fast_wan`] with a probe timeout well above the emulated round trip, so that a slow
-/// link is not mistaken for a dead one.
-fn fast_wan(config: &mut Config) {
-    common::fast_wan(config);
-    config.gossip_wan.probe_interval = Some(Duration::from_millis(300));
-    config.gossip_wan.probe_timeout = Some(Duration::from_millis(150));
-}
-
-/// Three servers in dc1 and one in dc2, every one of them under `network`, their WAN and RPC
-/// addresses in groups named after their datacenter, 25 ms apart, and joined by one `join -wan`.
+/// Three servers in dc1 and one in dc2, 25 ms apart (see [`common::wan::two_datacenters`]), each
+/// seeing every server alive in its WAN member list.
 async fn two_datacenters(network: &Network) -> ([NodeHandle; 3], NodeHandle) {
-    let dc1 = three_server_dc_with(LIMIT, |c| {
-        c.datacenter = "dc1".into();
-        c.network = Some(network.clone());
-        fast_wan(c);
-    })
-    .await;
-    let mut dc2 = Config::dev();
-    dc2.datacenter = "dc2".into();
-    dc2.node_name = "d1".into();
-    dc2.network = Some(network.clone());
-    fast_wan(&mut dc2);
-    let d1 = common::start_leader(dc2).await;
-    for (node, datacenter) in dc1.iter().map(|n| (n, "dc1")).chain([(&d1, "dc2")]) {
-        network.assign(node.serf_wan_addr().unwrap(), datacenter);
-        network.assign(node.rpc_addr(), datacenter);
-    }
-    network
-        .set_between("dc1", "dc2", Conditions::delay(ONE_WAY))
-        .unwrap();
-
-    let join = Client::of(&d1)
-        .put(
-            &format!("/v1/agent/join/{}?wan=1", dc1[0].serf_wan_addr().unwrap()),
-            b"",
-        )
-        .await;
-    assert_eq!(join.status, 200, "{}", join.text());
+    let (dc1, d1) = common::wan::two_datacenters(network, ONE_WAY).await;
     for node in dc1.iter().chain([&d1]) {
         wait_for("every server alive in every WAN member list", LIMIT, || async {
             wan_status(node, "d1.dc2").await == Some(1) && wan_status(node, "s1.dc1").await == Some(1)

@@ -11,28 +11,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::{Client, fast_wan, pool_agent, start_leader, tribune_cli, wait_for};
+use common::{Client, pool_agent, start_leader, tribune_cli, wait_for, wan_server};
 use serde_json::{Value, json};
 use tribune::config::Config;
 use tribune::{Node, NodeHandle};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// A one-server datacenter `datacenter` whose server `name` joins the WAN pool through `join`,
-/// with WAN timing fast enough for a test on one host.
-fn server(name: &str, datacenter: &str, join: &[&NodeHandle]) -> Config {
-    let mut config = Config::dev();
-    config.datacenter = datacenter.into();
-    config.node_name = name.into();
-    fast_wan(&mut config);
-    config.retry_join_wan = join
-        .iter()
-        .filter_map(|n| n.serf_wan_addr())
-        .map(|a| a.to_string())
-        .collect();
-    config.retry_interval_wan = Duration::from_millis(200);
-    config
-}
 
 /// `/v1/agent/members?wan=1` as (name, Serf status) pairs, sorted by name.
 async fn wan_members(node: &NodeHandle) -> Vec<(String, u64)> {
@@ -60,10 +44,10 @@ fn status_of(members: &[(String, u64)], name: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_leave_from_dc1_removes_and_prunes_other_datacenters_wan_members() {
-    let s1 = start_leader(server("s1", "dc1", &[])).await;
-    let d1 = start_leader(server("d1", "dc2", &[&s1])).await;
-    let e1 = start_leader(server("e1", "dc3", &[&s1])).await;
-    let f1 = start_leader(server("f1", "dc4", &[&s1])).await;
+    let s1 = start_leader(wan_server("dc1", "s1", &[])).await;
+    let d1 = start_leader(wan_server("dc2", "d1", &[&s1])).await;
+    let e1 = start_leader(wan_server("dc3", "e1", &[&s1])).await;
+    let f1 = start_leader(wan_server("dc4", "f1", &[&s1])).await;
     let everyone = ["d1.dc2", "e1.dc3", "f1.dc4", "s1.dc1"];
     for node in [&s1, &d1] {
         wait_for("every server alive in the WAN pool", LIMIT, || async {
@@ -188,8 +172,8 @@ async fn keyring_on_a_server_covers_the_wan_pool_and_every_datacenters_lan_pool(
         config.encrypt = Some(old_raw.to_vec());
         config
     };
-    let s1 = start_leader(encrypted(server("s1", "dc1", &[]))).await;
-    let d1 = start_leader(encrypted(server("d1", "dc2", &[&s1]))).await;
+    let s1 = start_leader(encrypted(wan_server("dc1", "s1", &[]))).await;
+    let d1 = start_leader(encrypted(wan_server("dc2", "d1", &[&s1]))).await;
     // A client agent in dc2: its LAN pool is more than its server, and none of it is in the WAN
     // pool, so only dc2's server can reach it.
     let mut client = encrypted(pool_agent("c2", false, &[&d1]));

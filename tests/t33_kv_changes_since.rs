@@ -8,9 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, Reply, dev_server, fast_wan, request, start_leader, wait_for};
+use common::{Client, Reply, dev_server, request, start_leader, wait_for, wan_server};
 use serde_json::json;
-use tribune::NodeHandle;
 use tribune::config::{Config, DefaultPolicy};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -275,25 +274,10 @@ async fn a_delta_is_filtered_by_key_read() {
     node.shutdown().await;
 }
 
-/// A server of datacenter `name`, on a WAN port, joining the WAN pool through `join`.
-fn datacenter_server(name: &str, node: &str, join: &[&NodeHandle]) -> Config {
-    let mut config = Config::dev();
-    config.datacenter = name.into();
-    config.node_name = node.into();
-    fast_wan(&mut config);
-    config.retry_join_wan = join
-        .iter()
-        .filter_map(|n| n.serf_wan_addr())
-        .map(|a| a.to_string())
-        .collect();
-    config.retry_interval_wan = Duration::from_millis(200);
-    config
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delta_through_dc_carries_its_query_and_header_both_ways() {
-    let dc1 = start_leader(datacenter_server("dc1", "a", &[])).await;
-    let dc2 = start_leader(datacenter_server("dc2", "b", &[&dc1])).await;
+    let dc1 = start_leader(wan_server("dc1", "a", &[])).await;
+    let dc2 = start_leader(wan_server("dc2", "b", &[&dc1])).await;
     let (c1, c2) = (Client::of(&dc1), Client::of(&dc2));
     wait_for("dc1 routed to from dc2", LIMIT, || async {
         c2.get("/v1/kv/nothing?dc=dc1").await.status == 404

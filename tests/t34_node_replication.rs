@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, dev_server, fast_wan, request, start_leader, wait_for};
+use common::{Client, dev_server, request, start_leader, wait_for, wan_server};
 use serde_json::json;
 use tribune::NodeHandle;
 use tribune::config::{Config, DefaultPolicy};
@@ -20,25 +20,10 @@ use tribune_replicate::{
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// A server of datacenter `name`, on a WAN port, joining the WAN pool through `join`.
-fn datacenter_server(name: &str, node: &str, join: &[&NodeHandle]) -> Config {
-    let mut config = Config::dev();
-    config.datacenter = name.into();
-    config.node_name = node.into();
-    fast_wan(&mut config);
-    config.retry_join_wan = join
-        .iter()
-        .filter_map(|n| n.serf_wan_addr())
-        .map(|a| a.to_string())
-        .collect();
-    config.retry_interval_wan = Duration::from_millis(200);
-    config
-}
-
 /// dc1 and dc2, one server each, dc2 routing to dc1.
 async fn two_datacenters() -> (NodeHandle, NodeHandle) {
-    let dc1 = start_leader(datacenter_server("dc1", "a", &[])).await;
-    let dc2 = start_leader(datacenter_server("dc2", "b", &[&dc1])).await;
+    let dc1 = start_leader(wan_server("dc1", "a", &[])).await;
+    let dc2 = start_leader(wan_server("dc2", "b", &[&dc1])).await;
     let c2 = Client::of(&dc2);
     wait_for("dc1 routed to from dc2", LIMIT, || async {
         c2.get("/v1/kv/nothing?dc=dc1").await.status == 404

@@ -255,6 +255,22 @@ pub(crate) fn fast_wan(config: &mut Config) {
     config.gossip_wan.suspicion_mult = Some(3);
 }
 
+/// A one-server datacenter `datacenter` whose server `node` joins the WAN pool through `join`, with
+/// [`fast_wan`] timing.
+pub(crate) fn wan_server(datacenter: &str, node: &str, join: &[&NodeHandle]) -> Config {
+    let mut config = Config::dev();
+    config.datacenter = datacenter.into();
+    config.node_name = node.into();
+    fast_wan(&mut config);
+    config.retry_join_wan = join
+        .iter()
+        .filter_map(|n| n.serf_wan_addr())
+        .map(|a| a.to_string())
+        .collect();
+    config.retry_interval_wan = Duration::from_millis(200);
+    config
+}
+
 /// Runs the `tribune` CLI against the agent at `http_addr`; whether it succeeded, and its stdout
 /// followed by its stderr.
 #[cfg(feature = "cli")]
