@@ -68,7 +68,7 @@ pub(crate) trait ReplicationPort: Send + Sync {
     fn local_datacenter(&self) -> Result<String, SinkError>;
     fn list(&self, prefix: String, token: Option<String>) -> BoxFuture<'_, Result<Vec<Entry>, SinkError>>;
     fn get(&self, key: String, token: Option<String>) -> BoxFuture<'_, Result<Option<Entry>, SinkError>>;
-    fn apply(&self, batch: Batch, token: Option<String>) -> BoxFuture<'_, Result<u64, SinkError>>;
+    fn apply(&self, batch: Batch, token: Option<String>) -> BoxFuture<'_, Result<(), SinkError>>;
 }
 
 /// The port of a server agent. Weak: a source or sink kept by the embedder must not keep a stopped
@@ -149,7 +149,7 @@ impl Sink for NodeSink {
         self.port.get(key.to_owned(), self.token.clone())
     }
 
-    fn apply(&self, batch: &Batch) -> impl Future<Output = Result<u64, SinkError>> + Send {
+    fn apply(&self, batch: &Batch) -> impl Future<Output = Result<(), SinkError>> + Send {
         self.port.apply(batch.clone(), self.token.clone())
     }
 }
@@ -245,7 +245,7 @@ impl<B: Backend> AgentPort<B> {
         Ok(found.value.map(entry_of))
     }
 
-    async fn apply_now(&self, batch: &Batch, token: Option<&str>) -> Result<u64, SinkError> {
+    async fn apply_now(&self, batch: &Batch, token: Option<&str>) -> Result<(), SinkError> {
         let agent = self.sink_agent()?;
         let access = self.access(&agent, token).map_err(refused)?;
         // As `/v1/txn`: every operation is allowed before anything is proposed.
@@ -262,7 +262,7 @@ impl<B: Backend> AgentPort<B> {
             return Err(denied("write", op.key()));
         }
         if batch.ops.is_empty() && batch.fence.is_none() {
-            return Ok(agent.store.last_applied());
+            return Ok(());
         }
         let mut ops = Vec::with_capacity(batch.ops.len() + 1);
         if let Some(fence) = &batch.fence {
@@ -283,13 +283,13 @@ impl<B: Backend> AgentPort<B> {
         command
             .validate()
             .map_err(|e| refused(ApiError::from_apply_error(&e)))?;
-        let (response, index) = agent.propose(&command).await.map_err(|e| match e {
+        let (response, _index) = agent.propose(&command).await.map_err(|e| match e {
             // May or may not have applied; the runner reads the destination again before retrying.
             ProposeError::Consensus(e) => SinkError::Unreachable(e.to_string()),
             ProposeError::Codec(message) => SinkError::Decode(message),
         })?;
         match response {
-            ApplyResponse::Txn { errors, .. } if errors.is_empty() => Ok(index),
+            ApplyResponse::Txn { errors, .. } if errors.is_empty() => Ok(()),
             ApplyResponse::Txn { errors, .. } => match &batch.fence {
                 // The check comes first: when it fails, the transaction rolled back whole.
                 Some(fence) if errors.iter().any(|(position, _)| *position == 0) => {
@@ -383,7 +383,7 @@ impl<B: Backend> ReplicationPort for AgentPort<B> {
         Box::pin(async move { self.get_now(&key, token.as_deref()).await })
     }
 
-    fn apply(&self, batch: Batch, token: Option<String>) -> BoxFuture<'_, Result<u64, SinkError>> {
+    fn apply(&self, batch: Batch, token: Option<String>) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move { self.apply_now(&batch, token.as_deref()).await })
     }
 }

@@ -15,16 +15,6 @@ use common::{request, wait_for};
 
 const SERVERS: usize = 3;
 
-/// A free loopback port. The OS may hand it out again before the agent binds it, which makes the
-/// test fail loudly rather than wrongly; no fixed port is assumed free.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One server's settings, the same across restarts.
 struct Slot {
     name: String,
@@ -76,9 +66,9 @@ fn slots(root: &Path) -> Vec<Slot> {
         .map(|n| Slot {
             name: format!("s{n}"),
             data_dir: root.join(format!("s{n}")),
-            http_port: free_port(),
-            rpc_port: free_port(),
-            serf_port: free_port(),
+            http_port: common::ports::free_port(),
+            rpc_port: common::ports::free_port(),
+            serf_port: common::ports::free_port(),
         })
         .collect()
 }

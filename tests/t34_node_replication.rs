@@ -189,8 +189,12 @@ async fn the_sink_applies_fenced_batches_and_nothing_under_a_lost_fence() {
         ],
         fence: Some(fence.clone()),
     };
-    let index = sink.apply(&batch).await.unwrap();
+    let before = sink.list("app/").await.unwrap();
+    sink.apply(&batch).await.unwrap();
     let listed = sink.list("app/").await.unwrap();
+    // One transaction: both writes carry the same new index.
+    let index = listed.first().map(|e| e.modify_index).unwrap();
+    assert!(before.iter().all(|e| e.modify_index < index));
     let got: Vec<(&str, &[u8], u64, u64)> = listed
         .iter()
         .map(|e| (e.key.as_str(), e.value.as_slice(), e.flags, e.modify_index))

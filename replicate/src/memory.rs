@@ -511,7 +511,7 @@ impl Sink for MemorySink {
         Ok(self.entry(key))
     }
 
-    async fn apply(&self, batch: &Batch) -> Result<u64, SinkError> {
+    async fn apply(&self, batch: &Batch) -> Result<(), SinkError> {
         self.write(|s| {
             if let Some(fault) = take(&mut s.apply_faults) {
                 return Err(fault.into());
@@ -559,7 +559,7 @@ impl Sink for MemorySink {
                 }
             }
             s.applied.push(batch.clone());
-            Ok(index)
+            Ok(())
         })
     }
 }

@@ -88,7 +88,6 @@ pub trait Sink: Send + Sync {
     /// One entry, if present (a consistent read).
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Entry>, SinkError>> + Send;
 
-    /// Applies the batch atomically, checking its fence in the same transaction. Returns the index
-    /// the batch was applied at.
-    fn apply(&self, batch: &Batch) -> impl Future<Output = Result<u64, SinkError>> + Send;
+    /// Applies the batch atomically, checking its fence in the same transaction.
+    fn apply(&self, batch: &Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
 }

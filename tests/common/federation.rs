@@ -18,13 +18,6 @@ use super::{Client, wait_for};
 /// How long a datacenter may take to elect a leader and join the WAN pool.
 pub(crate) const FORM_LIMIT: Duration = Duration::from_secs(60);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
-}
-
 /// One server's ports and files.
 pub(crate) struct Server {
     pub(crate) name: String,
@@ -59,10 +52,10 @@ impl Datacenter {
             .map(|i| {
                 let server = format!("{name}-s{i}");
                 Server {
-                    http: SocketAddr::from(([127, 0, 0, 1], free_port())),
-                    rpc_port: free_port(),
-                    serf_lan_port: free_port(),
-                    serf_wan_port: free_port(),
+                    http: SocketAddr::from(([127, 0, 0, 1], super::ports::free_port())),
+                    rpc_port: super::ports::free_port(),
+                    serf_lan_port: super::ports::free_port(),
+                    serf_wan_port: super::ports::free_port(),
                     data_dir: root.join(format!("{server}-data")),
                     log: root.join(format!("{server}.log")),
                     name: server,

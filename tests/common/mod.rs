@@ -5,6 +5,7 @@
 #[cfg(feature = "cli")]
 pub(crate) mod federation;
 pub(crate) mod jwt;
+pub(crate) mod ports;
 #[cfg(feature = "cli")]
 pub(crate) mod process;
 pub(crate) mod wan;

@@ -53,33 +53,10 @@ impl HttpSink {
         Ok(entries.into_iter().find(|entry| entry.key == wanted))
     }
 
-    async fn apply_http(&self, batch: &Batch) -> Result<u64, SinkError> {
+    async fn apply_http(&self, batch: &Batch) -> Result<(), SinkError> {
         let body = txn_body(batch).map_err(|error| SinkError::Decode(error.to_string()))?;
         let reply = self.client.put("/v1/txn", Body::Json(body)).await?;
-        let answer = txn_outcome(batch, &reply)?;
-        if let Some(index) = answer {
-            return Ok(index);
-        }
-        // Consul's answer to a committed write carries no index. A consistent read of a key the batch
-        // wrote does: the store's index, at or after the batch's.
-        let Some(op) = batch.ops.last() else {
-            return Err(SinkError::Decode(
-                "the transaction's answer carries no index".to_owned(),
-            ));
-        };
-        let reply = self
-            .client
-            .get(&format!("{}?consistent", kv_path(op.key())))
-            .await?;
-        if !reply.is_ok() && !reply.is_not_found() {
-            return Err(reply.status_error().into());
-        }
-        reply.index()?.ok_or_else(|| {
-            SinkError::Decode(format!(
-                "the transaction's answer carries no index, nor does a read of {:?}",
-                op.key()
-            ))
-        })
+        txn_outcome(batch, &reply)
     }
 }
 
@@ -98,7 +75,7 @@ impl Sink for HttpSink {
         Ok(self.get_http(key).await?)
     }
 
-    async fn apply(&self, batch: &Batch) -> Result<u64, SinkError> {
+    async fn apply(&self, batch: &Batch) -> Result<(), SinkError> {
         self.apply_http(batch).await
     }
 }
@@ -116,7 +93,7 @@ pub(crate) fn txn_body(batch: &Batch) -> Result<Bytes, serde_json::Error> {
 
 /// What a `/v1/txn` answer says: the index when it carries one (`Ok(None)` when committed without
 /// one), or why nothing was written.
-pub(crate) fn txn_outcome(batch: &Batch, reply: &Reply) -> Result<Option<u64>, SinkError> {
+pub(crate) fn txn_outcome(batch: &Batch, reply: &Reply) -> Result<(), SinkError> {
     if reply.status.as_u16() == 409 {
         return Err(rolled_back(batch, reply));
     }
@@ -128,37 +105,13 @@ pub(crate) fn txn_outcome(batch: &Batch, reply: &Reply) -> Result<Option<u64>, S
         // A 200 with errors is not Consul's; treat it as the rollback it describes.
         return Err(describe_errors(batch, &errors));
     }
-    if let Some(index) = answer.index.filter(|index| *index > 0) {
-        return Ok(Some(index));
-    }
-    if let Some(index) = reply.index()?.filter(|index| *index > 0) {
-        return Ok(Some(index));
-    }
-    // Each `set` answers its entry as written, with the transaction's index as its ModifyIndex (or
-    // an older one when the value did not change). A `delete` answers nothing, so with deletes the
-    // results can say less than the transaction's index.
-    let only_puts = batch.ops.iter().all(|op| matches!(op, Op::Put { .. }));
-    if only_puts {
-        let highest = answer
-            .results
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|result| result.kv.as_ref().map(|kv| kv.modify_index))
-            .max()
-            .filter(|index| *index > 0);
-        if highest.is_some() {
-            return Ok(highest);
-        }
-    }
-    Ok(None)
+    Ok(())
 }
 
 /// A 409: the fence failed (nothing written), or another operation did.
 fn rolled_back(batch: &Batch, reply: &Reply) -> SinkError {
     match reply.json::<TxnResponse>() {
-        Ok(TxnResponse {
-            errors: Some(errors), ..
-        }) if !errors.is_empty() => describe_errors(batch, &errors),
+        Ok(TxnResponse { errors: Some(errors) }) if !errors.is_empty() => describe_errors(batch, &errors),
         _ => SinkError::Refused {
             status: reply.status.as_u16(),
             body: reply.text(),

@@ -141,32 +141,12 @@ impl TxnOp {
     }
 }
 
-/// A `/v1/txn` answer.
+/// A `/v1/txn` answer: only its errors matter (a committed batch needs nothing from its results).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct TxnResponse {
     #[serde(default)]
-    pub(crate) results: Option<Vec<TxnResult>>,
-    #[serde(default)]
     pub(crate) errors: Option<Vec<TxnError>>,
-    /// Not in Consul's answer; taken when an agent adds it.
-    #[serde(default)]
-    pub(crate) index: Option<u64>,
-}
-
-/// One result of a committed transaction.
-#[derive(Debug, Deserialize)]
-pub(crate) struct TxnResult {
-    #[serde(rename = "KV", default)]
-    pub(crate) kv: Option<TxnResultKv>,
-}
-
-/// The KV entry of a [`TxnResult`] (its value is null for writes).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct TxnResultKv {
-    #[serde(default)]
-    pub(crate) modify_index: u64,
 }
 
 /// Why one operation of a rolled-back transaction failed.
