@@ -161,6 +161,13 @@ async fn a_large_prefix_follows_its_source_through_a_leader_kill() {
     // Kill dc1's leader while the pass is under way, then change the source through a survivor.
     let leader = dc1.leader().await.expect("dc1 has a leader");
     dc1.kill(leader);
+    let copied = Client(dest)
+        .get("/v1/kv/big/?keys")
+        .await
+        .json()
+        .as_array()
+        .map_or(0, Vec::len);
+    println!("dc1's leader killed with {copied} of {KEYS} keys in dc2");
     let survivor = dc1.any_http();
     let updated: Vec<(String, Vec<u8>)> = (0..1_000)
         .map(|i| (format!("big/k{:06}", i * 7), format!("v1-{i}").into_bytes()))
