@@ -476,6 +476,14 @@ async fn replication_follows_the_leader_of_the_secondary() {
     let mut primary = acl_server("dc1");
     primary.acl.tokens.initial_management = Some(ROOT.into());
     let dc1 = start_leader(primary).await;
+    // The leader installs the initial management token just after it is elected.
+    wait_for("the initial management token in dc1", LIMIT, || async {
+        call(&dc1, "GET", "/v1/acl/token/self", ROOT, &Value::Null)
+            .await
+            .status
+            == 200
+    })
+    .await;
     let dc1_wan = dc1.serf_wan_addr().unwrap().to_string();
     let servers = common::three_server_dc_with(LIMIT, |config| {
         config.datacenter = "dc2".into();

@@ -32,6 +32,9 @@ const TOKEN_REAP_INTERVAL: Duration = Duration::from_secs(1);
 /// The most expired tokens one reaping pass deletes; the rest wait for the next pass.
 const TOKEN_REAP_BATCH: usize = 128;
 
+/// How long the leader waits before trying again to install the built-in ACL tokens.
+const BUILTIN_TOKENS_RETRY: Duration = Duration::from_secs(1);
+
 /// How often the leader's duty loop looks at session timers.
 const LEADER_TICK: Duration = Duration::from_millis(100);
 
@@ -42,6 +45,8 @@ pub(super) async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown
     let mut tombstones = TombstoneReaper::default();
     let mut next_health_sweep = Instant::now();
     let mut next_token_reap = Instant::now();
+    // When to (re)try installing the initial management and anonymous tokens; `None` once done.
+    let mut builtin_tokens_due: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(LEADER_TICK) => {}
@@ -54,6 +59,7 @@ pub(super) async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown
                 tombstones.forget();
             }
             was_leader = false;
+            builtin_tokens_due = None;
             continue;
         }
         let now = Instant::now();
@@ -63,13 +69,22 @@ pub(super) async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown
             tombstones.start_at(now);
             // Failures seen while another server led (or none did) are acted on by the sweep.
             next_health_sweep = now;
-            if let Err(e) = install_initial_management(&agent).await {
-                tracing::warn!(error = ?e, "installing the initial management token");
-            }
-            if let Err(e) = install_anonymous_token(&agent).await {
-                tracing::warn!(error = ?e, "installing the anonymous token");
-            }
+            builtin_tokens_due = Some(now);
             next_token_reap = now;
+        }
+        // A proposal made just after an election can fail (the term's first entry not yet
+        // committed, a busy machine): the built-in tokens are retried until they are in, as
+        // Consul's leader retries establishing its leadership, instead of never being installed.
+        if let Some(due) = builtin_tokens_due
+            && now >= due
+        {
+            builtin_tokens_due = match install_builtin_tokens(&agent).await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!(error = ?e, "installing the built-in ACL tokens; retrying");
+                    Some(now + BUILTIN_TOKENS_RETRY)
+                }
+            };
         }
         if now >= next_token_reap {
             next_token_reap = now + TOKEN_REAP_INTERVAL;
@@ -87,6 +102,13 @@ pub(super) async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown
             tracing::warn!(error = ?e, "reaping tombstones");
         }
     }
+}
+
+/// The tokens every leader of the primary makes sure exist: the initial management token and the
+/// anonymous token.
+async fn install_builtin_tokens<B: Backend>(agent: &Agent<B>) -> Result<(), ProposeError> {
+    install_initial_management(agent).await?;
+    install_anonymous_token(agent).await
 }
 
 /// When tombstones may be reaped: the applied index is sampled every [`TOMBSTONE_GRANULARITY`],
