@@ -93,6 +93,8 @@ pub struct Config {
     pub session_ttl_min: Duration,
     /// The ACL settings.
     pub acl: AclConfig,
+    /// The agent's metrics (Consul's `telemetry` block).
+    pub telemetry: TelemetryConfig,
     /// Emulated link conditions under this agent's gossip pools and server RPC connections, for
     /// tests and embedders that run several agents in one process; never read from a file.
     pub network: Option<tribune_netem::link::Network>,
@@ -145,6 +147,7 @@ impl Config {
             primary_datacenter: DEFAULT_DATACENTER.to_owned(),
             session_ttl_min: DEFAULT_SESSION_TTL_MIN,
             acl: AclConfig::default(),
+            telemetry: TelemetryConfig::default(),
             network: None,
         }
     }
@@ -221,6 +224,31 @@ pub struct UiConfig {
     pub content_path: Option<String>,
     /// The metrics provider the UI would chart (`ui_config.metrics_provider`).
     pub metrics_provider: Option<String>,
+}
+
+/// Consul's `telemetry` block, for `/v1/agent/metrics`. Only these keys are read: Tribune pushes
+/// metrics nowhere (no statsd, dogstatsd or Circonus), so their settings are refused as unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// Above zero, `/v1/agent/metrics?format=prometheus` is served; zero (the default), it is refused
+    /// as Consul refuses it. Tribune never expires a series (their set is fixed), so only whether it
+    /// is zero matters.
+    pub prometheus_retention_time: Duration,
+    /// Whether gauges leave out the node's name after the prefix (`consul.<node>.server.isLeader`
+    /// otherwise, as Consul puts its host name there); default false, as Consul.
+    pub disable_hostname: bool,
+    /// The first part of every metric name (default `consul`).
+    pub metrics_prefix: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            prometheus_retention_time: Duration::ZERO,
+            disable_hostname: false,
+            metrics_prefix: "consul".to_owned(),
+        }
+    }
 }
 
 /// Why no address to advertise could be chosen for an agent bound to every address.
@@ -604,6 +632,7 @@ struct RawConfig {
     primary_datacenter: Option<String>,
     session_ttl_min: Option<String>,
     acl: Option<RawAcl>,
+    telemetry: Option<RawTelemetry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -665,6 +694,14 @@ struct RawAcl {
     token_min_expiration_ttl: Option<String>,
     token_max_expiration_ttl: Option<String>,
     tokens: Option<RawAclTokens>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    prometheus_retention_time: Option<String>,
+    disable_hostname: Option<bool>,
+    metrics_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -938,6 +975,7 @@ impl ConfigLoader {
             }
         };
         let acl = self.acl(raw.acl.unwrap_or_default())?;
+        let telemetry = self.telemetry(raw.telemetry.unwrap_or_default())?;
         let ui_config = raw.ui_config.unwrap_or_default();
         let ui = UiConfig {
             enabled: ui_config.enabled.or(raw.ui).unwrap_or(false),
@@ -982,6 +1020,7 @@ impl ConfigLoader {
             primary_datacenter,
             session_ttl_min,
             acl,
+            telemetry,
             network: None,
         })
     }
@@ -1107,6 +1146,31 @@ impl ConfigLoader {
             )),
             n => Err(self.invalid("encrypt", format!("the key is {n} bytes; it must be 16 or 32"))),
         }
+    }
+
+    fn telemetry(&self, raw: RawTelemetry) -> Result<TelemetryConfig, ConfigError> {
+        let defaults = TelemetryConfig::default();
+        let prometheus_retention_time = match raw.prometheus_retention_time {
+            Some(text) => self.duration("telemetry.prometheus_retention_time", &text)?,
+            None => defaults.prometheus_retention_time,
+        };
+        let metrics_prefix = raw.metrics_prefix.unwrap_or(defaults.metrics_prefix);
+        // The prefix becomes part of every Prometheus name; what the text format cannot carry
+        // would be rewritten there, so only a name that survives unchanged (dots aside) is taken.
+        if !metrics_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+        {
+            return Err(self.invalid(
+                "telemetry.metrics_prefix",
+                format!("{metrics_prefix:?} may only contain letters, digits, '_', '-', '.' and ':'"),
+            ));
+        }
+        Ok(TelemetryConfig {
+            prometheus_retention_time,
+            disable_hostname: raw.disable_hostname.unwrap_or(defaults.disable_hostname),
+            metrics_prefix,
+        })
     }
 
     fn acl(&self, raw: RawAcl) -> Result<AclConfig, ConfigError> {
@@ -1303,6 +1367,42 @@ mod tests {
         assert!(
             !from_json.leave_on_terminate,
             "servers stay on terminate by default"
+        );
+    }
+
+    #[test]
+    fn the_telemetry_block_reads_from_hcl_and_json() {
+        assert_eq!(load_json(&[]).unwrap().telemetry, TelemetryConfig::default());
+        let hcl = r#"
+            telemetry {
+              prometheus_retention_time = "60s"
+              disable_hostname = true
+              metrics_prefix = "tribune"
+            }
+        "#;
+        let mut loader = ConfigLoader::new();
+        loader.add_hcl(SourceName::File("t.hcl".into()), hcl).unwrap();
+        let from_hcl = loader.resolve().unwrap().telemetry;
+        let json = r#"{"telemetry":{"prometheus_retention_time":"1m","disable_hostname":true,"metrics_prefix":"tribune"}}"#;
+        assert_eq!(load_json(&[json]).unwrap().telemetry, from_hcl);
+        assert_eq!(from_hcl.prometheus_retention_time, Duration::from_secs(60));
+        assert!(from_hcl.disable_hostname);
+        assert_eq!(from_hcl.metrics_prefix, "tribune");
+        match load_json(&[r#"{"telemetry":{"statsd_address":"127.0.0.1:8125"}}"#]).unwrap_err() {
+            ConfigError::UnknownKey { key, .. } => assert_eq!(key, "telemetry.statsd_address"),
+            other => panic!("unexpected {other:?}"),
+        }
+        let bad_time = load_json(&[r#"{"telemetry":{"prometheus_retention_time":"soon"}}"#]).unwrap_err();
+        assert!(
+            bad_time
+                .to_string()
+                .contains("telemetry.prometheus_retention_time"),
+            "{bad_time}"
+        );
+        let bad_prefix = load_json(&[r#"{"telemetry":{"metrics_prefix":"a b"}}"#]).unwrap_err();
+        assert!(
+            bad_prefix.to_string().contains("telemetry.metrics_prefix"),
+            "{bad_prefix}"
         );
     }
 

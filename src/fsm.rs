@@ -30,6 +30,8 @@ use tribune_kvstore::{
 };
 use tribune_snapshot::SnapshotReader;
 
+use crate::telemetry::Telemetry;
+
 /// The key of Raft's applied state in the store's local `Meta` table.
 const APPLIED_STATE_KEY: &[u8] = b"tribune.raft_applied_state";
 
@@ -192,11 +194,23 @@ impl LockDelays {
 pub(crate) struct KvStateMachine<B: Backend> {
     store: Arc<Store<B>>,
     lock_delays: Arc<LockDelays>,
+    /// Counts applied entries (`raft.apply`) and times each command (`fsm.*`).
+    telemetry: Arc<Telemetry>,
 }
 
 impl<B: Backend> KvStateMachine<B> {
     pub(crate) fn new(store: Arc<Store<B>>, lock_delays: Arc<LockDelays>) -> Self {
-        KvStateMachine { store, lock_delays }
+        KvStateMachine {
+            store,
+            lock_delays,
+            telemetry: Arc::default(),
+        }
+    }
+
+    /// Records into the agent's metrics rather than into a registry nobody reads.
+    pub(crate) fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     fn save_applied_state(&self, applied: &AppliedState) -> Result<(), StateMachineError> {
@@ -227,21 +241,27 @@ impl<B: Backend> StateMachine for KvStateMachine<B> {
                     kind: Rejection::Invalid,
                     message: format!("undecodable command: {e}"),
                 },
-                Ok(command) => match self.store.apply(committed.index, &command) {
-                    Ok(outcome) => {
-                        if let Outcome::SessionDestroyed(invalidation) = &outcome {
-                            self.lock_delays
-                                .start(&invalidation.lock_delay_keys, invalidation.lock_delay);
+                Ok(command) => {
+                    let timing = self.telemetry.time_apply(&command);
+                    let outcome = self.store.apply(committed.index, &command);
+                    drop(timing);
+                    match outcome {
+                        Ok(outcome) => {
+                            if let Outcome::SessionDestroyed(invalidation) = &outcome {
+                                self.lock_delays
+                                    .start(&invalidation.lock_delay_keys, invalidation.lock_delay);
+                            }
+                            ApplyResponse::from_outcome(outcome)
                         }
-                        ApplyResponse::from_outcome(outcome)
+                        Err(e) if e.is_deterministic() => ApplyResponse::from_error(&e),
+                        Err(e) => return Err(StateMachineError::io(e)),
                     }
-                    Err(e) if e.is_deterministic() => ApplyResponse::from_error(&e),
-                    Err(e) => return Err(StateMachineError::io(e)),
-                },
+                }
             };
             responses.push(response.encode());
         }
         self.save_applied_state(applied)?;
+        self.telemetry.entries_applied(commands.len() as u64);
         Ok(responses)
     }
 
@@ -377,6 +397,33 @@ mod tests {
         assert_eq!(store.get("a").unwrap().value.unwrap().value, b"1");
         assert_eq!(sm.applied_state().unwrap(), Some(AppliedState::default()));
         assert!(ApplyResponse::decode(b"").is_err());
+    }
+
+    #[test]
+    fn applies_count_in_raft_apply_and_are_timed_by_operation() {
+        let store = Arc::new(Store::in_memory(StoreConfig::new("dc1")).unwrap());
+        let telemetry = Arc::new(Telemetry::default());
+        let mut sm = KvStateMachine::new(store, Arc::default()).with_telemetry(Arc::clone(&telemetry));
+        let batch = [
+            committed(1, &set("a", b"1")),
+            committed(2, &set("b", b"2")),
+            committed(3, &Command::KvDelete { key: "a".into() }),
+        ];
+        sm.apply(&batch, &applied_at(3)).unwrap();
+        let json = serde_json::to_value(telemetry.snapshot(Vec::new()).json()).unwrap();
+        let count = |list: &str, name: &str, op: Option<&str>| {
+            json[list]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["Name"] == name && m["Labels"]["op"].as_str() == op)
+                .map(|m| m["Count"].as_u64().unwrap())
+        };
+        assert_eq!(count("Counters", "consul.raft.apply", None), Some(3));
+        assert_eq!(count("Samples", "consul.fsm.kvs", Some("set")), Some(2));
+        assert_eq!(count("Samples", "consul.fsm.kvs", Some("delete")), Some(1));
+        // The leader's whole-write timing is not the state machine's to record.
+        assert_eq!(count("Samples", "consul.kvs.apply", None), Some(0));
     }
 
     /// Consensus builds applied states; a test makes one at `index` through its serde form.

@@ -48,6 +48,7 @@ mod http;
 mod membership;
 mod node;
 pub mod replicate;
+mod telemetry;
 mod tokens;
 
 pub use error::NodeError;

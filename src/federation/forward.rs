@@ -46,6 +46,8 @@ impl<B: Backend> Agent<B> {
         let servers = federation
             .route(datacenter)
             .map_err(|e| ApiError::internal(e.to_string()))?;
+        // Counted once routed: only datacenters the WAN pool knows become label values.
+        self.telemetry.cross_dc(datacenter);
         let timeout = call_timeout(request.uri.split_once('?').map(|(_, q)| q));
         let payload = AppCall::RemoteHttp(request).encode();
         for server in &servers {

@@ -7,6 +7,7 @@ pub(crate) mod client;
 mod coordinate;
 mod keyring;
 mod kv;
+mod metrics;
 mod misc;
 mod operator;
 mod session;
@@ -103,6 +104,7 @@ fn server_endpoints<B: Backend>() -> Vec<Endpoint<Shared<B>>> {
         endpoint!(GET, "/v1/status/peers", misc::status_peers::<B>),
         endpoint!(GET, "/v1/agent/self", misc::agent_self::<B>),
         endpoint!(GET, "/v1/agent/members", agent::members::<B>),
+        endpoint!(GET, "/v1/agent/metrics", metrics::agent_metrics::<B>),
         endpoint!(PUT, "/v1/agent/join/{address}", agent::join::<B>),
         endpoint!(PUT, "/v1/agent/leave", agent::leave::<B>),
         endpoint!(PUT, "/v1/agent/force-leave/{node}", agent::force_leave::<B>),
@@ -207,6 +209,11 @@ pub(crate) fn router<B: Backend>(agent: Shared<B>) -> Router {
         .layer(middleware::from_fn_with_state(
             agent.config.acl.default_policy,
             default_acl_policy,
+        ))
+        // Outermost: a request's time includes its carrying to the leader or another datacenter.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&agent.telemetry),
+            metrics::time_requests,
         ))
         .with_state(agent)
 }

@@ -55,6 +55,8 @@ pub(crate) struct Agent<B: Backend> {
     pub(super) stop_tasks: Arc<watch::Sender<bool>>,
     /// The agent's own router, which serves the requests other agents forward here.
     pub(super) own_router: OwnRouter,
+    /// The agent's metrics (`/v1/agent/metrics`).
+    pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// The agent's own HTTP router, set once the router (which holds the agent) is built. `stop`
@@ -133,6 +135,7 @@ impl<B: Backend> Agent<B> {
             Command::SessionDestroy { .. } => Some(self.sessions.invalidation_gate().await),
             _ => None,
         };
+        let _timing = self.telemetry.time_write(command);
         let bytes = encode_command(command).map_err(|e| ProposeError::Codec(e.to_string()))?;
         let written = self
             .consensus

@@ -104,6 +104,7 @@ impl<B: Backend> AppHandler for AppService<B> {
         let agent = self.agent.clone();
         Box::pin(async move {
             let agent = agent.upgrade().ok_or("the agent is shutting down")?;
+            agent.telemetry.rpc_request();
             let reply = match AppCall::decode(&request.payload)? {
                 AppCall::ReadIndex { consistent } => {
                     let mode = if consistent {

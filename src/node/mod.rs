@@ -48,6 +48,7 @@ use crate::federation::Federation;
 use crate::fsm::{KvStateMachine, LockDelays};
 use crate::http;
 use crate::membership;
+use crate::telemetry::Telemetry;
 use crate::tokens::AgentTokens;
 use agent::OwnRouter;
 use app_rpc::AppService;
@@ -153,8 +154,10 @@ where
 {
     let store = Arc::new(store);
     let lock_delays = Arc::new(LockDelays::default());
+    let telemetry = Arc::new(Telemetry::new(&config.telemetry, &config.node_name));
     let sm = StateMachineStore::open(
-        KvStateMachine::new(Arc::clone(&store), Arc::clone(&lock_delays)),
+        KvStateMachine::new(Arc::clone(&store), Arc::clone(&lock_delays))
+            .with_telemetry(Arc::clone(&telemetry)),
         snapshot_dir,
     )?;
     let server_port = config.ports.server.ok_or(NodeError::Unsupported {
@@ -240,6 +243,7 @@ where
         shutdown: shutdown_rx.clone(),
         stop_tasks: Arc::clone(&shutdown_tx),
         own_router: OwnRouter::default(),
+        telemetry: Arc::clone(&telemetry),
     });
     let router = http::router(Arc::clone(&agent));
     agent.own_router.set(router.clone());
@@ -277,6 +281,11 @@ where
             tasks.push(tokio::spawn(federation.flood(lan, shutdown_rx.clone())));
         }
     }
+    tasks.push(tokio::spawn(crate::telemetry::watch_raft(
+        telemetry,
+        consensus.clone(),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(formation::form_cluster(
         Arc::clone(&agent),
         shutdown_rx.clone(),

@@ -1,0 +1,90 @@
+//! `GET /v1/agent/metrics`: this agent's metrics as Consul's JSON, or as Prometheus text with
+//! `?format=prometheus` (when `telemetry.prometheus_retention_time` is above zero); and the
+//! middleware that times every HTTP request under its route's name.
+//!
+//! It is not where series are kept or rendered (`crate::telemetry`). Served by each agent for
+//! itself, never forwarded (an `/v1/agent/` path), and only to a token with `agent:read`.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tribune_kvstore::Backend;
+
+use super::{ApiError, ForwardedByServer, FromOtherDatacenter, Params, Shared, json_response};
+use crate::telemetry::{self, GaugeReading, Telemetry};
+
+/// The media type of Prometheus's text format, as Consul answers it.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `GET /v1/agent/metrics[?format=prometheus]`.
+pub(crate) async fn agent_metrics<B: Backend>(
+    State(agent): State<Shared<B>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let node = &agent.config.node_name;
+    agent.authorize(&headers, &uri, |a| a.agent_read(node))?;
+    let prometheus = Params::parse(uri.query()).get("format") == Some("prometheus");
+    if prometheus && !agent.telemetry.prometheus_enabled() {
+        // Consul's status and words for a scrape of an agent without Prometheus retention.
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Prometheus is not enabled since its retention time is not positive",
+        ));
+    }
+    let snapshot = agent.telemetry.snapshot(gauges(&agent));
+    if prometheus {
+        let mut response = snapshot.prometheus().into_response();
+        response
+            .headers_mut()
+            .insert("content-type", HeaderValue::from_static(PROMETHEUS_TEXT));
+        return Ok(response);
+    }
+    Ok(json_response(HeaderMap::new(), &snapshot.json()))
+}
+
+/// The gauges read from consensus at the request.
+fn gauges<B: Backend>(agent: &Shared<B>) -> Vec<GaugeReading> {
+    let last_log_index = agent
+        .consensus
+        .raft()
+        .metrics()
+        .borrow()
+        .last_log_index
+        .unwrap_or(0);
+    vec![
+        GaugeReading {
+            name: telemetry::SERVER_IS_LEADER,
+            value: if agent.consensus.is_leader() { 1.0 } else { 0.0 },
+        },
+        GaugeReading {
+            name: telemetry::RAFT_APPLIED_INDEX,
+            value: agent.consensus.applied_index() as f64,
+        },
+        GaugeReading {
+            name: telemetry::RAFT_LAST_INDEX,
+            value: last_log_index as f64,
+        },
+    ]
+}
+
+/// Times each request under its route's names. A request another server forwarded here is not
+/// timed: that server timed it where its client sent it.
+pub(crate) async fn time_requests(
+    State(telemetry): State<Arc<Telemetry>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let forwarded = request.extensions().get::<ForwardedByServer>().is_some()
+        || request.extensions().get::<FromOtherDatacenter>().is_some();
+    let timing = match request.extensions().get::<MatchedPath>() {
+        Some(route) if !forwarded => telemetry.time_http(request.method().as_str(), route.as_str()),
+        _ => None,
+    };
+    let response = next.run(request).await;
+    drop(timing);
+    response
+}
