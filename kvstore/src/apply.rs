@@ -1,4 +1,5 @@
-//! Applying one command: Consul's KV, session, transaction and ACL rules over a write overlay.
+//! Applying one command: Consul's KV, session, transaction and ACL rules over a write overlay (the
+//! catalog's rules live in `catalog::apply`, on the same [`Tx`]).
 //!
 //! Every command runs against a [`Tx`]: reads see the live view plus the command's own earlier
 //! writes; writes stay in the overlay. Only when the command succeeds does the overlay become the
@@ -8,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use crate::backend::{Batch, BatchOp, ReadView, Slot, Table};
+use crate::catalog::CatalogTouched;
 use crate::command::{AclReplicationBatch, Command, TxnOp};
 use crate::error::{ApplyError, BackendError, ReadError};
 use crate::model::{
@@ -27,6 +29,7 @@ pub(crate) struct Touched {
     pub(crate) kv_keys: Vec<String>,
     pub(crate) sessions: bool,
     pub(crate) acl: bool,
+    pub(crate) catalog: CatalogTouched,
     pub(crate) reset: bool,
 }
 
@@ -42,11 +45,11 @@ type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 pub(crate) struct Tx<'v, V: ReadView + ?Sized> {
     view: &'v V,
-    index: u64,
+    pub(crate) index: u64,
     overlay: HashMap<Table, Overlay>,
     staging: Vec<BatchOp>,
     promote: bool,
-    touched: Touched,
+    pub(crate) touched: Touched,
 }
 
 impl<V: ReadView + ?Sized> ReadView for Tx<'_, V> {
@@ -132,15 +135,15 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
         (batch, self.touched)
     }
 
-    fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
+    pub(crate) fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
         self.overlay.entry(table).or_default().insert(key, Some(value));
     }
 
-    fn delete(&mut self, table: Table, key: Vec<u8>) {
+    pub(crate) fn delete(&mut self, table: Table, key: Vec<u8>) {
         self.overlay.entry(table).or_default().insert(key, None);
     }
 
-    fn bump(&mut self, table: IndexedTable) {
+    pub(crate) fn bump(&mut self, table: IndexedTable) {
         self.put(
             Table::State,
             tables::table_index_key(table).to_vec(),
@@ -459,10 +462,17 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
         Ok(Outcome::SessionCreated { id: session.id })
     }
 
-    /// Consul's `deleteSessionTxn`: release or delete every held key, report the lock-delay.
     fn session_destroy(&mut self, id: &str) -> Result<Outcome, ApplyError> {
+        Ok(Outcome::SessionDestroyed(
+            self.session_remove(id)?.unwrap_or_default(),
+        ))
+    }
+
+    /// Consul's `deleteSessionTxn`: release or delete every held key, report the lock-delay. `None`
+    /// when there is no such session.
+    pub(crate) fn session_remove(&mut self, id: &str) -> Result<Option<SessionInvalidation>, ApplyError> {
         let Some(session) = tables::get::<Session, _>(self, Table::Sessions, id.as_bytes())? else {
-            return Ok(Outcome::SessionDestroyed(SessionInvalidation::default()));
+            return Ok(None);
         };
         let prefix = session_lock_prefix(id);
         let mut held_keys = Vec::new();
@@ -502,7 +512,7 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
         } else {
             held_keys.clone()
         };
-        Ok(Outcome::SessionDestroyed(SessionInvalidation {
+        Ok(Some(SessionInvalidation {
             existed: true,
             behavior: session.behavior,
             held_keys,
@@ -997,6 +1007,11 @@ pub(crate) fn stage_record(record: &StateRecord, out: &mut Vec<BatchOp>) {
             put(Table::AclAuthMethods, method.name.as_bytes(), encode(method));
         }
         StateRecord::AclBindingRule(rule) => put(Table::AclBindingRules, rule.id.as_bytes(), encode(rule)),
+        StateRecord::Node(_)
+        | StateRecord::Service(_)
+        | StateRecord::Check(_)
+        | StateRecord::ServiceIndex { .. }
+        | StateRecord::NodeIndex { .. } => crate::catalog::stage_catalog_record(record, &mut put),
     }
 }
 
@@ -1090,5 +1105,11 @@ pub(crate) fn execute<V: ReadView + ?Sized>(
             Outcome::Done
         }
         Command::AclReplicationBatch(batch) => tx.acl_replicate(batch)?,
+        Command::CatalogRegister(registration) => Outcome::Catalog(tx.catalog_register(registration)?),
+        Command::CatalogDeregister {
+            node,
+            service_id,
+            check_id,
+        } => Outcome::Catalog(tx.catalog_deregister(node, service_id.as_deref(), check_id.as_deref())?),
     })
 }

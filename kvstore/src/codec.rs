@@ -135,6 +135,9 @@ impl StoredRecord for crate::model::AclToken {
     }
 }
 impl StoredRecord for crate::model::AclPolicy {}
+impl StoredRecord for crate::catalog::Node {}
+impl StoredRecord for crate::catalog::ServiceInstance {}
+impl StoredRecord for crate::catalog::HealthCheck {}
 impl StoredRecord for crate::model::AclBootstrapState {}
 
 impl StoredRecord for crate::model::Session {

@@ -179,6 +179,28 @@ pub enum Command {
     },
     /// A round of ACL replication from the primary datacenter, applied all or nothing.
     AclReplicationBatch(AclReplicationBatch),
+    // The catalog (still format 3: appending variants leaves every earlier command's bytes as they were).
+    /// `PUT /v1/catalog/register`: write a node, optionally a service on it and checks, all or
+    /// nothing, with the rules of Consul's `ensureRegistrationTxn`:
+    /// - the node is created, or updated unless `skip_node_update` is set; a node ID used by another
+    ///   node is refused, and so is a new ID for a node whose current ID differs while its
+    ///   `serfHealth` check is not critical (Consul's name reservation);
+    /// - a check's `service_id` must name an instance on the node (registered by this command or
+    ///   before); the check gets that instance's name and tags; a check without a status is critical;
+    /// - records that would not change are not rewritten, and no index moves for them;
+    /// - every session bound to a check that is critical after the command is destroyed.
+    CatalogRegister(crate::catalog::Registration),
+    /// `PUT /v1/catalog/deregister`: with a `service_id`, that instance and its checks; else with a
+    /// `check_id`, that check; else the node with its instances, checks and sessions. Removing what is
+    /// not there is a successful no-op.
+    CatalogDeregister {
+        /// The node.
+        node: String,
+        /// The instance to remove (takes precedence over `check_id`, as in Consul).
+        service_id: Option<String>,
+        /// The check to remove.
+        check_id: Option<String>,
+    },
 }
 
 /// What one round of ACL replication changes in a secondary datacenter, applied all or nothing in
@@ -504,6 +526,12 @@ impl Command {
             Command::AclBindingRuleUpsert(rule) => validate_binding_rule(rule),
             Command::AclBindingRuleDelete { id } => validate_id("binding_rule.id", id),
             Command::AclReplicationBatch(batch) => validate_replication_batch(batch),
+            Command::CatalogRegister(registration) => crate::catalog::validate_registration(registration),
+            Command::CatalogDeregister {
+                node,
+                service_id,
+                check_id,
+            } => crate::catalog::validate_deregistration(node, service_id.as_deref(), check_id.as_deref()),
         }
     }
 }
@@ -728,7 +756,7 @@ fn validate_datacenters(field: &'static str, datacenters: &[String]) -> Result<(
 }
 
 /// A name that is a key or a reference: not empty, bounded, no NUL (the separator of composite keys).
-fn validate_name(field: &'static str, name: &str, limit: usize) -> Result<(), ApplyError> {
+pub(crate) fn validate_name(field: &'static str, name: &str, limit: usize) -> Result<(), ApplyError> {
     if name.is_empty() {
         return Err(ApplyError::InvalidField {
             field,
@@ -739,7 +767,7 @@ fn validate_name(field: &'static str, name: &str, limit: usize) -> Result<(), Ap
 }
 
 /// Free text: bounded, no NUL. Empty is fine.
-fn validate_text(field: &'static str, text: &str, limit: usize) -> Result<(), ApplyError> {
+pub(crate) fn validate_text(field: &'static str, text: &str, limit: usize) -> Result<(), ApplyError> {
     let reason = if text.len() > limit {
         format!("is longer than {limit} bytes")
     } else if text.contains('\0') {

@@ -187,6 +187,44 @@ pub enum ApplyError {
         /// The restore named.
         restore_id: u64,
     },
+    /// A check names an instance that is not registered on its node (Consul: "Missing service
+    /// registration").
+    #[error("Missing service registration for service ID {service_id:?} on node {node:?}")]
+    MissingService {
+        /// The node.
+        node: String,
+        /// The instance ID the check named.
+        service_id: String,
+    },
+    /// A check of a registration names another node than the registration's.
+    #[error("check node {check_node:?} does not match node {node:?}")]
+    CheckNodeMismatch {
+        /// The node the check named.
+        check_node: String,
+        /// The registration's node.
+        node: String,
+    },
+    /// A registration gives a node ID that another node already has.
+    #[error("node ID {id:?} is already used by node {node:?}")]
+    NodeIdInUse {
+        /// The ID.
+        id: String,
+        /// The node that has it.
+        node: String,
+    },
+    /// A registration gives a node a new ID while its current ID is set and its `serfHealth` check is
+    /// not critical (Consul's name reservation: a healthy node keeps its name).
+    #[error("Node name {name} is reserved by node {id} with name {existing} ({address})")]
+    NodeNameReserved {
+        /// The name registered.
+        name: String,
+        /// The ID the node has.
+        id: String,
+        /// The node's name as stored.
+        existing: String,
+        /// The node's address.
+        address: String,
+    },
     /// The backend failed; nothing was written.
     #[error(transparent)]
     Storage(#[from] BackendError),

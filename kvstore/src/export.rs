@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use tribune_snapshot::{Inspection, SnapshotError, SnapshotMeta, SnapshotWriter};
 
 use crate::backend::{Backend, FrozenView, ReadView, Table};
+use crate::catalog::{HealthCheck, Node, ServiceInstance};
 use crate::error::ReadError;
 use crate::model::{
     AclAuthMethod, AclBindingRule, AclBootstrapState, AclPolicy, AclRole, AclToken, KvEntry, Session,
@@ -102,7 +103,8 @@ impl<B: Backend> StoreSnapshot<B> {
 
 /// Calls `emit` with every record of the view's live state, table by table, in key order:
 /// table indexes and ACL bootstrap state, sessions, policies, roles, auth methods, binding rules,
-/// tokens, KV entries, tombstones (ACL records before the records that link to them).
+/// tokens, KV entries, tombstones, catalog nodes, instances, checks, and the service-name and node
+/// indexes (ACL records before the records that link to them, nodes before what is on them).
 /// Stops at the first error `emit` returns.
 pub(crate) fn for_each_record<V, E>(
     view: &V,
@@ -144,7 +146,16 @@ where
     )?;
     emit_table::<AclToken, _, _>(view, Table::AclTokens, StateRecord::AclToken, &mut emit)?;
     emit_table::<KvEntry, _, _>(view, Table::Kv, StateRecord::Kv, &mut emit)?;
-    emit_table::<Tombstone, _, _>(view, Table::Tombstones, StateRecord::Tombstone, &mut emit)
+    emit_table::<Tombstone, _, _>(view, Table::Tombstones, StateRecord::Tombstone, &mut emit)?;
+    emit_table::<Node, _, _>(view, Table::CatalogNodes, StateRecord::Node, &mut emit)?;
+    emit_table::<ServiceInstance, _, _>(view, Table::CatalogServices, StateRecord::Service, &mut emit)?;
+    emit_table::<HealthCheck, _, _>(
+        view,
+        Table::CatalogChecks,
+        |check| StateRecord::Check(Box::new(check)),
+        &mut emit,
+    )?;
+    crate::catalog::for_each_catalog_index(view, &mut emit)
 }
 
 fn emit_table<T, V, E>(

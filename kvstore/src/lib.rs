@@ -1,9 +1,12 @@
-//! Tribune's replicated state: Consul's KV, tombstones, sessions and ACL tables, applied deterministically.
+//! Tribune's replicated state: Consul's KV, tombstones, sessions, ACL tables and service catalog,
+//! applied deterministically.
 //!
 //! It knows nothing of raft: it is handed `(index, command)` pairs in log order.
 //!
 //! - [`Command`] is every state change (KV verbs, transactions, sessions, ACL tokens, policies, roles,
-//!   auth methods and binding rules, ACL replication batches, tombstone reaping, staged restore); [`encode_command`] / [`decode_command`] put it in and take it out of the log.
+//!   auth methods and binding rules, ACL replication batches, catalog registrations and
+//!   deregistrations, tombstone reaping, staged restore); [`encode_command`] / [`decode_command`] put
+//!   it in and take it out of the log.
 //! - [`Store::apply`] applies one command at one index: deterministic (no clock, no randomness), all or
 //!   nothing, with the index committed in the same backend batch. Semantics are Consul's (CAS, locks and
 //!   LockIndex, tombstones, transactions with `Errors[{OpIndex, What}]`, session behaviors).
@@ -11,6 +14,13 @@
 //!   `X-Consul-Index` with the data; [`Store::wait`] and the [`WatchHub`] serve blocking queries.
 //!   [`Store::changes_since`] answers a prefix's delta (entries written and keys deleted after an
 //!   index) when the tombstones still prove every delete, for cross-datacenter replication.
+//! - The catalog ([`Registration`], [`Node`], [`ServiceInstance`], [`HealthCheck`]) follows Consul's
+//!   register and deregister rules (all or nothing; unchanged records are not rewritten; critical or
+//!   removed checks and removed nodes destroy their sessions) and its indexes (per table, per service
+//!   name, per node, extinctions). Its reads ([`Store::nodes`], [`Store::node`], [`Store::services`],
+//!   [`Store::service_nodes`], [`Store::service_health`], [`Store::node_checks`],
+//!   [`Store::service_checks`], [`Store::checks_in_state`]) return sorted, unfiltered results with
+//!   Consul's index, and [`WatchScope`] has a scope for each.
 //! - [`Store::export`] / [`Store::import`] move the whole state through `tribune-snapshot` archives.
 //! - Backends: [`MemoryBackend`] and, with the default `rocksdb` feature, `RocksBackend`, behind the
 //!   [`Backend`] trait. RocksDB batches go to the WAL unsynced: the raft log is synced and replays from
@@ -32,10 +42,13 @@
 //! ```
 //!
 //! What it is NOT: no HTTP, no ACL rule evaluation (rules are stored as text), no wall-clock behaviour
-//! (session TTLs, lock-delay enforcement and token expiry belong to the node), no service catalog yet.
+//! (session TTLs, lock-delay enforcement, token expiry and health-check runs belong to the node), no
+//! catalog filtering (tags, `passing`, filter expressions are the HTTP layer's), no Connect, peering or
+//! partitions, no coordinates, prepared queries or config entries.
 
 mod apply;
 mod backend;
+mod catalog;
 mod codec;
 mod command;
 mod error;
@@ -53,6 +66,12 @@ pub use backend::memory::{MemoryBackend, MemoryExportView, MemoryView};
 #[cfg(feature = "rocksdb")]
 pub use backend::rocks::{RocksBackend, RocksFrozenView, RocksStore, RocksView};
 pub use backend::{Backend, Batch, BatchOp, FrozenView, ReadView, Slot, Table};
+pub use catalog::{
+    CatalogOutcome, CheckDefinition, CheckRegistration, CheckServiceNode, CheckStatus, DestroyedSession,
+    HealthCheck, MAX_CATALOG_LIST_ITEMS, MAX_CATALOG_NAME_BYTES, MAX_CATALOG_TEXT_BYTES, MAX_META_PAIRS,
+    Node, NodeServices, Registration, ServiceAddress, ServiceInstance, ServiceNode, ServiceRegistration,
+    ServiceWeights,
+};
 pub use codec::{CODEC_VERSION, MAX_COMMAND_BYTES, decode_command, encode_command};
 pub use command::{
     AclReplicationBatch, Command, MAX_ACL_LIST_ITEMS, MAX_ACL_NAME_BYTES, MAX_ACL_TEXT_BYTES,
@@ -72,8 +91,9 @@ pub use outcome::{
 };
 pub use snapshot_io::{
     ACL_AUTH_METHOD_RECORD, ACL_BINDING_RULE_RECORD, ACL_BOOTSTRAP_RECORD, ACL_POLICY_RECORD,
-    ACL_ROLE_RECORD, ACL_TOKEN_RECORD, ExportError, ExportOptions, ImportError, ImportReport, KV_RECORD,
-    SESSION_RECORD, TABLE_INDEX_RECORD, TOMBSTONE_RECORD,
+    ACL_ROLE_RECORD, ACL_TOKEN_RECORD, CATALOG_CHECK_RECORD, CATALOG_NODE_INDEX_RECORD, CATALOG_NODE_RECORD,
+    CATALOG_SERVICE_INDEX_RECORD, CATALOG_SERVICE_RECORD, ExportError, ExportOptions, ImportError,
+    ImportReport, KV_RECORD, SESSION_RECORD, TABLE_INDEX_RECORD, TOMBSTONE_RECORD,
 };
 pub use store::{MemoryStore, Store, StoreConfig};
 pub use watch::{Subscription, WaitOutcome, Wake, WatchHub, WatchScope};

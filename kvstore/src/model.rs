@@ -357,12 +357,26 @@ pub enum IndexedTable {
     AclAuthMethods,
     /// ACL binding rules (format 3).
     AclBindingRules,
+    /// Catalog nodes (Consul's `nodes` index): moves with every node write and every instance
+    /// registered or deregistered, since node reads show instances.
+    Nodes,
+    /// Catalog service instances (Consul's `services` index).
+    Services,
+    /// Health checks (Consul's `checks` index).
+    Checks,
+    /// The last time the last instance of some service name was deregistered (Consul's
+    /// `service_last_extinction`): the index of reads of a service that has no instance.
+    ServiceExtinction,
+    /// The last time a node was deregistered (Consul's `node_last_extinction`): the index of reads of
+    /// a node that is not registered.
+    NodeExtinction,
 }
 
 /// One item of the replicated state, as exported to a snapshot or carried by a staged restore.
 ///
-/// Derived lookup tables (secret → accessor, policy and role name → id, session → held keys) are
-/// rebuilt from these records and never travel. Variants are only ever appended: their positions are
+/// Derived lookup tables (secret → accessor, policy and role name → id, session → held keys, node ID
+/// → node, service name → instances, service name → checks) are rebuilt from these records and never
+/// travel. Variants are only ever appended: their positions are
 /// their encoding in restore chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -392,6 +406,26 @@ pub enum StateRecord {
     AclAuthMethod(AclAuthMethod),
     /// An ACL binding rule (format 3).
     AclBindingRule(AclBindingRule),
+    /// A catalog node.
+    Node(crate::catalog::Node),
+    /// A service instance.
+    Service(crate::catalog::ServiceInstance),
+    /// A health check (boxed: its definition makes it the largest record by far).
+    Check(Box<crate::catalog::HealthCheck>),
+    /// The index of one service name (Consul's `service.<name>`), kept while the name has instances.
+    ServiceIndex {
+        /// The service name, ASCII-lowercased.
+        service: String,
+        /// Its index.
+        index: u64,
+    },
+    /// The index of one node (Consul's `node.<name>`), kept while the node is registered.
+    NodeIndex {
+        /// The node name, ASCII-lowercased.
+        node: String,
+        /// Its index.
+        index: u64,
+    },
 }
 
 /// A value together with the index a blocking query compares against (Consul's `X-Consul-Index`).

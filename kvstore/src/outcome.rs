@@ -51,6 +51,9 @@ pub enum Outcome {
     /// The command changed what it should, with nothing more to report (deletes of ACL records,
     /// restore begin and chunks).
     Done,
+    /// A catalog registration or deregistration was applied (or changed nothing), with the sessions
+    /// it destroyed.
+    Catalog(crate::catalog::CatalogOutcome),
 }
 
 /// What deleting an auth method removed, so the node can drop cached tokens.

@@ -2,8 +2,11 @@
 //!
 //! Record kinds (payloads are the serde types of [`crate::model`], bincode-encoded by the archive):
 //! 1 KV entry, 2 tombstone, 3 session, 4 ACL token, 5 ACL policy, 6 table index `(IndexedTable, u64)`,
-//! 7 ACL bootstrap state, 8 ACL role, 9 ACL auth method, 10 ACL binding rule (8-10 since format 3).
-//! Kinds are only ever appended. A reader refuses unknown kinds: a restore never skips a record.
+//! 7 ACL bootstrap state, 8 ACL role, 9 ACL auth method, 10 ACL binding rule (8-10 since format 3),
+//! 11 catalog node, 12 service instance, 13 health check, 14 service-name index `(String, u64)`,
+//! 15 node index `(String, u64)` (11-15 since the catalog; their table indexes travel as kind 6).
+//! Kinds are only ever appended. A reader refuses unknown kinds: a restore never skips a record, so a
+//! build without the catalog refuses an archive that holds catalog records rather than dropping them.
 //! Token records written before format 3 have the format-2 shape and are read as such (see the
 //! `legacy` module).
 
@@ -16,6 +19,7 @@ use tribune_snapshot::{
 
 use crate::apply::{Touched, stage_record};
 use crate::backend::{Backend, Batch, BatchOp, Slot, Table};
+use crate::catalog::{HealthCheck, Node, ServiceInstance};
 use crate::error::{BackendError, ReadError};
 use crate::model::{
     AclAuthMethod, AclBindingRule, AclBootstrapState, AclPolicy, AclRole, AclToken, IndexedTable, KvEntry,
@@ -44,6 +48,16 @@ pub const ACL_ROLE_RECORD: RecordKind = RecordKind(8);
 pub const ACL_AUTH_METHOD_RECORD: RecordKind = RecordKind(9);
 /// Record kind of an ACL binding rule.
 pub const ACL_BINDING_RULE_RECORD: RecordKind = RecordKind(10);
+/// Record kind of a catalog node.
+pub const CATALOG_NODE_RECORD: RecordKind = RecordKind(11);
+/// Record kind of a service instance.
+pub const CATALOG_SERVICE_RECORD: RecordKind = RecordKind(12);
+/// Record kind of a health check.
+pub const CATALOG_CHECK_RECORD: RecordKind = RecordKind(13);
+/// Record kind of a service name's index.
+pub const CATALOG_SERVICE_INDEX_RECORD: RecordKind = RecordKind(14);
+/// Record kind of a node's index.
+pub const CATALOG_NODE_INDEX_RECORD: RecordKind = RecordKind(15);
 
 /// Staging writes are committed in batches of about this many operations while importing, so memory
 /// stays bounded by one batch, not by the archive.
@@ -127,6 +141,11 @@ impl StateRecord {
             StateRecord::AclRole(_) => ACL_ROLE_RECORD,
             StateRecord::AclAuthMethod(_) => ACL_AUTH_METHOD_RECORD,
             StateRecord::AclBindingRule(_) => ACL_BINDING_RULE_RECORD,
+            StateRecord::Node(_) => CATALOG_NODE_RECORD,
+            StateRecord::Service(_) => CATALOG_SERVICE_RECORD,
+            StateRecord::Check(_) => CATALOG_CHECK_RECORD,
+            StateRecord::ServiceIndex { .. } => CATALOG_SERVICE_INDEX_RECORD,
+            StateRecord::NodeIndex { .. } => CATALOG_NODE_INDEX_RECORD,
         }
     }
 
@@ -144,6 +163,11 @@ impl StateRecord {
             StateRecord::AclRole(v) => writer.write_record(kind, v),
             StateRecord::AclAuthMethod(v) => writer.write_record(kind, v),
             StateRecord::AclBindingRule(v) => writer.write_record(kind, v),
+            StateRecord::Node(v) => writer.write_record(kind, v),
+            StateRecord::Service(v) => writer.write_record(kind, v),
+            StateRecord::Check(v) => writer.write_record(kind, v),
+            StateRecord::ServiceIndex { service, index } => writer.write_record(kind, &(service, *index)),
+            StateRecord::NodeIndex { node, index } => writer.write_record(kind, &(node, *index)),
         }
     }
 
@@ -175,6 +199,17 @@ impl StateRecord {
             ACL_ROLE_RECORD => StateRecord::AclRole(record.decode::<AclRole>()?),
             ACL_AUTH_METHOD_RECORD => StateRecord::AclAuthMethod(record.decode::<AclAuthMethod>()?),
             ACL_BINDING_RULE_RECORD => StateRecord::AclBindingRule(record.decode::<AclBindingRule>()?),
+            CATALOG_NODE_RECORD => StateRecord::Node(record.decode::<Node>()?),
+            CATALOG_SERVICE_RECORD => StateRecord::Service(record.decode::<ServiceInstance>()?),
+            CATALOG_CHECK_RECORD => StateRecord::Check(Box::new(record.decode::<HealthCheck>()?)),
+            CATALOG_SERVICE_INDEX_RECORD => {
+                let (service, index) = record.decode::<(String, u64)>()?;
+                StateRecord::ServiceIndex { service, index }
+            }
+            CATALOG_NODE_INDEX_RECORD => {
+                let (node, index) = record.decode::<(String, u64)>()?;
+                StateRecord::NodeIndex { node, index }
+            }
             kind => return Err(ImportError::UnknownKind { kind }),
         })
     }

@@ -539,6 +539,11 @@ impl<B: Backend> Store<B> {
                 }
                 Ok(index)
             }),
+            WatchScope::Nodes => self.read(|v| Ok(tables::table_index(v, IndexedTable::Nodes)?.max(1))),
+            WatchScope::Services => self.read(|v| Ok(tables::table_index(v, IndexedTable::Services)?.max(1))),
+            WatchScope::Checks => self.read(|v| Ok(tables::table_index(v, IndexedTable::Checks)?.max(1))),
+            WatchScope::Service(name) => self.read(|v| crate::catalog::service_read_index(v, name)),
+            WatchScope::Node(name) => self.read(|v| crate::catalog::node_scope_index(v, name)),
         }
     }
 

@@ -22,11 +22,16 @@ pub(crate) fn table_index_key(table: IndexedTable) -> &'static [u8] {
         IndexedTable::AclRoles => b"index/acl_roles",
         IndexedTable::AclAuthMethods => b"index/acl_auth_methods",
         IndexedTable::AclBindingRules => b"index/acl_binding_rules",
+        IndexedTable::Nodes => b"index/nodes",
+        IndexedTable::Services => b"index/services",
+        IndexedTable::Checks => b"index/checks",
+        IndexedTable::ServiceExtinction => b"index/service_extinction",
+        IndexedTable::NodeExtinction => b"index/node_extinction",
     }
 }
 
 /// Every indexed table.
-pub(crate) const INDEXED_TABLES: [IndexedTable; 7] = [
+pub(crate) const INDEXED_TABLES: [IndexedTable; 12] = [
     IndexedTable::Kv,
     IndexedTable::Sessions,
     IndexedTable::AclTokens,
@@ -34,6 +39,11 @@ pub(crate) const INDEXED_TABLES: [IndexedTable; 7] = [
     IndexedTable::AclRoles,
     IndexedTable::AclAuthMethods,
     IndexedTable::AclBindingRules,
+    IndexedTable::Nodes,
+    IndexedTable::Services,
+    IndexedTable::Checks,
+    IndexedTable::ServiceExtinction,
+    IndexedTable::NodeExtinction,
 ];
 
 /// The indexed tables a blocking query on the ACL scope follows.

@@ -1,5 +1,6 @@
-//! The watch hub: blocked readers register interest in a key, a prefix, the sessions or the ACL
-//! tables, and the store wakes exactly the readers whose scope a committed command touched.
+//! The watch hub: blocked readers register interest in a key, a prefix, the sessions, the ACL
+//! tables or a part of the catalog, and the store wakes the readers whose scope a committed command
+//! touched.
 //!
 //! An idle waiter is one entry in a map and one parked task: nothing polls. Waking costs, per touched
 //! key, one lookup for the exact key plus one per distinct registered prefix length — independent of how
@@ -26,6 +27,22 @@ pub enum WatchScope {
     Sessions,
     /// The ACL tables (tokens, policies, roles, auth methods, binding rules, bootstrap).
     Acl,
+    /// The catalog's nodes table (`/v1/catalog/nodes`): [`crate::Store::nodes`]'s index.
+    Nodes,
+    /// The catalog's services table (`/v1/catalog/services`): [`crate::Store::services`]'s index.
+    Services,
+    /// One service name (`/v1/catalog/service/:name`, `/v1/health/service/:name`):
+    /// [`crate::Store::service_nodes`]'s and [`crate::Store::service_health`]'s index. Case does not
+    /// matter. A waiter on a service with no instance is also woken by catalog writes that may move
+    /// the index such reads report, and then looks again.
+    Service(String),
+    /// One node, by name or ID (`/v1/catalog/node/:node`, `/v1/catalog/node-services/:node`):
+    /// [`crate::Store::node`]'s index. Case does not matter.
+    Node(String),
+    /// The checks table (`/v1/health/node/:node`, `/v1/health/checks/:service`,
+    /// `/v1/health/state/:state`): the index of [`crate::Store::node_checks`],
+    /// [`crate::Store::service_checks`] and [`crate::Store::checks_in_state`].
+    Checks,
 }
 
 /// Why a subscription fired.
@@ -72,6 +89,23 @@ struct HubState {
     prefix_lengths: BTreeMap<usize, usize>,
     sessions: Waiters,
     acl: Waiters,
+    nodes: Waiters,
+    services: Waiters,
+    checks: Waiters,
+    /// By ASCII-lowercased service name.
+    service: HashMap<String, Waiters>,
+    /// By ASCII-lowercased node name or ID.
+    node: HashMap<String, Waiters>,
+}
+
+/// Removes one waiter from a map of waiters by name, dropping the name when it has no waiter left.
+fn remove_named(map: &mut HashMap<String, Waiters>, name: &str, id: u64) {
+    if let Some(waiters) = map.get_mut(name) {
+        waiters.remove(&id);
+        if waiters.is_empty() {
+            map.remove(name);
+        }
+    }
 }
 
 impl HubState {
@@ -100,6 +134,17 @@ impl HubState {
             WatchScope::Acl => {
                 self.acl.remove(&id);
             }
+            WatchScope::Nodes => {
+                self.nodes.remove(&id);
+            }
+            WatchScope::Services => {
+                self.services.remove(&id);
+            }
+            WatchScope::Checks => {
+                self.checks.remove(&id);
+            }
+            WatchScope::Service(name) => remove_named(&mut self.service, &name.to_ascii_lowercase(), id),
+            WatchScope::Node(name) => remove_named(&mut self.node, &name.to_ascii_lowercase(), id),
         }
     }
 
@@ -172,6 +217,29 @@ impl WatchHub {
             WatchScope::Acl => {
                 state.acl.insert(id, sender);
             }
+            WatchScope::Nodes => {
+                state.nodes.insert(id, sender);
+            }
+            WatchScope::Services => {
+                state.services.insert(id, sender);
+            }
+            WatchScope::Checks => {
+                state.checks.insert(id, sender);
+            }
+            WatchScope::Service(name) => {
+                state
+                    .service
+                    .entry(name.to_ascii_lowercase())
+                    .or_default()
+                    .insert(id, sender);
+            }
+            WatchScope::Node(name) => {
+                state
+                    .node
+                    .entry(name.to_ascii_lowercase())
+                    .or_default()
+                    .insert(id, sender);
+            }
         }
         drop(state);
         Subscription {
@@ -189,18 +257,36 @@ impl WatchHub {
             + state.prefixes.values().map(HashMap::len).sum::<usize>()
             + state.sessions.len()
             + state.acl.len()
+            + state.nodes.len()
+            + state.services.len()
+            + state.checks.len()
+            + state.service.values().map(HashMap::len).sum::<usize>()
+            + state.node.values().map(HashMap::len).sum::<usize>()
     }
 
     /// Wakes every subscriber (used after a restore).
     pub fn wake_all(&self) {
         let mut state = self.state.lock();
         let state = &mut *state;
-        for (_, waiters) in state.keys.drain().chain(state.prefixes.drain()) {
+        for (_, waiters) in state
+            .keys
+            .drain()
+            .chain(state.prefixes.drain())
+            .chain(state.service.drain())
+            .chain(state.node.drain())
+        {
             send_all(waiters, Wake::Reset);
         }
         state.prefix_lengths.clear();
-        send_all(std::mem::take(&mut state.sessions), Wake::Reset);
-        send_all(std::mem::take(&mut state.acl), Wake::Reset);
+        for waiters in [
+            &mut state.sessions,
+            &mut state.acl,
+            &mut state.nodes,
+            &mut state.services,
+            &mut state.checks,
+        ] {
+            send_all(std::mem::take(waiters), Wake::Reset);
+        }
     }
 
     pub(crate) fn notify(&self, index: u64, touched: &Touched) {
@@ -230,6 +316,41 @@ impl WatchHub {
         }
         if touched.acl {
             send_all(std::mem::take(&mut state.acl), wake);
+        }
+        let catalog = &touched.catalog;
+        if catalog.any() {
+            let state = &mut *state;
+            for (flag, waiters) in [
+                (catalog.nodes, &mut state.nodes),
+                (catalog.services, &mut state.services),
+                (catalog.checks, &mut state.checks),
+            ] {
+                if flag {
+                    send_all(std::mem::take(waiters), wake);
+                }
+            }
+            // Absent names cannot be told from present ones here: wake them all, and the readers of
+            // names whose index did not move wait again (see `Store::wait`).
+            if catalog.absent_services {
+                for (_, waiters) in state.service.drain() {
+                    send_all(waiters, wake);
+                }
+            }
+            if catalog.absent_nodes {
+                for (_, waiters) in state.node.drain() {
+                    send_all(waiters, wake);
+                }
+            }
+            for name in &catalog.service_names {
+                if let Some(waiters) = state.service.remove(name) {
+                    send_all(waiters, wake);
+                }
+            }
+            for name in &catalog.node_names {
+                if let Some(waiters) = state.node.remove(name) {
+                    send_all(waiters, wake);
+                }
+            }
         }
     }
 }

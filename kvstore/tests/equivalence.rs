@@ -1,5 +1,5 @@
-//! Property tests: random command sequences give identical outcomes and identical state on every
-//! backend, survive a restore round trip, and never panic.
+//! Property tests: random command sequences (KV, sessions, ACL, catalog) give identical outcomes and
+//! identical state on every backend, survive a restore round trip, and never panic.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -7,7 +7,10 @@ mod common;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tribune_kvstore::{AclReplicationBatch, Backend, Command, NewSession, SessionBehavior, Store, TxnOp};
+use tribune_kvstore::{
+    AclReplicationBatch, Backend, CheckRegistration, CheckStatus, Command, NewSession, Registration,
+    ServiceRegistration, SessionBehavior, Store, TxnOp,
+};
 
 const KEYS: &[&str] = &[
     "a", "a/b", "a/b/c", "a/d", "b", "b/x", "c d", "/bad", "x/../y", "",
@@ -135,6 +138,106 @@ fn acl_command() -> impl Strategy<Value = Command> {
     ]
 }
 
+// Repeated entries weigh the picks towards valid input; one invalid entry each keeps refusals in.
+const NODE_IDS: &[&str] = &[
+    "",
+    "",
+    "6f1d5c3a-2b4e-4c8d-9a7f-0e1b2c3d4e5f",
+    "0a9b8c7d-6e5f-4a3b-8c1d-2e3f4a5b6c7d",
+    "not-a-uuid",
+];
+const CATALOG_NODES: &[&str] = &["n1", "N1", "n2", "n1", "n2", ""];
+const CATALOG_SERVICES: &[&str] = &["web", "api", "Web", "web", "api", ""];
+const SERVICE_IDS: &[&str] = &["web-1", "web-2", "api-1", ""];
+const CHECK_IDS: &[&str] = &["serfHealth", "c1", "C1", ""];
+
+fn check_status() -> impl Strategy<Value = Option<CheckStatus>> {
+    prop::option::of(prop::sample::select(
+        &[CheckStatus::Passing, CheckStatus::Warning, CheckStatus::Critical][..],
+    ))
+}
+
+/// Catalog commands over a few nodes, services and checks, so updates, no-ops, renames of IDs,
+/// missing services, sessions bound to failing checks and extinctions all happen.
+fn catalog_command() -> impl Strategy<Value = Command> {
+    let check = (
+        pick(CHECK_IDS),
+        check_status(),
+        pick(SERVICE_IDS),
+        pick(&["", "x"]),
+    )
+        .prop_map(|(check_id, status, service_id, output)| CheckRegistration {
+            name: format!("{check_id} name"),
+            check_id,
+            status,
+            service_id,
+            output: output.to_owned(),
+            ..CheckRegistration::default()
+        });
+    let service = (
+        pick(SERVICE_IDS),
+        pick(CATALOG_SERVICES),
+        prop::collection::vec(pick(&["a", "b"]), 0..2),
+    )
+        .prop_map(|(id, service, tags)| ServiceRegistration {
+            id,
+            service,
+            tags,
+            ..ServiceRegistration::default()
+        });
+    let register = (
+        pick(CATALOG_NODES),
+        pick(NODE_IDS),
+        pick(&["10.0.0.1", "10.0.0.2", "10.0.0.1", ""]),
+        prop::option::of(service),
+        prop::collection::vec(check, 0..3),
+        any::<bool>(),
+    )
+        .prop_map(|(node, id, address, service, checks, skip_node_update)| {
+            Command::CatalogRegister(Registration {
+                node,
+                id,
+                address: address.to_owned(),
+                service,
+                checks,
+                skip_node_update,
+                ..Registration::default()
+            })
+        });
+    let deregister = (
+        pick(CATALOG_NODES),
+        prop::option::weighted(0.3, pick(SERVICE_IDS)),
+        prop::option::weighted(0.3, pick(CHECK_IDS)),
+    )
+        .prop_map(|(node, service_id, check_id)| Command::CatalogDeregister {
+            node,
+            service_id,
+            check_id,
+        });
+    let bound_session = (
+        session_id(),
+        pick(CATALOG_NODES),
+        prop::collection::vec(pick(CHECK_IDS), 0..2),
+        any::<bool>(),
+    )
+        .prop_map(|(id, node, node_checks, delete)| {
+            Command::SessionCreate(NewSession {
+                id,
+                name: "bound".into(),
+                node,
+                lock_delay: Duration::from_secs(1),
+                behavior: if delete {
+                    SessionBehavior::Delete
+                } else {
+                    SessionBehavior::Release
+                },
+                ttl: None,
+                node_checks,
+            })
+        });
+    prop_oneof![4 => register, 2 => deregister, 2 => bound_session]
+}
+
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         4 => (key(), value(), 0u64..2).prop_map(|(key, value, flags)| Command::KvSet { key, value, flags }),
@@ -159,6 +262,7 @@ fn command() -> impl Strategy<Value = Command> {
         1 => session_id().prop_map(|id| Command::SessionDestroy { id }),
         1 => (0u64..30).prop_map(|up_to_index| Command::ReapTombstones { up_to_index }),
         6 => acl_command(),
+        6 => catalog_command(),
     ]
 }
 
@@ -175,6 +279,15 @@ fn history() -> impl Strategy<Value = Vec<(u64, Command)>> {
             })
             .collect()
     })
+}
+
+/// The catalog as every read shows it, derived lookups included.
+fn catalog<B: Backend>(store: &Store<B>) -> String {
+    common::catalog_view(
+        store,
+        &["web", "api", "ghost"],
+        &["n1", "n2", NODE_IDS[2], NODE_IDS[3], "ghost"],
+    )
 }
 
 fn run<B: Backend>(store: &Store<B>, history: &[(u64, Command)]) -> Vec<String> {
@@ -201,10 +314,12 @@ proptest! {
         c.apply(2, &Command::RestoreChunk { restore_id: 1, records: records.clone() }).unwrap();
         c.apply(3, &Command::RestoreCommit { restore_id: 1 }).unwrap();
         prop_assert_eq!(c.dump().unwrap(), records);
+        prop_assert_eq!(catalog(&c), catalog(&a));
         // And the restored store keeps behaving identically.
         let tail: Vec<_> = history.iter().map(|(i, c)| (i + 1000, c.clone())).collect();
         prop_assert_eq!(run(&a, &tail), run(&c, &tail));
         prop_assert_eq!(a.dump().unwrap(), c.dump().unwrap());
+        prop_assert_eq!(catalog(&a), catalog(&c));
     }
 }
 
@@ -218,6 +333,7 @@ proptest! {
         let disk = common::rocks();
         prop_assert_eq!(run(&mem, &history), run(&disk, &history));
         prop_assert_eq!(mem.dump().unwrap(), disk.dump().unwrap());
+        prop_assert_eq!(catalog(&mem), catalog(&disk));
         prop_assert_eq!(mem.last_applied(), disk.last_applied());
         // A restore through the log on both, then more history: still identical.
         let records = mem.dump().unwrap();
@@ -235,5 +351,6 @@ proptest! {
         let tail: Vec<_> = history.iter().map(|(i, c)| (i + base + 10, c.clone())).collect();
         prop_assert_eq!(run(&mem, &tail), run(&disk, &tail));
         prop_assert_eq!(mem.dump().unwrap(), disk.dump().unwrap());
+        prop_assert_eq!(catalog(&mem), catalog(&disk));
     }
 }

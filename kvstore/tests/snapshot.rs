@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use tribune_kvstore::{
-    Backend, Command, ExportOptions, ImportError, ReadView, SessionBehavior, StateRecord, Store, Table, Wake,
-    WatchScope,
+    Backend, CheckStatus, Command, ExportOptions, ImportError, ReadView, SessionBehavior, StateRecord, Store,
+    Table, Wake, WatchScope,
 };
 use tribune_snapshot::{RecordKind, SnapshotMeta, SnapshotReader, SnapshotWriter};
 
@@ -37,6 +37,24 @@ fn populate<B: Backend>(s: &Store<B>) {
         .unwrap();
     s.apply(55, &Command::AclRoleUpsert(role("r1", "ops", &[])))
         .unwrap();
+    // The catalog: a node with two instances and checks, and an extinct service.
+    s.apply(
+        56,
+        &register(
+            "node1",
+            Some(svc("web-1", "web", &["v1"])),
+            vec![
+                chk("serfHealth", Some(CheckStatus::Passing), ""),
+                chk("web-chk", Some(CheckStatus::Warning), "web-1"),
+            ],
+        ),
+    )
+    .unwrap();
+    s.apply(57, &add_to("node1", Some(svc("api-1", "api", &[])), vec![]))
+        .unwrap();
+    s.apply(58, &register("node2", Some(svc("gone", "gone", &[])), vec![]))
+        .unwrap();
+    s.apply(59, &deregister("node2", None, None)).unwrap();
     s.apply(60, &del_tree("app/04")).unwrap();
     s.apply(61, &Command::AclPolicyUpsert(policy("p1", "readers")))
         .unwrap();
@@ -82,6 +100,15 @@ fn round_trip<B: Backend>(s: &Store<B>) {
     for (kind, what) in [(8, "role"), (9, "auth method"), (10, "binding rule")] {
         assert_eq!(inspection.kinds[&RecordKind(kind)].count, 1, "{what}");
     }
+    for (kind, count, what) in [
+        (11, 1, "node"),
+        (12, 2, "instances"),
+        (13, 2, "checks"),
+        (14, 2, "service indexes"),
+        (15, 1, "node index"),
+    ] {
+        assert_eq!(inspection.kinds[&RecordKind(kind)].count, count, "{what}");
+    }
     // Every record decodes back to what dump() shows, in order.
     let mut reader = SnapshotReader::new(Cursor::new(&bytes)).unwrap();
     let mut records = Vec::new();
@@ -125,6 +152,9 @@ fn import_replaces_state<B: Backend>(source: &Store<B>, target: &Store<B>) {
         "ops"
     );
     assert_eq!(target.acl_binding_rules().unwrap().index, 54);
+    let view = |s: &Store<B>| catalog_view(s, &["web", "api", "gone"], &["node1", "node2"]);
+    assert_eq!(view(target), view(source));
+    assert_eq!(target.service_nodes("gone").unwrap().index, 59);
     // The log continues after the snapshot's index; older entries are no-ops.
     assert!(matches!(
         target.apply(63, &set("late", "x")).unwrap(),

@@ -1,7 +1,7 @@
 //! The in-memory backend: sorted maps behind a read-write lock.
 //!
 //! Each table is an `Arc`'d map, copied on write: an export view or a frozen view shares the maps
-//! (taking one costs ten reference counts), and the first commit that touches a shared table after
+//! (taking one costs a reference count per table), and the first commit that touches a shared table after
 //! that copies that table once. Memory is then at most two copies of the tables written meanwhile.
 
 use std::collections::BTreeMap;

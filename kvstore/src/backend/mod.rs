@@ -47,11 +47,25 @@ pub enum Table {
     State,
     /// Local bookkeeping, never staged nor exported: last applied index, datacenter, restore in progress.
     Meta,
+    /// Catalog nodes by lowercased name.
+    CatalogNodes,
+    /// Lowercased node name by lowercased node ID (derived).
+    CatalogNodeIds,
+    /// Service instances by `node NUL service ID`, both lowercased.
+    CatalogServices,
+    /// `service name NUL node NUL service ID`, lowercased, for every instance (derived).
+    CatalogServiceNames,
+    /// Health checks by `node NUL check ID`, both lowercased.
+    CatalogChecks,
+    /// `service name NUL node NUL check ID`, lowercased, for every check of an instance (derived).
+    CatalogCheckServices,
+    /// The per-service-name and per-node indexes (`s NUL name`, `n NUL node`, lowercased).
+    CatalogIndexes,
 }
 
 impl Table {
     /// Every table that has a live and a staging copy.
-    pub const SLOTTED: [Table; 13] = [
+    pub const SLOTTED: [Table; 20] = [
         Table::Kv,
         Table::Tombstones,
         Table::Sessions,
@@ -65,6 +79,13 @@ impl Table {
         Table::AclAuthMethods,
         Table::AclBindingRules,
         Table::State,
+        Table::CatalogNodes,
+        Table::CatalogNodeIds,
+        Table::CatalogServices,
+        Table::CatalogServiceNames,
+        Table::CatalogChecks,
+        Table::CatalogCheckServices,
+        Table::CatalogIndexes,
     ];
 
     /// A stable short name (RocksDB column families are named after it).
@@ -84,6 +105,13 @@ impl Table {
             Table::AclBindingRules => "acl_binding_rules",
             Table::State => "state",
             Table::Meta => "meta",
+            Table::CatalogNodes => "catalog_nodes",
+            Table::CatalogNodeIds => "catalog_node_ids",
+            Table::CatalogServices => "catalog_services",
+            Table::CatalogServiceNames => "catalog_service_names",
+            Table::CatalogChecks => "catalog_checks",
+            Table::CatalogCheckServices => "catalog_check_services",
+            Table::CatalogIndexes => "catalog_indexes",
         }
     }
 

@@ -229,3 +229,122 @@ pub fn login_token(accessor: &str, secret: &str, method: &str) -> AclToken {
         ..AclToken::new(accessor, secret)
     }
 }
+
+/// A registration of `node` at `address`, nothing else.
+pub fn node_reg(node: &str, address: &str) -> tribune_kvstore::Registration {
+    tribune_kvstore::Registration {
+        node: node.into(),
+        address: address.into(),
+        ..Default::default()
+    }
+}
+
+/// An instance `id` of service `name` with tags.
+pub fn svc(id: &str, name: &str, tags: &[&str]) -> tribune_kvstore::ServiceRegistration {
+    tribune_kvstore::ServiceRegistration {
+        id: id.into(),
+        service: name.into(),
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        port: 8080,
+        ..Default::default()
+    }
+}
+
+/// A check `id` in `status`, of instance `service_id` (empty: node-level).
+pub fn chk(
+    id: &str,
+    status: Option<tribune_kvstore::CheckStatus>,
+    service_id: &str,
+) -> tribune_kvstore::CheckRegistration {
+    tribune_kvstore::CheckRegistration {
+        check_id: id.into(),
+        name: format!("{id} check"),
+        status,
+        service_id: service_id.into(),
+        check_type: "ttl".into(),
+        ..Default::default()
+    }
+}
+
+/// `CatalogRegister` of a node with an optional instance and checks.
+pub fn register(
+    node: &str,
+    service: Option<tribune_kvstore::ServiceRegistration>,
+    checks: Vec<tribune_kvstore::CheckRegistration>,
+) -> Command {
+    Command::CatalogRegister(tribune_kvstore::Registration {
+        service,
+        checks,
+        ..node_reg(node, "10.0.0.1")
+    })
+}
+
+/// `CatalogDeregister`.
+pub fn deregister(node: &str, service_id: Option<&str>, check_id: Option<&str>) -> Command {
+    Command::CatalogDeregister {
+        node: node.into(),
+        service_id: service_id.map(str::to_owned),
+        check_id: check_id.map(str::to_owned),
+    }
+}
+
+/// A session on `node` bound to `checks`.
+pub fn bound_session(id: &str, node: &str, behavior: SessionBehavior, checks: &[&str]) -> Command {
+    Command::SessionCreate(NewSession {
+        id: id.into(),
+        name: format!("{id}-name"),
+        node: node.into(),
+        lock_delay: Duration::from_secs(15),
+        behavior,
+        ttl: None,
+        node_checks: checks.iter().map(|c| (*c).to_owned()).collect(),
+    })
+}
+
+/// `CatalogRegister` of an instance and checks on `node`, leaving the node record as it is.
+pub fn add_to(
+    node: &str,
+    service: Option<tribune_kvstore::ServiceRegistration>,
+    checks: Vec<tribune_kvstore::CheckRegistration>,
+) -> Command {
+    Command::CatalogRegister(tribune_kvstore::Registration {
+        node: node.into(),
+        skip_node_update: true,
+        service,
+        checks,
+        ..Default::default()
+    })
+}
+
+/// Every catalog read of the given service names and nodes, rendered, so two stores can be compared
+/// read for read (the derived lookup rows included, which `dump` does not show).
+pub fn catalog_view<B: Backend>(s: &Store<B>, services: &[&str], nodes: &[&str]) -> String {
+    use tribune_kvstore::CheckStatus;
+    let mut out = format!("{:?}\n{:?}\n", s.nodes().unwrap(), s.services().unwrap());
+    for name in services {
+        out += &format!(
+            "{:?}\n{:?}\n{:?}\n{:?}\n",
+            s.service_nodes(name).unwrap(),
+            s.service_health(name).unwrap(),
+            s.service_checks(name).unwrap(),
+            s.scope_index(&tribune_kvstore::WatchScope::Service((*name).into()))
+                .unwrap()
+        );
+    }
+    for node in nodes {
+        out += &format!(
+            "{:?}\n{:?}\n",
+            s.node(node).unwrap(),
+            s.node_checks(node).unwrap()
+        );
+    }
+    for state in [
+        None,
+        Some(CheckStatus::Passing),
+        Some(CheckStatus::Warning),
+        Some(CheckStatus::Critical),
+    ] {
+        out += &format!("{:?}\n", s.checks_in_state(state).unwrap());
+    }
+    out
+}
