@@ -247,9 +247,21 @@ impl<B: Backend> StateMachine for KvStateMachine<B> {
                     drop(timing);
                     match outcome {
                         Ok(outcome) => {
-                            if let Outcome::SessionDestroyed(invalidation) = &outcome {
-                                self.lock_delays
-                                    .start(&invalidation.lock_delay_keys, invalidation.lock_delay);
+                            match &outcome {
+                                Outcome::SessionDestroyed(invalidation) => {
+                                    self.lock_delays
+                                        .start(&invalidation.lock_delay_keys, invalidation.lock_delay);
+                                }
+                                // Sessions of a deregistered node, or bound to a check that went
+                                // critical or away, were invalidated as a destroy does.
+                                Outcome::Catalog(catalog) => {
+                                    for destroyed in &catalog.destroyed_sessions {
+                                        let invalidation = &destroyed.invalidation;
+                                        self.lock_delays
+                                            .start(&invalidation.lock_delay_keys, invalidation.lock_delay);
+                                    }
+                                }
+                                _ => {}
                             }
                             ApplyResponse::from_outcome(outcome)
                         }

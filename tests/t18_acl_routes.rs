@@ -107,6 +107,13 @@ const UNSUPPORTED_METHOD_BODY: &str = r#"{"Name": "walk", "Type": "kubernetes", 
 const ORPHAN_RULE_BODY: &str = r#"{"AuthMethod": "nope", "BindType": "role", "BindName": "x"}"#;
 const PREVIEW_BODY: &str = r#"{"Name": "web"}"#;
 const EMPTY_LOGIN_BODY: &str = r#"{"AuthMethod": ""}"#;
+/// The `web` service the catalog and health reads find, with a check.
+const WEB_BODY: &str = r#"{"Node": "web-1", "Address": "192.0.2.10",
+    "Service": {"Service": "web", "Port": 80},
+    "Check": {"CheckID": "web-alive", "Name": "web alive", "ServiceID": "web", "Status": "passing"}}"#;
+const REGISTER_BODY: &str = r#"{"Node": "walk-node", "Address": "192.0.2.11",
+    "Service": {"Service": "walk", "Port": 81}}"#;
+const DEREGISTER_BODY: &str = r#"{"Node": "walk-node"}"#;
 
 /// One route of the walk: method, route pattern, what it requires, the request path (with the
 /// `{placeholders}` of [`Fixtures::fill`]), the request body, the status an allowed caller gets.
@@ -131,6 +138,16 @@ const ROUTES: &[Route] = {
         ("GET", "/v1/session/list", Filtered, "/v1/session/list", "", 200),
         ("GET", "/v1/agent/self", Read, "/v1/agent/self", "", 200),
         ("GET", "/v1/agent/members", Filtered, "/v1/agent/members", "", 200),
+        ("GET", "/v1/agent/metrics", Read, "/v1/agent/metrics", "", 200),
+        ("GET", "/v1/catalog/nodes", Filtered, "/v1/catalog/nodes", "", 200),
+        ("GET", "/v1/catalog/services", Filtered, "/v1/catalog/services", "", 200),
+        ("GET", "/v1/catalog/service/{name}", Filtered, "/v1/catalog/service/web", "", 200),
+        ("GET", "/v1/catalog/node/{node}", Filtered, "/v1/catalog/node/{node}", "", 200),
+        ("GET", "/v1/catalog/node-services/{node}", Filtered, "/v1/catalog/node-services/{node}", "", 200),
+        ("GET", "/v1/health/node/{node}", Filtered, "/v1/health/node/{node}", "", 200),
+        ("GET", "/v1/health/checks/{service}", Filtered, "/v1/health/checks/web", "", 200),
+        ("GET", "/v1/health/service/{service}", Filtered, "/v1/health/service/web", "", 200),
+        ("GET", "/v1/health/state/{state}", Filtered, "/v1/health/state/any", "", 200),
         ("GET", "/v1/acl/token/self", OwnToken, "/v1/acl/token/self", "", 200),
         ("GET", "/v1/acl/token/{accessor}", Read, "/v1/acl/token/{read_only_accessor}", "", 200),
         ("GET", "/v1/acl/tokens", Read, "/v1/acl/tokens", "", 200),
@@ -157,6 +174,8 @@ const ROUTES: &[Route] = {
         ("PUT", "/v1/kv/{*key}", Write, "/v1/kv/app/k", "v2", 200),
         ("DELETE", "/v1/kv/{*key}", Write, "/v1/kv/app/other", "", 200),
         ("PUT", "/v1/txn", Write, "/v1/txn", TXN_BODY, 200),
+        ("PUT", "/v1/catalog/register", Write, "/v1/catalog/register", REGISTER_BODY, 200),
+        ("PUT", "/v1/catalog/deregister", Write, "/v1/catalog/deregister", DEREGISTER_BODY, 200),
         ("PUT", "/v1/session/create", Write, "/v1/session/create", "", 200),
         ("PUT", "/v1/session/renew/{id}", Write, "/v1/session/renew/{session}", "", 200),
         ("PUT", "/v1/session/destroy/{id}", Write, "/v1/session/destroy/{session}", "", 200),
@@ -243,15 +262,19 @@ fn denied(reply: &Reply) -> bool {
     }
 }
 
-/// Whether a filtered answer shows nothing: an empty list, or Consul's 404 for an empty KV tree.
+/// Whether a filtered answer shows nothing: an empty list or object, `null` (a catalog node the
+/// caller may not see), or Consul's 404 for an empty KV tree.
 fn shows_nothing(reply: &Reply) -> bool {
-    reply.status == 404 || serde_json::from_slice::<Value>(&reply.body).is_ok_and(|v| v == json!([]))
+    reply.status == 404
+        || serde_json::from_slice::<Value>(&reply.body)
+            .is_ok_and(|v| v == json!([]) || v == json!({}) || v.is_null())
 }
 
 fn shows_something(reply: &Reply) -> bool {
     reply.status == 200
-        && serde_json::from_slice::<Value>(&reply.body)
-            .is_ok_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+        && serde_json::from_slice::<Value>(&reply.body).is_ok_and(|v| {
+            v.as_array().is_some_and(|a| !a.is_empty()) || v.as_object().is_some_and(|o| !o.is_empty())
+        })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -424,6 +447,18 @@ async fn walk_fixtures(server: &NodeHandle, http: &Client) -> (String, Fixtures)
     );
     let me = call(http, "GET", "/v1/agent/self", Some(ROOT), "").await.json();
     let node = me["Config"]["NodeName"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(http, "PUT", "/v1/catalog/register", Some(ROOT), WEB_BODY)
+            .await
+            .text(),
+        "true"
+    );
+    // The leader registers its own node (with its serfHealth check) shortly after it is elected.
+    wait_for("the server's node in the catalog", LIMIT, || async {
+        let path = format!("/v1/health/node/{node}");
+        shows_something(&call(http, "GET", &path, Some(ROOT), "").await)
+    })
+    .await;
     let session = call(http, "PUT", "/v1/session/create", Some(ROOT), "")
         .await
         .json()["ID"]

@@ -3,8 +3,13 @@
 
 mod acl;
 pub(crate) mod agent;
+mod catalog;
+mod catalog_json;
+mod catalog_query;
 pub(crate) mod client;
 mod coordinate;
+pub(crate) mod filter;
+mod health;
 mod keyring;
 mod kv;
 mod metrics;
@@ -110,6 +115,21 @@ fn server_endpoints<B: Backend>() -> Vec<Endpoint<Shared<B>>> {
         endpoint!(PUT, "/v1/agent/force-leave/{node}", agent::force_leave::<B>),
         endpoint!(PUT, "/v1/agent/token/{name}", misc::agent_token::<B>),
         endpoint!(GET, "/v1/catalog/datacenters", misc::datacenters::<B>),
+        endpoint!(PUT, "/v1/catalog/register", catalog::register::<B>),
+        endpoint!(PUT, "/v1/catalog/deregister", catalog::deregister::<B>),
+        endpoint!(GET, "/v1/catalog/nodes", catalog::nodes::<B>),
+        endpoint!(GET, "/v1/catalog/services", catalog::services::<B>),
+        endpoint!(GET, "/v1/catalog/service/{name}", catalog::service::<B>),
+        endpoint!(GET, "/v1/catalog/node/{node}", catalog::node::<B>),
+        endpoint!(
+            GET,
+            "/v1/catalog/node-services/{node}",
+            catalog::node_services::<B>
+        ),
+        endpoint!(GET, "/v1/health/node/{node}", health::node::<B>),
+        endpoint!(GET, "/v1/health/checks/{service}", health::service_checks::<B>),
+        endpoint!(GET, "/v1/health/service/{service}", health::service::<B>),
+        endpoint!(GET, "/v1/health/state/{state}", health::state::<B>),
         endpoint!(GET, "/v1/coordinate/datacenters", coordinate::datacenters::<B>),
         endpoint!(GET, "/v1/coordinate/nodes", coordinate::nodes::<B>),
         endpoint!(GET, "/v1/coordinate/node/{node}", coordinate::node::<B>),
@@ -538,18 +558,31 @@ pub(crate) fn accepted(response: ApplyResponse) -> Result<ApplyResponse, ApiErro
     }
 }
 
-/// Query parameters, Consul-style: flags may appear without a value (`?recurse`).
+/// Query parameters, Consul-style: flags may appear without a value (`?recurse`); a repeated
+/// parameter (`?tag=a&tag=b`) reads as its last value, or as all of them through [`Params::all`].
 #[derive(Debug, Default)]
-pub(crate) struct Params(HashMap<String, String>);
+pub(crate) struct Params(HashMap<String, String>, Vec<(String, String)>);
 
 impl Params {
     pub(crate) fn parse(query: Option<&str>) -> Self {
         let mut map = HashMap::new();
+        let mut all = Vec::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            map.insert(decode_query_component(name), decode_query_component(value));
+            let (name, value) = (decode_query_component(name), decode_query_component(value));
+            all.push((name.clone(), value.clone()));
+            map.insert(name, value);
         }
-        Params(map)
+        Params(map, all)
+    }
+
+    /// Every value given for `name`, in order.
+    pub(crate) fn all(&self, name: &str) -> Vec<&str> {
+        self.1
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     pub(crate) fn has(&self, name: &str) -> bool {
@@ -843,54 +876,84 @@ impl Access {
 /// The field names of the request bodies this API reads, in Consul's spelling.
 const REQUEST_FIELDS: &[&str] = &[
     "AccessorID",
+    "Address",
     "AuthMethod",
+    "BearerToken",
     "Behavior",
     "BindName",
     "BindType",
     "BindVars",
-    "BearerToken",
+    "Body",
     "Check",
+    "CheckID",
     "Checks",
     "Config",
     "Datacenter",
     "Datacenters",
+    "Definition",
+    "DeregisterCriticalServiceAfter",
     "Description",
     "DisplayName",
+    "EnableTagOverride",
     "ExpirationTTL",
     "ExpirationTime",
     "Flags",
+    "GRPC",
+    "GRPCUseTLS",
+    "HTTP",
+    "Header",
     "ID",
     "Index",
+    "Interval",
     "KV",
     "Key",
+    "Kind",
     "Local",
     "LockDelay",
     "MaxTokenTTL",
     "Meta",
+    "Method",
     "Name",
     "Node",
     "NodeChecks",
     "NodeIdentities",
+    "NodeMeta",
     "NodeName",
+    "Notes",
+    "Output",
+    "Passing",
     "Policies",
+    "Port",
     "Roles",
     "Rules",
     "SecretID",
     "Selector",
     "Service",
     "ServiceChecks",
+    "ServiceID",
     "ServiceIdentities",
     "ServiceName",
     "Session",
+    "SkipNodeUpdate",
+    "Status",
+    "TCP",
+    "TLSServerName",
+    "TLSSkipVerify",
     "TTL",
+    "TaggedAddresses",
+    "Tags",
     "TemplateName",
     "TemplateVariables",
     "TemplatedPolicies",
+    "Timeout",
     "Token",
     "TokenLocality",
     "Type",
+    "UDP",
     "Value",
     "Verb",
+    "Warning",
+    "Weights",
 ];
 
 /// Decodes a JSON request body as Consul's Go decoder does: object keys match field names whatever
@@ -913,7 +976,7 @@ pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result
 
 /// Fields whose value is a map of the client's own keys (an auth method's `Config`, a login's `Meta`):
 /// Go decodes those keys as written, so they are left alone.
-const FREE_FORM_FIELDS: &[&str] = &["Config", "Meta"];
+const FREE_FORM_FIELDS: &[&str] = &["Config", "Header", "Meta", "NodeMeta", "TaggedAddresses"];
 
 /// Renames every object key that equals a known field name but for case. Recursion is bounded by
 /// serde_json's nesting limit (128) on the parse that built the value.

@@ -35,6 +35,10 @@ const TOKEN_REAP_BATCH: usize = 128;
 /// How long the leader waits before trying again to install the built-in ACL tokens.
 const BUILTIN_TOKENS_RETRY: Duration = Duration::from_secs(1);
 
+/// How often the leader brings the catalog in line with the LAN pool. Consul reconciles on every
+/// member event and every 60 s; a one-second sweep reacts as fast without an event path.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How often the leader's duty loop looks at session timers.
 const LEADER_TICK: Duration = Duration::from_millis(100);
 
@@ -47,6 +51,7 @@ pub(super) async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown
     let mut next_token_reap = Instant::now();
     // When to (re)try installing the initial management and anonymous tokens; `None` once done.
     let mut builtin_tokens_due: Option<Instant> = None;
+    let mut next_reconcile = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(LEADER_TICK) => {}
@@ -71,6 +76,11 @@ pub(super) async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown
             next_health_sweep = now;
             builtin_tokens_due = Some(now);
             next_token_reap = now;
+            next_reconcile = now;
+        }
+        if now >= next_reconcile {
+            next_reconcile = now + RECONCILE_INTERVAL;
+            super::reconcile::reconcile(&agent).await;
         }
         // A proposal made just after an election can fail (the term's first entry not yet
         // committed, a busy machine): the built-in tokens are retried until they are in, as

@@ -22,6 +22,7 @@ mod formation;
 mod handle;
 mod leader;
 mod raft_id;
+mod reconcile;
 mod sessions;
 
 use std::net::SocketAddr;
