@@ -174,6 +174,47 @@ async function main() {
   assert.strictEqual(await json("acl.policy.delete", "_delete", `/acl/policy/${policy.ID}`), true);
   await expectStatus(403, reader.kv.get("app/config"));
 
+  step("catalog register and read, health with passing and a blocking read, deregister");
+  const registration = (status) => ({
+    node: "web-1",
+    address: "10.0.0.5",
+    nodemeta: { rack: "r1" },
+    service: { id: "web-a", service: "web", tags: ["primary", "v1"], port: 80 },
+    check: { checkid: "web-alive", name: "web alive", serviceid: "web-a", status },
+  });
+  await c.catalog.register(registration("passing"));
+  assert.deepStrictEqual((await c.catalog.service.list()).web, ["primary", "v1"]);
+  const nodes = await c.catalog.node.list();
+  assert.ok(nodes.some((n) => n.Node === "web-1" && n.Meta.rack === "r1"), JSON.stringify(nodes));
+  const instances = await c.catalog.service.nodes({ service: "web", tag: "primary" });
+  assert.deepStrictEqual(instances.map((i) => i.ServiceID), ["web-a"]);
+  const onNode = await c.catalog.node.services("web-1");
+  assert.strictEqual(onNode.Services["web-a"].Port, 80);
+  const [healthIndex, healthy] = await withIndex((o) => c.health.service(o), {
+    service: "web",
+    passing: true,
+  });
+  assert.deepStrictEqual(healthy.map((h) => h.Service.ID), ["web-a"]);
+  await c.catalog.register(registration("critical"));
+  const [newIndex, after] = await withIndex((o) => c.health.service(o), {
+    service: "web",
+    passing: true,
+    index: healthIndex,
+    wait: "5s",
+  });
+  assert.ok(newIndex > healthIndex, `${newIndex} > ${healthIndex}`);
+  assert.deepStrictEqual(after, []);
+  const critical = await c.health.state("critical");
+  assert.ok(critical.some((ch) => ch.CheckID === "web-alive"), JSON.stringify(critical));
+  const checks = await c.health.checks("web");
+  assert.deepStrictEqual(checks.map((ch) => ch.Status), ["critical"]);
+  const nodeChecks = await c.health.node("web-1");
+  assert.deepStrictEqual(nodeChecks.map((ch) => ch.CheckID), ["web-alive"]);
+  assert.deepStrictEqual(await anonymous.catalog.service.list(), {});
+  await c.catalog.deregister({ node: "web-1", serviceid: "web-a" });
+  assert.strictEqual((await c.catalog.service.list()).web, undefined);
+  await c.catalog.deregister("web-1");
+
   step("snapshot save and restore (through the request layer)");
   const saved = await c._get({
     name: "snapshot.save",

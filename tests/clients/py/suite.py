@@ -184,6 +184,38 @@ def main():
     except ACLPermissionDenied:
         pass
 
+    step("catalog register and read, health with passing and tag, a blocking health read, deregister")
+    service = {"ID": "web-a", "Service": "web", "Tags": ["primary", "v1"], "Port": 80}
+    check = {"CheckID": "web-alive", "Name": "web alive", "ServiceID": "web-a", "Status": "passing"}
+    assert c.catalog.register("web-1", "10.0.0.5", service=service, check=check) is True
+    _, services = c.catalog.services()
+    assert services.get("web") == ["primary", "v1"], services
+    _, nodes = c.catalog.nodes()
+    assert "web-1" in [n["Node"] for n in nodes], nodes
+    _, instances = c.catalog.service("web", tag="primary")
+    assert [i["ServiceID"] for i in instances] == ["web-a"], instances
+    _, node = c.catalog.node("web-1")
+    assert node["Services"]["web-a"]["Port"] == 80, node
+    index, healthy = c.health.service("web", passing=True)
+    assert [h["Service"]["ID"] for h in healthy] == ["web-a"], healthy
+    check["Status"] = "critical"
+    assert c.catalog.register("web-1", "10.0.0.5", service=service, check=check) is True
+    new_index, healthy = c.health.service("web", passing=True, index=index, wait="5s")
+    assert healthy == [] and int(new_index) > int(index), (new_index, healthy)
+    _, critical = c.health.state("critical")
+    assert "web-alive" in [ch["CheckID"] for ch in critical], critical
+    _, checks = c.health.checks("web")
+    assert [ch["Status"] for ch in checks] == ["critical"], checks
+    _, node_checks = c.health.node("web-1")
+    assert [ch["CheckID"] for ch in node_checks] == ["web-alive"], node_checks
+    # Under default deny, the anonymous token sees none of it.
+    assert anonymous.catalog.services()[1] == {}
+    assert anonymous.health.service("web")[1] == []
+    assert c.catalog.deregister("web-1", service_id="web-a") is True
+    assert "web" not in c.catalog.services()[1]
+    assert c.catalog.deregister("web-1") is True
+    assert c.catalog.node("web-1")[1] is None
+
     step("snapshot save and restore")
     archive = c.snapshot.save()
     assert isinstance(archive, bytes) and len(archive) > 0
