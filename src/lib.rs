@@ -48,6 +48,7 @@ mod http;
 mod membership;
 mod node;
 pub mod replicate;
+pub mod strconv;
 mod telemetry;
 mod tokens;
 

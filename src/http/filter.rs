@@ -942,7 +942,7 @@ impl Matcher {
         let raw = self.raw();
         match value {
             Value::String(s) => Ok(s == raw),
-            Value::Bool(b) => parse_go_bool(raw)
+            Value::Bool(b) => crate::strconv::parse_go_bool(raw)
                 .map(|v| v == *b)
                 .ok_or_else(|| self.coerce_error("a boolean")),
             Value::Number(n) => number_equals(n, raw)
@@ -963,7 +963,7 @@ impl Matcher {
                     // that type equals no such element.
                     let equal = match element {
                         Value::String(s) => s == raw,
-                        Value::Bool(b) => parse_go_bool(raw) == Some(*b),
+                        Value::Bool(b) => crate::strconv::parse_go_bool(raw) == Some(*b),
                         Value::Number(n) => number_equals(n, raw) == Some(true),
                         Value::Null => false,
                         Value::Array(_) | Value::Object(_) => {
@@ -982,15 +982,6 @@ impl Matcher {
             }
             other => Err(self.unsupported(other)),
         }
-    }
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_go_bool(raw: &str) -> Option<bool> {
-    match raw {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
     }
 }
 

@@ -270,11 +270,7 @@ fn duration(text: &str) -> Result<Duration, tribune::duration::DurationError> {
 
 /// A boolean as Go's `strconv.ParseBool` reads it.
 pub(super) fn go_bool(text: &str) -> Result<bool, String> {
-    match text {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!("invalid boolean {text:?}")),
-    }
+    tribune::strconv::parse_go_bool(text).ok_or_else(|| format!("invalid boolean {text:?}"))
 }
 
 #[cfg(test)]
