@@ -35,8 +35,9 @@ const TOKEN_REAP_BATCH: usize = 128;
 /// How long the leader waits before trying again to install the built-in ACL tokens.
 const BUILTIN_TOKENS_RETRY: Duration = Duration::from_secs(1);
 
-/// How often the leader brings the catalog in line with the LAN pool. Consul reconciles on every
-/// member event and every 60 s; a one-second sweep reacts as fast without an event path.
+/// How often the leader looks whether the catalog must follow the LAN pool. Consul reconciles on
+/// every member event and every 60 s; a one-second look reacts as fast without an event path, and
+/// reads the catalog only when the pool or the catalog's nodes changed (see `Reconciler`).
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the leader's duty loop looks at session timers.
@@ -52,6 +53,7 @@ pub(super) async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown
     // When to (re)try installing the initial management and anonymous tokens; `None` once done.
     let mut builtin_tokens_due: Option<Instant> = None;
     let mut next_reconcile = Instant::now();
+    let mut reconciler = super::reconcile::Reconciler::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(LEADER_TICK) => {}
@@ -77,10 +79,11 @@ pub(super) async fn leader_duties<B: Backend>(agent: Arc<Agent<B>>, mut shutdown
             builtin_tokens_due = Some(now);
             next_token_reap = now;
             next_reconcile = now;
+            reconciler.forget();
         }
         if now >= next_reconcile {
             next_reconcile = now + RECONCILE_INTERVAL;
-            super::reconcile::reconcile(&agent).await;
+            reconciler.run(&agent, now).await;
         }
         // A proposal made just after an election can fail (the term's first entry not yet
         // committed, a busy machine): the built-in tokens are retried until they are in, as

@@ -4,16 +4,20 @@
 //! nodes of members that left, or that the pool no longer knows, are taken out of the catalog.
 //!
 //! [`plan`] is pure — members and the catalog's view in, changes out — so it is tested without a
-//! cluster; [`reconcile`] reads both sides and proposes the changes. Nodes registered without a
+//! cluster; [`Reconciler`] reads both sides, only when the pool or the catalog's nodes changed or
+//! a minute passed, and proposes the changes. Nodes registered without a
 //! `serfHealth` check (external services registered through `/v1/catalog/register`) are never
 //! touched.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tribune_gossip::{Member, MemberStatus};
 use tribune_kvstore::{
     Backend, CheckRegistration, CheckStatus, Command, HealthCheck, Node, Registration, ServiceInstance,
-    ServiceRegistration,
+    ServiceRegistration, WatchScope,
 };
 
 use super::Agent;
@@ -155,26 +159,76 @@ pub(crate) fn plan(members: &[Member], datacenter: &str, view: &CatalogView) -> 
     changes
 }
 
-/// Reads the pool and the catalog and proposes what [`plan`] finds. Leader only.
-pub(super) async fn reconcile<B: Backend>(agent: &Agent<B>) {
-    let Some(gossip) = &agent.gossip else {
-        return;
-    };
-    let members = match gossip.members().await {
-        Ok(members) => members,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the LAN pool to reconcile the catalog");
+/// How long the leader goes without reading the catalog when neither the pool nor the catalog's
+/// nodes changed; the full pass then repairs drift no index shows (a `serfHealth` check deregistered
+/// through the API), as Consul's 60 s reconciliation does.
+const FULL_PASS_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The leader's reconciliation across ticks: what the last successful pass saw, so a tick where
+/// nothing changed costs one read of the pool and one index read, not a read of the whole catalog.
+#[derive(Debug, Default)]
+pub(super) struct Reconciler {
+    /// The members (by name) and the nodes table's index the last successful pass started from.
+    in_step_with: Option<(Vec<Member>, u64)>,
+    /// When the next pass runs whatever changed; `None`: at once.
+    next_full_pass: Option<Instant>,
+}
+
+impl Reconciler {
+    /// Leadership lost or gained: the next pass runs in full.
+    pub(super) fn forget(&mut self) {
+        *self = Reconciler::default();
+    }
+
+    /// Reads the pool, and, when it or the catalog's nodes changed since the last pass (or a full
+    /// pass is due at `now`), the catalog, and proposes what [`plan`] finds. Leader only.
+    pub(super) async fn run<B: Backend>(&mut self, agent: &Agent<B>, now: Instant) {
+        let Some(gossip) = &agent.gossip else {
+            return;
+        };
+        let mut members = match gossip.members().await {
+            Ok(members) => members,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the LAN pool to reconcile the catalog");
+                return;
+            }
+        };
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        let nodes_index = match agent.store.scope_index(&WatchScope::Nodes) {
+            Ok(index) => index,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the catalog's index to reconcile it");
+                return;
+            }
+        };
+        let full_pass_due = self.next_full_pass.is_none_or(|due| now >= due);
+        let unchanged = self
+            .in_step_with
+            .as_ref()
+            .is_some_and(|(seen, index)| *seen == members && *index == nodes_index);
+        if unchanged && !full_pass_due {
             return;
         }
-    };
+        if reconcile(agent, &members).await {
+            self.in_step_with = Some((members, nodes_index));
+            if full_pass_due {
+                self.next_full_pass = Some(now + FULL_PASS_INTERVAL);
+            }
+        }
+    }
+}
+
+/// Reads the catalog and proposes what [`plan`] finds for `members`; whether every change was
+/// applied.
+async fn reconcile<B: Backend>(agent: &Agent<B>, members: &[Member]) -> bool {
     let view = match catalog_view(agent) {
         Ok(view) => view,
         Err(e) => {
             tracing::warn!(error = %e, "reading the catalog to reconcile it");
-            return;
+            return false;
         }
     };
-    for change in plan(&members, &agent.config.datacenter, &view) {
+    for change in plan(members, &agent.config.datacenter, &view) {
         let command = match change {
             CatalogChange::Register(registration) => {
                 tracing::debug!(node = %registration.node, "reconciling a member into the catalog");
@@ -191,9 +245,10 @@ pub(super) async fn reconcile<B: Backend>(agent: &Agent<B>) {
         };
         if let Err(e) = agent.propose(&command).await {
             tracing::warn!(error = ?e, "reconciling the catalog");
-            return;
+            return false;
         }
     }
+    true
 }
 
 fn catalog_view<B: Backend>(agent: &Agent<B>) -> Result<CatalogView, tribune_kvstore::ReadError> {
