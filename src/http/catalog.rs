@@ -4,16 +4,18 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use tribune_acl::{Authorizer, Decision};
 use tribune_kvstore::{Backend, Command, Node, Registration, ServiceInstance, WatchScope};
 
 use super::catalog_json::{CatalogServiceJson, DeregisterBody, NodeJson, NodeServiceJson, RegisterBody};
-use super::catalog_query::{NodeMetaFilter, filtered, has_tags};
+use super::catalog_query::{NodeMetaFilter, filtered, filtered_map, visible_instances};
 use super::kv::bool_response;
-use super::{Access, ApiError, Params, Shared, accepted, decode_json, from_forwarded, json_response};
-use crate::node::ForwardedHttp;
+use super::{
+    Access, ApiError, Params, Shared, accepted, decode_json, forwarded_from_parts, from_forwarded,
+    json_response,
+};
 
 /// Registration needs `node:write` when it writes the node record, `service:write` for the service,
 /// and, per check, `service:write` on its service or `node:write` for a node-level check.
@@ -125,15 +127,7 @@ async fn to_datacenter<B: Backend>(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let request = ForwardedHttp {
-        method: "PUT".to_owned(),
-        uri: uri.path_and_query().map(|pq| pq.to_string()).unwrap_or_default(),
-        headers: headers
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
-            .collect(),
-        body: body.to_vec(),
-    };
+    let request = forwarded_from_parts(&Method::PUT, uri, headers, body);
     let response = agent
         .forward_to_datacenter(&datacenter.to_ascii_lowercase(), request)
         .await?;
@@ -190,11 +184,8 @@ pub(crate) async fn services<B: Backend>(
         let mut narrowed = std::collections::BTreeMap::new();
         for name in services.keys() {
             let instances = agent.store.service_nodes(name).map_err(ApiError::read)?.value;
-            let instances: Vec<_> = instances
-                .into_iter()
-                .filter(|i| meta_filter.matches(&i.node))
-                .filter(|i| access.allows(|a| a.node_read(&i.node.node)))
-                .collect();
+            let instances =
+                visible_instances(&access, instances, &meta_filter, &[], |i| (&i.node, &i.service));
             let kept = filtered(
                 filter,
                 instances
@@ -233,13 +224,8 @@ pub(crate) async fn service<B: Backend>(
         .prepare_read(&params, WatchScope::Service(name.clone()))
         .await?;
     let found = agent.store.service_nodes(&name).map_err(ApiError::read)?;
-    let mut instances: Vec<_> = found
-        .value
-        .into_iter()
-        .filter(|i| meta_filter.matches(&i.node) && has_tags(&i.service, &tags))
-        .collect();
-    access.filter(&mut instances, |a, i| {
-        both(a.service_read(&i.service.service), a.node_read(&i.node.node))
+    let instances = visible_instances(&access, found.value, &meta_filter, &tags, |i| {
+        (&i.node, &i.service)
     });
     let datacenter = agent.config.datacenter.as_str();
     let instances = filtered(
@@ -258,31 +244,13 @@ pub(crate) async fn node<B: Backend>(
     uri: Uri,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let access = agent.access(&request_headers, &uri)?;
-    let params = Params::parse(uri.query());
-    let meta = agent
-        .prepare_read(&params, WatchScope::Node(name.clone()))
-        .await?;
-    let found = agent.store.node(&name).map_err(ApiError::read)?;
-    let headers = meta.with_index(found.index).headers();
-    let Some(node) = found
-        .value
-        .filter(|n| access.allows(|a| a.node_read(&n.node.node)))
-    else {
-        return Ok(json_response(headers, &serde_json::Value::Null));
-    };
-    let services = readable_services(&access, node.services);
-    let services = super::catalog_query::filtered_map(
-        params.get("filter"),
-        services
+    node_answer(&agent, &name, &uri, &request_headers, |filter, services| {
+        let by_id = services
             .into_iter()
-            .map(|s| (s.id.clone(), NodeServiceJson::from(s))),
-    )?;
-    let body = serde_json::json!({
-        "Node": NodeJson::new(node.node, &agent.config.datacenter),
-        "Services": services,
-    });
-    Ok(json_response(headers, &body))
+            .map(|s| (s.id.clone(), NodeServiceJson::from(s)));
+        Ok(serde_json::Value::Object(filtered_map(filter, by_id)?))
+    })
+    .await
 }
 
 /// `GET /v1/catalog/node-services/:node`: `{"Node", "Services": [service]}`, or `null` for no such
@@ -293,12 +261,28 @@ pub(crate) async fn node_services<B: Backend>(
     uri: Uri,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let access = agent.access(&request_headers, &uri)?;
+    node_answer(&agent, &name, &uri, &request_headers, |filter, services| {
+        let listed = filtered(filter, services.into_iter().map(NodeServiceJson::from))?;
+        Ok(serde_json::Value::Array(listed))
+    })
+    .await
+}
+
+/// A node read: `{"Node", "Services"}` with the services the caller may read, shaped by `services`
+/// (given `?filter=`), or `null` when there is no such node or the caller may not read it.
+async fn node_answer<B: Backend>(
+    agent: &Shared<B>,
+    name: &str,
+    uri: &Uri,
+    request_headers: &HeaderMap,
+    services: impl FnOnce(Option<&str>, Vec<ServiceInstance>) -> Result<serde_json::Value, ApiError>,
+) -> Result<Response, ApiError> {
+    let access = agent.access(request_headers, uri)?;
     let params = Params::parse(uri.query());
     let meta = agent
-        .prepare_read(&params, WatchScope::Node(name.clone()))
+        .prepare_read(&params, WatchScope::Node(name.to_owned()))
         .await?;
-    let found = agent.store.node(&name).map_err(ApiError::read)?;
+    let found = agent.store.node(name).map_err(ApiError::read)?;
     let headers = meta.with_index(found.index).headers();
     let Some(node) = found
         .value
@@ -306,14 +290,9 @@ pub(crate) async fn node_services<B: Backend>(
     else {
         return Ok(json_response(headers, &serde_json::Value::Null));
     };
-    let services = readable_services(&access, node.services);
-    let services = filtered(
-        params.get("filter"),
-        services.into_iter().map(NodeServiceJson::from),
-    )?;
     let body = serde_json::json!({
         "Node": NodeJson::new(node.node, &agent.config.datacenter),
-        "Services": services,
+        "Services": services(params.get("filter"), readable_services(&access, node.services))?,
     });
     Ok(json_response(headers, &body))
 }
@@ -321,15 +300,6 @@ pub(crate) async fn node_services<B: Backend>(
 fn readable_services(access: &Access, mut services: Vec<ServiceInstance>) -> Vec<ServiceInstance> {
     access.filter(&mut services, |a, s| a.service_read(&s.service));
     services
-}
-
-/// Allowed only when both are.
-pub(crate) fn both(first: Decision, second: Decision) -> Decision {
-    if first == Decision::Allow && second == Decision::Allow {
-        Decision::Allow
-    } else {
-        Decision::Deny
-    }
 }
 
 /// Whether a check may be read: `service:read` on its service, or `node:read` on its node for a

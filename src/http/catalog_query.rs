@@ -6,6 +6,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tribune_kvstore::{Node, ServiceInstance};
 
+use super::Access;
+
 use super::filter::{self, CONSUL_ERROR_PREFIX, FilterError};
 use super::{ApiError, Params};
 
@@ -40,6 +42,34 @@ impl NodeMetaFilter {
 pub(crate) fn has_tags(service: &ServiceInstance, tags: &[&str]) -> bool {
     tags.iter()
         .all(|wanted| service.tags.iter().any(|t| t.eq_ignore_ascii_case(wanted)))
+}
+
+/// Keeps the instances on nodes that match `node-meta`, that carry every one of `tags`, and whose
+/// service and node the caller may read. `parts` finds an item's node and instance (the catalog and
+/// health reads answer different items).
+pub(crate) fn visible_instances<T>(
+    access: &Access,
+    items: Vec<T>,
+    meta_filter: &NodeMetaFilter,
+    tags: &[&str],
+    parts: impl Fn(&T) -> (&Node, &ServiceInstance),
+) -> Vec<T> {
+    let mut items: Vec<T> = items
+        .into_iter()
+        .filter(|item| {
+            let (node, service) = parts(item);
+            meta_filter.matches(node) && has_tags(service, tags)
+        })
+        .collect();
+    access.filter(&mut items, |a, item| {
+        let (node, service) = parts(item);
+        if a.service_read(&service.service).is_allowed() {
+            a.node_read(&node.node)
+        } else {
+            tribune_acl::Decision::Deny
+        }
+    });
+    items
 }
 
 fn filter_error(error: FilterError) -> ApiError {

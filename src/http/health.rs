@@ -5,11 +5,15 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
-use tribune_kvstore::{Backend, CheckServiceNode, CheckStatus, HealthCheck, WatchScope};
+use std::collections::HashSet;
 
-use super::catalog::{both, check_readable};
+use tribune_kvstore::{
+    Backend, CheckServiceNode, CheckStatus, HealthCheck, Indexed, ReadError, Store, WatchScope,
+};
+
+use super::catalog::check_readable;
 use super::catalog_json::{CheckServiceNodeJson, HealthCheckJson};
-use super::catalog_query::{NodeMetaFilter, filtered, has_tags};
+use super::catalog_query::{NodeMetaFilter, filtered, visible_instances};
 use super::{ApiError, Params, Shared, json_response};
 
 /// `GET /v1/health/node/:node`: the node's checks.
@@ -19,17 +23,11 @@ pub(crate) async fn node<B: Backend>(
     uri: Uri,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let access = agent.access(&request_headers, &uri)?;
-    let params = Params::parse(uri.query());
-    let meta = agent.prepare_read(&params, WatchScope::Checks).await?;
-    let found = agent.store.node_checks(&node).map_err(ApiError::read)?;
-    let mut checks = found.value;
-    access.filter(&mut checks, check_readable);
-    let checks = filtered(
-        params.get("filter"),
-        checks.into_iter().map(HealthCheckJson::from),
-    )?;
-    Ok(json_response(meta.with_index(found.index).headers(), &checks))
+    // Consul's node health read takes no `node-meta`: it names its node.
+    checks_answer(&agent, &uri, &request_headers, NodeMeta::Ignored, |store| {
+        store.node_checks(&node)
+    })
+    .await
 }
 
 /// `GET /v1/health/checks/:service`: the checks of the service's instances.
@@ -39,21 +37,10 @@ pub(crate) async fn service_checks<B: Backend>(
     uri: Uri,
     request_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let access = agent.access(&request_headers, &uri)?;
-    let params = Params::parse(uri.query());
-    let meta_filter = NodeMetaFilter::parse(&params)?;
-    let meta = agent.prepare_read(&params, WatchScope::Checks).await?;
-    let found = agent.store.service_checks(&service).map_err(ApiError::read)?;
-    let mut checks = found.value;
-    if !meta_filter.is_empty() {
-        checks = keep_on_matching_nodes(&agent, checks, &meta_filter)?;
-    }
-    access.filter(&mut checks, check_readable);
-    let checks = filtered(
-        params.get("filter"),
-        checks.into_iter().map(HealthCheckJson::from),
-    )?;
-    Ok(json_response(meta.with_index(found.index).headers(), &checks))
+    checks_answer(&agent, &uri, &request_headers, NodeMeta::Applied, |store| {
+        store.service_checks(&service)
+    })
+    .await
 }
 
 /// `GET /v1/health/state/:state`: every check in a state (`any`, `passing`, `warning`, `critical`).
@@ -67,14 +54,39 @@ pub(crate) async fn state<B: Backend>(
         "any" => None,
         other => Some(CheckStatus::parse(other).ok_or_else(|| ApiError::bad_request("Bad check state"))?),
     };
-    let access = agent.access(&request_headers, &uri)?;
+    checks_answer(&agent, &uri, &request_headers, NodeMeta::Applied, |store| {
+        store.checks_in_state(wanted)
+    })
+    .await
+}
+
+/// Whether a check read honours `?node-meta=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeMeta {
+    Applied,
+    Ignored,
+}
+
+/// The answer of a check read: `read` after the read preamble on the checks scope, narrowed by
+/// `node-meta` (when the endpoint takes it), the caller's ACLs and `filter`.
+async fn checks_answer<B: Backend>(
+    agent: &Shared<B>,
+    uri: &Uri,
+    request_headers: &HeaderMap,
+    node_meta: NodeMeta,
+    read: impl FnOnce(&Store<B>) -> Result<Indexed<Vec<HealthCheck>>, ReadError>,
+) -> Result<Response, ApiError> {
+    let access = agent.access(request_headers, uri)?;
     let params = Params::parse(uri.query());
-    let meta_filter = NodeMetaFilter::parse(&params)?;
+    let meta_filter = match node_meta {
+        NodeMeta::Applied => NodeMetaFilter::parse(&params)?,
+        NodeMeta::Ignored => NodeMetaFilter::default(),
+    };
     let meta = agent.prepare_read(&params, WatchScope::Checks).await?;
-    let found = agent.store.checks_in_state(wanted).map_err(ApiError::read)?;
+    let found = read(&agent.store).map_err(ApiError::read)?;
     let mut checks = found.value;
     if !meta_filter.is_empty() {
-        checks = keep_on_matching_nodes(&agent, checks, &meta_filter)?;
+        checks = keep_on_matching_nodes(agent, checks, &meta_filter)?;
     }
     access.filter(&mut checks, check_readable);
     let checks = filtered(
@@ -86,19 +98,20 @@ pub(crate) async fn state<B: Backend>(
 
 fn keep_on_matching_nodes<B: Backend>(
     agent: &Shared<B>,
-    checks: Vec<HealthCheck>,
+    mut checks: Vec<HealthCheck>,
     meta_filter: &NodeMetaFilter,
 ) -> Result<Vec<HealthCheck>, ApiError> {
-    let nodes = agent.store.nodes().map_err(ApiError::read)?.value;
-    Ok(checks
+    let matching: HashSet<String> = agent
+        .store
+        .nodes()
+        .map_err(ApiError::read)?
+        .value
         .into_iter()
-        .filter(|check| {
-            nodes
-                .iter()
-                .find(|n| n.node.eq_ignore_ascii_case(&check.node))
-                .is_some_and(|n| meta_filter.matches(n))
-        })
-        .collect())
+        .filter(|n| meta_filter.matches(n))
+        .map(|n| n.node.to_ascii_lowercase())
+        .collect();
+    checks.retain(|check| matching.contains(&check.node.to_ascii_lowercase()));
+    Ok(checks)
 }
 
 /// Whether every check of an instance passes (what `?passing` keeps).
@@ -122,21 +135,13 @@ pub(crate) async fn service<B: Backend>(
         .prepare_read(&params, WatchScope::Service(service.clone()))
         .await?;
     let found = agent.store.service_health(&service).map_err(ApiError::read)?;
-    let mut instances: Vec<CheckServiceNode> = found
-        .value
-        .into_iter()
-        .filter(|i| meta_filter.matches(&i.node) && has_tags(&i.service, &tags))
-        .filter(|i| !passing_only || all_passing(i))
-        .collect();
-    access.filter(&mut instances, |a, i| {
-        both(a.service_read(&i.service.service), a.node_read(&i.node.node))
-    });
+    let mut instances = found.value;
+    if passing_only {
+        instances.retain(all_passing);
+    }
+    let mut instances = visible_instances(&access, instances, &meta_filter, &tags, |i| (&i.node, &i.service));
     for instance in &mut instances {
-        if let super::Access::Token { authorizer } = &access {
-            instance
-                .checks
-                .retain(|c| check_readable(authorizer, c) == tribune_acl::Decision::Allow);
-        }
+        access.filter(&mut instance.checks, check_readable);
     }
     let datacenter = agent.config.datacenter.as_str();
     let instances = filtered(
@@ -148,17 +153,12 @@ pub(crate) async fn service<B: Backend>(
     Ok(json_response(meta.with_index(found.index).headers(), &instances))
 }
 
-/// `?passing` as Consul reads it: present without a value, or a boolean.
+/// `?passing` as Consul reads it: present without a value, or a boolean as Go spells it.
 fn passing_param(params: &Params) -> Result<bool, ApiError> {
     match params.get("passing") {
         None => Ok(false),
         Some("") => Ok(true),
-        Some(text) => match text.to_ascii_lowercase().as_str() {
-            "1" | "t" | "true" => Ok(true),
-            "0" | "f" | "false" => Ok(false),
-            _ => Err(ApiError::bad_request(format!(
-                "Invalid value for ?passing: {text:?}"
-            ))),
-        },
+        Some(text) => crate::strconv::parse_go_bool(text)
+            .ok_or_else(|| ApiError::bad_request(format!("Invalid value for ?passing: {text:?}"))),
     }
 }

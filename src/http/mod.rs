@@ -19,7 +19,6 @@ mod session;
 mod snapshot;
 mod txn;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -389,20 +388,30 @@ pub(crate) async fn to_forwarded(request: Request) -> Result<ForwardedHttp, ApiE
     let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
         .await
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))?;
-    Ok(ForwardedHttp {
-        method: parts.method.to_string(),
-        uri: parts
-            .uri
-            .path_and_query()
-            .map(|pq| pq.to_string())
-            .unwrap_or_default(),
-        headers: parts
-            .headers
+    Ok(forwarded_from_parts(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        &body,
+    ))
+}
+
+/// A request already taken apart by a handler, as it travels to another agent.
+pub(crate) fn forwarded_from_parts(
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ForwardedHttp {
+    ForwardedHttp {
+        method: method.to_string(),
+        uri: uri.path_and_query().map(|pq| pq.to_string()).unwrap_or_default(),
+        headers: headers
             .iter()
             .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
             .collect(),
         body: body.to_vec(),
-    })
+    }
 }
 
 /// The answer another agent gave to a forwarded request, as this agent's response.
@@ -561,24 +570,25 @@ pub(crate) fn accepted(response: ApplyResponse) -> Result<ApplyResponse, ApiErro
 /// Query parameters, Consul-style: flags may appear without a value (`?recurse`); a repeated
 /// parameter (`?tag=a&tag=b`) reads as its last value, or as all of them through [`Params::all`].
 #[derive(Debug, Default)]
-pub(crate) struct Params(HashMap<String, String>, Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
     pub(crate) fn parse(query: Option<&str>) -> Self {
-        let mut map = HashMap::new();
-        let mut all = Vec::new();
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let (name, value) = (decode_query_component(name), decode_query_component(value));
-            all.push((name.clone(), value.clone()));
-            map.insert(name, value);
-        }
-        Params(map, all)
+        let pairs = query
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (decode_query_component(name), decode_query_component(value))
+            })
+            .collect();
+        Params(pairs)
     }
 
     /// Every value given for `name`, in order.
     pub(crate) fn all(&self, name: &str) -> Vec<&str> {
-        self.1
+        self.0
             .iter()
             .filter(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
@@ -586,11 +596,15 @@ impl Params {
     }
 
     pub(crate) fn has(&self, name: &str) -> bool {
-        self.0.contains_key(name)
+        self.0.iter().any(|(n, _)| n == name)
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A `u64` parameter; a malformed one is a 400 naming it.
