@@ -38,6 +38,8 @@ pub(crate) struct ClientAgent {
     /// Where the next request starts in the server list, so load spreads over the servers.
     next_server: AtomicUsize,
     pub(crate) stop_tasks: Arc<watch::Sender<bool>>,
+    /// The agent's own router, for the agent's calls into its own API (`local_api`).
+    pub(crate) own_router: Arc<crate::local_api::RouterCell>,
 }
 
 impl ClientAgent {
@@ -48,6 +50,7 @@ impl ClientAgent {
             transport: TcpTransport::new(),
             next_server: AtomicUsize::new(0),
             stop_tasks,
+            own_router: Arc::default(),
         }
     }
 

@@ -45,6 +45,7 @@ mod federation;
 mod fsm;
 mod gossip_keys;
 mod http;
+mod local_api;
 mod membership;
 mod node;
 pub mod replicate;

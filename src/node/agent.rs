@@ -54,30 +54,9 @@ pub(crate) struct Agent<B: Backend> {
     /// Stops the agent's tasks; shared with the handle so that `/v1/agent/leave` can stop it.
     pub(super) stop_tasks: Arc<watch::Sender<bool>>,
     /// The agent's own router, which serves the requests other agents forward here.
-    pub(super) own_router: OwnRouter,
+    pub(crate) own_router: Arc<crate::local_api::RouterCell>,
     /// The agent's metrics (`/v1/agent/metrics`).
     pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
-}
-
-/// The agent's own HTTP router, set once the router (which holds the agent) is built. `stop`
-/// takes it out: otherwise the two keep each other — and the stores, with RocksDB's lock — alive
-/// after a shutdown, and the server could not restart in the same process.
-#[derive(Default)]
-pub(super) struct OwnRouter(Mutex<Option<axum::Router>>);
-
-impl OwnRouter {
-    pub(super) fn set(&self, router: axum::Router) {
-        *self.0.lock() = Some(router);
-    }
-
-    /// The router, unless the agent stopped.
-    pub(super) fn get(&self) -> Option<axum::Router> {
-        self.0.lock().clone()
-    }
-
-    fn take(&self) {
-        self.0.lock().take();
-    }
 }
 
 impl<B: Backend> Control for Agent<B> {

@@ -28,6 +28,7 @@ pub(super) trait Control: Send + Sync {
 
 impl Control for ClientAgent {
     fn stop(&self) -> BoxFuture<'_, ()> {
+        self.own_router.take();
         Box::pin(self.gossip.shutdown())
     }
 

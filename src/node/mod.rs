@@ -51,7 +51,6 @@ use crate::http;
 use crate::membership;
 use crate::telemetry::Telemetry;
 use crate::tokens::AgentTokens;
-use agent::OwnRouter;
 use app_rpc::AppService;
 use formation::DiscoveredServers;
 use handle::Control;
@@ -243,7 +242,7 @@ where
         restore_lock: tokio::sync::Mutex::new(()),
         shutdown: shutdown_rx.clone(),
         stop_tasks: Arc::clone(&shutdown_tx),
-        own_router: OwnRouter::default(),
+        own_router: Arc::default(),
         telemetry: Arc::clone(&telemetry),
     });
     let router = http::router(Arc::clone(&agent));
@@ -378,6 +377,7 @@ async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
     let mut tasks = Vec::new();
     if let Some(listener) = http_listener {
         let router = http::client::router(Arc::clone(&agent));
+        agent.own_router.set(router.clone());
         tasks.push(tokio::spawn(serve_http(listener, router, shutdown_rx.clone())));
     }
     // A client acts on no member event but a changed keyring, which it saves; the channel is
