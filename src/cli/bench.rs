@@ -36,6 +36,12 @@ pub(crate) enum Mode {
     /// Read a key after the leader confirmed its leadership with a quorum (`?consistent`; etcd:
     /// linearizable, its default).
     Consistent,
+    /// Register a service instance with a passing check (`PUT /v1/catalog/register`), one of
+    /// `-keys` instances on as many nodes, each named from `-prefix`.
+    Register,
+    /// Read the passing instances of the service (`GET /v1/health/service/<name>?passing`), as a
+    /// discovery client does, after registering `-keys` instances.
+    Health,
 }
 
 /// `tribune bench`: the target is `-http-addr` (etcd's client URL with -etcd, e.g. 127.0.0.1:2379).
@@ -82,9 +88,41 @@ impl Workload {
         format!("{}{:08}", self.prefix, n % self.keys)
     }
 
+    /// The service the catalog modes register and read: the prefix without its slashes.
+    fn service(&self) -> String {
+        let name = self.prefix.trim_matches('/').replace('/', "-");
+        if name.is_empty() { "bench".to_owned() } else { name }
+    }
+
     fn request(&self, mode: Mode, n: u64) -> Result<Request<RequestBody>, CliError> {
         let key = self.key(n);
-        let (method, path, body) = if self.etcd {
+        let (method, path, body) = if matches!(mode, Mode::Register | Mode::Health) {
+            let service = self.service();
+            let instance = n % self.keys;
+            match mode {
+                Mode::Register => (
+                    Method::PUT,
+                    "/v1/catalog/register".to_owned(),
+                    json!({
+                        "Node": format!("{service}-node-{instance:06}"),
+                        "Address": "192.0.2.1",
+                        "Service": {"ID": format!("{service}-{instance:06}"), "Service": service,
+                                    "Port": 8000 + instance % 1000, "Tags": ["bench"]},
+                        "Check": {"CheckID": format!("{service}-{instance:06}-alive"), "Name": "alive",
+                                  "ServiceID": format!("{service}-{instance:06}"), "Status": "passing",
+                                  // A changing output makes every request a real write.
+                                  "Output": format!("request {n}")},
+                    })
+                    .to_string()
+                    .into(),
+                ),
+                _ => (
+                    Method::GET,
+                    format!("/v1/health/service/{}?passing", encode_key(&service)),
+                    Bytes::new(),
+                ),
+            }
+        } else if self.etcd {
             let key64 = BASE64.encode(&key);
             match mode {
                 Mode::Put => (
@@ -94,7 +132,8 @@ impl Workload {
                         .to_string()
                         .into(),
                 ),
-                Mode::Get | Mode::Consistent => (
+                // The catalog modes never reach here (refused with -etcd).
+                Mode::Get | Mode::Consistent | Mode::Register | Mode::Health => (
                     Method::POST,
                     "/v3/kv/range".to_owned(),
                     json!({ "key": key64 }).to_string().into(),
@@ -111,7 +150,10 @@ impl Workload {
                 Mode::Put => (Method::PUT, path, self.value.clone()),
                 Mode::Get => (Method::GET, path, Bytes::new()),
                 Mode::Stale => (Method::GET, format!("{path}?stale"), Bytes::new()),
-                Mode::Consistent => (Method::GET, format!("{path}?consistent"), Bytes::new()),
+                // The catalog modes are built above.
+                Mode::Consistent | Mode::Register | Mode::Health => {
+                    (Method::GET, format!("{path}?consistent"), Bytes::new())
+                }
             }
         };
         // `-datacenter` sends Consul's requests to another datacenter through this agent.
@@ -158,6 +200,11 @@ pub(crate) async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<ExitCode
     if args.keys == 0 {
         return Err(CliError::Usage("-keys must be above zero".into()));
     }
+    if args.etcd && matches!(args.mode, Mode::Register | Mode::Health) {
+        return Err(CliError::Usage(
+            "-mode register and health drive Consul's catalog: etcd has none".into(),
+        ));
+    }
     let target = Target::resolve(global.http_addr.as_deref(), global.token.as_deref())?
         .with_datacenter(global.datacenter.as_deref());
     let workload = Arc::new(Workload {
@@ -178,6 +225,8 @@ pub(crate) async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<ExitCode
         Mode::Get => "get",
         Mode::Stale => "stale",
         Mode::Consistent => "consistent",
+        Mode::Register => "register",
+        Mode::Health => "health",
     };
     println!(
         "==> bench: mode={mode} target={} ({system}) clients={} duration={}",
@@ -185,8 +234,10 @@ pub(crate) async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<ExitCode
         args.clients,
         humantime::format_duration(args.duration)
     );
-    if args.mode != Mode::Put {
-        populate(&workload).await?;
+    match args.mode {
+        Mode::Put | Mode::Register => {}
+        Mode::Health => populate(&workload, Mode::Register).await?,
+        Mode::Get | Mode::Stale | Mode::Consistent => populate(&workload, Mode::Put).await?,
     }
 
     let started = Instant::now();
@@ -244,11 +295,11 @@ fn format_report(report: &ClientReport, elapsed: Duration) -> String {
     out
 }
 
-/// Writes every key once so reads find values.
-async fn populate(workload: &Workload) -> Result<(), CliError> {
+/// Writes every key (or registers every instance) once so reads find something.
+async fn populate(workload: &Workload, write: Mode) -> Result<(), CliError> {
     let mut sender = connect(&workload.target.authority).await?;
     for n in 0..workload.keys {
-        let request = workload.request(Mode::Put, n)?;
+        let request = workload.request(write, n)?;
         let status = send(&mut sender, request)
             .await
             .map_err(|error| CliError::Failed(format!("writing the keys to read: {error}")))?;
@@ -451,6 +502,14 @@ mod tests {
         assert_eq!(put.uri().to_string(), "/v1/kv/bench/00000004?dc=dc2");
         let etcd = workload(true).request(Mode::Put, 4).unwrap();
         assert_eq!(etcd.uri().to_string(), "/v3/kv/put", "etcd has no datacenters");
+        let register = workload(false).request(Mode::Register, 13).unwrap();
+        assert_eq!(register.method(), Method::PUT);
+        assert_eq!(register.uri().to_string(), "/v1/catalog/register?dc=dc2");
+        let health = workload(false).request(Mode::Health, 13).unwrap();
+        assert_eq!(
+            health.uri().to_string(),
+            "/v1/health/service/bench?passing&dc=dc2"
+        );
     }
 
     #[test]

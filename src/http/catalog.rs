@@ -12,6 +12,7 @@ use tribune_kvstore::{Backend, Command, Node, Registration, ServiceInstance, Wat
 use super::catalog_json::{CatalogServiceJson, DeregisterBody, NodeJson, NodeServiceJson, RegisterBody};
 use super::catalog_query::{NodeMetaFilter, filtered, filtered_map, visible_instances};
 use super::kv::bool_response;
+use super::near;
 use super::{
     Access, ApiError, Params, Shared, accepted, decode_json, forwarded_from_parts, from_forwarded,
     json_response,
@@ -157,6 +158,9 @@ pub(crate) async fn nodes<B: Backend>(
         .filter(|n| meta_filter.matches(n))
         .collect();
     access.filter(&mut nodes, |a, n| a.node_read(&n.node));
+    if let Some(order) = near::order_for(&agent, &params).await {
+        order.sort(&mut nodes, |n| &n.node);
+    }
     let datacenter = agent.config.datacenter.as_str();
     let nodes = filtered(
         params.get("filter"),
@@ -177,7 +181,7 @@ pub(crate) async fn services<B: Backend>(
     let found = agent.store.services().map_err(ApiError::read)?;
     let filter = params.get("filter").filter(|f| !f.is_empty());
     let mut services = found.value;
-    services.retain(|name, _| access.allows(|a| a.service_read(name)));
+    access.filter_keys(&mut services, |a, name| a.service_read(name));
     if !meta_filter.is_empty() || filter.is_some() {
         // Narrowed by node or by expression: the tags are those of the instances that match.
         let datacenter = agent.config.datacenter.as_str();
@@ -224,9 +228,12 @@ pub(crate) async fn service<B: Backend>(
         .prepare_read(&params, WatchScope::Service(name.clone()))
         .await?;
     let found = agent.store.service_nodes(&name).map_err(ApiError::read)?;
-    let instances = visible_instances(&access, found.value, &meta_filter, &tags, |i| {
+    let mut instances = visible_instances(&access, found.value, &meta_filter, &tags, |i| {
         (&i.node, &i.service)
     });
+    if let Some(order) = near::order_for(&agent, &params).await {
+        order.sort(&mut instances, |i| &i.node.node);
+    }
     let datacenter = agent.config.datacenter.as_str();
     let instances = filtered(
         params.get("filter"),

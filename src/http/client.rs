@@ -124,6 +124,7 @@ async fn keyring(State(agent): State<Client>, request: Request) -> Result<Respon
 async fn forward(State(agent): State<Client>, request: Request) -> Result<Response, ApiError> {
     let mut forwarded = to_forwarded(request).await?;
     super::session::claim_for_node(&mut forwarded, &agent.config.node_name);
+    super::near::name_agent_in(&mut forwarded.uri, &agent.config.node_name);
     let answer = agent.forward(forwarded).await.map_err(|e| match e {
         ClientForwardError::NoServers => ApiError::internal("No known Consul servers"),
         ClientForwardError::AllFailed(last) => {

@@ -14,6 +14,7 @@ use tribune_kvstore::{
 use super::catalog::check_readable;
 use super::catalog_json::{CheckServiceNodeJson, HealthCheckJson};
 use super::catalog_query::{NodeMetaFilter, filtered, visible_instances};
+use super::near;
 use super::{ApiError, Params, Shared, json_response};
 
 /// `GET /v1/health/node/:node`: the node's checks.
@@ -89,6 +90,9 @@ async fn checks_answer<B: Backend>(
         checks = keep_on_matching_nodes(agent, checks, &meta_filter)?;
     }
     access.filter(&mut checks, check_readable);
+    if let Some(order) = near::order_for(agent, &params).await {
+        order.sort(&mut checks, |c| &c.node);
+    }
     let checks = filtered(
         params.get("filter"),
         checks.into_iter().map(HealthCheckJson::from),
@@ -142,6 +146,9 @@ pub(crate) async fn service<B: Backend>(
     let mut instances = visible_instances(&access, instances, &meta_filter, &tags, |i| (&i.node, &i.service));
     for instance in &mut instances {
         access.filter(&mut instance.checks, check_readable);
+    }
+    if let Some(order) = near::order_for(&agent, &params).await {
+        order.sort(&mut instances, |i| &i.node.node);
     }
     let datacenter = agent.config.datacenter.as_str();
     let instances = filtered(

@@ -2,6 +2,7 @@
 //! query-meta headers, error mapping, and forwarding writes from a follower to the leader.
 
 mod acl;
+mod acl_filtered;
 pub(crate) mod agent;
 mod catalog;
 mod catalog_json;
@@ -14,6 +15,7 @@ mod keyring;
 mod kv;
 mod metrics;
 mod misc;
+mod near;
 mod operator;
 mod session;
 mod snapshot;
@@ -223,6 +225,8 @@ pub(crate) fn add_endpoints<S: Clone + Send + Sync + 'static>(
 /// Builds the router of the whole API, from [`server_endpoints`] only.
 pub(crate) fn router<B: Backend>(agent: Shared<B>) -> Router {
     add_endpoints(Router::new(), server_endpoints::<B>())
+        // Innermost: the handler that filters is the one whose answer is marked.
+        .layer(middleware::from_fn(acl_filtered::mark))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORWARDED_BODY))
         .layer(middleware::from_fn_with_state(Arc::clone(&agent), dispatch::<B>))
         .layer(middleware::from_fn_with_state(
@@ -797,6 +801,8 @@ impl<B: Backend> Agent<B> {
         match resolved {
             Ok(resolution) => Ok(Access::Token {
                 authorizer: resolution.authorizer,
+                // Consul marks filtered answers only for callers that named a token.
+                named: !secret.is_empty() && secret != tribune_acl::ANONYMOUS_TOKEN_SECRET,
             }),
             Err(tribune_acl::ResolveError::AclNotFound) => {
                 Err(ApiError::new(StatusCode::FORBIDDEN, "ACL not found"))
@@ -859,6 +865,9 @@ pub(crate) enum Access {
     Token {
         /// The authorizer.
         authorizer: Arc<Authorizer>,
+        /// Whether the request named a token (its own or the agent's default), rather than
+        /// being anonymous: only then does a filtered answer say so.
+        named: bool,
     },
 }
 
@@ -867,7 +876,7 @@ impl Access {
     pub(crate) fn require(&self, check: impl FnOnce(&Authorizer) -> Decision) -> Result<(), ApiError> {
         match self {
             Access::Unrestricted => Ok(()),
-            Access::Token { authorizer } => match check(authorizer) {
+            Access::Token { authorizer, .. } => match check(authorizer) {
                 Decision::Allow => Ok(()),
                 Decision::Deny => Err(ApiError::new(StatusCode::FORBIDDEN, "Permission denied")),
             },
@@ -881,8 +890,27 @@ impl Access {
 
     /// Keeps the items `check` allows.
     pub(crate) fn filter<T>(&self, items: &mut Vec<T>, check: impl Fn(&Authorizer, &T) -> Decision) {
-        if let Access::Token { authorizer } = self {
+        if let Access::Token { authorizer, named } = self {
+            let before = items.len();
             items.retain(|item| check(authorizer, item) == Decision::Allow);
+            if *named && items.len() != before {
+                acl_filtered::note();
+            }
+        }
+    }
+
+    /// Keeps the entries of a map whose key `check` allows.
+    pub(crate) fn filter_keys<V>(
+        &self,
+        map: &mut std::collections::BTreeMap<String, V>,
+        check: impl Fn(&Authorizer, &str) -> Decision,
+    ) {
+        if let Access::Token { authorizer, named } = self {
+            let before = map.len();
+            map.retain(|key, _| check(authorizer, key) == Decision::Allow);
+            if *named && map.len() != before {
+                acl_filtered::note();
+            }
         }
     }
 }

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use parking_lot::Mutex;
 use tokio::sync::watch;
 use tribune_consensus::{AppRequest, Consensus, ConsensusError, NodeId, ReadMode};
 use tribune_kvstore::{Backend, Command, Store, encode_command};
