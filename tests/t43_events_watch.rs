@@ -97,7 +97,7 @@ async fn events_fired_on_one_agent_are_listed_on_the_other() {
 
     // ?name= lists one name, and its index is that list's last event's.
     let deploys = client.get("/v1/event/list?name=deploy").await;
-    assert_eq!(ids(&deploys.json()), [first_id.clone()]);
+    assert_eq!(ids(&deploys.json()), std::slice::from_ref(&first_id));
     assert_eq!(deploys.index(), tribune::user_event_index(&first_id));
     assert_eq!(client.get("/v1/event/list?name=none").await.index(), 1);
 
@@ -197,7 +197,7 @@ async fn firing_needs_event_write_and_listing_shows_what_event_read_allows() {
     let limited = call(&http, "GET", "/v1/event/list", &token, "").await;
     assert_eq!(
         ids(&limited.json()),
-        [deploy.clone()],
+        std::slice::from_ref(&deploy),
         "write implies read of deploy only"
     );
     assert_eq!(limited.index(), tribune::user_event_index(&deploy));
@@ -265,9 +265,10 @@ async fn the_command_line_fires_watches_and_lists() {
     let (ok, out) = tribune_cli(addr, &["watch", "-type", "event", "-name", "deploy"]).await;
     assert!(ok, "{out}");
     let printed: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(ids(&printed), [id.clone()]);
+    assert_eq!(ids(&printed), std::slice::from_ref(&id));
 
-    // tribune watch -type key with a handler: the first result (no key yet: null), then a change.
+    // tribune watch -type key with a handler: the first result, then a change.
+    assert_eq!(http.put("/v1/kv/app/k", b"v1").await.text(), "true");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("seen");
     let handler = format!("cat >> '{}'", file.display());
@@ -280,9 +281,13 @@ async fn the_command_line_fires_watches_and_lists() {
             .spawn()
             .unwrap(),
     );
-    until_file_has(&file, "null").await;
-    assert_eq!(http.put("/v1/kv/app/k", b"v1").await.text(), "true");
-    let seen = until_file_has(&file, "djE=").await;
+    until_file_has(&file, "djE=").await;
+    wait_for("the watch's blocking read parked", LIMIT, || async {
+        node.parked_blocking_queries() >= 1
+    })
+    .await;
+    assert_eq!(http.put("/v1/kv/app/k", b"v2").await.text(), "true");
+    let seen = until_file_has(&file, "djI=").await;
     let lines: Vec<&str> = seen.lines().collect();
     assert_eq!(lines.len(), 2, "one line per change: {seen:?}");
     let entry: Value = serde_json::from_str(lines[1]).unwrap();
