@@ -40,11 +40,17 @@ pub(crate) struct ClientAgent {
     pub(crate) stop_tasks: Arc<watch::Sender<bool>>,
     /// The agent's own router, for the agent's calls into its own API (`local_api`).
     pub(crate) own_router: Arc<crate::local_api::RouterCell>,
+    /// The user events this agent kept (`/v1/event/list`).
+    pub(crate) events: Arc<crate::events::Events>,
 }
 
 impl ClientAgent {
     pub(crate) fn new(config: Config, gossip: Gossip, stop_tasks: Arc<watch::Sender<bool>>) -> Self {
         ClientAgent {
+            events: Arc::new(crate::events::Events::new(
+                config.node_name.clone(),
+                Arc::new(crate::events::NoLocalServices),
+            )),
             config,
             gossip,
             transport: TcpTransport::new(),

@@ -41,6 +41,7 @@ mod client;
 pub mod config;
 pub mod duration;
 mod error;
+mod events;
 mod federation;
 mod fsm;
 mod gossip_keys;
@@ -54,6 +55,7 @@ mod telemetry;
 mod tokens;
 
 pub use error::NodeError;
+pub use events::id_to_index as user_event_index;
 pub use http::{ApiRoute, client_routes, server_routes};
 pub use node::{Node, NodeHandle};
 pub use replicate::{NodeSink, NodeSource, ReplicationSetupError};

@@ -280,7 +280,8 @@ pub(crate) async fn next_event(
 
 /// Feeds the pool's member events to the agent: every server of this datacenter seen alive is
 /// remembered for `bootstrap_expect`, a member that failed or left has its `serfHealth` go critical
-/// (the leader invalidates its sessions), and a changed keyring is saved.
+/// (the leader invalidates its sessions), a changed keyring is saved, and user events go to the
+/// agent's event ring.
 pub(crate) async fn watch_members<B: Backend>(
     agent: Arc<Agent<B>>,
     mut events: mpsc::UnboundedReceiver<Event>,
@@ -309,6 +310,9 @@ pub(crate) async fn watch_members<B: Backend>(
                 if let Some(gossip) = &agent.gossip {
                     gossip_keys::save(gossip, &agent.config).await;
                 }
+            }
+            Event::User(user) => {
+                agent.events.receive(&user.name, &user.payload, user.ltime);
             }
             _ => {}
         }

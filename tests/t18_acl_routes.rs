@@ -207,6 +207,8 @@ const ROUTES: &[Route] = {
         ("POST", "/v1/operator/keyring", Write, "/v1/operator/keyring", KEYRING_BODY, 500),
         ("PUT", "/v1/operator/keyring", Write, "/v1/operator/keyring", KEYRING_BODY, 500),
         ("DELETE", "/v1/operator/keyring", Write, "/v1/operator/keyring", KEYRING_BODY, 500),
+        ("PUT", "/v1/event/fire/{name}", Write, "/v1/event/fire/deploy", "", 200),
+        ("GET", "/v1/event/list", Filtered, "/v1/event/list", "", 200),
         ("GET", "/v1/snapshot", Write, "/v1/snapshot", "", 200),
         ("PUT", "/v1/snapshot", Write, "/v1/snapshot", "not an archive", 400),
         ("DELETE", "/v1/kv/", Write, "/v1/kv/?recurse", "", 200),
@@ -241,6 +243,8 @@ const CLIENT_LOCAL: &[(&str, &str)] = &[
     ("POST", "/v1/operator/keyring"),
     ("PUT", "/v1/operator/keyring"),
     ("DELETE", "/v1/operator/keyring"),
+    ("PUT", "/v1/event/fire/{name}"),
+    ("GET", "/v1/event/list"),
 ];
 
 async fn call(http: &Client, method: &str, path: &str, token: Option<&str>, body: &str) -> Reply {
@@ -445,6 +449,18 @@ async fn walk_fixtures(server: &NodeHandle, http: &Client) -> (String, Fixtures)
         call(http, "PUT", "/v1/kv/app/k", Some(ROOT), "v").await.text(),
         "true"
     );
+    // A user event in the agent's ring, for the filtered event list.
+    assert_eq!(
+        call(http, "PUT", "/v1/event/fire/fixture", Some(ROOT), "")
+            .await
+            .status,
+        200
+    );
+    wait_for("the fixture event listed", LIMIT, || async {
+        let listed = call(http, "GET", "/v1/event/list", Some(ROOT), "").await.json();
+        listed.as_array().is_some_and(|events| !events.is_empty())
+    })
+    .await;
     let me = call(http, "GET", "/v1/agent/self", Some(ROOT), "").await.json();
     let node = me["Config"]["NodeName"].as_str().unwrap().to_owned();
     assert_eq!(

@@ -14,7 +14,9 @@ mod acl;
 mod agent;
 mod bench;
 mod catalog;
+mod event;
 pub(crate) mod http;
+mod info;
 mod keyring;
 mod kv;
 mod lock;
@@ -24,6 +26,7 @@ mod operator;
 mod replicate;
 mod rtt;
 mod snapshot;
+mod watch;
 
 /// Why a command failed. The message is what the user sees after `Error`.
 #[derive(Debug, thiserror::Error)]
@@ -161,9 +164,16 @@ enum Command {
     /// Marks a failed member as left (-prune: removes it; -wan: a member of the WAN pool).
     #[command(name = "force-leave")]
     ForceLeave(members::ForceLeaveArgs),
-    /// Reads the catalog: the known datacenters.
+    /// Reads the catalog: the known datacenters, nodes and services.
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
+    /// Fires a user event in the agent's LAN pool (-node, -service, -tag filter who keeps it).
+    Event(event::EventArgs),
+    /// Watches a view (key, keyprefix, services, nodes, service, checks, event) and runs a handler
+    /// with the JSON on stdin on every change; without a handler, prints it once.
+    Watch(watch::WatchArgs),
+    /// Prints the agent's statistics, as `consul info`.
+    Info,
     /// Estimates the round trip time between two nodes from their network coordinates.
     Rtt(rtt::RttArgs),
     /// Load generator: N concurrent HTTP clients writing or reading a Tribune, Consul or etcd cluster.
@@ -256,6 +266,9 @@ async fn run(cli: Cli, config_sources: Vec<agent::FileSource>) -> Result<ExitCod
         Command::Leave => members::leave(&global).await,
         Command::ForceLeave(args) => members::force_leave(args, &global).await,
         Command::Catalog(command) => catalog::run(command, &global).await,
+        Command::Event(args) => event::run(args, &global).await,
+        Command::Watch(args) => watch::run(args, &global).await,
+        Command::Info => info::run(&global).await,
         Command::Rtt(args) => rtt::run(args, &global).await,
         Command::Bench(args) => bench::run(args, &global).await,
         Command::Replicate(args) => replicate::run(*args, &global).await,

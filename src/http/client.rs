@@ -1,4 +1,5 @@
 //! The HTTP API of a client agent: `/v1/agent/{self,members,join,leave,force-leave}` about itself,
+//! `/v1/event/{fire,list}` in its own pool,
 //! everything else handed to a server (see [`crate::client`]).
 
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub(crate) fn endpoints() -> Vec<Endpoint<Client>> {
         endpoint!(POST, "/v1/operator/keyring", keyring),
         endpoint!(PUT, "/v1/operator/keyring", keyring),
         endpoint!(DELETE, "/v1/operator/keyring", keyring),
+        endpoint!(PUT, "/v1/event/fire/{name}", super::event::client_fire),
+        endpoint!(GET, "/v1/event/list", super::event::client_list),
     ]
 }
 
@@ -121,7 +124,7 @@ async fn keyring(State(agent): State<Client>, request: Request) -> Result<Respon
 }
 
 /// Any other request: to a server, whole; its answer, whole.
-async fn forward(State(agent): State<Client>, request: Request) -> Result<Response, ApiError> {
+pub(super) async fn forward(State(agent): State<Client>, request: Request) -> Result<Response, ApiError> {
     let mut forwarded = to_forwarded(request).await?;
     super::session::claim_for_node(&mut forwarded, &agent.config.node_name);
     super::near::name_agent_in(&mut forwarded.uri, &agent.config.node_name);

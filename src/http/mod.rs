@@ -9,6 +9,7 @@ mod catalog_json;
 mod catalog_query;
 pub(crate) mod client;
 mod coordinate;
+mod event;
 pub(crate) mod filter;
 mod health;
 mod keyring;
@@ -192,6 +193,8 @@ fn server_endpoints<B: Backend>() -> Vec<Endpoint<Shared<B>>> {
         endpoint!(POST, "/v1/operator/keyring", keyring::keyring::<B>),
         endpoint!(PUT, "/v1/operator/keyring", keyring::keyring::<B>),
         endpoint!(DELETE, "/v1/operator/keyring", keyring::keyring::<B>),
+        endpoint!(PUT, "/v1/event/fire/{name}", event::fire::<B>),
+        endpoint!(GET, "/v1/event/list", event::list::<B>),
         endpoint!(GET, "/v1/snapshot", snapshot::save::<B>),
         endpoint!(PUT, "/v1/snapshot", snapshot::restore::<B>),
     ]
@@ -284,6 +287,7 @@ fn destination(request: &Request, local_datacenter: &str, is_leader: bool) -> De
 fn other_datacenter(request: &Request, local_datacenter: &str) -> Option<String> {
     let path = request.uri().path();
     if answered_by_this_agent(path)
+        || path == "/v1/event/list"
         || path == "/v1/catalog/datacenters"
         || path == "/v1/coordinate/datacenters"
     {
@@ -359,6 +363,8 @@ fn served_here(request: &Request, is_leader: bool) -> bool {
     request.method() == Method::GET
         || request.extensions().get::<ForwardedByServer>().is_some()
         || answered_by_this_agent(request.uri().path())
+        // User events go into this agent's own pool (another datacenter's through `?dc=`).
+        || request.uri().path().starts_with("/v1/event/")
         || is_leader
 }
 
@@ -709,7 +715,7 @@ pub(crate) struct Blocking {
 impl Blocking {
     /// When the wait ends: `wait` plus up to `wait / 16` of random jitter, so that many clients
     /// blocked on the same data do not all come back at once.
-    fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         let jitter_limit = self.wait.as_millis() / 16;
         let jitter_ms = if jitter_limit == 0 {
             0

@@ -56,6 +56,8 @@ pub(crate) struct Agent<B: Backend> {
     pub(crate) own_router: Arc<crate::local_api::RouterCell>,
     /// The agent's metrics (`/v1/agent/metrics`).
     pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
+    /// The user events this agent kept (`/v1/event/list`).
+    pub(crate) events: Arc<crate::events::Events>,
 }
 
 impl<B: Backend> Control for Agent<B> {

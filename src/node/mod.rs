@@ -227,6 +227,7 @@ where
             });
         }
     };
+    let config_node_name = config.node_name.clone();
     let agent = Arc::new(Agent {
         discovered: DiscoveredServers::new(&config, node_id),
         sessions: SessionKeeper::new(lock_delays),
@@ -244,6 +245,10 @@ where
         stop_tasks: Arc::clone(&shutdown_tx),
         own_router: Arc::default(),
         telemetry: Arc::clone(&telemetry),
+        events: Arc::new(crate::events::Events::new(
+            config_node_name,
+            Arc::new(crate::events::NoLocalServices),
+        )),
     });
     let router = http::router(Arc::clone(&agent));
     agent.own_router.set(router.clone());
@@ -380,8 +385,8 @@ async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
         agent.own_router.set(router.clone());
         tasks.push(tokio::spawn(serve_http(listener, router, shutdown_rx.clone())));
     }
-    // A client acts on no member event but a changed keyring, which it saves; the channel is
-    // drained so it does not grow.
+    // A client acts on no member event but a changed keyring, which it saves, and user events,
+    // which it keeps; the channel is drained so it does not grow.
     let mut stop = shutdown_rx.clone();
     let keyring_owner = Arc::clone(&agent);
     tasks.push(tokio::spawn(async move {
@@ -394,6 +399,11 @@ async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
                 None => return,
                 Some(tribune_gossip::Event::KeyringChanged) => {
                     crate::gossip_keys::save(&keyring_owner.gossip, &keyring_owner.config).await;
+                }
+                Some(tribune_gossip::Event::User(event)) => {
+                    keyring_owner
+                        .events
+                        .receive(&event.name, &event.payload, event.ltime);
                 }
                 Some(_) => {}
             }
