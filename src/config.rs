@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -95,6 +95,8 @@ pub struct Config {
     pub acl: AclConfig,
     /// The agent's metrics (Consul's `telemetry` block).
     pub telemetry: TelemetryConfig,
+    /// The DNS interface (Consul's `domain`, `alt_domain`, `recursors` and `dns_config`).
+    pub dns: DnsConfig,
     /// Emulated link conditions under this agent's gossip pools and server RPC connections, for
     /// tests and embedders that run several agents in one process; never read from a file.
     pub network: Option<tribune_netem::link::Network>,
@@ -121,6 +123,7 @@ impl Config {
                 serf_lan: Some(0),
                 serf_wan: None,
                 server: Some(0),
+                dns: Some(0),
                 ..Ports::default()
             },
             retry_join: Vec::new(),
@@ -148,6 +151,7 @@ impl Config {
             session_ttl_min: DEFAULT_SESSION_TTL_MIN,
             acl: AclConfig::default(),
             telemetry: TelemetryConfig::default(),
+            dns: DnsConfig::default(),
             network: None,
         }
     }
@@ -194,7 +198,6 @@ impl Config {
             out.push("ui: the web UI is not served yet".to_owned());
         }
         for (key, port, what) in [
-            ("ports.dns", self.ports.dns, "DNS"),
             ("ports.grpc", self.ports.grpc, "gRPC (xDS)"),
             ("ports.https", self.ports.https, "HTTPS"),
             ("ports.grpc_tls", self.ports.grpc_tls, "gRPC over TLS"),
@@ -370,8 +373,9 @@ pub const DEFAULT_SESSION_TTL_MIN: Duration = Duration::from_secs(10);
 
 /// The ports an agent listens on; `None` means the listener is disabled (Consul's `-1`).
 ///
-/// `dns`, `grpc`, `https` and `grpc_tls` are accepted from Consul configurations and kept, but
-/// nothing listens on them yet; they are `None` unless set.
+/// `grpc`, `https` and `grpc_tls` are accepted from Consul configurations and kept, but nothing
+/// listens on them yet; they are `None` unless set. `dns` is served (src/dns) when set; it is off
+/// by default (Consul: 8600) so that agents started side by side do not compete for one port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {
     /// The HTTP API (Consul: 8500).
@@ -382,7 +386,7 @@ pub struct Ports {
     pub serf_wan: Option<u16>,
     /// The server RPC port that carries raft and forwarded requests (Consul: 8300).
     pub server: Option<u16>,
-    /// DNS (Consul: 8600); not served yet.
+    /// DNS over UDP and TCP (Consul: 8600).
     pub dns: Option<u16>,
     /// gRPC for Envoy's xDS (Consul: 8502 when set); not served yet.
     pub grpc: Option<u16>,
@@ -403,6 +407,51 @@ impl Default for Ports {
             grpc: None,
             https: None,
             grpc_tls: None,
+        }
+    }
+}
+
+/// The DNS interface's settings: Consul's `domain`, `alt_domain`, `recursors` and `dns_config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// The domain answered for, lower-cased, with its trailing dot (Consul: `consul.`).
+    pub domain: String,
+    /// A second domain answered like `domain` (Consul's `alt_domain`).
+    pub alt_domain: Option<String>,
+    /// Servers asked, in order, for names outside the domains (port 53 unless given).
+    pub recursors: Vec<SocketAddr>,
+    /// How long to wait for one recursor (Consul's `dns_config.recursor_timeout`, default 2 s).
+    pub recursor_timeout: Duration,
+    /// The TTL of node answers (default 0).
+    pub node_ttl: Duration,
+    /// The TTL of service answers by service name, `*` for any other (default 0).
+    pub service_ttl: BTreeMap<String, Duration>,
+    /// Whether lookups may be served by any server rather than the leader (default true).
+    pub allow_stale: bool,
+    /// How far behind the leader a stale answer may be before the leader is asked (default 87600 h).
+    pub max_stale: Duration,
+    /// Whether instances with a warning check are left out too (critical ones always are).
+    pub only_passing: bool,
+    /// The most records in an answer over UDP (default 3).
+    pub udp_answer_limit: usize,
+    /// Whether a UDP answer that was cut sets the TC bit, so clients retry over TCP.
+    pub enable_truncate: bool,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            domain: "consul.".to_owned(),
+            alt_domain: None,
+            recursors: Vec::new(),
+            recursor_timeout: Duration::from_secs(2),
+            node_ttl: Duration::ZERO,
+            service_ttl: BTreeMap::new(),
+            allow_stale: true,
+            max_stale: Duration::from_secs(87_600 * 3600),
+            only_passing: false,
+            udp_answer_limit: 3,
+            enable_truncate: false,
         }
     }
 }
@@ -633,6 +682,24 @@ struct RawConfig {
     session_ttl_min: Option<String>,
     acl: Option<RawAcl>,
     telemetry: Option<RawTelemetry>,
+    domain: Option<String>,
+    alt_domain: Option<String>,
+    recursors: Option<Vec<String>>,
+    dns_config: Option<RawDnsConfig>,
+}
+
+/// Consul's `dns_config` block (the settings Tribune acts on).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnsConfig {
+    allow_stale: Option<bool>,
+    max_stale: Option<String>,
+    node_ttl: Option<String>,
+    service_ttl: Option<BTreeMap<String, String>>,
+    only_passing: Option<bool>,
+    udp_answer_limit: Option<i64>,
+    enable_truncate: Option<bool>,
+    recursor_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -976,6 +1043,7 @@ impl ConfigLoader {
         };
         let acl = self.acl(raw.acl.unwrap_or_default())?;
         let telemetry = self.telemetry(raw.telemetry.unwrap_or_default())?;
+        let dns = self.dns(raw.domain, raw.alt_domain, raw.recursors, raw.dns_config)?;
         let ui_config = raw.ui_config.unwrap_or_default();
         let ui = UiConfig {
             enabled: ui_config.enabled.or(raw.ui).unwrap_or(false),
@@ -1021,6 +1089,7 @@ impl ConfigLoader {
             session_ttl_min,
             acl,
             telemetry,
+            dns,
             network: None,
         })
     }
@@ -1131,6 +1200,96 @@ impl ConfigLoader {
             grpc: port("ports.grpc", raw.grpc, defaults.grpc)?,
             https: port("ports.https", raw.https, defaults.https)?,
             grpc_tls: port("ports.grpc_tls", raw.grpc_tls, defaults.grpc_tls)?,
+        })
+    }
+
+    /// `domain`, `alt_domain`, `recursors` and `dns_config`, over [`DnsConfig::default`].
+    fn dns(
+        &self,
+        domain: Option<String>,
+        alt_domain: Option<String>,
+        recursors: Option<Vec<String>>,
+        raw: Option<RawDnsConfig>,
+    ) -> Result<DnsConfig, ConfigError> {
+        let defaults = DnsConfig::default();
+        let domain_name = |key: &str, text: &str| -> Result<String, ConfigError> {
+            let lower = text.trim_end_matches('.').to_ascii_lowercase();
+            let valid = !lower.is_empty()
+                && lower.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                });
+            if valid {
+                Ok(format!("{lower}."))
+            } else {
+                Err(self.invalid(key, format!("{text:?} is not a DNS domain")))
+            }
+        };
+        let domain = match domain {
+            Some(text) => domain_name("domain", &text)?,
+            None => defaults.domain,
+        };
+        let alt_domain = alt_domain
+            .filter(|text| !text.is_empty())
+            .map(|text| domain_name("alt_domain", &text))
+            .transpose()?;
+        if alt_domain.as_ref() == Some(&domain) {
+            return Err(self.invalid("alt_domain", "must differ from domain"));
+        }
+        let recursors = recursors
+            .unwrap_or_default()
+            .iter()
+            .map(|text| {
+                text.parse::<SocketAddr>()
+                    .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| {
+                        self.invalid(
+                            "recursors",
+                            format!("{text:?} is not an IP address with an optional port"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let raw = raw.unwrap_or_default();
+        let duration = |key: &str, text: Option<String>, default: Duration| match text {
+            Some(text) => self.duration(key, &text),
+            None => Ok(default),
+        };
+        let mut service_ttl = BTreeMap::new();
+        for (service, text) in raw.service_ttl.unwrap_or_default() {
+            service_ttl.insert(
+                service.to_ascii_lowercase(),
+                self.duration("dns_config.service_ttl", &text)?,
+            );
+        }
+        let udp_answer_limit = match raw.udp_answer_limit {
+            None => defaults.udp_answer_limit,
+            Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+            Some(n) => return Err(self.invalid("dns_config.udp_answer_limit", format!("{n} is below 1"))),
+        };
+        let recursor_timeout = duration(
+            "dns_config.recursor_timeout",
+            raw.recursor_timeout,
+            defaults.recursor_timeout,
+        )?;
+        if recursor_timeout.is_zero() {
+            return Err(self.invalid("dns_config.recursor_timeout", "must be above zero"));
+        }
+        Ok(DnsConfig {
+            domain,
+            alt_domain,
+            recursors,
+            recursor_timeout,
+            node_ttl: duration("dns_config.node_ttl", raw.node_ttl, defaults.node_ttl)?,
+            service_ttl,
+            allow_stale: raw.allow_stale.unwrap_or(defaults.allow_stale),
+            max_stale: duration("dns_config.max_stale", raw.max_stale, defaults.max_stale)?,
+            only_passing: raw.only_passing.unwrap_or(defaults.only_passing),
+            udp_answer_limit,
+            enable_truncate: raw.enable_truncate.unwrap_or(defaults.enable_truncate),
         })
     }
 
@@ -1554,7 +1713,6 @@ mod tests {
             config.not_implemented(),
             [
                 "ui: the web UI is not served yet",
-                "ports.dns: DNS is not served yet",
                 "ports.grpc: gRPC (xDS) is not served yet",
                 "ports.grpc_tls: gRPC over TLS is not served yet",
                 "enable_script_checks: health checks are not implemented yet",
@@ -1577,6 +1735,73 @@ mod tests {
             client.not_implemented().is_empty(),
             "{:?}",
             client.not_implemented()
+        );
+    }
+
+    #[test]
+    fn dns_settings_resolve_with_consuls_defaults_and_name_bad_values() {
+        let defaults = load_json(&["{}"]).unwrap().dns;
+        assert_eq!(defaults, DnsConfig::default());
+        assert_eq!(defaults.domain, "consul.");
+        assert!(defaults.allow_stale);
+        assert_eq!(defaults.udp_answer_limit, 3);
+        assert_eq!(Config::dev().ports.dns, Some(0), "dev binds DNS on a free port");
+
+        let config = load_json(&[r#"{
+            "domain": "Example.ORG", "alt_domain": "alt.test.", "recursors": ["192.0.2.53", "[2001:db8::1]:5353"],
+            "ports": {"dns": 8600},
+            "dns_config": {"allow_stale": false, "max_stale": "5s", "node_ttl": "30s",
+                "service_ttl": {"*": "5s", "Web": "1m"}, "only_passing": true,
+                "udp_answer_limit": 10, "enable_truncate": true, "recursor_timeout": "500ms"}
+        }"#])
+        .unwrap();
+        let dns = config.dns.clone();
+        assert_eq!(dns.domain, "example.org.");
+        assert_eq!(dns.alt_domain.as_deref(), Some("alt.test."));
+        assert_eq!(
+            dns.recursors,
+            [
+                "192.0.2.53:53".parse::<SocketAddr>().unwrap(),
+                "[2001:db8::1]:5353".parse().unwrap()
+            ]
+        );
+        assert!(!dns.allow_stale && dns.only_passing && dns.enable_truncate);
+        assert_eq!(dns.max_stale, Duration::from_secs(5));
+        assert_eq!(dns.node_ttl, Duration::from_secs(30));
+        assert_eq!(dns.service_ttl.get("web"), Some(&Duration::from_secs(60)));
+        assert_eq!(dns.service_ttl.get("*"), Some(&Duration::from_secs(5)));
+        assert_eq!(dns.udp_answer_limit, 10);
+        assert_eq!(dns.recursor_timeout, Duration::from_millis(500));
+        assert!(
+            config.not_implemented().is_empty(),
+            "{:?}",
+            config.not_implemented()
+        );
+
+        for (doc, key) in [
+            (r#"{"domain": "bad domain"}"#, "domain"),
+            (r#"{"alt_domain": "consul"}"#, "alt_domain"),
+            (r#"{"recursors": ["dns.example.com"]}"#, "recursors"),
+            (
+                r#"{"dns_config": {"udp_answer_limit": 0}}"#,
+                "dns_config.udp_answer_limit",
+            ),
+            (r#"{"dns_config": {"node_ttl": "soon"}}"#, "dns_config.node_ttl"),
+            (
+                r#"{"dns_config": {"service_ttl": {"web": "x"}}}"#,
+                "dns_config.service_ttl",
+            ),
+        ] {
+            let error = load_json(&[doc]).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::InvalidValue { key: ref k, .. } if k == key),
+                "{doc}: {error}"
+            );
+        }
+        let error = load_json(&[r#"{"dns_config": {"only_passin": true}}"#]).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::UnknownKey { ref key, .. } if key == "dns_config.only_passin"),
+            "{error}"
         );
     }
 

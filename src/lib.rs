@@ -39,6 +39,7 @@ mod acl;
 mod acl_replication;
 mod client;
 pub mod config;
+mod dns;
 pub mod duration;
 mod error;
 mod events;

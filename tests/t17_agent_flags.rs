@@ -13,10 +13,11 @@ use common::process::{AgentProcess, STEP, binary};
 use common::{request, wait_for};
 
 /// Loopback, and every port the OS's choice.
-const PORTS: [&str; 6] = [
+const PORTS: [&str; 7] = [
     "-bind=127.0.0.1",
     "-client=127.0.0.1",
     "-http-port=0",
+    "-dns-port=0",
     "-server-port=0",
     "-serf-lan-port=0",
     "-serf-wan-port=0",
@@ -161,7 +162,6 @@ async fn the_seeds_configuration_starts_and_warns_once_per_setting() {
         .collect();
     for expected in [
         "ui: the web UI is not served yet",
-        "ports.dns: DNS is not served yet",
         "ports.grpc: gRPC (xDS) is not served yet",
         "ports.grpc_tls: gRPC over TLS is not served yet",
         "enable_script_checks: health checks are not implemented yet",

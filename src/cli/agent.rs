@@ -75,7 +75,7 @@ pub(crate) struct AgentArgs {
     /// The WAN gossip port (`ports.serf_wan`).
     #[arg(long = "serf-wan-port", value_name = "PORT", allow_hyphen_values = true)]
     serf_wan_port: Option<i32>,
-    /// The DNS port (`ports.dns`); accepted, DNS is not served yet.
+    /// The DNS port (`ports.dns`), UDP and TCP; 0 for any free one, -1 to disable.
     #[arg(long = "dns-port", value_name = "PORT", allow_hyphen_values = true)]
     dns_port: Option<i32>,
     /// The gRPC port (`ports.grpc`); accepted, gRPC is not served yet.
@@ -473,6 +473,9 @@ fn print_banner(config: &Config, node: &NodeHandle) {
     let http = node
         .http_addr()
         .map_or_else(|| "-1".to_owned(), |addr| addr.port().to_string());
+    let dns = node
+        .dns_addr()
+        .map_or_else(|| "-1".to_owned(), |addr| addr.port().to_string());
     let rpc = node.rpc_addr();
     let serf_lan = node
         .serf_lan_addr()
@@ -496,7 +499,10 @@ fn print_banner(config: &Config, node: &NodeHandle) {
             "Server",
             format!("{} (Bootstrap: {})", config.server, config.bootstrap_expect == 1),
         ),
-        ("Client Addr", format!("[{}] (HTTP: {http})", clients.join(" "))),
+        (
+            "Client Addr",
+            format!("[{}] (HTTP: {http}, DNS: {dns})", clients.join(" ")),
+        ),
         (
             "Cluster Addr",
             format!("{} (LAN: {serf_lan}, Server: {})", rpc.ip(), rpc.port()),

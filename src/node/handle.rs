@@ -57,6 +57,7 @@ impl Control for ClientAgent {
 /// current runtime); [`NodeHandle::shutdown`] stops them and waits.
 pub struct NodeHandle {
     pub(super) http_addr: Option<SocketAddr>,
+    pub(super) dns_addr: Option<SocketAddr>,
     pub(super) serf_lan_addr: Option<SocketAddr>,
     pub(super) serf_wan_addr: Option<SocketAddr>,
     pub(super) rpc_addr: SocketAddr,
@@ -80,6 +81,12 @@ impl std::fmt::Debug for NodeHandle {
 }
 
 impl NodeHandle {
+    /// The address the DNS interface is bound to (UDP and TCP), or `None` when `ports.dns` is
+    /// disabled.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns_addr
+    }
+
     /// The address the HTTP API is bound to, or `None` when `ports.http` is disabled.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr

@@ -180,6 +180,16 @@ where
         }
     };
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let dns_listeners = match crate::dns::DnsListeners::bind(&config).await {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            let _ = consensus.shutdown().await;
+            return Err(e);
+        }
+    };
+    let dns_addr = dns_listeners
+        .as_ref()
+        .and_then(crate::dns::DnsListeners::local_addr);
     let mut tags = membership::server_tags(&config, node_id, consensus.local_addr().port());
     let (federation, wan_events) = match Federation::start(&config, tags.clone()).await {
         Ok(Some((federation, events))) => (Some(federation), Some(events)),
@@ -260,6 +270,10 @@ where
     if let Some(listener) = http_listener {
         tasks.push(tokio::spawn(serve_http(listener, router, shutdown_rx.clone())));
     }
+    if let Some(dns) = dns_listeners {
+        let api: crate::local_api::SharedLocalApi = agent.own_router.clone();
+        tasks.extend(dns.serve(&agent.config, api, shutdown_rx.clone()));
+    }
     if let Some(events) = member_events {
         tasks.push(tokio::spawn(membership::watch_members(
             Arc::clone(&agent),
@@ -307,6 +321,7 @@ where
     let control: Arc<dyn Control> = agent;
     Ok(NodeHandle {
         http_addr,
+        dns_addr,
         serf_lan_addr,
         serf_wan_addr,
         rpc_addr: consensus.local_addr(),
@@ -376,14 +391,29 @@ async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
         }
     };
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let dns_listeners = match crate::dns::DnsListeners::bind(&config).await {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            gossip.shutdown().await;
+            return Err(e);
+        }
+    };
+    let dns_addr = dns_listeners
+        .as_ref()
+        .and_then(crate::dns::DnsListeners::local_addr);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
     let agent = Arc::new(ClientAgent::new(config, gossip, Arc::clone(&shutdown_tx)));
     let mut tasks = Vec::new();
+    // The router is the agent's own API (DNS reads through it) whether or not HTTP is served.
+    let router = http::client::router(Arc::clone(&agent));
+    agent.own_router.set(router.clone());
     if let Some(listener) = http_listener {
-        let router = http::client::router(Arc::clone(&agent));
-        agent.own_router.set(router.clone());
         tasks.push(tokio::spawn(serve_http(listener, router, shutdown_rx.clone())));
+    }
+    if let Some(dns) = dns_listeners {
+        let api: crate::local_api::SharedLocalApi = agent.own_router.clone();
+        tasks.extend(dns.serve(&agent.config, api, shutdown_rx.clone()));
     }
     // A client acts on no member event but a changed keyring, which it saves, and user events,
     // which it keeps; the channel is drained so it does not grow.
@@ -417,6 +447,7 @@ async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
     let control: Arc<dyn Control> = agent;
     Ok(NodeHandle {
         http_addr,
+        dns_addr,
         serf_lan_addr: Some(serf_lan_addr),
         serf_wan_addr: None,
         rpc_addr: serf_lan_addr,

@@ -77,7 +77,7 @@ impl AgentProcess {
         let port = line
             .split("(HTTP: ")
             .nth(1)
-            .and_then(|rest| rest.split(')').next())
+            .and_then(|rest| rest.split([')', ',']).next())
             .unwrap();
         agent.http = format!("{ip}:{port}").parse().unwrap();
         agent
