@@ -17,6 +17,7 @@ use tribune_check::{
 };
 
 use super::acl::{self, DownPolicy};
+use super::catalog;
 use super::cluster::{self, Cluster};
 use super::nemesis::{self, Applied, Fault};
 use super::net::{self, Net};
@@ -65,10 +66,14 @@ pub(crate) enum Class {
     /// written, wrong flags, a key going back to an older state or vanishing without a delete;
     /// dc2's `repl/` not equal to dc1's within 30 s of the writer's stop.
     KvReplication,
+    /// The catalog scenario: a server's `?stale` catalog showing an instance or check no
+    /// registration that may have happened by then produced (catalog phantom), or the servers'
+    /// catalogs not equal to the leader's within 30 s of the registrar's stop (catalog divergence).
+    Catalog,
 }
 
 impl Class {
-    const ALL: [Class; 12] = [
+    const ALL: [Class; 13] = [
         Class::Consistent,
         Class::Default,
         Class::StalePhantom,
@@ -81,6 +86,7 @@ impl Class {
         Class::WanRouting,
         Class::AclDownPolicy,
         Class::KvReplication,
+        Class::Catalog,
     ];
 
     fn name(self) -> &'static str {
@@ -97,6 +103,7 @@ impl Class {
             Class::WanRouting => "WAN routing",
             Class::AclDownPolicy => "ACL down_policy",
             Class::KvReplication => "KV replication",
+            Class::Catalog => "catalog",
         }
     }
 }
@@ -177,6 +184,8 @@ pub(crate) struct RunResult {
     pub(crate) acl: Option<acl::Figures>,
     /// A WAN run's KV replication figures.
     pub(crate) replication: Option<replication::Figures>,
+    /// The catalog scenario's figures.
+    pub(crate) catalog: Option<catalog::Figures>,
     pub(crate) dir: PathBuf,
 }
 
@@ -282,6 +291,9 @@ pub(crate) fn run(
     let replication = wan.as_ref().map(|wan| {
         replication::Scenario::start(runtime, &shared, wan.dc2_http, &dir, plan.seed * 1000 + 400)
     });
+    // The catalog scenario of every run: a registrar through random dc1 servers, an observer per
+    // server.
+    let catalog = catalog::Scenario::start(runtime, &shared, &dir, plan.seed * 1000 + 500);
     let mut tasks = Vec::new();
     for worker in 0..CLIENTS {
         let seed = plan.seed * 1000 + worker;
@@ -342,6 +354,9 @@ pub(crate) fn run(
             let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
         }
     });
+    // The catalog first: its convergence wait is short, replication's may take seconds, and each
+    // figure counts from its own writer's stop.
+    let cataloged = catalog.finish(runtime, &shared);
     let replicated = replication.map(|scenario| scenario.finish(runtime, &shared));
     let missing = runtime.block_on(workload::final_reads(&shared, Duration::from_secs(30)));
     let mut acl_figures = None;
@@ -450,6 +465,13 @@ pub(crate) fn run(
         }
         result.replication = Some(found.figures);
     }
+    for problem in cataloged.catalog {
+        result.add(Class::Catalog, problem);
+    }
+    for problem in cataloged.lost {
+        result.add(Class::LostWrite, problem);
+    }
+    result.catalog = Some(cataloged.figures);
     for a in &applied {
         for problem in &a.problems {
             result.add(Class::WanRouting, format!("{}: {problem}", a.fault));
@@ -470,11 +492,17 @@ pub(crate) fn run(
     }
     let found: usize = result.anomalies.values().sum();
     println!(
-        "run {}: {} ops ({} on dc2), {} lock events, {}{}faults [{}], {} anomalies, {:.1}s ({})",
+        "run {}: {} ops ({} on dc2), {} lock events, {}{}{}faults [{}], {} anomalies, {:.1}s ({})",
         plan.seed,
         result.operations,
         result.wan_operations,
         result.lock_events,
+        result.catalog.as_ref().map_or(String::new(), |c| format!(
+            "{} catalog writes ({} acked), catalogs converged after {}, ",
+            c.operations,
+            c.acked,
+            c.converged_ms.map_or("NEVER".to_owned(), |ms| format!("{ms} ms"))
+        )),
         result.replication.as_ref().map_or(String::new(), |r| format!(
             "{} repl/ writes, dc2 converged after {}, ",
             r.writes,
@@ -548,6 +576,13 @@ pub(crate) struct Totals {
     /// Reads of dc2, and changes of a key they showed.
     pub(crate) replication_reads: (usize, usize),
     pub(crate) replication_converged: Vec<u64>,
+    /// Catalog: runs, registrar operations (acknowledged, unknown), observer reads and the
+    /// changes they showed, and ms from the registrar's stop until every server's catalog
+    /// equalled the leader's.
+    pub(crate) catalog_runs: usize,
+    pub(crate) catalog_writes: (usize, usize, usize),
+    pub(crate) catalog_reads: (usize, usize),
+    pub(crate) catalog_converged: Vec<u64>,
 }
 
 impl Totals {
@@ -585,6 +620,15 @@ impl Totals {
             self.replication_reads.0 += r.observations;
             self.replication_reads.1 += r.changes_seen;
             self.replication_converged.extend(r.converged_ms);
+        }
+        if let Some(c) = &result.catalog {
+            self.catalog_runs += 1;
+            self.catalog_writes.0 += c.operations;
+            self.catalog_writes.1 += c.acked;
+            self.catalog_writes.2 += c.unknown;
+            self.catalog_reads.0 += c.observations;
+            self.catalog_reads.1 += c.changes_seen;
+            self.catalog_converged.extend(c.converged_ms);
         }
         for (class, n) in &result.anomalies {
             *self.anomalies.entry(*class).or_default() += n;
@@ -767,6 +811,28 @@ impl Totals {
                 samples.iter().max().map_or("-".to_owned(), u64::to_string)
             );
         }
+        if self.catalog_runs > 0 {
+            let samples = &self.catalog_converged;
+            let _ = writeln!(
+                out,
+                "\nCatalog ({} runs; {} registrations, flips and deregistrations of `cat-svc-*` instances through random servers, {} acknowledged, {} unknown; {} `?stale` reads of a server's own catalog showing {} changes):\n",
+                self.catalog_runs,
+                self.catalog_writes.0,
+                self.catalog_writes.1,
+                self.catalog_writes.2,
+                self.catalog_reads.0,
+                self.catalog_reads.1
+            );
+            let _ = writeln!(out, "| catalog figure | samples | p50 / max (ms) |");
+            let _ = writeln!(out, "|---|---:|---:|");
+            let _ = writeln!(
+                out,
+                "| registrar stopped (faults healed) → every server's `?stale` catalog equals the leader's `?consistent` | {} | {} / {} |",
+                samples.len(),
+                percentile(samples, 50),
+                samples.iter().max().map_or("-".to_owned(), u64::to_string)
+            );
+        }
         out
     }
 }
@@ -935,6 +1001,7 @@ fn execute(campaign: Campaign, network: bool) {
         Class::WanRouting,
         Class::AclDownPolicy,
         Class::KvReplication,
+        Class::Catalog,
     ]
     .into_iter()
     .chain(strict_default.then_some(Class::Default))

@@ -151,7 +151,7 @@ fn decode_entry(reply: &Response) -> Option<Entry> {
 /// A write's outcome: `true`/`false` bodies are answers; a 5xx or no answer after sending may have
 /// taken effect; a refused connection, a 4xx, or a call to another datacenter that was never sent
 /// (Consul's two routing errors) did not.
-fn write_outcome(result: &Result<Response, NoResponse>) -> KvOutcome {
+pub(crate) fn write_outcome(result: &Result<Response, NoResponse>) -> KvOutcome {
     match result {
         Ok(reply) if reply.status == 500 && NOT_SENT_ERRORS.contains(&reply.text().trim()) => {
             KvOutcome::Failed
