@@ -37,6 +37,7 @@
 
 mod acl;
 mod acl_replication;
+mod checks;
 mod client;
 pub mod config;
 pub mod duration;
