@@ -40,17 +40,22 @@ pub(crate) struct ClientAgent {
     pub(crate) stop_tasks: Arc<watch::Sender<bool>>,
     /// The agent's own router, for the agent's calls into its own API (`local_api`).
     pub(crate) own_router: Arc<crate::local_api::RouterCell>,
+    /// The services and checks registered on this agent, synced to the catalog by anti-entropy.
+    pub(crate) local: crate::local::LocalAgent,
 }
 
 impl ClientAgent {
     pub(crate) fn new(config: Config, gossip: Gossip, stop_tasks: Arc<watch::Sender<bool>>) -> Self {
+        let own_router: Arc<crate::local_api::RouterCell> = Arc::default();
+        let local = crate::local::LocalAgent::new(&config, own_router.clone());
         ClientAgent {
             config,
             gossip,
             transport: TcpTransport::new(),
             next_server: AtomicUsize::new(0),
             stop_tasks,
-            own_router: Arc::default(),
+            own_router,
+            local,
         }
     }
 

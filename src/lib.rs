@@ -46,6 +46,7 @@ mod federation;
 mod fsm;
 mod gossip_keys;
 mod http;
+mod local;
 mod local_api;
 mod membership;
 mod node;

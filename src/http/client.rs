@@ -1,5 +1,5 @@
 //! The HTTP API of a client agent: `/v1/agent/{self,members,join,leave,force-leave}` about itself,
-//! everything else handed to a server (see [`crate::client`]).
+//! its own services and checks (`agent_local.rs`), everything else handed to a server (see [`crate::client`]).
 
 use std::sync::Arc;
 
@@ -22,7 +22,8 @@ type Client = Arc<ClientAgent>;
 
 /// Every route a client agent serves itself, with its handler.
 pub(crate) fn endpoints() -> Vec<Endpoint<Client>> {
-    vec![
+    let mut endpoints = super::agent_local::endpoints::<ClientAgent>();
+    endpoints.extend(vec![
         endpoint!(GET, "/v1/agent/self", agent_self),
         endpoint!(GET, "/v1/agent/members", members),
         endpoint!(PUT, "/v1/agent/join/{address}", join),
@@ -32,7 +33,8 @@ pub(crate) fn endpoints() -> Vec<Endpoint<Client>> {
         endpoint!(POST, "/v1/operator/keyring", keyring),
         endpoint!(PUT, "/v1/operator/keyring", keyring),
         endpoint!(DELETE, "/v1/operator/keyring", keyring),
-    ]
+    ]);
+    endpoints
 }
 
 /// The client agent's router: [`endpoints`], and every other request handed to a server.

@@ -57,6 +57,8 @@ pub(crate) struct Agent<B: Backend> {
     pub(crate) own_router: Arc<crate::local_api::RouterCell>,
     /// The agent's metrics (`/v1/agent/metrics`).
     pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
+    /// The services and checks registered on this agent, synced to the catalog by anti-entropy.
+    pub(crate) local: crate::local::LocalAgent,
 }
 
 impl<B: Backend> Control for Agent<B> {

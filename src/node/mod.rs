@@ -227,6 +227,8 @@ where
             });
         }
     };
+    let own_router: Arc<crate::local_api::RouterCell> = Arc::default();
+    let local = crate::local::LocalAgent::new(&config, own_router.clone());
     let agent = Arc::new(Agent {
         discovered: DiscoveredServers::new(&config, node_id),
         sessions: SessionKeeper::new(lock_delays),
@@ -242,8 +244,9 @@ where
         restore_lock: tokio::sync::Mutex::new(()),
         shutdown: shutdown_rx.clone(),
         stop_tasks: Arc::clone(&shutdown_tx),
-        own_router: Arc::default(),
+        own_router,
         telemetry: Arc::clone(&telemetry),
+        local,
     });
     let router = http::router(Arc::clone(&agent));
     agent.own_router.set(router.clone());
@@ -294,6 +297,18 @@ where
         Arc::clone(&agent),
         shutdown_rx.clone(),
     )));
+    let token_owner = Arc::downgrade(&agent);
+    tasks.push(agent.local.spawn_sync(
+        &agent.config,
+        agent.own_router.clone(),
+        advertised(&agent.config),
+        Box::new(move || {
+            token_owner
+                .upgrade()
+                .and_then(|agent| agent.tokens.get(crate::tokens::TokenKind::Agent))
+        }),
+        shutdown_rx.clone(),
+    ));
     tasks.push(tokio::spawn(leader::leader_duties(
         Arc::clone(&agent),
         shutdown_rx,
@@ -312,6 +327,14 @@ where
         stopped: false,
         _scratch: scratch,
     })
+}
+
+/// The address the agent's node is registered at: the advertised one, decided at start.
+fn advertised(config: &Config) -> String {
+    config
+        .advertise_addr
+        .unwrap_or(config.bind_addr)
+        .to_string()
 }
 
 /// Binds the HTTP API's listener on the first `client_addr`, or nothing when `ports.http` is disabled.
@@ -375,11 +398,19 @@ async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
     let shutdown_tx = Arc::new(shutdown_tx);
     let agent = Arc::new(ClientAgent::new(config, gossip, Arc::clone(&shutdown_tx)));
     let mut tasks = Vec::new();
+    // Set whether or not HTTP is served: anti-entropy and alias checks call it in-process.
+    let router = http::client::router(Arc::clone(&agent));
+    agent.own_router.set(router.clone());
     if let Some(listener) = http_listener {
-        let router = http::client::router(Arc::clone(&agent));
-        agent.own_router.set(router.clone());
         tasks.push(tokio::spawn(serve_http(listener, router, shutdown_rx.clone())));
     }
+    tasks.push(agent.local.spawn_sync(
+        &agent.config,
+        agent.own_router.clone(),
+        advertised(&agent.config),
+        Box::new(|| None),
+        shutdown_rx.clone(),
+    ));
     // A client acts on no member event but a changed keyring, which it saves; the channel is
     // drained so it does not grow.
     let mut stop = shutdown_rx.clone();
