@@ -575,8 +575,8 @@ mod tests {
             "Invalid check: FailuresBeforeWarning can't be higher than FailuresBeforeCritical"
         );
         assert_eq!(
-            err(json!({"Name": "x", "TTL": "10 seconds"})),
-            "Request decode failed: time: invalid duration \"10 seconds\""
+            err(json!({"Name": "x", "TTL": "ten"})),
+            "Request decode failed: time: invalid duration \"ten\""
         );
         assert_eq!(
             err(json!({"Name": "x", "TTL": "10s", "Args": "true"})),

@@ -541,8 +541,16 @@ mod tests {
 
     #[tokio::test]
     async fn https_to_a_plain_server_fails_the_handshake() {
-        let (base, _) = server(|_| reply("200 OK", "plain")).await;
-        let url = base.replace("http://", "https://") + "/";
+        // A server that answers every connection in plain text at once, whatever it is sent.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let plain = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        let url = format!("https://{addr}/");
         for skip_verify in [false, true] {
             let mut p = probe(&url);
             p.tls_skip_verify = skip_verify;
@@ -554,6 +562,7 @@ mod tests {
                 out.output
             );
         }
+        plain.abort();
     }
 
     #[test]
