@@ -969,7 +969,11 @@ impl ConfigLoader {
         if session_ttl_min.is_zero() {
             return Err(self.invalid("session_ttl_min", "must be above zero"));
         }
-        let local = self.local(&mut raw)?;
+        let local = self.local(
+            definitions(raw.service.take(), raw.services.take()),
+            definitions(raw.check.take(), raw.checks.take()),
+            raw.check_update_interval.take(),
+        )?;
         let retry_join_wan = raw.retry_join_wan.unwrap_or_default();
         // Settings only a member of the WAN pool acts on: a client setting them has misread its role.
         let server_only = [
@@ -1076,16 +1080,19 @@ impl ConfigLoader {
 
     /// The `service`/`services`/`check`/`checks` blocks, each read as the agent will register it
     /// (a bad one names its block), and `check_update_interval`.
-    fn local(&self, raw: &mut RawConfig) -> Result<LocalConfig, ConfigError> {
-        let services = definitions(raw.service.take(), raw.services.take());
+    fn local(
+        &self,
+        services: Vec<Value>,
+        checks: Vec<Value>,
+        check_update_interval: Option<String>,
+    ) -> Result<LocalConfig, ConfigError> {
         for service in &services {
             crate::local::parse_service(service).map_err(|e| self.invalid("service", e.to_string()))?;
         }
-        let checks = definitions(raw.check.take(), raw.checks.take());
         for check in &checks {
             crate::local::parse_check(check).map_err(|e| self.invalid("check", e.to_string()))?;
         }
-        let check_update_interval = match raw.check_update_interval.take() {
+        let check_update_interval = match check_update_interval {
             Some(text) => self.duration("check_update_interval", &text)?,
             None => LocalConfig::default().check_update_interval,
         };

@@ -18,7 +18,7 @@ use tribune_kvstore::{Backend, CheckStatus};
 
 use super::catalog_json::HealthCheckJson;
 use super::catalog_query::filtered_map;
-use super::{Access, ApiError, Endpoint, Params, decode_json, endpoint, json_response};
+use super::{Access, ApiError, ApiRoute, Endpoint, Params, decode_json, endpoint, json_response};
 use crate::client::ClientAgent;
 use crate::local::{
     AgentServiceJson, CheckSpec, LocalAgent, LocalCheck, LocalService, StateError, parse_check, parse_service,

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub(crate) use definition::{CheckSpec, DefinitionError, ServiceSpec, parse_check, parse_service};
+pub(crate) use definition::{CheckSpec, parse_check, parse_service};
 pub(crate) use model::{AgentServiceJson, LocalCheck, LocalService};
 pub(crate) use state::{LocalState, StateError};
 
