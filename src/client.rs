@@ -42,10 +42,14 @@ pub(crate) struct ClientAgent {
     pub(crate) own_router: Arc<crate::local_api::RouterCell>,
     /// The user events this agent kept (`/v1/event/list`).
     pub(crate) events: Arc<crate::events::Events>,
+    /// The services and checks registered on this agent, synced to the catalog by anti-entropy.
+    pub(crate) local: crate::local::LocalAgent,
 }
 
 impl ClientAgent {
     pub(crate) fn new(config: Config, gossip: Gossip, stop_tasks: Arc<watch::Sender<bool>>) -> Self {
+        let own_router: Arc<crate::local_api::RouterCell> = Arc::default();
+        let local = crate::local::LocalAgent::new(&config, own_router.clone());
         ClientAgent {
             events: Arc::new(crate::events::Events::new(
                 config.node_name.clone(),
@@ -56,7 +60,8 @@ impl ClientAgent {
             transport: TcpTransport::new(),
             next_server: AtomicUsize::new(0),
             stop_tasks,
-            own_router: Arc::default(),
+            own_router,
+            local,
         }
     }
 

@@ -100,6 +100,47 @@ pub struct Config {
     /// Emulated link conditions under this agent's gossip pools and server RPC connections, for
     /// tests and embedders that run several agents in one process; never read from a file.
     pub network: Option<tribune_netem::link::Network>,
+    /// The agent's own services and checks from its configuration, and the timing of their sync.
+    pub local: LocalConfig,
+}
+
+/// The agent's own services and checks (Consul's `service`, `services`, `check` and `checks`
+/// blocks) and how they are synced to the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalConfig {
+    /// Service definitions as written (snake_case or Consul's PascalCase keys); each one was checked
+    /// when the configuration was resolved.
+    pub services: Vec<serde_json::Value>,
+    /// Check definitions as written, checked likewise.
+    pub checks: Vec<serde_json::Value>,
+    /// Consul's `check_update_interval`: how long a check result that changes only the output may
+    /// wait before it is synced (default 5 min; 0 syncs every change).
+    pub check_update_interval: std::time::Duration,
+    /// Between two full anti-entropy syncs (about a minute, as Consul's); set in-process only (tests
+    /// shorten it), never read from a file.
+    pub sync_interval: std::time::Duration,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            services: Vec::new(),
+            checks: Vec::new(),
+            check_update_interval: std::time::Duration::from_secs(5 * 60),
+            sync_interval: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// A `service`/`check` value: one block (an object) or several (HCL's repeated blocks, an array).
+fn definitions(one: Option<Value>, many: Option<Vec<Value>>) -> Vec<Value> {
+    let mut out = match one {
+        Some(Value::Array(items)) => items,
+        Some(Value::Null) | None => Vec::new(),
+        Some(other) => vec![other],
+    };
+    out.extend(many.unwrap_or_default());
+    out
 }
 
 impl Config {
@@ -153,6 +194,7 @@ impl Config {
             telemetry: TelemetryConfig::default(),
             dns: DnsConfig::default(),
             network: None,
+            local: LocalConfig::default(),
         }
     }
 
@@ -680,6 +722,11 @@ struct RawConfig {
     log_level: Option<String>,
     primary_datacenter: Option<String>,
     session_ttl_min: Option<String>,
+    service: Option<Value>,
+    services: Option<Vec<Value>>,
+    check: Option<Value>,
+    checks: Option<Vec<Value>>,
+    check_update_interval: Option<String>,
     acl: Option<RawAcl>,
     telemetry: Option<RawTelemetry>,
     domain: Option<String>,
@@ -904,7 +951,7 @@ impl ConfigLoader {
         }
     }
 
-    fn resolve_raw(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+    fn resolve_raw(&self, mut raw: RawConfig) -> Result<Config, ConfigError> {
         let datacenter = match raw.datacenter {
             Some(dc) => self.datacenter_name("datacenter", &dc)?,
             None => DEFAULT_DATACENTER.to_owned(),
@@ -989,6 +1036,11 @@ impl ConfigLoader {
         if session_ttl_min.is_zero() {
             return Err(self.invalid("session_ttl_min", "must be above zero"));
         }
+        let local = self.local(
+            definitions(raw.service.take(), raw.services.take()),
+            definitions(raw.check.take(), raw.checks.take()),
+            raw.check_update_interval.take(),
+        )?;
         let retry_join_wan = raw.retry_join_wan.unwrap_or_default();
         // Settings only a member of the WAN pool acts on: a client setting them has misread its role.
         let server_only = [
@@ -1091,6 +1143,33 @@ impl ConfigLoader {
             telemetry,
             dns,
             network: None,
+            local,
+        })
+    }
+
+    /// The `service`/`services`/`check`/`checks` blocks, each read as the agent will register it
+    /// (a bad one names its block), and `check_update_interval`.
+    fn local(
+        &self,
+        services: Vec<Value>,
+        checks: Vec<Value>,
+        check_update_interval: Option<String>,
+    ) -> Result<LocalConfig, ConfigError> {
+        for service in &services {
+            crate::local::parse_service(service).map_err(|e| self.invalid("service", e.to_string()))?;
+        }
+        for check in &checks {
+            crate::local::parse_check(check).map_err(|e| self.invalid("check", e.to_string()))?;
+        }
+        let check_update_interval = match check_update_interval {
+            Some(text) => self.duration("check_update_interval", &text)?,
+            None => LocalConfig::default().check_update_interval,
+        };
+        Ok(LocalConfig {
+            services,
+            checks,
+            check_update_interval,
+            ..LocalConfig::default()
         })
     }
 
@@ -1527,6 +1606,46 @@ mod tests {
             !from_json.leave_on_terminate,
             "servers stay on terminate by default"
         );
+    }
+
+    #[test]
+    fn service_and_check_blocks_are_read_and_checked() {
+        let hcl = r#"
+            service {
+              name = "web"
+              port = 80
+              check {
+                http     = "http://127.0.0.1/health"
+                interval = "10s"
+              }
+            }
+            service {
+              name = "db"
+            }
+            checks = [{ name = "mem", ttl = "30s" }]
+            check_update_interval = "1m"
+        "#;
+        let mut loader = ConfigLoader::new();
+        loader.add_hcl(SourceName::File("s.hcl".into()), hcl).unwrap();
+        let local = loader.resolve().unwrap().local;
+        let names: Vec<String> = local
+            .services
+            .iter()
+            .map(|s| crate::local::parse_service(s).unwrap().service.service)
+            .collect();
+        assert_eq!(names, ["web", "db"]);
+        assert_eq!(local.checks.len(), 1);
+        assert_eq!(local.check_update_interval, Duration::from_secs(60));
+        let json = r#"{"services":[{"name":"a","port":1}],"check":{"name":"x","ttl":"5s"}}"#;
+        let local = load_json(&[json]).unwrap().local;
+        assert_eq!((local.services.len(), local.checks.len()), (1, 1));
+        match load_json(&[r#"{"service":{"port":1}}"#]).unwrap_err() {
+            ConfigError::InvalidValue { key, reason, .. } => {
+                assert_eq!(key, "service");
+                assert_eq!(reason, "Missing service name");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

@@ -37,6 +37,7 @@
 
 mod acl;
 mod acl_replication;
+mod checks;
 mod client;
 pub mod config;
 mod dns;
@@ -47,6 +48,7 @@ mod federation;
 mod fsm;
 mod gossip_keys;
 mod http;
+mod local;
 mod local_api;
 mod membership;
 mod node;

@@ -1,5 +1,5 @@
 //! The HTTP API of a client agent: `/v1/agent/{self,members,join,leave,force-leave}` about itself,
-//! `/v1/event/{fire,list}` in its own pool,
+//! `/v1/event/{fire,list}` in its own pool, its own services and checks (`agent_local.rs`),
 //! everything else handed to a server (see [`crate::client`]).
 
 use std::sync::Arc;
@@ -23,7 +23,8 @@ type Client = Arc<ClientAgent>;
 
 /// Every route a client agent serves itself, with its handler.
 pub(crate) fn endpoints() -> Vec<Endpoint<Client>> {
-    vec![
+    let mut endpoints = super::agent_local::endpoints::<ClientAgent>();
+    endpoints.extend(vec![
         endpoint!(GET, "/v1/agent/self", agent_self),
         endpoint!(GET, "/v1/agent/members", members),
         endpoint!(PUT, "/v1/agent/join/{address}", join),
@@ -35,7 +36,8 @@ pub(crate) fn endpoints() -> Vec<Endpoint<Client>> {
         endpoint!(DELETE, "/v1/operator/keyring", keyring),
         endpoint!(PUT, "/v1/event/fire/{name}", super::event::client_fire),
         endpoint!(GET, "/v1/event/list", super::event::client_list),
-    ]
+    ]);
+    endpoints
 }
 
 /// The client agent's router: [`endpoints`], and every other request handed to a server.

@@ -4,6 +4,7 @@
 mod acl;
 mod acl_filtered;
 pub(crate) mod agent;
+mod agent_local;
 mod catalog;
 mod catalog_json;
 mod catalog_query;
@@ -93,7 +94,8 @@ pub(crate) use endpoint;
 
 /// Every route of a server agent, with its handler.
 fn server_endpoints<B: Backend>() -> Vec<Endpoint<Shared<B>>> {
-    vec![
+    let mut endpoints = agent_local::endpoints::<Agent<B>>();
+    endpoints.extend(vec![
         endpoint!(GET, "/v1/kv/", kv::get_kv::<B>),
         endpoint!(PUT, "/v1/kv/", kv::put_kv::<B>),
         endpoint!(DELETE, "/v1/kv/", kv::delete_kv::<B>),
@@ -197,7 +199,8 @@ fn server_endpoints<B: Backend>() -> Vec<Endpoint<Shared<B>>> {
         endpoint!(GET, "/v1/event/list", event::list::<B>),
         endpoint!(GET, "/v1/snapshot", snapshot::save::<B>),
         endpoint!(PUT, "/v1/snapshot", snapshot::restore::<B>),
-    ]
+    ]);
+    endpoints
 }
 
 /// Every route a server agent serves, in the order of its table.

@@ -58,6 +58,8 @@ pub(crate) struct Agent<B: Backend> {
     pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
     /// The user events this agent kept (`/v1/event/list`).
     pub(crate) events: Arc<crate::events::Events>,
+    /// The services and checks registered on this agent, synced to the catalog by anti-entropy.
+    pub(crate) local: crate::local::LocalAgent,
 }
 
 impl<B: Backend> Control for Agent<B> {

@@ -238,6 +238,8 @@ where
         }
     };
     let config_node_name = config.node_name.clone();
+    let own_router: Arc<crate::local_api::RouterCell> = Arc::default();
+    let local = crate::local::LocalAgent::new(&config, own_router.clone());
     let agent = Arc::new(Agent {
         discovered: DiscoveredServers::new(&config, node_id),
         sessions: SessionKeeper::new(lock_delays),
@@ -253,12 +255,13 @@ where
         restore_lock: tokio::sync::Mutex::new(()),
         shutdown: shutdown_rx.clone(),
         stop_tasks: Arc::clone(&shutdown_tx),
-        own_router: Arc::default(),
+        own_router,
         telemetry: Arc::clone(&telemetry),
         events: Arc::new(crate::events::Events::new(
             config_node_name,
             Arc::new(crate::events::NoLocalServices),
         )),
+        local,
     });
     let router = http::router(Arc::clone(&agent));
     agent.own_router.set(router.clone());
@@ -313,6 +316,18 @@ where
         Arc::clone(&agent),
         shutdown_rx.clone(),
     )));
+    let token_owner = Arc::downgrade(&agent);
+    tasks.push(agent.local.spawn_sync(
+        &agent.config,
+        agent.own_router.clone(),
+        advertised(&agent.config),
+        Box::new(move || {
+            token_owner
+                .upgrade()
+                .and_then(|agent| agent.tokens.get(crate::tokens::TokenKind::Agent))
+        }),
+        shutdown_rx.clone(),
+    ));
     tasks.push(tokio::spawn(leader::leader_duties(
         Arc::clone(&agent),
         shutdown_rx,
@@ -332,6 +347,14 @@ where
         stopped: false,
         _scratch: scratch,
     })
+}
+
+/// The address the agent's node is registered at: the advertised one, decided at start.
+fn advertised(config: &Config) -> String {
+    config
+        .advertise_addr
+        .unwrap_or(config.bind_addr)
+        .to_string()
 }
 
 /// Binds the HTTP API's listener on the first `client_addr`, or nothing when `ports.http` is disabled.
@@ -405,7 +428,8 @@ async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
     let shutdown_tx = Arc::new(shutdown_tx);
     let agent = Arc::new(ClientAgent::new(config, gossip, Arc::clone(&shutdown_tx)));
     let mut tasks = Vec::new();
-    // The router is the agent's own API (DNS reads through it) whether or not HTTP is served.
+    // The router is the agent's own API (DNS, anti-entropy and alias checks call it in-process)
+    // whether or not HTTP is served.
     let router = http::client::router(Arc::clone(&agent));
     agent.own_router.set(router.clone());
     if let Some(listener) = http_listener {
@@ -415,6 +439,13 @@ async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
         let api: crate::local_api::SharedLocalApi = agent.own_router.clone();
         tasks.extend(dns.serve(&agent.config, api, shutdown_rx.clone()));
     }
+    tasks.push(agent.local.spawn_sync(
+        &agent.config,
+        agent.own_router.clone(),
+        advertised(&agent.config),
+        Box::new(|| None),
+        shutdown_rx.clone(),
+    ));
     // A client acts on no member event but a changed keyring, which it saves, and user events,
     // which it keeps; the channel is drained so it does not grow.
     let mut stop = shutdown_rx.clone();
