@@ -53,7 +53,7 @@ impl ClientAgent {
         ClientAgent {
             events: Arc::new(crate::events::Events::new(
                 config.node_name.clone(),
-                Arc::new(crate::events::NoLocalServices),
+                local.state.clone(),
             )),
             config,
             gossip,

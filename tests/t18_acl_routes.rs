@@ -114,6 +114,10 @@ const WEB_BODY: &str = r#"{"Node": "web-1", "Address": "192.0.2.10",
 const REGISTER_BODY: &str = r#"{"Node": "walk-node", "Address": "192.0.2.11",
     "Service": {"Service": "walk", "Port": 81}}"#;
 const DEREGISTER_BODY: &str = r#"{"Node": "walk-node"}"#;
+/// A service and a check registered on the agent itself (the agent's local state).
+const AGENT_SERVICE_BODY: &str = r#"{"Name": "walk-new", "Port": 82}"#;
+const AGENT_CHECK_BODY: &str = r#"{"Name": "walk-new-check", "TTL": "30s"}"#;
+const CHECK_UPDATE_BODY: &str = r#"{"Status": "passing", "Output": "walked"}"#;
 
 /// One route of the walk: method, route pattern, what it requires, the request path (with the
 /// `{placeholders}` of [`Fixtures::fill`]), the request body, the status an allowed caller gets.
@@ -148,6 +152,11 @@ const ROUTES: &[Route] = {
         ("GET", "/v1/health/checks/{service}", Filtered, "/v1/health/checks/web", "", 200),
         ("GET", "/v1/health/service/{service}", Filtered, "/v1/health/service/web", "", 200),
         ("GET", "/v1/health/state/{state}", Filtered, "/v1/health/state/any", "", 200),
+        ("GET", "/v1/agent/services", Filtered, "/v1/agent/services", "", 200),
+        ("GET", "/v1/agent/service/{id}", Read, "/v1/agent/service/walk-local", "", 200),
+        ("GET", "/v1/agent/checks", Filtered, "/v1/agent/checks", "", 200),
+        ("GET", "/v1/agent/health/service/id/{id}", Read, "/v1/agent/health/service/id/walk-local", "", 200),
+        ("GET", "/v1/agent/health/service/name/{name}", Read, "/v1/agent/health/service/name/walk-local", "", 200),
         ("GET", "/v1/acl/token/self", OwnToken, "/v1/acl/token/self", "", 200),
         ("GET", "/v1/acl/token/{accessor}", Read, "/v1/acl/token/{read_only_accessor}", "", 200),
         ("GET", "/v1/acl/tokens", Read, "/v1/acl/tokens", "", 200),
@@ -208,6 +217,16 @@ const ROUTES: &[Route] = {
         ("PUT", "/v1/operator/keyring", Write, "/v1/operator/keyring", KEYRING_BODY, 500),
         ("DELETE", "/v1/operator/keyring", Write, "/v1/operator/keyring", KEYRING_BODY, 500),
         ("PUT", "/v1/event/fire/{name}", Write, "/v1/event/fire/deploy", "", 200),
+        ("PUT", "/v1/agent/service/register", Write, "/v1/agent/service/register", AGENT_SERVICE_BODY, 200),
+        ("PUT", "/v1/agent/check/register", Write, "/v1/agent/check/register", AGENT_CHECK_BODY, 200),
+        ("PUT", "/v1/agent/check/pass/{id}", Write, "/v1/agent/check/pass/walk-ttl", "", 200),
+        ("PUT", "/v1/agent/check/warn/{id}", Write, "/v1/agent/check/warn/walk-ttl", "", 200),
+        ("PUT", "/v1/agent/check/fail/{id}", Write, "/v1/agent/check/fail/walk-ttl", "", 200),
+        ("PUT", "/v1/agent/check/update/{id}", Write, "/v1/agent/check/update/walk-ttl", CHECK_UPDATE_BODY, 200),
+        ("PUT", "/v1/agent/service/maintenance/{id}", Write, "/v1/agent/service/maintenance/walk-local?enable=false", "", 200),
+        ("PUT", "/v1/agent/maintenance", Write, "/v1/agent/maintenance?enable=false", "", 200),
+        ("PUT", "/v1/agent/check/deregister/{id}", Write, "/v1/agent/check/deregister/walk-new-check", "", 200),
+        ("PUT", "/v1/agent/service/deregister/{id}", Write, "/v1/agent/service/deregister/walk-new", "", 200),
         ("GET", "/v1/event/list", Filtered, "/v1/event/list", "", 200),
         ("GET", "/v1/snapshot", Write, "/v1/snapshot", "", 200),
         ("PUT", "/v1/snapshot", Write, "/v1/snapshot", "not an archive", 400),
@@ -245,6 +264,21 @@ const CLIENT_LOCAL: &[(&str, &str)] = &[
     ("DELETE", "/v1/operator/keyring"),
     ("PUT", "/v1/event/fire/{name}"),
     ("GET", "/v1/event/list"),
+    ("GET", "/v1/agent/services"),
+    ("GET", "/v1/agent/service/{id}"),
+    ("GET", "/v1/agent/checks"),
+    ("GET", "/v1/agent/health/service/id/{id}"),
+    ("GET", "/v1/agent/health/service/name/{name}"),
+    ("PUT", "/v1/agent/service/register"),
+    ("PUT", "/v1/agent/check/register"),
+    ("PUT", "/v1/agent/check/pass/{id}"),
+    ("PUT", "/v1/agent/check/warn/{id}"),
+    ("PUT", "/v1/agent/check/fail/{id}"),
+    ("PUT", "/v1/agent/check/update/{id}"),
+    ("PUT", "/v1/agent/service/maintenance/{id}"),
+    ("PUT", "/v1/agent/maintenance"),
+    ("PUT", "/v1/agent/check/deregister/{id}"),
+    ("PUT", "/v1/agent/service/deregister/{id}"),
 ];
 
 async fn call(http: &Client, method: &str, path: &str, token: Option<&str>, body: &str) -> Reply {
@@ -348,6 +382,16 @@ fn acl_server() -> Config {
     config.acl.enabled = true;
     config.acl.default_policy = DefaultPolicy::Deny;
     config.acl.tokens.initial_management = Some(ROOT.to_owned());
+    // The agent's own service (with a passing check) and a TTL node check, as a configuration
+    // file would declare them, for the walk's agent service and check routes.
+    config.local.services.push(json!({
+        "id": "walk-local", "name": "walk-local", "port": 83,
+        "check": {"id": "walk-local-alive", "name": "alive", "ttl": "1h", "status": "passing"},
+    }));
+    config
+        .local
+        .checks
+        .push(json!({"id": "walk-ttl", "name": "walk ttl", "ttl": "1h", "status": "passing"}));
     config
 }
 

@@ -106,7 +106,14 @@ async fn events_fired_on_one_agent_are_listed_on_the_other() {
     let only_c1 = fire(&server, "/v1/event/fire/only-c1?node=%5Ec1%24", b"").await;
     assert_eq!(only_c1["NodeFilter"], "^c1$");
     let only_c1 = only_c1["ID"].as_str().unwrap().to_owned();
-    // The service filter: no agent runs local services yet, so no agent keeps it.
+    // The service filter: only the client agent runs `web` tagged v1, so only it keeps the event.
+    let registered = client
+        .put(
+            "/v1/agent/service/register",
+            br#"{"Name": "web", "ID": "web-1", "Tags": ["v1"], "Port": 80}"#,
+        )
+        .await;
+    assert_eq!(registered.status, 200, "{}", registered.text());
     let web = fire(&server, "/v1/event/fire/web?service=web&tag=v1", b"").await;
     let web = web["ID"].as_str().unwrap().to_owned();
     let marker = fire(&server, "/v1/event/fire/marker", b"").await;
@@ -116,8 +123,8 @@ async fn events_fired_on_one_agent_are_listed_on_the_other() {
     until_listed(&client, &marker, "the marker on the client").await;
     let on_server = ids(&server.get("/v1/event/list").await.json());
     assert!(!on_server.contains(&only_c1), "s1 is not ^c1$");
-    assert!(!on_server.contains(&web));
-    assert!(!ids(&client.get("/v1/event/list").await.json()).contains(&web));
+    assert!(!on_server.contains(&web), "s1 runs no web service");
+    until_listed(&client, &web, "c1 runs web tagged v1").await;
 
     // Refused with Consul's messages.
     let no_service = client.put("/v1/event/fire/x?tag=v1", b"").await;

@@ -11,8 +11,7 @@
 //!
 //! What it is not: no persistence (the ring is lost on restart, as Consul's), no delivery
 //! guarantee beyond gossip's, no handler execution (that is `tribune watch -type event`).
-//! Agents do not register local services yet: [`NoLocalServices`] answers that none runs, so an
-//! event with a service filter is kept by no agent until local services exist.
+//! The agents' local state (`crate::local::LocalState`) answers the service filters.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -208,10 +207,12 @@ pub(crate) trait LocalServices: Send + Sync {
     fn runs(&self, service: &Regex, tag: Option<&Regex>) -> bool;
 }
 
-/// No local services (agents do not register their own services yet): every service filter fails.
+/// No local services: every service filter fails (for tests of the buffer alone).
+#[cfg(test)]
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct NoLocalServices;
 
+#[cfg(test)]
 impl LocalServices for NoLocalServices {
     fn runs(&self, _service: &Regex, _tag: Option<&Regex>) -> bool {
         false
@@ -449,5 +450,15 @@ mod tests {
         assert_eq!(value["Payload"], "aGk=");
         let back: UserEvent = serde_json::from_value(value).unwrap();
         assert_eq!(back, e);
+    }
+}
+
+/// The services registered on this agent (its local state), as Consul's event filters see them.
+impl LocalServices for crate::local::LocalState {
+    fn runs(&self, service: &Regex, tag: Option<&Regex>) -> bool {
+        self.services().iter().any(|local| {
+            service.is_match(&local.service)
+                && tag.is_none_or(|tag| local.tags.iter().any(|t| tag.is_match(t)))
+        })
     }
 }

@@ -45,6 +45,7 @@ pub(crate) struct RemoteCheck {
     pub(crate) check_id: String,
     #[serde(default)]
     pub(crate) name: String,
+    #[serde(deserialize_with = "status_from_text")]
     pub(crate) status: CheckStatus,
     #[serde(default)]
     pub(crate) notes: String,
@@ -54,6 +55,13 @@ pub(crate) struct RemoteCheck {
     pub(crate) service_id: String,
     #[serde(rename = "Type", default)]
     pub(crate) check_type: String,
+}
+
+/// A check status as the HTTP API writes it (`passing`, `warning`, `critical`).
+fn status_from_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<CheckStatus, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    CheckStatus::parse(&text)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown check status {text:?}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -464,7 +472,13 @@ pub(crate) async fn sync_once(
 ) -> Result<(), LocalApiError> {
     let local = state.snapshot();
     let remote = if full {
-        Some(target.read_remote().await?)
+        match target.read_remote().await {
+            Ok(remote) => Some(remote),
+            Err(e) => {
+                tracing::warn!(error = %e, "anti-entropy: reading this node from the catalog");
+                return Err(e);
+            }
+        }
     } else {
         None
     };
@@ -588,6 +602,17 @@ mod tests {
             service_id: c.service_id.clone(),
             check_type: c.check_type.clone(),
         }
+    }
+
+    #[test]
+    fn remote_checks_read_the_statuses_the_api_writes() {
+        let check: RemoteCheck = serde_json::from_str(
+            r#"{"CheckID": "c", "Name": "n", "Status": "warning", "Notes": "", "Output": "o",
+                "ServiceID": "s", "Type": "ttl", "Definition": {}}"#,
+        )
+        .unwrap();
+        assert_eq!(check.status, CheckStatus::Warning);
+        assert!(serde_json::from_str::<RemoteCheck>(r#"{"CheckID": "c", "Status": "Bogus"}"#).is_err());
     }
 
     #[test]

@@ -257,10 +257,7 @@ where
         stop_tasks: Arc::clone(&shutdown_tx),
         own_router,
         telemetry: Arc::clone(&telemetry),
-        events: Arc::new(crate::events::Events::new(
-            config_node_name,
-            Arc::new(crate::events::NoLocalServices),
-        )),
+        events: Arc::new(crate::events::Events::new(config_node_name, local.state.clone())),
         local,
     });
     let router = http::router(Arc::clone(&agent));
@@ -351,10 +348,7 @@ where
 
 /// The address the agent's node is registered at: the advertised one, decided at start.
 fn advertised(config: &Config) -> String {
-    config
-        .advertise_addr
-        .unwrap_or(config.bind_addr)
-        .to_string()
+    config.advertise_addr.unwrap_or(config.bind_addr).to_string()
 }
 
 /// Binds the HTTP API's listener on the first `client_addr`, or nothing when `ports.http` is disabled.
