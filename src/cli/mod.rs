@@ -21,10 +21,12 @@ mod keyring;
 mod kv;
 mod lock;
 mod login;
+mod maint;
 mod members;
 mod operator;
 mod replicate;
 mod rtt;
+mod services;
 mod snapshot;
 mod watch;
 
@@ -174,6 +176,11 @@ enum Command {
     Watch(watch::WatchArgs),
     /// Prints the agent's statistics, as `consul info`.
     Info,
+    /// Registers or deregisters a service of the agent.
+    #[command(subcommand)]
+    Services(services::ServicesCommand),
+    /// Puts the agent's node or one of its services in maintenance mode, or lists what is.
+    Maint(maint::MaintArgs),
     /// Estimates the round trip time between two nodes from their network coordinates.
     Rtt(rtt::RttArgs),
     /// Load generator: N concurrent HTTP clients writing or reading a Tribune, Consul or etcd cluster.
@@ -269,6 +276,8 @@ async fn run(cli: Cli, config_sources: Vec<agent::FileSource>) -> Result<ExitCod
         Command::Event(args) => event::run(args, &global).await,
         Command::Watch(args) => watch::run(args, &global).await,
         Command::Info => info::run(&global).await,
+        Command::Services(command) => services::run(command, &global).await,
+        Command::Maint(args) => maint::run(args, &global).await,
         Command::Rtt(args) => rtt::run(args, &global).await,
         Command::Bench(args) => bench::run(args, &global).await,
         Command::Replicate(args) => replicate::run(*args, &global).await,

@@ -322,6 +322,16 @@ impl Events {
     }
 }
 
+/// The services registered on this agent (its local state), as Consul's event filters see them.
+impl LocalServices for crate::local::LocalState {
+    fn runs(&self, service: &Regex, tag: Option<&Regex>) -> bool {
+        self.services().iter().any(|local| {
+            service.is_match(&local.service)
+                && tag.is_none_or(|tag| local.tags.iter().any(|t| tag.is_match(t)))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,15 +460,5 @@ mod tests {
         assert_eq!(value["Payload"], "aGk=");
         let back: UserEvent = serde_json::from_value(value).unwrap();
         assert_eq!(back, e);
-    }
-}
-
-/// The services registered on this agent (its local state), as Consul's event filters see them.
-impl LocalServices for crate::local::LocalState {
-    fn runs(&self, service: &Regex, tag: Option<&Regex>) -> bool {
-        self.services().iter().any(|local| {
-            service.is_match(&local.service)
-                && tag.is_none_or(|tag| local.tags.iter().any(|t| tag.is_match(t)))
-        })
     }
 }

@@ -299,7 +299,7 @@ impl LocalState {
     pub(crate) fn remove_check(&self, id: &str) -> Result<(), StateError> {
         let stale = {
             let mut inner = self.inner.lock();
-            if !inner.checks.get(id).is_some_and(|t| t.value.is_some()) {
+            if inner.checks.get(id).is_none_or(|t| t.value.is_none()) {
                 return Err(StateError::UnknownCheck(id.to_owned()));
             }
             remove_check_locked(&mut inner, id)
