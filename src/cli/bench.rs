@@ -215,10 +215,10 @@ pub(crate) async fn run(args: BenchArgs, global: &GlobalArgs) -> Result<ExitCode
         keys: args.keys,
         value: Bytes::from(vec![b'x'; args.value_size]),
     });
-    let system = if args.etcd {
-        "etcd v3 gateway"
-    } else {
-        "Consul KV API"
+    let system = match args.mode {
+        _ if args.etcd => "etcd v3 gateway",
+        Mode::Register | Mode::Health => "Consul catalog API",
+        Mode::Put | Mode::Get | Mode::Stale | Mode::Consistent => "Consul KV API",
     };
     let mode = match args.mode {
         Mode::Put => "put",
