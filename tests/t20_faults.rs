@@ -24,6 +24,11 @@
 //! observer of dc2's `repl/`; dc2 must never show a value not written, wrong flags or a key going
 //! back to an older state, and must equal dc1's `repl/` within 30 s once the faults are healed.
 //!
+//! Catalog (faults/catalog.rs): every run registers, flips and deregisters service instances through
+//! random servers while `?stale` observers read each server's catalog; no server may show a
+//! registration that was never sent, every server must equal the leader within 30 s of the heal,
+//! and the final catalog must be explained by the acknowledged (or unknown) operations.
+//!
 //! - `short_campaign` (CI): a fixed list of seeds covering every fault kind.
 //! - `long_campaign` (ignored): `TRIBUNE_FAULTS_RUNS` (default 100) seeded runs with two random
 //!   faults each, ending with the RELIABILITY.md table.
