@@ -70,6 +70,15 @@ fn addresses_json(addresses: BTreeMap<String, ServiceAddress>) -> BTreeMap<Strin
         .collect()
 }
 
+impl From<ServiceAddressJson> for ServiceAddress {
+    fn from(a: ServiceAddressJson) -> Self {
+        ServiceAddress {
+            address: a.address,
+            port: a.port,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize, Clone, Copy)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct WeightsJson {
@@ -77,6 +86,15 @@ pub(crate) struct WeightsJson {
     passing: u32,
     #[serde(default)]
     warning: u32,
+}
+
+impl From<WeightsJson> for ServiceWeights {
+    fn from(w: WeightsJson) -> Self {
+        ServiceWeights {
+            passing: w.passing,
+            warning: w.warning,
+        }
+    }
 }
 
 impl From<ServiceWeights> for WeightsJson {
@@ -453,15 +471,7 @@ impl ServiceBody {
             tagged_addresses: self
                 .tagged_addresses
                 .into_iter()
-                .map(|(purpose, a)| {
-                    (
-                        purpose,
-                        ServiceAddress {
-                            address: a.address,
-                            port: a.port,
-                        },
-                    )
-                })
+                .map(|(purpose, a)| (purpose, a.into()))
                 .collect(),
             meta: self.meta,
             port: self.port,

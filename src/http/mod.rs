@@ -6,7 +6,7 @@ mod acl_filtered;
 pub(crate) mod agent;
 mod agent_local;
 mod catalog;
-mod catalog_json;
+pub(crate) mod catalog_json;
 mod catalog_query;
 pub(crate) mod client;
 mod coordinate;

@@ -23,7 +23,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tribune_kvstore::{CheckStatus, ServiceAddress, ServiceWeights};
+use tribune_kvstore::{CheckStatus, ServiceWeights};
+
+use crate::http::catalog_json::ServiceAddressJson;
 
 use super::model::{LocalCheck, LocalService};
 use super::state::{EntryKey, LocalState, Snapshot, Synced};
@@ -66,15 +68,6 @@ fn status_from_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct RemoteAddress {
-    #[serde(default)]
-    address: String,
-    #[serde(default)]
-    port: u16,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
 struct RemoteWeights {
     passing: u32,
     warning: u32,
@@ -94,7 +87,7 @@ struct RemoteService {
     #[serde(default)]
     address: String,
     #[serde(default)]
-    tagged_addresses: Option<BTreeMap<String, RemoteAddress>>,
+    tagged_addresses: Option<BTreeMap<String, ServiceAddressJson>>,
     #[serde(default)]
     meta: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -117,15 +110,7 @@ impl From<RemoteService> for LocalService {
                 .tagged_addresses
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(purpose, a)| {
-                    (
-                        purpose,
-                        ServiceAddress {
-                            address: a.address,
-                            port: a.port,
-                        },
-                    )
-                })
+                .map(|(purpose, a)| (purpose, a.into()))
                 .collect(),
             meta: r.meta.unwrap_or_default(),
             port: r.port,

@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use tribune_kvstore::{CheckDefinition, CheckStatus, ServiceAddress, ServiceWeights};
+use tribune_kvstore::{CheckDefinition, CheckStatus, ServiceWeights};
 
 use super::model::{LocalCheck, LocalService};
 use crate::duration::parse_go_duration;
+use crate::http::catalog_json::{ServiceAddressJson, WeightsJson};
 
 /// Why a definition was refused; the text is what the API answers (400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -155,24 +156,6 @@ fn duration(field: &str, value: Option<DurationField>) -> Result<Duration, Defin
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct AddressField {
-    #[serde(default)]
-    address: String,
-    #[serde(default)]
-    port: u16,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct WeightsField {
-    #[serde(default)]
-    passing: u32,
-    #[serde(default)]
-    warning: u32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
 struct ServiceFields {
     #[serde(rename = "ID", default)]
     id: Option<String>,
@@ -185,13 +168,13 @@ struct ServiceFields {
     #[serde(default)]
     address: Option<String>,
     #[serde(default)]
-    tagged_addresses: Option<BTreeMap<String, AddressField>>,
+    tagged_addresses: Option<BTreeMap<String, ServiceAddressJson>>,
     #[serde(default)]
     meta: Option<BTreeMap<String, String>>,
     #[serde(default)]
     port: Option<u16>,
     #[serde(default)]
-    weights: Option<WeightsField>,
+    weights: Option<WeightsJson>,
     #[serde(default)]
     enable_tag_override: Option<bool>,
     #[serde(default)]
@@ -312,10 +295,7 @@ pub(crate) fn parse_service(value: &Value) -> Result<ServiceSpec, DefinitionErro
         .unwrap_or_else(|| name.clone());
     let weights = fields
         .weights
-        .map_or_else(ServiceWeights::default, |w| ServiceWeights {
-            passing: w.passing,
-            warning: w.warning,
-        });
+        .map_or_else(ServiceWeights::default, ServiceWeights::from);
     let service = LocalService {
         id: id.clone(),
         service: name.clone(),
@@ -326,15 +306,7 @@ pub(crate) fn parse_service(value: &Value) -> Result<ServiceSpec, DefinitionErro
             .tagged_addresses
             .unwrap_or_default()
             .into_iter()
-            .map(|(purpose, a)| {
-                (
-                    purpose,
-                    ServiceAddress {
-                        address: a.address,
-                        port: a.port,
-                    },
-                )
-            })
+            .map(|(purpose, a)| (purpose, a.into()))
             .collect(),
         meta: fields.meta.unwrap_or_default(),
         port: fields.port.unwrap_or(0),
