@@ -40,6 +40,34 @@ async fn a_blocked_read_returns_when_the_key_changes() {
     node.shutdown().await;
 }
 
+/// A read parked on a key that does not exist yet, at the index its 404 answered, wakes when the
+/// key is created (a missing key answers the KV table's index, as Consul).
+#[tokio::test]
+async fn a_blocked_read_on_a_missing_key_wakes_when_the_key_is_created() {
+    let node = dev_server().await;
+    let http = Client::of(&node);
+    assert_eq!(http.put("/v1/kv/elsewhere", b"1").await.text(), "true");
+    let missing = http.get("/v1/kv/later").await;
+    assert_eq!(missing.status, 404);
+    let index = missing.index();
+    let reader = tokio::spawn(async move { http.get(&format!("/v1/kv/later?index={index}&wait=15s")).await });
+    let started = Instant::now();
+    parked(&node, 1).await;
+    assert!(
+        !reader.is_finished(),
+        "a read on a missing key returned before it was created"
+    );
+    assert_eq!(http.put("/v1/kv/later", b"now").await.text(), "true");
+    let woke = reader.await.unwrap();
+    assert_eq!(woke.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the read woke only at the wait's end"
+    );
+    assert!(woke.index() > index);
+    node.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_blocked_prefix_read_sees_a_delete() {
     let node = dev_server().await;
