@@ -61,7 +61,7 @@ done
 for i in 0 1 2; do
   args=(agent -server -bootstrap-expect=3 "-node=t$i" "-data-dir=$WORK/tribune$i"
     -bind=127.0.0.1 -client=127.0.0.1 "-http-port=$((18500 + i))"
-    "-server-port=$((18300 + 10 * i))" "-serf-lan-port=$((18301 + 10 * i))" -serf-wan-port=-1
+    "-server-port=$((18300 + 10 * i))" "-serf-lan-port=$((18301 + 10 * i))" -serf-wan-port=-1 -dns-port=-1
     -log-level=warn)
   for j in 0 1 2; do
     [ "$j" = "$i" ] || args+=("-retry-join=127.0.0.1:$((18301 + 10 * j))")

@@ -79,9 +79,10 @@ pub struct Config {
     pub log_json: bool,
     /// The web UI's settings, accepted from Consul configurations; no UI is served yet.
     pub ui: UiConfig,
-    /// Consul's `enable_script_checks`, accepted; health checks are not implemented yet.
+    /// Consul's `enable_script_checks`: script checks may be registered through the HTTP API and
+    /// from the configuration.
     pub enable_script_checks: bool,
-    /// Consul's `enable_local_script_checks`, accepted; health checks are not implemented yet.
+    /// Consul's `enable_local_script_checks`: script checks only from the configuration files.
     pub enable_local_script_checks: bool,
     /// The gossip encryption key (16 or 32 bytes), decoded.
     pub encrypt: Option<Vec<u8>>,
@@ -248,9 +249,6 @@ impl Config {
                 out.push(format!("{key}: {what} is not served yet"));
             }
         }
-        if self.enable_script_checks || self.enable_local_script_checks {
-            out.push("enable_script_checks: health checks are not implemented yet".to_owned());
-        }
         if self.translate_wan_addrs {
             out.push("translate_wan_addrs: WAN addresses are not translated yet".to_owned());
         }
@@ -416,8 +414,8 @@ pub const DEFAULT_SESSION_TTL_MIN: Duration = Duration::from_secs(10);
 /// The ports an agent listens on; `None` means the listener is disabled (Consul's `-1`).
 ///
 /// `grpc`, `https` and `grpc_tls` are accepted from Consul configurations and kept, but nothing
-/// listens on them yet; they are `None` unless set. `dns` is served (src/dns) when set; it is off
-/// by default (Consul: 8600) so that agents started side by side do not compete for one port.
+/// listens on them yet; they are `None` unless set. `dns` is served (src/dns) on 8600 unless set
+/// otherwise, as Consul: agents started side by side on one address need `-dns-port=0` or `-1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {
     /// The HTTP API (Consul: 8500).
@@ -445,7 +443,7 @@ impl Default for Ports {
             serf_lan: Some(8301),
             serf_wan: Some(8302),
             server: Some(8300),
-            dns: None,
+            dns: Some(8600),
             grpc: None,
             https: None,
             grpc_tls: None,
@@ -478,6 +476,11 @@ pub struct DnsConfig {
     pub udp_answer_limit: usize,
     /// Whether a UDP answer that was cut sets the TC bit, so clients retry over TCP.
     pub enable_truncate: bool,
+    /// The most records in an A, AAAA or ANY answer over UDP and TCP alike (Consul's
+    /// `a_record_limit`; 0, the default, for no limit beyond the UDP ones).
+    pub a_record_limit: usize,
+    /// Whether answers are written without name compression (Consul's `disable_compression`).
+    pub disable_compression: bool,
 }
 
 impl Default for DnsConfig {
@@ -494,6 +497,8 @@ impl Default for DnsConfig {
             only_passing: false,
             udp_answer_limit: 3,
             enable_truncate: false,
+            a_record_limit: 0,
+            disable_compression: false,
         }
     }
 }
@@ -747,6 +752,8 @@ struct RawDnsConfig {
     udp_answer_limit: Option<i64>,
     enable_truncate: Option<bool>,
     recursor_timeout: Option<String>,
+    a_record_limit: Option<i64>,
+    disable_compression: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1349,6 +1356,11 @@ impl ConfigLoader {
             Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
             Some(n) => return Err(self.invalid("dns_config.udp_answer_limit", format!("{n} is below 1"))),
         };
+        let a_record_limit = match raw.a_record_limit {
+            None => defaults.a_record_limit,
+            Some(n) => usize::try_from(n)
+                .map_err(|_| self.invalid("dns_config.a_record_limit", format!("{n} is below 0")))?,
+        };
         let recursor_timeout = duration(
             "dns_config.recursor_timeout",
             raw.recursor_timeout,
@@ -1369,6 +1381,8 @@ impl ConfigLoader {
             only_passing: raw.only_passing.unwrap_or(defaults.only_passing),
             udp_answer_limit,
             enable_truncate: raw.enable_truncate.unwrap_or(defaults.enable_truncate),
+            a_record_limit,
+            disable_compression: raw.disable_compression.unwrap_or(defaults.disable_compression),
         })
     }
 
@@ -1834,7 +1848,6 @@ mod tests {
                 "ui: the web UI is not served yet",
                 "ports.grpc: gRPC (xDS) is not served yet",
                 "ports.grpc_tls: gRPC over TLS is not served yet",
-                "enable_script_checks: health checks are not implemented yet",
             ]
         );
 
@@ -1865,13 +1878,15 @@ mod tests {
         assert!(defaults.allow_stale);
         assert_eq!(defaults.udp_answer_limit, 3);
         assert_eq!(Config::dev().ports.dns, Some(0), "dev binds DNS on a free port");
+        assert_eq!(load_json(&["{}"]).unwrap().ports.dns, Some(8600), "Consul's port");
 
         let config = load_json(&[r#"{
             "domain": "Example.ORG", "alt_domain": "alt.test.", "recursors": ["192.0.2.53", "[2001:db8::1]:5353"],
             "ports": {"dns": 8600},
             "dns_config": {"allow_stale": false, "max_stale": "5s", "node_ttl": "30s",
                 "service_ttl": {"*": "5s", "Web": "1m"}, "only_passing": true,
-                "udp_answer_limit": 10, "enable_truncate": true, "recursor_timeout": "500ms"}
+                "udp_answer_limit": 10, "enable_truncate": true, "recursor_timeout": "500ms",
+                "a_record_limit": 2, "disable_compression": true}
         }"#])
         .unwrap();
         let dns = config.dns.clone();
@@ -1891,6 +1906,8 @@ mod tests {
         assert_eq!(dns.service_ttl.get("*"), Some(&Duration::from_secs(5)));
         assert_eq!(dns.udp_answer_limit, 10);
         assert_eq!(dns.recursor_timeout, Duration::from_millis(500));
+        assert_eq!(dns.a_record_limit, 2);
+        assert!(dns.disable_compression);
         assert!(
             config.not_implemented().is_empty(),
             "{:?}",
@@ -1906,6 +1923,10 @@ mod tests {
                 "dns_config.udp_answer_limit",
             ),
             (r#"{"dns_config": {"node_ttl": "soon"}}"#, "dns_config.node_ttl"),
+            (
+                r#"{"dns_config": {"a_record_limit": -1}}"#,
+                "dns_config.a_record_limit",
+            ),
             (
                 r#"{"dns_config": {"service_ttl": {"web": "x"}}}"#,
                 "dns_config.service_ttl",

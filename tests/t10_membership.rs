@@ -137,7 +137,8 @@ async fn servers_meet_in_the_lan_pool_and_raft_follows_it() {
             .put("/v1/agent/force-leave/nobody", b"")
             .await
             .status,
-        404
+        500,
+        "Consul's answer for a name no pool knows"
     );
     assert_eq!(
         ca.put(&format!("/v1/agent/force-leave/{failed}"), b"")

@@ -97,6 +97,8 @@ const MISSING: &str = "00000000-0000-4000-8000-00000000beef";
 const KEYRING_BODY: &str = r#"{"Key": "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="}"#;
 const TXN_BODY: &str = r#"[{"KV": {"Verb": "set", "Key": "app/t", "Value": "dg=="}}]"#;
 const AGENT_TOKEN_BODY: &str = r#"{"Token": ""}"#;
+const SHORT_COORDINATE_BODY: &str =
+    r#"{"Node": "walk-node", "Coord": {"Vec": [0.0], "Error": 1.5, "Adjustment": 0.0, "Height": 0.0}}"#;
 const NEW_TOKEN_BODY: &str = r#"{"Description": "walk", "Policies": []}"#;
 const RENAME_BODY: &str = r#"{"Description": "read-only, renamed", "Policies": [{"Name": "read-only"}]}"#;
 const NEW_POLICY_BODY: &str = r#"{"Name": "walk-policy", "Rules": ""}"#;
@@ -143,6 +145,10 @@ const ROUTES: &[Route] = {
         ("GET", "/v1/agent/self", Read, "/v1/agent/self", "", 200),
         ("GET", "/v1/agent/members", Filtered, "/v1/agent/members", "", 200),
         ("GET", "/v1/agent/metrics", Read, "/v1/agent/metrics", "", 200),
+        ("GET", "/v1/agent/host", Read, "/v1/agent/host", "", 200),
+        // A valid level would stream until the agent stops: an unknown one is refused after the
+        // permission check.
+        ("GET", "/v1/agent/monitor", Read, "/v1/agent/monitor?loglevel=bogus", "", 400),
         ("GET", "/v1/catalog/nodes", Filtered, "/v1/catalog/nodes", "", 200),
         ("GET", "/v1/catalog/services", Filtered, "/v1/catalog/services", "", 200),
         ("GET", "/v1/catalog/service/{name}", Filtered, "/v1/catalog/service/web", "", 200),
@@ -190,8 +196,11 @@ const ROUTES: &[Route] = {
         ("PUT", "/v1/session/destroy/{id}", Write, "/v1/session/destroy/{session}", "", 200),
         // An agent cannot join itself: the error comes after the permission check.
         ("PUT", "/v1/agent/join/{address}", Write, "/v1/agent/join/{serf_addr}", "", 500),
-        ("PUT", "/v1/agent/force-leave/{node}", Write, "/v1/agent/force-leave/nobody", "", 404),
+        ("PUT", "/v1/agent/force-leave/{node}", Write, "/v1/agent/force-leave/nobody", "", 500),
         ("PUT", "/v1/agent/token/{name}", Write, "/v1/agent/token/agent", AGENT_TOKEN_BODY, 200),
+        ("PUT", "/v1/agent/reload", Write, "/v1/agent/reload", "", 200),
+        // A one-dimensional coordinate is refused after the permission check.
+        ("PUT", "/v1/coordinate/update", Write, "/v1/coordinate/update", SHORT_COORDINATE_BODY, 400),
         // Open to anyone until bootstrapped; the first caller may get a token, later ones are told
         // it is no longer allowed.
         ("PUT", "/v1/acl/bootstrap", Public, "/v1/acl/bootstrap", "", ANY_STATUS),
@@ -281,6 +290,9 @@ const CLIENT_LOCAL: &[(&str, &str)] = &[
     ("PUT", "/v1/agent/maintenance"),
     ("PUT", "/v1/agent/check/deregister/{id}"),
     ("PUT", "/v1/agent/service/deregister/{id}"),
+    ("PUT", "/v1/agent/reload"),
+    ("GET", "/v1/agent/monitor"),
+    ("GET", "/v1/agent/host"),
 ];
 
 async fn call(http: &Client, method: &str, path: &str, token: Option<&str>, body: &str) -> Reply {

@@ -536,6 +536,23 @@ impl Pool {
         Ok(())
     }
 
+    /// Sets member `name`'s coordinate (ours for the local name) as an application reported it
+    /// (Consul's `/v1/coordinate/update`); the member's next ack replaces it.
+    pub fn set_member_coordinate(&mut self, name: &str, coordinate: Coordinate) -> Result<(), PoolError> {
+        if name == self.name {
+            return self.set_coordinate(coordinate);
+        }
+        let client = self.coordinates.as_ref().ok_or(PoolError::CoordinatesDisabled)?;
+        coordinate.validate(client.config().dimensionality)?;
+        if self.members.position(name).is_none() {
+            return Err(PoolError::UnknownMember {
+                name: name.to_owned(),
+            });
+        }
+        self.peer_coordinates.insert(name.to_owned(), coordinate);
+        Ok(())
+    }
+
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()

@@ -117,6 +117,7 @@ enum Command {
     Stats(oneshot::Sender<Stats>),
     Coordinates(oneshot::Sender<Vec<(String, Coordinate)>>),
     SetCoordinate(Coordinate, oneshot::Sender<Result<(), PoolError>>),
+    SetMemberCoordinate(String, Coordinate, oneshot::Sender<Result<(), PoolError>>),
     Keyring(KeyringOp, oneshot::Sender<Result<Vec<String>, RuntimeError>>),
     PoolKeyring(KeyringOp, oneshot::Sender<KeyringReport>),
     Shutdown,
@@ -260,6 +261,17 @@ impl Gossip {
     /// ([`Pool::set_coordinate`]).
     pub async fn set_coordinate(&self, coordinate: Coordinate) -> Result<(), RuntimeError> {
         Ok(self.call(|tx| Command::SetCoordinate(coordinate, tx)).await??)
+    }
+
+    /// Sets a member's coordinate, this node's included ([`Pool::set_member_coordinate`]).
+    pub async fn set_member_coordinate(
+        &self,
+        name: &str,
+        coordinate: Coordinate,
+    ) -> Result<(), RuntimeError> {
+        Ok(self
+            .call(|tx| Command::SetMemberCoordinate(name.to_owned(), coordinate, tx))
+            .await??)
     }
 
     /// Replaces this node's tags.
@@ -482,6 +494,9 @@ impl Driver {
             }
             Command::SetCoordinate(coordinate, reply) => {
                 let _ = reply.send(self.pool.set_coordinate(coordinate));
+            }
+            Command::SetMemberCoordinate(name, coordinate, reply) => {
+                let _ = reply.send(self.pool.set_member_coordinate(&name, coordinate));
             }
             Command::Keyring(op, reply) => {
                 let result = match self.pool.keyring_mut() {

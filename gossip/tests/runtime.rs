@@ -254,6 +254,34 @@ async fn probes_over_loopback_give_coordinates_a_loopback_sized_estimate() {
     ));
     a.set_coordinate(theirs.clone()).await.unwrap();
     assert_eq!(a.coordinates().await.unwrap()[0].1, *theirs);
+
+    // An application may report a member's coordinate too; unknown names and bad values are refused.
+    let mut reported = ours.clone();
+    reported.error = 1.25;
+    // b's next ack replaces it, which may land between the set and the read: a few tries.
+    let mut seen = false;
+    for _ in 0..5 {
+        a.set_member_coordinate("b", reported.clone()).await.unwrap();
+        if a.coordinates()
+            .await
+            .unwrap()
+            .iter()
+            .any(|(n, c)| n == "b" && c.error == 1.25)
+        {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "the reported coordinate was never read back");
+    assert!(matches!(
+        a.set_member_coordinate("nobody", reported).await,
+        Err(RuntimeError::Pool(
+            tribune_gossip::PoolError::UnknownMember { .. }
+        ))
+    ));
+    let mut short = ours.clone();
+    short.vec.pop();
+    assert!(a.set_member_coordinate("b", short).await.is_err());
     a.shutdown().await;
     b.shutdown().await;
 }

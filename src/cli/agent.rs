@@ -355,7 +355,7 @@ impl Drop for PidFile {
 /// Runs the agent until SIGINT or SIGTERM.
 pub(crate) async fn run(args: AgentArgs, files: Vec<FileSource>) -> Result<ExitCode, CliError> {
     let config = load_config(&args, &files)?;
-    init_logging(&config)?;
+    let log_filter = init_logging(&config)?;
     for setting in config.not_implemented() {
         tracing::warn!("{setting}; the setting is accepted and ignored");
     }
@@ -365,20 +365,40 @@ pub(crate) async fn run(args: AgentArgs, files: Vec<FileSource>) -> Result<ExitC
         .map_err(|error| CliError::Failed(format!("installing signal handlers: {error}")))?;
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|error| CliError::Failed(format!("installing signal handlers: {error}")))?;
+    let mut hangup = signal(SignalKind::hangup())
+        .map_err(|error| CliError::Failed(format!("installing signal handlers: {error}")))?;
     println!("==> Starting Tribune agent...");
     let node = Node::start(config.clone())
         .await
         .map_err(|error| CliError::Failed(format!("starting agent: {error}")))?;
+    // A reload reads the same files and flags again; the log level is the one other setting
+    // applied without a restart.
+    node.reload_with(Arc::new(move || {
+        let config = load_config(&args, &files).map_err(|error| error.to_string())?;
+        if let Some(filter) = &log_filter {
+            filter.set(&config)?;
+        }
+        Ok(config)
+    }));
     print_banner(&config, &node);
     println!("==> Tribune agent running!");
 
-    let caught = tokio::select! {
-        _ = interrupt.recv() => "interrupt",
-        _ = terminate.recv() => "terminated",
-        () = node.stopped() => {
-            // `/v1/agent/leave` (or `tribune leave`) left the pool and stopped the node.
-            println!("==> Agent left the cluster");
-            return Ok(ExitCode::SUCCESS);
+    let caught = loop {
+        tokio::select! {
+            _ = interrupt.recv() => break "interrupt",
+            _ = terminate.recv() => break "terminated",
+            _ = hangup.recv() => {
+                println!("==> Caught signal: hangup");
+                println!("==> Reloading configuration...");
+                if let Err(error) = node.reload() {
+                    tracing::error!("Failed to reload configs: {error}");
+                }
+            }
+            () = node.stopped() => {
+                // `/v1/agent/leave` (or `tribune leave`) left the pool and stopped the node.
+                println!("==> Agent left the cluster");
+                return Ok(ExitCode::SUCCESS);
+            }
         }
     };
     println!("==> Caught signal: {caught}");
@@ -424,26 +444,52 @@ fn open_log_file(path: &Path) -> Result<std::fs::File, CliError> {
         .map_err(|source| CliError::io(path.display(), source).context("opening the log file"))
 }
 
-fn init_logging(config: &Config) -> Result<(), CliError> {
+/// The log filter's handle, for a reload to change the level.
+struct LogFilter(
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+);
+
+impl LogFilter {
+    /// Applies `config`'s `log_level` (unless RUST_LOG chose the filter).
+    fn set(&self, config: &Config) -> Result<(), String> {
+        if std::env::var_os("RUST_LOG").is_some() {
+            return Ok(());
+        }
+        self.0
+            .reload(log_filter(config.log_level))
+            .map_err(|error| format!("changing the log level: {error}"))
+    }
+}
+
+/// The filter for `level`: openraft narrates every state change at info; at Consul's default
+/// level only its warnings matter.
+fn log_filter(level: LogLevel) -> tracing_subscriber::EnvFilter {
+    let name = level.as_filter();
+    if level >= LogLevel::Info {
+        tracing_subscriber::EnvFilter::new(format!("{name},openraft=warn"))
+    } else {
+        tracing_subscriber::EnvFilter::new(name)
+    }
+}
+
+/// Installs the agent's logging: stderr, `-log-file`, and the lines `/v1/agent/monitor` streams.
+/// `None` when a subscriber was already installed (the filter cannot be changed then).
+fn init_logging(config: &Config) -> Result<Option<LogFilter>, CliError> {
     use std::io::IsTerminal as _;
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    type Base =
-        tracing_subscriber::layer::Layered<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+    type Base = tracing_subscriber::layer::Layered<
+        tracing_subscriber::reload::Layer<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+        tracing_subscriber::Registry,
+    >;
 
-    // openraft narrates every state change at info; at Consul's default level only its warnings matter.
-    let level = config.log_level.as_filter();
-    let default = if config.log_level >= LogLevel::Info {
-        format!("{level},openraft=warn")
-    } else {
-        level.to_owned()
-    };
     // RUST_LOG, when set, replaces the filter for debugging.
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|spec| tracing_subscriber::EnvFilter::try_new(spec).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|| log_filter(config.log_level));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let mut layers: Vec<Box<dyn tracing_subscriber::Layer<Base> + Send + Sync>> = Vec::new();
     let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     layers.push(if config.log_json {
@@ -461,11 +507,12 @@ fn init_logging(config: &Config) -> Result<(), CliError> {
             file.boxed()
         });
     }
-    let _ = tracing_subscriber::registry()
+    layers.push(tribune::logs::monitor_layer().boxed());
+    let installed = tracing_subscriber::registry()
         .with(filter)
         .with(layers)
         .try_init();
-    Ok(())
+    Ok(installed.ok().map(|()| LogFilter(handle)))
 }
 
 fn print_banner(config: &Config, node: &NodeHandle) {

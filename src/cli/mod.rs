@@ -23,6 +23,7 @@ mod lock;
 mod login;
 mod maint;
 mod members;
+mod monitor;
 mod operator;
 mod replicate;
 mod rtt;
@@ -181,6 +182,10 @@ enum Command {
     Services(services::ServicesCommand),
     /// Puts the agent's node or one of its services in maintenance mode, or lists what is.
     Maint(maint::MaintArgs),
+    /// Streams the agent's log lines (-log-level, -log-json) until interrupted.
+    Monitor(monitor::MonitorArgs),
+    /// Makes the agent reload its configuration files' services and checks.
+    Reload,
     /// Estimates the round trip time between two nodes from their network coordinates.
     Rtt(rtt::RttArgs),
     /// Load generator: N concurrent HTTP clients writing or reading a Tribune, Consul or etcd cluster.
@@ -278,6 +283,8 @@ async fn run(cli: Cli, config_sources: Vec<agent::FileSource>) -> Result<ExitCod
         Command::Info => info::run(&global).await,
         Command::Services(command) => services::run(command, &global).await,
         Command::Maint(args) => maint::run(args, &global).await,
+        Command::Monitor(args) => monitor::monitor(args, &global).await,
+        Command::Reload => monitor::reload(&global).await,
         Command::Rtt(args) => rtt::run(args, &global).await,
         Command::Bench(args) => bench::run(args, &global).await,
         Command::Replicate(args) => replicate::run(*args, &global).await,

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable as _, BinEncoder};
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{RngCore as _, SeedableRng as _};
@@ -142,19 +143,27 @@ impl DnsServer {
             .unwrap_or(0);
         let seed = self.rng.lock().next_u64();
         let mut rng = SmallRng::seed_from_u64(seed);
+        let config = self.config();
+        let encoding = Encoding {
+            compress: !config.disable_compression,
+        };
         match self.responder.answer(&request, serial, &mut rng).await {
-            Outcome::Answer(response) => match transport {
-                Transport::Tcp => response.to_vec().ok(),
-                Transport::Udp => {
-                    let max = usize::from(request.max_payload()).clamp(UDP_MIN_SIZE, UDP_MAX_SIZE);
-                    fit_udp(
-                        response,
-                        self.config().udp_answer_limit,
-                        max,
-                        self.config().enable_truncate,
-                    )
+            Outcome::Answer(mut response) => {
+                limit_address_answers(&request, &mut response, config.a_record_limit);
+                match transport {
+                    Transport::Tcp => encoding.encode(&response),
+                    Transport::Udp => {
+                        let max = usize::from(request.max_payload()).clamp(UDP_MIN_SIZE, UDP_MAX_SIZE);
+                        fit_udp(
+                            response,
+                            config.udp_answer_limit,
+                            max,
+                            config.enable_truncate,
+                            encoding,
+                        )
+                    }
                 }
-            },
+            }
             Outcome::Recurse => Some(self.recurse(&request, bytes).await),
         }
     }
@@ -207,10 +216,46 @@ async fn forward(bytes: &[u8], recursor: SocketAddr, timeout: Duration) -> std::
     Ok(buf)
 }
 
+/// Holds an A, AAAA or ANY answer to `limit` records on every transport (`a_record_limit`; 0 for
+/// no limit).
+fn limit_address_answers(request: &Message, response: &mut Message, limit: usize) {
+    let address_question = request
+        .queries()
+        .first()
+        .is_some_and(|q| matches!(q.query_type(), RecordType::A | RecordType::AAAA | RecordType::ANY));
+    if limit > 0 && address_question {
+        response.answers_mut().truncate(limit);
+    }
+}
+
+/// How answers are written on the wire.
+#[derive(Debug, Clone, Copy)]
+struct Encoding {
+    /// Whether repeated names become pointers (RFC 1035 4.1.4); off with `disable_compression`.
+    compress: bool,
+}
+
+impl Encoding {
+    fn encode(self, message: &Message) -> Option<Vec<u8>> {
+        let mut buffer = Vec::with_capacity(UDP_MIN_SIZE);
+        let mut encoder = BinEncoder::new(&mut buffer);
+        // hickory writes names without pointers in its canonical mode.
+        encoder.set_canonical_names(!self.compress);
+        message.emit(&mut encoder).ok()?;
+        Some(buffer)
+    }
+}
+
 /// Applies the UDP rules to an answer: at most `limit` answer records, then as many as fit in
 /// `max` bytes, additional records kept only for the SRV targets that remain; TC set when records
 /// were cut and `enable_truncate` is on.
-fn fit_udp(mut response: Message, limit: usize, max: usize, enable_truncate: bool) -> Option<Vec<u8>> {
+fn fit_udp(
+    mut response: Message,
+    limit: usize,
+    max: usize,
+    enable_truncate: bool,
+    encoding: Encoding,
+) -> Option<Vec<u8>> {
     let mut cut = false;
     if response.answers().len() > limit {
         response.answers_mut().truncate(limit);
@@ -218,11 +263,11 @@ fn fit_udp(mut response: Message, limit: usize, max: usize, enable_truncate: boo
     }
     keep_extras_of_answers(&mut response);
     loop {
-        let bytes = response.to_vec().ok()?;
+        let bytes = encoding.encode(&response)?;
         if bytes.len() <= max {
             if cut && enable_truncate {
                 response.set_truncated(true);
-                return response.to_vec().ok();
+                return encoding.encode(&response);
             }
             return Some(bytes);
         }
@@ -334,8 +379,11 @@ async fn serve_connection(server: Arc<DnsServer>, mut stream: TcpStream, mut sto
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::op::Query;
     use hickory_proto::rr::rdata::{A, SRV};
     use hickory_proto::rr::{Name, Record};
+
+    const COMPRESSED: Encoding = Encoding { compress: true };
 
     fn srv_answer(count: u8) -> Message {
         let mut message = Message::new();
@@ -354,27 +402,69 @@ mod tests {
 
     #[test]
     fn udp_answers_are_cut_to_the_limit_with_their_extras_and_flagged_when_asked() {
-        let bytes = fit_udp(srv_answer(5), 3, UDP_MIN_SIZE, true).unwrap();
+        let bytes = fit_udp(srv_answer(5), 3, UDP_MIN_SIZE, true, COMPRESSED).unwrap();
         let cut = Message::from_vec(&bytes).unwrap();
         assert_eq!(cut.answers().len(), 3);
         assert_eq!(cut.additionals().len(), 3);
         assert!(cut.truncated());
 
-        let quiet = Message::from_vec(&fit_udp(srv_answer(5), 3, UDP_MIN_SIZE, false).unwrap()).unwrap();
+        let quiet =
+            Message::from_vec(&fit_udp(srv_answer(5), 3, UDP_MIN_SIZE, false, COMPRESSED).unwrap()).unwrap();
         assert_eq!(quiet.answers().len(), 3);
         assert!(!quiet.truncated(), "TC only with enable_truncate");
 
-        let whole = Message::from_vec(&fit_udp(srv_answer(2), 3, UDP_MIN_SIZE, true).unwrap()).unwrap();
+        let whole =
+            Message::from_vec(&fit_udp(srv_answer(2), 3, UDP_MIN_SIZE, true, COMPRESSED).unwrap()).unwrap();
         assert_eq!((whole.answers().len(), whole.truncated()), (2, false));
     }
 
     #[test]
     fn udp_answers_are_cut_to_the_size_limit() {
-        let bytes = fit_udp(srv_answer(40), 100, UDP_MIN_SIZE, true).unwrap();
+        let bytes = fit_udp(srv_answer(40), 100, UDP_MIN_SIZE, true, COMPRESSED).unwrap();
         assert!(bytes.len() <= UDP_MIN_SIZE, "{}", bytes.len());
         let cut = Message::from_vec(&bytes).unwrap();
         assert!(cut.truncated());
         assert!(!cut.answers().is_empty() && cut.answers().len() < 40);
         assert_eq!(cut.answers().len(), cut.additionals().len());
+    }
+
+    #[test]
+    fn disable_compression_writes_every_name_in_full() {
+        let message = srv_answer(3);
+        let compressed = COMPRESSED.encode(&message).unwrap();
+        let plain = Encoding { compress: false }.encode(&message).unwrap();
+        assert!(
+            plain.len() > compressed.len(),
+            "{} vs {}",
+            plain.len(),
+            compressed.len()
+        );
+        let decoded = Message::from_vec(&plain).unwrap();
+        assert_eq!(
+            decoded.answers(),
+            Message::from_vec(&compressed).unwrap().answers()
+        );
+        assert_eq!(decoded.additionals().len(), 3);
+    }
+
+    #[test]
+    fn a_record_limit_holds_address_answers_only() {
+        let asking = |kind| {
+            let mut request = Message::new();
+            request.add_query(Query::query(
+                Name::from_ascii("web.service.consul.").unwrap(),
+                kind,
+            ));
+            request
+        };
+        let mut srv = srv_answer(5);
+        limit_address_answers(&asking(RecordType::SRV), &mut srv, 2);
+        assert_eq!(srv.answers().len(), 5, "SRV answers are not A answers");
+        let mut addresses = srv_answer(5);
+        limit_address_answers(&asking(RecordType::A), &mut addresses, 2);
+        assert_eq!(addresses.answers().len(), 2);
+        let mut unlimited = srv_answer(5);
+        limit_address_answers(&asking(RecordType::AAAA), &mut unlimited, 0);
+        assert_eq!(unlimited.answers().len(), 5, "0 is no limit");
     }
 }

@@ -237,10 +237,10 @@ pub(crate) async fn force_leave_member(
         gossip.force_leave(node).await
     };
     done.map_err(|e| match e {
-        tribune_gossip::RuntimeError::Pool(tribune_gossip::PoolError::UnknownMember { .. }) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("agent: No node found with name '{node}'"),
-        ),
+        // Consul's words, and its status: a plain error, so 500 (clients raise on it).
+        tribune_gossip::RuntimeError::Pool(tribune_gossip::PoolError::UnknownMember { .. }) => {
+            ApiError::internal(format!("agent: No node found with name '{node}'"))
+        }
         other => ApiError::internal(other.to_string()),
     })?;
     Ok(StatusCode::OK.into_response())

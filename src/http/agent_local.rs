@@ -31,6 +31,10 @@ pub(crate) trait LocalHost: Send + Sync + 'static {
     fn local(&self) -> &LocalAgent;
     /// What the request may do.
     fn local_access(&self, headers: &HeaderMap, uri: &Uri) -> Result<Access, ApiError>;
+    /// Turns true when the agent stops (long answers end then).
+    fn stop_signal(&self) -> tokio::sync::watch::Receiver<bool>;
+    /// The data directory, if the agent keeps one.
+    fn data_dir(&self) -> Option<std::path::PathBuf>;
 }
 
 impl<B: Backend> LocalHost for Agent<B> {
@@ -40,6 +44,14 @@ impl<B: Backend> LocalHost for Agent<B> {
 
     fn local_access(&self, headers: &HeaderMap, uri: &Uri) -> Result<Access, ApiError> {
         self.access(headers, uri)
+    }
+
+    fn stop_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    fn data_dir(&self) -> Option<std::path::PathBuf> {
+        self.config.data_dir.clone()
     }
 }
 
@@ -51,6 +63,14 @@ impl LocalHost for ClientAgent {
     /// Client agents run without ACLs (they refuse to start with `acl.enabled`).
     fn local_access(&self, _headers: &HeaderMap, _uri: &Uri) -> Result<Access, ApiError> {
         Ok(Access::Unrestricted)
+    }
+
+    fn stop_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stop_tasks.subscribe()
+    }
+
+    fn data_dir(&self) -> Option<std::path::PathBuf> {
+        self.config.data_dir.clone()
     }
 }
 
@@ -80,7 +100,7 @@ pub(crate) fn endpoints<H: LocalHost>() -> Vec<Endpoint<Arc<H>>> {
 }
 
 /// Consul's answer when a script check is registered on an agent that does not run them.
-const SCRIPTS_DISABLED: &str = "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true";
+const SCRIPTS_DISABLED: &str = "Scripts are disabled on this agent from remote calls; to enable, configure 'enable_script_checks' to true";
 
 fn state_error(error: StateError) -> ApiError {
     let status = match error {

@@ -10,7 +10,7 @@ use tribune_acl::{Authorizer, Decision};
 use tribune_kvstore::{Backend, Command, Node, Registration, ServiceInstance, WatchScope};
 
 use super::catalog_json::{CatalogServiceJson, DeregisterBody, NodeJson, NodeServiceJson, RegisterBody};
-use super::catalog_query::{NodeMetaFilter, filtered, filtered_map, visible_instances};
+use super::catalog_query::{NodeMetaFilter, filtered, filtered_map, names_a_peer, visible_instances};
 use super::kv::bool_response;
 use super::near;
 use super::{
@@ -227,7 +227,10 @@ pub(crate) async fn service<B: Backend>(
     let meta = agent
         .prepare_read(&params, WatchScope::Service(name.clone()))
         .await?;
-    let found = agent.store.service_nodes(&name).map_err(ApiError::read)?;
+    let mut found = agent.store.service_nodes(&name).map_err(ApiError::read)?;
+    if names_a_peer(&params) {
+        found.value.clear();
+    }
     let mut instances = visible_instances(&access, found.value, &meta_filter, &tags, |i| {
         (&i.node, &i.service)
     });

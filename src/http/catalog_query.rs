@@ -39,6 +39,12 @@ impl NodeMetaFilter {
 
 /// Whether an instance carries every one of `tags` (compared without regard to case, as Consul's
 /// tag filter does).
+/// Whether the read names a cluster peer (`?peer=`). Tribune makes no peerings, so every named
+/// peer is unknown and, as in Consul, has no instances: the answer is empty, at the usual index.
+pub(crate) fn names_a_peer(params: &Params) -> bool {
+    params.get("peer").is_some_and(|peer| !peer.is_empty())
+}
+
 pub(crate) fn has_tags(service: &ServiceInstance, tags: &[&str]) -> bool {
     tags.iter()
         .all(|wanted| service.tags.iter().any(|t| t.eq_ignore_ascii_case(wanted)))

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::agent::{force_leave_member, join_at, members_json, refuse_wan, wants_prune};
 use super::keyring::KeyringRequest;
-use super::misc::{agent_stats, config_json, runtime_stats, serf_lan_stats};
+use super::misc::{agent_stats, config_json, runtime_stats, self_member_and_coord, serf_lan_stats, xds_json};
 use super::{
     ApiError, ApiRoute, Endpoint, MAX_FORWARDED_BODY, Params, add_endpoints, endpoint, from_forwarded,
     json_response, to_forwarded,
@@ -24,6 +24,7 @@ type Client = Arc<ClientAgent>;
 /// Every route a client agent serves itself, with its handler.
 pub(crate) fn endpoints() -> Vec<Endpoint<Client>> {
     let mut endpoints = super::agent_local::endpoints::<ClientAgent>();
+    endpoints.extend(super::agent_ops::endpoints::<ClientAgent>());
     endpoints.extend(vec![
         endpoint!(GET, "/v1/agent/self", agent_self),
         endpoint!(GET, "/v1/agent/members", members),
@@ -53,10 +54,7 @@ pub(crate) fn router(agent: Client) -> Router {
 async fn agent_self(State(agent): State<Client>) -> Response {
     let config = &agent.config;
     let serf = agent.gossip.local_addr();
-    let body = json!({
-        "Config": config_json(config, false),
-        "DebugConfig": { "ACLsEnabled": config.acl.enabled },
-        "Member": {
+    let built_member = json!({
             "Name": config.node_name,
             "Addr": serf.ip().to_string(),
             "Port": serf.port(),
@@ -67,7 +65,14 @@ async fn agent_self(State(agent): State<Client>) -> Response {
                 "build": env!("CARGO_PKG_VERSION"),
             },
             "Status": 1,
-        },
+    });
+    let (member, coord) = self_member_and_coord(Some(&agent.gossip), &config.node_name, built_member).await;
+    let body = json!({
+        "Config": config_json(config, false),
+        "DebugConfig": { "ACLsEnabled": config.acl.enabled },
+        "Member": member,
+        "Coord": coord,
+        "xDS": xds_json(),
         "Meta": {},
         "Stats": {
             "consul": {
@@ -75,7 +80,7 @@ async fn agent_self(State(agent): State<Client>) -> Response {
                 "known_servers": agent.known_servers().await.to_string(),
                 "acl": if config.acl.enabled { "enabled" } else { "disabled" },
             },
-            "agent": agent_stats(),
+            "agent": agent_stats(&agent.local),
             "runtime": runtime_stats(),
             "serf_lan": serf_lan_stats(Some(&agent.gossip), config).await,
         },

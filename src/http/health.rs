@@ -13,7 +13,7 @@ use tribune_kvstore::{
 
 use super::catalog::check_readable;
 use super::catalog_json::{CheckServiceNodeJson, HealthCheckJson};
-use super::catalog_query::{NodeMetaFilter, filtered, visible_instances};
+use super::catalog_query::{NodeMetaFilter, filtered, names_a_peer, visible_instances};
 use super::near;
 use super::{ApiError, Params, Shared, json_response};
 
@@ -140,6 +140,9 @@ pub(crate) async fn service<B: Backend>(
         .await?;
     let found = agent.store.service_health(&service).map_err(ApiError::read)?;
     let mut instances = found.value;
+    if names_a_peer(&params) {
+        instances.clear();
+    }
     if passing_only {
         instances.retain(all_passing);
     }

@@ -19,6 +19,9 @@ use crate::telemetry::{self, GaugeReading, Telemetry};
 /// The media type of Prometheus's text format, as Consul answers it.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Consul's reason for an empty Prometheus answer.
+const PROMETHEUS_DISABLED: &str = "Prometheus is not enabled since its retention time is not positive";
+
 /// `GET /v1/agent/metrics[?format=prometheus]`.
 pub(crate) async fn agent_metrics<B: Backend>(
     State(agent): State<Shared<B>>,
@@ -29,11 +32,13 @@ pub(crate) async fn agent_metrics<B: Backend>(
     agent.authorize(&headers, &uri, |a| a.agent_read(node))?;
     let prometheus = Params::parse(uri.query()).get("format") == Some("prometheus");
     if prometheus && !agent.telemetry.prometheus_enabled() {
-        // Consul's status and words for a scrape of an agent without Prometheus retention.
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Prometheus is not enabled since its retention time is not positive",
-        ));
+        // Current Consul answers a scrape of an agent without Prometheus retention with an empty
+        // 200 and says why in a header (older ones answered 415 with the same words).
+        let mut response = StatusCode::OK.into_response();
+        let headers = response.headers_mut();
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        headers.insert("x-consul-reason", HeaderValue::from_static(PROMETHEUS_DISABLED));
+        return Ok(response);
     }
     let snapshot = agent.telemetry.snapshot(gauges(&agent));
     if prometheus {

@@ -85,12 +85,7 @@ pub(crate) async fn agent_self<B: Backend>(
     let serf = agent.gossip.as_ref().map(Gossip::local_addr);
     let member_addr = serf.unwrap_or(rpc);
     let node_id = config.node_id.clone().unwrap_or_default();
-    let body = json!({
-        "Config": config_json(config, true),
-        "DebugConfig": {
-            "ACLsEnabled": config.acl.enabled,
-        },
-        "Member": {
+    let built_member = json!({
             "Name": config.node_name,
             "Addr": member_addr.ip().to_string(),
             "Port": member_addr.port(),
@@ -105,7 +100,16 @@ pub(crate) async fn agent_self<B: Backend>(
                 "build": env!("CARGO_PKG_VERSION"),
             },
             "Status": 1,
+    });
+    let (member, coord) = self_member_and_coord(agent.gossip.as_ref(), &config.node_name, built_member).await;
+    let body = json!({
+        "Config": config_json(config, true),
+        "DebugConfig": {
+            "ACLsEnabled": config.acl.enabled,
         },
+        "Member": member,
+        "Coord": coord,
+        "xDS": xds_json(),
         "Meta": {},
         "Stats": {
             "consul": {
@@ -130,7 +134,7 @@ pub(crate) async fn agent_self<B: Backend>(
                 "last_contact": last_contact,
                 "protocol_version": "3",
             },
-            "agent": agent_stats(),
+            "agent": agent_stats(&agent.local),
             "runtime": runtime_stats(),
             "serf_lan": serf_lan_stats(agent.gossip.as_ref(), config).await,
         },
@@ -151,13 +155,52 @@ pub(crate) fn config_json(config: &Config, server: bool) -> serde_json::Value {
     })
 }
 
-/// `Stats.agent`: the agent's own services and checks, none until the catalog exists.
-pub(crate) fn agent_stats() -> serde_json::Value {
+/// `Member` and `Coord` of `/v1/agent/self`: this agent's entry of `/v1/agent/members` (so a
+/// client can find itself in that list) and its LAN coordinate, or `built` and null without a pool.
+pub(crate) async fn self_member_and_coord(
+    gossip: Option<&Gossip>,
+    node_name: &str,
+    built: serde_json::Value,
+) -> (serde_json::Value, serde_json::Value) {
+    let Some(gossip) = gossip else {
+        return (built, serde_json::Value::Null);
+    };
+    let member = super::agent::members_json(gossip, |members| members.retain(|m| m.name == node_name))
+        .await
+        .ok()
+        .and_then(|mut found| found.pop())
+        .and_then(|entry| serde_json::to_value(entry).ok())
+        .unwrap_or(built);
+    // The pool lists this node's own coordinate first.
+    let coord = match gossip.coordinates().await {
+        Ok(coordinates) => coordinates
+            .into_iter()
+            .find(|(name, _)| name == node_name)
+            .and_then(|(_, coordinate)| serde_json::to_value(coordinate).ok())
+            .unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    };
+    (member, coord)
+}
+
+/// `xDS` of `/v1/agent/self`: Consul's shape, with no port, since no xDS (gRPC) server runs.
+pub(crate) fn xds_json() -> serde_json::Value {
     json!({
-        "check_monitors": "0",
-        "check_ttls": "0",
-        "checks": "0",
-        "services": "0",
+        "SupportedProxies": { "envoy": [] },
+        "Port": -1,
+        "Ports": { "Plaintext": -1, "TLS": -1 },
+    })
+}
+
+/// `Stats.agent`: the agent's own services and checks, with its TTL and script checks.
+pub(crate) fn agent_stats(local: &crate::local::LocalAgent) -> serde_json::Value {
+    let checks = local.state.checks();
+    let of_type = |kind: &str| checks.iter().filter(|c| c.check_type == kind).count();
+    json!({
+        "check_monitors": of_type("script").to_string(),
+        "check_ttls": of_type("ttl").to_string(),
+        "checks": checks.len().to_string(),
+        "services": local.state.services().len().to_string(),
     })
 }
 
@@ -228,6 +271,7 @@ pub(crate) async fn agent_token<B: Backend>(
     request_headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    agent.acls_enabled()?;
     agent.authorize(&request_headers, &uri, |a| a.acl_write())?;
     let kind = TokenKind::from_path(&name)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Token {name:?} is unknown")))?;

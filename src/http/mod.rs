@@ -5,6 +5,7 @@ mod acl;
 mod acl_filtered;
 pub(crate) mod agent;
 mod agent_local;
+mod agent_ops;
 mod catalog;
 pub(crate) mod catalog_json;
 mod catalog_query;
@@ -95,6 +96,7 @@ pub(crate) use endpoint;
 /// Every route of a server agent, with its handler.
 fn server_endpoints<B: Backend>() -> Vec<Endpoint<Shared<B>>> {
     let mut endpoints = agent_local::endpoints::<Agent<B>>();
+    endpoints.extend(agent_ops::endpoints::<Agent<B>>());
     endpoints.extend(vec![
         endpoint!(GET, "/v1/kv/", kv::get_kv::<B>),
         endpoint!(PUT, "/v1/kv/", kv::put_kv::<B>),
@@ -137,6 +139,7 @@ fn server_endpoints<B: Backend>() -> Vec<Endpoint<Shared<B>>> {
         endpoint!(GET, "/v1/coordinate/datacenters", coordinate::datacenters::<B>),
         endpoint!(GET, "/v1/coordinate/nodes", coordinate::nodes::<B>),
         endpoint!(GET, "/v1/coordinate/node/{node}", coordinate::node::<B>),
+        endpoint!(PUT, "/v1/coordinate/update", coordinate::update::<B>),
         endpoint!(PUT, "/v1/acl/bootstrap", acl::bootstrap::<B>),
         endpoint!(PUT, "/v1/acl/token", acl::token_create::<B>),
         endpoint!(GET, "/v1/acl/token/self", acl::token_self::<B>),

@@ -23,6 +23,7 @@ mod state;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -38,8 +39,50 @@ pub(crate) struct LocalAgent {
     pub(crate) state: Arc<LocalState>,
     pub(crate) node_name: String,
     pub(crate) datacenter: String,
-    /// Whether script checks may be registered (Consul's `enable_script_checks`).
+    /// Whether script checks may be registered through the HTTP API (Consul's
+    /// `enable_script_checks`; `enable_local_script_checks` allows only the configuration's).
     pub(crate) enable_script_checks: bool,
+    /// The services and checks the configuration defined, which a reload replaces; those
+    /// registered through the API stay.
+    from_config: Mutex<ConfigDefined>,
+    /// Where a reload reads the configuration; `None` reloads the one the agent started with.
+    reload_source: Mutex<Option<ReloadSource>>,
+    /// The configuration the agent started with.
+    started_with: Config,
+}
+
+/// Reads the configuration afresh for a reload, or says why it cannot.
+pub type ReloadSource = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// The IDs of what the configuration defined.
+#[derive(Debug, Default)]
+struct ConfigDefined {
+    services: Vec<String>,
+    checks: Vec<String>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The configuration could not be read.
+    #[error("{0}")]
+    Source(String),
+    /// A service definition of the configuration cannot be used.
+    #[error("service {index} of the configuration: {reason}")]
+    Service {
+        /// Its position among the configuration's services.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A check definition of the configuration cannot be used.
+    #[error("check {index} of the configuration: {reason}")]
+    Check {
+        /// Its position among the configuration's checks.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl LocalAgent {
@@ -60,24 +103,107 @@ impl LocalAgent {
             state,
             node_name: config.node_name.clone(),
             datacenter: config.datacenter.clone(),
-            enable_script_checks: config.enable_script_checks || config.enable_local_script_checks,
+            enable_script_checks: config.enable_script_checks,
+            from_config: Mutex::default(),
+            reload_source: Mutex::default(),
+            started_with: config.clone(),
         };
         // Resolving the configuration checked every definition; one that fails here is skipped.
+        let mut defined = ConfigDefined::default();
         for service in &config.local.services {
             match parse_service(service) {
-                Ok(spec) => agent.state.add_service(spec, false),
+                Ok(spec) => {
+                    defined.services.push(spec.service.id.clone());
+                    agent.state.add_service(spec, false);
+                }
                 Err(e) => tracing::warn!(error = %e, "service from the configuration not registered"),
             }
         }
         for check in &config.local.checks {
-            let added = parse_check(check)
-                .map_err(|e| e.to_string())
-                .and_then(|spec| agent.state.add_check(spec).map_err(|e| e.to_string()));
+            let added = parse_check(check).map_err(|e| e.to_string()).and_then(|spec| {
+                let id = spec.check.check_id.clone();
+                agent.state.add_check(spec).map_err(|e| e.to_string())?;
+                defined.checks.push(id);
+                Ok(())
+            });
             if let Err(e) = added {
                 tracing::warn!(error = %e, "check from the configuration not registered");
             }
         }
+        *agent.from_config.lock() = defined;
         agent
+    }
+
+    /// Sets where [`LocalAgent::reload_from_source`] reads the configuration.
+    pub(crate) fn set_reload_source(&self, source: ReloadSource) {
+        *self.reload_source.lock() = Some(source);
+    }
+
+    /// Reads the configuration from the reload source and applies it ([`LocalAgent::reload`]).
+    pub(crate) fn reload_from_source(&self) -> Result<(), ReloadError> {
+        let source = self.reload_source.lock().clone();
+        let config = match source {
+            Some(read) => read().map_err(ReloadError::Source)?,
+            None => self.started_with.clone(),
+        };
+        self.reload(&config)
+    }
+
+    /// Replaces what the configuration defined with `config`'s services and checks, as Consul's
+    /// reload does: definitions gone from the files are deregistered, the others (re)registered;
+    /// what was registered through the API is kept. Every definition is read first, so a bad one
+    /// changes nothing.
+    pub(crate) fn reload(&self, config: &Config) -> Result<(), ReloadError> {
+        let services = config
+            .local
+            .services
+            .iter()
+            .enumerate()
+            .map(|(index, value)| {
+                parse_service(value).map_err(|e| ReloadError::Service {
+                    index,
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let checks = config
+            .local
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(index, value)| {
+                parse_check(value).map_err(|e| ReloadError::Check {
+                    index,
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut defined = self.from_config.lock();
+        let kept_service = |id: &String| services.iter().any(|s| &s.service.id == id);
+        let kept_check = |id: &String| checks.iter().any(|c| &c.check.check_id == id);
+        for id in defined.checks.iter().filter(|id| !kept_check(id)) {
+            // Already gone (deregistered through the API) is what a reload wants.
+            let _ = self.state.remove_check(id);
+        }
+        for id in defined.services.iter().filter(|id| !kept_service(id)) {
+            let _ = self.state.remove_service(id);
+        }
+        let mut now_defined = ConfigDefined::default();
+        for spec in services {
+            now_defined.services.push(spec.service.id.clone());
+            self.state.add_service(spec, true);
+        }
+        for spec in checks {
+            let id = spec.check.check_id.clone();
+            match self.state.add_check(spec) {
+                Ok(()) => now_defined.checks.push(id),
+                Err(e) => {
+                    tracing::warn!(check = %id, error = %e, "check from the configuration not registered")
+                }
+            }
+        }
+        *defined = now_defined;
+        Ok(())
     }
 
     /// Starts anti-entropy: syncs through `api` as node `config.node_name` at `address`, under

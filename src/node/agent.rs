@@ -97,6 +97,10 @@ impl<B: Backend> Control for Agent<B> {
     fn replication_port(self: Arc<Self>) -> Option<Arc<dyn crate::replicate::ReplicationPort>> {
         Some(crate::replicate::port(&self))
     }
+
+    fn local(&self) -> &crate::local::LocalAgent {
+        &self.local
+    }
 }
 
 /// Why a proposal failed.

@@ -24,6 +24,8 @@ pub(super) trait Control: Send + Sync {
     fn parked_blocking_queries(&self) -> usize;
     /// The server's state and cross-datacenter path for replication; `None` on a client agent.
     fn replication_port(self: Arc<Self>) -> Option<Arc<dyn ReplicationPort>>;
+    /// The agent's own services and checks.
+    fn local(&self) -> &crate::local::LocalAgent;
 }
 
 impl Control for ClientAgent {
@@ -50,6 +52,10 @@ impl Control for ClientAgent {
 
     fn replication_port(self: Arc<Self>) -> Option<Arc<dyn ReplicationPort>> {
         None
+    }
+
+    fn local(&self) -> &crate::local::LocalAgent {
+        &self.local
     }
 }
 
@@ -81,6 +87,19 @@ impl std::fmt::Debug for NodeHandle {
 }
 
 impl NodeHandle {
+    /// Where a reload reads the configuration from (`tribune agent` re-reads its files and
+    /// flags); it may also apply settings the node does not own, such as the log level.
+    pub fn reload_with(&self, source: crate::local::ReloadSource) {
+        self.control.local().set_reload_source(source);
+    }
+
+    /// Reloads what can change without a restart, as `SIGHUP` and `/v1/agent/reload` do: the
+    /// configuration's services and checks, from the source [`NodeHandle::reload_with`] set (the
+    /// configuration the node started with when none was set).
+    pub fn reload(&self) -> Result<(), crate::local::ReloadError> {
+        self.control.local().reload_from_source()
+    }
+
     /// The address the DNS interface is bound to (UDP and TCP), or `None` when `ports.dns` is
     /// disabled.
     pub fn dns_addr(&self) -> Option<SocketAddr> {

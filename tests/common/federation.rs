@@ -112,6 +112,7 @@ impl Datacenter {
                 format!("-server-port={}", server.rpc_port),
                 format!("-serf-lan-port={}", server.serf_lan_port),
                 format!("-serf-wan-port={}", server.serf_wan_port),
+                "-dns-port=0".to_owned(),
                 format!("-config-file={}", self.gossip_wan.display()),
                 "-retry-interval=200ms".to_owned(),
                 "-retry-interval-wan=300ms".to_owned(),

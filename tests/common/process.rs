@@ -44,8 +44,19 @@ impl AgentProcess {
         ])
     }
 
-    /// Spawns the agent and waits for its banner (which names the HTTP port it bound).
+    /// Spawns the agent and waits for its banner (which names the HTTP port it bound). DNS gets a
+    /// free port unless `args` name one: agents of parallel tests must not all claim 8600.
     pub(crate) fn spawn(args: &[&str]) -> AgentProcess {
+        if args.iter().any(|arg| arg.starts_with("-dns-port")) {
+            return Self::spawn_exact(args);
+        }
+        let mut all = vec!["-dns-port=0"];
+        all.extend_from_slice(args);
+        Self::spawn_exact(&all)
+    }
+
+    /// [`AgentProcess::spawn`] with `args` alone (DNS on Consul's 8600 unless they say otherwise).
+    pub(crate) fn spawn_exact(args: &[&str]) -> AgentProcess {
         let mut child = binary()
             .arg("agent")
             .args(args)

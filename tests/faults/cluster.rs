@@ -201,6 +201,7 @@ impl Cluster {
             format!("-http-port={}", slot.http_port),
             format!("-server-port={}", slot.rpc_port),
             format!("-serf-lan-port={}", slot.serf_port),
+            "-dns-port=-1".to_owned(),
             "-retry-interval=200ms".to_owned(),
         ]);
         match &slot.wan {

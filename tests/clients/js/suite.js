@@ -4,7 +4,8 @@
 // default policy deny and no token yet, and NODE_PATH pointing at the installed node_modules. Every step
 // asserts what Consul answers; the first failure ends the run with a non-zero status.
 //
-// The package has typed calls for KV, sessions, txn, status and ACL bootstrap, but none for ACL
+// The package has typed calls for KV, sessions, txn, status, ACL bootstrap, the catalog, health, the
+// agent's services and checks, events and watches, but none for ACL
 // policies and tokens (only the legacy ACL API Consul removed) nor for snapshots: those steps go
 // through the client's own request layer (`_get`/`_put`/`_delete`), which adds the token header and
 // error handling as its typed calls do.
@@ -38,6 +39,17 @@ async function withIndex(call, opts) {
 // `undefined` (it only keeps a truthy body), so both count as "refused".
 function assertRefused(result) {
   assert.ok(result === false || result === undefined, `expected a refusal, got ${result}`);
+}
+
+// Polls `probe` until it returns a truthy value or `ms` pass; the value, or a failure naming `what`.
+async function eventually(what, probe, ms = 10000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) assert.fail(`${what}: not within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 async function expectStatus(status, promise) {
@@ -214,6 +226,64 @@ async function main() {
   await c.catalog.deregister({ node: "web-1", serviceid: "web-a" });
   assert.strictEqual((await c.catalog.service.list()).web, undefined);
   await c.catalog.deregister("web-1");
+
+  step("agent: self, members, a service with a TTL check, pass and fail, maintenance, deregister");
+  const self = await c.agent.self();
+  const members = await c.agent.members();
+  assert.ok(members.some((m) => m.Name === self.Config.NodeName), JSON.stringify(members));
+  await c.agent.service.register({ name: "api", id: "api-1", port: 8080, tags: ["v2"], check: { ttl: "30s" } });
+  assert.strictEqual((await c.agent.service.list())["api-1"].Service, "api");
+  const ttlCheck = "service:api-1";
+  assert.strictEqual((await c.agent.check.list())[ttlCheck].Status, "critical");
+  await c.agent.check.pass({ id: ttlCheck, note: "all good" });
+  const passed = (await c.agent.check.list())[ttlCheck];
+  assert.deepStrictEqual([passed.Status, passed.Output], ["passing", "all good"]);
+  // Anti-entropy carries the agent's service to the catalog.
+  await eventually("api passing in the catalog", async () => (await c.health.service({ service: "api", passing: true })).length === 1);
+  await c.agent.check.fail({ id: ttlCheck, note: "down" });
+  await eventually("api gone from ?passing", async () => (await c.health.service({ service: "api", passing: true })).length === 0);
+  await c.agent.service.maintenance({ id: "api-1", enable: true, reason: "upgrade" });
+  const inMaintenance = (await c.agent.check.list())["_service_maintenance:api-1"];
+  assert.deepStrictEqual([inMaintenance.Status, inMaintenance.Notes], ["critical", "upgrade"]);
+  await c.agent.service.maintenance({ id: "api-1", enable: false });
+  assert.strictEqual((await c.agent.check.list())["_service_maintenance:api-1"], undefined);
+  await c.agent.service.deregister("api-1");
+  assert.strictEqual((await c.agent.service.list())["api-1"], undefined);
+  await eventually("api gone from the catalog", async () => (await c.catalog.service.list()).api === undefined);
+
+  step("events: fire with a payload, list by name");
+  const fired = await c.event.fire("deploy", "v42");
+  assert.strictEqual(fired.Name, "deploy");
+  const listed = await eventually("the event in the agent's list", async () =>
+    (await c.event.list("deploy")).find((e) => e.ID === fired.ID),
+  );
+  assert.strictEqual(listed.Payload, "v42");
+
+  step("watch: a key's changes reach the package's watcher");
+  assert.strictEqual(await c.kv.set("watched/key", "one"), true);
+  const watch = c.watch({ method: c.kv.get, options: { key: "watched/key" }, backofffactor: 100 });
+  const values = [];
+  try {
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the watch saw ${JSON.stringify(values)}`)), 15000);
+      watch.on("error", (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      watch.on("change", (data) => {
+        values.push(data && data.Value);
+        if (values.length === 1) {
+          c.kv.set("watched/key", "two").catch(reject);
+        } else if (data && data.Value === "two") {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+  } finally {
+    watch.end();
+  }
+  assert.deepStrictEqual(values, ["one", "two"]);
 
   step("snapshot save and restore (through the request layer)");
   const saved = await c._get({

@@ -77,11 +77,13 @@ def agent_log(path) -> str:
 
 
 def wait_until_ready(process: subprocess.Popen, port: int, initial_management: str | None, log_path) -> None:
-    """Waits for a leader and, with ACLs on, for the initial management token to resolve.
+    """Waits for a leader, for the agent's own node in the catalog and, with ACLs on, for the
+    initial management token to resolve.
 
-    The leader installs that token just after it is elected, so a request sent the moment
-    /v1/status/leader names a leader can still be refused. py-consul's own fixture covers the same
-    gap by registering a service and polling its health before the test starts.
+    The leader installs that token and registers its node (with its serfHealth check) just after it
+    is elected, so a request sent the moment /v1/status/leader names a leader can still be refused
+    or see an empty catalog. py-consul's own fixture covers the same gap by registering a service
+    and polling its health before the test starts.
     """
     base = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -90,9 +92,13 @@ def wait_until_ready(process: subprocess.Popen, port: int, initial_management: s
         if process.poll() is not None:
             raise RuntimeError(f"tribune agent exited with {process.returncode} during start:\n{agent_log(log_path)}")
         try:
+            headers = {"X-Consul-Token": initial_management} if initial_management else {}
             leader = requests.get(f"{base}/status/leader", timeout=2)
+            nodes = requests.get(f"{base}/catalog/nodes", headers=headers, timeout=2)
             if leader.status_code != 200 or not leader.json():
                 last_problem = f"status/leader: {leader.status_code} {leader.text!r}"
+            elif nodes.status_code != 200 or not nodes.json():
+                last_problem = f"catalog/nodes: {nodes.status_code} {nodes.text!r}"
             elif initial_management is None:
                 return
             else:
@@ -128,10 +134,11 @@ def stop(process: subprocess.Popen) -> None:
 
 def run_agent(tmp_path, initial_management: str | None):
     """Starts a `-dev` agent, ACLs on when `initial_management` is given; yields (process, port)."""
-    config = {}
+    # What py-consul's own fixture hands Consul (its DNS and TLS ports are off here by flags).
+    config = {"enable_script_checks": True}
     if initial_management is not None:
-        # What py-consul's own fixture hands Consul for its ACL tests.
-        config = {
+        # ... and, for its ACL tests, ACLs with an initial management token.
+        config |= {
             "primary_datacenter": "dc1",
             "acl": {"enabled": True, "tokens": {"initial_management": initial_management}},
         }
@@ -150,6 +157,7 @@ def run_agent(tmp_path, initial_management: str | None):
         "-server-port=0",
         "-serf-lan-port=0",
         "-serf-wan-port=0",
+        "-dns-port=0",
     ]
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "TRIBUNE_HTTP_"))}
     with open(log_path, "wb") as log:

@@ -1,0 +1,257 @@
+//! Operating one agent as Consul's operators do: `tribune reload` and SIGHUP replace the services
+//! the configuration files define (and keep the API's), `tribune monitor` streams the agent's log
+//! lines, `/v1/agent/host` describes the machine, `tribune services register FILE` reads definition
+//! files, and DNS listens on Consul's port 8600 unless told otherwise.
+#![cfg(feature = "cli")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::process::{AgentProcess, binary};
+use common::{request, tribune_cli, wait_for};
+use hickory_proto::op::{Message, MessageType, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// The agent's own services, by ID.
+async fn services(http: SocketAddr) -> Vec<String> {
+    let reply = request(http, "GET", "/v1/agent/services", &[], b"").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let mut ids: Vec<String> = reply.json().as_object().unwrap().keys().cloned().collect();
+    ids.sort();
+    ids
+}
+
+async fn wait_for_services(http: SocketAddr, expected: &[&str]) {
+    wait_for(
+        &format!("the agent's services to be {expected:?}"),
+        LIMIT,
+        || async { services(http).await == expected },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_and_sighup_replace_the_files_services_and_keep_the_apis() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("services.hcl");
+    std::fs::write(&file, "service {\n  name = \"web\"\n  port = 80\n}\n").unwrap();
+    let config = format!("-config-file={}", file.display());
+    let mut agent = AgentProcess::spawn(&[
+        "-dev",
+        "-http-port=0",
+        "-server-port=0",
+        "-serf-lan-port=0",
+        "-serf-wan-port=0",
+        &config,
+    ]);
+    wait_for_services(agent.http, &["web"]).await;
+    let api = request(
+        agent.http,
+        "PUT",
+        "/v1/agent/service/register",
+        &[],
+        br#"{"Name": "api"}"#,
+    )
+    .await;
+    assert_eq!(api.status, 200, "{}", api.text());
+
+    std::fs::write(
+        &file,
+        "services = [{ name = \"db\" }, { name = \"cache\", id = \"cache-1\" }]\n",
+    )
+    .unwrap();
+    let (ok, out) = tribune_cli(agent.http, &["reload"]).await;
+    assert!(ok && out.contains("Configuration reload triggered"), "{out}");
+    assert_eq!(
+        services(agent.http).await,
+        ["api", "cache-1", "db"],
+        "the API's service stays"
+    );
+
+    std::fs::write(&file, "service { name = \"queue\" }\n").unwrap();
+    agent.signal("HUP");
+    agent.wait_line("Caught signal: hangup");
+    wait_for_services(agent.http, &["api", "queue"]).await;
+
+    // A file the agent cannot read fails the reload, naming the file, and changes nothing.
+    std::fs::write(&file, "servce { name = \"typo\" }\n").unwrap();
+    let (ok, out) = tribune_cli(agent.http, &["reload"]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("Failed to reload configs") && out.contains("services.hcl"),
+        "{out}"
+    );
+    assert_eq!(services(agent.http).await, ["api", "queue"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn monitor_streams_log_lines_at_the_level_asked() {
+    let agent = AgentProcess::spawn(&[
+        "-dev",
+        "-http-port=0",
+        "-server-port=0",
+        "-serf-lan-port=0",
+        "-serf-wan-port=0",
+    ]);
+    let (ok, out) = tribune_cli(agent.http, &["monitor", "-log-level=bogus"]).await;
+    assert!(!ok && out.contains("Unknown log level: bogus"), "{out}");
+
+    for (flags, expect) in [
+        (
+            vec!["monitor"],
+            "[INFO]  tribune::http::agent_ops: reloaded the configuration's services and checks",
+        ),
+        (
+            vec!["monitor", "-log-json"],
+            "\"@message\":\"reloaded the configuration's services and checks\"",
+        ),
+    ] {
+        let mut monitor = binary()
+            .arg(format!("-http-addr={}", agent.http))
+            .args(&flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = monitor.stdout.take().unwrap();
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        // The monitor subscribes when its request arrives: reload until a reload's line shows up.
+        let mut seen = None;
+        for _ in 0..50 {
+            let (ok, out) = tribune_cli(agent.http, &["reload"]).await;
+            assert!(ok, "{out}");
+            if let Some(line) = received.try_iter().find(|line| line.contains(expect)) {
+                seen = Some(line);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = monitor.kill();
+        let _ = monitor.wait();
+        let line = seen.unwrap_or_else(|| panic!("`tribune {flags:?}` never printed {expect:?}"));
+        if flags.contains(&"-log-json") {
+            let json: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(json["@level"], "info", "{line}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_describes_the_machine_in_consuls_shape() {
+    let agent = AgentProcess::spawn(&[
+        "-dev",
+        "-http-port=0",
+        "-server-port=0",
+        "-serf-lan-port=0",
+        "-serf-wan-port=0",
+    ]);
+    let host = request(agent.http, "GET", "/v1/agent/host", &[], b"").await;
+    assert_eq!(host.status, 200, "{}", host.text());
+    let host = host.json();
+    assert!(host["Memory"]["total"].as_u64().unwrap() > 0, "{host}");
+    assert!(!host["CPU"].as_array().unwrap().is_empty(), "{host}");
+    assert!(!host["Host"]["hostname"].as_str().unwrap().is_empty(), "{host}");
+    assert!(host["Disk"]["total"].as_u64().unwrap() > 0, "{host}");
+    assert_eq!(host["Errors"], serde_json::json!([]), "{host}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_register_and_deregister_read_definition_files() {
+    let agent = AgentProcess::spawn(&[
+        "-dev",
+        "-http-port=0",
+        "-server-port=0",
+        "-serf-lan-port=0",
+        "-serf-wan-port=0",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let hcl = dir.path().join("web.hcl");
+    std::fs::write(
+        &hcl,
+        "service {\n  name = \"web\"\n  port = 80\n  check {\n    ttl = \"30s\"\n  }\n}\n",
+    )
+    .unwrap();
+    let json = dir.path().join("more.json");
+    std::fs::write(
+        &json,
+        r#"{"services": [{"name": "db", "id": "db-1", "port": 5432}]}"#,
+    )
+    .unwrap();
+    let (hcl, json) = (hcl.display().to_string(), json.display().to_string());
+
+    let (ok, out) = tribune_cli(agent.http, &["services", "register", &hcl, &json]).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Registered service: web") && out.contains("Registered service: db"),
+        "{out}"
+    );
+    assert_eq!(services(agent.http).await, ["db-1", "web"]);
+    let checks = request(agent.http, "GET", "/v1/agent/checks", &[], b"")
+        .await
+        .json();
+    assert_eq!(checks["service:web"]["Type"], "ttl", "{checks}");
+
+    let (ok, out) = tribune_cli(agent.http, &["services", "register", "-name=x", &hcl]).await;
+    assert!(!ok && out.contains("cannot be mixed"), "{out}");
+    let (ok, out) = tribune_cli(agent.http, &["services", "deregister", &json]).await;
+    assert!(ok && out.contains("Deregistered service: db-1"), "{out}");
+    assert_eq!(services(agent.http).await, ["web"]);
+}
+
+/// With no `ports.dns` and no `-dns-port`, DNS answers on Consul's 8600 of the client address
+/// (one of loopback's own, so nothing else on the machine is likely to hold it).
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_listens_on_consuls_port_by_default() {
+    let client_ip = "127.0.86.1";
+    let agent = AgentProcess::spawn_exact(&[
+        "-dev",
+        &format!("-client={client_ip}"),
+        "-bind=127.0.0.1",
+        "-http-port=0",
+        "-server-port=0",
+        "-serf-lan-port=0",
+        "-serf-wan-port=0",
+    ]);
+    let mut question = Message::new();
+    question
+        .set_id(11)
+        .set_message_type(MessageType::Query)
+        .add_query(Query::query(
+            Name::from_ascii("consul.service.consul.").unwrap(),
+            RecordType::A,
+        ));
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server: SocketAddr = format!("{client_ip}:8600").parse().unwrap();
+    // The leader registers its `consul` service just after it is elected: ask until it answers.
+    wait_for("consul.service.consul on port 8600", LIMIT, || async {
+        socket.send_to(&question.to_vec().unwrap(), server).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await
+        else {
+            return false;
+        };
+        Message::from_vec(&buf[..n])
+            .unwrap()
+            .answers()
+            .iter()
+            .any(|r| matches!(r.data(), RData::A(a) if a.0.to_string() == "127.0.0.1"))
+    })
+    .await;
+    drop(agent);
+}
