@@ -114,6 +114,8 @@ pub struct LocalConfig {
     pub services: Vec<serde_json::Value>,
     /// Check definitions as written, checked likewise.
     pub checks: Vec<serde_json::Value>,
+    /// Consul's `watches`: what the agent watches and the handler it runs on a change.
+    pub watches: Vec<crate::watches::WatchPlan>,
     /// Consul's `check_update_interval`: how long a check result that changes only the output may
     /// wait before it is synced (default 5 min; 0 syncs every change).
     pub check_update_interval: std::time::Duration,
@@ -127,6 +129,7 @@ impl Default for LocalConfig {
         LocalConfig {
             services: Vec::new(),
             checks: Vec::new(),
+            watches: Vec::new(),
             check_update_interval: std::time::Duration::from_secs(5 * 60),
             sync_interval: std::time::Duration::from_secs(60),
         }
@@ -731,6 +734,7 @@ struct RawConfig {
     services: Option<Vec<Value>>,
     check: Option<Value>,
     checks: Option<Vec<Value>>,
+    watches: Option<Vec<Value>>,
     check_update_interval: Option<String>,
     acl: Option<RawAcl>,
     telemetry: Option<RawTelemetry>,
@@ -1046,6 +1050,7 @@ impl ConfigLoader {
         let local = self.local(
             definitions(raw.service.take(), raw.services.take()),
             definitions(raw.check.take(), raw.checks.take()),
+            raw.watches.take().unwrap_or_default(),
             raw.check_update_interval.take(),
         )?;
         let retry_join_wan = raw.retry_join_wan.unwrap_or_default();
@@ -1155,13 +1160,20 @@ impl ConfigLoader {
     }
 
     /// The `service`/`services`/`check`/`checks` blocks, each read as the agent will register it
-    /// (a bad one names its block), and `check_update_interval`.
+    /// (a bad one names its block), the `watches`, and `check_update_interval`.
     fn local(
         &self,
         services: Vec<Value>,
         checks: Vec<Value>,
+        watches: Vec<Value>,
         check_update_interval: Option<String>,
     ) -> Result<LocalConfig, ConfigError> {
+        let watches = watches
+            .iter()
+            .map(|watch| {
+                crate::watches::WatchPlan::parse(watch).map_err(|e| self.invalid("watches", e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         for service in &services {
             crate::local::parse_service(service).map_err(|e| self.invalid("service", e.to_string()))?;
         }
@@ -1175,6 +1187,7 @@ impl ConfigLoader {
         Ok(LocalConfig {
             services,
             checks,
+            watches,
             check_update_interval,
             ..LocalConfig::default()
         })

@@ -243,7 +243,7 @@ impl<B: Backend> StateMachine for KvStateMachine<B> {
                 },
                 Ok(command) => {
                     let timing = self.telemetry.time_apply(&command);
-                    let outcome = self.store.apply(committed.index, &command);
+                    let outcome = self.store.apply(store_index(committed.index), &command);
                     drop(timing);
                     match outcome {
                         Ok(outcome) => {
@@ -323,13 +323,21 @@ impl<B: Backend> StateMachine for KvStateMachine<B> {
         });
         // The store resumes at the snapshot's last command index (commands are numbered apart from
         // the log's entries, several of which may share one entry), the index its next command carries.
-        let index = applied.last_command_index();
+        let index = store_index(applied.last_command_index());
         self.store.import_records(index, records).map_err(|e| match e {
             ImportError::Storage(e) => StateMachineError::io(format!("snapshot restore: {e}")),
             other => StateMachineError::corrupt(format!("snapshot archive: {other}")),
         })?;
         self.save_applied_state(applied)
     }
+}
+
+/// The store's index (Consul's `ModifyIndex`, `X-Consul-Index`) of a command: one above its
+/// command index, so that the first command of a cluster writes at 2. Index 1 is what every read of
+/// an empty table answers (Consul never answers 0), and a blocking read parked at 1 must see the
+/// first write as a change.
+pub(crate) fn store_index(command_index: u64) -> u64 {
+    command_index.saturating_add(1)
 }
 
 /// The store at one point in time, written out as a tribune-snapshot archive (the bytes kvstore's
@@ -510,7 +518,7 @@ mod tests {
             ApplyResponse::decode(&responses[2]).unwrap(),
             ApplyResponse::Kv(true)
         );
-        assert_eq!(source.last_applied(), KEYS + 3);
+        assert_eq!(source.last_applied(), store_index(KEYS + 3));
         release.send(()).unwrap();
         let out = writer.join().unwrap();
         assert!(
@@ -547,6 +555,21 @@ mod tests {
         ));
     }
 
+    /// An empty table answers index 1 (Consul never answers 0); the cluster's first command must
+    /// write above it, or a blocking read parked at 1 would not see it.
+    #[test]
+    fn the_first_command_writes_above_an_empty_reads_index() {
+        let store = Arc::new(Store::in_memory(StoreConfig::new("dc1")).unwrap());
+        let mut sm = KvStateMachine::new(Arc::clone(&store), Arc::default());
+        let empty = store.get("k").unwrap();
+        assert_eq!((empty.value.is_none(), empty.index), (true, 1));
+        sm.apply(&[committed(1, &set("k", b"v"))], &applied_at(1))
+            .unwrap();
+        let written = store.get("k").unwrap();
+        assert!(written.index > empty.index, "{} > {}", written.index, empty.index);
+        assert_eq!(written.value.unwrap().modify_index, written.index);
+    }
+
     #[test]
     fn a_snapshot_restores_into_a_store_that_is_behind() {
         let source = Arc::new(Store::in_memory(StoreConfig::new("dc1")).unwrap());
@@ -572,7 +595,7 @@ mod tests {
 
         follower.restore(&mut bytes.as_slice(), &applied_at(20)).unwrap();
         assert_eq!(target.dump().unwrap(), source.dump().unwrap());
-        assert_eq!(target.last_applied(), 20);
+        assert_eq!(target.last_applied(), store_index(20));
         assert_eq!(follower.applied_state().unwrap(), Some(applied_at(20)));
         // The log resumes after the snapshot's index.
         let next = follower
@@ -596,6 +619,6 @@ mod tests {
                 .restore(&mut tampered.as_slice(), &applied_at(40))
                 .is_err()
         );
-        assert_eq!(target.last_applied(), 21);
+        assert_eq!(target.last_applied(), store_index(21));
     }
 }

@@ -53,10 +53,12 @@ mod local_api;
 pub mod logs;
 mod membership;
 mod node;
+pub mod paths;
 pub mod replicate;
 pub mod strconv;
 mod telemetry;
 mod tokens;
+pub mod watches;
 
 pub use error::NodeError;
 pub use events::id_to_index as user_event_index;

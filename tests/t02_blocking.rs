@@ -41,12 +41,21 @@ async fn a_blocked_read_returns_when_the_key_changes() {
 }
 
 /// A read parked on a key that does not exist yet, at the index its 404 answered, wakes when the
-/// key is created (a missing key answers the KV table's index, as Consul).
+/// key is created (a missing key answers the KV table's index, as Consul) — on a fresh server too,
+/// where the empty table answers 1 and the key's creation is the first KV write.
 #[tokio::test]
 async fn a_blocked_read_on_a_missing_key_wakes_when_the_key_is_created() {
+    for write_first in [false, true] {
+        a_missing_key_is_watched_into_existence(write_first).await;
+    }
+}
+
+async fn a_missing_key_is_watched_into_existence(write_first: bool) {
     let node = dev_server().await;
     let http = Client::of(&node);
-    assert_eq!(http.put("/v1/kv/elsewhere", b"1").await.text(), "true");
+    if write_first {
+        assert_eq!(http.put("/v1/kv/elsewhere", b"1").await.text(), "true");
+    }
     let missing = http.get("/v1/kv/later").await;
     assert_eq!(missing.status, 404);
     let index = missing.index();

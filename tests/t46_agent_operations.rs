@@ -255,3 +255,115 @@ async fn dns_listens_on_consuls_port_by_default() {
     .await;
     drop(agent);
 }
+
+/// Accepts HTTP requests on loopback and hands each one's head and body to the test; answers 200.
+async fn http_sink() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (requests, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() < length {
+                        continue;
+                    }
+                    let _ = requests.send((head.to_owned(), body.to_owned()));
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                    return;
+                }
+            });
+        }
+    });
+    (addr, received)
+}
+
+/// The agent runs the `watches` of its configuration: a script handler gets a key's entry on stdin,
+/// an HTTP handler gets the critical checks as the request body with `X-Consul-Index`.
+#[tokio::test(flavor = "multi_thread")]
+async fn configured_watches_run_script_and_http_handlers() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen");
+    let (sink, mut requests) = http_sink().await;
+    let file = dir.path().join("watches.json");
+    let config = serde_json::json!({
+        "watches": [
+            {"type": "key", "key": "alerts/level", "args": ["sh", "-c", format!("cat >> {}", seen.display())]},
+            {"type": "checks", "state": "critical", "handler_type": "http",
+             "http_handler_config": {"path": format!("http://{sink}/hook"), "method": "POST",
+                                     "header": {"x-team": ["core"]}, "timeout": "5s"}}
+        ]
+    });
+    std::fs::write(&file, config.to_string()).unwrap();
+    let config = format!("-config-file={}", file.display());
+    let agent = AgentProcess::spawn(&[
+        "-dev",
+        "-http-port=0",
+        "-server-port=0",
+        "-serf-lan-port=0",
+        "-serf-wan-port=0",
+        &config,
+    ]);
+
+    let put = request(agent.http, "PUT", "/v1/kv/alerts/level", &[], b"red").await;
+    assert_eq!(put.status, 200);
+    wait_for("the key watch's script to see the entry", LIMIT, || async {
+        std::fs::read_to_string(&seen).is_ok_and(|text| {
+            text.contains("\"Key\":\"alerts/level\"") && text.contains("\"Value\":\"cmVk\"")
+        })
+    })
+    .await;
+
+    // A TTL check starts critical; the catalog's critical checks change and the hook hears of it.
+    let check = request(
+        agent.http,
+        "PUT",
+        "/v1/agent/check/register",
+        &[],
+        br#"{"Name": "disk", "TTL": "60s"}"#,
+    )
+    .await;
+    assert_eq!(check.status, 200, "{}", check.text());
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let (head, body) = tokio::time::timeout_at(deadline, requests.recv())
+            .await
+            .expect("the HTTP handler was called with the critical check")
+            .unwrap();
+        assert!(head.starts_with("POST /hook HTTP/1.1"), "{head}");
+        let lower = head.to_ascii_lowercase();
+        assert!(
+            lower.contains("x-team: core") && lower.contains("x-consul-index:"),
+            "{head}"
+        );
+        let checks: Value = serde_json::from_str(&body).unwrap();
+        if checks.as_array().unwrap().iter().any(|c| c["CheckID"] == "disk") {
+            break;
+        }
+    }
+}

@@ -67,16 +67,16 @@ pub(super) fn bare_host(uri: &Uri) -> Option<&str> {
 }
 
 /// One HTTP check's request and bounds.
-pub(super) struct HttpProbe {
-    pub(super) url: String,
-    pub(super) method: String,
-    pub(super) header: BTreeMap<String, Vec<String>>,
-    pub(super) body: String,
-    pub(super) tls_skip_verify: bool,
-    pub(super) tls_server_name: String,
-    pub(super) disable_redirects: bool,
-    pub(super) timeout: Duration,
-    pub(super) output_limit: usize,
+pub(crate) struct HttpProbe {
+    pub(crate) url: String,
+    pub(crate) method: String,
+    pub(crate) header: BTreeMap<String, Vec<String>>,
+    pub(crate) body: String,
+    pub(crate) tls_skip_verify: bool,
+    pub(crate) tls_server_name: String,
+    pub(crate) disable_redirects: bool,
+    pub(crate) timeout: Duration,
+    pub(crate) output_limit: usize,
 }
 
 /// An answer: the status line's code and text, and the body's last bytes.
@@ -91,7 +91,7 @@ impl HttpProbe {
     /// Consul's `CheckHTTP.check`: 2xx passing, 429 warning, anything else critical, with output
     /// `HTTP <method> <url>: <status line> Output: <body>`; a request that gets no answer is critical with
     /// Go's client error (`Get "<url>": dial tcp ...: connect: connection refused`).
-    pub(super) async fn run(&self) -> Outcome {
+    pub(crate) async fn run(&self) -> Outcome {
         let method = if self.method.is_empty() {
             "GET".to_owned()
         } else {

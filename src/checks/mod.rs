@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use definition::CheckDefinitionError;
+pub(crate) use http::HttpProbe;
 pub(crate) use runner::{RunnerHandle, StartError, start};
 pub(crate) use tribune_kvstore::CheckStatus;
 

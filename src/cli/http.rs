@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub(crate) use tribune::paths::{add_query_param, encode_key, encode_query_value};
+
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
@@ -77,17 +79,6 @@ impl Target {
             None => path_and_query.to_owned(),
         }
     }
-}
-
-/// Adds `name=value` (the value percent-encoded) to the query of `path_and_query`.
-pub(crate) fn add_query_param(path_and_query: &str, name: &str, value: &str) -> String {
-    let separator = match path_and_query.split_once('?') {
-        None => "?",
-        Some((_, "")) => "",
-        Some((_, query)) if query.ends_with('&') => "",
-        Some(_) => "&",
-    };
-    format!("{path_and_query}{separator}{name}={}", encode_query_value(value))
 }
 
 /// `host:port` from an address as Consul accepts it: `host:port` or `http://host:port`.
@@ -256,25 +247,6 @@ pub(crate) async fn connect(authority: &str) -> Result<SendRequest<RequestBody>,
         let _ = connection.await;
     });
     Ok(sender)
-}
-
-/// Percent-encodes a KV key for a URL path, keeping `/` so the path keeps its segments.
-pub(crate) fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for byte in key.bytes() {
-        let unreserved = byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/');
-        if unreserved {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-/// Percent-encodes a query parameter's value.
-pub(crate) fn encode_query_value(value: &str) -> String {
-    encode_key(value).replace('/', "%2F")
 }
 
 #[cfg(test)]
