@@ -1,4 +1,5 @@
 //! Blocking queries: a GET with `?index=` parks until the data changes past that index or `wait` passes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -30,13 +30,6 @@ pub(crate) enum CheckDefinitionError {
     Invalid(String),
 }
 
-impl CheckDefinitionError {
-    /// The HTTP status Consul answers with.
-    pub(crate) fn http_status(&self) -> u16 {
-        400
-    }
-}
-
 /// The fields read, keyed by their name lowercased without underscores.
 struct Fields<'a>(BTreeMap<String, &'a Value>);
 
@@ -388,10 +381,8 @@ mod tests {
         assert_eq!(def.service_id.as_deref(), Some("web-1"));
         assert_eq!(def.notes, "the front");
         assert_eq!(def.status, Some(CheckStatus::Passing));
-        assert_eq!(def.initial_status(), CheckStatus::Passing);
-        assert_eq!(def.type_name(), "http");
-        assert_eq!(def.interval_text(), "10s");
-        assert_eq!(def.timeout_text(), "1.5s");
+        assert_eq!(def.interval, Some(Duration::from_secs(10)));
+        assert_eq!(def.timeout, Some(Duration::from_millis(1500)));
         assert_eq!(
             def.deregister_critical_service_after,
             Some(Duration::from_secs(5400))
@@ -410,11 +401,6 @@ mod tests {
                 disable_redirects: true,
             }
         );
-        let catalog = def.catalog_definition();
-        assert_eq!(catalog.http, "https://127.0.0.1:8443/health");
-        assert_eq!(catalog.method, "POST");
-        assert!(catalog.tls_skip_verify);
-        assert_eq!(catalog.interval, Duration::from_secs(10));
     }
 
     #[test]
@@ -428,7 +414,6 @@ mod tests {
         .unwrap();
         assert_eq!(def.id, "mem");
         assert_eq!(def.service_id.as_deref(), Some("db"));
-        assert_eq!(def.type_name(), "script");
         assert_eq!(
             def.kind,
             CheckKind::Script {
@@ -475,11 +460,8 @@ mod tests {
                 ttl: Duration::from_secs(15)
             }
         );
-        assert_eq!(ttl.type_name(), "ttl");
-        assert_eq!(ttl.interval_text(), "");
-        assert_eq!(ttl.timeout_text(), "");
+        assert_eq!((ttl.interval, ttl.timeout), (None, None));
         assert_eq!(ttl.status, None);
-        assert_eq!(ttl.initial_status(), CheckStatus::Critical);
         assert_eq!(ttl.service_id, None);
 
         let tcp = parse(json!({"Name": "ssh", "TCP": "127.0.0.1:22", "Interval": "10s"})).unwrap();
@@ -490,14 +472,18 @@ mod tests {
             }
         );
         let udp = parse(json!({"Name": "dns", "UDP": "127.0.0.1:53", "Interval": "10s"})).unwrap();
-        assert_eq!(udp.type_name(), "udp");
+        assert_eq!(
+            udp.kind,
+            CheckKind::Udp {
+                address: "127.0.0.1:53".into()
+            }
+        );
         let grpc = parse(json!({
             "Name": "g", "GRPC": "127.0.0.1:9090/db", "GRPCUseTLS": true, "Interval": "10s",
             "HTTP": "http://ignored"
         }))
         .unwrap();
         // gRPC comes first in Consul's order.
-        assert_eq!(grpc.type_name(), "grpc");
         assert!(matches!(grpc.kind, CheckKind::Grpc { use_tls: true, .. }));
         let alias = parse(json!({"Name": "a", "AliasService": "web"})).unwrap();
         assert_eq!(
@@ -587,6 +573,5 @@ mod tests {
             "Request decode failed: json: cannot unmarshal number into Go struct field Name of type string"
         );
         assert!(err(json!([1])).starts_with("Request decode failed: "));
-        assert_eq!(parse(json!({"TTL": "1s"})).unwrap_err().http_status(), 400);
     }
 }

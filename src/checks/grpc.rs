@@ -299,7 +299,6 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt as _;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
 

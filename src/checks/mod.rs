@@ -17,10 +17,8 @@
 //! What it is not: the agent's local state (who owns which check, what the catalog is told) lives with
 //! the caller, which keeps each [`RunnerHandle`] and drops it to stop the check. No Docker, H2PING or
 //! OS-service checks, no TCP+TLS, and TLS checks trust the Mozilla roots only (not an agent CA file).
+//! `HttpProbe` also sends the agent's watch webhooks (src/watches).
 
-// The agent's local state starts checks through `start` and keeps their handles; until that caller
-// lands, parts of this module are reached only from its tests.
-#![allow(dead_code, unused_imports)]
 
 mod alias;
 mod definition;
@@ -36,9 +34,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use definition::CheckDefinitionError;
 pub(crate) use http::HttpProbe;
-pub(crate) use runner::{RunnerHandle, StartError, start};
+pub(crate) use runner::{RunnerHandle, start};
 pub(crate) use tribune_kvstore::CheckStatus;
 
 use crate::local_api::LocalApi;
@@ -147,38 +144,6 @@ pub(crate) enum CheckKind {
 }
 
 impl CheckDefinition {
-    /// Consul's `Type` of the check: `ttl`, `http`, `tcp`, `udp`, `script`, `grpc` or `alias`.
-    pub(crate) fn type_name(&self) -> &'static str {
-        match self.kind {
-            CheckKind::Ttl { .. } => "ttl",
-            CheckKind::Http { .. } => "http",
-            CheckKind::Tcp { .. } => "tcp",
-            CheckKind::Udp { .. } => "udp",
-            CheckKind::Script { .. } => "script",
-            CheckKind::Grpc { .. } => "grpc",
-            CheckKind::Alias { .. } => "alias",
-        }
-    }
-
-    /// The state the check is registered with: its `Status`, else critical.
-    pub(crate) fn initial_status(&self) -> CheckStatus {
-        self.status.unwrap_or(CheckStatus::Critical)
-    }
-
-    /// The interval as Go writes a duration (`10s`); empty when unset.
-    pub(crate) fn interval_text(&self) -> String {
-        self.interval
-            .map(crate::duration::format_go_duration)
-            .unwrap_or_default()
-    }
-
-    /// The timeout as Go writes a duration; empty when unset.
-    pub(crate) fn timeout_text(&self) -> String {
-        self.timeout
-            .map(crate::duration::format_go_duration)
-            .unwrap_or_default()
-    }
-
     /// The most output a result keeps under an agent limit of `agent_limit` bytes: the check's own
     /// `OutputMaxSize` when it is lower, as Consul has it.
     pub(crate) fn output_limit(&self, agent_limit: usize) -> usize {
@@ -191,49 +156,6 @@ impl CheckDefinition {
             Some(own) if own > 0 && own < agent_limit => own,
             _ => agent_limit,
         }
-    }
-
-    /// The catalog's record of what the check probes (`Definition` of a health check).
-    pub(crate) fn catalog_definition(&self) -> tribune_kvstore::CheckDefinition {
-        let mut out = tribune_kvstore::CheckDefinition {
-            interval: self.interval.unwrap_or_default(),
-            timeout: self.timeout.unwrap_or_default(),
-            deregister_critical_service_after: self.deregister_critical_service_after.unwrap_or_default(),
-            ..Default::default()
-        };
-        match &self.kind {
-            CheckKind::Http {
-                url,
-                method,
-                header,
-                body,
-                tls_skip_verify,
-                tls_server_name,
-                ..
-            } => {
-                out.http = url.clone();
-                out.method = method.clone();
-                out.header = header.clone();
-                out.body = body.clone();
-                out.tls_skip_verify = *tls_skip_verify;
-                out.tls_server_name = tls_server_name.clone();
-            }
-            CheckKind::Tcp { address } => out.tcp = address.clone(),
-            CheckKind::Udp { address } => out.udp = address.clone(),
-            CheckKind::Grpc {
-                target,
-                use_tls,
-                tls_skip_verify,
-                tls_server_name,
-            } => {
-                out.grpc = target.clone();
-                out.grpc_use_tls = *use_tls;
-                out.tls_skip_verify = *tls_skip_verify;
-                out.tls_server_name = tls_server_name.clone();
-            }
-            CheckKind::Ttl { .. } | CheckKind::Script { .. } | CheckKind::Alias { .. } => {}
-        }
-        out
     }
 }
 

@@ -69,7 +69,8 @@ impl Drop for RunnerHandle {
 
 impl RunnerHandle {
     /// Restarts a TTL check's timer (someone reported in); nothing for other kinds.
-    pub(crate) fn ttl_touch(&self) {
+    #[cfg(test)]
+    fn ttl_touch(&self) {
         if let Some(ttl) = &self.ttl {
             ttl.touched.notify_one();
         }
