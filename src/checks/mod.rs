@@ -19,7 +19,6 @@
 //! OS-service checks, no TCP+TLS, and TLS checks trust the Mozilla roots only (not an agent CA file).
 //! `HttpProbe` also sends the agent's watch webhooks (src/watches).
 
-
 mod alias;
 mod definition;
 mod grpc;
