@@ -430,7 +430,7 @@ mod tests {
             committed(3, &Command::KvDelete { key: "a".into() }),
         ];
         sm.apply(&batch, &applied_at(3)).unwrap();
-        let json = serde_json::to_value(telemetry.snapshot(Vec::new()).json()).unwrap();
+        let json = serde_json::to_value(telemetry.snapshot(Vec::new(), Vec::new()).json()).unwrap();
         let count = |list: &str, name: &str, op: Option<&str>| {
             json[list]
                 .as_array()

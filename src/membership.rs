@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::error::NodeError;
 use crate::gossip_keys;
 use crate::node::{Agent, Peer};
+use crate::telemetry::MemberEvent;
 
 /// Consul's serf LAN port, used for `retry_join` addresses given without a port.
 pub(crate) const DEFAULT_SERF_LAN_PORT: u16 = 8301;
@@ -288,6 +289,13 @@ pub(crate) async fn watch_members<B: Backend>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     while let Some(event) = next_event(&mut events, &mut shutdown).await {
+        match &event {
+            Event::Joined(_) | Event::Rejoined(_) => agent.telemetry.member_event(MemberEvent::Joined),
+            Event::Failed(_) => agent.telemetry.member_event(MemberEvent::Failed),
+            Event::Left(_) => agent.telemetry.member_event(MemberEvent::Left),
+            Event::User(_) => agent.telemetry.member_event(MemberEvent::User),
+            _ => {}
+        }
         match &event {
             Event::Joined(m) | Event::Updated(m) | Event::Rejoined(m) => {
                 if let Some(peer) = server_peer(m, &agent.config.datacenter) {

@@ -198,8 +198,8 @@ async fn prometheus_needs_a_retention_time_and_json_does_not() {
     node.shutdown().await;
 }
 
-#[tokio::test]
-async fn agent_read_is_required_under_default_deny() {
+/// A node with ACLs on (default deny), once its management token works.
+async fn acl_node() -> (tribune::NodeHandle, Client) {
     let mut config = metrics_config();
     config.acl.enabled = true;
     config.acl.default_policy = DefaultPolicy::Deny;
@@ -210,6 +210,12 @@ async fn agent_read_is_required_under_default_deny() {
         get(&http, "/v1/agent/metrics", Some(ROOT)).await.status == 200
     })
     .await;
+    (node, http)
+}
+
+#[tokio::test]
+async fn agent_read_is_required_under_default_deny() {
+    let (node, http) = acl_node().await;
     for path in ["/v1/agent/metrics", "/v1/agent/metrics?format=prometheus"] {
         // The anonymous token is written by the leader beside the management token: until it is,
         // a request without a token is refused as "ACL not found"; afterwards by its policy.
@@ -221,5 +227,50 @@ async fn agent_read_is_required_under_default_deny() {
         .await;
         assert_eq!(get(&http, path, Some(ROOT)).await.status, 200, "{path}");
     }
+    node.shutdown().await;
+}
+
+/// The catalog, gossip, session, ACL cache series with Consul's names: a registration is timed
+/// (`catalog.register`, `fsm.register`), the LAN pool's servers are counted, a session with a TTL
+/// is timed by the leader, token resolutions hit or miss the cache, and member events are counted.
+#[tokio::test]
+async fn catalog_gossip_session_and_acl_cache_series() {
+    let (node, http) = acl_node().await;
+    let headers = [("X-Consul-Token", ROOT)];
+    let register = br#"{"Node": "web-1", "Address": "10.0.0.5", "Service": {"Service": "web", "Port": 80}}"#;
+    let reply = request(http.0, "PUT", "/v1/catalog/register", &headers, register).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let session = request(
+        http.0,
+        "PUT",
+        "/v1/session/create",
+        &headers,
+        br#"{"TTL": "60s"}"#,
+    )
+    .await;
+    assert_eq!(session.status, 200, "{}", session.text());
+
+    let json = get(&http, "/v1/agent/metrics", Some(ROOT)).await.json();
+    let count = |list: &str, name: &str| entry(&json, list, name, None)["Count"].as_u64().unwrap();
+    assert!(count("Samples", "consul.catalog.register") >= 1, "{json}");
+    assert!(count("Samples", "consul.fsm.register") >= 1, "{json}");
+    assert!(count("Samples", "consul.acl.ResolveToken") >= 3, "{json}");
+    assert!(count("Counters", "consul.acl.token.cache_miss") >= 1, "{json}");
+    assert!(count("Counters", "consul.acl.token.cache_hit") >= 1, "{json}");
+    // Series known before anything fed them are listed at zero.
+    entry(&json, "Counters", "consul.serf.member.failed", None);
+    entry(&json, "Samples", "consul.session_ttl.invalidate", None);
+    assert_eq!(
+        entry(&json, "Gauges", "consul.members.servers", None)["Value"],
+        1.0
+    );
+    assert_eq!(
+        entry(&json, "Gauges", "consul.members.clients", None)["Value"],
+        0.0
+    );
+    assert_eq!(
+        entry(&json, "Gauges", "consul.session_ttl.active", None)["Value"],
+        1.0
+    );
     node.shutdown().await;
 }

@@ -45,7 +45,8 @@ pub use identity::{
     TemplateVariables, TemplatedPolicy, is_valid_identity_name,
 };
 pub use resolver::{
-    DEFAULT_TTL, Freshness, Resolution, ResolveError, Resolver, ResolverConfig, SourceError, TokenSource,
+    DEFAULT_TTL, Freshness, Resolution, ResolveError, Resolver, ResolverConfig, SourceError,
+    TokenCacheCounts, TokenSource,
 };
 pub use role::{ROLE_NAME_MAX_LENGTH, Role, RoleError, is_valid_role_name};
 pub use rules::{MatchKind, PolicyRules, Rule, RuleError, RuleSyntax};

@@ -2,6 +2,7 @@
 //! with Consul's TTLs and `down_policy`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -207,6 +208,19 @@ pub struct Resolver {
     config: ResolverConfig,
     cache: Mutex<Cache>,
     management: Arc<Authorizer>,
+    /// Tokens served from the cache without asking the source.
+    token_cache_hits: AtomicU64,
+    /// Tokens the source was asked for.
+    token_cache_misses: AtomicU64,
+}
+
+/// How often the token cache answered: Consul's `acl.token.cache_hit` and `cache_miss` counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenCacheCounts {
+    /// Resolutions that used a cached token without asking the source.
+    pub hits: u64,
+    /// Resolutions that asked the source for the token.
+    pub misses: u64,
 }
 
 enum PolicyOutcome {
@@ -248,6 +262,16 @@ impl Resolver {
             config,
             cache: Mutex::new(Cache::default()),
             management: Arc::new(Authorizer::management()),
+            token_cache_hits: AtomicU64::new(0),
+            token_cache_misses: AtomicU64::new(0),
+        }
+    }
+
+    /// How often the token cache answered since the resolver was made.
+    pub fn token_cache_counts(&self) -> TokenCacheCounts {
+        TokenCacheCounts {
+            hits: self.token_cache_hits.load(Ordering::Relaxed),
+            misses: self.token_cache_misses.load(Ordering::Relaxed),
         }
     }
 
@@ -336,36 +360,41 @@ impl Resolver {
         let cached = self.lock().tokens.get(&key).cloned();
         let token = match cached {
             Some(entry) if !force && Self::is_fresh(entry.fetched_at, self.config.token_ttl, now) => {
+                self.token_cache_hits.fetch_add(1, Ordering::Relaxed);
                 entry.token
             }
             Some(entry) if !force && self.config.down_policy == DownPolicy::AsyncCache => {
+                self.token_cache_hits.fetch_add(1, Ordering::Relaxed);
                 freshness = freshness.max(Freshness::RefreshDue);
                 entry.token
             }
-            cached => match source.token_by_secret(secret) {
-                Ok(Some(token)) if token.secret_id.matches(secret) => {
-                    let token = Arc::new(token);
-                    self.lock().tokens.insert(
-                        key,
-                        TokenEntry {
-                            token: token.clone(),
-                            fetched_at: now,
-                        },
-                    );
-                    token
-                }
-                Ok(_) => {
-                    self.lock().tokens.remove(&key);
-                    return Err(ResolveError::AclNotFound);
-                }
-                Err(SourceError::Unreachable { .. }) => match cached {
-                    Some(entry) if self.serves_stale_on_failure() => {
-                        freshness = freshness.max(Freshness::Extended);
-                        entry.token
+            cached => {
+                self.token_cache_misses.fetch_add(1, Ordering::Relaxed);
+                match source.token_by_secret(secret) {
+                    Ok(Some(token)) if token.secret_id.matches(secret) => {
+                        let token = Arc::new(token);
+                        self.lock().tokens.insert(
+                            key,
+                            TokenEntry {
+                                token: token.clone(),
+                                fetched_at: now,
+                            },
+                        );
+                        token
                     }
-                    _ => return Ok(self.down_resolution(None)),
-                },
-            },
+                    Ok(_) => {
+                        self.lock().tokens.remove(&key);
+                        return Err(ResolveError::AclNotFound);
+                    }
+                    Err(SourceError::Unreachable { .. }) => match cached {
+                        Some(entry) if self.serves_stale_on_failure() => {
+                            freshness = freshness.max(Freshness::Extended);
+                            entry.token
+                        }
+                        _ => return Ok(self.down_resolution(None)),
+                    },
+                }
+            }
         };
         if token.is_expired(now) {
             self.lock().tokens.remove(&key);

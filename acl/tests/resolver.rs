@@ -155,6 +155,11 @@ fn resolves_and_caches_within_ttl_then_refetches() {
     // Past the TTL: both are fetched again.
     r.resolve(&source, "s1", t(31)).unwrap();
     assert_eq!(source.calls(), (2, 2));
+    // Consul's acl.token.cache_hit / cache_miss: the two fetches missed, the one in between hit.
+    assert_eq!(
+        r.token_cache_counts(),
+        tribune_acl::TokenCacheCounts { hits: 1, misses: 2 }
+    );
 }
 
 #[test]

@@ -70,6 +70,34 @@ impl AclReplication {
     fn update(&self, change: impl FnOnce(&mut Status)) {
         change(&mut self.status.lock());
     }
+
+    /// Consul's `leader.replication.acl-{policies,roles,tokens}.{status,index}` gauges: status 1
+    /// while replication runs and its last round succeeded, and the primary's index replicated.
+    pub(crate) fn gauges(&self) -> Vec<crate::telemetry::GaugeReading> {
+        use crate::telemetry::{
+            GaugeReading, REPLICATION_ACL_POLICIES_INDEX, REPLICATION_ACL_POLICIES_STATUS,
+            REPLICATION_ACL_ROLES_INDEX, REPLICATION_ACL_ROLES_STATUS, REPLICATION_ACL_TOKENS_INDEX,
+            REPLICATION_ACL_TOKENS_STATUS,
+        };
+        let status = self.status.lock().clone();
+        let healthy = status.running
+            && status.last_success.is_some()
+            && status
+                .last_error
+                .is_none_or(|error| status.last_success.is_some_and(|ok| ok >= error));
+        let up = if healthy { 1.0 } else { 0.0 };
+        [
+            (REPLICATION_ACL_POLICIES_STATUS, up),
+            (REPLICATION_ACL_POLICIES_INDEX, status.replicated_index as f64),
+            (REPLICATION_ACL_ROLES_STATUS, up),
+            (REPLICATION_ACL_ROLES_INDEX, status.replicated_role_index as f64),
+            (REPLICATION_ACL_TOKENS_STATUS, up),
+            (REPLICATION_ACL_TOKENS_INDEX, status.replicated_token_index as f64),
+        ]
+        .into_iter()
+        .map(|(name, value)| GaugeReading { name, value })
+        .collect()
+    }
 }
 
 /// Whether this server's datacenter is a secondary with ACLs on.

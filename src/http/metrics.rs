@@ -40,7 +40,12 @@ pub(crate) async fn agent_metrics<B: Backend>(
         headers.insert("x-consul-reason", HeaderValue::from_static(PROMETHEUS_DISABLED));
         return Ok(response);
     }
-    let snapshot = agent.telemetry.snapshot(gauges(&agent));
+    let cache = agent.resolver.token_cache_counts();
+    let totals = vec![
+        (telemetry::ACL_TOKEN_CACHE_HIT, cache.hits),
+        (telemetry::ACL_TOKEN_CACHE_MISS, cache.misses),
+    ];
+    let snapshot = agent.telemetry.snapshot(gauges(&agent).await, totals);
     if prometheus {
         let mut response = snapshot.prometheus().into_response();
         response
@@ -51,8 +56,9 @@ pub(crate) async fn agent_metrics<B: Backend>(
     Ok(json_response(HeaderMap::new(), &snapshot.json()))
 }
 
-/// The gauges read from consensus at the request.
-fn gauges<B: Backend>(agent: &Shared<B>) -> Vec<GaugeReading> {
+/// The gauges read at the request: from consensus, the LAN pool, the leader's session timers and,
+/// on the leader of an ACL secondary, replication.
+async fn gauges<B: Backend>(agent: &Shared<B>) -> Vec<GaugeReading> {
     let last_log_index = agent
         .consensus
         .raft()
@@ -60,7 +66,31 @@ fn gauges<B: Backend>(agent: &Shared<B>) -> Vec<GaugeReading> {
         .borrow()
         .last_log_index
         .unwrap_or(0);
-    vec![
+    let (mut servers, mut clients) = (0u32, 0u32);
+    if let Some(gossip) = &agent.gossip
+        && let Ok(members) = gossip.members().await
+    {
+        for member in members.iter().filter(|m| m.status.is_live()) {
+            if member.tags.get("role").map(String::as_str) == Some("consul") {
+                servers += 1;
+            } else {
+                clients += 1;
+            }
+        }
+    }
+    let mut gauges = vec![
+        GaugeReading {
+            name: telemetry::MEMBERS_SERVERS,
+            value: f64::from(servers),
+        },
+        GaugeReading {
+            name: telemetry::MEMBERS_CLIENTS,
+            value: f64::from(clients),
+        },
+        GaugeReading {
+            name: telemetry::SESSION_TTL_ACTIVE,
+            value: agent.sessions.active_timers() as f64,
+        },
         GaugeReading {
             name: telemetry::SERVER_IS_LEADER,
             value: if agent.consensus.is_leader() { 1.0 } else { 0.0 },
@@ -73,7 +103,11 @@ fn gauges<B: Backend>(agent: &Shared<B>) -> Vec<GaugeReading> {
             name: telemetry::RAFT_LAST_INDEX,
             value: last_log_index as f64,
         },
-    ]
+    ];
+    if agent.consensus.is_leader() && crate::acl_replication::is_acl_secondary(agent) {
+        gauges.extend(agent.acl_replication.gauges());
+    }
+    gauges
 }
 
 /// Times each request under its route's names. A request another server forwarded here is not

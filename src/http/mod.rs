@@ -800,6 +800,7 @@ impl<B: Backend> Agent<B> {
             return Ok(Access::Unrestricted);
         }
         let secret = self.request_secret(headers, uri);
+        let timing = self.telemetry.time_acl_resolve();
         let resolved = if crate::acl_replication::is_acl_secondary(self) {
             crate::acl_replication::resolve(
                 &self.resolver,
@@ -810,6 +811,7 @@ impl<B: Backend> Agent<B> {
         } else {
             crate::acl::resolve(&self.resolver, &self.store, &secret)
         };
+        drop(timing);
         match resolved {
             Ok(resolution) => Ok(Access::Token {
                 authorizer: resolution.authorizer,

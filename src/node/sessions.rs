@@ -123,6 +123,11 @@ impl SessionKeeper {
         self.timers.lock().insert(id.to_owned(), deadline);
     }
 
+    /// How many sessions with a TTL the leader is timing (`session_ttl.active`).
+    pub(crate) fn active_timers(&self) -> usize {
+        self.timers.lock().len()
+    }
+
     /// Forgets a session's timer (destroyed, or invalidated by other means).
     pub(crate) fn clear_timer(&self, id: &str) {
         self.timers.lock().remove(id);
@@ -189,9 +194,11 @@ pub(super) async fn expire_sessions<B: Backend>(agent: &Agent<B>, now: Instant) 
     for id in agent.sessions.expired(now) {
         agent.sessions.clear_timer(&id);
         tracing::info!(session = %id, "session TTL expired: invalidating it");
+        let timing = agent.telemetry.time_session_invalidate();
         if let Err(e) = agent.propose(&Command::SessionDestroy { id }).await {
             tracing::warn!(error = ?e, "invalidating an expired session");
         }
+        drop(timing);
     }
 }
 

@@ -41,8 +41,13 @@ use metrics_util::registry::Registry;
 use tribune_kvstore::Command;
 
 use crate::config::TelemetryConfig;
+pub(crate) use names::{
+    ACL_TOKEN_CACHE_HIT, ACL_TOKEN_CACHE_MISS, MEMBERS_CLIENTS, MEMBERS_SERVERS, RAFT_APPLIED_INDEX,
+    RAFT_LAST_INDEX, REPLICATION_ACL_POLICIES_INDEX, REPLICATION_ACL_POLICIES_STATUS,
+    REPLICATION_ACL_ROLES_INDEX, REPLICATION_ACL_ROLES_STATUS, REPLICATION_ACL_TOKENS_INDEX,
+    REPLICATION_ACL_TOKENS_STATUS, SERVER_IS_LEADER, SESSION_TTL_ACTIVE,
+};
 use names::{CommandKind, TIMED_METHODS};
-pub(crate) use names::{RAFT_APPLIED_INDEX, RAFT_LAST_INDEX, SERVER_IS_LEADER};
 pub(crate) use raft::watch_raft;
 use render::SeriesId;
 pub(crate) use render::{GaugeReading, Snapshot};
@@ -67,6 +72,12 @@ pub(crate) struct Telemetry {
     raft_candidate: Counter,
     raft_follower: Counter,
     last_contact: Histogram,
+    member_join: Counter,
+    member_failed: Counter,
+    member_left: Counter,
+    user_events: Counter,
+    acl_resolve: Histogram,
+    session_invalidate: Histogram,
     /// Indexed by `CommandKind as usize` (the order of [`CommandKind::ALL`]).
     commands: Vec<CommandHandles>,
 }
@@ -134,6 +145,12 @@ impl Telemetry {
             raft_candidate: counter(names::RAFT_STATE_CANDIDATE),
             raft_follower: counter(names::RAFT_STATE_FOLLOWER),
             last_contact: histogram(Key::from_static_name(names::RAFT_LAST_CONTACT)),
+            member_join: counter(names::SERF_MEMBER_JOIN),
+            member_failed: counter(names::SERF_MEMBER_FAILED),
+            member_left: counter(names::SERF_MEMBER_LEFT),
+            user_events: counter(names::SERF_EVENTS),
+            acl_resolve: histogram(Key::from_static_name(names::ACL_RESOLVE_TOKEN)),
+            session_invalidate: histogram(Key::from_static_name(names::SESSION_TTL_INVALIDATE)),
             commands,
             registry,
         }
@@ -221,8 +238,35 @@ impl Telemetry {
         self.last_contact.record(since.as_secs_f64() * 1000.0);
     }
 
-    /// Reads every series now, with the `gauges` the caller read from consensus.
-    pub(crate) fn snapshot(&self, gauges: Vec<GaugeReading>) -> Snapshot {
+    /// `serf.member.*` and `serf.events`: the LAN pool reported a member event or a user event.
+    pub(crate) fn member_event(&self, event: MemberEvent) {
+        match event {
+            MemberEvent::Joined => self.member_join.increment(1),
+            MemberEvent::Failed => self.member_failed.increment(1),
+            MemberEvent::Left => self.member_left.increment(1),
+            MemberEvent::User => self.user_events.increment(1),
+        }
+    }
+
+    /// Times resolving a request's token (`acl.ResolveToken`), until the timing is dropped.
+    pub(crate) fn time_acl_resolve(&self) -> Timing {
+        Timing {
+            started: Instant::now(),
+            series: [Some(self.acl_resolve.clone()), None],
+        }
+    }
+
+    /// Times the leader's invalidation of an expired session (`session_ttl.invalidate`).
+    pub(crate) fn time_session_invalidate(&self) -> Timing {
+        Timing {
+            started: Instant::now(),
+            series: [Some(self.session_invalidate.clone()), None],
+        }
+    }
+
+    /// Reads every series now, with the `gauges` the caller read from consensus and the pools, and
+    /// `totals`, counters kept elsewhere (the ACL cache's) read at the same moment.
+    pub(crate) fn snapshot(&self, gauges: Vec<GaugeReading>, totals: Vec<(&'static str, u64)>) -> Snapshot {
         let now = Instant::now();
         let id = |key: &Key| {
             let mut labels: Vec<(String, String)> = key
@@ -244,6 +288,15 @@ impl Telemetry {
             .visit_histograms(|key, distribution: &Arc<Distribution>| {
                 samples.push((id(key), distribution.stats_at(now)));
             });
+        counters.extend(totals.into_iter().map(|(name, total)| {
+            (
+                SeriesId {
+                    name: name.to_owned(),
+                    labels: Vec::new(),
+                },
+                total,
+            )
+        }));
         counters.sort_by(|a, b| a.0.cmp(&b.0));
         samples.sort_by(|a, b| a.0.cmp(&b.0));
         Snapshot {
@@ -256,6 +309,19 @@ impl Telemetry {
             samples,
         }
     }
+}
+
+/// What `serf.member.*` and `serf.events` count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemberEvent {
+    /// A member joined.
+    Joined,
+    /// A member failed.
+    Failed,
+    /// A member left.
+    Left,
+    /// A user event arrived.
+    User,
 }
 
 /// The raft roles `raft.state.*` counts.
@@ -302,10 +368,14 @@ mod tests {
         drop(telemetry.time_http("GET", "/v1/kv/{*key}"));
         assert!(telemetry.time_http("BREW", "/v1/kv/{*key}").is_none());
         telemetry.cross_dc("dc2");
-        let snapshot = telemetry.snapshot(vec![GaugeReading {
-            name: SERVER_IS_LEADER,
-            value: 1.0,
-        }]);
+        telemetry.member_event(MemberEvent::Failed);
+        let snapshot = telemetry.snapshot(
+            vec![GaugeReading {
+                name: SERVER_IS_LEADER,
+                value: 1.0,
+            }],
+            vec![(ACL_TOKEN_CACHE_HIT, 4)],
+        );
         let json = serde_json::to_value(snapshot.json()).unwrap();
         for field in ["Timestamp", "Gauges", "Points", "Counters", "Samples"] {
             assert!(json.get(field).is_some(), "no {field} in {json}");
@@ -350,6 +420,9 @@ mod tests {
             "dc2"
         );
         assert_eq!(find("Gauges", "consul.server.isLeader")["Value"], 1.0);
+        assert_eq!(find("Counters", "consul.serf.member.failed")["Count"], 1);
+        assert_eq!(find("Counters", "consul.serf.member.join")["Count"], 0);
+        assert_eq!(find("Counters", "consul.acl.token.cache_hit")["Count"], 4);
         // Series nothing fed are listed at zero, as Prometheus expects of a known series.
         assert_eq!(find("Samples", "consul.txn.apply")["Count"], 0);
     }
@@ -363,10 +436,13 @@ mod tests {
         telemetry.entries_applied(2);
         drop(telemetry.time_http("PUT", "/v1/kv/{*key}"));
         let text = telemetry
-            .snapshot(vec![GaugeReading {
-                name: RAFT_APPLIED_INDEX,
-                value: 7.0,
-            }])
+            .snapshot(
+                vec![GaugeReading {
+                    name: RAFT_APPLIED_INDEX,
+                    value: 7.0,
+                }],
+                vec![(ACL_TOKEN_CACHE_MISS, 2)],
+            )
             .prometheus();
         for line in [
             "# TYPE consul_raft_apply counter",
@@ -377,6 +453,8 @@ mod tests {
             "consul_raft_applied_index 7",
             "# TYPE consul_http_PUT_v1_kv__ summary",
             "consul_api_http_count{method=\"PUT\",path=\"v1_kv_\"} 1",
+            "# TYPE consul_acl_token_cache_miss counter",
+            "consul_acl_token_cache_miss 2",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
@@ -407,10 +485,13 @@ mod tests {
         telemetry.entries_applied(1);
         let json = serde_json::to_value(
             telemetry
-                .snapshot(vec![GaugeReading {
-                    name: SERVER_IS_LEADER,
-                    value: 0.0,
-                }])
+                .snapshot(
+                    vec![GaugeReading {
+                        name: SERVER_IS_LEADER,
+                        value: 0.0,
+                    }],
+                    Vec::new(),
+                )
                 .json(),
         )
         .unwrap();

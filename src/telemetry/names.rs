@@ -27,6 +27,36 @@ pub(crate) const SERVER_IS_LEADER: &str = "server.isLeader";
 pub(crate) const RAFT_APPLIED_INDEX: &str = "raft.applied_index";
 /// The last index in the raft log (gauge).
 pub(crate) const RAFT_LAST_INDEX: &str = "raft.last_index";
+/// Counts the members the LAN pool saw join.
+pub(crate) const SERF_MEMBER_JOIN: &str = "serf.member.join";
+/// Counts the members the LAN pool declared failed.
+pub(crate) const SERF_MEMBER_FAILED: &str = "serf.member.failed";
+/// Counts the members that left the LAN pool.
+pub(crate) const SERF_MEMBER_LEFT: &str = "serf.member.left";
+/// Counts the user events the LAN pool delivered.
+pub(crate) const SERF_EVENTS: &str = "serf.events";
+/// The alive client agents of the LAN pool (gauge).
+pub(crate) const MEMBERS_CLIENTS: &str = "members.clients";
+/// The alive servers of the LAN pool (gauge).
+pub(crate) const MEMBERS_SERVERS: &str = "members.servers";
+/// Times resolving a request's token to its permissions.
+pub(crate) const ACL_RESOLVE_TOKEN: &str = "acl.ResolveToken";
+/// Counts token resolutions the cache answered.
+pub(crate) const ACL_TOKEN_CACHE_HIT: &str = "acl.token.cache_hit";
+/// Counts token resolutions that read the token from the state.
+pub(crate) const ACL_TOKEN_CACHE_MISS: &str = "acl.token.cache_miss";
+/// The sessions with a TTL the leader is timing (gauge).
+pub(crate) const SESSION_TTL_ACTIVE: &str = "session_ttl.active";
+/// Times the leader's invalidation of a session whose TTL ran out.
+pub(crate) const SESSION_TTL_INVALIDATE: &str = "session_ttl.invalidate";
+/// ACL replication into this secondary datacenter: 1 while its last round succeeded (gauges, one
+/// per kind), and the primary's index it last replicated.
+pub(crate) const REPLICATION_ACL_POLICIES_STATUS: &str = "leader.replication.acl-policies.status";
+pub(crate) const REPLICATION_ACL_POLICIES_INDEX: &str = "leader.replication.acl-policies.index";
+pub(crate) const REPLICATION_ACL_ROLES_STATUS: &str = "leader.replication.acl-roles.status";
+pub(crate) const REPLICATION_ACL_ROLES_INDEX: &str = "leader.replication.acl-roles.index";
+pub(crate) const REPLICATION_ACL_TOKENS_STATUS: &str = "leader.replication.acl-tokens.status";
+pub(crate) const REPLICATION_ACL_TOKENS_INDEX: &str = "leader.replication.acl-tokens.index";
 
 /// The methods HTTP timings are kept for: a request's method is client input, and each method
 /// makes series of its own, so any other method is not timed.
@@ -57,6 +87,8 @@ pub(crate) enum CommandKind {
     BindingRuleDelete,
     AclBootstrap,
     ReapTombstones,
+    CatalogRegister,
+    CatalogDeregister,
 }
 
 /// The series that time one kind of command.
@@ -73,7 +105,7 @@ pub(crate) struct CommandSeries {
 
 impl CommandKind {
     /// Every kind, in the order of the enum (handles are kept in this order).
-    pub(crate) const ALL: [CommandKind; 22] = [
+    pub(crate) const ALL: [CommandKind; 24] = [
         CommandKind::KvSet,
         CommandKind::KvCas,
         CommandKind::KvDelete,
@@ -96,6 +128,8 @@ impl CommandKind {
         CommandKind::BindingRuleDelete,
         CommandKind::AclBootstrap,
         CommandKind::ReapTombstones,
+        CommandKind::CatalogRegister,
+        CommandKind::CatalogDeregister,
     ];
 
     /// The kind of `command`; `None` for the commands that are not timed (restores, replication
@@ -124,6 +158,8 @@ impl CommandKind {
             Command::AclBindingRuleDelete { .. } => CommandKind::BindingRuleDelete,
             Command::AclBootstrap { .. } => CommandKind::AclBootstrap,
             Command::ReapTombstones { .. } => CommandKind::ReapTombstones,
+            Command::CatalogRegister(_) => CommandKind::CatalogRegister,
+            Command::CatalogDeregister { .. } => CommandKind::CatalogDeregister,
             _ => return None,
         })
     }
@@ -169,6 +205,8 @@ impl CommandKind {
             ),
             CommandKind::AclBootstrap => (None, "fsm.acl.token", Some("bootstrap")),
             CommandKind::ReapTombstones => (None, "fsm.tombstone", Some("reap")),
+            CommandKind::CatalogRegister => (Some("catalog.register"), "fsm.register", None),
+            CommandKind::CatalogDeregister => (Some("catalog.deregister"), "fsm.deregister", None),
         };
         CommandSeries { write, fsm, op }
     }
@@ -209,6 +247,24 @@ pub(crate) fn help(name: &str) -> &'static str {
         SERVER_IS_LEADER => "1 while this server is the raft leader, else 0.",
         RAFT_APPLIED_INDEX => "The last raft index applied to this server's state.",
         RAFT_LAST_INDEX => "The last index in this server's raft log.",
+        SERF_MEMBER_JOIN => "Members the LAN pool saw join.",
+        SERF_MEMBER_FAILED => "Members the LAN pool declared failed.",
+        SERF_MEMBER_LEFT => "Members that left the LAN pool.",
+        SERF_EVENTS => "User events the LAN pool delivered to this agent.",
+        MEMBERS_CLIENTS => "Alive client agents in the LAN pool.",
+        MEMBERS_SERVERS => "Alive servers in the LAN pool.",
+        ACL_RESOLVE_TOKEN => "Time to resolve a request's token to its permissions, in milliseconds.",
+        ACL_TOKEN_CACHE_HIT => "Token resolutions the ACL cache answered.",
+        ACL_TOKEN_CACHE_MISS => "Token resolutions that read the token from the state.",
+        SESSION_TTL_ACTIVE => "Sessions with a TTL the leader is timing.",
+        SESSION_TTL_INVALIDATE => {
+            "Time for the leader to invalidate a session whose TTL ran out, in milliseconds."
+        }
+        "catalog.register" => "Time to complete a catalog registration on the leader, in milliseconds.",
+        "catalog.deregister" => "Time to complete a catalog deregistration on the leader, in milliseconds.",
+        _ if name.starts_with("leader.replication.") => {
+            "ACL replication into this datacenter: 1 while the last round succeeded (status), or the primary's last replicated index."
+        }
         "kvs.apply" => "Time to complete a KV write on the leader (proposal to applied), in milliseconds.",
         "txn.apply" => "Time to complete a transaction on the leader (proposal to applied), in milliseconds.",
         "session.apply" => {
