@@ -68,13 +68,19 @@ async fn force_leave_from_dc1_removes_and_prunes_other_datacenters_wan_members()
         .await;
     }
 
-    // Unknown names are Consul's 404, and the LAN pool knows no WAN names.
+    // Unknown names are Consul's error (a 500, which clients raise on), and the LAN pool knows no
+    // WAN names.
     let unknown = Client::of(&s1)
         .put("/v1/agent/force-leave/nobody.dc9?wan=1", b"")
         .await;
-    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    assert_eq!(unknown.status, 500, "{}", unknown.text());
+    assert!(
+        unknown.text().contains("No node found with name 'nobody.dc9'"),
+        "{}",
+        unknown.text()
+    );
     let lan = Client::of(&s1).put("/v1/agent/force-leave/e1.dc3", b"").await;
-    assert_eq!(lan.status, 404, "{}", lan.text());
+    assert_eq!(lan.status, 500, "{}", lan.text());
 
     // From dc1, dc3's server is forced out of the WAN pool: left everywhere, still listed.
     let (ok, out) = tribune_cli(s1.http_addr().unwrap(), &["force-leave", "-wan", "e1.dc3"]).await;
