@@ -10,7 +10,7 @@ use serde::Serialize;
 use tribune_gossip::Coordinate;
 use tribune_kvstore::{Backend, WatchScope};
 
-use super::{ApiError, Params, Shared, json_response};
+use super::{ApiError, Params, QueryMeta, Shared, json_response};
 
 /// One datacenter's servers and their WAN coordinates.
 #[derive(Debug, Serialize)]
@@ -93,6 +93,19 @@ async fn lan_coordinates<B: Backend>(
     Ok(entries)
 }
 
+/// Blocks as the request asks on the catalog's nodes table (the coordinates themselves are not in
+/// the replicated state), and the read's meta and index.
+async fn coordinates_read<B: Backend>(agent: &Shared<B>, uri: &Uri) -> Result<(QueryMeta, u64), ApiError> {
+    let meta = agent
+        .prepare_read(&Params::parse(uri.query()), WatchScope::Nodes)
+        .await?;
+    let index = agent
+        .store
+        .scope_index(&WatchScope::Nodes)
+        .map_err(ApiError::read)?;
+    Ok((meta, index))
+}
+
 /// `GET /v1/coordinate/nodes`: the LAN coordinates of this datacenter's nodes. The coordinates
 /// live in the gossip pool, not the replicated state, so the index (and what a blocking read waits
 /// on) is the catalog's nodes': a blocked reader wakes when a node comes or goes, or at `wait`,
@@ -102,12 +115,7 @@ pub(crate) async fn nodes<B: Backend>(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(uri.query());
-    let meta = agent.prepare_read(&params, WatchScope::Nodes).await?;
-    let index = agent
-        .store
-        .scope_index(&WatchScope::Nodes)
-        .map_err(ApiError::read)?;
+    let (meta, index) = coordinates_read(&agent, &uri).await?;
     let entries = lan_coordinates(&agent, &headers, &uri).await?;
     Ok(json_response(meta.with_index(index).headers(), &entries))
 }
@@ -155,12 +163,7 @@ pub(crate) async fn node<B: Backend>(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(uri.query());
-    let meta = agent.prepare_read(&params, WatchScope::Nodes).await?;
-    let index = agent
-        .store
-        .scope_index(&WatchScope::Nodes)
-        .map_err(ApiError::read)?;
+    let (meta, index) = coordinates_read(&agent, &uri).await?;
     let entries: Vec<NodeCoordinate> = lan_coordinates(&agent, &headers, &uri)
         .await?
         .into_iter()
