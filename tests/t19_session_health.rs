@@ -1,5 +1,6 @@
 //! Sessions and the safety of their locks beyond one server's memory: a session follows its node's
-//! health in the LAN pool (a crashed client agent loses its sessions and their locks), lock-delay is
+//! health in the LAN pool (a crashed client agent loses its sessions and their locks) and the
+//! service checks it is bound to (refused while one is critical, ended when one fails), lock-delay is
 //! recorded by every server as the invalidation applies, so a new leader enforces it, and the txn
 //! `lock` verb honours it as `?acquire` does.
 
@@ -242,4 +243,83 @@ async fn a_crashed_client_agent_loses_its_sessions_and_locks() {
     for node in servers {
         node.shutdown().await;
     }
+}
+
+/// A session bound to a service check, as Patroni and consul-template's lock users bind theirs: the
+/// store refuses it while the check is critical or unknown, and ends it (releasing its lock) when
+/// the agent's check fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_bound_to_a_service_check_ends_when_the_check_fails() {
+    let mut config = tribune::config::Config::dev();
+    config.local.sync_interval = Duration::from_millis(500);
+    let node = common::start_leader(config).await;
+    let http = Client::of(&node);
+    let registered = http
+        .put(
+            "/v1/agent/service/register",
+            br#"{"Name":"db","ID":"db-1","Port":5432,"Check":{"TTL":"60s"}}"#,
+        )
+        .await;
+    assert_eq!(registered.status, 200, "{}", registered.text());
+    let check_status = || async {
+        let checks = http.get("/v1/health/node/dev").await.json();
+        checks
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["CheckID"] == "service:db-1"))
+            .and_then(|c| c["Status"].as_str().map(str::to_owned))
+    };
+    wait_for("the TTL check in the catalog", FORMATION, || async {
+        check_status().await.is_some()
+    })
+    .await;
+
+    // A TTL check starts critical: a session bound to it would end at once, so it is refused.
+    let bound = br#"{"ServiceChecks":[{"ID":"service:db-1","Namespace":""}]}"#;
+    let refused = http.put("/v1/session/create", bound).await;
+    assert_eq!(refused.status, 500);
+    assert_eq!(refused.text(), "Check 'service:db-1' is in critical state");
+    let unknown = http
+        .put("/v1/session/create", br#"{"NodeChecks":["serfHealth","nope"]}"#)
+        .await;
+    assert_eq!(unknown.status, 500);
+    assert_eq!(unknown.text(), "Missing check 'nope' registration");
+
+    let pass = http.put("/v1/agent/check/pass/service:db-1", b"").await;
+    assert_eq!(pass.status, 200, "{}", pass.text());
+    wait_for("the check passing in the catalog", FORMATION, || async {
+        check_status().await.as_deref() == Some("passing")
+    })
+    .await;
+    let session = http.create_session(std::str::from_utf8(bound).unwrap()).await;
+    let only_service = http
+        .create_session(r#"{"NodeChecks":[],"ServiceChecks":[{"ID":"service:db-1"}],"Behavior":"delete"}"#)
+        .await;
+    let info = http.get(&format!("/v1/session/info/{session}")).await.json();
+    assert_eq!(info[0]["NodeChecks"], serde_json::json!(["serfHealth"]), "{info}");
+    assert_eq!(
+        info[0]["ServiceChecks"],
+        serde_json::json!([{"ID": "service:db-1", "Namespace": ""}]),
+        "{info}"
+    );
+    assert_eq!(
+        info[0]["Checks"],
+        serde_json::json!(["serfHealth", "service:db-1"])
+    );
+    let info = http.get(&format!("/v1/session/info/{only_service}")).await.json();
+    assert_eq!(info[0]["NodeChecks"], serde_json::json!([]), "{info}");
+    for (key, holder) in [("leader/db", &session), ("leader/db-delete", &only_service)] {
+        let acquired = http.put(&format!("/v1/kv/{key}?acquire={holder}"), b"me").await;
+        assert_eq!(acquired.text(), "true", "{key}");
+    }
+
+    // The check fails: both sessions go with it, and their locks are released or deleted.
+    let fail = http.put("/v1/agent/check/fail/service:db-1", b"").await;
+    assert_eq!(fail.status, 200, "{}", fail.text());
+    wait_for("both sessions to end with their check", FORMATION, || async {
+        !session_exists(&http, &session).await && !session_exists(&http, &only_service).await
+    })
+    .await;
+    assert_eq!(lock_state(&http, "leader/db").await, Some((None, 1)));
+    assert_eq!(lock_state(&http, "leader/db-delete").await, None);
+    node.shutdown().await;
 }

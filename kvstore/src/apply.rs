@@ -445,6 +445,7 @@ impl<'v, V: ReadView + ?Sized> Tx<'v, V> {
         if tables::get::<Session, _>(self, Table::Sessions, new.id.as_bytes())?.is_some() {
             return Err(ApplyError::SessionExists { id: new.id.clone() });
         }
+        self.catalog_require_session_checks(&new.node, &new.node_checks)?;
         let session = Session {
             id: new.id.clone(),
             name: new.name.clone(),

@@ -103,7 +103,8 @@ pub enum Command {
         /// The operations, in order.
         ops: Vec<TxnOp>,
     },
-    /// `PUT /v1/session/create`.
+    /// `PUT /v1/session/create`. Refused when a bound check other than `serfHealth` is missing from
+    /// the session's node in the catalog or is critical (`serfHealth` is the leader's to vouch for).
     SessionCreate(NewSession),
     /// `PUT /v1/session/destroy/:id` or an invalidation by the leader (TTL, failed check).
     SessionDestroy {

@@ -109,6 +109,19 @@ pub enum ApplyError {
         /// The ID.
         id: String,
     },
+    /// A new session is bound to a check its node does not have in the catalog (Consul's words).
+    #[error("Missing check '{check_id}' registration")]
+    SessionCheckMissing {
+        /// The check named.
+        check_id: String,
+    },
+    /// A new session is bound to a check that is critical now (Consul's words): the session would
+    /// be invalidated the moment it exists.
+    #[error("Check '{check_id}' is in critical state")]
+    SessionCheckCritical {
+        /// The check named.
+        check_id: String,
+    },
     /// A token or role links to a policy that does not exist.
     #[error("link to unknown policy {policy_id:?}")]
     UnknownPolicy {

@@ -74,8 +74,9 @@ pub struct Session {
     pub behavior: SessionBehavior,
     /// Time to live, if the session must be renewed (the leader's timers enforce it, not the store).
     pub ttl: Option<Duration>,
-    /// The node health checks the session is bound to (Consul's `NodeChecks`): the leader destroys the
-    /// session when one of them goes critical. Empty: tied to no check.
+    /// The checks of its node the session is bound to: Consul's `NodeChecks` and the IDs of its
+    /// `ServiceChecks`, which name checks of the same node. The session is destroyed when one of
+    /// them goes critical or is removed. Empty: tied to no check.
     pub node_checks: Vec<String>,
     /// Index of the command that created it.
     pub create_index: u64,

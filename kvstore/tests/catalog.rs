@@ -522,6 +522,55 @@ fn critical_checks_destroy_their_sessions<B: Backend>(s: &Store<B>) {
     assert_eq!(s.get("locks/c").unwrap().value.unwrap().session, None);
 }
 
+/// A session is created only bound to checks its node has and that are not critical, so that none
+/// outlives a failure that came before it; `serfHealth` is the leader's to vouch for.
+fn sessions_bind_only_to_live_checks<B: Backend>(s: &Store<B>) {
+    s.apply(
+        1,
+        &register(
+            "n1",
+            Some(svc("web-1", "web", &[])),
+            vec![
+                chk("web-chk", Some(Warning), "web-1"),
+                chk("disk", Some(Critical), ""),
+            ],
+        ),
+    )
+    .unwrap();
+    let before = s.dump().unwrap();
+    for (index, node, checks, refusal) in [
+        (2, "n1", &["nope"][..], "Missing check 'nope' registration"),
+        (
+            3,
+            "n1",
+            &["web-chk", "disk"][..],
+            "Check 'disk' is in critical state",
+        ),
+        (4, "n2", &["web-chk"][..], "Missing check 'web-chk' registration"),
+    ] {
+        let refused = s
+            .apply(index, &bound_session("s", node, SessionBehavior::Release, checks))
+            .unwrap_err();
+        assert_eq!(refused.to_string(), refusal);
+        assert!(refused.is_deterministic());
+        assert_eq!(s.dump().unwrap(), before, "a refusal writes nothing");
+    }
+    // A warning check, a check named in another case, and serfHealth the catalog lacks all bind.
+    s.apply(
+        5,
+        &bound_session("s1", "N1", SessionBehavior::Release, &["WEB-CHK", "serfHealth"]),
+    )
+    .unwrap();
+    assert!(s.session("s1").unwrap().value.is_some());
+    // Then the check fails: the session goes with it.
+    let out = catalog(s.apply(
+        6,
+        &add_to("n1", None, vec![chk("web-chk", Some(Critical), "web-1")]),
+    ));
+    assert_eq!(out.destroyed_sessions.len(), 1);
+    assert!(s.session("s1").unwrap().value.is_none());
+}
+
 fn deregistrations<B: Backend>(s: &Store<B>) {
     s.apply(
         1,
@@ -920,6 +969,10 @@ macro_rules! suite {
             #[test]
             fn critical_checks_destroy_their_sessions() {
                 super::critical_checks_destroy_their_sessions(&$make());
+            }
+            #[test]
+            fn sessions_bind_only_to_live_checks() {
+                super::sessions_bind_only_to_live_checks(&$make());
             }
             #[test]
             fn deregistrations() {

@@ -1,5 +1,6 @@
 //! `/v1/session/*`: sessions, with the leader's TTL timers.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -88,24 +89,26 @@ fn bound_checks(
     bound
 }
 
-/// Refuses a session bound to a check that is not passing, with Consul's messages. There is no
-/// catalog yet: `serfHealth` is the only check a node has.
-async fn require_passing<B: Backend>(
+/// The checks a new session is bound to: its node checks, then its service checks' IDs (both name
+/// checks of the session's node, and either going critical ends it), each once.
+fn all_bound(node_checks: Vec<String>, service_checks: Vec<ServiceCheck>) -> Vec<String> {
+    let mut bound = node_checks;
+    for check in service_checks {
+        if !bound.iter().any(|b| b.eq_ignore_ascii_case(&check.id)) {
+            bound.push(check.id);
+        }
+    }
+    bound
+}
+
+/// Refuses a session bound to `serfHealth` while the LAN pool does not hold its node alive, with
+/// Consul's messages. The store vouches for every other check, in the log's order.
+async fn require_serf_health<B: Backend>(
     agent: &Shared<B>,
     node: &str,
-    node_checks: &[String],
-    service_checks: &[ServiceCheck],
+    bound: &[String],
 ) -> Result<(), ApiError> {
-    if let Some(unknown) = node_checks
-        .iter()
-        .find(|c| *c != SERF_HEALTH_CHECK)
-        .or_else(|| service_checks.first().map(|c| &c.id))
-    {
-        return Err(ApiError::internal(format!(
-            "Missing check '{unknown}' registration"
-        )));
-    }
-    if node_checks.is_empty() {
+    if !bound.iter().any(|c| c.eq_ignore_ascii_case(SERF_HEALTH_CHECK)) {
         return Ok(());
     }
     match agent.node_health(node).await {
@@ -178,14 +181,29 @@ struct SessionJson {
     #[serde(rename = "TTL")]
     ttl: String,
     node_checks: Vec<String>,
-    service_checks: Option<Vec<String>>,
+    service_checks: Option<Vec<ServiceCheckJson>>,
     checks: Vec<String>,
     create_index: u64,
     modify_index: u64,
 }
 
-impl From<Session> for SessionJson {
-    fn from(session: Session) -> Self {
+/// One of a session's `ServiceChecks`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ServiceCheckJson {
+    #[serde(rename = "ID")]
+    id: String,
+    namespace: &'static str,
+}
+
+impl SessionJson {
+    /// The session's JSON, its bound checks split into node and service checks by `is_service_check`.
+    fn new(session: Session, is_service_check: impl Fn(&str) -> bool) -> Self {
+        let (service, node): (Vec<String>, Vec<String>) = session
+            .node_checks
+            .iter()
+            .cloned()
+            .partition(|check| is_service_check(check));
         SessionJson {
             id: session.id,
             name: session.name,
@@ -196,14 +214,46 @@ impl From<Session> for SessionJson {
                 SessionBehavior::Delete => "delete",
             },
             ttl: session.ttl.map(go_duration).unwrap_or_default(),
-            // Clients older than Consul 1.7 read `Checks`.
-            checks: session.node_checks.clone(),
-            node_checks: session.node_checks,
-            service_checks: None,
+            // Clients older than Consul 1.7 read `Checks`, which held every bound check.
+            checks: session.node_checks,
+            node_checks: node,
+            service_checks: (!service.is_empty()).then(|| {
+                service
+                    .into_iter()
+                    .map(|id| ServiceCheckJson { id, namespace: "" })
+                    .collect()
+            }),
             create_index: session.create_index,
             modify_index: session.modify_index,
         }
     }
+}
+
+/// The sessions' JSON. Which bound checks are service checks is read from the catalog: a session
+/// lives only while its checks do, so each still names a check of its node.
+fn sessions_json<B: Backend>(
+    store: &tribune_kvstore::Store<B>,
+    sessions: Vec<Session>,
+) -> Result<Vec<SessionJson>, ApiError> {
+    let mut service_checks: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut out = Vec::with_capacity(sessions.len());
+    for session in sessions {
+        let node = session.node.to_ascii_lowercase();
+        if !service_checks.contains_key(&node) && !session.node_checks.is_empty() {
+            let checks = store.node_checks(&session.node).map_err(ApiError::read)?.value;
+            let ids = checks
+                .into_iter()
+                .filter(|c| !c.service_id.is_empty())
+                .map(|c| c.check_id.to_ascii_lowercase())
+                .collect();
+            service_checks.insert(node.clone(), ids);
+        }
+        let of_node = service_checks.get(&node);
+        out.push(SessionJson::new(session, |check| {
+            of_node.is_some_and(|ids| ids.contains(&check.to_ascii_lowercase()))
+        }));
+    }
+    Ok(out)
 }
 
 /// A duration as Go's `time.Duration.String()` writes it (`10s`, `1m30s`, `1h0m0s`, `250ms`).
@@ -296,9 +346,11 @@ pub(crate) async fn create<B: Backend>(
         .filter(|node| !node.is_empty())
         .unwrap_or_else(|| agent.config.node_name.clone());
     agent.authorize(&request_headers, &uri, |a| a.session_write(&node))?;
-    let node_checks = bound_checks(request.checks, request.node_checks);
-    let service_checks = request.service_checks.flatten().unwrap_or_default();
-    require_passing(&agent, &node, &node_checks, &service_checks).await?;
+    let node_checks = all_bound(
+        bound_checks(request.checks, request.node_checks),
+        request.service_checks.flatten().unwrap_or_default(),
+    );
+    require_serf_health(&agent, &node, &node_checks).await?;
     // The leader picks the ID; the store never draws randomness.
     let id = uuid::Uuid::new_v4().to_string();
     let command = Command::SessionCreate(NewSession {
@@ -361,7 +413,10 @@ pub(crate) async fn renew<B: Backend>(
         agent.sessions.arm_timer(&id, ttl);
     }
     let headers = agent.query_meta().with_index(found.index).headers();
-    Ok(json_response(headers, &[SessionJson::from(session)]))
+    Ok(json_response(
+        headers,
+        &sessions_json(&agent.store, vec![session])?,
+    ))
 }
 
 pub(crate) async fn info<B: Backend>(
@@ -374,7 +429,7 @@ pub(crate) async fn info<B: Backend>(
     let params = Params::parse(uri.query());
     let meta = agent.prepare_read(&params, WatchScope::Sessions).await?;
     let found = agent.store.session(&id).map_err(ApiError::read)?;
-    Ok(readable_sessions(&access, meta, found))
+    readable_sessions(&agent, &access, meta, found)
 }
 
 pub(crate) async fn node<B: Backend>(
@@ -387,7 +442,7 @@ pub(crate) async fn node<B: Backend>(
     let params = Params::parse(uri.query());
     let meta = agent.prepare_read(&params, WatchScope::Sessions).await?;
     let found = agent.store.node_sessions(&node).map_err(ApiError::read)?;
-    Ok(readable_sessions(&access, meta, found))
+    readable_sessions(&agent, &access, meta, found)
 }
 
 pub(crate) async fn list<B: Backend>(
@@ -399,20 +454,21 @@ pub(crate) async fn list<B: Backend>(
     let params = Params::parse(uri.query());
     let meta = agent.prepare_read(&params, WatchScope::Sessions).await?;
     let found = agent.store.sessions().map_err(ApiError::read)?;
-    Ok(readable_sessions(&access, meta, found))
+    readable_sessions(&agent, &access, meta, found)
 }
 
 /// The answer to a session read: the sessions the caller may read (`session:read` on their node), with the
 /// query's headers at the index the store reported.
-fn readable_sessions(
+fn readable_sessions<B: Backend>(
+    agent: &Shared<B>,
     access: &Access,
     meta: QueryMeta,
     found: Indexed<impl IntoIterator<Item = Session>>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let mut sessions: Vec<Session> = found.value.into_iter().collect();
     access.filter(&mut sessions, |a, session| a.session_read(&session.node));
-    let sessions: Vec<SessionJson> = sessions.into_iter().map(SessionJson::from).collect();
-    json_response(meta.with_index(found.index).headers(), &sessions)
+    let sessions = sessions_json(&agent.store, sessions)?;
+    Ok(json_response(meta.with_index(found.index).headers(), &sessions))
 }
 
 #[cfg(test)]

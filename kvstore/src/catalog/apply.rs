@@ -522,6 +522,39 @@ impl<V: ReadView + ?Sized> Tx<'_, V> {
 
     // ---- sessions -----------------------------------------------------------------------------
 
+    /// Consul's `validateSessionChecksTxn`: a new session's checks exist on its node and none is
+    /// critical. Checked in the log's order, so a session either exists before its check goes
+    /// critical (and goes with it) or is refused: none outlives a failure it was created after.
+    ///
+    /// `serfHealth` is left out: the leader vouches for it from the LAN pool before it proposes the
+    /// session, and the catalog's copy trails the pool (a node that just joined has none yet).
+    pub(crate) fn catalog_require_session_checks(
+        &self,
+        node: &str,
+        checks: &[String],
+    ) -> Result<(), ApplyError> {
+        for check_id in checks {
+            if check_id.eq_ignore_ascii_case(SERF_CHECK_ID) {
+                continue;
+            }
+            let key = keys::check(node, check_id);
+            match tables::get::<HealthCheck, _>(self, Table::CatalogChecks, &key)? {
+                None => {
+                    return Err(ApplyError::SessionCheckMissing {
+                        check_id: check_id.clone(),
+                    });
+                }
+                Some(check) if check.status == CheckStatus::Critical => {
+                    return Err(ApplyError::SessionCheckCritical {
+                        check_id: check_id.clone(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Destroys the sessions of `node` bound to `check_id` (Consul's `session_checks` lookup; a scan,
     /// as sessions are few next to the KV and nothing else needs that lookup).
     fn catalog_destroy_check_sessions(
