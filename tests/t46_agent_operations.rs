@@ -1,7 +1,8 @@
 //! Operating one agent as Consul's operators do: `tribune reload` and SIGHUP replace the services
 //! the configuration files define (and keep the API's), `tribune monitor` streams the agent's log
-//! lines, `/v1/agent/host` describes the machine, `tribune services register FILE` reads definition
-//! files, and DNS listens on Consul's port 8600 unless told otherwise.
+//! lines (debug ones too from an agent at info), `/v1/agent/host` describes the machine,
+//! `tribune services register FILE` reads definition files, and DNS listens on Consul's port 8600
+//! unless told otherwise.
 #![cfg(feature = "cli")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -97,6 +98,7 @@ async fn reload_and_sighup_replace_the_files_services_and_keep_the_apis() {
 async fn monitor_streams_log_lines_at_the_level_asked() {
     let agent = AgentProcess::spawn(&[
         "-dev",
+        "-log-level=info",
         "-http-port=0",
         "-server-port=0",
         "-serf-lan-port=0",
@@ -113,6 +115,11 @@ async fn monitor_streams_log_lines_at_the_level_asked() {
         (
             vec!["monitor", "-log-json"],
             "\"@message\":\"reloaded the configuration's services and checks\"",
+        ),
+        // Below the agent's own level (info): the monitor's filter lets debug lines through.
+        (
+            vec!["monitor", "-log-level=debug"],
+            "[DEBUG] tribune::http::metrics: Request finished: method=PUT url=/v1/agent/reload",
         ),
     ] {
         let mut monitor = binary()

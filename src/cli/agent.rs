@@ -472,17 +472,16 @@ fn log_filter(level: LogLevel) -> tracing_subscriber::EnvFilter {
     }
 }
 
-/// Installs the agent's logging: stderr, `-log-file`, and the lines `/v1/agent/monitor` streams.
-/// `None` when a subscriber was already installed (the filter cannot be changed then).
+/// Installs the agent's logging: stderr and `-log-file` through the `log_level` filter, and the
+/// lines `/v1/agent/monitor` streams through the monitors' own filter, so a monitor may ask for more
+/// than the agent writes. `None` when a subscriber was already installed (the filter cannot be
+/// changed then).
 fn init_logging(config: &Config) -> Result<Option<LogFilter>, CliError> {
     use std::io::IsTerminal as _;
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    type Base = tracing_subscriber::layer::Layered<
-        tracing_subscriber::reload::Layer<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
-        tracing_subscriber::Registry,
-    >;
+    type Outputs = Vec<Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>>;
 
     // RUST_LOG, when set, replaces the filter for debugging.
     let filter = std::env::var("RUST_LOG")
@@ -490,9 +489,9 @@ fn init_logging(config: &Config) -> Result<Option<LogFilter>, CliError> {
         .and_then(|spec| tracing_subscriber::EnvFilter::try_new(spec).ok())
         .unwrap_or_else(|| log_filter(config.log_level));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-    let mut layers: Vec<Box<dyn tracing_subscriber::Layer<Base> + Send + Sync>> = Vec::new();
+    let mut outputs: Outputs = Vec::new();
     let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    layers.push(if config.log_json {
+    outputs.push(if config.log_json {
         stderr.json().boxed()
     } else {
         stderr.with_ansi(std::io::stderr().is_terminal()).boxed()
@@ -501,16 +500,15 @@ fn init_logging(config: &Config) -> Result<Option<LogFilter>, CliError> {
         let file = tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .with_writer(Arc::new(open_log_file(path)?));
-        layers.push(if config.log_json {
+        outputs.push(if config.log_json {
             file.json().boxed()
         } else {
             file.boxed()
         });
     }
-    layers.push(tribune::logs::monitor_layer().boxed());
     let installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(layers)
+        .with(outputs.with_filter(filter))
+        .with(tribune::logs::monitor_layer())
         .try_init();
     Ok(installed.ok().map(|()| LogFilter(handle)))
 }

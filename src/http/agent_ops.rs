@@ -63,9 +63,11 @@ async fn monitor<H: LocalHost>(
     let level = crate::logs::parse_level(requested)
         .ok_or_else(|| ApiError::bad_request(format!("Unknown log level: {requested}")))?;
     let json = params.has("logjson");
-    let lines = crate::logs::subscribe();
+    let (lines, streaming) = crate::logs::subscribe(level);
     let stop = agent.stop_signal();
-    let stream = futures::stream::unfold((lines, stop), move |(mut lines, mut stop)| async move {
+    // The stream owns the guard: the level stays counted in until the client goes away.
+    let state = (lines, stop, streaming);
+    let stream = futures::stream::unfold(state, move |(mut lines, mut stop, streaming)| async move {
         loop {
             let line = tokio::select! {
                 received = lines.recv() => received,
@@ -87,7 +89,7 @@ async fn monitor<H: LocalHost>(
                 Err(RecvError::Closed) => return None,
             };
             let chunk = Bytes::from(text + "\n");
-            return Some((Ok::<_, std::io::Error>(chunk), (lines, stop)));
+            return Some((Ok::<_, std::io::Error>(chunk), (lines, stop, streaming)));
         }
     });
     let mut response = Response::new(Body::from_stream(stream));

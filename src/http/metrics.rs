@@ -123,7 +123,50 @@ pub(crate) async fn time_requests(
         Some(route) if !forwarded => telemetry.time_http(request.method().as_str(), route.as_str()),
         _ => None,
     };
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let started = std::time::Instant::now();
     let response = next.run(request).await;
     drop(timing);
+    // Consul's agent logs every request at debug; the arguments are built only when enabled.
+    tracing::debug!(
+        method = %method,
+        url = %redacted_url(&uri),
+        latency = ?started.elapsed(),
+        "Request finished"
+    );
     response
+}
+
+/// A request's path and query for the log, with a `token` parameter's value hidden as Consul hides
+/// it.
+fn redacted_url(uri: &Uri) -> String {
+    let path = uri.path();
+    let Some(query) = uri.query() else {
+        return path.to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if name.eq_ignore_ascii_case("token") => format!("{name}=<hidden>"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_urls_hide_the_token() {
+        let uri = |text: &str| text.parse::<Uri>().unwrap();
+        assert_eq!(redacted_url(&uri("/v1/kv/a")), "/v1/kv/a");
+        assert_eq!(
+            redacted_url(&uri("/v1/kv/a?recurse&token=s3cret&dc=dc2")),
+            "/v1/kv/a?recurse&token=<hidden>&dc=dc2"
+        );
+        assert_eq!(redacted_url(&uri("/v1/kv/a?TOKEN=x")), "/v1/kv/a?TOKEN=<hidden>");
+    }
 }
