@@ -1,23 +1,31 @@
 //! Building request paths for Consul's HTTP API: keys percent-encoded with `/` kept, query values
 //! encoded whole, parameters appended. Shared by the command line and the agent's own watches.
 
-/// Percent-encodes a KV key (or any path part), keeping `/` and RFC 3986's unreserved characters.
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// What a URL path keeps of a KV key: RFC 3986's unreserved characters and `/`.
+const KEY_KEEPS: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// What a query parameter's value keeps: the unreserved characters only.
+const VALUE_KEEPS: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes a KV key (or any path part), keeping `/`.
 pub fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for byte in key.bytes() {
-        let unreserved = byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/');
-        if unreserved {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(key, KEY_KEEPS).to_string()
 }
 
-/// Percent-encodes a query parameter's value.
+/// Percent-encodes a query parameter's value (a `/` too).
 pub fn encode_query_value(value: &str) -> String {
-    encode_key(value).replace('/', "%2F")
+    utf8_percent_encode(value, VALUE_KEEPS).to_string()
 }
 
 /// Appends `name=value` (the value encoded) to a path that may already have a query.

@@ -12,6 +12,8 @@
 //!
 //! Nothing here plans or retries: the runner decides what to write and when to try again.
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
 mod client;
 mod lock;
 mod sink;
@@ -139,29 +141,30 @@ impl From<HttpError> for SinkError {
     }
 }
 
-/// Percent-encodes a KV key for a URL path, keeping `/` so the key keeps its segments.
+/// What a URL path keeps of a KV key: RFC 3986's unreserved characters and `/`, so the key keeps
+/// its segments.
+const KEY_KEEPS: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// What a query parameter's value keeps: the unreserved characters only.
+const VALUE_KEEPS: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes a KV key for a URL path, keeping `/`.
 pub(crate) fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for byte in key.bytes() {
-        let unreserved = byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/');
-        if unreserved {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(hex_digit(byte >> 4));
-            out.push(hex_digit(byte & 0x0f));
-        }
-    }
-    out
+    utf8_percent_encode(key, KEY_KEEPS).to_string()
 }
 
 /// Percent-encodes a query parameter's value (a `/` too).
 pub(crate) fn encode_query_value(value: &str) -> String {
-    encode_key(value).replace('/', "%2F")
-}
-
-fn hex_digit(nibble: u8) -> char {
-    char::from(b"0123456789ABCDEF"[usize::from(nibble & 0x0f)])
+    utf8_percent_encode(value, VALUE_KEEPS).to_string()
 }
 
 /// `/v1/kv/<key>` with the key percent-encoded. A leading `/` is dropped: Consul's keys have none.
