@@ -44,6 +44,8 @@ pub(crate) struct ClientAgent {
     pub(crate) events: Arc<crate::events::Events>,
     /// The services and checks registered on this agent, synced to the catalog by anti-entropy.
     pub(crate) local: crate::local::LocalAgent,
+    /// The agent's own metrics (`/v1/agent/metrics`).
+    pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl ClientAgent {
@@ -51,6 +53,10 @@ impl ClientAgent {
         let own_router: Arc<crate::local_api::RouterCell> = Arc::default();
         let local = crate::local::LocalAgent::new(&config, own_router.clone());
         ClientAgent {
+            telemetry: Arc::new(crate::telemetry::Telemetry::new_client(
+                &config.telemetry,
+                &config.node_name,
+            )),
             events: Arc::new(crate::events::Events::new(
                 config.node_name.clone(),
                 local.state.clone(),
@@ -83,6 +89,15 @@ impl ClientAgent {
 
     /// Hands `request` to a live server, trying the next one when a server cannot be reached.
     pub(crate) async fn forward(
+        &self,
+        request: ForwardedHttp,
+    ) -> Result<ForwardedResponse, ClientForwardError> {
+        let answer = self.forward_to_a_server(request).await;
+        self.telemetry.client_rpc(answer.is_ok());
+        answer
+    }
+
+    async fn forward_to_a_server(
         &self,
         request: ForwardedHttp,
     ) -> Result<ForwardedResponse, ClientForwardError> {

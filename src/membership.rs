@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::error::NodeError;
 use crate::gossip_keys;
 use crate::node::{Agent, Peer};
-use crate::telemetry::MemberEvent;
+use crate::telemetry::{MemberEvent, Telemetry};
 
 /// Consul's serf LAN port, used for `retry_join` addresses given without a port.
 pub(crate) const DEFAULT_SERF_LAN_PORT: u16 = 8301;
@@ -279,6 +279,17 @@ pub(crate) async fn next_event(
     }
 }
 
+/// Counts a LAN pool event under Consul's `serf.member.*` and `serf.events`.
+pub(crate) fn count_member_event(telemetry: &Telemetry, event: &Event) {
+    match event {
+        Event::Joined(_) | Event::Rejoined(_) => telemetry.member_event(MemberEvent::Joined),
+        Event::Failed(_) => telemetry.member_event(MemberEvent::Failed),
+        Event::Left(_) => telemetry.member_event(MemberEvent::Left),
+        Event::User(_) => telemetry.member_event(MemberEvent::User),
+        _ => {}
+    }
+}
+
 /// Feeds the pool's member events to the agent: every server of this datacenter seen alive is
 /// remembered for `bootstrap_expect`, a member that failed or left has its `serfHealth` go critical
 /// (the leader invalidates its sessions), a changed keyring is saved, and user events go to the
@@ -289,13 +300,7 @@ pub(crate) async fn watch_members<B: Backend>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     while let Some(event) = next_event(&mut events, &mut shutdown).await {
-        match &event {
-            Event::Joined(_) | Event::Rejoined(_) => agent.telemetry.member_event(MemberEvent::Joined),
-            Event::Failed(_) => agent.telemetry.member_event(MemberEvent::Failed),
-            Event::Left(_) => agent.telemetry.member_event(MemberEvent::Left),
-            Event::User(_) => agent.telemetry.member_event(MemberEvent::User),
-            _ => {}
-        }
+        count_member_event(&agent.telemetry, &event);
         match &event {
             Event::Joined(m) | Event::Updated(m) | Event::Rejoined(m) => {
                 if let Some(peer) = server_peer(m, &agent.config.datacenter) {

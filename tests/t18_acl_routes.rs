@@ -293,6 +293,7 @@ const CLIENT_LOCAL: &[(&str, &str)] = &[
     ("PUT", "/v1/agent/reload"),
     ("GET", "/v1/agent/monitor"),
     ("GET", "/v1/agent/host"),
+    ("GET", "/v1/agent/metrics"),
 ];
 
 async fn call(http: &Client, method: &str, path: &str, token: Option<&str>, body: &str) -> Reply {

@@ -1,7 +1,8 @@
 //! `/v1/agent/metrics` of a development server: after KV writes and reads over HTTP, the JSON
 //! (go-metrics' shape) counts the writes under Consul's names and times the HTTP routes, the
 //! Prometheus text parses line by line and carries the same series under underscored names;
-//! Prometheus is refused without a retention time; and `agent:read` is required under ACLs.
+//! Prometheus is refused without a retention time; `agent:read` is required under ACLs; and a
+//! client agent answers with its own series, not a server's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -273,4 +274,62 @@ async fn catalog_gossip_session_and_acl_cache_series() {
         1.0
     );
     node.shutdown().await;
+}
+
+/// A client agent answers with its own series, never a server's: the requests it served (handed
+/// to a server or not) under their routes' names, its calls to servers, its pool's events, and no
+/// raft, state machine or ACL series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_agent_keeps_its_own_series() {
+    let mut config = common::pool_agent("s1", true, &[]);
+    config.bootstrap_expect = 1;
+    let server = start_leader(config).await;
+    let mut config = common::pool_agent("c1", false, &[&server]);
+    config.telemetry.prometheus_retention_time = Duration::from_secs(60);
+    let client = tribune::Node::start(config).await.unwrap();
+    let (s, c) = (Client::of(&server), Client::of(&client));
+    wait_for("the client to reach a server", LIMIT, || async {
+        c.put("/v1/kv/metrics/through-client", b"v").await.text() == "true"
+    })
+    .await;
+    for _ in 0..WRITES {
+        assert_eq!(c.get("/v1/kv/metrics/through-client").await.status, 200);
+    }
+    assert_eq!(c.get("/v1/agent/members").await.status, 200);
+
+    let json = c.get("/v1/agent/metrics").await.json();
+    let count = |list: &str, name: &str, labels: Option<&Value>| {
+        entry(&json, list, name, labels)["Count"].as_u64().unwrap()
+    };
+    let reads = serde_json::json!({"method": "GET", "path": "v1_kv_"});
+    assert_eq!(
+        count("Samples", "consul.api.http", Some(&reads)),
+        WRITES,
+        "{json}"
+    );
+    assert!(count("Samples", "consul.http.PUT.v1.kv._", None) >= 1, "{json}");
+    assert!(
+        count("Samples", "consul.http.GET.v1.agent.members", None) >= 1,
+        "{json}"
+    );
+    assert!(count("Counters", "consul.client.rpc", None) > WRITES, "{json}");
+    assert!(count("Counters", "consul.serf.member.join", None) >= 1, "{json}");
+    for server_only in ["consul.raft.apply", "consul.kvs.apply", "consul.acl.ResolveToken"] {
+        let names = json.to_string();
+        assert!(
+            !names.contains(&format!("\"{server_only}\"")),
+            "{server_only} in {json}"
+        );
+    }
+    let text = c.get("/v1/agent/metrics?format=prometheus").await.text();
+    assert!(text.contains("\n# TYPE consul_client_rpc counter\n"), "{text}");
+
+    // The server's own reading is unchanged by the client's: it has no client series.
+    let server_json = s.get("/v1/agent/metrics").await.json();
+    assert!(
+        !server_json.to_string().contains("consul.client.rpc"),
+        "{server_json}"
+    );
+    client.shutdown().await;
+    server.shutdown().await;
 }

@@ -37,15 +37,36 @@ pub(crate) fn endpoints() -> Vec<Endpoint<Client>> {
         endpoint!(DELETE, "/v1/operator/keyring", keyring),
         endpoint!(PUT, "/v1/event/fire/{name}", super::event::client_fire),
         endpoint!(GET, "/v1/event/list", super::event::client_list),
+        endpoint!(GET, "/v1/agent/metrics", super::metrics::client_agent_metrics),
     ]);
     endpoints
 }
 
-/// The client agent's router: [`endpoints`], and every other request handed to a server.
+/// The client agent's router: [`endpoints`], and every other request handed to a server. A server
+/// route the client does not serve is routed to [`forward`] under its own pattern, so the request
+/// is timed under the route's name as on a server; anything else is handed on by the fallback.
 pub(crate) fn router(agent: Client) -> Router {
-    add_endpoints(Router::new(), endpoints())
+    let own = endpoints();
+    let served: std::collections::HashSet<ApiRoute> = own.iter().map(|(route, _)| *route).collect();
+    let handed_on: Vec<Endpoint<Client>> = super::server_routes()
+        .into_iter()
+        .filter(|route| !served.contains(route))
+        .filter_map(|route| {
+            let method = axum::routing::MethodFilter::try_from(
+                axum::http::Method::from_bytes(route.method.as_bytes()).ok()?,
+            )
+            .ok()?;
+            Some((route, axum::routing::on(method, forward)))
+        })
+        .collect();
+    let telemetry = Arc::clone(&agent.telemetry);
+    add_endpoints(add_endpoints(Router::new(), own), handed_on)
         .fallback(forward)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORWARDED_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            telemetry,
+            super::metrics::time_requests,
+        ))
         .with_state(agent)
 }
 

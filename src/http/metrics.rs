@@ -22,7 +22,7 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Consul's reason for an empty Prometheus answer.
 const PROMETHEUS_DISABLED: &str = "Prometheus is not enabled since its retention time is not positive";
 
-/// `GET /v1/agent/metrics[?format=prometheus]`.
+/// `GET /v1/agent/metrics[?format=prometheus]` of a server agent.
 pub(crate) async fn agent_metrics<B: Backend>(
     State(agent): State<Shared<B>>,
     uri: Uri,
@@ -30,15 +30,8 @@ pub(crate) async fn agent_metrics<B: Backend>(
 ) -> Result<Response, ApiError> {
     let node = &agent.config.node_name;
     agent.authorize(&headers, &uri, |a| a.agent_read(node))?;
-    let prometheus = Params::parse(uri.query()).get("format") == Some("prometheus");
-    if prometheus && !agent.telemetry.prometheus_enabled() {
-        // Current Consul answers a scrape of an agent without Prometheus retention with an empty
-        // 200 and says why in a header (older ones answered 415 with the same words).
-        let mut response = StatusCode::OK.into_response();
-        let headers = response.headers_mut();
-        headers.insert("content-type", HeaderValue::from_static("text/plain"));
-        headers.insert("x-consul-reason", HeaderValue::from_static(PROMETHEUS_DISABLED));
-        return Ok(response);
+    if let Some(refusal) = prometheus_refusal(&agent.telemetry, &uri) {
+        return Ok(refusal);
     }
     let cache = agent.resolver.token_cache_counts();
     let totals = vec![
@@ -46,14 +39,48 @@ pub(crate) async fn agent_metrics<B: Backend>(
         (telemetry::ACL_TOKEN_CACHE_MISS, cache.misses),
     ];
     let snapshot = agent.telemetry.snapshot(gauges(&agent).await, totals);
-    if prometheus {
+    Ok(render(&snapshot, &uri))
+}
+
+/// `GET /v1/agent/metrics[?format=prometheus]` of a client agent: its own series, never a
+/// server's. (A client agent runs without ACLs, so there is no token to check.)
+pub(crate) async fn client_agent_metrics(
+    State(agent): State<Arc<crate::client::ClientAgent>>,
+    uri: Uri,
+) -> Response {
+    if let Some(refusal) = prometheus_refusal(&agent.telemetry, &uri) {
+        return refusal;
+    }
+    render(&agent.telemetry.snapshot(Vec::new(), Vec::new()), &uri)
+}
+
+fn wants_prometheus(uri: &Uri) -> bool {
+    Params::parse(uri.query()).get("format") == Some("prometheus")
+}
+
+/// The answer to a Prometheus scrape of an agent without retention: current Consul's empty 200,
+/// with why in a header (older ones answered 415 with the same words).
+fn prometheus_refusal(telemetry: &Telemetry, uri: &Uri) -> Option<Response> {
+    if !wants_prometheus(uri) || telemetry.prometheus_enabled() {
+        return None;
+    }
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("text/plain"));
+    headers.insert("x-consul-reason", HeaderValue::from_static(PROMETHEUS_DISABLED));
+    Some(response)
+}
+
+/// A reading as Prometheus text or as Consul's JSON, as the request asks.
+fn render(snapshot: &telemetry::Snapshot, uri: &Uri) -> Response {
+    if wants_prometheus(uri) {
         let mut response = snapshot.prometheus().into_response();
         response
             .headers_mut()
             .insert("content-type", HeaderValue::from_static(PROMETHEUS_TEXT));
-        return Ok(response);
+        return response;
     }
-    Ok(json_response(HeaderMap::new(), &snapshot.json()))
+    json_response(HeaderMap::new(), &snapshot.json())
 }
 
 /// The gauges read at the request: from consensus, the LAN pool, the leader's session timers and,
@@ -111,7 +138,8 @@ async fn gauges<B: Backend>(agent: &Shared<B>) -> Vec<GaugeReading> {
 }
 
 /// Times each request under its route's names. A request another server forwarded here is not
-/// timed: that server timed it where its client sent it.
+/// timed: that server timed it where its client sent it. (A client agent times what it hands to
+/// a server: the server times it again, as the route it served.)
 pub(crate) async fn time_requests(
     State(telemetry): State<Arc<Telemetry>>,
     request: Request,

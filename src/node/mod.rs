@@ -450,8 +450,8 @@ async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
         Box::new(|| None),
         shutdown_rx.clone(),
     ));
-    // A client acts on no member event but a changed keyring, which it saves, and user events,
-    // which it keeps; the channel is drained so it does not grow.
+    // A client counts every member event, and acts on none but a changed keyring, which it saves,
+    // and user events, which it keeps; the channel is drained so it does not grow.
     let mut stop = shutdown_rx.clone();
     let keyring_owner = Arc::clone(&agent);
     tasks.push(tokio::spawn(async move {
@@ -460,6 +460,9 @@ async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
                 event = member_events.recv() => event,
                 _ = stop.wait_for(|stopped| *stopped) => None,
             };
+            if let Some(event) = &event {
+                crate::membership::count_member_event(&keyring_owner.telemetry, event);
+            }
             match event {
                 None => return,
                 Some(tribune_gossip::Event::KeyringChanged) => {

@@ -17,7 +17,7 @@
 //! `prometheus_retention_time`, which only turns the Prometheus rendering on: their set is fixed by
 //! the code (command kinds, the route table's patterns, datacenters known to the WAN pool), never by
 //! a client's input, so it stays small. Go's runtime series (`alloc_bytes`, `num_goroutines`) have
-//! no counterpart; client agents keep no metrics yet.
+//! no counterpart. A client agent keeps its own, smaller set ([`Telemetry::new_client`]).
 //!
 //! The library: `metrics` (the facade's `Counter`/`Histogram` handles, `Key`, `Label`) over
 //! `metrics-util` (its sharded `Registry` keyed by `Key`, and its DDSketch `Summary` for
@@ -59,7 +59,7 @@ struct CommandHandles {
     fsm: Histogram,
 }
 
-/// A server agent's metrics.
+/// An agent's metrics.
 pub(crate) struct Telemetry {
     prefix: String,
     gauge_host: Option<String>,
@@ -78,6 +78,8 @@ pub(crate) struct Telemetry {
     user_events: Counter,
     acl_resolve: Histogram,
     session_invalidate: Histogram,
+    client_rpc: Counter,
+    client_rpc_failed: Counter,
     /// Indexed by `CommandKind as usize` (the order of [`CommandKind::ALL`]).
     commands: Vec<CommandHandles>,
 }
@@ -115,15 +117,35 @@ impl Drop for Timing {
 }
 
 impl Telemetry {
-    /// The metrics of the agent `node_name` (its host name on gauges unless `disable_hostname`).
+    /// The metrics of the server agent `node_name` (its host name on gauges unless
+    /// `disable_hostname`).
     pub(crate) fn new(config: &TelemetryConfig, node_name: &str) -> Self {
+        Telemetry::build(config, node_name, true)
+    }
+
+    /// The metrics of the client agent `node_name`: its HTTP requests, its calls to servers and its
+    /// LAN pool's events. The servers' series (raft, state machine, RPC, ACL, sessions) are not
+    /// kept, so they are not shown either, as a Consul client shows none.
+    pub(crate) fn new_client(config: &TelemetryConfig, node_name: &str) -> Self {
+        Telemetry::build(config, node_name, false)
+    }
+
+    fn build(config: &TelemetryConfig, node_name: &str, server: bool) -> Self {
         let registry = Registry::new(SeriesStorage);
         let counter = |name: &'static str| {
             registry.get_or_create_counter(&Key::from_static_name(name), |c| Counter::from_arc(Arc::clone(c)))
         };
         let histogram =
             |key: Key| registry.get_or_create_histogram(&key, |h| Histogram::from_arc(Arc::clone(h)));
-        let commands = CommandKind::ALL
+        let server_counter = |name| if server { counter(name) } else { Counter::noop() };
+        let server_histogram = |key| if server { histogram(key) } else { Histogram::noop() };
+        let (client_rpc, client_rpc_failed) = if server {
+            (Counter::noop(), Counter::noop())
+        } else {
+            (counter(names::CLIENT_RPC), counter(names::CLIENT_RPC_FAILED))
+        };
+        let kinds: &[CommandKind] = if server { &CommandKind::ALL } else { &[] };
+        let commands = kinds
             .iter()
             .map(|kind| {
                 let series = kind.series();
@@ -139,18 +161,20 @@ impl Telemetry {
             gauge_host: (!config.disable_hostname && !node_name.is_empty()).then(|| node_name.to_owned()),
             prometheus: !config.prometheus_retention_time.is_zero(),
             started: Instant::now(),
-            raft_apply: counter(names::RAFT_APPLY),
-            rpc_request: counter(names::RPC_REQUEST),
-            raft_leader: counter(names::RAFT_STATE_LEADER),
-            raft_candidate: counter(names::RAFT_STATE_CANDIDATE),
-            raft_follower: counter(names::RAFT_STATE_FOLLOWER),
-            last_contact: histogram(Key::from_static_name(names::RAFT_LAST_CONTACT)),
+            raft_apply: server_counter(names::RAFT_APPLY),
+            rpc_request: server_counter(names::RPC_REQUEST),
+            raft_leader: server_counter(names::RAFT_STATE_LEADER),
+            raft_candidate: server_counter(names::RAFT_STATE_CANDIDATE),
+            raft_follower: server_counter(names::RAFT_STATE_FOLLOWER),
+            last_contact: server_histogram(Key::from_static_name(names::RAFT_LAST_CONTACT)),
             member_join: counter(names::SERF_MEMBER_JOIN),
             member_failed: counter(names::SERF_MEMBER_FAILED),
             member_left: counter(names::SERF_MEMBER_LEFT),
             user_events: counter(names::SERF_EVENTS),
-            acl_resolve: histogram(Key::from_static_name(names::ACL_RESOLVE_TOKEN)),
-            session_invalidate: histogram(Key::from_static_name(names::SESSION_TTL_INVALIDATE)),
+            acl_resolve: server_histogram(Key::from_static_name(names::ACL_RESOLVE_TOKEN)),
+            session_invalidate: server_histogram(Key::from_static_name(names::SESSION_TTL_INVALIDATE)),
+            client_rpc,
+            client_rpc_failed,
             commands,
             registry,
         }
@@ -211,6 +235,15 @@ impl Telemetry {
     /// `rpc.request`: a call arrived from another server.
     pub(crate) fn rpc_request(&self) {
         self.rpc_request.increment(1);
+    }
+
+    /// `client.rpc`: a client agent handed a request to a server; `client.rpc.failed` too when no
+    /// server answered it.
+    pub(crate) fn client_rpc(&self, answered: bool) {
+        self.client_rpc.increment(1);
+        if !answered {
+            self.client_rpc_failed.increment(1);
+        }
     }
 
     /// `rpc.cross-dc`: a request is carried to `datacenter`, one the WAN pool knows (so the

@@ -19,6 +19,10 @@ pub(crate) const RAFT_LAST_CONTACT: &str = "raft.leader.lastContact";
 pub(crate) const RPC_REQUEST: &str = "rpc.request";
 /// Counts the requests this server carried to another datacenter (label `datacenter`).
 pub(crate) const RPC_CROSS_DC: &str = "rpc.cross-dc";
+/// Counts the requests a client agent handed to a server.
+pub(crate) const CLIENT_RPC: &str = "client.rpc";
+/// Counts the requests a client agent handed on that no server answered.
+pub(crate) const CLIENT_RPC_FAILED: &str = "client.rpc.failed";
 /// Times every HTTP request (labels `method` and `path`), Consul's current name.
 pub(crate) const API_HTTP: &str = "api.http";
 /// Whether this server is the leader (gauge, 1 or 0).
@@ -243,6 +247,8 @@ pub(crate) fn help(name: &str) -> &'static str {
         }
         RPC_REQUEST => "Calls this server received from other servers on its RPC port.",
         RPC_CROSS_DC => "Requests this server carried to a server of another datacenter.",
+        CLIENT_RPC => "Requests this client agent handed to a server.",
+        CLIENT_RPC_FAILED => "Requests this client agent handed on that no server answered.",
         API_HTTP => "Time to serve an HTTP request, in milliseconds, by method and route.",
         SERVER_IS_LEADER => "1 while this server is the raft leader, else 0.",
         RAFT_APPLIED_INDEX => "The last raft index applied to this server's state.",
