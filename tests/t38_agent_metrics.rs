@@ -286,6 +286,7 @@ async fn a_client_agent_keeps_its_own_series() {
     let server = start_leader(config).await;
     let mut config = common::pool_agent("c1", false, &[&server]);
     config.telemetry.prometheus_retention_time = Duration::from_secs(60);
+    config.telemetry.disable_hostname = true;
     let client = tribune::Node::start(config).await.unwrap();
     let (s, c) = (Client::of(&server), Client::of(&client));
     wait_for("the client to reach a server", LIMIT, || async {
@@ -321,8 +322,17 @@ async fn a_client_agent_keeps_its_own_series() {
             "{server_only} in {json}"
         );
     }
+    // Lifeguard's score, from the client's own pool member: 0 healthy, at most 7 (the default cap).
+    let score = entry(&json, "Gauges", "consul.memberlist.health.score", None)["Value"]
+        .as_f64()
+        .unwrap();
+    assert!((0.0..8.0).contains(&score), "{score}");
     let text = c.get("/v1/agent/metrics?format=prometheus").await.text();
     assert!(text.contains("\n# TYPE consul_client_rpc counter\n"), "{text}");
+    assert!(
+        text.contains("\n# TYPE consul_memberlist_health_score gauge\n"),
+        "{text}"
+    );
 
     // The server's own reading is unchanged by the client's: it has no client series.
     let server_json = s.get("/v1/agent/metrics").await.json();

@@ -115,6 +115,7 @@ enum Command {
     UserEvent(String, Vec<u8>, oneshot::Sender<Result<(), PoolError>>),
     Members(oneshot::Sender<Vec<Member>>),
     Stats(oneshot::Sender<Stats>),
+    HealthScore(oneshot::Sender<u32>),
     Coordinates(oneshot::Sender<Vec<(String, Coordinate)>>),
     SetCoordinate(Coordinate, oneshot::Sender<Result<(), PoolError>>),
     SetMemberCoordinate(String, Coordinate, oneshot::Sender<Result<(), PoolError>>),
@@ -249,6 +250,12 @@ impl Gossip {
     /// The pool's counters.
     pub async fn stats(&self) -> Result<Stats, RuntimeError> {
         self.call(Command::Stats).await
+    }
+
+    /// Lifeguard's local health score ([`Pool::health_score`]): 0 is healthy; it rises as this
+    /// node misses acks it should have had.
+    pub async fn health_score(&self) -> Result<u32, RuntimeError> {
+        self.call(Command::HealthScore).await
     }
 
     /// Every network coordinate known ([`Pool::member_coordinates`]): this node's first, then
@@ -487,6 +494,9 @@ impl Driver {
             }
             Command::Stats(reply) => {
                 let _ = reply.send(self.pool.stats().clone());
+            }
+            Command::HealthScore(reply) => {
+                let _ = reply.send(self.pool.health_score());
             }
             Command::Coordinates(reply) => {
                 let all = self.pool.member_coordinates();

@@ -51,7 +51,16 @@ pub(crate) async fn client_agent_metrics(
     if let Some(refusal) = prometheus_refusal(&agent.telemetry, &uri) {
         return refusal;
     }
-    render(&agent.telemetry.snapshot(Vec::new(), Vec::new()), &uri)
+    let gauges = vec![health_score(&agent.gossip).await];
+    render(&agent.telemetry.snapshot(gauges, Vec::new()), &uri)
+}
+
+/// `memberlist.health.score`: Lifeguard's health score of this agent in its LAN pool.
+async fn health_score(gossip: &tribune_gossip::Gossip) -> GaugeReading {
+    GaugeReading {
+        name: telemetry::MEMBERLIST_HEALTH_SCORE,
+        value: f64::from(gossip.health_score().await.unwrap_or_default()),
+    }
 }
 
 fn wants_prometheus(uri: &Uri) -> bool {
@@ -131,6 +140,9 @@ async fn gauges<B: Backend>(agent: &Shared<B>) -> Vec<GaugeReading> {
             value: last_log_index as f64,
         },
     ];
+    if let Some(gossip) = &agent.gossip {
+        gauges.push(health_score(gossip).await);
+    }
     if agent.consensus.is_leader() && crate::acl_replication::is_acl_secondary(agent) {
         gauges.extend(agent.acl_replication.gauges());
     }

@@ -227,19 +227,21 @@ pub(crate) fn runtime_stats() -> serde_json::Value {
 }
 
 /// `Stats.serf_lan`: the pool as this agent sees it (every member it knows, failed and left ones
-/// included, as Serf counts them). The Lifeguard health score is not published by the pool's
-/// runtime yet, so it reads 0 (healthy).
+/// included, as Serf counts them) and its Lifeguard health score.
 pub(crate) async fn serf_lan_stats(gossip: Option<&Gossip>, config: &Config) -> serde_json::Value {
-    let members = match gossip {
-        Some(gossip) => gossip.members().await.unwrap_or_default(),
-        None => Vec::new(),
+    let (members, health_score) = match gossip {
+        Some(gossip) => (
+            gossip.members().await.unwrap_or_default(),
+            gossip.health_score().await.unwrap_or_default(),
+        ),
+        None => (Vec::new(), 0),
     };
     let count = |status: MemberStatus| members.iter().filter(|m| m.status == status).count();
     json!({
         "members": members.len().to_string(),
         "failed": count(MemberStatus::Failed).to_string(),
         "left": count(MemberStatus::Left).to_string(),
-        "health_score": "0",
+        "health_score": health_score.to_string(),
         "encrypted": config.encrypt.is_some().to_string(),
     })
 }

@@ -39,6 +39,8 @@ pub(crate) const SERF_MEMBER_FAILED: &str = "serf.member.failed";
 pub(crate) const SERF_MEMBER_LEFT: &str = "serf.member.left";
 /// Counts the user events the LAN pool delivered.
 pub(crate) const SERF_EVENTS: &str = "serf.events";
+/// Lifeguard's local health score of this agent's LAN pool member: 0 is healthy (gauge).
+pub(crate) const MEMBERLIST_HEALTH_SCORE: &str = "memberlist.health.score";
 /// The alive client agents of the LAN pool (gauge).
 pub(crate) const MEMBERS_CLIENTS: &str = "members.clients";
 /// The alive servers of the LAN pool (gauge).
@@ -258,6 +260,7 @@ pub(crate) fn help(name: &str) -> &'static str {
         SERF_MEMBER_LEFT => "Members that left the LAN pool.",
         SERF_EVENTS => "User events the LAN pool delivered to this agent.",
         MEMBERS_CLIENTS => "Alive client agents in the LAN pool.",
+        MEMBERLIST_HEALTH_SCORE => "Lifeguard's health score of this agent in the LAN pool; 0 is healthy.",
         MEMBERS_SERVERS => "Alive servers in the LAN pool.",
         ACL_RESOLVE_TOKEN => "Time to resolve a request's token to its permissions, in milliseconds.",
         ACL_TOKEN_CACHE_HIT => "Token resolutions the ACL cache answered.",
