@@ -1,5 +1,5 @@
 //! Operating one agent as Consul's operators do: `tribune reload` and SIGHUP replace the services
-//! the configuration files define (and keep the API's), `tribune monitor` streams the agent's log
+//! and watches the configuration files define (and keep the API's), `tribune monitor` streams the agent's log
 //! lines (debug ones too from an agent at info), `/v1/agent/host` describes the machine,
 //! `tribune services register FILE` reads definition files, and DNS listens on Consul's port 8600
 //! unless told otherwise.
@@ -373,4 +373,62 @@ async fn configured_watches_run_script_and_http_handlers() {
             break;
         }
     }
+}
+
+/// A reload with another `watches` list stops the old watches and starts the new ones, as Consul's
+/// reload replaces its watch plans.
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_replaces_the_configured_watches() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen");
+    let file = dir.path().join("watches.json");
+    let watch_on = |key: &str| {
+        serde_json::json!({"watches": [
+            {"type": "key", "key": key, "args": ["sh", "-c", format!("cat >> {}; echo >> {}", seen.display(), seen.display())]}
+        ]})
+        .to_string()
+    };
+    std::fs::write(&file, watch_on("deploy/first")).unwrap();
+    let config = format!("-config-file={}", file.display());
+    let agent = AgentProcess::spawn(&[
+        "-dev",
+        "-http-port=0",
+        "-server-port=0",
+        "-serf-lan-port=0",
+        "-serf-wan-port=0",
+        &config,
+    ]);
+    let put = |key: &'static str, value: &'static [u8]| async move {
+        let reply = request(agent.http, "PUT", &format!("/v1/kv/{key}"), &[], value).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    };
+    let seen_text = || std::fs::read_to_string(&seen).unwrap_or_default();
+    // base64 of the values below, as the handler sees them.
+    put("deploy/first", b"one").await;
+    wait_for("the first watch to see its key", LIMIT, || async {
+        seen_text().contains("\"Value\":\"b25l\"")
+    })
+    .await;
+
+    std::fs::write(&file, watch_on("deploy/second")).unwrap();
+    let (ok, out) = tribune_cli(agent.http, &["reload"]).await;
+    assert!(ok, "{out}");
+    put("deploy/second", b"two").await;
+    wait_for("the new watch to see its key", LIMIT, || async {
+        seen_text().contains("\"Value\":\"dHdv\"")
+    })
+    .await;
+    // The old watch is gone: a change to its key, followed by one to the new key, reaches the
+    // handler only through the new watch.
+    put("deploy/first", b"old").await;
+    put("deploy/second", b"new").await;
+    wait_for("the new watch to see the later change", LIMIT, || async {
+        seen_text().contains("\"Value\":\"bmV3\"")
+    })
+    .await;
+    assert!(
+        !seen_text().contains("\"Value\":\"b2xk\""),
+        "the replaced watch still ran: {}",
+        seen_text()
+    );
 }

@@ -49,6 +49,8 @@ pub(crate) struct LocalAgent {
     reload_source: Mutex<Option<ReloadSource>>,
     /// The configuration the agent started with.
     started_with: Config,
+    /// The configuration's `watches`, which a reload replaces.
+    pub(crate) watches: crate::watches::ConfiguredWatches,
 }
 
 /// Reads the configuration afresh for a reload, or says why it cannot.
@@ -107,6 +109,7 @@ impl LocalAgent {
             from_config: Mutex::default(),
             reload_source: Mutex::default(),
             started_with: config.clone(),
+            watches: crate::watches::ConfiguredWatches::default(),
         };
         // Resolving the configuration checked every definition; one that fails here is skipped.
         let mut defined = ConfigDefined::default();
@@ -149,10 +152,10 @@ impl LocalAgent {
         self.reload(&config)
     }
 
-    /// Replaces what the configuration defined with `config`'s services and checks, as Consul's
-    /// reload does: definitions gone from the files are deregistered, the others (re)registered;
-    /// what was registered through the API is kept. Every definition is read first, so a bad one
-    /// changes nothing.
+    /// Replaces what the configuration defined with `config`'s services, checks and watches, as
+    /// Consul's reload does: definitions gone from the files are deregistered, the others
+    /// (re)registered; what was registered through the API is kept; a changed `watches` list
+    /// replaces the running watches. Every definition is read first, so a bad one changes nothing.
     pub(crate) fn reload(&self, config: &Config) -> Result<(), ReloadError> {
         let services = config
             .local
@@ -203,6 +206,12 @@ impl LocalAgent {
             }
         }
         *defined = now_defined;
+        if self.watches.replace(&config.local.watches) {
+            tracing::info!(
+                watches = self.watches.count(),
+                "reload replaced the configured watches"
+            );
+        }
         Ok(())
     }
 

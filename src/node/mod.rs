@@ -314,11 +314,11 @@ where
         shutdown_rx.clone(),
     )));
     let token_owner = Arc::downgrade(&agent);
-    tasks.extend(crate::watches::spawn(
+    agent.local.watches.start(
         agent.config.local.watches.clone(),
         agent.own_router.clone(),
         shutdown_rx.clone(),
-    ));
+    );
     tasks.push(agent.local.spawn_sync(
         &agent.config,
         agent.own_router.clone(),
@@ -438,11 +438,11 @@ async fn start_client(config: Config) -> Result<NodeHandle, NodeError> {
         let api: crate::local_api::SharedLocalApi = agent.own_router.clone();
         tasks.extend(dns.serve(&agent.config, api, shutdown_rx.clone()));
     }
-    tasks.extend(crate::watches::spawn(
+    agent.local.watches.start(
         agent.config.local.watches.clone(),
         agent.own_router.clone(),
         shutdown_rx.clone(),
-    ));
+    );
     tasks.push(agent.local.spawn_sync(
         &agent.config,
         agent.own_router.clone(),

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use axum::http::Method;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -36,15 +37,63 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(5))
 }
 
-/// Starts one task per configured watch, each reading through `api` until `stop`.
-pub(crate) fn spawn(
+/// The configured watches an agent runs: started with the agent, replaced as a whole when a reload
+/// brings another list, as Consul's reload stops its watch plans and starts the new ones.
+#[derive(Default)]
+pub(crate) struct ConfiguredWatches {
+    running: Mutex<Option<Running>>,
+}
+
+/// What the agent started its watches with, and their tasks.
+struct Running {
     plans: Vec<WatchPlan>,
     api: SharedLocalApi,
     stop: watch::Receiver<bool>,
-) -> Vec<JoinHandle<()>> {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ConfiguredWatches {
+    /// Starts one task per watch of `plans`, each reading through `api` until `stop`.
+    pub(crate) fn start(&self, plans: Vec<WatchPlan>, api: SharedLocalApi, stop: watch::Receiver<bool>) {
+        let tasks = spawn(&plans, &api, &stop);
+        let previous = self.running.lock().replace(Running {
+            plans,
+            api,
+            stop,
+            tasks,
+        });
+        if let Some(previous) = previous {
+            previous.tasks.iter().for_each(JoinHandle::abort);
+        }
+    }
+
+    /// Runs `plans` instead of the watches running now, unless they are the same list. Returns
+    /// whether the watches were replaced (never before [`ConfiguredWatches::start`]).
+    pub(crate) fn replace(&self, plans: &[WatchPlan]) -> bool {
+        let mut running = self.running.lock();
+        let Some(current) = running.as_mut() else {
+            return false;
+        };
+        if current.plans == plans {
+            return false;
+        }
+        // A watch stopped mid-read or mid-handler is simply dropped: the new list starts afresh.
+        current.tasks.iter().for_each(JoinHandle::abort);
+        current.plans = plans.to_vec();
+        current.tasks = spawn(&current.plans, &current.api, &current.stop);
+        true
+    }
+
+    /// How many watches run now.
+    pub(crate) fn count(&self) -> usize {
+        self.running.lock().as_ref().map_or(0, |r| r.tasks.len())
+    }
+}
+
+fn spawn(plans: &[WatchPlan], api: &SharedLocalApi, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     plans
-        .into_iter()
-        .map(|plan| tokio::spawn(run(plan, api.clone(), stop.clone())))
+        .iter()
+        .map(|plan| tokio::spawn(run(plan.clone(), api.clone(), stop.clone())))
         .collect()
 }
 
@@ -117,5 +166,28 @@ mod tests {
         assert_eq!(read_path(&plan, 7), "/v1/kv/a/b?dc=dc2&index=7");
         assert_eq!(backoff(0), Duration::from_secs(1));
         assert_eq!(backoff(9), Duration::from_secs(32));
+    }
+
+    #[tokio::test]
+    async fn a_reload_replaces_the_watches_only_when_the_list_changed() {
+        let plan = |key: &str| {
+            WatchPlan::parse(&serde_json::json!({"type": "key", "key": key, "args": ["true"]})).unwrap()
+        };
+        let (stop_all, stop) = watch::channel(false);
+        let watches = ConfiguredWatches::default();
+        assert!(
+            !watches.replace(&[plan("a")]),
+            "nothing runs before the agent starts them"
+        );
+        // An API with no router answers every read with an error: the watches retry until stopped.
+        let api: SharedLocalApi = std::sync::Arc::new(crate::local_api::RouterCell::default());
+        watches.start(vec![plan("a")], api, stop);
+        assert_eq!(watches.count(), 1);
+        assert!(!watches.replace(&[plan("a")]), "the same list keeps its watches");
+        assert!(watches.replace(&[plan("b"), plan("c")]));
+        assert_eq!(watches.count(), 2);
+        assert!(watches.replace(&[]));
+        assert_eq!(watches.count(), 0);
+        stop_all.send_replace(true);
     }
 }
