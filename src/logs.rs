@@ -11,6 +11,7 @@
 //! by more than [`BACKLOG`] lines skips the oldest and is told how many.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::SystemTime;
 
@@ -62,27 +63,32 @@ const SLOT_FILTERS: [LevelFilter; 5] = [
     LevelFilter::TRACE,
 ];
 
+/// The most verbose level a monitor streams now, as its slot + 1 (0: none streams). Kept apart from
+/// the counts so that the filter, asked at every event, reads one atomic instead of taking a lock.
+static STREAMED: AtomicUsize = AtomicUsize::new(0);
+
 /// The most verbose level a monitor streams now; `OFF` while none does.
 fn streamed_level() -> LevelFilter {
-    let counts = STREAMING.lock().unwrap_or_else(PoisonError::into_inner);
-    counts
-        .iter()
-        .zip(SLOT_FILTERS)
-        .rev()
-        .find(|(count, _)| **count > 0)
-        .map_or(LevelFilter::OFF, |(_, filter)| filter)
+    match STREAMED.load(Ordering::Acquire).checked_sub(1) {
+        Some(slot) => SLOT_FILTERS.get(slot).copied().unwrap_or(LevelFilter::OFF),
+        None => LevelFilter::OFF,
+    }
 }
 
 /// Counts a monitor at `level` in or out. When the most verbose level streamed changes, tracing is
 /// told to ask the filters again, since it caches the most verbose level any of them may enable.
 fn count_monitor(level: Level, delta: isize) {
-    let before = streamed_level();
-    {
+    let changed = {
         let mut counts = STREAMING.lock().unwrap_or_else(PoisonError::into_inner);
         let slot = &mut counts[level_slot(level)];
         *slot = slot.saturating_add_signed(delta);
-    }
-    if streamed_level() != before {
+        let streamed = counts
+            .iter()
+            .rposition(|count| *count > 0)
+            .map_or(0, |slot| slot + 1);
+        STREAMED.swap(streamed, Ordering::AcqRel) != streamed
+    };
+    if changed {
         tracing::callsite::rebuild_interest_cache();
     }
 }
