@@ -1,32 +1,8 @@
-//! Building request paths for Consul's HTTP API: keys percent-encoded with `/` kept, query values
-//! encoded whole, parameters appended. Shared by the command line and the agent's own watches.
+//! Building request paths for Consul's HTTP API: the percent-encoding of keys and query values
+//! (tribune-replicate's `api_path`, one copy for both crates) and parameters appended. Shared by
+//! the command line and the agent's own watches.
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-
-/// What a URL path keeps of a KV key: RFC 3986's unreserved characters and `/`.
-const KEY_KEEPS: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
-
-/// What a query parameter's value keeps: the unreserved characters only.
-const VALUE_KEEPS: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Percent-encodes a KV key (or any path part), keeping `/`.
-pub fn encode_key(key: &str) -> String {
-    utf8_percent_encode(key, KEY_KEEPS).to_string()
-}
-
-/// Percent-encodes a query parameter's value (a `/` too).
-pub fn encode_query_value(value: &str) -> String {
-    utf8_percent_encode(value, VALUE_KEEPS).to_string()
-}
+pub use tribune_replicate::api_path::{encode_key, encode_query_value};
 
 /// Appends `name=value` (the value encoded) to a path that may already have a query.
 pub fn add_query_param(path_and_query: &str, name: &str, value: &str) -> String {

@@ -13,12 +13,15 @@
 //!   and cuts the result into transactions of at most [`MAX_TXN_OPS`] operations.
 //! - [`runner`]: the thin async loop per prefix ([`Replicator`]): blocking reads, quiescence
 //!   ([`quiesce`]), retries with back-off ([`backoff`]), `once`, status ([`status`]) and lag.
+//! - [`api_path`]: percent-encoding of KV keys and query values in Consul's API paths (the tribune
+//!   node's command line uses it too).
 //! - [`memory`]: an in-memory [`Source`] and [`Sink`] with fault injection, for tests and embedders.
 //!
 //! It is not a lock service: keeping one replicator per datacenter is the caller's job (the `http`
 //! feature has a session lock; the node replicates only on its leader), and the runner fences its writes
 //! with the [`model::Fence`] it is given.
 
+pub mod api_path;
 pub mod backoff;
 pub mod config;
 #[cfg(feature = "http")]

@@ -12,8 +12,6 @@
 //!
 //! Nothing here plans or retries: the runner decides what to write and when to try again.
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-
 mod client;
 mod lock;
 mod sink;
@@ -141,31 +139,7 @@ impl From<HttpError> for SinkError {
     }
 }
 
-/// What a URL path keeps of a KV key: RFC 3986's unreserved characters and `/`, so the key keeps
-/// its segments.
-const KEY_KEEPS: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
-
-/// What a query parameter's value keeps: the unreserved characters only.
-const VALUE_KEEPS: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Percent-encodes a KV key for a URL path, keeping `/`.
-pub(crate) fn encode_key(key: &str) -> String {
-    utf8_percent_encode(key, KEY_KEEPS).to_string()
-}
-
-/// Percent-encodes a query parameter's value (a `/` too).
-pub(crate) fn encode_query_value(value: &str) -> String {
-    utf8_percent_encode(value, VALUE_KEEPS).to_string()
-}
+pub(crate) use crate::api_path::{encode_key, encode_query_value};
 
 /// `/v1/kv/<key>` with the key percent-encoded. A leading `/` is dropped: Consul's keys have none.
 pub(crate) fn kv_path(key: &str) -> String {
