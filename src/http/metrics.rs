@@ -107,7 +107,7 @@ async fn gauges<B: Backend>(agent: &Shared<B>) -> Vec<GaugeReading> {
         && let Ok(members) = gossip.members().await
     {
         for member in members.iter().filter(|m| m.status.is_live()) {
-            if member.tags.get("role").map(String::as_str) == Some("consul") {
+            if crate::node::is_server(member, &agent.config.datacenter) {
                 servers += 1;
             } else {
                 clients += 1;
@@ -163,18 +163,25 @@ pub(crate) async fn time_requests(
         Some(route) if !forwarded => telemetry.time_http(request.method().as_str(), route.as_str()),
         _ => None,
     };
-    let method = request.method().clone();
-    let uri = request.uri().clone();
-    let started = std::time::Instant::now();
+    // Consul's agent logs every request at debug. Nothing is kept for the line unless someone
+    // reads debug lines (the output's level or a monitor), so a request pays nothing for it.
+    let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+        (
+            request.method().clone(),
+            request.uri().clone(),
+            std::time::Instant::now(),
+        )
+    });
     let response = next.run(request).await;
     drop(timing);
-    // Consul's agent logs every request at debug; the arguments are built only when enabled.
-    tracing::debug!(
-        method = %method,
-        url = %redacted_url(&uri),
-        latency = ?started.elapsed(),
-        "Request finished"
-    );
+    if let Some((method, uri, started)) = logged {
+        tracing::debug!(
+            method = %method,
+            url = %redacted_url(&uri),
+            latency = ?started.elapsed(),
+            "Request finished"
+        );
+    }
     response
 }
 

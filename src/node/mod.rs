@@ -40,6 +40,7 @@ pub(crate) use agent::{Agent, ProposeError};
 pub(crate) use app_rpc::{AppCall, AppReply, ForwardedHttp, ForwardedResponse};
 pub(crate) use formation::Peer;
 pub use handle::NodeHandle;
+pub(crate) use reconcile::is_server;
 pub(crate) use sessions::{NodeHealth, SERF_HEALTH_CHECK};
 
 use crate::client::ClientAgent;

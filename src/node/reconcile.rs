@@ -52,7 +52,8 @@ pub(crate) enum CatalogChange {
     Deregister(String),
 }
 
-fn is_server(member: &Member, datacenter: &str) -> bool {
+/// Whether `member` is a server of `datacenter` (Serf's `role` and `dc` tags).
+pub(crate) fn is_server(member: &Member, datacenter: &str) -> bool {
     member.tags.get("role").map(String::as_str) == Some("consul")
         && member.tags.get("dc").map(String::as_str) == Some(datacenter)
 }
