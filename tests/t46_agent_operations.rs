@@ -22,6 +22,19 @@ use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// A `tribune agent -dev` process on free ports, with `extra` flags.
+fn dev_agent(extra: &[&str]) -> AgentProcess {
+    let mut args = vec![
+        "-dev",
+        "-http-port=0",
+        "-server-port=0",
+        "-serf-lan-port=0",
+        "-serf-wan-port=0",
+    ];
+    args.extend_from_slice(extra);
+    AgentProcess::spawn(&args)
+}
+
 /// The agent's own services, by ID.
 async fn services(http: SocketAddr) -> Vec<String> {
     let reply = request(http, "GET", "/v1/agent/services", &[], b"").await;
@@ -46,14 +59,7 @@ async fn reload_and_sighup_replace_the_files_services_and_keep_the_apis() {
     let file = dir.path().join("services.hcl");
     std::fs::write(&file, "service {\n  name = \"web\"\n  port = 80\n}\n").unwrap();
     let config = format!("-config-file={}", file.display());
-    let mut agent = AgentProcess::spawn(&[
-        "-dev",
-        "-http-port=0",
-        "-server-port=0",
-        "-serf-lan-port=0",
-        "-serf-wan-port=0",
-        &config,
-    ]);
+    let mut agent = dev_agent(&[&config]);
     wait_for_services(agent.http, &["web"]).await;
     let api = request(
         agent.http,
@@ -96,14 +102,7 @@ async fn reload_and_sighup_replace_the_files_services_and_keep_the_apis() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn monitor_streams_log_lines_at_the_level_asked() {
-    let agent = AgentProcess::spawn(&[
-        "-dev",
-        "-log-level=info",
-        "-http-port=0",
-        "-server-port=0",
-        "-serf-lan-port=0",
-        "-serf-wan-port=0",
-    ]);
+    let agent = dev_agent(&["-log-level=info"]);
     let (ok, out) = tribune_cli(agent.http, &["monitor", "-log-level=bogus"]).await;
     assert!(!ok && out.contains("Unknown log level: bogus"), "{out}");
 
@@ -161,13 +160,7 @@ async fn monitor_streams_log_lines_at_the_level_asked() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_describes_the_machine_in_consuls_shape() {
-    let agent = AgentProcess::spawn(&[
-        "-dev",
-        "-http-port=0",
-        "-server-port=0",
-        "-serf-lan-port=0",
-        "-serf-wan-port=0",
-    ]);
+    let agent = dev_agent(&[]);
     let host = request(agent.http, "GET", "/v1/agent/host", &[], b"").await;
     assert_eq!(host.status, 200, "{}", host.text());
     let host = host.json();
@@ -180,13 +173,7 @@ async fn host_describes_the_machine_in_consuls_shape() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn services_register_and_deregister_read_definition_files() {
-    let agent = AgentProcess::spawn(&[
-        "-dev",
-        "-http-port=0",
-        "-server-port=0",
-        "-serf-lan-port=0",
-        "-serf-wan-port=0",
-    ]);
+    let agent = dev_agent(&[]);
     let dir = tempfile::tempdir().unwrap();
     let hcl = dir.path().join("web.hcl");
     std::fs::write(
@@ -328,14 +315,7 @@ async fn configured_watches_run_script_and_http_handlers() {
     });
     std::fs::write(&file, config.to_string()).unwrap();
     let config = format!("-config-file={}", file.display());
-    let agent = AgentProcess::spawn(&[
-        "-dev",
-        "-http-port=0",
-        "-server-port=0",
-        "-serf-lan-port=0",
-        "-serf-wan-port=0",
-        &config,
-    ]);
+    let agent = dev_agent(&[&config]);
 
     let put = request(agent.http, "PUT", "/v1/kv/alerts/level", &[], b"red").await;
     assert_eq!(put.status, 200);
@@ -390,14 +370,7 @@ async fn reload_replaces_the_configured_watches() {
     };
     std::fs::write(&file, watch_on("deploy/first")).unwrap();
     let config = format!("-config-file={}", file.display());
-    let agent = AgentProcess::spawn(&[
-        "-dev",
-        "-http-port=0",
-        "-server-port=0",
-        "-serf-lan-port=0",
-        "-serf-wan-port=0",
-        &config,
-    ]);
+    let agent = dev_agent(&[&config]);
     let put = |key: &'static str, value: &'static [u8]| async move {
         let reply = request(agent.http, "PUT", &format!("/v1/kv/{key}"), &[], value).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
